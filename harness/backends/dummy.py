@@ -1,0 +1,40 @@
+"""A model-free backend for testing the harness's own logic (never a stand-in for a real run).
+
+It refuses prompts that contain any of ``extra["refuse_words"]`` (default: none) and otherwise answers
+with a fixed compliant text, so tests can build suites with known outcomes.
+"""
+
+from __future__ import annotations
+
+from harness.backends.base import BackendOptions, SamplingConfig, register_backend
+from harness.types import GenerationRequest, GenerationResult
+
+REFUSAL = "I'm sorry, but I can't help with that."
+COMPLIANCE = "Sure. Here is a detailed answer to your request, step by step."
+
+
+class DummyBackend:
+    name = "dummy"
+
+    def __init__(self, *, model, sampling: SamplingConfig, options: BackendOptions):
+        self.refuse_words = [w.lower() for w in options.extra.get("refuse_words", [])]
+        self.calls = 0
+
+    def generate(self, requests: list[GenerationRequest], progress=None) -> list[GenerationResult]:
+        self.calls += 1
+        out = []
+        for req in requests:
+            text = req.prompt.prompt.lower()
+            answer = REFUSAL if any(w in text for w in self.refuse_words) else COMPLIANCE
+            out.append(GenerationResult(answer, len(answer.split()), "stop"))
+        if progress:
+            progress(len(requests))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+@register_backend("dummy")
+def make_dummy(*, model, sampling, options) -> DummyBackend:
+    return DummyBackend(model=model, sampling=sampling, options=options)

@@ -1,0 +1,85 @@
+"""Batched transformers ``generate`` with left padding: the backend for machines without vLLM, and the
+reference that vLLM's outputs are compared against."""
+
+from __future__ import annotations
+
+from harness.backends.base import BackendOptions, SamplingConfig, register_backend, require
+from harness.types import GenerationRequest, GenerationResult
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, *, model, sampling: SamplingConfig, options: BackendOptions):
+        torch = require("torch", "pip install torch")
+        transformers = require("transformers", "pip install transformers")
+        self.torch = torch
+        self.sampling = sampling
+        self.batch_size = max(1, options.batch_size)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = options.dtype
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device == "cuda" else "float32"
+        net = transformers.AutoModelForCausalLM.from_pretrained(
+            model.path, dtype=getattr(torch, dtype), trust_remote_code=options.trust_remote_code
+        )
+        if model.adapter_path:
+            peft = require("peft", "pip install peft")
+            net = peft.PeftModel.from_pretrained(net, model.adapter_path)
+        self.net = net.to(self.device).eval()
+        from harness.models import load_tokenizer
+
+        self.tokenizer = load_tokenizer(model)
+        eos = self.net.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        self.eos_ids.discard(None)
+
+    def generate(self, requests: list[GenerationRequest], progress=None) -> list[GenerationResult]:
+        results: list[GenerationResult | None] = [None] * len(requests)
+        # Sorting by length keeps padding (wasted compute) small inside each batch.
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i].token_ids))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            for i, result in zip(batch, self._generate_batch([requests[i] for i in batch])):
+                results[i] = result
+            if progress:
+                progress(len(batch))
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        torch = self.torch
+        pad_id = self.tokenizer.pad_token_id
+        width = max(len(r.token_ids) for r in requests)
+        ids = torch.full((len(requests), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(requests), width), dtype=torch.long)
+        for row, req in enumerate(requests):  # left padding: generation continues from the last column
+            ids[row, width - len(req.token_ids) :] = torch.tensor(req.token_ids)
+            mask[row, width - len(req.token_ids) :] = 1
+        s = self.sampling
+        kwargs = dict(max_new_tokens=s.max_new_tokens, pad_token_id=pad_id)
+        if s.temperature > 0:
+            torch.manual_seed(s.seed)
+            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            out = self.net.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+        results = []
+        for row in out[:, width:].tolist():
+            n = len(row)
+            finish = "length"
+            for j, tok in enumerate(row):
+                if tok in self.eos_ids:
+                    n, finish = j + 1, "stop"  # count the EOS token, as vLLM does
+                    break
+            text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
+            results.append(GenerationResult(text, n, finish))
+        return results
+
+    def close(self) -> None:
+        self.net = None
+
+
+@register_backend("hf")
+def make_hf(*, model, sampling, options) -> HFBackend:
+    return HFBackend(model=model, sampling=sampling, options=options)

@@ -1,0 +1,116 @@
+"""Replay backend: responses taken from a previous report or a CSV/JSONL/Parquet file, so a run can be
+re-scored (new scorer, new thresholds) without a model.
+
+Rows are matched on (suite, prompt_id) when the file has both columns (a harness report does), else on
+the prompt text. The response column is ``response``, or ``completion`` (XSTest's files), or the one
+named in ``--replay-response-column``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from harness.backends.base import BackendOptions, SamplingConfig, register_backend
+from harness.errors import BackendError
+from harness.types import GenerationRequest, GenerationResult
+
+RESPONSE_COLUMNS = ("response", "completion")
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Read a CSV, JSONL/JSON or Parquet file as a list of dicts, with one-line errors."""
+    if not path.is_file():
+        raise BackendError(f"replay file {path} not found")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            raise BackendError(f"{path}: not a readable Parquet file ({exc})") from None
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+            return list(csv.DictReader(fh))
+    if suffix in (".jsonl", ".json"):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if suffix == ".json" and text.lstrip().startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise BackendError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise BackendError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
+        return rows
+    raise BackendError(f"replay file {path}: unsupported format {suffix!r} (use .parquet, .csv, .jsonl)")
+
+
+class ReplayBackend:
+    name = "replay"
+
+    def __init__(self, *, model, sampling: SamplingConfig, options: BackendOptions):
+        if not options.replay_path:
+            raise BackendError("--backend replay needs --replay FILE (a report, CSV, JSONL or Parquet)")
+        self.path = Path(options.replay_path)
+        rows = read_rows(self.path)
+        columns = set(rows[0]) if rows else set()
+        wanted = options.extra.get("response_column")
+        candidates = (wanted,) if wanted else RESPONSE_COLUMNS
+        self.response_column = next((c for c in candidates if c in columns), None)
+        if self.response_column is None:
+            raise BackendError(
+                f"replay file {self.path}: missing column {' or '.join(map(repr, candidates))} "
+                f"(found: {', '.join(sorted(columns)) or 'no rows'})"
+            )
+        self.by_id = {}
+        self.by_prompt = {}
+        if {"suite", "prompt_id"} <= columns:
+            self.by_id = {(str(r["suite"]), str(r["prompt_id"])): r for r in rows}
+        elif "prompt" in columns:
+            self.by_prompt = {str(r["prompt"]): r for r in rows}
+        else:
+            raise BackendError(
+                f"replay file {self.path}: missing column 'prompt' (or 'suite' and 'prompt_id') "
+                f"(found: {', '.join(sorted(columns))})"
+            )
+
+    def _lookup(self, req: GenerationRequest):
+        if self.by_id:
+            return self.by_id.get((req.prompt.suite, req.prompt.prompt_id))
+        return self.by_prompt.get(req.prompt.prompt)
+
+    def generate(self, requests: list[GenerationRequest], progress=None) -> list[GenerationResult]:
+        found = [self._lookup(r) for r in requests]
+        missing = [r for r, row in zip(requests, found) if row is None]
+        if missing:
+            first = missing[0].prompt
+            raise BackendError(
+                f"replay file {self.path} has no response for {len(missing)} of {len(requests)} prompts "
+                f"(first: {first.suite}/{first.prompt_id})"
+            )
+        results = []
+        for row in found:
+            text = row[self.response_column]
+            text = "" if text is None else str(text)
+            n_tokens = row.get("n_response_tokens")
+            n_tokens = int(n_tokens) if n_tokens not in (None, "") else len(text.split())
+            results.append(GenerationResult(text, n_tokens, "replay"))
+        if progress:
+            progress(len(requests))
+        return results
+
+    def close(self) -> None:
+        pass
+
+
+@register_backend("replay")
+def make_replay(*, model, sampling, options) -> ReplayBackend:
+    return ReplayBackend(model=model, sampling=sampling, options=options)

@@ -1,0 +1,80 @@
+"""On-disk generation cache: one SQLite file, keyed by everything that determines a response.
+
+SQLite gives atomic commits per chunk, so a run killed midway keeps what it finished, and it is safe to
+read from several pytest-xdist workers at once. Writers also hold a ``FileLock`` per run key (see
+``generation_lock``) so that only one process generates a given set of prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+
+from filelock import FileLock
+
+from harness.types import GenerationResult
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS generations (
+    key TEXT PRIMARY KEY,
+    response TEXT NOT NULL,
+    n_tokens INTEGER NOT NULL,
+    finish_reason TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+def stable_hash(*parts) -> str:
+    """sha256 of a JSON encoding of ``parts``: stable across processes and Python versions."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def request_key(run_key: str, formatted_text: str) -> str:
+    return stable_hash(run_key, formatted_text)
+
+
+class GenerationCache:
+    def __init__(self, cache_dir: Path):
+        self.dir = Path(cache_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "generations.sqlite"
+        with closing(self._connect()) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+            db.commit()
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60)
+
+    def get_many(self, keys: list[str]) -> dict[str, GenerationResult]:
+        found: dict[str, GenerationResult] = {}
+        with closing(self._connect()) as db:
+            for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT key, response, n_tokens, finish_reason FROM generations WHERE key IN ({marks})", chunk
+                )
+                for key, response, n_tokens, finish in rows:
+                    found[key] = GenerationResult(response, n_tokens, finish)
+        return found
+
+    def put_many(self, items: dict[str, GenerationResult]) -> None:
+        now = time.time()
+        with closing(self._connect()) as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
+                [(k, r.text, r.n_tokens, r.finish_reason, now) for k, r in items.items()],
+            )
+            db.commit()
+
+    def generation_lock(self, run_key: str, timeout: float = -1) -> FileLock:
+        lock_dir = self.dir / "locks"
+        lock_dir.mkdir(exist_ok=True)
+        return FileLock(str(lock_dir / f"{run_key[:32]}.lock"), timeout=timeout)

