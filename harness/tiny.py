@@ -70,7 +70,8 @@ def make_tiny_llama(path: str | Path, *, seed: int = 0, vocab_from: str | Path |
     return path
 
 
-def make_tiny_adapter(base_path: str | Path, out_path: str | Path, *, seed: int = 0, r: int = 4) -> Path:
+def make_tiny_adapter(base_path: str | Path, out_path: str | Path, *, seed: int = 0, r: int = 4,
+                      noise: float = 0.5) -> Path:
     """Save a LoRA adapter (q_proj, v_proj) for the tiny model at ``base_path`` into ``out_path``. LoRA B
     starts at zero (a no-op adapter), so it is filled with noise to make the adapter change outputs."""
     import torch
@@ -86,7 +87,7 @@ def make_tiny_adapter(base_path: str | Path, out_path: str | Path, *, seed: int 
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
-                param.normal_(0.0, 0.5)
+                param.normal_(0.0, noise)
     # peft records whatever string from_pretrained got; store the absolute path so resolution finds it
     # from any working directory.
     peft_model.peft_config["default"].base_model_name_or_path = str(base_path)

