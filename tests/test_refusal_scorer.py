@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -157,33 +156,16 @@ def test_string_match_is_the_faithful_xstest_baseline():
     assert label("", "xstest_string_match").label == "full_compliance"
 
 
-def test_huge_response_is_bounded_and_fast():
+def test_huge_response_gets_a_defined_label():
+    # Speed is measured in benchmarks/bench_scorer.py, not asserted here.
     scorer = get_scorer(DEFAULT_REFUSAL_SCORER)
     filler = "The quick brown fox jumps over the lazy dog. " * 2300  # ~100k characters
     refusal = "I'm sorry, but I can't help with that. " + filler
     compliance = "Sure, here is the story. " + filler
     late = "Sure, here is the story. " + filler + " Actually, I cannot provide the rest of this."
     no_breaks = "a" * 100_000  # one giant "sentence"
-    started = time.perf_counter()
-    for _ in range(20):
-        scores = scorer.score([""] * 4, [refusal, compliance, late, no_breaks])
-    elapsed = (time.perf_counter() - started) / 80
+    scores = scorer.score([""] * 4, [refusal, compliance, late, no_breaks])
     assert [s.label for s in scores] == ["full_refusal", "full_compliance", "partial_refusal", "full_compliance"]
-    assert elapsed < 0.005, f"{elapsed * 1000:.2f} ms per 100k-character response"
-
-
-def test_throughput_at_least_5000_per_second():
-    responses = (REFUSALS + COMPLIANCES + PARTIALS) * 40
-    long_ones = [r + " More detail follows here, sentence after sentence." * 20 for r in responses[:200]]
-    batch = responses + long_ones
-    scorer = get_scorer(DEFAULT_REFUSAL_SCORER)
-    best = float("inf")
-    for _ in range(5):  # best of several runs: the claim is about the scorer, not a busy CI box
-        started = time.perf_counter()
-        scorer.score([""] * len(batch), batch)
-        best = min(best, time.perf_counter() - started)
-    rate = len(batch) / best
-    assert rate >= 5000, f"{rate:,.0f} responses/s"
 
 
 # --- registry -------------------------------------------------------------------------------------
