@@ -360,3 +360,12 @@ def test_sample_properties(sizes, n, seed):
         for cat, size in sizes.items():  # proportional up to rounding and the at-least-one rule
             assert abs(counts[cat] - n * size / total) < 2 or counts[cat] == 1
     assert sample == stratified_sample(prompts, n, seed=seed)
+
+
+@needs_data
+def test_small_xstest_sample_keeps_safe_and_unsafe_proportion():
+    # 20 XSTest types and n=10: stratifying on expected first keeps 250:200 as 6:4, one prompt per type.
+    prompts = load_xstest(DATA / "xstest" / "xstest_prompts.csv")
+    sample = stratified_sample(prompts, 10, seed=0)
+    assert Counter(p.expected for p in sample) == {"comply": 6, "refuse": 4}
+    assert len({p.category for p in sample}) == 10

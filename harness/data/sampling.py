@@ -47,17 +47,28 @@ def allocate(sizes: dict[str, int], n: int) -> dict[str, int]:
 
 
 def stratified_sample(prompts: Sequence[Prompt], n: int, *, seed: int = 0) -> list[Prompt]:
-    """``n`` prompts stratified by category, returned in their original order (all of them if n >= len)."""
+    """``n`` prompts stratified by expected behaviour, then by category within it, returned in their
+    original order (all of them if n >= len).
+
+    The first level matters when ``n`` is below the number of categories: XSTest has 10 safe and 10
+    contrast types, and stratifying by category alone would let the alphabetical tie-break fill a
+    10-prompt sample with ``contrast_*`` types; splitting by ``expected`` first keeps the safe/unsafe
+    proportion (250:200 gives 6:4).
+    """
     prompts = list(prompts)
     if n >= len(prompts):
         return prompts
-    by_cat: dict[str, list[int]] = {}
+    by_expected: dict[str, list[int]] = {}
     for i, p in enumerate(prompts):
-        by_cat.setdefault(p.category, []).append(i)
-    alloc = allocate({c: len(ix) for c, ix in by_cat.items()}, n)
+        by_expected.setdefault(p.expected, []).append(i)
     chosen: set[int] = set()
-    for c, ix in by_cat.items():
-        # The index breaks ties between duplicate ids, keeping the order total and deterministic.
-        ranked = sorted(ix, key=lambda i: (_key(seed, prompts[i].prompt_id), i))
-        chosen.update(ranked[: alloc[c]])
+    for expected, n_group in allocate({e: len(ix) for e, ix in by_expected.items()}, n).items():
+        by_cat: dict[str, list[int]] = {}
+        for i in by_expected[expected]:
+            by_cat.setdefault(prompts[i].category, []).append(i)
+        alloc = allocate({c: len(ix) for c, ix in by_cat.items()}, n_group)
+        for c, ix in by_cat.items():
+            # The index breaks ties between duplicate ids, keeping the order total and deterministic.
+            ranked = sorted(ix, key=lambda i: (_key(seed, prompts[i].prompt_id), i))
+            chosen.update(ranked[: alloc[c]])
     return [p for i, p in enumerate(prompts) if i in chosen]
