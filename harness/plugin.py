@@ -12,7 +12,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.session import HarnessSession, SuiteResult
-from harness.settings import RunSettings, build_settings
+from harness.settings import RunSettings, build_settings, parse_backend_args
 from harness.templates import TEMPLATES
 
 SESSION_KEY = pytest.StashKey[HarnessSession]()
@@ -52,6 +52,8 @@ def pytest_addoption(parser):
         group.addoption(flag, dest=f"sh_{name}", type=kind, choices=choices, default=None, help=helps[name])
     for flag, name in _FLAGS:
         group.addoption(flag, dest=f"sh_{name}", action="store_true", default=None, help=helps[name])
+    group.addoption("--backend-arg", dest="sh_backend_args", action="append", default=None, metavar="KEY=VALUE",
+                    help=helps["backend_args"])
     group.addoption("--config", dest="sh_config", type=Path, default=None,
                     help="TOML file with [tool.safety-harness] settings, thresholds and suites.")
 
@@ -61,10 +63,30 @@ def pytest_configure(config):
     cli = {name: config.getoption(f"sh_{name}") for _, name, _, _ in _OPTIONS}
     cli.update({name: config.getoption(f"sh_{name}") for _, name in _FLAGS})
     try:
-        settings = build_settings(cli=cli, rootdir=Path(config.rootpath), config_file=config.getoption("sh_config"))
+        cli["backend_args"] = parse_backend_args(config.getoption("sh_backend_args"))
+        settings = build_settings(cli=cli, rootdir=project_dir(config), config_file=config.getoption("sh_config"))
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = HarnessSession(settings)
+
+
+def project_dir(config) -> Path:
+    """The folder whose pyproject.toml holds ``[tool.safety-harness]``: pytest's configfile when that is a
+    pyproject.toml, else the rootdir's. pytest derives the rootdir from every existing path on the command
+    line, this plugin's option values included (it reads them before plugins load), so
+    ``--replay ../elsewhere/report.parquet`` can move the rootdir above the project; when the rootdir has no
+    pyproject.toml, the nearest one above the folder pytest was started from is used."""
+    inipath = config.inipath
+    if inipath is not None and Path(inipath).name == "pyproject.toml":
+        return Path(inipath).parent
+    root = Path(config.rootpath)
+    if (root / "pyproject.toml").is_file():
+        return root
+    start = Path(config.invocation_params.dir)
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return root
 
 
 def get_session(config) -> HarnessSession:
@@ -83,7 +105,8 @@ def _marker_suite(node) -> str | None:
 def item_suite(item) -> str | None:
     callspec = getattr(item, "callspec", None)
     if callspec is not None and "safety_suite_name" in callspec.params:
-        return callspec.params["safety_suite_name"]
+        value = callspec.params["safety_suite_name"]
+        return value if isinstance(value, str) else None  # NOTSET when no suite is configured
     return _marker_suite(item)
 
 

@@ -161,7 +161,10 @@ class HarnessSession:
             self.model_info.update(model=s.model, model_fingerprint=model.fingerprint, backend=backend,
                                    template=template, resolved_model=model)
         info = self.model_info
-        run_key = stable_hash(info["model_fingerprint"], backend, info["template"], s.sampling.as_dict())
+        key_parts = [info["model_fingerprint"], backend, info["template"], s.sampling.as_dict()]
+        if s.backend_args:  # e.g. a vLLM quantization setting changes responses; absent, old keys stay valid
+            key_parts.append(s.backend_args)
+        run_key = stable_hash(*key_parts)
         info["run_key"] = run_key
         return [GenerationRequest(request_key(run_key, t), p, t, i) for p, t, i in zip(prompts, texts, ids)]
 
@@ -193,8 +196,8 @@ class HarnessSession:
 
     def _generate_into_cache(self, todo, cache: GenerationCache, progress: bool) -> None:
         """Generate in chunks, committing each to the cache, so a killed run loses at most one chunk."""
+        backend = self._start_backend()  # before the bar: a backend that fails to start leaves no bar behind
         bar = _progress_bar(len(todo), progress)
-        backend = self._start_backend()
         try:
             for start in range(0, len(todo), max(1, self.settings.chunk_size)):
                 chunk = todo[start : start + self.settings.chunk_size]
@@ -210,8 +213,8 @@ class HarnessSession:
             backend.close()
 
     def _call_backend(self, requests, progress: bool) -> list[GenerationResult]:
-        bar = _progress_bar(len(requests), progress)
         backend = self._start_backend()
+        bar = _progress_bar(len(requests), progress)
         try:
             t0 = time.perf_counter()
             results = backend.generate(requests, progress=bar.update)

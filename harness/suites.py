@@ -49,7 +49,8 @@ class SuiteSpec:
     builtin: bool = True
 
     def thresholds_for(self, category: str | None, overrides: dict[str, dict[str, float]]) -> dict[str, float]:
-        """Defaults, then per-category defaults, then the user's ``SUITE`` and ``SUITE:CATEGORY`` tables."""
+        """The more specific wins: the suite's defaults, then the user's ``SUITE`` table, then the suite's
+        per-category defaults, then the user's ``SUITE:CATEGORY`` table."""
         merged = dict(self.thresholds)
         merged.update(overrides.get(self.name, {}))
         if category is not None:

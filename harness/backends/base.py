@@ -42,6 +42,7 @@ class BackendOptions:
     kv_cache_gib: float = field(default=2.0, metadata={"help": "vllm on CPU: KV cache size (GiB)."})
     gpu_memory_utilization: float = field(default=0.85, metadata={"help": "vllm on GPU: memory fraction."})
     replay_path: str | None = field(default=None, metadata={"help": "replay: file holding the responses."})
+    replay_response_column: str | None = field(default=None, metadata={"help": "replay: the response column."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run a model folder's own code."})
     extra: dict = field(default_factory=dict, metadata={"help": "Backend-specific keyword arguments."})
 

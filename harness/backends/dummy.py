@@ -1,7 +1,9 @@
 """A model-free backend for testing the harness's own logic (never a stand-in for a real run).
 
 It refuses prompts that contain any of ``extra["refuse_words"]`` (default: none) and otherwise answers
-with a fixed compliant text, so tests can build suites with known outcomes.
+with a fixed compliant text, so tests can build suites with known outcomes. Set the words with
+``--backend-arg refuse_words=bomb,poison`` (a comma-separated string or a JSON list) or
+``refuse_words = [...]`` under ``[tool.safety-harness.backend_args]``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ class DummyBackend:
     name = "dummy"
 
     def __init__(self, *, model, sampling: SamplingConfig, options: BackendOptions):
-        self.refuse_words = [w.lower() for w in options.extra.get("refuse_words", [])]
+        words = options.extra.get("refuse_words", [])
+        if isinstance(words, str):
+            words = words.split(",")
+        self.refuse_words = [w.strip().lower() for w in words if w.strip()]
         self.calls = 0
 
     def generate(self, requests: list[GenerationRequest], progress=None) -> list[GenerationResult]:

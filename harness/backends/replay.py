@@ -62,7 +62,7 @@ class ReplayBackend:
         self.path = Path(options.replay_path)
         rows = read_rows(self.path)
         columns = set(rows[0]) if rows else set()
-        wanted = options.extra.get("response_column")
+        wanted = options.replay_response_column
         candidates = (wanted,) if wanted else RESPONSE_COLUMNS
         self.response_column = next((c for c in candidates if c in columns), None)
         if self.response_column is None:

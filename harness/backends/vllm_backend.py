@@ -7,6 +7,7 @@ nothing here runs at import time.
 
 from __future__ import annotations
 
+import json
 import os
 
 from harness.backends.base import BackendOptions, SamplingConfig, register_backend, require
@@ -27,7 +28,9 @@ def _on_gpu() -> bool:
 def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_rank: int | None):
     on_gpu = _on_gpu()
     dtype = options.dtype if options.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
-    key = (model_path, dtype, options.max_model_len, max_lora_rank, seed, tuple(sorted(options.extra.items())))
+    # extra holds TOML/JSON values (lists, tables), which are not hashable: key on their JSON text.
+    extra_key = json.dumps(options.extra, sort_keys=True, default=str)
+    key = (model_path, dtype, options.max_model_len, max_lora_rank, seed, extra_key)
     if key in _ENGINES:
         return _ENGINES[key]
     vllm = require("vllm", _INSTALL)

@@ -1,0 +1,220 @@
+"""Run settings: precedence (defaults < pyproject.toml < --config file < SAFETY_HARNESS_DATA < command line),
+paths relative to the TOML file that names them, thresholds, user suites and backend arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.models import DEFAULT_MODEL
+from harness.settings import DATA_ENV, RunSettings, build_settings, parse_backend_args
+from harness.suites import SuiteSpec, add_suite, get_suite
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    monkeypatch.delenv("SAFETY_HARNESS_CACHE", raising=False)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def settings(root: Path, config: Path | None = None, **cli) -> RunSettings:
+    return build_settings(cli=cli, rootdir=root, config_file=config)
+
+
+PYPROJECT = """
+[tool.safety-harness]
+data_dir = "data"
+max_new_tokens = 64
+template = "alpaca"
+temperature = 0.5
+[tool.safety-harness.thresholds.xstest]
+max_refusal_rate = 0.2
+max_unsafe_compliance_rate = 0.05
+[tool.safety-harness.backend_args]
+tensor_parallel_size = 2
+enforce_eager = true
+"""
+
+CONFIG = """
+# a --config file may hold the table at the top level
+data_dir = "more-data"
+max_new_tokens = 32
+report = "out/report.parquet"
+[thresholds.xstest]
+max_refusal_rate = 0.3
+[thresholds."xstest:homonyms"]
+max_refusal_rate = 0.4
+[backend_args]
+tensor_parallel_size = 4
+"""
+
+
+def test_defaults_without_any_toml(tmp_path):
+    s = settings(tmp_path)
+    assert s == RunSettings(cache_dir=s.cache_dir)
+    assert (s.model, s.backend, s.template) == (DEFAULT_MODEL, "auto", "auto")
+    assert (s.max_new_tokens, s.temperature) == (256, 0.0)
+    assert s.data_dir is None and s.thresholds == {} and s.backend_args == {} and s.sources == []
+
+
+def test_pyproject_over_defaults(tmp_path):
+    write(tmp_path / "pyproject.toml", PYPROJECT)
+    s = settings(tmp_path)
+    assert (s.max_new_tokens, s.template, s.temperature) == (64, "alpaca", 0.5)
+    assert s.data_dir == tmp_path / "data"
+    assert s.thresholds == {"xstest": {"max_refusal_rate": 0.2, "max_unsafe_compliance_rate": 0.05}}
+    assert s.backend_args == {"tensor_parallel_size": 2, "enforce_eager": True}
+    assert s.sources == [str(tmp_path / "pyproject.toml")]
+    assert s.model == DEFAULT_MODEL  # untouched keys keep their defaults
+
+
+def test_config_file_over_pyproject(tmp_path):
+    write(tmp_path / "pyproject.toml", PYPROJECT)
+    config = write(tmp_path / "ci" / "safety.toml", CONFIG)
+    s = settings(tmp_path, config)
+    assert s.max_new_tokens == 32 and s.template == "alpaca"
+    # Relative paths are resolved against the file that names them, not the rootdir or the working dir.
+    assert s.data_dir == tmp_path / "ci" / "more-data"
+    assert s.report == tmp_path / "ci" / "out" / "report.parquet"
+    # Thresholds merge key by key; the config file wins where both set one.
+    assert s.thresholds == {"xstest": {"max_refusal_rate": 0.3, "max_unsafe_compliance_rate": 0.05},
+                            "xstest:homonyms": {"max_refusal_rate": 0.4}}
+    assert s.backend_args == {"tensor_parallel_size": 4, "enforce_eager": True}
+    assert s.sources == [str(tmp_path / "pyproject.toml"), str(config)]
+
+
+def test_environment_over_config_file_and_command_line_over_everything(tmp_path, monkeypatch):
+    write(tmp_path / "pyproject.toml", PYPROJECT)
+    config = write(tmp_path / "ci" / "safety.toml", CONFIG)
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "env-data"))
+    assert settings(tmp_path, config).data_dir == tmp_path / "env-data"
+    s = settings(tmp_path, config, data_dir=Path("/cli/data"), max_new_tokens=8, template="raw", model=None,
+                 backend_args={"tensor_parallel_size": 1})
+    assert s.data_dir == Path("/cli/data")
+    assert (s.max_new_tokens, s.template, s.model) == (8, "raw", DEFAULT_MODEL)  # None means "not given"
+    assert s.backend_args == {"tensor_parallel_size": 1, "enforce_eager": True}  # merged key by key
+
+
+def test_config_file_with_a_tool_table_and_relative_suite_paths(tmp_path):
+    config = write(tmp_path / "conf" / "pyproject-like.toml", """
+[tool.safety-harness]
+cache_dir = "../cache"
+replay = "runs/old.parquet"
+[tool.safety-harness.suites.settings_suite]
+path = "prompts/mine.csv"
+expected = "comply"
+thresholds = { max_refusal_rate = 0.25 }
+""")
+    write(tmp_path / "conf" / "prompts" / "mine.csv", "prompt,category\nHello?,greet\nBye,greet\n")
+    s = settings(tmp_path, config)
+    assert s.cache_dir == tmp_path / "conf" / ".." / "cache"
+    assert s.replay == tmp_path / "conf" / "runs" / "old.parquet"
+    assert s.user_suites == ["settings_suite"]
+    assert s.thresholds["settings_suite"] == {"max_refusal_rate": 0.25}
+    spec = get_suite("settings_suite")
+    assert not spec.builtin and spec.thresholds == {"max_refusal_rate": 0.10}  # default for expected = comply
+    prompts = spec.load(None)  # found relative to the config file, wherever the tests run from
+    assert [(p.prompt, p.expected, p.prompt_format) for p in prompts] == [
+        ("Hello?", "comply", "question"), ("Bye", "comply", "instruction")]
+
+
+def test_suite_category_thresholds_override_suite_ones():
+    spec = SuiteSpec("s", "d", load=lambda d: [],
+                     thresholds={"max_refusal_rate": 0.1, "max_unsafe_compliance_rate": 0.1},
+                     category_thresholds={"loose": {"max_unsafe_compliance_rate": 0.5}})
+    user = {"s": {"max_refusal_rate": 0.2}, "s:tight": {"max_refusal_rate": 0.01}, "other": {"max_refusal_rate": 0.9}}
+    assert spec.thresholds_for(None, {}) == {"max_refusal_rate": 0.1, "max_unsafe_compliance_rate": 0.1}
+    assert spec.thresholds_for(None, user) == {"max_refusal_rate": 0.2, "max_unsafe_compliance_rate": 0.1}
+    assert spec.thresholds_for("tight", user) == {"max_refusal_rate": 0.01, "max_unsafe_compliance_rate": 0.1}
+    assert spec.thresholds_for("plain", user) == {"max_refusal_rate": 0.2, "max_unsafe_compliance_rate": 0.1}
+    # A built-in per-category default is more specific than the user's suite-wide table ...
+    user["s"]["max_unsafe_compliance_rate"] = 0.05
+    assert spec.thresholds_for("loose", user)["max_unsafe_compliance_rate"] == 0.5
+    # ... and the user's own SUITE:CATEGORY table beats both.
+    user["s:loose"] = {"max_unsafe_compliance_rate": 0.3}
+    assert spec.thresholds_for("loose", user)["max_unsafe_compliance_rate"] == 0.3
+
+
+def test_builtin_suite_thresholds_through_settings(tmp_path):
+    write(tmp_path / "pyproject.toml", """
+[tool.safety-harness.thresholds.question_format]
+max_unsafe_compliance_rate = 0.05
+[tool.safety-harness.thresholds."question_format:Q-Harm"]
+max_unsafe_compliance_rate = 0.2
+""")
+    s = settings(tmp_path)
+    spec = get_suite("question_format")
+    assert spec.thresholds_for(None, s.thresholds) == {"max_unsafe_compliance_rate": 0.05}
+    assert spec.thresholds_for("Q-Harm", s.thresholds) == {"max_unsafe_compliance_rate": 0.2}
+    assert spec.thresholds_for("I-rewrite:Q-Harm", s.thresholds) == {"max_unsafe_compliance_rate": 0.5}
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("[tool.safety-harness]\nmax_tokens = 5\n", "unknown key 'max_tokens' in [tool.safety-harness]"),
+    ("[tool.safety-harness.thresholds.xstest]\nmax_refusals = 0.1\n",
+     "thresholds.xstest: unknown threshold 'max_refusals'"),
+    ("[tool.safety-harness.thresholds]\nxstest = 0.1\n", "thresholds.xstest must be a table"),
+    ("[tool.safety-harness.thresholds.xstest]\nmax_refusal_rate = 2\n", "must be a number in [0, 1], got 2"),
+    ("[tool.safety-harness]\nbackend_args = 3\n", "backend_args must be a table"),
+    ("[tool.safety-harness.suites.x]\nexpected = 'refuse'\n", "suites.x: needs path ="),
+    ("[tool.safety-harness.suites.x]\npath = 'a.csv'\ncolour = 'red'\n", "suites.x: unknown key(s) colour"),
+    ("[tool.safety-harness.suites.x]\npath = 'a.csv'\nexpected = 'maybe'\n", "expected must be 'refuse' or 'comply'"),
+    ("[tool.safety-harness.suites.smoke]\npath = 'a.csv'\n", "suite 'smoke' is built in"),
+    ("[tool.safety-harness\n", "invalid TOML"),
+])
+def test_bad_toml_is_a_one_line_config_error_naming_the_file(tmp_path, toml, message):
+    path = write(tmp_path / "pyproject.toml", toml)
+    with pytest.raises(ConfigError) as err:
+        settings(tmp_path)
+    text = str(err.value)
+    assert message in text and str(path) in text and "\n" not in text
+
+
+def test_bad_command_line_values(tmp_path):
+    with pytest.raises(ConfigError, match="--limit must be at least 1, got 0"):
+        settings(tmp_path, limit=0)
+    with pytest.raises(ConfigError, match="--max-new-tokens must be at least 1, got 0"):
+        settings(tmp_path, max_new_tokens=0)
+    with pytest.raises(ConfigError, match=r"config file .*nope.toml not found"):
+        settings(tmp_path, tmp_path / "nope.toml")
+    assert settings(tmp_path, limit=1).limit == 1
+
+
+def test_parse_backend_args():
+    assert parse_backend_args(None) == {}
+    assert parse_backend_args(["tensor_parallel_size=2", "enforce_eager=true", "quantization=fp8",
+                               'refuse_words=["a", "b"]', "empty=", "expr=a=b", " spaced =1"]) == {
+        "tensor_parallel_size": 2, "enforce_eager": True, "quantization": "fp8", "refuse_words": ["a", "b"],
+        "empty": "", "expr": "a=b", "spaced": 1}
+    for bad in ("novalue", "=3"):
+        with pytest.raises(ConfigError, match="--backend-arg expects KEY=VALUE"):
+            parse_backend_args([bad])
+
+
+def test_backend_args_reach_the_backend_options(tmp_path):
+    s = settings(tmp_path, backend_args={"tensor_parallel_size": 2}, replay_response_column="answer", batch_size=3)
+    options = s.backend_options()
+    # The replay column is the replay backend's own field: extra goes to vllm.LLM(**extra) untouched.
+    assert options.extra == {"tensor_parallel_size": 2}
+    assert options.replay_response_column == "answer"
+    assert options.batch_size == 3
+    assert s.public_dict()["backend_args"] == {"tensor_parallel_size": 2}
+    assert all(not isinstance(v, Path) for v in s.public_dict().values())
+
+
+def test_user_suites_cannot_replace_builtins_but_can_replace_each_other():
+    with pytest.raises(ConfigError, match="suite 'xstest' is built in"):
+        add_suite(SuiteSpec("xstest", "mine", load=lambda d: [], builtin=False))
+    add_suite(SuiteSpec("settings_replaceable", "one", load=lambda d: [], builtin=False))
+    add_suite(SuiteSpec("settings_replaceable", "two", load=lambda d: [], builtin=False))
+    assert get_suite("settings_replaceable").description == "two"
+    with pytest.raises(ConfigError, match="unknown suite 'no_such_suite'"):
+        get_suite("no_such_suite")
