@@ -33,6 +33,9 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
     key = (model_path, dtype, options.max_model_len, max_lora_rank, seed, extra_key)
     if key in _ENGINES:
         return _ENGINES[key]
+    # vLLM logs every engine step at INFO, which buries pytest's own output; VLLM_LOGGING_LEVEL=INFO
+    # in the environment brings it back. Read by vLLM at import, so it must be set first.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     vllm = require("vllm", _INSTALL)
     if not on_gpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(options.kv_cache_gib))))
