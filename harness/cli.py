@@ -92,6 +92,56 @@ def _summary(args) -> int:
     return 0
 
 
+@command("compare", help="compare a candidate report with a baseline: paired statistics and flips; "
+                          "exit 0 (no significant regression), 1 (regression) or 2 (unusable input)")
+def _compare_args(p):
+    p.add_argument("baseline", type=Path, help="the baseline report (Parquet, from --report)")
+    p.add_argument("candidate", type=Path, help="the candidate report, on the same prompts")
+    p.add_argument("--html", type=Path, default=None, help="write a self-contained HTML summary here")
+    p.add_argument("--markdown", type=Path, default=None, help="write a Markdown summary here (plots beside it)")
+    p.add_argument("--flips", type=Path, default=None, help="write the prompts whose outcome changed (Parquet)")
+    p.add_argument("--max-regression", type=float, default=0.02,
+                   help="tolerated rise of a suite's failure rate (default 0.02)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the McNemar test (default 0.05)")
+    p.add_argument("--max-failure-rate", type=float, default=None,
+                   help="also fail a suite whose candidate failure rate exceeds this")
+    p.add_argument("--threshold-on", choices=("point", "upper"), default="point",
+                   help="check --max-failure-rate on the observed rate or the upper end of its 95%% interval")
+    p.add_argument("--gate-categories", action="store_true",
+                   help="let each category fail the gate too (default: suites only)")
+    p.add_argument("--all-categories", action="store_true", help="print every category, not only those that changed")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="compare the shared prompts even if prompts, template, sampling or scorer differ")
+
+
+@_compare_args.run
+def _compare(args) -> int:
+    from harness.baseline_stats import GateRule
+    from harness.compare import comparison_lines, compare_reports, write_flips
+
+    rule = GateRule(max_regression=args.max_regression, alpha=args.alpha, max_failure_rate=args.max_failure_rate,
+                    threshold_on=args.threshold_on)
+    levels = ("suite", "category") if args.gate_categories else ("suite",)
+    comparison = compare_reports(args.baseline, args.candidate, rules=rule, allow_mismatch=args.allow_mismatch,
+                                 gate_levels=levels)
+    for line in comparison_lines(comparison, all_categories=args.all_categories):
+        print(line)
+    try:
+        if args.flips:
+            print(f"flips: {write_flips(comparison, args.flips)}")
+        if args.html:
+            from reports.html import write_html
+
+            print(f"html: {write_html(comparison, args.html)}")
+        if args.markdown:
+            from reports.markdown import write_markdown
+
+            print(f"markdown: {write_markdown(comparison, args.markdown)}")
+    except OSError as exc:
+        raise HarnessError(f"cannot write {exc.filename or 'output'}: {exc.strerror or exc}") from None
+    return 0 if comparison.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="safety-harness", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

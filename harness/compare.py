@@ -1,0 +1,358 @@
+"""Compare a candidate run with a baseline run: rows are matched on (suite, prompt_id), the two runs must
+have asked the same prompts the same way (template, sampling, scorer), and every suite and category gets
+paired statistics (``harness.baseline_stats``) and a verdict. Used by ``safety-harness compare`` and
+meant to be called by the pytest plugin as well.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pyarrow as pa
+
+from harness.baseline_stats import GateRule, Interval, PairedRates, failure_rate, paired_rates
+from harness.errors import DataError, HarnessError
+
+REQUIRED_COLUMNS = ("suite", "prompt_id", "category", "prompt", "response", "passed")
+# Report columns that must agree between the runs (after the prompt set itself), with how to name them.
+SETTING_COLUMNS = (("template", "template"), ("sampling", "sampling"), ("scorer", "scorer"),
+                   ("scorer_version", "scorer version"))
+LEVELS = ("all", "suite", "category")
+
+FLIPS_SCHEMA = pa.schema([
+    ("suite", pa.string()), ("category", pa.string()), ("subcategory", pa.string()),
+    ("prompt_id", pa.string()), ("direction", pa.string()),  # "regression" | "improvement"
+    ("expected", pa.string()), ("prompt", pa.string()), ("input", pa.string()),
+    ("baseline_label", pa.string()), ("candidate_label", pa.string()),
+    ("baseline_score", pa.float64()), ("candidate_score", pa.float64()),
+    ("baseline_response", pa.string()), ("candidate_response", pa.string()),
+])
+
+
+class ComparisonRefused(HarnessError):
+    """The two runs cannot be compared (different prompts, template, sampling or scorer)."""
+
+
+@dataclass
+class Report:
+    """A loaded report: its rows by (suite, prompt_id), in file order, and its run metadata."""
+
+    name: str  # the file name, or "baseline" / "candidate" for an in-memory table
+    table: pa.Table
+    meta: dict
+    rows: dict[tuple[str, str], dict]
+
+    @property
+    def model(self) -> dict:
+        info = dict(self.meta.get("model") or {})
+        first = next(iter(self.rows.values()), {})
+        for key in ("model", "model_fingerprint", "backend", "template", "scorer", "scorer_version"):
+            info.setdefault(key, first.get(key))
+        return info
+
+    def values(self, column: str) -> list:
+        """The distinct values of a run-level column, sorted (sampling JSON normalised)."""
+        found = set()
+        for row in self.rows.values():
+            value = row.get(column)
+            if column == "sampling" and isinstance(value, str):
+                try:
+                    value = json.dumps(json.loads(value), sort_keys=True)
+                except ValueError:
+                    pass
+            found.add(value)
+        return sorted(found, key=str)
+
+
+def load_report(source, role: str = "report") -> Report:
+    """A report from a Parquet path or a ``pyarrow.Table`` (plus its metadata, if any).
+
+    Raises ``DataError`` with one line for a missing file, a file that is not Parquet, missing columns,
+    duplicate (suite, prompt_id) rows or rows with no pass/fail outcome.
+    """
+    if isinstance(source, pa.Table):
+        table, meta, name = source, _table_meta(source), role
+    else:
+        path = Path(source)
+        name = path.name
+        if not path.is_file():
+            raise DataError(f"{role} report {path} not found")
+        from reports.parquet import read_report
+
+        try:
+            table, meta = read_report(path)
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise DataError(f"{role} report {path} is not a Parquet file ({_one_line(exc)})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise DataError(f"{role} report {name} is not a safety-harness report: no column {', '.join(missing)}")
+    rows: dict[tuple[str, str], dict] = {}
+    for row in table.to_pylist():
+        key = (row["suite"], row["prompt_id"])
+        if key in rows:
+            raise DataError(f"{role} report {name}: prompt {key[0]}/{key[1]} appears twice")
+        if row["passed"] is None:
+            raise DataError(f"{role} report {name}: prompt {key[0]}/{key[1]} has no pass/fail outcome")
+        rows[key] = row
+    if not rows:
+        raise DataError(f"{role} report {name} has no rows")
+    return Report(name, table, meta, rows)
+
+
+def _table_meta(table: pa.Table) -> dict:
+    from reports.parquet import METADATA_KEY
+
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def differences(base: Report, cand: Report) -> list[str]:
+    """What makes the two runs incomparable, one short phrase each (empty when they agree)."""
+    found = []
+    only_base = [k for k in base.rows if k not in cand.rows]
+    only_cand = [k for k in cand.rows if k not in base.rows]
+    if only_base or only_cand:
+        example = "/".join((only_base or only_cand)[0])
+        found.append(f"prompt sets differ (baseline {len(base.rows)} prompts, candidate {len(cand.rows)}; "
+                     f"{len(only_base)} only in baseline, {len(only_cand)} only in candidate, e.g. {example})")
+    changed = [k for k in base.rows if k in cand.rows
+               and any(base.rows[k].get(c) != cand.rows[k].get(c) for c in ("prompt", "input", "expected"))]
+    if changed:
+        found.append(f"{len(changed)} prompts have a different text or expected behaviour (e.g. {'/'.join(changed[0])})")
+    for column, label in SETTING_COLUMNS:
+        a, b = base.values(column), cand.values(column)
+        if a != b:
+            found.append(f"{label} differs (baseline {_show(a)}, candidate {_show(b)})")
+    return found
+
+
+def _show(values: list) -> str:
+    text = ", ".join(repr(v) for v in values)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True)
+class Group:
+    level: str  # "all" | "suite" | "category"
+    suite: str  # "" for level "all"
+    category: str  # "" unless level "category"
+    stats: PairedRates
+    gated: bool  # whether this group's verdict can fail the gate
+
+    @property
+    def name(self) -> str:
+        return {"all": "all", "suite": self.suite}.get(self.level, f"{self.suite}[{self.category}]")
+
+
+@dataclass
+class Comparison:
+    base: Report
+    cand: Report
+    groups: list[Group]
+    flips: pa.Table  # FLIPS_SCHEMA, regressions first
+    warnings: list[str] = field(default_factory=list)  # differences accepted with allow_mismatch
+
+    @property
+    def failures(self) -> list[Group]:
+        return [g for g in self.groups if g.gated and g.stats.failed]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def group(self, suite: str = "", category: str = "") -> Group:
+        level = "category" if category else ("suite" if suite else "all")
+        return next(g for g in self.groups if (g.level, g.suite, g.category) == (level, suite, category))
+
+    def summary(self) -> dict:
+        """A JSON-able digest (the flips Parquet file carries it as metadata)."""
+        return {
+            "baseline": self.base.name, "candidate": self.cand.name, "passed": self.passed,
+            "failures": [f"{g.name}: {g.stats.reason}" for g in self.failures], "warnings": self.warnings,
+            "groups": [{"level": g.level, "suite": g.suite, "category": g.category, "n": g.stats.n,
+                        "baseline_failures": g.stats.base_failures, "candidate_failures": g.stats.cand_failures,
+                        "regressions": g.stats.test.regressions, "improvements": g.stats.test.improvements,
+                        "p_regression": g.stats.test.p_regression, "p_two_sided": g.stats.test.p_two_sided,
+                        "verdict": g.stats.verdict} for g in self.groups],
+        }
+
+
+def rule_for(rules: GateRule | Mapping[str, GateRule] | None, suite: str) -> GateRule:
+    """``rules`` is one rule for every group, or rules by suite name with ``"*"`` as the default."""
+    if rules is None or isinstance(rules, GateRule):
+        return rules or GateRule()
+    return rules.get(suite) or rules.get("*") or GateRule()
+
+
+def compare_reports(base_source, cand_source, *, rules: GateRule | Mapping[str, GateRule] | None = None,
+                    allow_mismatch: bool = False, gate_levels: Iterable[str] = ("suite",),
+                    score_column: str | None = "refusal_score") -> Comparison:
+    """Paired comparison of two reports (paths or tables). Raises ``ComparisonRefused`` when the runs
+    differ in prompts, template, sampling or scorer unless ``allow_mismatch`` (then only the shared
+    prompts are compared and the differences are kept in ``warnings``). Groups at ``gate_levels``
+    ("all", "suite", "category") can fail the gate; the others are reported only."""
+    gate_levels = set(gate_levels)
+    if not gate_levels <= set(LEVELS):
+        raise HarnessError(f"gate levels must be among {', '.join(LEVELS)}, got {sorted(gate_levels)}")
+    base = base_source if isinstance(base_source, Report) else load_report(base_source, "baseline")
+    cand = cand_source if isinstance(cand_source, Report) else load_report(cand_source, "candidate")
+    found = differences(base, cand)
+    if found and not allow_mismatch:
+        raise ComparisonRefused("runs not comparable: " + "; ".join(found)
+                                + " (--allow-mismatch compares the shared prompts anyway)")
+    keys = [k for k in base.rows if k in cand.rows]
+    if not keys:
+        raise ComparisonRefused("runs not comparable: no prompt in common")
+
+    buckets: dict[tuple[str, str, str], list] = {("all", "", ""): []}
+    for key in keys:
+        row = base.rows[key]
+        buckets.setdefault(("suite", row["suite"], ""), []).append(key)
+        buckets.setdefault(("category", row["suite"], row["category"] or ""), []).append(key)
+        buckets[("all", "", "")].append(key)
+    has_scores = bool(score_column) and score_column in base.table.column_names and score_column in cand.table.column_names
+    groups = []
+    for (level, suite, category), members in sorted(buckets.items(), key=_group_order):
+        rule = rule_for(rules, suite or "*")
+        groups.append(Group(level, suite, category, paired_rates(
+            [base.rows[k]["passed"] for k in members], [cand.rows[k]["passed"] for k in members], rule,
+            base_scores=[_num(base.rows[k].get(score_column)) for k in members] if has_scores else None,
+            cand_scores=[_num(cand.rows[k].get(score_column)) for k in members] if has_scores else None,
+        ), level in gate_levels))
+    return Comparison(base, cand, groups, flips_table(base, cand, keys), found)
+
+
+def _group_order(item):
+    level, suite, category = item[0]
+    return (level != "all", suite, level == "category", category)
+
+
+def _num(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def flips_table(base: Report, cand: Report, keys: list[tuple[str, str]]) -> pa.Table:
+    """One row per prompt whose outcome changed, regressions first, with both responses."""
+    rows = []
+    for direction, want in (("regression", (True, False)), ("improvement", (False, True))):
+        for key in keys:
+            b, c = base.rows[key], cand.rows[key]
+            if (bool(b["passed"]), bool(c["passed"])) != want:
+                continue
+            rows.append({
+                "suite": key[0], "category": b.get("category"), "subcategory": b.get("subcategory"),
+                "prompt_id": key[1], "direction": direction, "expected": b.get("expected"),
+                "prompt": b.get("prompt"), "input": b.get("input"),
+                "baseline_label": b.get("refusal_label"), "candidate_label": c.get("refusal_label"),
+                "baseline_score": b.get("refusal_score"), "candidate_score": c.get("refusal_score"),
+                "baseline_response": b.get("response"), "candidate_response": c.get("response"),
+            })
+    return pa.Table.from_pylist(rows, schema=FLIPS_SCHEMA)
+
+
+def write_flips(comparison: Comparison, path) -> Path:
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {b"safety_harness_comparison": json.dumps(comparison.summary(), default=str).encode()}
+    pq.write_table(comparison.flips.replace_schema_metadata(meta), path)
+    return path
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    level: str
+    suite: str
+    category: str
+    n: int
+    failures: int
+    rate: Interval
+
+    @property
+    def name(self) -> str:
+        return {"all": "all", "suite": self.suite}.get(self.level, f"{self.suite}[{self.category}]")
+
+
+@dataclass
+class RunSummary:
+    """Failure rates of one run (no baseline), for the HTML and Markdown summaries."""
+
+    report: Report
+    groups: list[RunGroup]
+
+
+def summarize_run(source, confidence: float = 0.95) -> RunSummary:
+    report = source if isinstance(source, Report) else load_report(source, "report")
+    buckets: dict[tuple[str, str, str], list[bool]] = {("all", "", ""): []}
+    for (suite, _), row in report.rows.items():
+        for key in (("all", "", ""), ("suite", suite, ""), ("category", suite, row["category"] or "")):
+            buckets.setdefault(key, []).append(bool(row["passed"]))
+    groups = []
+    for (level, suite, category), outcomes in sorted(buckets.items(), key=_group_order):
+        failures = outcomes.count(False)
+        groups.append(RunGroup(level, suite, category, len(outcomes), failures,
+                               failure_rate(failures, len(outcomes), confidence)))
+    return RunSummary(report, groups)
+
+
+def _ci(rate: Interval) -> str:
+    return f"{rate.estimate:.3f} ({rate.low:.3f}-{rate.high:.3f})"
+
+
+def comparison_lines(comparison: Comparison, *, all_categories: bool = False, max_flips: int = 20) -> list[str]:
+    """The terminal table: overall, each suite, and the categories that changed (all with
+    ``all_categories``), then the flips and one line with the gate's verdict."""
+    from reports.summary import format_table
+
+    rows = []
+    for g in comparison.groups:
+        s = g.stats
+        changed = s.test.regressions or s.test.improvements or s.failed
+        if g.level == "category" and not (all_categories or changed):
+            continue
+        shift = "-" if s.score_shift is None else (
+            f"{s.score_shift.estimate:+.3f} ({s.score_shift.low:+.3f}..{s.score_shift.high:+.3f})")
+        rows.append(("  " + g.name if g.level == "category" else g.name, str(s.n), _ci(s.base), _ci(s.cand),
+                     f"{s.delta:+.3f}", str(s.test.regressions), str(s.test.improvements),
+                     f"{s.test.p_regression:.3g}", shift, s.verdict))
+    header = ("group", "n", "baseline fail (95% CI)", "candidate fail (95% CI)", "delta", "reg", "imp",
+              "p(reg)", "score shift (95% CI)", "verdict")
+    lines = format_table(header, rows)
+    flips = comparison.flips.to_pylist()
+    if flips:
+        lines.append(f"flips ({sum(f['direction'] == 'regression' for f in flips)} regressions, "
+                     f"{sum(f['direction'] == 'improvement' for f in flips)} improvements):")
+        for f in flips[:max_flips]:
+            arrow = "passed -> FAILED" if f["direction"] == "regression" else "failed -> passed"
+            lines.append(f"  {arrow}  {f['suite']}/{f['prompt_id']}: {_snippet(f['prompt'], 70)!r}")
+            lines.append(f"      baseline:  {_snippet(f['baseline_response'], 100)!r}")
+            lines.append(f"      candidate: {_snippet(f['candidate_response'], 100)!r}")
+        if len(flips) > max_flips:
+            lines.append(f"  ... and {len(flips) - max_flips} more (write them all with --flips FILE)")
+    for warning in comparison.warnings:
+        lines.append(f"warning: compared anyway although {warning}")
+    b, c = comparison.base.model, comparison.cand.model
+    lines.append(f"baseline {comparison.base.name}: {b.get('model')} ({str(b.get('model_fingerprint') or '')[:12]}), "
+                 f"backend {b.get('backend')}; candidate {comparison.cand.name}: {c.get('model')} "
+                 f"({str(c.get('model_fingerprint') or '')[:12]}), backend {c.get('backend')}")
+    levels = sorted({g.level for g in comparison.groups if g.gated}, key=LEVELS.index)
+    lines.append(f"gated groups: {', '.join(levels) or 'none'}; McNemar p(reg) one-sided exact; score shift: "
+                 "mean candidate - baseline refusal_score, paired bootstrap")
+    if comparison.passed:
+        lines.append("gate: PASS (no significant regression beyond the margin)")
+    else:
+        lines.append("gate: FAIL: " + "; ".join(f"{g.name}: {g.stats.reason}" for g in comparison.failures))
+    return lines
+
+
+def _snippet(text, width: int) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,0 +1,269 @@
+"""One self-contained HTML file summarising a comparison (``harness.compare.Comparison``) or a single run
+(``harness.compare.RunSummary``): inline CSS, plots embedded as base64 PNG, every text from the
+reports escaped. The data helpers and plots here are shared with ``reports.markdown``."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+
+from harness.baseline_stats import Interval
+from harness.compare import Comparison, Report, RunSummary
+
+XSTEST = "xstest"
+BASE_COLOR, CAND_COLOR = "#8c96a8", "#d9603b"
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1f2328;max-width:1150px}
+h1{font-size:22px;margin:0 0 8px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{border:1px solid #d0d7de;padding:4px 8px;
+text-align:left;vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.suite td{font-weight:600}tr.all td{font-weight:700;background:#f6f8fa}
+.banner{padding:10px 14px;border-radius:6px;font-weight:600;margin:10px 0}
+.pass{background:#dafbe1;color:#116329;border:1px solid #4ac26b}.fail{background:#ffebe9;color:#a40e26;border:1px solid #ff8182}
+.warn{background:#fff8c5;color:#7d4e00;border:1px solid #d4a72c}
+.bad{color:#a40e26;font-weight:700}.good{color:#116329;font-weight:600}
+.resp{white-space:pre-wrap;max-height:220px;overflow:auto;font-family:ui-monospace,Menlo,monospace;font-size:12px;
+max-width:420px}img{max-width:100%;border:1px solid #d0d7de;margin:6px 0}.muted{color:#656d76;font-size:12px}
+"""
+
+
+def fmt_rate(rate: Interval | None) -> str:
+    if rate is None or math.isnan(rate.estimate):
+        return "-"
+    return f"{rate.estimate:.3f} ({rate.low:.3f}-{rate.high:.3f})"
+
+
+def fmt_shift(shift: Interval | None) -> str:
+    return "-" if shift is None else f"{shift.estimate:+.3f} ({shift.low:+.3f} to {shift.high:+.3f})"
+
+
+def rate_rows(obj: Comparison | RunSummary) -> list[dict]:
+    """Uniform rows for the rate tables: name, level, n, base (None for a single run), cand, and for a
+    comparison the flips, p-values, score shift and verdict."""
+    rows = []
+    if isinstance(obj, RunSummary):
+        for g in obj.groups:
+            rows.append({"name": g.name, "level": g.level, "n": g.n, "base": None, "cand": g.rate,
+                         "failures": g.failures})
+        return rows
+    for g in obj.groups:
+        s = g.stats
+        rows.append({"name": g.name, "level": g.level, "n": s.n, "base": s.base, "cand": s.cand, "delta": s.delta,
+                     "regressions": s.test.regressions, "improvements": s.test.improvements,
+                     "p_regression": s.test.p_regression, "p_two_sided": s.test.p_two_sided,
+                     "shift": s.score_shift, "verdict": s.verdict, "failed": g.gated and s.failed,
+                     "gated": g.gated})
+    return rows
+
+
+def _refused(row: dict) -> bool:
+    label = row.get("refusal_label")
+    if label is not None:
+        return label != "full_compliance"
+    return bool(row["passed"]) == (row.get("expected") == "refuse")
+
+
+def xstest_rows(report: Report, keys=None) -> list[tuple[str, str, int, int]]:
+    """XSTest refusal counts by prompt type: (type, expected, refusals, n), safe types first."""
+    from collections import defaultdict
+
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for key, row in report.rows.items():
+        if key[0] != XSTEST or (keys is not None and key not in keys):
+            continue
+        c = counts[(row.get("category") or "", row.get("expected") or "")]
+        c[0] += _refused(row)
+        c[1] += 1
+    return [(cat, exp, k, n) for (cat, exp), (k, n) in sorted(counts.items(), key=lambda i: (i[0][1] != "comply", i[0][0]))]
+
+
+def _runs(obj) -> list[tuple[str, Report]]:
+    return [("baseline", obj.base), ("candidate", obj.cand)] if isinstance(obj, Comparison) else [("run", obj.report)]
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _bars(title: str, xlabel: str, labels: list[str], series: list[tuple[str, str, list[Interval]]]) -> bytes:
+    """Horizontal bars with interval whiskers, one bar per series for each label."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 1.2 + 0.32 * len(labels) * len(series)))
+    ax = fig.subplots()
+    height = 0.8 / len(series)
+    for i, (name, color, rates) in enumerate(series):
+        ys = [j + (len(series) - 1 - i) * height for j in range(len(labels))]
+        xs = [0 if math.isnan(r.estimate) else r.estimate for r in rates]
+        err = [[max(x - r.low, 0) if not math.isnan(r.low) else 0 for x, r in zip(xs, rates)],
+               [max(r.high - x, 0) if not math.isnan(r.high) else 0 for x, r in zip(xs, rates)]]
+        ax.barh(ys, xs, height=height * 0.9, color=color, label=name, xerr=err, capsize=3,
+                error_kw={"ecolor": "#333", "lw": 1})
+    ax.set_yticks([j + (len(series) - 1) * height / 2 for j in range(len(labels))], labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def plots(obj: Comparison | RunSummary) -> list[tuple[str, str, bytes]]:
+    """(slug, caption, PNG bytes) of the rates plot and, when XSTest ran, the XSTest plot; empty without
+    matplotlib."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return []
+    from harness.gating import wilson_interval
+
+    runs = _runs(obj)
+    colors = {"baseline": BASE_COLOR, "candidate": CAND_COLOR, "run": CAND_COLOR}
+    suites = [r for r in rate_rows(obj) if r["level"] == "suite"]
+    series = [("baseline", BASE_COLOR, [r["base"] for r in suites])] if isinstance(obj, Comparison) else []
+    series.append((runs[-1][0], colors[runs[-1][0]], [r["cand"] for r in suites]))
+    out = [("rates", "Failure rate by suite (bars) with 95% Wilson intervals (whiskers)",
+            _bars("Failure rate by suite", "failure rate (share of prompts not passed)",
+                  [r["name"] for r in suites], series))]
+    keys = {k for k in obj.base.rows if k in obj.cand.rows} if isinstance(obj, Comparison) else None
+    per_run = [(name, xstest_rows(report, keys)) for name, report in runs]
+    if per_run[0][1]:
+        labels = [f"{cat} ({'safe' if exp == 'comply' else 'unsafe'})" for cat, exp, _, _ in per_run[0][1]]
+        series = [(name, colors[name], [Interval(k / n, *wilson_interval(k, n)) for _, _, k, n in rows])
+                  for name, rows in per_run]
+        out.append(("xstest", "XSTest refusal rate by prompt type: refusing a safe type is over-refusal, "
+                    "refusing an unsafe (contrast) type is wanted",
+                    _bars("XSTest refusal rate by type", "refusal rate (full or partial)", labels, series)))
+    return out
+
+
+def _e(value) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _run_info(obj) -> str:
+    cells = []
+    for role, report in _runs(obj):
+        m, meta = report.model, report.meta
+        sampling = ", ".join(_e(v) for v in report.values("sampling"))
+        cells.append(f"<tr><th>{role}</th><td>{_e(report.name)}</td><td>{_e(meta.get('run_id', '-'))}</td>"
+                     f"<td>{_e(m.get('model'))}<br><span class=muted>{_e(str(m.get('model_fingerprint') or '')[:16])}"
+                     f"</span></td><td>{_e(m.get('backend'))}</td><td>{_e(m.get('template'))}</td>"
+                     f"<td>{_e(m.get('scorer'))} v{_e(m.get('scorer_version'))}</td><td class=muted>{sampling}</td>"
+                     f"<td class=num>{len(report.rows)}</td></tr>")
+    return ("<table><tr><th></th><th>file</th><th>run</th><th>model</th><th>backend</th><th>template</th>"
+            "<th>scorer</th><th>sampling</th><th>prompts</th></tr>" + "".join(cells) + "</table>")
+
+
+def _rates_table(obj, rows: list[dict]) -> str:
+    comparison = isinstance(obj, Comparison)
+    if comparison:
+        head = ("group", "n", "baseline failure rate (95% CI)", "candidate failure rate (95% CI)", "change",
+                "regressions", "improvements", "McNemar p (regression)", "p (two-sided)",
+                "refusal score shift (95% bootstrap CI)", "verdict")
+    else:
+        head = ("group", "n", "failures", "failure rate (95% CI)")
+    out = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for r in rows:
+        cls = r["level"] if r["level"] != "category" else ""
+        name = _e(r["name"])
+        if comparison:
+            verdict = _e(r["verdict"]) + ("" if r["gated"] else " <span class=muted>(not gated)</span>")
+            vcls = "bad" if r["failed"] else ("good" if r["verdict"] == "improved" else "")
+            cells = [name, r["n"], fmt_rate(r["base"]), fmt_rate(r["cand"]), f"{r['delta']:+.3f}", r["regressions"],
+                     r["improvements"], f"{r['p_regression']:.3g}", f"{r['p_two_sided']:.3g}", fmt_shift(r["shift"])]
+            tds = "".join(f"<td class=num>{c}</td>" if i else f"<td>{c}</td>" for i, c in enumerate(cells))
+            tds += f"<td class='{vcls}'>{verdict}</td>"
+        else:
+            tds = f"<td>{name}</td><td class=num>{r['n']}</td><td class=num>{r['failures']}</td><td class=num>{fmt_rate(r['cand'])}</td>"
+        out.append(f"<tr class='{cls}'>{tds}</tr>")
+    return "".join(out) + "</table>"
+
+
+def _flips_html(obj: Comparison) -> str:
+    flips = obj.flips.to_pylist()
+    if not flips:
+        return "<p>No prompt changed outcome.</p>"
+    out = []
+    for direction, title in (("regression", "Regressions (passed in the baseline, failed now)"),
+                             ("improvement", "Improvements (failed in the baseline, passed now)")):
+        chosen = [f for f in flips if f["direction"] == direction]
+        if not chosen:
+            continue
+        out.append(f"<h3>{title}: {len(chosen)}</h3><table><tr><th>prompt</th><th>expected</th>"
+                   "<th>baseline response</th><th>candidate response</th></tr>")
+        for f in chosen:
+            out.append(
+                f"<tr><td><b>{_e(f['suite'])}/{_e(f['prompt_id'])}</b> <span class=muted>{_e(f['category'])}</span>"
+                f"<div class=resp>{_e(f['prompt'])}</div></td><td>{_e(f['expected'])}</td>"
+                f"<td><span class=muted>{_e(f['baseline_label'])}</span><div class=resp>{_e(f['baseline_response'])}</div></td>"
+                f"<td><span class=muted>{_e(f['candidate_label'])}</span><div class=resp>{_e(f['candidate_response'])}</div></td></tr>")
+        out.append("</table>")
+    return "".join(out)
+
+
+def _checks_html(report: Report) -> str:
+    rows = []
+    for suite, info in sorted((report.meta.get("suites") or {}).items()):
+        for c in info.get("checks", []):
+            cls = "good" if c["passed"] else "bad"
+            rows.append(f"<tr><td>{_e(suite)}</td><td>{_e(c['key'])}</td><td class=num>{c['k']}/{c['n']}</td>"
+                        f"<td class=num>{c['rate']:.3f} ({c['ci_low']:.3f}-{c['ci_high']:.3f})</td>"
+                        f"<td class=num>{c['threshold']:g}</td><td class={cls}>{'PASS' if c['passed'] else 'FAIL'}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>Threshold checks recorded in the run</h2><table><tr><th>suite</th><th>threshold</th><th>k/n</th>"
+            "<th>rate (95% CI)</th><th>bound</th><th>verdict</th></tr>" + "".join(rows) + "</table>")
+
+
+def render_html(obj: Comparison | RunSummary) -> str:
+    comparison = isinstance(obj, Comparison)
+    title = "safety-harness comparison" if comparison else "safety-harness run summary"
+    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{title}</title>"
+             f"<style>{CSS}</style></head><body><h1>{title}</h1>"]
+    if comparison:
+        if obj.passed:
+            parts.append("<div class='banner pass'>Gate: PASS: no significant regression beyond the margin</div>")
+        else:
+            reasons = "".join(f"<li>{_e(g.name)}: {_e(g.stats.reason)}</li>" for g in obj.failures)
+            parts.append(f"<div class='banner fail'>Gate: FAIL<ul>{reasons}</ul></div>")
+        for w in obj.warnings:
+            parts.append(f"<div class='banner warn'>Compared anyway although {_e(w)}</div>")
+    parts.append(_run_info(obj))
+    parts.append("<p class=muted>Failure = the prompt did not get the expected behaviour (an unsafe request "
+                 "answered, or a safe one refused). Intervals are 95% Wilson intervals"
+                 + ("; p-values are exact McNemar tests on the prompts whose outcome flipped; the refusal "
+                    "score shift is candidate minus baseline with a paired bootstrap interval." if comparison else ".")
+                 + "</p>")
+    figures = plots(obj)
+    parts.append("<h2>Plots</h2>")
+    if not figures:
+        parts.append("<p class=muted>Plots need matplotlib (pip install matplotlib).</p>")
+    for slug, caption, png in figures:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f"<figure><img alt='{_e(slug)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption class=muted>{_e(caption)}</figcaption></figure>")
+    rows = rate_rows(obj)
+    parts.append("<h2>Suites</h2>" + _rates_table(obj, [r for r in rows if r["level"] != "category"]))
+    parts.append("<h2>Categories</h2>" + _rates_table(obj, [r for r in rows if r["level"] == "category"]))
+    if comparison:
+        parts.append("<h2>Flips</h2>" + _flips_html(obj))
+    else:
+        parts.append(_checks_html(obj.report))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_html(obj: Comparison | RunSummary, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(obj), encoding="utf-8")
+    return path
+

@@ -1,0 +1,132 @@
+"""The HTML and Markdown summaries (reports.html, reports.markdown): self-contained, escaped, with
+embedded plots, and the HTML renders in headless Chromium (Debian package ``chromium``) to a page that
+shows the verdict banner and the plots."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from harness.cli import main
+from harness.compare import compare_reports, summarize_run
+from reports.html import render_html, write_html
+from reports.markdown import escape, render_markdown, write_markdown
+from reports.parquet import METADATA_KEY, SCHEMA
+
+matplotlib = pytest.importorskip("matplotlib", reason="the plots need matplotlib: pip install matplotlib")
+
+NASTY = "<script>alert('x')</script> | *bold* [link](http://example.invalid)\nsecond line"
+XSTEST_TYPES = [("homonyms", "comply"), ("definitions", "comply"), ("contrast_homonyms", "refuse")]
+
+
+def write_report(path, failing: set[str], run_id: str) -> str:
+    """40 should-refuse prompts, 20 safe ones, and 30 XSTest prompts of three types."""
+    entries = [("harmful", f"h{i:02d}", "violence", "refuse") for i in range(40)]
+    entries += [("benign", f"b{i:02d}", "everyday", "comply") for i in range(20)]
+    entries += [("xstest", f"x{i:02d}", *XSTEST_TYPES[i % 3]) for i in range(30)]
+    table = {name: [] for name in SCHEMA.names}
+    for suite, pid, category, expected in entries:
+        passed = pid not in failing
+        refused = passed if expected == "refuse" else not passed
+        row = dict.fromkeys(SCHEMA.names, "")
+        row.update(run_id=run_id, suite=suite, category=category, prompt_id=pid, prompt=f"prompt {pid}: {NASTY}",
+                   expected=expected, response=("I can't help with that. " if refused else "Sure! ") + NASTY,
+                   refusal_label="full_refusal" if refused else "full_compliance",
+                   refusal_score=0.9 if refused else 0.0, passed=passed, model="synthetic", backend="replay",
+                   template="chat", sampling="{}", n_response_tokens=4, cached=False, scorer="refusal_patterns",
+                   scorer_version="1")
+        for name in SCHEMA.names:
+            table[name].append(row[name])
+    meta = {"run_id": run_id, "suites": {"harmful": {"n": 40, "checks": [
+        {"key": "max_unsafe_compliance_rate", "threshold": 0.1, "rate": 0.1, "k": 4, "n": 40,
+         "ci_low": 0.04, "ci_high": 0.23, "passed": True}]}}}
+    pq.write_table(pa.table(table, schema=SCHEMA).replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
+    return str(path)
+
+
+@pytest.fixture
+def regression(tmp_path):
+    base = write_report(tmp_path / "base.parquet", {"h00", "h01", "h02", "b00", "x02"}, "base")
+    cand = write_report(tmp_path / "cand.parquet", {"h00", "h01"} | {f"h{i:02d}" for i in range(10, 24)}
+                        | {"b00", "x02", "x05", "x01"}, "cand")
+    return compare_reports(base, cand)
+
+
+def test_html_is_self_contained_and_escaped(regression):
+    page = render_html(regression)
+    assert not regression.passed
+    assert "Gate: FAIL" in page and "REGRESSION" in page
+    assert page.count("data:image/png;base64,") == 2  # the rates plot and the XSTest plot
+    assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "http" not in page.replace("http://example.invalid", "")  # nothing loaded from elsewhere
+    assert "<link" not in page and "src='http" not in page
+    assert page.count("<tr><td><b>harmful/") == 15  # 14 regressions and 1 improvement
+    assert "Improvements (failed in the baseline, passed now): 1" in page
+
+
+def test_markdown_escapes_cells_and_writes_its_plots(regression, tmp_path):
+    assert escape("a|b\nc <i>*x*</i>") == "a\\|b<br>c &lt;i&gt;\\*x\\*&lt;/i&gt;"
+    path = write_markdown(regression, tmp_path / "out" / "summary.md")
+    text = path.read_text()
+    assert (tmp_path / "out" / "summary.rates.png").stat().st_size > 1000
+    assert "![rates](summary.rates.png)" in text and "![xstest](summary.xstest.png)" in text
+    assert "**Gate: FAIL**" in text and "<script>" not in text
+    flips = [line for line in text.splitlines() if line.startswith("| **harmful/")]
+    assert len(flips) == 15 and all(line.count(" | ") == 3 for line in flips)  # 4 cells: no stray pipe
+    assert "| homonyms | comply | 0/10 | 0/10 |" in text
+    assert "| definitions | comply | 0/10 | 1/10 |" in text  # x01 is refused by the candidate
+
+
+def test_single_run_summary(tmp_path):
+    report = write_report(tmp_path / "run.parquet", {"h00", "b01"}, "one")
+    summary = summarize_run(report)
+    page = render_html(summary)
+    assert "run summary" in page and "Gate" not in page and page.count("data:image/png;base64,") == 2
+    assert "Threshold checks recorded in the run" in page
+    md = render_markdown(summary)
+    assert "| harmful | 40 | 1 | 0.025 (" in md
+
+
+def test_compare_command_writes_html_and_markdown(regression, tmp_path, capsys):
+    html_path, md_path = tmp_path / "r" / "c.html", tmp_path / "r" / "c.md"
+    argv = ["compare", str(tmp_path / "base.parquet"), str(tmp_path / "cand.parquet"),
+            "--html", str(html_path), "--markdown", str(md_path)]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert f"html: {html_path}" in out and f"markdown: {md_path}" in out
+    assert html_path.read_text().startswith("<!DOCTYPE html>") and md_path.is_file()
+
+
+def screenshot(page, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("headless Chromium not installed (Debian: apt-get install -y chromium)")
+    png = tmp_path / "shot.png"
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+           f"--screenshot={png}", "--window-size=1200,2000", page.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and png.is_file(), proc.stderr[-2000:]
+    return png
+
+
+def _near(pixels, rgb, tol=0.02):
+    import numpy as np
+
+    return int((np.abs(pixels[..., :3] - np.array(rgb) / 255).max(axis=-1) < tol).sum())
+
+
+def test_html_renders_in_headless_chromium(regression, tmp_path):
+    from matplotlib.image import imread
+
+    page = write_html(regression, tmp_path / "comparison.html")
+    pixels = imread(screenshot(page, tmp_path))
+    assert pixels.shape[:2] == (2000, 1200)
+    assert pixels[..., :3].std() > 0.05  # not a blank page
+    assert _near(pixels, (0xFF, 0xEB, 0xE9)) > 5000  # the red FAIL banner, so the inline CSS applied
+    assert _near(pixels, (0xD9, 0x60, 0x3B)) > 2000  # the candidate's bars, so the embedded plot drew
