@@ -372,9 +372,21 @@ def _convert_gguf(gguf: Path, out: Path, alias: str) -> None:
 # ---------------------------------------------------------------- tokenizer
 
 
+# Loading a tokenizer costs ~0.75 s; processes that run the harness many times (benchmarks, fixtures
+# evaluating several adapters) reuse it. Keyed by fingerprint, so a changed folder is loaded afresh.
+_TOKENIZERS: dict[tuple, object] = {}
+
+
 def load_tokenizer(resolved: ResolvedModel):
     """Tokenizer for generation: left padding (batched decoder-only generation), pad = eos when missing.
     An adapter folder's own tokenizer wins over the base's (a trainer may have changed the chat template)."""
+    key = (resolved.path, resolved.adapter_path, resolved.fingerprint)
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = _load_tokenizer(resolved)
+    return _TOKENIZERS[key]
+
+
+def _load_tokenizer(resolved: ResolvedModel):
     from transformers import AutoTokenizer
 
     src = resolved.path

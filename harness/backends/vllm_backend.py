@@ -7,6 +7,7 @@ nothing here runs at import time.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 
@@ -53,6 +54,10 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
         kwargs.update(enable_lora=True, max_lora_rank=_supported_rank(max_lora_rank), max_loras=1)
     kwargs.update(options.extra)  # tensor_parallel_size and friends pass straight through
     engine = vllm.LLM(**kwargs)
+    # The engine leaves a large, long-lived heap of Python objects in this process; freezing them keeps
+    # later garbage collections (pytest runs several at session end) from walking it each time.
+    gc.collect()
+    gc.freeze()
     _ENGINES[key] = engine
     return engine
 
