@@ -6,6 +6,7 @@ no collected test uses a safety suite, so it costs nothing in ordinary test runs
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -148,13 +149,11 @@ def pytest_collection_finish(session):
         return
     hs = get_session(config)
     capman = config.pluginmanager.getplugin("capturemanager")
-    show_progress = not config.option.quiet > 1 if hasattr(config.option, "quiet") else True
+    # The progress bar must reach the terminal past pytest's capture; -qq silences it.
+    uncaptured = capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
     try:
-        if capman is not None:
-            with capman.global_and_fixture_disabled():
-                hs.run(names, progress=show_progress)
-        else:
-            hs.run(names, progress=show_progress)
+        with uncaptured:
+            hs.run(names, progress=config.get_verbosity() > -2)
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
 

@@ -133,8 +133,8 @@ class HarnessSession:
         scores = scorer.score([p.prompt for p in prompts], [r.text for r in responses])
         self.stats.scoring_seconds += time.perf_counter() - started
         self.model_info.update(scorer=scorer.name, scorer_version=scorer.version)
-        rows = [ScoredRow(req.prompt, req.text, resp, score, key in cached)
-                for req, resp, score in zip(requests, responses, scores) for key in [req.key]]
+        rows = [ScoredRow(req.prompt, req.text, resp, score, req.key in cached)
+                for req, resp, score in zip(requests, responses, scores)]
         for name in wanted:
             self.results[name] = SuiteResult(name, [r for r in rows if r.prompt.suite == name], self.settings)
 
