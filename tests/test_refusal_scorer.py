@@ -175,7 +175,7 @@ def test_registry_lists_and_builds_scorers():
     names = available_scorers()
     assert {"refusal_patterns", "xstest_string_match"} <= set(names)
     assert names == sorted(names)
-    for name in names:
+    for name in ("refusal_patterns", "xstest_string_match"):  # the learned one: test_refusal_classifier.py
         scorer = get_scorer(name)
         assert isinstance(scorer, RefusalScorer)
         assert scorer.name == name and scorer.version
