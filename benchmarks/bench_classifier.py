@@ -8,31 +8,14 @@ absolute figure does).
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import time
 from pathlib import Path
 
+# Run as a script, this folder is on sys.path: share the XSTest loader and the timing loop.
+from bench_scorer import best_rate, load_completions
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_completions(data_dir: Path) -> list[str]:
-    out = []
-    for path in sorted((data_dir / "xstest" / "dev").glob("*_labeled.csv")):
-        with path.open(newline="", encoding="utf-8") as fh:
-            out += [row["completion"] for row in csv.DictReader(fh)]
-    if not out:
-        raise SystemExit(f"no XSTest completions under {data_dir}/xstest/dev")
-    return out
-
-
-def best_rate(scorer, responses: list[str], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        scorer.score([""] * len(responses), responses)
-        best = min(best, time.perf_counter() - started)
-    return len(responses) / best
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ def load_completions(data_dir: Path) -> list[str]:
     return out
 
 
-def best_rate(name: str, responses: list[str], repeat: int) -> float:
-    scorer = get_scorer(name)
+def best_rate(scorer, responses: list[str], repeat: int) -> float:
+    """Responses/s of the best of ``repeat`` timed batches (shared with bench_classifier.py)."""
     best = float("inf")
     for _ in range(repeat):
         started = time.perf_counter()
@@ -44,8 +44,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     responses = load_completions(args.data_dir) * 4
-    ours = best_rate("refusal_patterns", responses, args.repeat)
-    base = best_rate("xstest_string_match", responses, args.repeat)
+    ours = best_rate(get_scorer("refusal_patterns"), responses, args.repeat)
+    base = best_rate(get_scorer("xstest_string_match"), responses, args.repeat)
     print(f"{len(responses)} responses (XSTest dev completions x4), best of {args.repeat}")
     print(f"refusal_patterns     {ours:10,.0f} responses/s")
     print(f"xstest_string_match  {base:10,.0f} responses/s")
