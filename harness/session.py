@@ -175,8 +175,7 @@ class HarnessSession:
         unique = list({r.key: r for r in requests}.values())
         self.stats.n_prompts += len(requests)
         if not use_cache:
-            results = self._call_backend(unique, progress)
-            by_key = {r.key: res for r, res in zip(unique, results)}
+            by_key = self._generate_chunks(unique, progress, cache=None)
             return [by_key[r.key] for r in requests], set()
         cache = GenerationCache(s.cache_dir)
         keys = [r.key for r in unique]
@@ -188,43 +187,36 @@ class HarnessSession:
                 found = cache.get_many(keys)
                 todo = [r for r in unique if r.key not in found]
                 if todo:
-                    self._generate_into_cache(todo, cache, progress)
+                    self._generate_chunks(todo, progress, cache=cache)
                     found.update(cache.get_many([r.key for r in todo]))
         cached = set(keys) - self.generated_keys
         self.stats.n_cached += len({r.key for r in requests} & cached)
         return [found[r.key] for r in requests], cached
 
-    def _generate_into_cache(self, todo, cache: GenerationCache, progress: bool) -> None:
-        """Generate in chunks, committing each to the cache, so a killed run loses at most one chunk."""
+    def _generate_chunks(self, todo, progress: bool, *, cache: GenerationCache | None) -> dict[str, GenerationResult]:
+        """Generate ``todo``. With a cache, in chunks committed as each finishes, so a killed run loses at
+        most one chunk; without one, chunking buys nothing, so it is one batched call."""
+        size = max(1, self.settings.chunk_size) if cache is not None else max(1, len(todo))
+        out: dict[str, GenerationResult] = {}
         backend = self._start_backend()  # before the bar: a backend that fails to start leaves no bar behind
         bar = _progress_bar(len(todo), progress)
         try:
-            for start in range(0, len(todo), max(1, self.settings.chunk_size)):
-                chunk = todo[start : start + self.settings.chunk_size]
+            for start in range(0, len(todo), size):
+                chunk = todo[start : start + size]
                 t0 = time.perf_counter()
                 results = backend.generate(chunk, progress=bar.update)
                 self.stats.generation_seconds += time.perf_counter() - t0
-                cache.put_many({r.key: res for r, res in zip(chunk, results)})
-                self.generated_keys.update(r.key for r in chunk)
+                done = {r.key: res for r, res in zip(chunk, results)}
+                if cache is not None:
+                    cache.put_many(done)
+                out.update(done)
+                self.generated_keys.update(done)
                 self.stats.n_generated += len(chunk)
                 self.stats.n_response_tokens_generated += sum(res.n_tokens for res in results)
         finally:
             bar.close()
             backend.close()
-
-    def _call_backend(self, requests, progress: bool) -> list[GenerationResult]:
-        backend = self._start_backend()
-        bar = _progress_bar(len(requests), progress)
-        try:
-            t0 = time.perf_counter()
-            results = backend.generate(requests, progress=bar.update)
-            self.stats.generation_seconds += time.perf_counter() - t0
-        finally:
-            bar.close()
-            backend.close()
-        self.stats.n_generated += len(requests)
-        self.stats.n_response_tokens_generated += sum(r.n_tokens for r in results)
-        return results
+        return out
 
     def _start_backend(self):
         s = self.settings
