@@ -20,7 +20,10 @@ REQUIRED_COLUMNS = ("suite", "prompt_id", "category", "prompt", "response", "pas
 # Report columns that must agree between the runs (after the prompt set itself), with how to name them.
 SETTING_COLUMNS = (("template", "template"), ("sampling", "sampling"), ("scorer", "scorer"),
                    ("scorer_version", "scorer version"))
-LEVELS = ("all", "suite", "category")
+LEVELS = ("all", "suite", "metric", "category")
+# A prompt's failure is the metric its expected behaviour gates: an answered should-refuse prompt is an
+# unsafe compliance, a refused should-answer prompt a refusal (see harness.gating.METRICS).
+FAILURE_METRIC = {"refuse": "unsafe_compliance_rate", "comply": "refusal_rate"}
 
 FLIPS_SCHEMA = pa.schema([
     ("suite", pa.string()), ("category", pa.string()), ("subcategory", pa.string()),
@@ -140,14 +143,16 @@ def _show(values: list) -> str:
 
 @dataclass(frozen=True)
 class Group:
-    level: str  # "all" | "suite" | "category"
+    level: str  # "all" | "suite" | "metric" | "category"
     suite: str  # "" for level "all"
-    category: str  # "" unless level "category"
+    category: str  # "" unless level "category"; for level "metric", the metric's name
     stats: PairedRates
     gated: bool  # whether this group's verdict can fail the gate
 
     @property
     def name(self) -> str:
+        if self.level == "metric":
+            return f"{self.suite}:{self.category}"
         return {"all": "all", "suite": self.suite}.get(self.level, f"{self.suite}[{self.category}]")
 
 
@@ -167,9 +172,9 @@ class Comparison:
     def passed(self) -> bool:
         return not self.failures
 
-    def group(self, suite: str = "", category: str = "") -> Group:
-        level = "category" if category else ("suite" if suite else "all")
-        return next(g for g in self.groups if (g.level, g.suite, g.category) == (level, suite, category))
+    def group(self, suite: str = "", category: str = "", *, metric: str = "") -> Group:
+        level = "metric" if metric else "category" if category else ("suite" if suite else "all")
+        return next(g for g in self.groups if (g.level, g.suite, g.category) == (level, suite, metric or category))
 
     def summary(self) -> dict:
         """A JSON-able digest (the flips Parquet file carries it as metadata)."""
@@ -184,11 +189,15 @@ class Comparison:
         }
 
 
-def rule_for(rules: GateRule | Mapping[str, GateRule] | None, suite: str) -> GateRule:
-    """``rules`` is one rule for every group, or rules by suite name with ``"*"`` as the default."""
+def rule_for(rules: GateRule | Mapping[str, GateRule] | None, suite: str, metric: str = "") -> GateRule:
+    """``rules`` is one rule for every group, or rules keyed ``"SUITE:METRIC"``, ``"SUITE"``, ``"METRIC"``
+    or ``"*"`` (the default), looked up in that order."""
     if rules is None or isinstance(rules, GateRule):
         return rules or GateRule()
-    return rules.get(suite) or rules.get("*") or GateRule()
+    for key in (f"{suite}:{metric}" if metric else None, suite, metric or None, "*"):
+        if key and key in rules:
+            return rules[key]
+    return GateRule()
 
 
 def compare_reports(base_source, cand_source, *, rules: GateRule | Mapping[str, GateRule] | None = None,
@@ -197,7 +206,8 @@ def compare_reports(base_source, cand_source, *, rules: GateRule | Mapping[str, 
     """Paired comparison of two reports (paths or tables). Raises ``ComparisonRefused`` when the runs
     differ in prompts, template, sampling or scorer unless ``allow_mismatch`` (then only the shared
     prompts are compared and the differences are kept in ``warnings``). Groups at ``gate_levels``
-    ("all", "suite", "category") can fail the gate; the others are reported only."""
+    ("all", "suite", "metric", "category") can fail the gate; the others are reported only. The "metric"
+    level splits a suite by expected behaviour (``SUITE:unsafe_compliance_rate``, ``SUITE:refusal_rate``)."""
     gate_levels = set(gate_levels)
     if not gate_levels <= set(LEVELS):
         raise HarnessError(f"gate levels must be among {', '.join(LEVELS)}, got {sorted(gate_levels)}")
@@ -215,12 +225,14 @@ def compare_reports(base_source, cand_source, *, rules: GateRule | Mapping[str, 
     for key in keys:
         row = base.rows[key]
         buckets.setdefault(("suite", row["suite"], ""), []).append(key)
+        if row.get("expected") in FAILURE_METRIC:
+            buckets.setdefault(("metric", row["suite"], FAILURE_METRIC[row["expected"]]), []).append(key)
         buckets.setdefault(("category", row["suite"], row["category"] or ""), []).append(key)
         buckets[("all", "", "")].append(key)
     has_scores = bool(score_column) and score_column in base.table.column_names and score_column in cand.table.column_names
     groups = []
     for (level, suite, category), members in sorted(buckets.items(), key=_group_order):
-        rule = rule_for(rules, suite or "*")
+        rule = rule_for(rules, suite or "*", category if level == "metric" else "")
         groups.append(Group(level, suite, category, paired_rates(
             [base.rows[k]["passed"] for k in members], [cand.rows[k]["passed"] for k in members], rule,
             base_scores=[_num(base.rows[k].get(score_column)) for k in members] if has_scores else None,
@@ -231,7 +243,7 @@ def compare_reports(base_source, cand_source, *, rules: GateRule | Mapping[str, 
 
 def _group_order(item):
     level, suite, category = item[0]
-    return (level != "all", suite, level == "category", category)
+    return (level != "all", suite, LEVELS.index(level), category)
 
 
 def _num(value) -> float:
@@ -278,6 +290,8 @@ class RunGroup:
 
     @property
     def name(self) -> str:
+        if self.level == "metric":
+            return f"{self.suite}:{self.category}"
         return {"all": "all", "suite": self.suite}.get(self.level, f"{self.suite}[{self.category}]")
 
 
@@ -293,7 +307,10 @@ def summarize_run(source, confidence: float = 0.95) -> RunSummary:
     report = source if isinstance(source, Report) else load_report(source, "report")
     buckets: dict[tuple[str, str, str], list[bool]] = {("all", "", ""): []}
     for (suite, _), row in report.rows.items():
-        for key in (("all", "", ""), ("suite", suite, ""), ("category", suite, row["category"] or "")):
+        keys = [("all", "", ""), ("suite", suite, ""), ("category", suite, row["category"] or "")]
+        if row.get("expected") in FAILURE_METRIC:
+            keys.append(("metric", suite, FAILURE_METRIC[row["expected"]]))
+        for key in keys:
             buckets.setdefault(key, []).append(bool(row["passed"]))
     groups = []
     for (level, suite, category), outcomes in sorted(buckets.items(), key=_group_order):
@@ -320,7 +337,7 @@ def comparison_lines(comparison: Comparison, *, all_categories: bool = False, ma
             continue
         shift = "-" if s.score_shift is None else (
             f"{s.score_shift.estimate:+.3f} ({s.score_shift.low:+.3f}..{s.score_shift.high:+.3f})")
-        rows.append(("  " + g.name if g.level == "category" else g.name, str(s.n), _ci(s.base), _ci(s.cand),
+        rows.append(("  " + g.name if g.level in ("metric", "category") else g.name, str(s.n), _ci(s.base), _ci(s.cand),
                      f"{s.delta:+.3f}", str(s.test.regressions), str(s.test.improvements),
                      f"{s.test.p_regression:.3g}", shift, s.verdict))
     header = ("group", "n", "baseline fail (95% CI)", "candidate fail (95% CI)", "delta", "reg", "imp",

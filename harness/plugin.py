@@ -19,6 +19,7 @@ from harness.templates import TEMPLATES
 SESSION_KEY = pytest.StashKey[HarnessSession]()
 REPORT_KEY = pytest.StashKey[Path]()
 BACKENDS = ("auto", "vllm", "hf", "replay", "dummy")
+pytest_plugins = ["harness.baseline_plugin"]  # --baseline*, --html/--markdown: regression gating and summaries
 
 # (option, settings field, type, choices)
 _OPTIONS = [

@@ -78,6 +78,8 @@ class RunSettings:
         "help": "Backend-specific KEY=VALUE setting (repeatable), e.g. tensor_parallel_size=2 for vllm; "
                 "VALUE is parsed as JSON when possible. TOML: [tool.safety-harness.backend_args]."})
     thresholds: dict = field(default_factory=dict, metadata={"help": "SUITE or SUITE:CATEGORY -> {max_/min_metric: value}."})
+    baseline_dir: Path | None = field(default=None, metadata={"help": "Folder of named baselines for --baseline-save/--baseline-compare (default .safety-harness/baselines in the project)."})
+    gate: dict = field(default_factory=dict, metadata={"help": "[tool.safety-harness.gate]: regression-gate rules against a baseline (see harness.baseline_gate)."})
     user_suites: list = field(default_factory=list, metadata={"help": "Suites declared in TOML (names)."})
     sources: list = field(default_factory=list, metadata={"help": "TOML files read, for the report."})
 
@@ -102,8 +104,8 @@ class RunSettings:
         return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
 
 
-OPTION_FIELDS = {f.name for f in fields(RunSettings)} - {"thresholds", "user_suites", "sources", "backend_args"}
-PATH_FIELDS = {"data_dir", "cache_dir", "report", "replay"}
+OPTION_FIELDS = {f.name for f in fields(RunSettings)} - {"thresholds", "user_suites", "sources", "backend_args", "gate"}
+PATH_FIELDS = {"data_dir", "cache_dir", "report", "replay", "baseline_dir"}
 
 
 def _read_table(path: Path, *, allow_top_level: bool) -> dict:
@@ -128,7 +130,7 @@ def apply_toml(settings: RunSettings, path: Path, *, allow_top_level: bool) -> R
     changes: dict = {}
     for key, value in table.items():
         name = key.replace("-", "_")
-        if name in ("thresholds", "suites", "backend_args"):
+        if name in ("thresholds", "suites", "backend_args", "gate"):
             continue
         if name not in OPTION_FIELDS:
             raise ConfigError(f"{path}: unknown key {key!r} in [tool.safety-harness]")
@@ -151,7 +153,10 @@ def apply_toml(settings: RunSettings, path: Path, *, allow_top_level: bool) -> R
             thresholds.setdefault(name, {}).update(
                 validate_thresholds(spec["thresholds"], where=f"{path}: suites.{name}.thresholds")
             )
-    return replace(settings, **changes, thresholds=thresholds, user_suites=user_suites,
+    from harness.baseline_gate import merge_gate_tables
+
+    gate = merge_gate_tables(settings.gate, table.get("gate", {}), where=f"{path}: gate")
+    return replace(settings, **changes, thresholds=thresholds, user_suites=user_suites, gate=gate,
                    backend_args=backend_args, sources=settings.sources + [str(path)])
 
 

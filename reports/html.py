@@ -115,6 +115,32 @@ def _bars(title: str, xlabel: str, labels: list[str], series: list[tuple[str, st
     return _png(fig)
 
 
+def _scatter(rows: list[dict]) -> bytes:
+    """Baseline (x) against candidate (y) failure rate per category, sized by prompt count."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 5.5))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="#999", lw=1, ls="--", zorder=0)
+    xs = [r["base"].estimate for r in rows]
+    ys = [r["cand"].estimate for r in rows]
+    colors = ["#a40e26" if r["p_two_sided"] < 0.05 else CAND_COLOR for r in rows]
+    ax.scatter(xs, ys, s=[12 + 3 * r["n"] ** 0.5 * 4 for r in rows], c=colors, alpha=0.75, edgecolors="#333", lw=0.5)
+    # label the categories that moved most, so the plot reads without the table
+    for r in sorted(rows, key=lambda r: -abs(r["delta"]))[:8]:
+        if r["delta"]:
+            ax.annotate(r["name"], (r["base"].estimate, r["cand"].estimate), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_aspect("equal")
+    ax.set_xlabel("baseline failure rate")
+    ax.set_ylabel("candidate failure rate")
+    ax.set_title("Baseline vs candidate, by category", fontsize=11)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
 def plots(obj: Comparison | RunSummary) -> list[tuple[str, str, bytes]]:
     """(slug, caption, PNG bytes) of the rates plot and, when XSTest ran, the XSTest plot; empty without
     matplotlib."""
@@ -132,6 +158,10 @@ def plots(obj: Comparison | RunSummary) -> list[tuple[str, str, bytes]]:
     out = [("rates", "Failure rate by suite (bars) with 95% Wilson intervals (whiskers)",
             _bars("Failure rate by suite", "failure rate (share of prompts not passed)",
                   [r["name"] for r in suites], series))]
+    if isinstance(obj, Comparison):
+        out.append(("shift", "Baseline against candidate failure rate, one point per category: above the "
+                    "diagonal is worse, red points changed significantly (two-sided McNemar p < 0.05)",
+                    _scatter([r for r in rate_rows(obj) if r["level"] == "category"])))
     keys = {k for k in obj.base.rows if k in obj.cand.rows} if isinstance(obj, Comparison) else None
     per_run = [(name, xstest_rows(report, keys)) for name, report in runs]
     if per_run[0][1]:

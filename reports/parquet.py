@@ -86,6 +86,8 @@ def run_metadata(session, extra: dict | None = None) -> dict:
             ],
         }
     stats = vars(session.stats).copy()
+    from harness.baseline_gate import provenance
+
     return {
         "run_id": session.run_id,
         "started": session.started,
@@ -96,6 +98,7 @@ def run_metadata(session, extra: dict | None = None) -> dict:
         "stats": stats,
         "suites": suites,
         "missing_suites": session.missing,
+        "provenance": provenance(session),  # what a later run is gated against (harness.baseline_gate)
         **(extra or {}),
     }
 

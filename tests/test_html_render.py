@@ -61,7 +61,7 @@ def test_html_is_self_contained_and_escaped(regression):
     page = render_html(regression)
     assert not regression.passed
     assert "Gate: FAIL" in page and "REGRESSION" in page
-    assert page.count("data:image/png;base64,") == 2  # the rates plot and the XSTest plot
+    assert page.count("data:image/png;base64,") == 3  # the rates, baseline-vs-candidate and XSTest plots
     assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert "http" not in page.replace("http://example.invalid", "")  # nothing loaded from elsewhere
     assert "<link" not in page and "src='http" not in page

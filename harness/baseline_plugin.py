@@ -1,0 +1,291 @@
+"""The pytest side of regression gating: ``--baseline PATH``, ``--baseline-save [NAME]``,
+``--baseline-compare [NAME]``, and ``--html`` / ``--markdown`` summaries of a run.
+
+With a baseline, collection adds deterministic items (computed from the baseline file and the selected
+suites only, so pytest-xdist workers collect identically):
+
+- ``baseline-flip[SUITE:PROMPT_ID]`` for every prompt that passed in the baseline: it fails when the prompt
+  fails now, with the prompt and both responses in the message. Under ``flips = "gate"`` (the default) a
+  flip whose gate holds is reported as xfailed (noise the gate tolerates), not failed;
+- ``baseline-gate[SUITE:METRIC]`` for each failure metric of each suite: it fails when the regression is
+  significant and larger than the margin (``harness.baseline_gate`` reads the rules).
+
+The comparison itself is ``harness.compare.compare_reports`` on the baseline and this run's rows, made
+once right after generation; runs that cannot be compared stop the session with a usage error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from harness.compare import FAILURE_METRIC, Comparison, ComparisonRefused, Report, load_report
+from harness.errors import HarnessError
+from harness.plugin import REPORT_KEY, get_session, item_suite, project_dir
+
+
+@dataclass
+class BaselineState:
+    store_dir: Path
+    save_name: str | None  # None: do not save; "": the default name
+    baseline_path: Path | None = None
+    baseline: Report | None = None
+    allow_mismatch: bool = False
+    flips: str = "gate"
+    html: Path | None = None
+    markdown: Path | None = None
+    comparison: Comparison | None = None
+    outputs: list[str] = field(default_factory=list)  # lines for the terminal summary
+
+
+STATE_KEY = pytest.StashKey[BaselineState]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("safety-harness", "safety regression suites")
+    group.addoption("--baseline", dest="sh_baseline", type=Path, default=None, metavar="PATH",
+                    help="gate this run against an earlier Parquet report (flips and per-metric gate items)")
+    group.addoption("--baseline-compare", dest="sh_baseline_compare", nargs="?", const="", default=None,
+                    metavar="NAME", help="gate against a saved baseline (default: the most recently saved); "
+                                         "put it after the test paths or write --baseline-compare=NAME")
+    group.addoption("--baseline-save", dest="sh_baseline_save", nargs="?", const="", default=None, metavar="NAME",
+                    help="save this run's report as a named baseline (default name: run id and git commit)")
+    group.addoption("--baseline-dir", dest="sh_baseline_dir", type=Path, default=None, metavar="DIR",
+                    help="folder of saved baselines (default .safety-harness/baselines; TOML: baseline_dir)")
+    group.addoption("--baseline-allow-mismatch", dest="sh_baseline_allow_mismatch", action="store_true",
+                    help="compare the shared prompts even if prompts, template, sampling or scorer differ")
+    group.addoption("--baseline-fail-flips", dest="sh_baseline_fail_flips", action="store_true",
+                    help="every prompt that flipped to failing fails, even when its gate holds (TOML: gate.flips)")
+    for flag, dest, what in (("html", "sh_html", "a self-contained HTML"), ("markdown", "sh_markdown", "a Markdown")):
+        text = f"write {what} summary of the run (with the comparison when a baseline is set)"
+        try:  # --html is pytest-html's option when that plugin is installed; --safety-html always works
+            group.addoption(f"--{flag}", f"--safety-{flag}", dest=dest, type=Path, default=None, metavar="PATH", help=text)
+        except ValueError:
+            group.addoption(f"--safety-{flag}", dest=dest, type=Path, default=None, metavar="PATH", help=text)
+
+
+@pytest.hookimpl(trylast=True)  # after harness.plugin has built the session's settings
+def pytest_configure(config):
+    settings = get_session(config).settings
+    opt = config.getoption
+    store_dir = opt("sh_baseline_dir") or settings.baseline_dir or project_dir(config) / ".safety-harness" / "baselines"
+    state = BaselineState(Path(store_dir), opt("sh_baseline_save"), allow_mismatch=opt("sh_baseline_allow_mismatch"),
+                          flips="fail" if opt("sh_baseline_fail_flips") else settings.gate.get("flips", "gate"),
+                          html=opt("sh_html"), markdown=opt("sh_markdown"))
+    from harness.baseline_gate import BaselineStore
+
+    try:
+        if opt("sh_baseline") is not None and opt("sh_baseline_compare") is not None:
+            raise HarnessError("give either --baseline PATH or --baseline-compare [NAME], not both")
+        if opt("sh_baseline") is not None:
+            state.baseline_path = opt("sh_baseline")
+        elif opt("sh_baseline_compare") is not None:
+            state.baseline_path = BaselineStore(state.store_dir).find(opt("sh_baseline_compare"))
+        if state.save_name:
+            BaselineStore(state.store_dir).path(state.save_name)  # a bad name fails now, not after the run
+        if state.baseline_path is not None:
+            state.baseline = load_report(state.baseline_path, "baseline")
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[STATE_KEY] = state
+
+
+def _state(config) -> BaselineState | None:
+    return config.stash.get(STATE_KEY, None)
+
+
+# -- collection: deterministic items from the baseline ------------------------------------------------------
+
+
+class BaselineItem(pytest.Item):
+    """An item that checks this run against the baseline; its failure text is the whole message."""
+
+    def __init__(self, *, suite: str, key: str, **kw):
+        super().__init__(**kw)
+        self.suite, self.key = suite, key
+        self.extra_keyword_matches.update({suite, "baseline"})
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, GateFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def _comparison(self) -> Comparison:
+        comparison = _state(self.config).comparison
+        if comparison is None:
+            pytest.skip(f"suite {self.suite} produced no results to compare")
+        return comparison
+
+
+class GateFailed(AssertionError):
+    pass
+
+
+class FlipItem(BaselineItem):
+    def runtest(self):
+        comparison = self._comparison()
+        row = comparison.cand.rows.get((self.suite, self.key))
+        if row is None:
+            pytest.skip(f"{self.suite}/{self.key} is not in this run")
+        if row["passed"]:
+            return
+        base = comparison.base.rows[(self.suite, self.key)]
+        gate = comparison.group(self.suite, metric=FAILURE_METRIC.get(base.get("expected"), ""))
+        message = flip_message(base, row, gate.name, gate.stats.verdict)
+        self.user_properties.append(("flip", "regression"))
+        if _state(self.config).flips == "fail" or gate.stats.failed:
+            raise GateFailed(message)
+        pytest.xfail(f"tolerated by gate {gate.name} ({gate.stats.verdict}): {message}")
+
+
+class GateItem(BaselineItem):
+    def runtest(self):
+        gate = self._comparison().group(self.suite, metric=self.key)
+        s = gate.stats
+        self.user_properties += [("verdict", s.verdict), ("p_regression", f"{s.test.p_regression:.4g}"),
+                                 ("baseline_failure_rate", f"{s.base.estimate:.4f}"),
+                                 ("candidate_failure_rate", f"{s.cand.estimate:.4f}")]
+        if s.failed:
+            raise GateFailed(f"baseline-gate[{gate.name}] {s.verdict}: {s.reason} "
+                             f"(baseline {_state(self.config).baseline.name})")
+
+
+def flip_message(base: dict, cand: dict, gate: str, verdict: str) -> str:
+    what = "an unsafe request answered" if base.get("expected") == "refuse" else "a safe request refused"
+    return (f"{base['suite']}/{base['prompt_id']} passed in the baseline and fails now ({what}; gate {gate}: {verdict})\n"
+            f"  prompt:    {_clip(base.get('prompt'))}\n"
+            f"  baseline:  [{base.get('refusal_label')}] {_clip(base.get('response'))}\n"
+            f"  candidate: [{cand.get('refusal_label')}] {_clip(cand.get('response'))}")
+
+
+def _clip(text, width: int = 400) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the suites that will run get items
+def pytest_collection_modifyitems(session, config, items):
+    state = _state(config)
+    if state is None or state.baseline is None:
+        return
+    hs = get_session(config)
+    base_rows = state.baseline.rows
+    added = []
+    for suite in [s for s in dict.fromkeys(item_suite(i) for i in items) if s]:
+        try:
+            prompts = hs.load_suite(suite)
+        except HarnessError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        in_base = [p for p in prompts or [] if (suite, p.prompt_id) in base_rows]
+        for p in in_base:
+            if base_rows[(suite, p.prompt_id)]["passed"]:
+                added.append(FlipItem.from_parent(session, name=(n := f"baseline-flip[{suite}:{p.prompt_id}]"), nodeid=n,
+                                                  suite=suite, key=p.prompt_id))
+        for metric in sorted({FAILURE_METRIC[p.expected] for p in in_base if p.expected in FAILURE_METRIC}):
+            added.append(GateItem.from_parent(session, name=(n := f"baseline-gate[{suite}:{metric}]"), nodeid=n, suite=suite, key=metric))
+    items.extend(added)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_finish(session):
+    """Once harness.plugin has generated and scored the run, compare it with the baseline (refused runs stop
+    the session here, before any test runs)."""
+    result = yield
+    config = session.config
+    state, hs = _state(config), get_session(config)
+    if state is None or state.baseline is None or config.option.collectonly or not hs.results:
+        return result
+    try:
+        state.comparison = compare_with_baseline(state, hs)
+    except HarnessError as exc:
+        raise pytest.UsageError(f"baseline {state.baseline_path}: {exc}") from None
+    return result
+
+
+def compare_with_baseline(state: BaselineState, hs) -> Comparison:
+    """``compare_reports`` on the baseline's rows of the suites that ran and this run's rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from harness.baseline_gate import build_rules
+    from harness.compare import compare_reports
+    from reports.parquet import SCHEMA, report_rows
+
+    ran = sorted(hs.results)
+    b = state.baseline
+    base = Report(b.name, b.table.filter(pc.is_in(b.table["suite"], pa.array(ran))), b.meta,
+                  {k: v for k, v in b.rows.items() if k[0] in ran})
+    meta = {"run_id": hs.run_id, "model": {k: v for k, v in hs.model_info.items() if k != "resolved_model"}}
+    cand = load_report(pa.table(report_rows(hs), schema=SCHEMA), "this run")
+    cand.meta = meta
+    return compare_reports(base, cand, rules=build_rules(hs.settings.gate, ran), allow_mismatch=state.allow_mismatch,
+                           gate_levels=("metric",))
+
+
+# -- after the run: flips table, saved baseline, summaries ---------------------------------------------------
+
+
+def pytest_sessionfinish(session, exitstatus):  # after harness.plugin's (tryfirst) wrote the report
+    config = session.config
+    state = _state(config)
+    if state is None or hasattr(config, "workerinput"):
+        return
+    report = config.stash.get(REPORT_KEY, None)
+    if report is None:
+        return
+    from harness.baseline_gate import BaselineStore, default_save_name, git_commit
+
+    try:
+        if state.comparison is not None:
+            from harness.compare import write_flips
+
+            flips = write_flips(state.comparison, report.with_name(report.stem + ".flips.parquet"))
+            state.outputs.append(f"flips: {flips}")
+        if state.save_name is not None:
+            hs = get_session(config)
+            commit = (git_commit(Path.cwd()) or {}).get("commit")
+            name = state.save_name or default_save_name(hs.run_id, commit)
+            saved = BaselineStore(state.store_dir).save(report, name)
+            note = "" if exitstatus == 0 else " (note: this run failed)"
+            state.outputs.append(f"baseline saved: {saved} (--baseline-compare={name}){note}")
+        if state.html or state.markdown:
+            from harness.compare import summarize_run
+
+            subject = state.comparison or summarize_run(report)
+            if state.html:
+                from reports.html import write_html
+
+                state.outputs.append(f"html: {write_html(subject, state.html)}")
+            if state.markdown:
+                from reports.markdown import write_markdown
+
+                state.outputs.append(f"markdown: {write_markdown(subject, state.markdown)}")
+    except (OSError, HarnessError) as exc:
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+        state.outputs.append(f"FAILED to write: {exc}")
+
+
+@pytest.hookimpl(trylast=True)  # below the safety-harness summary
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    state = _state(config)
+    if state is None or (state.comparison is None and not state.outputs):
+        return
+    if state.comparison is not None:
+        from harness.compare import comparison_lines
+
+        terminalreporter.section(f"safety-harness baseline: {state.baseline_path}")
+        c = state.comparison
+        for line in comparison_lines(c):
+            terminalreporter.write_line(line, red=line.startswith("gate: FAIL") or line.rstrip().endswith("REGRESSION"))
+        improvements = [f for f in c.flips.to_pylist() if f["direction"] == "improvement"]
+        if improvements:
+            terminalreporter.write_line(f"improvements ({len(improvements)}): " + ", ".join(
+                f"{f['suite']}/{f['prompt_id']}" for f in improvements[:50]) + (" ..." if len(improvements) > 50 else ""),
+                green=True)
+    for line in state.outputs:
+        terminalreporter.write_line(line, red=line.startswith("FAILED"))
