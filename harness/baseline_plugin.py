@@ -254,17 +254,9 @@ def pytest_sessionfinish(session, exitstatus):  # after harness.plugin's (tryfir
             note = "" if exitstatus == 0 else " (note: this run failed)"
             state.outputs.append(f"baseline saved: {saved} (--baseline-compare={name}){note}")
         if state.html or state.markdown:
-            from harness.compare import summarize_run
+            from reports.summary import write_run_summaries
 
-            subject = state.comparison or summarize_run(report)
-            if state.html:
-                from reports.html import write_html
-
-                state.outputs.append(f"html: {write_html(subject, state.html)}")
-            if state.markdown:
-                from reports.markdown import write_markdown
-
-                state.outputs.append(f"markdown: {write_markdown(subject, state.markdown)}")
+            state.outputs += write_run_summaries(state.comparison or report, html=state.html, markdown=state.markdown)
     except (OSError, HarnessError) as exc:
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
         state.outputs.append(f"FAILED to write: {exc}")

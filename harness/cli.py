@@ -68,9 +68,11 @@ def _suites(args) -> int:
     return 0
 
 
-@command("summary", help="print the per-suite summary of a Parquet report")
+@command("summary", help="print the per-suite summary of a Parquet report (and write it as HTML or Markdown)")
 def _summary_args(p):
     p.add_argument("report", type=Path)
+    p.add_argument("--html", type=Path, default=None, help="write a self-contained HTML summary here")
+    p.add_argument("--markdown", type=Path, default=None, help="write a Markdown summary here (plots beside it)")
 
 
 @_summary_args.run
@@ -89,6 +91,11 @@ def _summary(args) -> int:
     for line in format_table(("suite", "n", "threshold", "rate", "95% CI", "bound", "verdict"), rows):
         print(line)
     print(f"{table.num_rows} rows; model {meta.get('model', {}).get('model')}; run {meta.get('run_id')}")
+    if args.html or args.markdown:
+        from reports.summary import write_run_summaries
+
+        for line in write_run_summaries(args.report, html=args.html, markdown=args.markdown):
+            print(line)
     return 0
 
 

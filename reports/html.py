@@ -17,10 +17,11 @@ XSTEST = "xstest"
 BASE_COLOR, CAND_COLOR = "#8c96a8", "#d9603b"
 
 CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1f2328;max-width:1150px}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1f2328;max-width:1400px}
 h1{font-size:22px;margin:0 0 8px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
-table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{border:1px solid #d0d7de;padding:4px 8px;
-text-align:left;vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+table{border-collapse:collapse;font-size:12px;margin:6px 0}th,td{border:1px solid #d0d7de;padding:4px 8px;
+text-align:left;vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr.metric td:first-child{padding-left:22px}.wide{overflow-x:auto}
 tr.suite td{font-weight:600}tr.all td{font-weight:700;background:#f6f8fa}
 .banner{padding:10px 14px;border-radius:6px;font-weight:600;margin:10px 0}
 .pass{background:#dafbe1;color:#116329;border:1px solid #4ac26b}.fail{background:#ffebe9;color:#a40e26;border:1px solid #ff8182}
@@ -38,7 +39,7 @@ def fmt_rate(rate: Interval | None) -> str:
 
 
 def fmt_shift(shift: Interval | None) -> str:
-    return "-" if shift is None else f"{shift.estimate:+.3f} ({shift.low:+.3f} to {shift.high:+.3f})"
+    return "-" if shift is None else f"{shift.estimate:+.3f} [{shift.low:+.2f}, {shift.high:+.2f}]"
 
 
 def rate_rows(obj: Comparison | RunSummary) -> list[dict]:
@@ -99,12 +100,13 @@ def _bars(title: str, xlabel: str, labels: list[str], series: list[tuple[str, st
     ax = fig.subplots()
     height = 0.8 / len(series)
     for i, (name, color, rates) in enumerate(series):
-        ys = [j + (len(series) - 1 - i) * height for j in range(len(labels))]
+        ys = [j + i * height for j in range(len(labels))]  # first series on top (the y axis is inverted)
         xs = [0 if math.isnan(r.estimate) else r.estimate for r in rates]
         err = [[max(x - r.low, 0) if not math.isnan(r.low) else 0 for x, r in zip(xs, rates)],
                [max(r.high - x, 0) if not math.isnan(r.high) else 0 for x, r in zip(xs, rates)]]
         ax.barh(ys, xs, height=height * 0.9, color=color, label=name, xerr=err, capsize=3,
                 error_kw={"ecolor": "#333", "lw": 1})
+        ax.plot(xs, ys, "o", color=color, markeredgecolor="#333", markersize=4, lw=0)  # a rate of 0 shows too
     ax.set_yticks([j + (len(series) - 1) * height / 2 for j in range(len(labels))], labels)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
@@ -115,29 +117,27 @@ def _bars(title: str, xlabel: str, labels: list[str], series: list[tuple[str, st
     return _png(fig)
 
 
-def _scatter(rows: list[dict]) -> bytes:
-    """Baseline (x) against candidate (y) failure rate per category, sized by prompt count."""
+def _changes(rows: list[dict]) -> bytes:
+    """Baseline -> candidate failure rate for the categories that changed most (dumbbells), or for the suites
+    when no category changed: red where the candidate fails more often, green where less."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.5, 5.5))
+    fig = Figure(figsize=(8, 1.2 + 0.3 * len(rows)))
     ax = fig.subplots()
-    ax.plot([0, 1], [0, 1], color="#999", lw=1, ls="--", zorder=0)
-    xs = [r["base"].estimate for r in rows]
-    ys = [r["cand"].estimate for r in rows]
-    colors = ["#a40e26" if r["p_two_sided"] < 0.05 else CAND_COLOR for r in rows]
-    ax.scatter(xs, ys, s=[12 + 3 * r["n"] ** 0.5 * 4 for r in rows], c=colors, alpha=0.75, edgecolors="#333", lw=0.5)
-    # label the categories that moved most, so the plot reads without the table
-    for r in sorted(rows, key=lambda r: -abs(r["delta"]))[:8]:
-        if r["delta"]:
-            ax.annotate(r["name"], (r["base"].estimate, r["cand"].estimate), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
-    ax.set_xlim(-0.03, 1.03)
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_aspect("equal")
-    ax.set_xlabel("baseline failure rate")
-    ax.set_ylabel("candidate failure rate")
-    ax.set_title("Baseline vs candidate, by category", fontsize=11)
-    ax.grid(alpha=0.3)
+    for y, r in enumerate(rows):
+        b, c = r["base"].estimate, r["cand"].estimate
+        color = "#a40e26" if c > b else ("#116329" if c < b else "#8c96a8")
+        ax.annotate("", xy=(c, y), xytext=(b, y), arrowprops={"arrowstyle": "->", "color": color, "lw": 1.6})
+        ax.plot([b], [y], "o", color=BASE_COLOR, markeredgecolor="#333", markersize=6)
+        ax.plot([c], [y], "o", color=CAND_COLOR, markeredgecolor="#333", markersize=6)
+        stars = "*" if r["p_two_sided"] < 0.05 else ""
+        ax.text(1.03, y, f"{c - b:+.2f}{stars} (n={r['n']})", va="center", fontsize=8, color=color)
+    ax.set_yticks(range(len(rows)), [r["name"] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("failure rate: baseline (grey) -> candidate (orange)")
+    ax.set_title("Baseline vs candidate: what moved", fontsize=11)
+    ax.grid(axis="x", alpha=0.3)
     return _png(fig)
 
 
@@ -159,9 +159,12 @@ def plots(obj: Comparison | RunSummary) -> list[tuple[str, str, bytes]]:
             _bars("Failure rate by suite", "failure rate (share of prompts not passed)",
                   [r["name"] for r in suites], series))]
     if isinstance(obj, Comparison):
-        out.append(("shift", "Baseline against candidate failure rate, one point per category: above the "
-                    "diagonal is worse, red points changed significantly (two-sided McNemar p < 0.05)",
-                    _scatter([r for r in rate_rows(obj) if r["level"] == "category"])))
+        rows = rate_rows(obj)
+        moved = sorted((r for r in rows if r["level"] == "category" and r["delta"]), key=lambda r: -abs(r["delta"]))
+        shown = moved[:20] or [r for r in rows if r["level"] == "suite"]
+        out.append(("changes", "Failure rate in the baseline and in the candidate, for the categories that changed "
+                    f"({len(moved)}; the 20 largest shown), else for every suite. * two-sided McNemar p < 0.05",
+                    _changes(shown)))
     keys = {k for k in obj.base.rows if k in obj.cand.rows} if isinstance(obj, Comparison) else None
     per_run = [(name, xstest_rows(report, keys)) for name, report in runs]
     if per_run[0][1]:
@@ -196,25 +199,27 @@ def _rates_table(obj, rows: list[dict]) -> str:
     comparison = isinstance(obj, Comparison)
     if comparison:
         head = ("group", "n", "baseline failure rate (95% CI)", "candidate failure rate (95% CI)", "change",
-                "regressions", "improvements", "McNemar p (regression)", "p (two-sided)",
-                "refusal score shift (95% bootstrap CI)", "verdict")
+                "regr&shy;essions", "impro&shy;vements", "McNemar p (regr&shy;ession)", "p (two-sided)",
+                "refusal score shift [95% bootstrap CI]", "verdict")
     else:
         head = ("group", "n", "failures", "failure rate (95% CI)")
-    out = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    mark_ungated = comparison and any(r["gated"] for r in rows)  # else the heading says so once
+    out = ["<div class=wide><table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for r in rows:
         cls = r["level"] if r["level"] != "category" else ""
-        name = _e(r["name"])
+        # a metric row sits under its suite's row, so its metric alone names it (and keeps the table narrow)
+        name = _e(r["name"].partition(":")[2]) if r["level"] == "metric" else _e(r["name"])
         if comparison:
-            verdict = _e(r["verdict"]) + ("" if r["gated"] else " <span class=muted>(not gated)</span>")
+            verdict = _e(r["verdict"]) + (" <span class=muted>(not gated)</span>" if mark_ungated and not r["gated"] else "")
             vcls = "bad" if r["failed"] else ("good" if r["verdict"] == "improved" else "")
             cells = [name, r["n"], fmt_rate(r["base"]), fmt_rate(r["cand"]), f"{r['delta']:+.3f}", r["regressions"],
                      r["improvements"], f"{r['p_regression']:.3g}", f"{r['p_two_sided']:.3g}", fmt_shift(r["shift"])]
             tds = "".join(f"<td class=num>{c}</td>" if i else f"<td>{c}</td>" for i, c in enumerate(cells))
-            tds += f"<td class='{vcls}'>{verdict}</td>"
+            tds += f"<td class='{vcls} verdict'>{verdict}</td>"
         else:
             tds = f"<td>{name}</td><td class=num>{r['n']}</td><td class=num>{r['failures']}</td><td class=num>{fmt_rate(r['cand'])}</td>"
         out.append(f"<tr class='{cls}'>{tds}</tr>")
-    return "".join(out) + "</table>"
+    return "".join(out) + "</table></div>"
 
 
 def _flips_html(obj: Comparison) -> str:
@@ -282,7 +287,10 @@ def render_html(obj: Comparison | RunSummary) -> str:
                      f"<figcaption class=muted>{_e(caption)}</figcaption></figure>")
     rows = rate_rows(obj)
     parts.append("<h2>Suites</h2>" + _rates_table(obj, [r for r in rows if r["level"] != "category"]))
-    parts.append("<h2>Categories</h2>" + _rates_table(obj, [r for r in rows if r["level"] == "category"]))
+    categories = [r for r in rows if r["level"] == "category"]
+    ungated = comparison and not any(r["gated"] for r in categories)
+    parts.append("<h2>Categories</h2>" + ("<p class=muted>Reported, not gated.</p>" if ungated else "")
+                 + _rates_table(obj, categories))
     if comparison:
         parts.append("<h2>Flips</h2>" + _flips_html(obj))
     else:

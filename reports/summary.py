@@ -54,3 +54,26 @@ def summary_lines(session, report_path=None) -> list[str]:
     if report_path:
         lines.append(f"report: {report_path}")
     return lines
+
+
+def write_run_summaries(subject, *, html=None, markdown=None) -> list[str]:
+    """Write the HTML and/or Markdown summary of ``subject`` (a report path, a ``RunSummary`` or a
+    ``Comparison``); returns "html: PATH" lines. One-line ``HarnessError`` when a file cannot be written."""
+    from harness.compare import Comparison, RunSummary, summarize_run
+    from harness.errors import HarnessError
+
+    if not isinstance(subject, (Comparison, RunSummary)):
+        subject = summarize_run(subject)
+    lines = []
+    try:
+        if html:
+            from reports.html import write_html
+
+            lines.append(f"html: {write_html(subject, html)}")
+        if markdown:
+            from reports.markdown import write_markdown
+
+            lines.append(f"markdown: {write_markdown(subject, markdown)}")
+    except OSError as exc:
+        raise HarnessError(f"cannot write {exc.filename or 'summary'}: {exc.strerror or exc}") from None
+    return lines

@@ -211,7 +211,7 @@ def test_report_records_provenance_and_the_run_summaries(gate_project, baseline)
     assert result.ret == 0
     page = html.read_text()
     assert "safety-harness comparison" in page and page.count("data:image/png;base64,") >= 2
-    assert "harm/h050" in page and "harm:unsafe_compliance_rate" in page
+    assert "harm/h050" in page and "<td>unsafe_compliance_rate</td>" in page
     assert "| harm | 100 |" in md.read_text()
     # without a baseline: a summary of the run alone
     result = replay_run(gate_project, BASE_FAILING, "solo", "--html", str(html))
