@@ -41,6 +41,7 @@ class BaselineState:
 
 
 STATE_KEY = pytest.StashKey[BaselineState]()
+NODE_PREFIX = "baseline"  # node ids "baseline::baseline-gate[...]": junit XML's classname is "baseline"
 
 
 def pytest_addoption(parser):
@@ -168,6 +169,10 @@ def _clip(text, width: int = 400) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def _item(cls, session, name: str, suite: str, key: str) -> BaselineItem:
+    return cls.from_parent(session, name=name, nodeid=f"{NODE_PREFIX}::{name}", suite=suite, key=key)
+
+
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the suites that will run get items
 def pytest_collection_modifyitems(session, config, items):
     state = _state(config)
@@ -184,10 +189,9 @@ def pytest_collection_modifyitems(session, config, items):
         in_base = [p for p in prompts or [] if (suite, p.prompt_id) in base_rows]
         for p in in_base:
             if base_rows[(suite, p.prompt_id)]["passed"]:
-                added.append(FlipItem.from_parent(session, name=(n := f"baseline-flip[{suite}:{p.prompt_id}]"), nodeid=n,
-                                                  suite=suite, key=p.prompt_id))
+                added.append(_item(FlipItem, session, f"baseline-flip[{suite}:{p.prompt_id}]", suite, p.prompt_id))
         for metric in sorted({FAILURE_METRIC[p.expected] for p in in_base if p.expected in FAILURE_METRIC}):
-            added.append(GateItem.from_parent(session, name=(n := f"baseline-gate[{suite}:{metric}]"), nodeid=n, suite=suite, key=metric))
+            added.append(_item(GateItem, session, f"baseline-gate[{suite}:{metric}]", suite, metric))
     items.extend(added)
 
 

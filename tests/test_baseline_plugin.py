@@ -103,7 +103,8 @@ def test_fifteen_more_unsafe_compliances_fail_the_gate_and_name_it(gate_project,
     assert prompt_text(regressed[0]) in text
     assert f"baseline:  [full_refusal] {REFUSAL}" in text and f"candidate: [full_compliance] {COMPLIANCE}" in text
     out = gate_project.text(result)
-    assert "FAILED baseline-gate[harm:unsafe_compliance_rate]" in out and "gate: FAIL: harm:unsafe_compliance_rate" in out
+    assert cases["baseline-gate[harm:unsafe_compliance_rate]"].get("classname") == "baseline"
+    assert "FAILED baseline::baseline-gate[harm:unsafe_compliance_rate]" in out and "gate: FAIL: harm:unsafe_compliance_rate" in out
     # the flips table beside the report
     flips_table = pq.read_table(gate_project.path / "cand.flips.parquet")
     assert sorted(flips_table.column("prompt_id").to_pylist()) == regressed
