@@ -130,3 +130,27 @@ def test_html_renders_in_headless_chromium(regression, tmp_path):
     assert pixels[..., :3].std() > 0.05  # not a blank page
     assert _near(pixels, (0xFF, 0xEB, 0xE9)) > 5000  # the red FAIL banner, so the inline CSS applied
     assert _near(pixels, (0xD9, 0x60, 0x3B)) > 2000  # the candidate's bars, so the embedded plot drew
+
+
+def test_summary_command_writes_html_and_markdown_of_a_run(tmp_path, capsys):
+    report = write_report(tmp_path / "run.parquet", {"h00", "b01", "x03"}, "one")
+    html_path, md_path = tmp_path / "s" / "run.html", tmp_path / "s" / "run.md"
+    assert main(["summary", report, "--html", str(html_path), "--markdown", str(md_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"html: {html_path}" in out and f"markdown: {md_path}" in out
+    page = html_path.read_text()
+    assert "run summary" in page and page.count("data:image/png;base64,") == 2
+    assert "<td>unsafe_compliance_rate</td>" in page and "<td>refusal_rate</td>" in page  # rows under each suite
+    assert (tmp_path / "s" / "run.xstest.png").stat().st_size > 1000
+    assert main(["summary", str(tmp_path / "nowhere.parquet"), "--html", str(html_path)]) == 2
+    assert "nowhere.parquet not found" in capsys.readouterr().err
+
+
+def test_run_summary_renders_in_headless_chromium(tmp_path):
+    from matplotlib.image import imread
+
+    page = write_html(summarize_run(write_report(tmp_path / "run.parquet", {"h00", "b01"}, "one")), tmp_path / "run.html")
+    pixels = imread(screenshot(page, tmp_path))
+    assert pixels[..., :3].std() > 0.05
+    assert _near(pixels, (0xD9, 0x60, 0x3B)) > 2000  # the run's bars in the embedded plots
+    assert _near(pixels, (0xFF, 0xEB, 0xE9)) == 0  # no gate banner for a single run
