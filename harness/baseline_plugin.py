@@ -118,9 +118,15 @@ class BaselineItem(pytest.Item):
 
     def _comparison(self) -> Comparison:
         comparison = _state(self.config).comparison
-        if comparison is None:
+        if comparison is None or not any(key[0] == self.suite for key in comparison.base.rows):
             pytest.skip(f"suite {self.suite} produced no results to compare")
         return comparison
+
+    def _gate(self, comparison: Comparison, metric: str):
+        try:
+            return comparison.group(self.suite, metric=metric)
+        except StopIteration:  # with --baseline-allow-mismatch, no shared prompt of this metric
+            pytest.skip(f"no prompt of {self.suite}:{metric} in both runs")
 
 
 class GateFailed(AssertionError):
@@ -131,12 +137,12 @@ class FlipItem(BaselineItem):
     def runtest(self):
         comparison = self._comparison()
         row = comparison.cand.rows.get((self.suite, self.key))
-        if row is None:
+        if row is None or (self.suite, self.key) not in comparison.base.rows:
             pytest.skip(f"{self.suite}/{self.key} is not in this run")
         if row["passed"]:
             return
         base = comparison.base.rows[(self.suite, self.key)]
-        gate = comparison.group(self.suite, metric=FAILURE_METRIC.get(base.get("expected"), ""))
+        gate = self._gate(comparison, FAILURE_METRIC.get(base.get("expected"), ""))
         message = flip_message(base, row, gate.name, gate.stats.verdict)
         self.user_properties.append(("flip", "regression"))
         if _state(self.config).flips == "fail" or gate.stats.failed:
@@ -146,7 +152,7 @@ class FlipItem(BaselineItem):
 
 class GateItem(BaselineItem):
     def runtest(self):
-        gate = self._comparison().group(self.suite, metric=self.key)
+        gate = self._gate(self._comparison(), self.key)
         s = gate.stats
         self.user_properties += [("verdict", s.verdict), ("p_regression", f"{s.test.p_regression:.4g}"),
                                  ("baseline_failure_rate", f"{s.base.estimate:.4f}"),

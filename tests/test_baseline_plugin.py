@@ -217,3 +217,18 @@ def test_report_records_provenance_and_the_run_summaries(gate_project, baseline)
     # without a baseline: a summary of the run alone
     result = replay_run(gate_project, BASE_FAILING, "solo", "--html", str(html))
     assert result.ret == 0 and "run summary" in html.read_text()
+
+
+def test_the_ci_example_uses_options_the_plugins_register(pytester):
+    """docs/ci-example.yml's pytest command parses (every option exists, values where expected)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ci-example.yml").read_text(encoding="utf-8")
+    command = re.search(r"python -m pytest suites/ (.*?)-rf", text, re.S).group(1)
+    command = command.replace("${{ steps.baseline.outputs.args }}", "--baseline-compare=last-good")
+    args = [a.strip('"') for a in command.replace("\\\n", " ").split()]
+    args = [{"$LIMIT": "200"}.get(a, "x" if a.startswith("$") else a) for a in args]
+    assert "--baseline-compare=last-good" in args and "--junitxml" in args and "--html" in args
+    config = pytester.parseconfig(*args)
+    assert config.getoption("sh_baseline_compare") == "last-good" and str(config.getoption("sh_html")) == "out/summary.html"
