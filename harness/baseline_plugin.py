@@ -1,8 +1,10 @@
 """The pytest side of regression gating: ``--baseline PATH``, ``--baseline-save [NAME]``,
 ``--baseline-compare [NAME]``, and ``--html`` / ``--markdown`` summaries of a run.
 
-With a baseline, collection adds deterministic items (computed from the baseline file and the selected
-suites only, so pytest-xdist workers collect identically):
+With a baseline, collection adds deterministic items, computed from the baseline file and the collected
+suites only, so pytest-xdist workers collect identically. They are added before ``-k``/``-m`` deselection
+and carry their suite (and a flip its category) as keywords: ``-k "not baseline"`` drops them, ``-k
+baseline`` keeps only them.
 
 - ``baseline-flip[SUITE:PROMPT_ID]`` for every prompt that passed in the baseline: it fails when the prompt
   fails now, with the prompt and both responses in the message. Under ``flips = "gate"`` (the default) a
@@ -103,10 +105,11 @@ def _state(config) -> BaselineState | None:
 class BaselineItem(pytest.Item):
     """An item that checks this run against the baseline; its failure text is the whole message."""
 
-    def __init__(self, *, suite: str, key: str, **kw):
+    def __init__(self, *, suite: str, key: str, category: str = "", **kw):
         super().__init__(**kw)
         self.suite, self.key = suite, key
-        self.extra_keyword_matches.update({suite, "baseline"})
+        self.safety_suite_name = suite  # harness.plugin.item_suite: generate it even when -k keeps only these
+        self.extra_keyword_matches.update({suite, "baseline"} | ({category} if category else set()))
 
     def reportinfo(self):
         return self.path, None, self.name
@@ -175,11 +178,12 @@ def _clip(text, width: int = 400) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _item(cls, session, name: str, suite: str, key: str) -> BaselineItem:
-    return cls.from_parent(session, name=name, nodeid=f"{NODE_PREFIX}::{name}", suite=suite, key=key)
+def _item(cls, session, name: str, suite: str, key: str, category: str = "") -> BaselineItem:
+    return cls.from_parent(session, name=name, nodeid=f"{NODE_PREFIX}::{name}", suite=suite, key=key,
+                           category=category)
 
 
-@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the suites that will run get items
+@pytest.hookimpl(tryfirst=True)  # before -k/-m deselection, so that `-k baseline`, `-k "not baseline"` work
 def pytest_collection_modifyitems(session, config, items):
     state = _state(config)
     if state is None or state.baseline is None:
@@ -195,7 +199,8 @@ def pytest_collection_modifyitems(session, config, items):
         in_base = [p for p in prompts or [] if (suite, p.prompt_id) in base_rows]
         for p in in_base:
             if base_rows[(suite, p.prompt_id)]["passed"]:
-                added.append(_item(FlipItem, session, f"baseline-flip[{suite}:{p.prompt_id}]", suite, p.prompt_id))
+                added.append(_item(FlipItem, session, f"baseline-flip[{suite}:{p.prompt_id}]", suite, p.prompt_id,
+                                   p.category))
         for metric in sorted({FAILURE_METRIC[p.expected] for p in in_base if p.expected in FAILURE_METRIC}):
             added.append(_item(GateItem, session, f"baseline-gate[{suite}:{metric}]", suite, metric))
     items.extend(added)

@@ -105,6 +105,8 @@ def _marker_suite(node) -> str | None:
 
 
 def item_suite(item) -> str | None:
+    if isinstance(own := getattr(item, "safety_suite_name", None), str):  # items built by harness.baseline_plugin
+        return own
     callspec = getattr(item, "callspec", None)
     if callspec is not None and "safety_suite_name" in callspec.params:
         value = callspec.params["safety_suite_name"]

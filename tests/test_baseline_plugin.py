@@ -176,7 +176,7 @@ def test_mismatched_runs_are_refused_unless_allowed(gate_project, baseline):
 
 
 def test_a_suite_selected_with_k_is_compared_alone(gate_project, baseline):
-    result = replay_run(gate_project, BASE_FAILING, "cand", "--baseline", str(baseline), "-k", "safe")
+    result = replay_run(gate_project, BASE_FAILING, "cand", "--baseline", str(baseline), "-k", "safe and not harm")
     result.assert_outcomes(passed=1 + 38 + 1)
 
 
@@ -232,3 +232,13 @@ def test_the_ci_example_uses_options_the_plugins_register(pytester):
     assert "--baseline-compare=last-good" in args and "--junitxml" in args and "--html" in args
     config = pytester.parseconfig(*args)
     assert config.getoption("sh_baseline_compare") == "last-good" and str(config.getoption("sh_html")) == "out/summary.html"
+
+
+def test_k_selects_or_drops_the_baseline_items(gate_project, baseline):
+    only = replay_run(gate_project, BASE_FAILING | set(HARM[10:25]), "cand", "--baseline", str(baseline),
+                      "-k", "baseline and harm")
+    only.assert_outcomes(failed=16, passed=75)  # the suite tests are deselected; generation still ran
+    none = replay_run(gate_project, BASE_FAILING | set(HARM[10:25]), "cand", "--baseline", str(baseline),
+                      "-k", "not baseline")
+    none.assert_outcomes(passed=2)
+    assert "gate: FAIL: harm:unsafe_compliance_rate" in gate_project.text(none)  # still compared and reported
