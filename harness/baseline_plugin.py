@@ -287,7 +287,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
         terminalreporter.section(f"safety-harness baseline: {state.baseline_path}")
         c = state.comparison
-        for line in comparison_lines(c):
+        for line in comparison_lines(c, more_flips="all of them are in the flips table written beside the report"):
             terminalreporter.write_line(line, red=line.startswith("gate: FAIL") or line.rstrip().endswith("REGRESSION"))
         improvements = [f for f in c.flips.to_pylist() if f["direction"] == "improvement"]
         if improvements:

@@ -324,7 +324,8 @@ def _ci(rate: Interval) -> str:
     return f"{rate.estimate:.3f} ({rate.low:.3f}-{rate.high:.3f})"
 
 
-def comparison_lines(comparison: Comparison, *, all_categories: bool = False, max_flips: int = 20) -> list[str]:
+def comparison_lines(comparison: Comparison, *, all_categories: bool = False, max_flips: int = 20,
+                     more_flips: str = "write them all with --flips FILE") -> list[str]:
     """The terminal table: overall, each suite, and the categories that changed (all with
     ``all_categories``), then the flips and one line with the gate's verdict."""
     from reports.summary import format_table
@@ -353,7 +354,7 @@ def comparison_lines(comparison: Comparison, *, all_categories: bool = False, ma
             lines.append(f"      baseline:  {_snippet(f['baseline_response'], 100)!r}")
             lines.append(f"      candidate: {_snippet(f['candidate_response'], 100)!r}")
         if len(flips) > max_flips:
-            lines.append(f"  ... and {len(flips) - max_flips} more (write them all with --flips FILE)")
+            lines.append(f"  ... and {len(flips) - max_flips} more ({more_flips})")
     for warning in comparison.warnings:
         lines.append(f"warning: compared anyway although {warning}")
     b, c = comparison.base.model, comparison.cand.model
