@@ -238,8 +238,24 @@ def compare_with_baseline(state: BaselineState, hs) -> Comparison:
     meta = {"run_id": hs.run_id, "model": {k: v for k, v in hs.model_info.items() if k != "resolved_model"}}
     cand = load_report(pa.table(report_rows(hs), schema=SCHEMA), "this run")
     cand.meta = meta
-    return compare_reports(base, cand, rules=build_rules(hs.settings.gate, ran), allow_mismatch=state.allow_mismatch,
-                           gate_levels=("metric",))
+    comparison = compare_reports(base, cand, rules=build_rules(hs.settings.gate, ran),
+                                 allow_mismatch=state.allow_mismatch, gate_levels=("metric",))
+    comparison.warnings += changed_data_files(b.meta, hs)
+    return comparison
+
+
+def changed_data_files(base_meta: dict, hs) -> list[str]:
+    """Data files whose hash differs from the baseline's record. Not a refusal: the prompts compared are
+    the same (that is checked), but a changed file is worth a line in the summary."""
+    from harness.baseline_gate import data_files
+
+    recorded = (base_meta.get("provenance") or {}).get("data_files") or {}
+    out = []
+    for name, now in data_files(hs).items():
+        then = (recorded.get(name) or {}).get("sha256")
+        if then and now["sha256"] and then != now["sha256"]:
+            out.append(f"data file {name} differs (sha256 {then[:12]} in the baseline, {now['sha256'][:12]} now)")
+    return out
 
 
 # -- after the run: flips table, saved baseline, summaries ---------------------------------------------------

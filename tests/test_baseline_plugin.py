@@ -173,6 +173,12 @@ def test_mismatched_runs_are_refused_unless_allowed(gate_project, baseline):
     allowed = replay_run(gate_project, BASE_FAILING, "cand", "--baseline", str(baseline), "--max-new-tokens", "32",
                          "--baseline-allow-mismatch")
     assert allowed.ret == 0 and "warning: compared anyway although sampling differs" in gate_project.text(allowed)
+    # a data file whose bytes changed but whose prompts did not (a new column): compared, with a warning
+    safe = gate_project.path / "safe.csv"
+    safe.write_text("id,prompt,category,note\n" + "".join(f"{p},{prompt_text(p)},everyday,x\n" for p in SAFE))
+    changed = replay_run(gate_project, BASE_FAILING, "cand", "--baseline", str(baseline))
+    assert changed.ret == 0
+    assert "warning: compared anyway although data file safe.csv differs (sha256 " in gate_project.text(changed)
 
 
 def test_a_suite_selected_with_k_is_compared_alone(gate_project, baseline):
