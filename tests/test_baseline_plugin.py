@@ -248,3 +248,19 @@ def test_k_selects_or_drops_the_baseline_items(gate_project, baseline):
                       "-k", "not baseline")
     none.assert_outcomes(passed=2)
     assert "gate: FAIL: harm:unsafe_compliance_rate" in gate_project.text(none)  # still compared and reported
+
+
+def test_a_real_model_run_is_saved_and_gated_and_a_template_change_is_refused(gate_project, tiny_model):
+    """The tiny random Llama through the hf backend: the saved baseline records the model's fingerprint and
+    template, the same run again passes the gate, and an alpaca-template run is refused as incomparable."""
+    hf = ["--backend", "hf", "--model", str(tiny_model), "--max-new-tokens", "4", "--limit", "6"]
+    first = gate_project.run(*hf, "--template", "chat", "--baseline-save", "tiny")
+    assert first.ret == 0, gate_project.text(first)
+    _, meta = read_report(gate_project.report)
+    assert meta["provenance"]["template"] == "chat" and len(meta["provenance"]["model_fingerprint"]) == 64
+    again = gate_project.run(*hf, "--template", "chat", "--baseline-compare=tiny")
+    assert again.ret == 0 and "failed" not in again.parseoutcomes()
+    assert "gate: PASS" in gate_project.text(again) and "flips (" not in gate_project.text(again)
+    other = gate_project.run(*hf, "--template", "alpaca", "--baseline-compare=tiny")
+    assert other.ret == pytest.ExitCode.USAGE_ERROR
+    assert any("template differs (baseline 'chat', candidate 'alpaca')" in line for line in other.errlines)
