@@ -16,6 +16,9 @@ from harness.session import HarnessSession, SuiteResult
 from harness.settings import RunSettings, build_settings, parse_backend_args
 from harness.templates import TEMPLATES
 
+# pytest-xdist support (one generation, one report) and the opt-in invariance suites live in their own modules.
+pytest_plugins = ["harness.xdist_support"]
+
 SESSION_KEY = pytest.StashKey[HarnessSession]()
 REPORT_KEY = pytest.StashKey[Path]()
 BACKENDS = ("auto", "vllm", "hf", "replay", "dummy")
@@ -42,6 +45,11 @@ _OPTIONS = [
     ("--chunk-size", "chunk_size", int, None),
     ("--max-model-len", "max_model_len", int, None),
     ("--vllm-kv-cache-gib", "vllm_kv_cache_gib", float, None),
+    ("--tensor-parallel-size", "tensor_parallel_size", int, None),
+    ("--pipeline-parallel-size", "pipeline_parallel_size", int, None),
+    ("--data-parallel-size", "data_parallel_size", int, None),
+    ("--distributed-executor-backend", "distributed_executor_backend", str, ("mp", "ray", "uni", "external_launcher")),
+    ("--ray-address", "ray_address", str, None),
 ]
 _FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_remote_code"), ("--no-cache", "no_cache")]
 
@@ -203,6 +211,11 @@ def pytest_sessionfinish(session, exitstatus):
         config.stash[REPORT_KEY] = None
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
         config.get_terminal_writer().line(f"safety-harness: could not write report {path}: {exc}", red=True)
+
+
+def pytest_unconfigure(config):
+    if SESSION_KEY in config.stash:
+        get_session(config).close()  # the backend stayed up for tests' ad-hoc prompts
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
