@@ -17,7 +17,7 @@ from harness.settings import RunSettings, build_settings, parse_backend_args
 from harness.templates import TEMPLATES
 
 # pytest-xdist support (one generation, one report) and the opt-in invariance suites live in their own modules.
-pytest_plugins = ["harness.xdist_support"]
+pytest_plugins = ["harness.xdist_support", "harness.invariance_plugin"]
 
 SESSION_KEY = pytest.StashKey[HarnessSession]()
 REPORT_KEY = pytest.StashKey[Path]()

@@ -126,13 +126,18 @@ def merge_payloads(hs, payloads: list[dict]) -> None:
 
     hs.results.clear()
     hs.extra_rows.clear()
+    seen: set = set()
     for p in payloads:
         hs.model_info.update(p["model_info"])
         hs.missing.update(p["missing"])
         for name, rows in p["results"].items():
             if name not in hs.results:  # every worker scored every suite; the first copy serves
                 hs.results[name] = SuiteResult(name, [row_in(d) for d in rows], hs.settings)
-        hs.extra_rows.extend(row_in(d) for d in p["extra_rows"])
+        for d in p["extra_rows"]:  # rows two workers both recorded (shared base prompts) are kept once
+            ident = (d["prompt"]["suite"], d["prompt"]["category"], d["prompt"]["prompt_id"])
+            if ident not in seen:
+                seen.add(ident)
+                hs.extra_rows.append(row_in(d))
         for key, value in p["extra_metadata"].items():
             if isinstance(value, dict) and isinstance(hs.extra_metadata.get(key), dict):
                 hs.extra_metadata[key].update(value)

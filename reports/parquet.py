@@ -96,6 +96,7 @@ def run_metadata(session, extra: dict | None = None) -> dict:
         "stats": stats,
         "suites": suites,
         "missing_suites": session.missing,
+        **getattr(session, "extra_metadata", {}),  # e.g. "invariance": findings and cost per property
         **(extra or {}),
     }
 
