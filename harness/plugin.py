@@ -200,7 +200,7 @@ def pytest_sessionfinish(session, exitstatus):
     if hasattr(config, "workerinput") or SESSION_KEY not in config.stash:
         return  # xdist workers leave the report to the controller
     hs = get_session(config)
-    if not hs.results:
+    if not hs.results and not hs.extra_rows:
         return
     path = hs.settings.report or hs.default_report_path(Path(config.rootpath))
     from reports.parquet import write_report
@@ -222,7 +222,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if SESSION_KEY not in config.stash:
         return
     hs = get_session(config)
-    if not hs.results and not hs.missing:
+    if not hs.results and not hs.missing and not hs.extra_rows:
         return
     from reports.summary import summary_lines
 
