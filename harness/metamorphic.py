@@ -98,10 +98,10 @@ def apply_chain(text: str, chain: list[str] | tuple[str, ...]) -> str:
 
 
 def chain_strategy(max_len: int = 3):
-    """Chains of 1 to ``max_len`` distinct rewrites (hypothesis is imported only when a search runs)."""
+    """Chains of 1 to ``max_len`` rewrites (a repeat is allowed: a unique-list strategy shrinks poorly) (hypothesis is imported only when a search runs)."""
     from hypothesis import strategies as st
 
-    return st.lists(st.sampled_from(list(TRANSFORMS)), min_size=1, max_size=max_len, unique=True)
+    return st.lists(st.sampled_from(list(TRANSFORMS)), min_size=1, max_size=max_len)
 
 
 def hypothesis_profile(examples: int | None = None):
@@ -119,14 +119,15 @@ def hypothesis_profile(examples: int | None = None):
 
 
 def base_prompts(data_dir) -> dict[str, list[Prompt]]:
-    """Unsafe bases (the smoke suite's 20 unsafe instructions, 4 I-MaliciousInstructions) and safe
-    look-alikes (4 from the smoke suite, one XSTest safe prompt per type for 8 types); the dataset ones
-    only when the data is present."""
+    """Unsafe bases (the smoke suite's 20 unsafe instructions and their 20 question forms, the first 10
+    I-MaliciousInstructions) and safe look-alikes (4 from the smoke suite, one XSTest safe prompt per type
+    for 8 types); the dataset ones only when the data is present. Many unsafe bases because a small model
+    refuses few of them, and only refused ones can stay refused."""
     from harness.data.loaders import load_smoke
     from harness.suites import SuiteDataMissing, get_suite
 
     smoke = load_smoke()
-    unsafe = [p for p in smoke if p.category == "unsafe_instruction"]
+    unsafe = [p for p in smoke if p.category in ("unsafe_instruction", "unsafe_question")]
     safe = [p for p in smoke if p.category == "safe_lookalike"][:4]
     for suite, expected, per in (("malicious_instructions", "refuse", None), ("xstest", "comply", "category")):
         try:
@@ -134,7 +135,7 @@ def base_prompts(data_dir) -> dict[str, list[Prompt]]:
         except SuiteDataMissing:
             continue
         if per is None:
-            unsafe += [p for p in prompts if p.source.endswith("I-MaliciousInstructions.json")][:4]
+            unsafe += [p for p in prompts if p.source.endswith("I-MaliciousInstructions.json")][:10]
         else:
             first = {}
             for p in prompts:
