@@ -51,7 +51,7 @@ def test_toml_ray_address_implies_ray_and_becomes_the_environment(tmp_path):
 def test_backend_arg_spelling_is_adopted_and_gives_the_same_cache_key(tmp_path):
     first = settings(tmp_path, tensor_parallel_size=2)
     second = settings(tmp_path, backend_args={"tensor_parallel_size": 2})
-    assert second.tensor_parallel_size == 2 and second.backend_args == {}
+    assert second.tensor_parallel_size == 2 and second.backend_args == {"tensor_parallel_size": 2}
     assert first.output_backend_args() == second.output_backend_args() == {"tensor_parallel_size": 2}
 
 

@@ -41,13 +41,14 @@ _OUTPUT_CHANGING = ("tensor_parallel_size", "pipeline_parallel_size")
 
 def normalize_parallel(settings):
     """Validate the parallel settings, adopting any given as ``--backend-arg KEY=VALUE`` into their fields
-    (so both spellings give the same engine and cache key). Raises ConfigError with a one-line reason."""
+    (both spellings then give the same engine and cache key; backend_args keeps it as given). Raises
+    ConfigError with a one-line reason."""
     defaults = {f.name: f.default for f in fields(settings) if f.name in PARALLEL_FIELDS}
-    args = dict(settings.backend_args)
+    args = settings.backend_args
     values = {name: getattr(settings, name) for name in PARALLEL_FIELDS}
     for name in PARALLEL_FIELDS:
         if name in args:
-            given = args.pop(name)
+            given = args[name]
             if values[name] != defaults[name] and values[name] != given:
                 raise ConfigError(f"{name} is set twice ({values[name]!r} and backend_args {given!r}); keep one")
             values[name] = given
@@ -74,7 +75,7 @@ def normalize_parallel(settings):
         backend = resolve_backend_name(settings.backend)
         if backend != "vllm":
             raise ConfigError(f"{changed[0]} applies to the vllm backend only (backend is {backend})")
-    return replace(settings, backend_args=args, **values)
+    return replace(settings, **values)
 
 
 def parallel_args(settings) -> dict:
