@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends.vllm_backend import EXECUTOR_BACKENDS
 from harness.errors import HarnessError
 from harness.session import HarnessSession, SuiteResult
 from harness.settings import RunSettings, build_settings, parse_backend_args
@@ -48,7 +49,7 @@ _OPTIONS = [
     ("--tensor-parallel-size", "tensor_parallel_size", int, None),
     ("--pipeline-parallel-size", "pipeline_parallel_size", int, None),
     ("--data-parallel-size", "data_parallel_size", int, None),
-    ("--distributed-executor-backend", "distributed_executor_backend", str, ("mp", "ray", "uni", "external_launcher")),
+    ("--distributed-executor-backend", "distributed_executor_backend", str, EXECUTOR_BACKENDS),
     ("--ray-address", "ray_address", str, None),
 ]
 _FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_remote_code"), ("--no-cache", "no_cache")]
