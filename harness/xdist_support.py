@@ -133,6 +133,7 @@ def merge_payloads(hs, payloads: list[dict]) -> None:
         for name, rows in p["results"].items():
             if name not in hs.results:  # every worker scored every suite; the first copy serves
                 hs.results[name] = SuiteResult(name, [row_in(d) for d in rows], hs.settings)
+                hs.prompts[name] = [r.prompt for r in hs.results[name].rows]  # e.g. for the data files' provenance
         for d in p["extra_rows"]:  # rows two workers both recorded (shared base prompts) are kept once
             ident = (d["prompt"]["suite"], d["prompt"]["category"], d["prompt"]["prompt_id"])
             if ident not in seen:
