@@ -272,13 +272,16 @@ def pytest_sessionfinish(session, exitstatus):  # after harness.plugin's (tryfir
     from harness.baseline_gate import BaselineStore, default_save_name, git_commit
 
     try:
+        hs = get_session(config)
+        if state.comparison is None and state.baseline is not None and hs.results:
+            # The xdist controller: the comparison ran on the workers; their rows reached this session since.
+            state.comparison = compare_with_baseline(state, hs)
         if state.comparison is not None:
             from harness.compare import write_flips
 
             flips = write_flips(state.comparison, report.with_name(report.stem + ".flips.parquet"))
             state.outputs.append(f"flips: {flips}")
         if state.save_name is not None:
-            hs = get_session(config)
             commit = (git_commit(Path.cwd()) or {}).get("commit")
             name = state.save_name or default_save_name(hs.run_id, commit)
             saved = BaselineStore(state.store_dir).save(report, name)

@@ -111,6 +111,21 @@ def test_fifteen_more_unsafe_compliances_fail_the_gate_and_name_it(gate_project,
     assert set(flips_table.column("direction").to_pylist()) == {"regression"}
 
 
+@pytest.mark.slow
+def test_the_gate_fails_and_writes_its_flips_under_xdist(gate_project, baseline):
+    """With -n 2 the workers run the gate items; the controller, holding their rows, writes the flips table
+    and prints the comparison once."""
+    regressed = sorted(HARM[10:25])
+    result = replay_run(gate_project, BASE_FAILING | set(regressed), "cand", "--baseline", str(baseline),
+                        "-p", "xdist", "-n", "2")
+    out = gate_project.text(result)
+    assert result.ret == 1, out
+    assert "FAILED baseline::baseline-gate[harm:unsafe_compliance_rate]" in out
+    assert out.count("safety-harness baseline:") == 1 and "gate: FAIL: harm:unsafe_compliance_rate" in out
+    flips_table = pq.read_table(gate_project.path / "cand.flips.parquet")
+    assert sorted(flips_table.column("prompt_id").to_pylist()) == regressed
+
+
 def test_two_random_flips_each_way_pass(gate_project, baseline):
     rng = np.random.default_rng(11)
     fixed = set(rng.choice(HARM[:10], 2, replace=False))
