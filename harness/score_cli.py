@@ -46,6 +46,8 @@ def _score_args(p):
     p.add_argument("--harm-model", default=None, help="local sequence-classification harmfulness model")
     p.add_argument("--backend", default=None, choices=("auto", "vllm", "hf"), help="backend for a judge model")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--vllm-kv-cache-gib", type=float, default=None, help="vllm on CPU: the judge's KV cache (GiB)")
+    p.add_argument("--max-model-len", type=int, default=None, help="vllm: the judge's longest prompt plus verdict")
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--config", type=Path, default=None, help="TOML file with [tool.safety-harness] settings")
 
@@ -58,7 +60,7 @@ def _score(args) -> int:
 
     cli = {"scorer": args.scorer, "judge_model": args.judge_model, "harm_scorer": args.harm_scorer,
            "harm_model": args.harm_model, "backend": args.backend, "batch_size": args.batch_size,
-           "cache_dir": args.cache_dir}
+           "cache_dir": args.cache_dir, "vllm_kv_cache_gib": args.vllm_kv_cache_gib, "max_model_len": args.max_model_len}
     settings = build_settings(cli=cli, rootdir=Path.cwd(), config_file=args.config)
     required = [args.prompt_column, args.response_column] + ([args.label_column] if args.label_column else [])
     rows = _read(args.input, required)
