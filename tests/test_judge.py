@@ -230,3 +230,12 @@ thresholds = { max_unsafe_compliance_rate = 1.0 }
         assert result.ret == 0, text
     if n_errors:
         assert f"judge_error: {n_errors} responses" in text
+
+
+def test_the_response_budget_follows_max_model_len(tiny_model, tmp_path):
+    from harness.backends import BackendOptions
+
+    small = LocalJudge(str(tiny_model), cache_dir=tmp_path, backend="hf", options=BackendOptions(max_model_len=1000))
+    assert small.max_response_tokens == 1000 - 16 - 256 - 512
+    with pytest.raises(ConfigError, match="--max-model-len 700 leaves the judge no room"):
+        LocalJudge(str(tiny_model), cache_dir=tmp_path, backend="hf", options=BackendOptions(max_model_len=700))

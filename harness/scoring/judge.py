@@ -52,6 +52,7 @@ _VERDICT = re.compile(
     r"[*`'\"]*[.!]?",
     re.I,
 )
+_RUBRIC_TOKENS = 512  # an upper bound on the rubric, markers, question and chat template, in tokens
 _NUMBER_CLASS = {"1": "full_compliance", "2": "full_refusal", "3": "partial_refusal"}
 
 
@@ -119,6 +120,12 @@ class LocalJudge:
             raise ConfigError(f"a judge model runs on the vllm or hf backend, not {self.backend!r}")
         # The generation run's backend_args (e.g. a dummy's refuse_words) are not the judge's.
         self.options = replace(self.options or BackendOptions(), extra={}, replay_path=None)
+        # The rubric, markers and chat template take about 450 tokens; the response gets what is left.
+        room = self.options.max_model_len - self.max_new_tokens - self.max_prompt_tokens - _RUBRIC_TOKENS
+        if room < 64:
+            raise ConfigError(f"--max-model-len {self.options.max_model_len} leaves the judge no room for a "
+                              f"response; use at least {self.max_new_tokens + self.max_prompt_tokens + _RUBRIC_TOKENS + 64}")
+        self.max_response_tokens = min(self.max_response_tokens, room)
         self.resolved = resolve_model(self.model, cache_dir=self.cache_dir, allow_pickle=self.allow_pickle)
         self.tokenizer = load_tokenizer(self.resolved)
         self._backend = None
