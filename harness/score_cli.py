@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness.cli import command
 from harness.errors import ConfigError, DataError, HarnessError
+from harness.gating import JUDGE_ERROR
 
 OUTPUT_COLUMNS = ("refusal_label", "refusal_score", "scorer", "scorer_version",
                   "harm_score", "harm_raw", "harm_scorer", "harm_scorer_version")
@@ -79,8 +80,10 @@ def _score(args) -> int:
     t0 = time.perf_counter()
     scores = scorer.score(prompts, responses)
     seconds = time.perf_counter() - t0
+    rate = len(rows) / max(seconds, 1e-9)
+    shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
     print(f"scored {len(rows)} responses with {scorer.name} (version {scorer.version}) in {seconds:.2f} s "
-          f"({len(rows) / max(seconds, 1e-9):,.0f} responses/s)")
+          f"({shown} responses/s)")
 
     harm_name = harm_scorer_name(settings)
     harms = [None] * len(rows)
@@ -94,7 +97,9 @@ def _score(args) -> int:
         harm_scorer = build_harm_scorer(settings)
         t0 = time.perf_counter()
         harms = harm_scorer.score(prompts, responses, expected=expected, refusal_labels=[s.label for s in scores])
-        print(f"harm: {harm_scorer.name} (version {harm_scorer.version}) in {time.perf_counter() - t0:.2f} s")
+        unparsed = sum(1 for h in harms if h.extra.get(JUDGE_ERROR))
+        print(f"harm: {harm_scorer.name} (version {harm_scorer.version}) in {time.perf_counter() - t0:.2f} s"
+              + (f"; {unparsed} unparseable ratings ({JUDGE_ERROR}) left empty" if unparsed else ""))
 
     report = {"input": str(args.input), "rows": len(rows), "scorer": scorer.name, "scorer_version": scorer.version,
               "harm_scorer": getattr(harm_scorer, "name", None), "seconds": seconds}
