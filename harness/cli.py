@@ -165,4 +165,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m harness.cli` this file is __main__, but command modules register into the importable
+    # harness.cli, so run that one's main.
+    from harness.cli import main as _registered_main
+
+    sys.exit(_registered_main())
