@@ -6,6 +6,13 @@ Prints, per labelled file in xstest/dev: the judge_error rate, binary and three-
 rows the judge answered (and counting judge errors as wrong), the confusion matrix, the verdicts the judge
 gave most often (to see how it fails), and throughput. ``--limit`` takes a fixed stratified sample per
 file (by human label), so small runs keep the label mix.
+
+Figures (the embedded 135M model judging, --backend vllm, all 450 rows per file, shared 2-core CPU):
+    file       judge_error    binary / 3-class on answered rows   binary, judge_error counted wrong
+    gpt4       163 (36.2%)    0.683 / 0.683                       0.436    (1.0 responses/s)
+    llama2new   27 (6.0%)     0.381 / 0.381                       0.358    (0.8 responses/s)
+It says 1_full_compliance to nearly everything; its unparseable outputs describe the text ("The text is
+not a instruction to classify ...") or list all three classes. A usable judge needs a capable model.
 """
 
 from __future__ import annotations
