@@ -149,6 +149,9 @@ def _compare(args) -> int:
     return 0 if comparison.passed else 1
 
 
+from harness import score_cli  # noqa: E402,F401  registers `score` (needs `command` above)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="safety-harness", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,4 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m harness.cli` this file is __main__, but command modules register into the importable
+    # harness.cli, so run that one's main.
+    from harness.cli import main as _registered_main
+
+    sys.exit(_registered_main())

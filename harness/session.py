@@ -18,7 +18,8 @@ from harness.backends import create_backend, resolve_backend_name
 from harness.backends.base import MODEL_FREE
 from harness.cache import GenerationCache, request_key, stable_hash
 from harness.errors import HarnessError
-from harness.gating import Check, check_thresholds
+from harness.gating import JUDGE_ERROR, Check, check_thresholds
+from harness.scoring.harm import HarmScore
 from harness.settings import RunSettings
 from harness.suites import SuiteDataMissing, get_suite
 from harness.types import GenerationRequest, GenerationResult, Prompt, RefusalScore
@@ -31,9 +32,13 @@ class ScoredRow:
     response: GenerationResult
     score: RefusalScore
     cached: bool
+    harm: HarmScore | None = None  # from the run's harm scorer (None with --harm-scorer none)
 
     @property
-    def passed(self) -> bool:
+    def passed(self) -> bool | None:
+        """Did the response behave as expected? None for a judge_error row: it has no outcome."""
+        if self.score.label == JUDGE_ERROR:
+            return None
         refused = self.score.label != "full_compliance"
         return refused if self.prompt.expected == "refuse" else not refused
 
@@ -67,7 +72,7 @@ class SuiteResult:
                 continue
             where = self.name + (f"[{category}]" if category else "")
             lines.append(f"{where}: {check.describe()}")
-            metric_rows = [r for r in self.select(category) if not r.passed]
+            metric_rows = [r for r in self.select(category) if r.passed is False]
             for row in metric_rows[:3]:
                 response = " ".join(row.response.text.split())[:120]
                 lines.append(f"    e.g. {row.prompt.prompt_id}: {row.prompt.prompt[:80]!r} -> {response!r}")
@@ -101,6 +106,7 @@ class HarnessSession:
     extra_metadata: dict = field(default_factory=dict)  # merged into the report's run metadata
     _backend: object = field(default=None, repr=False)  # kept open across generate calls; see close()
     _formatting: tuple | None = field(default=None, repr=False)  # (resolved model, tokenizer, template)
+    _scorers: tuple | None = field(default=None, repr=False)  # (refusal scorer, harm scorer or None)
 
     # -- prompts -------------------------------------------------------------------------------------
     def load_suite(self, name: str) -> list[Prompt] | None:
@@ -141,14 +147,29 @@ class HarnessSession:
         requests = self._build_requests(prompts)
         responses, cached = self._generate(requests, progress=progress)
         started = time.perf_counter()
-        from harness.scoring import get_scorer
-
-        scorer = get_scorer(self.settings.scorer)
-        scores = scorer.score([p.prompt for p in prompts], [r.text for r in responses])
+        scores, harms = self._score(prompts, [r.text for r in responses])
         self.stats.scoring_seconds += time.perf_counter() - started
+        return [ScoredRow(req.prompt, req.text, resp, score, req.key in cached, harm)
+                for req, resp, score, harm in zip(requests, responses, scores, harms)]
+
+    def _score(self, prompts: list[Prompt], texts: list[str]) -> tuple[list[RefusalScore], list]:
+        """Refusal labels, then harm scores (which may read the labels), by the scorers the settings name."""
+        from harness.scoring.factory import build_harm_scorer, build_refusal_scorer
+
+        if self._scorers is None:  # built once: a judge or reward model loads once per session
+            self._scorers = (build_refusal_scorer(self.settings), build_harm_scorer(self.settings))
+        scorer, harm_scorer = self._scorers
+        questions = [p.prompt for p in prompts]
+        scores = scorer.score(questions, texts)
         self.model_info.update(scorer=scorer.name, scorer_version=scorer.version)
-        return [ScoredRow(req.prompt, req.text, resp, score, req.key in cached)
-                for req, resp, score in zip(requests, responses, scores)]
+        self.model_info["judge_errors"] = self.model_info.get("judge_errors", 0) + sum(
+            s.label == JUDGE_ERROR for s in scores)
+        if harm_scorer is None:
+            return scores, [None] * len(scores)
+        harms = harm_scorer.score(questions, texts, expected=[p.expected for p in prompts],
+                                  refusal_labels=[s.label for s in scores])
+        self.model_info.update(harm_scorer=harm_scorer.name, harm_scorer_version=harm_scorer.version)
+        return scores, harms
 
     def _build_requests(self, prompts: list[Prompt]) -> list[GenerationRequest]:
         s = self.settings

@@ -67,6 +67,13 @@ class RunSettings:
     replay: Path | None = field(default=None, metadata={"help": "replay backend: report/CSV/JSONL/Parquet with responses."})
     replay_response_column: str | None = field(default=None, metadata={"help": "replay: response column name."})
     scorer: str = field(default="refusal_patterns", metadata={"help": "Refusal scorer name."})
+    judge_model: str | None = field(default=None, metadata={
+        "help": "Local model (alias or folder) for the LLM judges (scorer refusal_judge, harm scorer harm_judge)."})
+    harm_scorer: str = field(default="auto", metadata={
+        "help": "Harm scorer: auto (reward_model with --harm-model, else unsafe_compliance), unsafe_compliance, "
+                "reward_model, harm_judge or none."})
+    harm_model: str | None = field(default=None, metadata={
+        "help": "Local sequence-classification harmfulness model (one regression output) for harm scorer reward_model."})
     allow_pickle: bool = field(default=False, metadata={"help": "Accept pickled (.bin) weights."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Let a model folder run its own code."})
     dtype: str = field(default="auto", metadata={"help": "auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."})

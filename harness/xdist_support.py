@@ -25,6 +25,7 @@ from harness.backends.base import MODEL_FREE, resolve_backend_name
 from harness.cache import request_key
 from harness.session import RunStats, ScoredRow, SuiteResult
 from harness.types import GenerationResult, Prompt, RefusalScore
+from harness.scoring.harm import HarmScore
 
 PAYLOAD_KEY = "safety_harness"
 _COLLECTION_STATS = pytest.StashKey[dict]()
@@ -98,7 +99,8 @@ def _plain(value):
 def _row_out(row: ScoredRow, run_key: str) -> dict:
     r = row.response
     return {"prompt": asdict(row.prompt), "text": row.template_text, "response": [r.text, r.n_tokens, r.finish_reason],
-            "score": [row.score.label, row.score.score, row.score.extra], "key": request_key(run_key, row.template_text)}
+            "score": [row.score.label, row.score.score, row.score.extra], "key": request_key(run_key, row.template_text),
+            "harm": None if row.harm is None else [row.harm.score, row.harm.raw, row.harm.extra]}
 
 
 # -- controller side ---------------------------------------------------------------------------------
@@ -121,8 +123,9 @@ def merge_payloads(hs, payloads: list[dict]) -> None:
 
     def row_in(d: dict) -> ScoredRow:
         label, score, extra = d["score"]
+        harm = HarmScore(*d["harm"]) if d.get("harm") is not None else None
         return ScoredRow(Prompt(**d["prompt"]), d["text"], GenerationResult(*d["response"]),
-                         RefusalScore(label, score, extra), cached=d["key"] not in generated)
+                         RefusalScore(label, score, extra), cached=d["key"] not in generated, harm=harm)
 
     hs.results.clear()
     hs.extra_rows.clear()

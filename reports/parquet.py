@@ -40,6 +40,10 @@ SCHEMA = pa.schema([
     ("scorer", pa.string()),
     ("scorer_version", pa.string()),
     ("source", pa.string()),
+    ("harm_score", pa.float64()),  # [0, 1]; null where the harm scorer cannot say (see harness.scoring.harm)
+    ("harm_raw", pa.float64()),  # the harm scorer's own value (reward model output, judge rating), if any
+    ("harm_scorer", pa.string()),
+    ("harm_scorer_version", pa.string()),
 ])
 
 
@@ -68,6 +72,9 @@ def report_rows(session) -> dict[str, list]:
             "template": info.get("template"), "sampling": sampling, "n_response_tokens": row.response.n_tokens,
             "finish_reason": row.response.finish_reason, "cached": row.cached, "scorer": info.get("scorer"),
             "scorer_version": info.get("scorer_version"), "source": p.source,
+            "harm_score": row.harm.score if row.harm else None, "harm_raw": row.harm.raw if row.harm else None,
+            "harm_scorer": info.get("harm_scorer") if row.harm else None,
+            "harm_scorer_version": info.get("harm_scorer_version") if row.harm else None,
         }
         for name, value in values.items():
             columns[name].append(value)
@@ -81,7 +88,8 @@ def run_metadata(session, extra: dict | None = None) -> dict:
             "n": len(result.rows),
             "checks": [
                 {"key": c.key, "threshold": c.threshold, "rate": c.rate.rate, "k": c.rate.k, "n": c.rate.n,
-                 "ci_low": c.rate.low, "ci_high": c.rate.high, "passed": c.passed}
+                 "ci_low": c.rate.low, "ci_high": c.rate.high, "passed": c.passed,
+                 "judge_error_excluded": c.rate.excluded}
                 for c in result.checks()
             ],
         }

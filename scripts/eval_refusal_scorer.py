@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))  # runnable as a plain script from any directory
 
 from harness.errors import HarnessError  # noqa: E402
 from harness.scoring import available_scorers, get_scorer  # noqa: E402
-from harness.types import REFUSAL_LABELS  # noqa: E402
+from harness.scoring.agreement import agreement as agreement_of  # noqa: E402
 
 # final_label values in the XSTest files -> our labels
 GOLD = {
@@ -86,19 +86,8 @@ def load_labeled(path: Path) -> Labeled:
 
 def agreement(gold: list[str], pred: list[str]) -> tuple[float, float]:
     """(binary: compliance vs any refusal, three-class) agreement."""
-    n = len(gold)
-    binary = sum((g == "full_compliance") == (p == "full_compliance") for g, p in zip(gold, pred)) / n
-    three = sum(g == p for g, p in zip(gold, pred)) / n
-    return binary, three
-
-
-def confusion(gold: list[str], pred: list[str]) -> str:
-    short = {"full_compliance": "compl", "full_refusal": "refusal", "partial_refusal": "partial"}
-    lines = ["      gold \\ pred " + "".join(f"{short[p]:>9}" for p in REFUSAL_LABELS)]
-    for g in REFUSAL_LABELS:
-        counts = [sum(1 for a, b in zip(gold, pred) if a == g and b == p) for p in REFUSAL_LABELS]
-        lines.append(f"      {short[g]:>11}" + "".join(f"{c:>9}" for c in counts))
-    return "\n".join(lines)
+    result = agreement_of(gold, pred)
+    return result.binary, result.three_class
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             pred = [s.label for s in scorer.score(prompts, completions)]
             rate = len(pred) / max(time.perf_counter() - t0, 1e-9)
-            binary, three = agreement(gold, pred)
-            print(f"  {path.name}: n={len(gold)} binary={binary:.3f} three-class={three:.3f} ({rate:,.0f}/s)")
-            print(confusion(gold, pred))
+            result = agreement_of(gold, pred)
+            print(f"  {path.name}: n={len(gold)} binary={result.binary:.3f} three-class={result.three_class:.3f} "
+                  f"({rate:,.0f}/s)")
+            print("\n".join("    " + line for line in result.lines()[3:]))
             shown = 0
             for i, g, p, c in zip(ids, gold, pred, completions):
                 if g != p and shown < args.show_errors:

@@ -8,49 +8,26 @@ named in ``--replay-response-column``.
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 from harness.backends.base import BackendOptions, SamplingConfig, register_backend
-from harness.errors import BackendError
+from harness.errors import BackendError, DataError
 from harness.types import GenerationRequest, GenerationResult
 
 RESPONSE_COLUMNS = ("response", "completion")
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Read a CSV, JSONL/JSON or Parquet file as a list of dicts, with one-line errors."""
+    """A CSV, JSONL/JSON or Parquet file as a list of dicts (``harness.data.loaders.read_table``); bytes
+    that are not UTF-8 are replaced, since a response file is scored, not parsed."""
+    from harness.data.loaders import read_table
+
     if not path.is_file():
         raise BackendError(f"replay file {path} not found")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(path).to_pylist()
-        except Exception as exc:  # pyarrow raises several types for damaged files
-            raise BackendError(f"{path}: not a readable Parquet file ({exc})") from None
-    if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-            return list(csv.DictReader(fh))
-    if suffix in (".jsonl", ".json"):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if suffix == ".json" and text.lstrip().startswith("["):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise BackendError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
-        rows = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise BackendError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
-        return rows
-    raise BackendError(f"replay file {path}: unsupported format {suffix!r} (use .parquet, .csv, .jsonl)")
+    try:
+        return [row for _, row in read_table(path, replace_undecodable=True)]
+    except DataError as exc:
+        raise BackendError(f"replay file {exc}") from None
 
 
 class ReplayBackend:

@@ -26,6 +26,7 @@ __all__ = [
     "load_smoke",
     "load_stl",
     "load_xstest",
+    "read_table",
 ]
 
 SMOKE_FILE = "smoke_prompts.jsonl"
@@ -55,15 +56,23 @@ def _existing_file(path: str | Path) -> Path:
     return p
 
 
-def _read_text(path: str | Path) -> tuple[Path, str]:
-    """Read a whole file as UTF-8; ``utf-8-sig`` because spreadsheet exports often start with a BOM."""
+def _read_text(path: str | Path, *, replace_undecodable: bool = False) -> tuple[Path, str]:
+    """Read a whole file as UTF-8; ``utf-8-sig`` because spreadsheet exports often start with a BOM.
+
+    With ``replace_undecodable``, bytes that are not UTF-8 become U+FFFD instead of an error (for files of
+    model outputs, where one stray byte should not stop the scoring of thousands of rows)."""
     p = _existing_file(path)
     try:
-        return p, p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        raw = p.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return p, raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        if not replace_undecodable:
+            line = raw.count(b"\n", 0, e.start) + 1
+            raise DataError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
+        return p, raw.decode("utf-8-sig", errors="replace")
 
 
 def _load_json(path: str | Path) -> tuple[Path, object]:
@@ -175,9 +184,11 @@ def load_stl(
     return out
 
 
-def _read_csv(path: str | Path, required: Iterable[str]) -> tuple[Path, list[tuple[str, dict]]]:
+def _read_csv(
+    path: str | Path, required: Iterable[str], *, replace_undecodable: bool = False
+) -> tuple[Path, list[tuple[str, dict]]]:
     """CSV rows as ``(where, row)``, where names the row's first physical line (quoted fields may span lines)."""
-    p, text = _read_text(path)
+    p, text = _read_text(path, replace_undecodable=replace_undecodable)
     reader = csv.reader(io.StringIO(text, newline=""))
     rows: list[tuple[str, dict]] = []
     try:
@@ -371,7 +382,7 @@ def _jsonl_rows(label: str, text: str) -> list[tuple[str, dict]]:
     return rows
 
 
-def _parquet_rows(path: str | Path, prompt_column: str) -> list[tuple[str, dict]]:
+def _parquet_rows(path: str | Path, required: Iterable[str]) -> list[tuple[str, dict]]:
     p = _existing_file(path)
     try:  # imported here: pyarrow is heavy and only Parquet suites need it
         import pyarrow.parquet as pq
@@ -382,9 +393,52 @@ def _parquet_rows(path: str | Path, prompt_column: str) -> list[tuple[str, dict]
     except Exception as e:  # pyarrow raises several unrelated types for corrupt files
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise DataError(f"{path}: not a readable Parquet file ({first})") from None
-    if prompt_column not in table.column_names:
-        raise DataError(f"{path}: missing column '{prompt_column}' (found: {_found(table.column_names)})")
+    for col in required:
+        if col not in table.column_names:
+            raise DataError(f"{path}: missing column '{col}' (found: {_found(table.column_names)})")
     return [(f"{path}: row {i}", row) for i, row in enumerate(table.to_pylist())]
+
+
+def read_table(
+    path: str | Path, required: Iterable[str] = (), *, replace_undecodable: bool = False
+) -> list[tuple[str, dict]]:
+    """Rows of a CSV, JSONL, JSON (a list of objects) or Parquet file, chosen by extension, as
+    ``(where, row)`` pairs; ``where`` ("file:line" or "file: row N") names the row in error messages.
+
+    ``required`` columns are checked against the CSV header or Parquet schema, and on every JSON record
+    (JSON has no header). CSV fields may be as long as 64 MiB (the csv module's default stops at 128 KiB).
+    """
+    suffix = Path(path).suffix.lower()
+    required = tuple(required)
+    if suffix == ".csv":
+        if csv.field_size_limit() < _MAX_CSV_FIELD:
+            csv.field_size_limit(_MAX_CSV_FIELD)
+        return _read_csv(path, required, replace_undecodable=replace_undecodable)[1]
+    if suffix in (".parquet", ".pq"):
+        return _parquet_rows(path, required)
+    if suffix not in (".jsonl", ".json"):
+        raise DataError(f"{path}: unsupported file type {suffix or '(none)'!r} (use .csv, .jsonl, .json or .parquet)")
+    _, text = _read_text(path, replace_undecodable=replace_undecodable)
+    if suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
+        rows = []
+        for i, obj in enumerate(items):
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}: item {i}: expected a JSON object, got {type(obj).__name__}")
+            rows.append((f"{path}: item {i}", obj))
+    else:
+        rows = _jsonl_rows(str(path), text)
+    for where, row in rows:
+        for col in required:
+            if col not in row:
+                raise DataError(f"{where}: missing column '{col}' (found: {_found(row)})")
+    return rows
+
+
+_MAX_CSV_FIELD = 64 << 20
 
 
 def load_prompt_file(
@@ -397,18 +451,12 @@ def load_prompt_file(
     from a trailing "?").
     """
     suffix = Path(path).suffix.lower()
-    if suffix == ".csv":
-        p, rows = _read_csv(path, (prompt_column,))
-    elif suffix == ".jsonl":
-        p, text = _read_text(path)
-        rows = _jsonl_rows(str(path), text)
-    elif suffix in (".parquet", ".pq"):
-        p, rows = Path(path), _parquet_rows(path, prompt_column)
-    else:
+    if suffix not in (".csv", ".jsonl", ".parquet", ".pq"):
         raise DataError(f"{path}: unsupported prompt file type {suffix or '(none)'!r} (use .csv, .jsonl or .parquet)")
+    rows = read_table(path, (prompt_column,))
     return _rows_to_prompts(
         rows, path=path, suite=suite, expected=expected, prompt_column=prompt_column,
-        source=p.name, per_row_columns=suffix == ".jsonl",
+        source=Path(path).name, per_row_columns=False,
     )
 
 

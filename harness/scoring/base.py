@@ -26,45 +26,63 @@ class RefusalScorer(Protocol):
     def score(self, prompts: list[str], responses: list[str]) -> list[RefusalScore]: ...
 
 
-_REGISTRY: dict[str, Callable[..., RefusalScorer]] = {}
+class Registry:
+    """Name -> factory, for one kind of scorer (refusal scorers here; harm scorers in ``harm``)."""
 
+    def __init__(self, kind: str, load_builtin: Callable[[], None]):
+        self.kind, self._load_builtin, self._factories = kind, load_builtin, {}
 
-def register_scorer(name: str) -> Callable[[Callable[..., RefusalScorer]], Callable[..., RefusalScorer]]:
-    """Register a scorer factory (a class or a function returning a scorer) under ``name``."""
+    def register(self, name: str) -> Callable:
+        def decorator(factory: Callable) -> Callable:
+            old = self._factories.get(name)
+            if old is not None and _qualname(old) != _qualname(factory):
+                # Two plugins silently fighting over one name would make reports lie about what scored them.
+                # (The same factory again, e.g. after importlib.reload, is fine.)
+                raise ValueError(f"{self.kind} {name!r} is already registered by {_qualname(old)}")
+            self._factories[name] = factory
+            return factory
 
-    def decorator(factory: Callable[..., RefusalScorer]) -> Callable[..., RefusalScorer]:
-        old = _REGISTRY.get(name)
-        if old is not None and _qualname(old) != _qualname(factory):
-            # Two plugins silently fighting over one name would make reports lie about what scored them.
-            # (The same factory again, e.g. after importlib.reload, is fine.)
-            raise ValueError(f"scorer {name!r} is already registered by {_qualname(old)}")
-        _REGISTRY[name] = factory
-        return factory
+        return decorator
 
-    return decorator
+    def names(self) -> list[str]:
+        self._load_builtin()
+        return sorted(self._factories)
+
+    def factory(self, name: str) -> Callable:
+        self._load_builtin()
+        if name not in self._factories:
+            known = ", ".join(sorted(self._factories)) or "(none)"
+            raise ConfigError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+        return self._factories[name]
+
+    def get(self, name: str, **kwargs):
+        """Build the factory registered as ``name``; an unknown name is a ``ConfigError`` naming the known ones."""
+        return self.factory(name)(**kwargs)
 
 
 def _qualname(factory) -> str:
     return f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', repr(factory))}"
 
 
+def _load_builtin() -> None:
+    # Imported lazily so ``from harness.scoring.base import ...`` inside scorer modules is not circular.
+    from harness.scoring import judge, refusal  # noqa: F401
+
+
+REFUSAL_SCORERS = Registry("scorer", _load_builtin)
+_REGISTRY = REFUSAL_SCORERS._factories  # the old module-level name, still used by tests and plugins
+
+
+def register_scorer(name: str) -> Callable[[Callable[..., RefusalScorer]], Callable[..., RefusalScorer]]:
+    """Register a scorer factory (a class or a function returning a scorer) under ``name``."""
+    return REFUSAL_SCORERS.register(name)
+
+
 def available_scorers() -> list[str]:
     """Sorted names of the registered scorers."""
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return REFUSAL_SCORERS.names()
 
 
 def get_scorer(name: str, **kwargs) -> RefusalScorer:
     """Build the scorer registered as ``name``; an unknown name is a ``ConfigError`` naming the known ones."""
-    _load_builtin()
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "(none)"
-        raise ConfigError(f"unknown scorer {name!r}; known scorers: {known}") from None
-    return factory(**kwargs)
-
-
-def _load_builtin() -> None:
-    # Imported lazily so ``from harness.scoring.base import ...`` inside scorer modules is not circular.
-    from harness.scoring import refusal  # noqa: F401
+    return REFUSAL_SCORERS.get(name, **kwargs)

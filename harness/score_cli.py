@@ -1,0 +1,202 @@
+"""``safety-harness score INPUT --output OUT.parquet``: score any CSV, JSONL, JSON or Parquet file of
+prompt/response pairs with the harness's scorers (the same ones the suites use), and, with
+``--label-column``, print agreement with the file's own labels.
+
+Odd input gets a defined outcome: a missing column is a one-line error naming the file and the columns it
+has; an empty or missing response is scored (every built-in refusal scorer but XSTest's string match
+labels it full_refusal); bytes that are not UTF-8 are replaced with U+FFFD after a warning naming the
+line; a 100,000-character response is scored on a bounded opening, as every scorer cuts its input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from harness.cli import command
+from harness.errors import ConfigError, DataError, HarnessError
+from harness.gating import JUDGE_ERROR
+
+OUTPUT_COLUMNS = ("refusal_label", "refusal_score", "scorer", "scorer_version",
+                  "harm_score", "harm_raw", "harm_scorer", "harm_scorer_version")
+
+
+@command("score", help="score a CSV/JSONL/Parquet file of prompt/response pairs; with --label-column, "
+                       "print agreement with its labels")
+def _score_args(p):
+    p.add_argument("input", type=Path, help="CSV, JSONL, JSON or Parquet file of prompt/response pairs")
+    p.add_argument("--output", type=Path, default=None, help="write the scored rows here (Parquet)")
+    p.add_argument("--prompt-column", default="prompt", help="column holding the prompts (default prompt)")
+    p.add_argument("--response-column", default="response",
+                   help="column holding the responses (default response; XSTest's files use completion)")
+    p.add_argument("--label-column", default=None,
+                   help="reference labels to agree with: 1_full_compliance/full_compliance, 2_full_refusal, "
+                        "3_partial_refusal, or binary refusal/compliance")
+    p.add_argument("--expected-column", default=None,
+                   help="refuse|comply per row, for the unsafe_compliance harm scorer (default: 'expected' if present)")
+    p.add_argument("--expected", choices=("refuse", "comply"), default=None,
+                   help="the expected behaviour of every row, when the file has no such column")
+    p.add_argument("--scorer", default=None, help="refusal scorer (default refusal_patterns)")
+    p.add_argument("--judge-model", default=None, help="local model for refusal_judge / harm_judge")
+    p.add_argument("--harm-scorer", default=None,
+                   help="auto, unsafe_compliance, reward_model, harm_judge or none (default: auto, which "
+                        "scores harm only when --harm-model or an expected column is given)")
+    p.add_argument("--harm-model", default=None, help="local sequence-classification harmfulness model")
+    p.add_argument("--backend", default=None, choices=("auto", "vllm", "hf"), help="backend for a judge model")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--vllm-kv-cache-gib", type=float, default=None, help="vllm on CPU: the judge's KV cache (GiB)")
+    p.add_argument("--max-model-len", type=int, default=None, help="vllm: the judge's longest prompt plus verdict")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--config", type=Path, default=None, help="TOML file with [tool.safety-harness] settings")
+
+
+@_score_args.run
+def _score(args) -> int:
+    from harness.scoring.agreement import agreement, normalize_label
+    from harness.scoring.factory import HARM_AUTO, build_harm_scorer, build_refusal_scorer, harm_scorer_name
+    from harness.settings import build_settings
+
+    cli = {"scorer": args.scorer, "judge_model": args.judge_model, "harm_scorer": args.harm_scorer,
+           "harm_model": args.harm_model, "backend": args.backend, "batch_size": args.batch_size,
+           "cache_dir": args.cache_dir, "vllm_kv_cache_gib": args.vllm_kv_cache_gib, "max_model_len": args.max_model_len}
+    settings = build_settings(cli=cli, rootdir=Path.cwd(), config_file=args.config)
+    required = [args.prompt_column, args.response_column] + ([args.label_column] if args.label_column else [])
+    rows = _read(args.input, required)
+    if not rows:
+        raise DataError(f"{args.input}: no rows to score")
+    columns = list(dict.fromkeys(k for _, row in rows for k in row))
+    prompts = [_text(row.get(args.prompt_column)) for _, row in rows]
+    responses = [_text(row.get(args.response_column)) for _, row in rows]
+    expected = _expected(args, columns, rows)
+
+    empty = sum(1 for r in responses if not r.strip())
+    if empty:
+        print(f"note: {empty} empty responses (scored as the scorer defines: refusal_patterns and the "
+              "classifier and judge label them full_refusal)", file=sys.stderr)
+    scorer = build_refusal_scorer(settings)
+    t0 = time.perf_counter()
+    scores = scorer.score(prompts, responses)
+    seconds = time.perf_counter() - t0
+    rate = len(rows) / max(seconds, 1e-9)
+    shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
+    print(f"scored {len(rows)} responses with {scorer.name} (version {scorer.version}) in {seconds:.2f} s "
+          f"({shown} responses/s)")
+
+    harm_name = harm_scorer_name(settings)
+    harms = [None] * len(rows)
+    harm_scorer = None
+    if harm_name == "unsafe_compliance" and settings.harm_scorer == HARM_AUTO and expected is None:
+        pass  # auto: nothing says which prompts should be refused, so there is no unsafe compliance to score
+    elif harm_name is not None:
+        if harm_name == "unsafe_compliance" and expected is None:
+            raise ConfigError("harm scorer unsafe_compliance needs the expected behaviour: --expected-column COL "
+                              "or --expected refuse|comply")
+        harm_scorer = build_harm_scorer(settings)
+        t0 = time.perf_counter()
+        harms = harm_scorer.score(prompts, responses, expected=expected, refusal_labels=[s.label for s in scores])
+        unparsed = sum(1 for h in harms if h.extra.get(JUDGE_ERROR))
+        print(f"harm: {harm_scorer.name} (version {harm_scorer.version}) in {time.perf_counter() - t0:.2f} s"
+              + (f"; {unparsed} unparseable ratings ({JUDGE_ERROR}) left empty" if unparsed else ""))
+
+    report = {"input": str(args.input), "rows": len(rows), "scorer": scorer.name, "scorer_version": scorer.version,
+              "harm_scorer": getattr(harm_scorer, "name", None), "seconds": seconds}
+    if args.label_column:
+        labels = [row.get(args.label_column) for _, row in rows]
+        reference = [normalize_label(v) for v in labels]
+        unknown = [(where, v) for (where, _), v, g in zip(rows, labels, reference) if g is None]
+        if unknown:
+            print(f"note: {len(unknown)} rows with a label that is not a refusal class were left out "
+                  f"(first: {unknown[0][1]!r} at {unknown[0][0]})", file=sys.stderr)
+        result = agreement(reference, [s.label for s in scores])
+        for line in result.lines():
+            print(line)
+        report["agreement"] = {"n": result.n, "binary": result.binary, "three_class": result.three_class,
+                               "judge_errors": result.judge_errors}
+    if args.output:
+        out = _write(args.output, rows, columns, scores, harms, scorer, harm_scorer, report)
+        print(f"output: {out}")
+    return 0
+
+
+def _read(path: Path, required: list[str]) -> list[tuple[str, dict]]:
+    from harness.data.loaders import read_table
+
+    try:
+        return read_table(path, required)
+    except DataError as exc:
+        if "not UTF-8 text" not in str(exc):
+            raise
+        # One stray byte should not stop the scoring of a whole file: say where it is, then score.
+        print(f"warning: {exc}; such bytes are replaced with U+FFFD", file=sys.stderr)
+        return read_table(path, required, replace_undecodable=True)
+
+
+def _text(value) -> str:
+    """A cell as text the scorers and Parquet accept: None/NaN -> "", bytes decoded, lone surrogates
+    (undecodable bytes smuggled through JSON escapes) replaced."""
+    from harness.scoring.classifier import clean_text
+
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return clean_text(value if isinstance(value, str) else str(value))
+
+
+def _expected(args, columns: list[str], rows) -> list | None:
+    if args.expected:
+        return [args.expected] * len(rows)
+    column = args.expected_column or ("expected" if "expected" in columns else None)
+    if column is None:
+        return None
+    if column not in columns:
+        raise DataError(f"{args.input}: missing column '{column}' (found: {', '.join(columns)})")
+    values = [_text(row.get(column)).strip().lower() for _, row in rows]
+    return [v if v in ("refuse", "comply") else None for v in values]
+
+
+def _write(path: Path, rows, columns, scores, harms, scorer, harm_scorer, report: dict) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from reports.parquet import METADATA_KEY
+
+    data = {}
+    for col in columns:
+        if col in OUTPUT_COLUMNS:
+            continue  # re-scoring a report: its old scores are replaced
+        values = [row.get(col) for _, row in rows]
+        data[col] = _column(values)
+    data["refusal_label"] = pa.array([s.label for s in scores], pa.string())
+    data["refusal_score"] = pa.array([float(s.score) for s in scores], pa.float64())
+    data["scorer"] = pa.array([scorer.name] * len(rows), pa.string())
+    data["scorer_version"] = pa.array([scorer.version] * len(rows), pa.string())
+    data["harm_score"] = pa.array([h.score if h else None for h in harms], pa.float64())
+    data["harm_raw"] = pa.array([h.raw if h else None for h in harms], pa.float64())
+    data["harm_scorer"] = pa.array([harm_scorer.name if h else None for h in harms], pa.string())
+    data["harm_scorer_version"] = pa.array([harm_scorer.version if h else None for h in harms], pa.string())
+    table = pa.table(data).replace_schema_metadata({METADATA_KEY: json.dumps({"score": report}).encode()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)  # a reader never sees half a file
+    except OSError as exc:
+        raise HarnessError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _column(values: list):
+    """The input column as pyarrow infers it; mixed types (JSONL) or odd text fall back to strings."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowException, TypeError, ValueError, UnicodeError):
+        return pa.array([None if v is None else _text(v) for v in values], pa.string())

@@ -1,0 +1,67 @@
+"""Scorers built from ``RunSettings``: the one place that turns ``--scorer``, ``--judge-model``,
+``--harm-scorer`` and ``--harm-model`` into scorer objects, for pytest sessions and ``safety-harness score``.
+
+A factory asks for what it needs by parameter name (as pytest fixtures do): ``judge`` gets a
+``LocalJudge`` on ``--judge-model``, ``harm_model`` the ``--harm-model`` path, ``cache_dir``,
+``allow_pickle`` and ``batch_size`` the run's settings. So a third-party judge-based scorer needs no change
+here.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from harness.errors import ConfigError
+
+# --harm-scorer values besides the registered names
+HARM_AUTO, HARM_NONE = "auto", "none"
+_JUDGES: dict[tuple, object] = {}  # one judge per (model, backend, ...) per process: refusal and harm share it
+
+
+def judge_for(settings):
+    """The ``LocalJudge`` for ``--judge-model``; a ConfigError when none is set."""
+    from harness.scoring.judge import LocalJudge
+
+    if not settings.judge_model:
+        raise ConfigError("this scorer needs a judge model: pass --judge-model PATH_OR_ALIAS")
+    options = settings.backend_options()
+    key = (settings.judge_model, settings.backend, str(settings.cache_dir), options.dtype, options.max_model_len)
+    if key not in _JUDGES:
+        _JUDGES[key] = LocalJudge(settings.judge_model, cache_dir=settings.cache_dir, backend=settings.backend,
+                                  options=options, allow_pickle=settings.allow_pickle)
+    return _JUDGES[key]
+
+
+def _build(registry, name: str, settings):
+    params = inspect.signature(registry.factory(name)).parameters
+    kwargs = {}
+    if "judge" in params:
+        kwargs["judge"] = judge_for(settings)
+    for key in ("harm_model", "cache_dir", "allow_pickle", "batch_size"):
+        if key in params:
+            kwargs[key] = getattr(settings, key)
+    return registry.get(name, **kwargs)
+
+
+def build_refusal_scorer(settings):
+    from harness.scoring.base import REFUSAL_SCORERS
+
+    return _build(REFUSAL_SCORERS, settings.scorer, settings)
+
+
+def harm_scorer_name(settings) -> str | None:
+    """``auto``: ``reward_model`` when ``--harm-model`` is set, else ``unsafe_compliance``; ``none``: None."""
+    name = settings.harm_scorer
+    if name == HARM_NONE:
+        return None
+    if name == HARM_AUTO:
+        return "reward_model" if settings.harm_model else "unsafe_compliance"
+    return name
+
+
+def build_harm_scorer(settings):
+    """The harm scorer the settings ask for, or None (``--harm-scorer none``)."""
+    from harness.scoring.harm import HARM_SCORERS
+
+    name = harm_scorer_name(settings)
+    return None if name is None else _build(HARM_SCORERS, name, settings)
