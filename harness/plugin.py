@@ -42,8 +42,13 @@ _OPTIONS = [
     ("--chunk-size", "chunk_size", int, None),
     ("--max-model-len", "max_model_len", int, None),
     ("--vllm-kv-cache-gib", "vllm_kv_cache_gib", float, None),
+    ("--capability-judge", "capability_judge", str, None),
+    ("--capability-judge-model", "capability_judge_model", str, None),
+    ("--capability-reference", "capability_reference", str, None),
+    ("--ref-loglik-max-tokens", "ref_loglik_max_tokens", int, None),
 ]
-_FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_remote_code"), ("--no-cache", "no_cache")]
+_FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_remote_code"), ("--no-cache", "no_cache"),
+          ("--no-ref-loglik", "no_ref_loglik")]
 
 
 def pytest_addoption(parser):

@@ -45,6 +45,7 @@ class SuiteResult:
     name: str
     rows: list[ScoredRow]
     settings: RunSettings
+    capability: object = None  # harness.capability.suite_hook.CapabilityResult, for the capability suite
 
     @property
     def categories(self) -> list[str]:
@@ -57,7 +58,10 @@ class SuiteResult:
         spec = get_suite(self.name)
         thresholds = spec.thresholds_for(category, self.settings.thresholds)
         rows = [(r.prompt.expected, r.score.label) for r in self.select(category)]
-        return check_thresholds(rows, thresholds)
+        checks = check_thresholds(rows, thresholds)
+        if self.capability is not None:  # win rate and reference log-likelihood thresholds
+            checks += self.capability.checks(self.select(category), thresholds)
+        return checks
 
     def failures(self, category: str | None = None) -> list[str]:
         """One line per crossed threshold, with a few example prompts that failed."""
@@ -137,6 +141,10 @@ class HarnessSession:
                 for req, resp, score in zip(requests, responses, scores)]
         for name in wanted:
             self.results[name] = SuiteResult(name, [r for r in rows if r.prompt.suite == name], self.settings)
+        if "capability" in wanted:
+            from harness.capability.suite_hook import score_capability
+
+            score_capability(self, self.results["capability"], progress=progress)
 
     def _build_requests(self, prompts: list[Prompt]) -> list[GenerationRequest]:
         s = self.settings

@@ -67,6 +67,13 @@ class RunSettings:
     replay: Path | None = field(default=None, metadata={"help": "replay backend: report/CSV/JSONL/Parquet with responses."})
     replay_response_column: str | None = field(default=None, metadata={"help": "replay: response column name."})
     scorer: str = field(default="refusal_patterns", metadata={"help": "Refusal scorer name."})
+    capability_judge: str | None = field(default=None, metadata={
+        "help": "Capability judge (llm, or the longer-wins baseline): enables the win rate against the reference outputs."})
+    capability_judge_model: str = field(default=DEFAULT_MODEL, metadata={"help": "Model the llm capability judge runs."})
+    capability_reference: str = field(default="text_davinci_003", metadata={
+        "help": "Reference outputs: text_davinci_003 (AlpacaEval 1), gpt4_1106_preview (AlpacaEval 2) or a JSON file."})
+    no_ref_loglik: bool = field(default=False, metadata={"help": "Skip the reference log-likelihood of the capability suite."})
+    ref_loglik_max_tokens: int = field(default=256, metadata={"help": "Reference answers are scored on their first N tokens."})
     allow_pickle: bool = field(default=False, metadata={"help": "Accept pickled (.bin) weights."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Let a model folder run its own code."})
     dtype: str = field(default="auto", metadata={"help": "auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."})

@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.capability.suite_hook import capability_columns
+
 METADATA_KEY = b"safety_harness"
 
 SCHEMA = pa.schema([
@@ -40,6 +42,11 @@ SCHEMA = pa.schema([
     ("scorer", pa.string()),
     ("scorer_version", pa.string()),
     ("source", pa.string()),
+    # capability suite (harness.capability): judged win score vs the reference, judge's P(better),
+    # mean per-token log-likelihood of the reference answer; null elsewhere
+    ("win_score", pa.float64()),
+    ("win_prob", pa.float64()),
+    ("ref_loglik", pa.float64()),
 ])
 
 
@@ -69,6 +76,7 @@ def report_rows(session) -> dict[str, list]:
             "finish_reason": row.response.finish_reason, "cached": row.cached, "scorer": info.get("scorer"),
             "scorer_version": info.get("scorer_version"), "source": p.source,
         }
+        values.update(capability_columns(session, row))
         for name, value in values.items():
             columns[name].append(value)
     return columns
@@ -85,6 +93,8 @@ def run_metadata(session, extra: dict | None = None) -> dict:
                 for c in result.checks()
             ],
         }
+        if getattr(result, "capability", None) is not None:
+            suites[name]["capability"] = result.capability.metadata()
     stats = vars(session.stats).copy()
     return {
         "run_id": session.run_id,
