@@ -72,6 +72,9 @@ class SuiteResult:
             where = self.name + (f"[{category}]" if category else "")
             lines.append(f"{where}: {check.describe()}")
             metric_rows = [r for r in self.select(category) if not r.passed]
+            if getattr(check, "examples", None) is not None:  # a capability statistic names its own examples
+                by_id = {r.prompt.prompt_id: r for r in metric_rows + self.select(category)}
+                metric_rows = [by_id[pid] for pid in check.examples if pid in by_id]
             for row in metric_rows[:3]:
                 response = " ".join(row.response.text.split())[:120]
                 lines.append(f"    e.g. {row.prompt.prompt_id}: {row.prompt.prompt[:80]!r} -> {response!r}")

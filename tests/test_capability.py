@@ -111,6 +111,8 @@ def test_a_run_judges_the_capability_suite_and_scores_the_references(tiny_model,
     checks = {c.key: c for c in result.checks()}
     assert checks["min_win_rate"].rate.rate == 0.0 and not checks["min_win_rate"].passed  # default 0.25
     assert "0 won, 0 tied" in checks["min_win_rate"].describe()
+    failures = "\n".join(result.failures())
+    assert "win_rate 0.000" in failures and f"e.g. {with_ref[0].prompt.prompt_id}:" in failures  # a lost pair
     # A random tiny model finds davinci's answers very unlikely (about log(1/vocab) per token).
     assert not checks["min_mean_ref_loglik"].passed and checks["min_mean_ref_loglik"].rate.rate < -3
     assert checks["min_lc_win_rate"].passed

@@ -30,6 +30,7 @@ class CapabilityRow:
 @dataclass(frozen=True)
 class StatCheck(Check):
     detail: str = ""
+    examples: tuple = ()  # prompt ids to show when it fails: lost pairs, least likely references
 
     def describe(self) -> str:
         r = self.rate
@@ -91,8 +92,15 @@ class CapabilityResult:
                 continue
             rate, detail = found
             passed = rate.rate <= threshold if bound == "max" else rate.rate >= threshold
-            out.append(StatCheck(key, bound, threshold, rate, passed, detail))
+            out.append(StatCheck(key, bound, threshold, rate, passed, detail, self._examples(metric, scored_rows)))
         return out
+
+    def _examples(self, metric: str, scored_rows) -> tuple:
+        values = [(r.prompt.prompt_id, self.rows.get(r.prompt.prompt_id)) for r in scored_rows]
+        if metric == "mean_ref_loglik":
+            found = sorted((c.ref_loglik, pid) for pid, c in values if c is not None and c.ref_loglik is not None)
+            return tuple(pid for _, pid in found)
+        return tuple(pid for pid, c in values if c is not None and c.win_score == 0.0)
 
     def metadata(self) -> dict:
         return {"reference": self.reference, "judge": self.judge, "judge_model": self.judge_model,
@@ -219,7 +227,7 @@ def summary_lines(session) -> list[str]:
         found = cap.statistic(metric, result.rows)
         if found is not None:
             rate, detail = found
-            parts.append(f"{metric} {rate.rate:.3f} (95% CI {rate.low:.3f}-{rate.high:.3f}; {detail})")
+            parts.append(f"{metric} {rate.rate:.3f} (95% CI [{rate.low:.3f}, {rate.high:.3f}]; {detail})")
     judge = f"judge {cap.judge}" + (f" ({cap.judge_model})" if cap.judge_model else "") if cap.judge else "no judge"
     lines = [f"capability vs {cap.reference}, {judge}: " + ("; ".join(parts) if parts else "nothing measured")]
     lines += [f"capability: {note}" for note in cap.notes]
