@@ -224,4 +224,7 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
         raise ConfigError(f"--limit must be at least 1, got {settings.limit}")
     if settings.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {settings.max_new_tokens}")
+    from harness.capability.suite_hook import validate_capability_settings
+
+    validate_capability_settings(settings)  # before any generation, not after it
     return settings

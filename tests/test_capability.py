@@ -146,6 +146,17 @@ def test_the_reference_is_selectable(data_dir, tmp_path):
         _capability_session(tmp_path, data_dir, backend="dummy", capability_reference="nope")
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--capability-judge", "gpt5"], "--capability-judge: unknown judge 'gpt5' (known: llm, longer)"),
+    (["--ref-loglik-max-tokens", "0"], "--ref-loglik-max-tokens must be at least 1, got 0"),
+])
+def test_bad_capability_options_are_one_usage_error_before_generation(harness_project, options, message):
+    harness_project.write(tests={"test_cap": harness_project.CATEGORY_SUITE.format(name="capability")})
+    result = harness_project.run("--backend", "dummy", *options)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in harness_project.text(result) and "Traceback" not in harness_project.text(result)
+
+
 def test_plugin_options_reach_the_run(harness_project, data_dir):
     harness_project.write(tests={"test_cap": harness_project.CATEGORY_SUITE.format(name="capability")})
     result = harness_project.run("--backend", "dummy", "--data-dir", str(data_dir), "--limit", "6",

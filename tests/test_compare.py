@@ -53,7 +53,7 @@ def write_report(path, failing: set[str], *, entries=None, run_id="run", fingerp
         }
         row.update(columns)
         for name in SCHEMA.names:
-            table[name].append(row[name])
+            table[name].append(row.get(name))  # columns this helper does not know (e.g. win_score) are null
     meta = {"run_id": run_id, "model": {"model": "synthetic", "model_fingerprint": fingerprint, "backend": "replay"}}
     t = pa.table(table, schema=SCHEMA).replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
     pq.write_table(t, path)

@@ -33,7 +33,7 @@ def write_report(path, failing: set[str], run_id: str) -> str:
     for suite, pid, category, expected in entries:
         passed = pid not in failing
         refused = passed if expected == "refuse" else not passed
-        row = dict.fromkeys(SCHEMA.names, "")
+        row = {f.name: "" if pa.types.is_string(f.type) else None for f in SCHEMA}  # null where not text
         row.update(run_id=run_id, suite=suite, category=category, prompt_id=pid, prompt=f"prompt {pid}: {NASTY}",
                    expected=expected, response=("I can't help with that. " if refused else "Sure! ") + NASTY,
                    refusal_label="full_refusal" if refused else "full_compliance",
