@@ -1,6 +1,8 @@
 """Reference log-likelihood throughput, as a ratio in one run: the batched teacher-forced forward passes
 of ``harness.capability.loglik`` against one sequence per forward pass, on real AlpacaEval references
-and the embedded model, interleaved so both see the same machine load.
+and the embedded model, interleaved so both see the same machine load. On a CPU, batching buys little
+(one sequence of a few hundred tokens already fills the matrix units) and padding costs a little; on a
+GPU it is the difference between a busy and an idle device.
 
     python benchmarks/bench_loglik.py [--data-dir ../shared/data] [--prompts 32] [--repeat 2] [--threads 1]
 """
@@ -51,6 +53,7 @@ def main() -> None:
         finally:
             lm_module._batches = original
 
+    reference_logliks(lm, prompts[:2], references[:2], max_tokens=8)  # warm-up, so neither mode pays for it
     batched, single, same = [], [], True
     for _ in range(args.repeat):
         rate_b, found_b = run(True)
