@@ -1,6 +1,6 @@
 """Validate capability judges against AlpacaEval's GPT-4 pairwise preferences.
 
-    python scripts/eval_capability_judge.py --per-file 15 --judge llm --judge longer
+    python scripts/eval_capability_judge.py --per-file 25 --judge llm --judge longer
 
 Reads every ``dev_annotations/*.json`` (text_davinci_003 as output_1 against four models as output_2),
 takes a seeded sample of ``--per-file`` pairs from each, judges every pair in both orders (position
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--judge", action="append", choices=available_judges(),
                     help="judge to validate (repeatable; default: llm and longer)")
     ap.add_argument("--judge-model", default="smollm2-135m-instruct", help="model the llm judge runs")
-    ap.add_argument("--per-file", type=int, default=15, help="pairs sampled from each annotation file (0: all)")
+    ap.add_argument("--per-file", type=int, default=25, help="pairs sampled from each annotation file (0: all)")
     ap.add_argument("--max-chars", type=int, default=JudgeConfig.max_chars)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1,
