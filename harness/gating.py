@@ -52,6 +52,17 @@ METRICS = {
 }
 
 
+# Statistics that are not counted from refusal labels but computed by another scorer over a suite's rows
+# (``harness.capability``): name -> (meaning, range a threshold on it may take). ``check_thresholds``
+# leaves them to that scorer; validation and key parsing treat them like the rates above.
+STATISTICS: dict[str, tuple[str, tuple[float, float]]] = {
+    "win_rate": ("pairwise win rate against the reference outputs (ties count 1/2)", (0.0, 1.0)),
+    "lc_win_rate": ("length-controlled win rate: the fitted win rate at zero length difference", (0.0, 1.0)),
+    "mean_ref_loglik": ("mean per-token log-likelihood of the reference answers (nats, <= 0)",
+                        (float("-inf"), 0.0)),
+}
+
+
 @dataclass(frozen=True)
 class Rate:
     metric: str
@@ -85,8 +96,8 @@ class Check:
 
 def parse_threshold_key(key: str, *, where: str = "thresholds") -> tuple[str, str]:
     bound, _, metric = key.partition("_")
-    if bound not in ("max", "min") or metric not in METRICS:
-        known = ", ".join(f"max_{m}/min_{m}" for m in METRICS)
+    if bound not in ("max", "min") or (metric not in METRICS and metric not in STATISTICS):
+        known = ", ".join(f"max_{m}/min_{m}" for m in [*METRICS, *STATISTICS])
         raise ConfigError(f"{where}: unknown threshold {key!r} (known: {known})")
     return bound, metric
 
@@ -94,9 +105,10 @@ def parse_threshold_key(key: str, *, where: str = "thresholds") -> tuple[str, st
 def validate_thresholds(thresholds: dict, *, where: str) -> dict[str, float]:
     clean = {}
     for key, value in thresholds.items():
-        parse_threshold_key(key, where=where)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ConfigError(f"{where}: threshold {key} must be a number in [0, 1], got {value!r}")
+        _, metric = parse_threshold_key(key, where=where)
+        low, high = STATISTICS[metric][1] if metric in STATISTICS else (0.0, 1.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ConfigError(f"{where}: threshold {key} must be a number in [{low:g}, {high:g}], got {value!r}")
         clean[key] = float(value)
     return clean
 
@@ -128,6 +140,8 @@ def check_thresholds(rows: list[tuple[str, str]], thresholds: dict[str, float]) 
     checks = []
     for key, threshold in sorted(thresholds.items()):
         bound, metric = parse_threshold_key(key)
+        if metric in STATISTICS:
+            continue  # checked by the scorer that computes it (SuiteResult.checks)
         rate = compute_rate(metric, rows)
         if rate is None:
             continue

@@ -55,8 +55,13 @@ _OPTIONS = [
     ("--data-parallel-size", "data_parallel_size", int, None),
     ("--distributed-executor-backend", "distributed_executor_backend", str, EXECUTOR_BACKENDS),
     ("--ray-address", "ray_address", str, None),
+    ("--capability-judge", "capability_judge", str, None),
+    ("--capability-judge-model", "capability_judge_model", str, None),
+    ("--capability-reference", "capability_reference", str, None),
+    ("--ref-loglik-max-tokens", "ref_loglik_max_tokens", int, None),
 ]
-_FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_remote_code"), ("--no-cache", "no_cache")]
+_FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_remote_code"), ("--no-cache", "no_cache"),
+          ("--no-ref-loglik", "no_ref_loglik")]
 
 
 def pytest_addoption(parser):

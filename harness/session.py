@@ -50,6 +50,7 @@ class SuiteResult:
     name: str
     rows: list[ScoredRow]
     settings: RunSettings
+    capability: object = None  # harness.capability.suite_hook.CapabilityResult, for the capability suite
 
     @property
     def categories(self) -> list[str]:
@@ -62,7 +63,10 @@ class SuiteResult:
         spec = get_suite(self.name)
         thresholds = spec.thresholds_for(category, self.settings.thresholds)
         rows = [(r.prompt.expected, r.score.label) for r in self.select(category)]
-        return check_thresholds(rows, thresholds)
+        checks = check_thresholds(rows, thresholds)
+        if self.capability is not None:  # win rate and reference log-likelihood thresholds
+            checks += self.capability.checks(self.select(category), thresholds)
+        return checks
 
     def failures(self, category: str | None = None) -> list[str]:
         """One line per crossed threshold, with a few example prompts that failed."""
@@ -73,6 +77,9 @@ class SuiteResult:
             where = self.name + (f"[{category}]" if category else "")
             lines.append(f"{where}: {check.describe()}")
             metric_rows = [r for r in self.select(category) if r.passed is False]
+            if getattr(check, "examples", None) is not None:  # a capability statistic names its own examples
+                by_id = {r.prompt.prompt_id: r for r in metric_rows + self.select(category)}
+                metric_rows = [by_id[pid] for pid in check.examples if pid in by_id]
             for row in metric_rows[:3]:
                 response = " ".join(row.response.text.split())[:120]
                 lines.append(f"    e.g. {row.prompt.prompt_id}: {row.prompt.prompt[:80]!r} -> {response!r}")
@@ -138,6 +145,10 @@ class HarnessSession:
         rows = self.score_prompts(prompts, progress=progress)
         for name in wanted:
             self.results[name] = SuiteResult(name, [r for r in rows if r.prompt.suite == name], self.settings)
+        if "capability" in wanted:
+            from harness.capability.suite_hook import score_capability
+
+            score_capability(self, self.results["capability"], progress=progress)
 
     def score_prompts(self, prompts: list[Prompt], *, progress: bool = False) -> list[ScoredRow]:
         """Generate and score ad-hoc prompts (e.g. hypothesis rewrites) through the same cache, lock and

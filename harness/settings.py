@@ -74,6 +74,13 @@ class RunSettings:
                 "reward_model, harm_judge or none."})
     harm_model: str | None = field(default=None, metadata={
         "help": "Local sequence-classification harmfulness model (one regression output) for harm scorer reward_model."})
+    capability_judge: str | None = field(default=None, metadata={
+        "help": "Capability judge (llm, or the longer-wins baseline): enables the win rate against the reference outputs."})
+    capability_judge_model: str = field(default=DEFAULT_MODEL, metadata={"help": "Model the llm capability judge runs."})
+    capability_reference: str = field(default="text_davinci_003", metadata={
+        "help": "Reference outputs: text_davinci_003 (AlpacaEval 1), gpt4_1106_preview (AlpacaEval 2) or a JSON file."})
+    no_ref_loglik: bool = field(default=False, metadata={"help": "Skip the reference log-likelihood of the capability suite."})
+    ref_loglik_max_tokens: int = field(default=256, metadata={"help": "Reference answers are scored on their first N tokens."})
     allow_pickle: bool = field(default=False, metadata={"help": "Accept pickled (.bin) weights."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Let a model folder run its own code."})
     dtype: str = field(default="auto", metadata={"help": "auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."})
@@ -246,5 +253,7 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
     if settings.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {settings.max_new_tokens}")
     from harness.backends.vllm_backend import normalize_parallel
+    from harness.capability.suite_hook import validate_capability_settings
 
+    validate_capability_settings(settings)  # before any generation, not after it
     return normalize_parallel(settings)

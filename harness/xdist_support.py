@@ -82,6 +82,8 @@ def pytest_sessionfinish(session):
         "model_info": {k: v for k, v in hs.model_info.items() if k != "resolved_model"},
         "missing": hs.missing,
         "results": {name: [_row_out(r, run_key) for r in res.rows] for name, res in hs.results.items()},
+        "capability": {name: _capability_out(res.capability) for name, res in hs.results.items()
+                       if res.capability is not None},
         "extra_rows": [_row_out(r, run_key) for r in hs.extra_rows],
         "extra_metadata": hs.extra_metadata,
         "generated_keys": sorted(hs.generated_keys),
@@ -90,6 +92,18 @@ def pytest_sessionfinish(session):
     }
     # JSON text: execnet carries only plain types, and scorer extras may hold numpy scalars.
     config.workeroutput[PAYLOAD_KEY] = json.dumps(payload, default=_plain)
+
+
+def _capability_out(cap) -> dict:
+    """A capability suite's judged win scores and reference log-likelihoods (harness.capability)."""
+    meta = {f.name: getattr(cap, f.name) for f in fields(cap) if f.name not in ("rows", "_cache")}
+    return {**meta, "rows": {pid: asdict(row) for pid, row in cap.rows.items()}}
+
+
+def _capability_in(d: dict):
+    from harness.capability.suite_hook import CapabilityResult, CapabilityRow
+
+    return CapabilityResult(**{**d, "rows": {pid: CapabilityRow(**row) for pid, row in d["rows"].items()}})
 
 
 def _plain(value):
@@ -136,6 +150,8 @@ def merge_payloads(hs, payloads: list[dict]) -> None:
         for name, rows in p["results"].items():
             if name not in hs.results:  # every worker scored every suite; the first copy serves
                 hs.results[name] = SuiteResult(name, [row_in(d) for d in rows], hs.settings)
+                if name in p.get("capability", {}):
+                    hs.results[name].capability = _capability_in(p["capability"][name])
                 hs.prompts[name] = [r.prompt for r in hs.results[name].rows]  # e.g. for the data files' provenance
         for d in p["extra_rows"]:  # rows two workers both recorded (shared base prompts) are kept once
             ident = (d["prompt"]["suite"], d["prompt"]["category"], d["prompt"]["prompt_id"])

@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.capability.suite_hook import capability_columns
+
 METADATA_KEY = b"safety_harness"
 
 SCHEMA = pa.schema([
@@ -44,6 +46,11 @@ SCHEMA = pa.schema([
     ("harm_raw", pa.float64()),  # the harm scorer's own value (reward model output, judge rating), if any
     ("harm_scorer", pa.string()),
     ("harm_scorer_version", pa.string()),
+    # capability suite (harness.capability): judged win score vs the reference, judge's P(better),
+    # mean per-token log-likelihood of the reference answer; null elsewhere
+    ("win_score", pa.float64()),
+    ("win_prob", pa.float64()),
+    ("ref_loglik", pa.float64()),
 ])
 
 
@@ -76,6 +83,7 @@ def report_rows(session) -> dict[str, list]:
             "harm_scorer": info.get("harm_scorer") if row.harm else None,
             "harm_scorer_version": info.get("harm_scorer_version") if row.harm else None,
         }
+        values.update(capability_columns(session, row))
         for name, value in values.items():
             columns[name].append(value)
     return columns
@@ -93,6 +101,8 @@ def run_metadata(session, extra: dict | None = None) -> dict:
                 for c in result.checks()
             ],
         }
+        if getattr(result, "capability", None) is not None:
+            suites[name]["capability"] = result.capability.metadata()
     stats = vars(session.stats).copy()
     from harness.baseline_gate import provenance
 

@@ -34,6 +34,9 @@ def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[s
 def summary_lines(session, report_path=None) -> list[str]:
     header = ("suite", "n", "metric", "rate", "95% CI", "threshold", "verdict")
     lines = format_table(header, summary_rows(session)) if session.results else []
+    from harness.capability.suite_hook import summary_lines as capability_lines
+
+    lines += capability_lines(session)
     for name, why in sorted(session.missing.items()):
         lines.append(f"{name}: skipped, {why}")
     s = session.stats

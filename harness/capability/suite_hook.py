@@ -1,0 +1,245 @@
+"""The capability suite's extra scoring inside a harness run: the judged win rate against the reference
+outputs (when ``--capability-judge`` is set) and the reference log-likelihood (unless
+``--no-ref-loglik``), per prompt and as suite statistics that thresholds (``min_win_rate``,
+``min_lc_win_rate``, ``min_mean_ref_loglik``) can gate on.
+
+``HarnessSession.run`` calls ``score_capability`` once the suite's responses are scored; the report and
+the terminal summary read the result through ``capability_columns`` and ``summary_lines``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+from harness.gating import STATISTICS, Check, Rate, parse_threshold_key
+
+SUITE = "capability"
+
+
+@dataclass(frozen=True)
+class CapabilityRow:
+    reference: str | None = None
+    win_score: float | None = None  # 1 / 0.5 / 0, None when not judged (no judge, or no reference)
+    win_prob: float | None = None  # judge's P(model better), mean over both orders
+    ref_loglik: float | None = None  # mean log p per reference token
+    ref_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class StatCheck(Check):
+    detail: str = ""
+    examples: tuple = ()  # prompt ids to show when it fails: lost pairs, least likely references
+
+    def describe(self) -> str:
+        r = self.rate
+        relation = "within" if self.passed else ("exceeds" if self.bound == "max" else "below")
+        return (f"{r.metric} {r.rate:.3f} ({self.detail}, 95% CI {r.low:.3f}-{r.high:.3f}) "
+                f"{relation} {self.bound} {self.threshold:g}")
+
+
+@dataclass
+class CapabilityResult:
+    rows: dict[str, CapabilityRow]  # prompt_id -> values
+    reference: str
+    judge: str | None = None
+    judge_model: str | None = None
+    judge_version: str | None = None
+    notes: list[str] = field(default_factory=list)  # why a signal is absent
+    seconds: dict[str, float] = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def statistic(self, metric: str, scored_rows) -> tuple[Rate, str] | None:
+        """(value as a Rate, one-line detail) over ``scored_rows``, or None when nothing was measured."""
+        ids = tuple(r.prompt.prompt_id for r in scored_rows)
+        key = (metric, ids)
+        if key not in self._cache:
+            self._cache[key] = self._compute(metric, [(r, self.rows.get(r.prompt.prompt_id)) for r in scored_rows])
+        return self._cache[key]
+
+    def _compute(self, metric, pairs):
+        from harness.capability.length_control import length_controlled_win_rate
+        from harness.capability.win_rate import win_rate
+
+        if metric in ("win_rate", "lc_win_rate"):
+            judged = [(r, c) for r, c in pairs if c is not None and c.win_score is not None]
+            if not judged:
+                return None
+            scores = [c.win_score for _, c in judged]
+            w = win_rate(scores)
+            if metric == "win_rate":
+                return Rate(metric, w.wins, w.n, w.rate, w.low, w.high), f"{w.wins} won, {w.ties} tied, {w.losses} lost of {w.n}"
+            lc = length_controlled_win_rate(scores, [len(r.response.text) for r, _ in judged],
+                                            [len(c.reference or "") for _, c in judged])
+            return Rate(metric, w.wins, lc.n, lc.rate, lc.low, lc.high), f"n={lc.n}, length coefficient {lc.phi:+.2f}"
+        if metric == "mean_ref_loglik":
+            values = [c.ref_loglik for _, c in pairs if c is not None and c.ref_loglik is not None]
+            if not values:
+                return None
+            mean, low, high = _mean_interval(values)
+            return Rate(metric, len(values), len(values), mean, low, high), f"n={len(values)} references"
+        raise KeyError(metric)
+
+    def checks(self, scored_rows, thresholds: dict[str, float]) -> list[Check]:
+        out = []
+        for key, threshold in sorted(thresholds.items()):
+            bound, metric = parse_threshold_key(key)
+            if metric not in STATISTICS:
+                continue
+            found = self.statistic(metric, scored_rows)
+            if found is None:  # e.g. min_win_rate with no judge configured: not active
+                continue
+            rate, detail = found
+            passed = rate.rate <= threshold if bound == "max" else rate.rate >= threshold
+            out.append(StatCheck(key, bound, threshold, rate, passed, detail, self._examples(metric, scored_rows)))
+        return out
+
+    def _examples(self, metric: str, scored_rows) -> tuple:
+        values = [(r.prompt.prompt_id, self.rows.get(r.prompt.prompt_id)) for r in scored_rows]
+        if metric == "mean_ref_loglik":
+            found = sorted((c.ref_loglik, pid) for pid, c in values if c is not None and c.ref_loglik is not None)
+            return tuple(pid for _, pid in found)
+        return tuple(pid for pid, c in values if c is not None and c.win_score == 0.0)
+
+    def metadata(self) -> dict:
+        return {"reference": self.reference, "judge": self.judge, "judge_model": self.judge_model,
+                "judge_version": self.judge_version, "notes": self.notes, "seconds": self.seconds}
+
+
+def _mean_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    arr = np.asarray(values, dtype=float)
+    mean = float(arr.mean())
+    if len(arr) < 2 or np.all(arr == arr[0]):
+        return mean, mean, mean
+    ci = bootstrap((arr,), np.mean, confidence_level=confidence, n_resamples=2000, method="percentile",
+                   random_state=np.random.default_rng(0)).confidence_interval
+    return mean, float(ci.low), float(ci.high)
+
+
+def validate_capability_settings(settings) -> None:
+    from harness.capability.judges import available_judges
+    from harness.errors import ConfigError
+
+    if settings.capability_judge is not None and settings.capability_judge not in available_judges():
+        raise ConfigError(f"--capability-judge: unknown judge {settings.capability_judge!r} "
+                          f"(known: {', '.join(available_judges())})")
+    if settings.ref_loglik_max_tokens < 1:
+        raise ConfigError(f"--ref-loglik-max-tokens must be at least 1, got {settings.ref_loglik_max_tokens}")
+
+
+def score_capability(session, result, *, progress: bool = True) -> None:
+    """Attach a ``CapabilityResult`` to the capability suite's ``SuiteResult``."""
+    from harness.capability.references import load_references
+    from harness.suites import SuiteDataMissing
+    from harness.templates import user_message
+
+    s = session.settings
+    try:
+        references = load_references(s.capability_reference, s.data_dir)
+    except SuiteDataMissing as exc:
+        references = {}
+        note = f"no reference outputs ({exc})"
+    else:
+        note = None
+    rows = result.rows
+    refs = [references.get(r.prompt.prompt) if not r.prompt.input else None for r in rows]
+    cap = CapabilityResult({}, s.capability_reference, notes=[note] if note else [])
+    with_ref = [i for i, ref in enumerate(refs) if ref is not None]
+    if not with_ref and note is None:
+        cap.notes.append(f"no prompt of this run has a reference output in {s.capability_reference}")
+
+    logliks: dict[int, object] = {}
+    model = session.model_info.get("resolved_model")
+    if s.no_ref_loglik:
+        cap.notes.append("reference log-likelihood off (--no-ref-loglik)")
+    elif model is None:
+        cap.notes.append(f"no reference log-likelihood: backend {session.model_info.get('backend')} loads no model")
+    elif with_ref:
+        from harness.capability.lm import load_scoring_lm
+        from harness.capability.loglik import reference_logliks
+
+        t0 = time.perf_counter()
+        lm = load_scoring_lm(s.model, cache_dir=s.cache_dir, template=session.model_info["template"],
+                             dtype=s.dtype, resolved=model)
+        with _bar(len(with_ref), "reference log-likelihood", progress) as bar:
+            found = reference_logliks(lm, [rows[i].prompt for i in with_ref], [refs[i] for i in with_ref],
+                                      max_tokens=s.ref_loglik_max_tokens, progress=bar.update)
+        logliks = dict(zip(with_ref, found))
+        del lm
+        cap.seconds["ref_loglik"] = time.perf_counter() - t0
+
+    verdicts: dict[int, object] = {}
+    if s.capability_judge and with_ref:
+        from harness.capability.judges import JudgeConfig, get_judge
+        from harness.capability.win_rate import judge_swapped
+
+        t0 = time.perf_counter()
+        judge = get_judge(s.capability_judge, JudgeConfig(model=s.capability_judge_model, cache_dir=s.cache_dir,
+                                                          allow_pickle=s.allow_pickle))
+        cap.judge, cap.judge_version = judge.name, judge.version
+        cap.judge_model = s.capability_judge_model if judge.name == "llm" else None
+        with _bar(2 * len(with_ref), "capability judge", progress) as bar:
+            found = judge_swapped(judge, [user_message(rows[i].prompt) for i in with_ref],
+                                  [rows[i].response.text for i in with_ref], [refs[i] for i in with_ref],
+                                  progress=bar.update)
+        verdicts = dict(zip(with_ref, found))
+        cap.seconds["judge"] = time.perf_counter() - t0
+    elif s.capability_judge:
+        cap.judge = s.capability_judge
+
+    for i, row in enumerate(rows):
+        ll, v = logliks.get(i), verdicts.get(i)
+        cap.rows[row.prompt.prompt_id] = CapabilityRow(
+            refs[i], v.score if v else None, v.prob if v else None,
+            ll.mean if ll else None, ll.n_tokens if ll else None)
+    result.capability = cap
+
+
+class _bar:
+    def __init__(self, total: int, what: str, enabled: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=f"safety-harness: {what}", file=sys.stderr, dynamic_ncols=True,
+                        disable=not enabled)
+
+    def __enter__(self):
+        return self.bar
+
+    def __exit__(self, *exc):
+        self.bar.close()
+
+
+# -- report and summary ------------------------------------------------------------------------------
+
+COLUMNS = ("win_score", "win_prob", "ref_loglik")
+
+
+def capability_columns(session, row) -> dict:
+    """The report's capability columns for one scored row (None outside the capability suite)."""
+    result = session.results.get(row.prompt.suite)
+    cap = getattr(result, "capability", None)
+    values = cap.rows.get(row.prompt.prompt_id) if cap is not None else None
+    if values is None:
+        return dict.fromkeys(COLUMNS)
+    return {"win_score": values.win_score, "win_prob": values.win_prob, "ref_loglik": values.ref_loglik}
+
+
+def summary_lines(session) -> list[str]:
+    result = session.results.get(SUITE)
+    cap = getattr(result, "capability", None)
+    if cap is None:
+        return []
+    parts = []
+    for metric in ("win_rate", "lc_win_rate", "mean_ref_loglik"):
+        found = cap.statistic(metric, result.rows)
+        if found is not None:
+            rate, detail = found
+            parts.append(f"{metric} {rate.rate:.3f} (95% CI [{rate.low:.3f}, {rate.high:.3f}]; {detail})")
+    judge = f"judge {cap.judge}" + (f" ({cap.judge_model})" if cap.judge_model else "") if cap.judge else "no judge"
+    lines = [f"capability vs {cap.reference}, {judge}: " + ("; ".join(parts) if parts else "nothing measured")]
+    lines += [f"capability: {note}" for note in cap.notes]
+    return lines
