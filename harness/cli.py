@@ -142,6 +142,9 @@ def _compare(args) -> int:
     return 0 if comparison.passed else 1
 
 
+import trainers.cli  # noqa: E402,F401  registers `train` (after `command` exists: it imports it)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="safety-harness", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -43,7 +43,8 @@ _OPTIONS = [
     ("--max-model-len", "max_model_len", int, None),
     ("--vllm-kv-cache-gib", "vllm_kv_cache_gib", float, None),
 ]
-_FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_remote_code"), ("--no-cache", "no_cache")]
+_FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_remote_code"), ("--no-cache", "no_cache"),
+          ("--no-adapter-sanity", "no_adapter_sanity")]
 
 
 def pytest_addoption(parser):
