@@ -22,7 +22,7 @@ def add_config_options(p) -> None:
         elif f.name == "format":
             p.add_argument(flag, dest=f.name, choices=FORMATS, default=None, help=help_text)
         else:
-            kind = type(default) if default is not None else str
+            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)  # "int | None" -> int
             p.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
 
 

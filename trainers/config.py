@@ -39,8 +39,9 @@ class TrainConfig:
     epochs: float = field(default=4.0, metadata={"help": "Passes over the mix (the paper: 4)."})
     lr: float = field(default=3e-4, metadata={"help": "Peak learning rate of AdamW (Alpaca-LoRA: 3e-4)."})
     batch_size: int = field(default=8, metadata={"help": "Examples per optimizer step."})
-    micro_batch_size: int = field(default=8, metadata={
-        "help": "Examples per forward pass; batch_size / micro_batch_size steps of gradient accumulation."})
+    micro_batch_size: int | None = field(default=None, metadata={
+        "help": "Examples per forward pass (default: batch_size); batch_size / micro_batch_size steps of "
+                "gradient accumulation."})
     warmup_ratio: float = field(default=0.05, metadata={
         "help": "Share of the steps spent warming the learning rate up linearly; it then decays linearly to 0."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
@@ -64,6 +65,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.general + self.safety == 0:
             raise ConfigError("the mix is empty: --general and --safety are both 0")
+        if self.micro_batch_size is None:  # stored resolved, so equal trainings hash equal
+            object.__setattr__(self, "micro_batch_size", self.batch_size)
         for name in ("batch_size", "micro_batch_size", "cutoff", "rank"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -45,7 +45,7 @@ def default_data_dir() -> Path | None:
     return Path(env) if env else None
 
 
-def _data_path(given: str | None, relative: str, data_dir: Path | None, what: str) -> Path:
+def data_path(given: str | None, relative: str, data_dir: Path | None, what: str) -> Path:
     if given:
         return Path(given)
     if data_dir is None:
@@ -53,7 +53,7 @@ def _data_path(given: str | None, relative: str, data_dir: Path | None, what: st
     return Path(data_dir) / relative
 
 
-def _files(path: Path) -> list[Path]:
+def data_files(path: Path) -> list[Path]:
     if path.is_dir():
         found = sorted(p for p in path.iterdir() if p.suffix.lower() in (".json", ".jsonl"))
         if not found:
@@ -68,7 +68,7 @@ def load_general(path: Path) -> list[dict]:
     """Records with status "ok" from every JSON/JSONL file at ``path``. Malformed lines are real-world input
     (alpaca_libre v2 has 14), so they are skipped with one counted warning naming the first."""
     records, problems = [], []
-    for file in _files(path):
+    for file in data_files(path):
         got, bad = load_instruction_data(file, status="ok", on_error="skip")
         records += got
         problems += bad
@@ -97,11 +97,11 @@ def build_mix(config: TrainConfig, data_dir: Path | None = None) -> list[Example
     data_dir = data_dir if data_dir is not None else default_data_dir()
     mix: list[Example] = []
     if config.general:
-        path = _data_path(config.general_data, GENERAL_DIR, data_dir, "general data")
+        path = data_path(config.general_data, GENERAL_DIR, data_dir, "general data")
         for r in _take(load_general(path), config.general, config.seed, "general", path):
             mix.append(Example(r["instruction"], r["input"], r["output"], "general"))
     if config.safety:
-        path = _data_path(config.safety_data, SAFETY_FILE, data_dir, "safety data")
+        path = data_path(config.safety_data, SAFETY_FILE, data_dir, "safety data")
         for r in _take(load_safety(path), config.safety, config.seed + 1, "safety", path):
             text = instruction_to_question(r["instruction"]) if config.format == "question" else r["instruction"]
             mix.append(Example(text, r["input"], r["output"], "safety"))

@@ -14,7 +14,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import ConfigError, ModelError
@@ -36,6 +36,7 @@ class TrainResult:
     n_examples: int
     seconds: float
     finished: bool
+    model: object | None = field(default=None, repr=False)  # the trained peft model, with keep_model=True
 
 
 def _schedule(n: int, config: TrainConfig) -> list[list[int]]:
@@ -94,7 +95,8 @@ def _device_and_dtype(torch):
 
 
 def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None, data_dir: Path | None = None,
-          progress: bool = True, stop_after: int | None = None, threads: int | None = None) -> TrainResult:
+          progress: bool = True, stop_after: int | None = None, threads: int | None = None,
+          keep_model: bool = False) -> TrainResult:
     """Train a LoRA adapter for ``config`` into ``out`` (resuming from ``out/checkpoint`` when one of the same
     config is there). ``stop_after``: leave after that many optimizer steps of this call, as a killed run
     would (tests use it). ``threads``: torch CPU threads (default: half the cores)."""
@@ -190,7 +192,8 @@ def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None
 
     _save_adapter(out, model, tokenizer, template, config, losses, len(examples), mix)
     shutil.rmtree(ckpt, ignore_errors=True)
-    return TrainResult(out, len(steps), losses, start, len(examples), time.perf_counter() - started, True)
+    return TrainResult(out, len(steps), losses, start, len(examples), time.perf_counter() - started, True,
+                       model.eval() if keep_model else None)
 
 
 def _read_state(ckpt: Path, key: str) -> dict | None:
