@@ -94,14 +94,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=REPO / "reports" / "runs" / "sweep")
     p.add_argument("--base", default="smollm2-135m-instruct")
-    p.add_argument("--general", type=int, default=192, help="general examples, fixed across the sweep")
+    p.add_argument("--general", type=int, default=128, help="general examples, fixed across the sweep")
     p.add_argument("--shares", type=lambda s: [float(x) for x in s.split(",")], default=[0, 0.015, 0.03, 0.06, 0.12],
                    help="safety shares of the mix, instruction format")
     p.add_argument("--question-shares", type=lambda s: [float(x) for x in s.split(",") if x],
                    default=[0.03], help="safety shares trained in question format")
     p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--cutoff", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--cutoff", type=int, default=112)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=32, help="prompts per suite (a stratified sample)")

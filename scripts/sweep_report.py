@@ -91,8 +91,9 @@ def plot(entries: list[dict], path: Path) -> None:
     colors = dict(zip(METRICS, ("#c0392b", "#e67e22", "#2980b9", "#27ae60")))
     inst = [e for e in entries if e["format"] == "instruction"]
     base = next((e for e in entries if e["format"] == "untuned"), None)
-    for title in METRICS:
-        xs = [e["share"] for e in inst]
+    for i, title in enumerate(METRICS):
+        dx = (i - 1.5) * 0.08  # a small sideways offset per metric keeps overlapping error bars readable
+        xs = [e["share"] + dx for e in inst]
         ks = [e["metrics"][title] for e in inst]
         ys = [k / n if n else float("nan") for k, n in ks]
         err = [[y - wilson_interval(k, n)[0] for y, (k, n) in zip(ys, ks)],
@@ -106,7 +107,7 @@ def plot(entries: list[dict], path: Path) -> None:
             if e["format"] == "question":
                 k, n = e["metrics"][title]
                 if n:
-                    ax.plot([e["share"]], [k / n], marker="s", markersize=8, markerfacecolor="none",
+                    ax.plot([e["share"] + dx], [k / n], marker="s", markersize=8, markerfacecolor="none",
                             color=colors[title])
     ax.set_xlabel("safety demonstrations, % of the training mix (instruction format)")
     ax.set_ylabel("rate")
