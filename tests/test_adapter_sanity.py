@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from harness import adapter_sanity
-from harness.backends.base import register_backend
+from harness.backends import base as backends_base
 from harness.backends.hf import HFBackend
 from harness.errors import ModelError
 from harness.session import HarnessSession
@@ -68,9 +68,7 @@ class IgnoresAdapter(HFBackend):
         self.lora_request = object()
 
 
-register_backend("ignores_adapter")(IgnoresAdapter)
-
-
-def test_a_backend_that_does_not_apply_the_adapter_is_caught(tmp_path, tiny_adapter):
+def test_a_backend_that_does_not_apply_the_adapter_is_caught(tmp_path, tiny_adapter, monkeypatch):
+    monkeypatch.setitem(backends_base._REGISTRY, "ignores_adapter", IgnoresAdapter)  # for this test only
     with pytest.raises(ModelError, match="the backend did not apply the adapter"):
         start_backend(tmp_path, tiny_adapter, backend="ignores_adapter")
