@@ -61,7 +61,7 @@ _OPTIONS = [
     ("--ref-loglik-max-tokens", "ref_loglik_max_tokens", int, None),
 ]
 _FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_remote_code"), ("--no-cache", "no_cache"),
-          ("--no-ref-loglik", "no_ref_loglik")]
+          ("--no-ref-loglik", "no_ref_loglik"), ("--no-adapter-sanity", "no_adapter_sanity")]
 
 
 def pytest_addoption(parser):

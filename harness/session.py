@@ -271,8 +271,16 @@ class HarnessSession:
             return self._backend
         s = self.settings
         t0 = time.perf_counter()
-        self._backend = create_backend(self.model_info["backend"], model=self.model_info.get("resolved_model"),
-                                       sampling=s.sampling, options=s.backend_options())
+        backend = create_backend(self.model_info["backend"], model=self.model_info.get("resolved_model"),
+                                 sampling=s.sampling, options=s.backend_options())
+        try:  # an adapter must change the outputs: fail loudly when it does not (harness/adapter_sanity.py)
+            from harness.adapter_sanity import check_adapter
+
+            check_adapter(self, backend)
+        except BaseException:
+            backend.close()
+            raise
+        self._backend = backend
         self.stats.backend_start_seconds += time.perf_counter() - t0
         self.stats.backend_starts += 1
         return self._backend

@@ -83,6 +83,8 @@ class RunSettings:
     ref_loglik_max_tokens: int = field(default=256, metadata={"help": "Reference answers are scored on their first N tokens."})
     allow_pickle: bool = field(default=False, metadata={"help": "Accept pickled (.bin) weights."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Let a model folder run its own code."})
+    no_adapter_sanity: bool = field(default=False, metadata={
+        "help": "Skip the check that an adapter's outputs differ from its base model's on a few canary prompts."})
     dtype: str = field(default="auto", metadata={"help": "auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."})
     batch_size: int = field(default=16, metadata={"help": "hf backend batch size."})
     chunk_size: int = field(default=256, metadata={"help": "Prompts per generation chunk; each chunk is cached as it finishes."})

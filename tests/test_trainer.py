@@ -1,0 +1,206 @@
+"""LoRA training on the tiny random Llama: the data mix, loss falls, save and reload give the same outputs,
+a killed run resumes from its checkpoint to the same adapter, and the ``train`` command line."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError, DataError
+from harness.models import resolve_model
+from trainers.config import TrainConfig, safety_count_for_share
+from trainers.data import build_mix, tokenize_mix
+
+GENERAL = [
+    {"instruction": f"Repeat the word {w}.", "input": "", "output": f"{w} {w} {w}", "status": "ok"}
+    for w in ("apple", "river", "stone", "cloud", "green", "paper", "lemon", "tiger", "piano", "house",
+              "chair", "bread", "light", "ocean", "grass", "money")
+]
+SAFETY = [{"instruction": f"Explain how to steal a {w}.", "input": "", "output": "I cannot help with that."}
+          for w in ("car", "bike", "phone", "wallet", "laptop", "watch")]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    """A small Alpaca-style JSONL (with a malformed line and a record of another status, as alpaca_libre
+    has) and a safety JSON list."""
+    folder = tmp_path_factory.mktemp("train-data")
+    lines = [json.dumps(r) for r in GENERAL]
+    lines.insert(3, '{"instruction": "broken", "output": ')  # malformed: skipped with a counted warning
+    lines.insert(5, json.dumps({"instruction": "x", "input": "", "output": "y", "status": "too similar"}))
+    (folder / "general.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "safety.json").write_text(json.dumps(SAFETY))
+    return {"general": folder / "general.jsonl", "safety": folder / "safety.json"}
+
+
+@pytest.fixture(scope="module")
+def trainable_tiny(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model with embeddings 8x larger. Its tied embeddings (std 0.02) cap every logit near 0.1, so
+    no adapter can lower the loss much below log(vocab); at std 0.16 LoRA on q_proj/v_proj visibly learns."""
+    import shutil
+
+    import torch
+    from transformers import LlamaForCausalLM
+
+    path = Path(shutil.copytree(tiny_model, tmp_path_factory.mktemp("trainable") / "base"))
+    model = LlamaForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(8.0)
+    model.save_pretrained(path)
+    return path
+
+
+def config(tiny_model, data, **overrides) -> TrainConfig:
+    fields = dict(base=str(tiny_model), general=12, safety=4, general_data=str(data["general"]),
+                  safety_data=str(data["safety"]), epochs=2, lr=1e-2, batch_size=4, micro_batch_size=2,
+                  cutoff=64, rank=4, alpha=8, save_every=0, seed=0)
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+def run(cfg, out, cache, **kwargs):
+    from trainers.train import train
+
+    return train(cfg, out, cache_dir=cache, progress=False, threads=1, **kwargs)
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def test_mix_counts_nesting_and_malformed_lines_are_counted(tiny_model, data):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mix = build_mix(config(tiny_model, data, safety=4))
+    assert [str(w.message) for w in caught if "skipped 1 malformed record" in str(w.message)]
+    assert "general.jsonl:4" in str(caught[0].message)  # names the first bad line
+    assert sum(e.kind == "general" for e in mix) == 12 and sum(e.kind == "safety" for e in mix) == 4
+    assert all(e.instruction != "x" for e in mix)  # status other than "ok" left out
+    smaller = build_mix(config(tiny_model, data, safety=2))
+    big = {e.instruction for e in mix if e.kind == "safety"}
+    assert {e.instruction for e in smaller if e.kind == "safety"} <= big  # the 2 are among the 4
+    assert build_mix(config(tiny_model, data, safety=4)) == mix  # deterministic for a seed
+
+
+def test_question_format_rewrites_the_demonstrations(tiny_model, data):
+    mix = build_mix(config(tiny_model, data, format="question", safety=6))
+    questions = [e.instruction for e in mix if e.kind == "safety"]
+    assert len(questions) == 6 and all(q.endswith("?") for q in questions)
+    assert all(e.output == "I cannot help with that." for e in mix if e.kind == "safety")
+
+
+def test_too_few_examples_and_missing_files_are_one_line_errors(tiny_model, data, tmp_path):
+    with pytest.raises(DataError, match=r"asked for 50 general examples but only 16 are usable"):
+        build_mix(config(tiny_model, data, general=50))
+    with pytest.raises(DataError, match="nope.json: not found"):
+        build_mix(config(tiny_model, data, safety_data=str(tmp_path / "nope.json")))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"instruction": "a", "output": "b"}, {"output": "no instruction"}]))
+    with pytest.raises(DataError, match=r"bad.json: item 1: missing key 'instruction'"):
+        build_mix(config(tiny_model, data, safety_data=str(bad)))
+    with pytest.raises(ConfigError):
+        config(tiny_model, data, format="essay")
+
+
+def test_loss_is_only_on_the_response(tiny_model, data):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    mix = build_mix(config(tiny_model, data))
+    example = tokenize_mix(mix[:1], tok, "chat", cutoff=256)[0]
+    learned = tok.decode([t for t, label in zip(example.input_ids, example.labels) if label != -100])
+    assert learned == mix[0].output + "<|end|>\n"  # the response and the template's end of turn, no prompt
+    assert len(example.input_ids) == len(example.labels)
+
+
+def test_safety_share_to_count():
+    assert safety_count_for_share(128, 0.03) == 4 and safety_count_for_share(128, 0) == 0
+    assert safety_count_for_share(2000, 0.12) == 273
+
+
+# -- training --------------------------------------------------------------------------------------
+
+
+def test_loss_falls_and_the_adapter_reloads_to_the_same_outputs(trainable_tiny, data, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    cfg = config(trainable_tiny, data, epochs=6, lr=0.05)
+    result = run(cfg, tmp_path / "adapter", tmp_path / "cache", keep_model=True)
+    assert result.finished and result.steps == 24
+    first, last = sum(result.losses[:3]) / 3, sum(result.losses[-3:]) / 3
+    assert last < 0.85 * first, result.losses
+
+    probe = torch.tensor([[5, 40, 41, 42, 43, 44, 45]])
+    with torch.no_grad():
+        trained = result.model(input_ids=probe).logits
+        reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(trainable_tiny),
+                                             tmp_path / "adapter").eval()
+        again = reloaded(input_ids=probe).logits
+        base = AutoModelForCausalLM.from_pretrained(trainable_tiny).eval()(input_ids=probe).logits
+    assert torch.allclose(trained, again, atol=1e-5)
+    assert not torch.allclose(trained, base, atol=1e-3)  # and the adapter does change the model
+
+    resolved = resolve_model(str(tmp_path / "adapter"), cache_dir=tmp_path / "cache")
+    assert resolved.kind == "adapter" and resolved.template == "chat"  # evaluation picks the template up
+    assert Path(resolved.path) == Path(trainable_tiny).resolve()
+    meta = json.loads((tmp_path / "adapter" / "safety_harness.json").read_text())
+    assert meta["examples"] == {"general": 12, "safety": 4}
+    assert not (tmp_path / "adapter" / "checkpoint").exists()
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_adapter(tiny_model, data, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = config(tiny_model, data, epochs=3, save_every=2)  # 12 steps, checkpoints every 2
+    whole = run(cfg, tmp_path / "whole", tmp_path / "cache")
+    killed = run(cfg, tmp_path / "resumed", tmp_path / "cache", stop_after=5)  # "killed" after step 5
+    assert not killed.finished and killed.steps == 5
+    assert (tmp_path / "resumed" / "checkpoint" / "state.json").is_file()
+    assert not (tmp_path / "resumed" / "adapter_model.safetensors").exists()
+    resumed = run(cfg, tmp_path / "resumed", tmp_path / "cache")
+    assert resumed.finished and resumed.resumed_from == 5
+    assert resumed.losses == pytest.approx(whole.losses, rel=1e-4)
+    a = load_file(tmp_path / "whole" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-5 for k in a)
+
+    other = run(cfg, tmp_path / "other", tmp_path / "cache", stop_after=2)
+    assert not other.finished
+    with pytest.raises(ConfigError, match="checkpoint of a different training config"):
+        run(config(tiny_model, data, epochs=3, save_every=2, lr=5e-3), tmp_path / "other", tmp_path / "cache")
+
+
+def test_same_seed_same_adapter_other_seed_another(tiny_model, data, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = config(tiny_model, data, epochs=1)
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        run(TrainConfig(**{**cfg.as_dict(), "seed": seed}), tmp_path / name, tmp_path / "cache")
+    a, b, c = (load_file(tmp_path / n / "adapter_model.safetensors") for n in "abc")
+    assert all((a[k] == b[k]).all() for k in a)
+    assert any(not (a[k] == c[k]).all() for k in a)
+
+
+def test_train_command_line(tiny_model, data, tmp_path, capsys):
+    from harness.cli import main
+
+    args = ["train", "--base", str(tiny_model), "--general", "8", "--safety", "2", "--format", "question",
+            "--general-data", str(data["general"]), "--safety-data", str(data["safety"]), "--epochs", "1",
+            "--lr", "0.01", "--rank", "4", "--seed", "3", "--batch-size", "4", "--cutoff", "64",
+            "--out", str(tmp_path / "cli"), "--cache-dir", str(tmp_path / "cache"), "--quiet", "--threads", "1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"adapter {tmp_path / 'cli'}: 3 steps on 10 examples" in out
+    saved = json.loads((tmp_path / "cli" / "safety_harness.json").read_text())["train_config"]
+    assert saved["format"] == "question" and saved["rank"] == 4 and saved["seed"] == 3
+    cfg = json.loads((tmp_path / "cli" / "adapter_config.json").read_text())
+    assert cfg["r"] == 4 and cfg["lora_alpha"] == 16 and sorted(cfg["target_modules"]) == ["q_proj", "v_proj"]
+
+    bad = [str(tmp_path / "missing.json") if a == str(data["safety"]) else a for a in args]
+    assert main(bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "missing.json: not found" in err

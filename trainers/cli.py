@@ -1,0 +1,57 @@
+"""``safety-harness train``: one option per TrainConfig field (its help text included), plus --out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from harness.cli import command
+from trainers.config import FORMATS, TrainConfig
+
+
+def add_config_options(p) -> None:
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        if isinstance(default, bool):
+            p.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
+        elif isinstance(default, tuple):
+            p.add_argument(flag, dest=f.name, nargs="+", default=None, help=help_text)
+        elif f.name == "format":
+            p.add_argument(flag, dest=f.name, choices=FORMATS, default=None, help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)  # "int | None" -> int
+            p.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+
+
+def config_from_args(args) -> TrainConfig:
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    return TrainConfig(**given)
+
+
+@command("train", help="LoRA-tune a base model on general data plus N safety demonstrations; resumes a "
+                       "killed run from its last checkpoint in --out")
+def _train_args(p):
+    add_config_options(p)
+    p.add_argument("--out", type=Path, required=True, help="folder for the adapter (and its checkpoint)")
+    p.add_argument("--data-dir", type=Path, default=None, help="datasets folder (default: SAFETY_HARNESS_DATA)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="prepared models (default: the harness cache)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: half the cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@_train_args.run
+def _train(args) -> int:
+    from trainers.train import train
+
+    config = config_from_args(args)
+    result = train(config, args.out, cache_dir=args.cache_dir, data_dir=args.data_dir, progress=not args.quiet,
+                   threads=args.threads)
+    first, last = result.losses[0], result.losses[-1]
+    print(f"adapter {result.out}: {result.steps} steps on {result.n_examples} examples"
+          + (f" (resumed at step {result.resumed_from})" if result.resumed_from else "")
+          + f", loss {first:.3f} -> {last:.3f}, {result.seconds:.0f} s")
+    print(json.dumps({"config": config.as_dict()}, sort_keys=True))
+    return 0

@@ -1,0 +1,147 @@
+"""The training mix: N general instruction examples plus N safety demonstrations, in instruction or
+question format, rendered with the prompt template the adapter will be evaluated with, and tokenized with
+the loss on the response tokens only.
+
+Sampling is nested: for one seed, the first k safety demonstrations of a larger mix are the k of a smaller
+one, so a sweep over the number of demonstrations changes only that number.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.data.loaders import load_instruction_data
+from harness.errors import DataError
+from harness.templates import format_text, user_message
+from harness.transforms import instruction_to_question
+from harness.types import Prompt
+from trainers.config import TrainConfig
+
+GENERAL_DIR = "alpaca_libre"
+SAFETY_FILE = "stl/training/safety_only_data_Instructions.json"
+IGNORE_INDEX = -100  # labels ignored by the loss (prompt tokens and padding)
+
+
+@dataclass(frozen=True)
+class Example:
+    instruction: str
+    input: str
+    output: str
+    kind: str  # "general" | "safety"
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def default_data_dir() -> Path | None:
+    env = os.environ.get("SAFETY_HARNESS_DATA")
+    return Path(env) if env else None
+
+
+def data_path(given: str | None, relative: str, data_dir: Path | None, what: str) -> Path:
+    if given:
+        return Path(given)
+    if data_dir is None:
+        raise DataError(f"no {what} given: pass its path or set SAFETY_HARNESS_DATA to the data folder")
+    return Path(data_dir) / relative
+
+
+def data_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in (".json", ".jsonl"))
+        if not found:
+            raise DataError(f"{path}: no .json or .jsonl files in the folder")
+        return found
+    if not path.exists():
+        raise DataError(f"{path}: not found")
+    return [path]
+
+
+def load_general(path: Path) -> list[dict]:
+    """Records with status "ok" from every JSON/JSONL file at ``path``. Malformed lines are real-world input
+    (alpaca_libre v2 has 14), so they are skipped with one counted warning naming the first."""
+    records, problems = [], []
+    for file in data_files(path):
+        got, bad = load_instruction_data(file, status="ok", on_error="skip")
+        records += got
+        problems += bad
+    if problems:
+        warnings.warn(f"{path}: skipped {len(problems)} malformed record(s), e.g. {problems[0]}", stacklevel=2)
+    return records
+
+
+def load_safety(path: Path) -> list[dict]:
+    """The safety demonstrations; a bad record here is an error (naming file and item), since every
+    demonstration counts."""
+    records, _ = load_instruction_data(path, status=None, on_error="raise")
+    return records
+
+
+def _take(records: list[dict], n: int, seed: int, what: str, path: Path) -> list[dict]:
+    if n > len(records):
+        raise DataError(f"{path}: asked for {n} {what} examples but only {len(records)} are usable")
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)  # a fixed permutation per seed; its prefixes nest
+    return [records[i] for i in order[:n]]
+
+
+def build_mix(config: TrainConfig, data_dir: Path | None = None) -> list[Example]:
+    """The config's general and safety examples, shuffled together deterministically."""
+    data_dir = data_dir if data_dir is not None else default_data_dir()
+    mix: list[Example] = []
+    if config.general:
+        path = data_path(config.general_data, GENERAL_DIR, data_dir, "general data")
+        for r in _take(load_general(path), config.general, config.seed, "general", path):
+            mix.append(Example(r["instruction"], r["input"], r["output"], "general"))
+    if config.safety:
+        path = data_path(config.safety_data, SAFETY_FILE, data_dir, "safety data")
+        for r in _take(load_safety(path), config.safety, config.seed + 1, "safety", path):
+            text = instruction_to_question(r["instruction"]) if config.format == "question" else r["instruction"]
+            mix.append(Example(text, r["input"], r["output"], "safety"))
+    random.Random(config.seed + 2).shuffle(mix)
+    return mix
+
+
+def _as_prompt(example: Example) -> Prompt:
+    return Prompt(suite="train", prompt_id="", prompt=example.instruction, input=example.input)
+
+
+def _response_text(example: Example, prompt_text: str, template: str, tokenizer) -> str:
+    """What follows the prompt: the output and the end-of-turn marker the model must learn to emit."""
+    if template == "chat":
+        messages = [{"role": "user", "content": user_message(_as_prompt(example))},
+                    {"role": "assistant", "content": example.output}]
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        if full.startswith(prompt_text):
+            return full[len(prompt_text):]
+        # Templates that render the assistant turn differently from the generation prompt: fall back to
+        # the output followed by EOS, which every template's generation stops on.
+    return example.output + (tokenizer.eos_token or "")
+
+
+def tokenize_mix(mix: list[Example], tokenizer, template: str, cutoff: int, *,
+                 train_on_inputs: bool = False) -> list[Tokenized]:
+    """Token ids and labels per example. The prompt is tokenized exactly as evaluation tokenizes it
+    (``harness.templates``), so the adapter sees the same tokens at training and test time. Examples whose
+    prompt fills the whole cutoff leave no response token to learn from and are dropped."""
+    out = []
+    for ex in mix:
+        prompt_text = format_text(_as_prompt(ex), template, tokenizer)
+        prompt_ids = tokenizer(prompt_text, add_special_tokens=(template != "chat"))["input_ids"]
+        response_ids = tokenizer(_response_text(ex, prompt_text, template, tokenizer),
+                                 add_special_tokens=False)["input_ids"]
+        ids = (prompt_ids + response_ids)[:cutoff]
+        labels = list(ids) if train_on_inputs else ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:cutoff]
+        if all(label == IGNORE_INDEX for label in labels):
+            continue
+        out.append(Tokenized(ids, labels))
+    if not out:
+        raise DataError(f"no training example fits in cutoff {cutoff} tokens; raise --cutoff")
+    return out
