@@ -35,3 +35,12 @@ def assert_thresholds(result: SuiteResult, category: str | None = None) -> None:
 def test_configured_suite(safety_suite: SuiteResult, safety_suite_name: str) -> None:
     """Import this into any test module to run every suite declared in [tool.safety-harness.suites]."""
     assert_thresholds(safety_suite)
+
+
+def skip_marked(items, marker: str, reason: str) -> None:
+    """Skip every collected item carrying ``marker`` (the opt-in pattern behind --run-training,
+    --run-invariance, and the vLLM tests when vLLM is absent)."""
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if item.get_closest_marker(marker):
+            item.add_marker(skip)

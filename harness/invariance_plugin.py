@@ -33,10 +33,9 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     if config.getoption("sh_run_invariance"):
         return
-    skip = pytest.mark.skip(reason=OPT_IN)
-    for item in items:
-        if item.get_closest_marker("invariance"):
-            item.add_marker(skip)
+    from harness.api import skip_marked
+
+    skip_marked(items, "invariance", OPT_IN)
 
 
 @pytest.fixture(scope="session")

