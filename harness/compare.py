@@ -73,8 +73,9 @@ class Report:
 def load_report(source, role: str = "report") -> Report:
     """A report from a Parquet path or a ``pyarrow.Table`` (plus its metadata, if any).
 
-    Raises ``DataError`` with one line for a missing file, a file that is not Parquet, missing columns,
-    duplicate (suite, prompt_id) rows or rows with no pass/fail outcome.
+    Raises ``DataError`` with one line for a missing file, a file that is not Parquet, missing columns or
+    duplicate (suite, prompt_id) rows. Rows with no pass/fail outcome (an unparseable judge verdict,
+    ``judge_error``) are kept here and left out of the pairing by ``compare_reports``.
     """
     if isinstance(source, pa.Table):
         table, meta, name = source, _table_meta(source), role
@@ -97,8 +98,6 @@ def load_report(source, role: str = "report") -> Report:
         key = (row["suite"], row["prompt_id"])
         if key in rows:
             raise DataError(f"{role} report {name}: prompt {key[0]}/{key[1]} appears twice")
-        if row["passed"] is None:
-            raise DataError(f"{role} report {name}: prompt {key[0]}/{key[1]} has no pass/fail outcome")
         rows[key] = row
     if not rows:
         raise DataError(f"{role} report {name} has no rows")
@@ -217,9 +216,16 @@ def compare_reports(base_source, cand_source, *, rules: GateRule | Mapping[str, 
     if found and not allow_mismatch:
         raise ComparisonRefused("runs not comparable: " + "; ".join(found)
                                 + " (--allow-mismatch compares the shared prompts anyway)")
-    keys = [k for k in base.rows if k in cand.rows]
+    shared = [k for k in base.rows if k in cand.rows]
+    # A prompt without an outcome on either side (judge_error) has no pass/fail pair to test.
+    keys = [k for k in shared if base.rows[k]["passed"] is not None and cand.rows[k]["passed"] is not None]
     if not keys:
-        raise ComparisonRefused("runs not comparable: no prompt in common")
+        raise ComparisonRefused("runs not comparable: no prompt in common"
+                                + (" with a pass/fail outcome on both sides" if shared else ""))
+    if len(keys) < len(shared):
+        undecided = next(k for k in shared if k not in set(keys))
+        found = found + [f"{len(shared) - len(keys)} prompts with no pass/fail outcome (judge_error) on one side "
+                         f"or both were left out, e.g. {'/'.join(undecided)}"]
 
     buckets: dict[tuple[str, str, str], list] = {("all", "", ""): []}
     for key in keys:

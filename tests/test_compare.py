@@ -316,3 +316,17 @@ def test_tables_in_memory_and_a_single_run_summary(base):
     assert (by_name["harmful"].failures, by_name["harmful"].n) == (10, 100)
     assert (by_name["benign[everyday]"].rate.low, by_name["benign[everyday]"].rate.high) == wilson_interval(2, 40)
     assert by_name["all"].n == 140
+
+
+def test_prompts_without_an_outcome_are_left_out_and_counted(base, tmp_path):
+    """judge_error rows (passed empty) have no pass/fail pair: the comparison skips them and says so."""
+    import pyarrow.compute as pc
+
+    table = pq.read_table(base)
+    undecided = pc.is_in(table["prompt_id"], pa.array(["h000", "b005"]))
+    passed = pc.if_else(undecided, pa.scalar(None, pa.bool_()), table["passed"])
+    cand = tmp_path / "judged.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("passed"), "passed", passed), cand)
+    c = compare_reports(base, cand)
+    assert c.group().stats.n == 138 and c.passed
+    assert any("2 prompts with no pass/fail outcome (judge_error)" in w for w in c.warnings)
