@@ -81,6 +81,7 @@ class Check:
     threshold: float
     rate: Rate
     passed: bool
+    on: str = "estimate"  # what was held against the threshold: the estimate, or the interval's far end
 
     def describe(self) -> str:
         r = self.rate
@@ -88,6 +89,8 @@ class Check:
         if r.n == 0:
             return f"{r.metric}: no scorable rows ({r.excluded} {JUDGE_ERROR}), cannot check {self.bound} {self.threshold:g}"
         relation = "within" if self.passed else ("exceeds" if self.bound == "max" else "below")
+        if self.on == "bound":
+            relation = f"{'upper' if self.bound == 'max' else 'lower'} bound {relation}"
         return (
             f"{r.metric} {r.rate:.3f} ({r.k}/{r.n}, 95% CI {r.low:.3f}-{r.high:.3f}{note}) "
             f"{relation} {self.bound} {self.threshold:g}"
@@ -135,8 +138,16 @@ def compute_rate(metric_name: str, rows: Iterable[tuple[str, str]]) -> Rate | No
     return Rate(metric_name, k, len(scored), k / len(scored), low, high, excluded)
 
 
-def check_thresholds(rows: list[tuple[str, str]], thresholds: dict[str, float]) -> list[Check]:
-    """Check every threshold whose metric has rows; thresholds with no applicable rows are skipped."""
+THRESHOLD_ON = ("estimate", "bound")
+
+
+def check_thresholds(rows: list[tuple[str, str]], thresholds: dict[str, float], *,
+                     on: str = "estimate") -> list[Check]:
+    """Check every threshold whose metric has rows; thresholds with no applicable rows are skipped.
+
+    ``on="bound"`` holds the far end of the 95% Wilson interval against the threshold (the upper bound
+    against a max, the lower against a min), so a suite passes only when the data show it is within
+    bounds, not merely when its point estimate is: the stricter gate for small samples."""
     checks = []
     for key, threshold in sorted(thresholds.items()):
         bound, metric = parse_threshold_key(key)
@@ -147,7 +158,9 @@ def check_thresholds(rows: list[tuple[str, str]], thresholds: dict[str, float]) 
             continue
         if rate.n == 0:  # only judge_error rows: unmeasured must not pass
             passed = False
+        elif bound == "max":
+            passed = (rate.high if on == "bound" else rate.rate) <= threshold
         else:
-            passed = rate.rate <= threshold if bound == "max" else rate.rate >= threshold
-        checks.append(Check(key, bound, threshold, rate, passed))
+            passed = (rate.low if on == "bound" else rate.rate) >= threshold
+        checks.append(Check(key, bound, threshold, rate, passed, on))
     return checks

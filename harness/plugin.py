@@ -13,6 +13,7 @@ import pytest
 
 from harness.backends.vllm_backend import EXECUTOR_BACKENDS
 from harness.errors import HarnessError
+from harness.gating import THRESHOLD_ON
 from harness.session import HarnessSession, SuiteResult
 from harness.settings import RunSettings, build_settings, parse_backend_args
 from harness.templates import TEMPLATES
@@ -59,6 +60,7 @@ _OPTIONS = [
     ("--capability-judge-model", "capability_judge_model", str, None),
     ("--capability-reference", "capability_reference", str, None),
     ("--ref-loglik-max-tokens", "ref_loglik_max_tokens", int, None),
+    ("--threshold-on", "threshold_on", str, THRESHOLD_ON),
 ]
 _FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_remote_code"), ("--no-cache", "no_cache"),
           ("--no-ref-loglik", "no_ref_loglik"), ("--no-adapter-sanity", "no_adapter_sanity")]

@@ -63,7 +63,7 @@ class SuiteResult:
         spec = get_suite(self.name)
         thresholds = spec.thresholds_for(category, self.settings.thresholds)
         rows = [(r.prompt.expected, r.score.label) for r in self.select(category)]
-        checks = check_thresholds(rows, thresholds)
+        checks = check_thresholds(rows, thresholds, on=self.settings.threshold_on)
         if self.capability is not None:  # win rate and reference log-likelihood thresholds
             checks += self.capability.checks(self.select(category), thresholds)
         return checks

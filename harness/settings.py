@@ -32,7 +32,7 @@ from pathlib import Path
 
 from harness.backends.base import BackendOptions, SamplingConfig
 from harness.errors import ConfigError
-from harness.gating import validate_thresholds
+from harness.gating import THRESHOLD_ON, validate_thresholds
 from harness.models import DEFAULT_MODEL
 from harness.suites import SuiteSpec, add_suite
 
@@ -101,6 +101,9 @@ class RunSettings:
     backend_args: dict = field(default_factory=dict, metadata={
         "help": "Backend-specific KEY=VALUE setting (repeatable), e.g. tensor_parallel_size=2 for vllm; "
                 "VALUE is parsed as JSON when possible. TOML: [tool.safety-harness.backend_args]."})
+    threshold_on: str = field(default="estimate", metadata={
+        "help": "estimate: a suite's rate is held against its thresholds; bound: the far end of its 95% Wilson "
+                "interval is (upper bound for max_, lower for min_), so small samples must show they pass."})
     thresholds: dict = field(default_factory=dict, metadata={"help": "SUITE or SUITE:CATEGORY -> {max_/min_metric: value}."})
     baseline_dir: Path | None = field(default=None, metadata={"help": "Folder of named baselines for --baseline-save/--baseline-compare (default .safety-harness/baselines in the project)."})
     gate: dict = field(default_factory=dict, metadata={"help": "[tool.safety-harness.gate]: regression-gate rules against a baseline (see harness.baseline_gate)."})
@@ -252,6 +255,8 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
         settings = replace(settings, backend_args={**settings.backend_args, **cli["backend_args"]})
     if settings.limit is not None and settings.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {settings.limit}")
+    if settings.threshold_on not in THRESHOLD_ON:
+        raise ConfigError(f"threshold_on must be one of {', '.join(THRESHOLD_ON)}, got {settings.threshold_on!r}")
     if settings.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {settings.max_new_tokens}")
     from harness.backends.vllm_backend import normalize_parallel
