@@ -11,7 +11,7 @@ prints. A metric whose rows are all ``judge_error`` fails its check rather than 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from harness.errors import ConfigError
@@ -81,7 +81,9 @@ class Check:
     threshold: float
     rate: Rate
     passed: bool
-    on: str = "estimate"  # what was held against the threshold: the estimate, or the interval's far end
+    # What was held against the threshold: the estimate, or the interval's far end. Keyword-only, so that
+    # subclasses (harness.capability's StatCheck) keep adding positional fields.
+    on: str = field(default="estimate", kw_only=True)
 
     def describe(self) -> str:
         r = self.rate
@@ -162,5 +164,5 @@ def check_thresholds(rows: list[tuple[str, str]], thresholds: dict[str, float], 
             passed = (rate.high if on == "bound" else rate.rate) <= threshold
         else:
             passed = (rate.low if on == "bound" else rate.rate) >= threshold
-        checks.append(Check(key, bound, threshold, rate, passed, on))
+        checks.append(Check(key, bound, threshold, rate, passed, on=on))
     return checks
