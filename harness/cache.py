@@ -25,6 +25,11 @@ CREATE TABLE IF NOT EXISTS generations (
     n_tokens INTEGER NOT NULL,
     finish_reason TEXT NOT NULL,
     created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS scores (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    created REAL NOT NULL
 )
 """
 
@@ -46,7 +51,7 @@ class GenerationCache:
         self.path = self.dir / "generations.sqlite"
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute(_SCHEMA)
+            db.executescript(_SCHEMA)
             db.commit()
 
     def _connect(self) -> sqlite3.Connection:
@@ -72,6 +77,25 @@ class GenerationCache:
                 "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
                 [(k, r.text, r.n_tokens, r.finish_reason, now) for k, r in items.items()],
             )
+            db.commit()
+
+    def get_values(self, keys: list[str]) -> dict[str, object]:
+        """JSON values stored by ``put_values``: scores that cost a model pass (reference log-likelihoods,
+        judge verdicts), keyed like generations by everything that determines them."""
+        found: dict[str, object] = {}
+        with closing(self._connect()) as db:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, value in db.execute(f"SELECT key, value FROM scores WHERE key IN ({marks})", chunk):
+                    found[key] = json.loads(value)
+        return found
+
+    def put_values(self, items: dict[str, object]) -> None:
+        now = time.time()
+        with closing(self._connect()) as db:
+            db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?)",
+                           [(k, json.dumps(v), now) for k, v in items.items()])
             db.commit()
 
     def generation_lock(self, run_key: str, timeout: float = -1) -> FileLock:

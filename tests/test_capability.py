@@ -128,6 +128,27 @@ def test_a_run_judges_the_capability_suite_and_scores_the_references(tiny_model,
     assert "judge longer" in line and "win_rate 0.000" in line and "mean_ref_loglik" in line
 
 
+def test_a_second_run_reads_log_likelihoods_and_verdicts_from_the_cache(tiny_model, data_dir, tmp_path,
+                                                                        monkeypatch):
+    cli = dict(model=str(tiny_model), backend="hf", max_new_tokens=4, capability_judge="longer")
+    first = _capability_session(tmp_path, data_dir, **cli).results["capability"].capability
+    import harness.capability.lm as lm_module
+    import harness.capability.win_rate as win_rate_module
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("recomputed a cached capability value")
+
+    monkeypatch.setattr(lm_module, "load_scoring_lm", must_not_run)
+    monkeypatch.setattr(win_rate_module, "judge_swapped", must_not_run)
+    second = _capability_session(tmp_path, data_dir, **cli).results["capability"].capability
+    assert second.rows == first.rows and any(r.ref_loglik is not None for r in second.rows.values())
+    assert "reference log-likelihood: 7 of 7 from the cache" in second.notes
+    assert "capability judge verdicts: 7 of 7 from the cache" in second.notes
+    # --no-cache computes again (the stand-ins above would fail it)
+    with pytest.raises(AssertionError, match="recomputed"):
+        _capability_session(tmp_path, data_dir, **cli, no_cache=True)
+
+
 def test_without_a_judge_the_win_rate_threshold_is_inactive(data_dir, tmp_path):
     hs = _capability_session(tmp_path, data_dir, backend="dummy")
     result = hs.results["capability"]

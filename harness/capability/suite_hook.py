@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
+from harness.cache import GenerationCache, stable_hash
 from harness.gating import STATISTICS, Check, Rate, parse_threshold_key
 
 SUITE = "capability"
+LOGLIK_VERSION = "1"  # in the reference log-likelihood's cache key: bump when its values can change
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ def score_capability(session, result, *, progress: bool = True) -> None:
     if not with_ref and note is None:
         cap.notes.append(f"no prompt of this run has a reference output in {s.capability_reference}")
 
+    store = _ScoreStore(s)
     logliks: dict[int, object] = {}
     model = session.model_info.get("resolved_model")
     if s.no_ref_loglik:
@@ -159,34 +162,51 @@ def score_capability(session, result, *, progress: bool = True) -> None:
     elif model is None:
         cap.notes.append(f"no reference log-likelihood: backend {session.model_info.get('backend')} loads no model")
     elif with_ref:
-        from harness.capability.lm import load_scoring_lm
-        from harness.capability.loglik import reference_logliks
+        from harness.capability.loglik import RefLoglik
 
         t0 = time.perf_counter()
-        lm = load_scoring_lm(s.model, cache_dir=s.cache_dir, template=session.model_info["template"],
-                             dtype=s.dtype, resolved=model)
-        with _bar(len(with_ref), "reference log-likelihood", progress) as bar:
-            found = reference_logliks(lm, [rows[i].prompt for i in with_ref], [refs[i] for i in with_ref],
-                                      max_tokens=s.ref_loglik_max_tokens, progress=bar.update)
-        logliks = dict(zip(with_ref, found))
-        del lm
+        info = session.model_info
+        keys = {i: stable_hash("ref_loglik", LOGLIK_VERSION, info["model_fingerprint"], info["template"],
+                               rows[i].prompt.prompt, rows[i].prompt.input, refs[i], s.ref_loglik_max_tokens)
+                for i in with_ref}
+
+        def compute(todo):
+            from harness.capability.lm import load_scoring_lm
+            from harness.capability.loglik import reference_logliks
+
+            lm = load_scoring_lm(s.model, cache_dir=s.cache_dir, template=info["template"], dtype=s.dtype,
+                                 resolved=model)
+            with _bar(len(todo), "reference log-likelihood", progress) as bar:
+                found = reference_logliks(lm, [rows[i].prompt for i in todo], [refs[i] for i in todo],
+                                          max_tokens=s.ref_loglik_max_tokens, progress=bar.update)
+            return [None if ll is None else [ll.mean, ll.n_tokens] for ll in found]
+
+        values = store.values(keys, compute, "reference log-likelihood", cap.notes)
+        logliks = {i: RefLoglik(*v) for i, v in values.items() if v is not None}
         cap.seconds["ref_loglik"] = time.perf_counter() - t0
 
     verdicts: dict[int, object] = {}
     if s.capability_judge and with_ref:
         from harness.capability.judges import JudgeConfig, get_judge
-        from harness.capability.win_rate import judge_swapped
+        from harness.capability.win_rate import PairVerdict, judge_swapped
 
         t0 = time.perf_counter()
         judge = get_judge(s.capability_judge, JudgeConfig(model=s.capability_judge_model, cache_dir=s.cache_dir,
                                                           allow_pickle=s.allow_pickle))
         cap.judge, cap.judge_version = judge.name, judge.version
         cap.judge_model = s.capability_judge_model if judge.name == "llm" else None
-        with _bar(2 * len(with_ref), "capability judge", progress) as bar:
-            found = judge_swapped(judge, [user_message(rows[i].prompt) for i in with_ref],
-                                  [rows[i].response.text for i in with_ref], [refs[i] for i in with_ref],
-                                  progress=bar.update)
-        verdicts = dict(zip(with_ref, found))
+        instructions = {i: user_message(rows[i].prompt) for i in with_ref}
+        keys = {i: stable_hash("capability_judge", judge.name, judge.version, instructions[i],
+                               rows[i].response.text, refs[i]) for i in with_ref}
+
+        def compute(todo):
+            with _bar(2 * len(todo), "capability judge", progress) as bar:
+                found = judge_swapped(judge, [instructions[i] for i in todo], [rows[i].response.text for i in todo],
+                                      [refs[i] for i in todo], progress=bar.update)
+            return [list(astuple(v)) for v in found]
+
+        values = store.values(keys, compute, "capability judge verdicts", cap.notes)
+        verdicts = {i: PairVerdict(*v) for i, v in values.items()}
         cap.seconds["judge"] = time.perf_counter() - t0
     elif s.capability_judge:
         cap.judge = s.capability_judge
@@ -197,6 +217,27 @@ def score_capability(session, result, *, progress: bool = True) -> None:
             refs[i], v.score if v else None, v.prob if v else None,
             ll.mean if ll else None, ll.n_tokens if ll else None)
     result.capability = cap
+
+
+class _ScoreStore:
+    """Per-prompt capability values (log-likelihoods, judge verdicts) through the run's cache, as
+    generations are: a re-run, or an xdist worker after the first, computes only what is new."""
+
+    def __init__(self, settings):
+        self.cache = None if settings.no_cache else GenerationCache(settings.cache_dir)
+
+    def values(self, keys: dict[int, str], compute, what: str, notes: list[str]) -> dict[int, object]:
+        """``keys`` maps row index -> cache key; ``compute(indices)`` returns JSON-able values in order."""
+        found = self.cache.get_values(list(keys.values())) if self.cache is not None else {}
+        todo = [i for i, key in keys.items() if key not in found]
+        if todo:
+            new = dict(zip((keys[i] for i in todo), compute(todo)))
+            if self.cache is not None:
+                self.cache.put_values(new)
+            found.update(new)
+        if len(todo) < len(keys):
+            notes.append(f"{what}: {len(keys) - len(todo)} of {len(keys)} from the cache")
+        return {i: found[key] for i, key in keys.items()}
 
 
 class _bar:
