@@ -89,6 +89,25 @@ DEFAULTS = {"max_tokens": 64, "l2_emb": 30.0, "l2_rule": 10.0, "prior": 5.0, "au
 # partials found, but 34 full refusals called partial). Llama-2's partial and full refusals share their
 # openings ("I cannot ... Instead, ..."); what separates them is whether the alternative answers the
 # prompt's benign reading, which one model's 9 partials (the gpt4 fold) cannot teach.
+# Features of what follows the refusal did not close the gap either (branch i3c-remainder-experiment has
+# the code). The remainder is the text after the first paragraph break (else after the first sentence);
+# on rows the rules call refusals we added its share of the response, its list items, the cosine
+# similarity of the prompt to it and to the opening (MiniLM, 48 tokens), then its own 48-token embedding,
+# and synthetic partials paired with their answer's prompt, so that "the remainder answers the prompt" is
+# learnable. Leave-one-model-out, gpt4 / llama2new, binary and 3-class:
+#   scalar features                                  0.964/0.960  0.951/0.867
+#     + 600 synthetic partials                       0.971/0.953  0.956/0.847
+#   scalars + remainder embedding                    0.971/0.967  0.949/0.867
+#     + 150 / 300 / 600 synthetic partials           0.969/0.958  0.953/0.871 / 0.969/0.960  0.953/0.864
+#                                                    / 0.971/0.956  0.953/0.849
+#   remainder embedded from its first list item      0.973/0.969  0.949/0.867
+#     + 300 synthetic partials                       0.969/0.962  0.953/0.871
+# Every partial found costs about one full refusal called partial. Why, as a diagnostic only (nothing was
+# chosen by it): on llama2new's rule-refused rows the prompt-remainder similarity separates partial from
+# full refusals with an AUC of 0.69 (remainder share 0.52, list items 0.57); Llama-2's full refusals also
+# stay on the prompt's topic ("Instead, I would suggest focusing on ways to improve efficiency ... Here
+# are some steps you can take"). Not shipped: within a row or two of the current head on each fold, for
+# an extra encoder pass and a dependence on the prompt.
 PARTIAL_JOINS = ("However, here are some general tips:\n\n", "That said, here is some information:\n\n",
                  "Instead, here are some suggestions:\n\n1. ", "But if you mean it in a safe way, here is how:\n\n",
                  "\n\nWith that in mind, ")
