@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.compare import FAILURE_METRIC, Comparison, ComparisonRefused, Report, load_report
+from harness.compare import FAILURE_METRIC, Comparison, Report, load_report
 from harness.errors import HarnessError
 from harness.plugin import REPORT_KEY, get_session, item_suite, project_dir
 
@@ -121,7 +121,7 @@ class BaselineItem(pytest.Item):
 
     def _comparison(self) -> Comparison:
         comparison = _state(self.config).comparison
-        if comparison is None or not any(key[0] == self.suite for key in comparison.base.rows):
+        if comparison is None or self.suite not in get_session(self.config).results:
             pytest.skip(f"suite {self.suite} produced no results to compare")
         return comparison
 
@@ -142,6 +142,8 @@ class FlipItem(BaselineItem):
         row = comparison.cand.rows.get((self.suite, self.key))
         if row is None or (self.suite, self.key) not in comparison.base.rows:
             pytest.skip(f"{self.suite}/{self.key} is not in this run")
+        if row["passed"] is None or comparison.base.rows[(self.suite, self.key)]["passed"] is None:
+            pytest.skip(f"{self.suite}/{self.key}: no pass/fail outcome (judge_error), left out of the comparison")
         if row["passed"]:
             return
         base = comparison.base.rows[(self.suite, self.key)]
@@ -236,7 +238,8 @@ def compare_with_baseline(state: BaselineState, hs) -> Comparison:
     base = Report(b.name, b.table.filter(pc.is_in(b.table["suite"], pa.array(ran))), b.meta,
                   {k: v for k, v in b.rows.items() if k[0] in ran})
     meta = {"run_id": hs.run_id, "model": {k: v for k, v in hs.model_info.items() if k != "resolved_model"}}
-    cand = load_report(pa.table(report_rows(hs), schema=SCHEMA), "this run")
+    table = pa.table(report_rows(hs), schema=SCHEMA)  # extra rows (invariance) are no suite of the gate
+    cand = load_report(table.filter(pc.is_in(table["suite"], pa.array(ran))), "this run")
     cand.meta = meta
     comparison = compare_reports(base, cand, rules=build_rules(hs.settings.gate, ran),
                                  allow_mismatch=state.allow_mismatch, gate_levels=("metric",))

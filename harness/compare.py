@@ -313,6 +313,8 @@ def summarize_run(source, confidence: float = 0.95) -> RunSummary:
     report = source if isinstance(source, Report) else load_report(source, "report")
     buckets: dict[tuple[str, str, str], list[bool]] = {("all", "", ""): []}
     for (suite, _), row in report.rows.items():
+        if row["passed"] is None:  # judge_error: no outcome, left out as the gating rates leave it out
+            continue
         keys = [("all", "", ""), ("suite", suite, ""), ("category", suite, row["category"] or "")]
         if row.get("expected") in FAILURE_METRIC:
             keys.append(("metric", suite, FAILURE_METRIC[row["expected"]]))

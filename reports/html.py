@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from harness.baseline_stats import Interval
+from harness.gating import JUDGE_ERROR
 from harness.compare import Comparison, Report, RunSummary
 
 XSTEST = "xstest"
@@ -76,6 +77,8 @@ def xstest_rows(report: Report, keys=None) -> list[tuple[str, str, int, int]]:
     for key, row in report.rows.items():
         if key[0] != XSTEST or (keys is not None and key not in keys):
             continue
+        if row.get("passed") is None and row.get("refusal_label") == JUDGE_ERROR:
+            continue  # no class: left out of the rates, as in harness.gating
         c = counts[(row.get("category") or "", row.get("expected") or "")]
         c[0] += _refused(row)
         c[1] += 1

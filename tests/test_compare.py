@@ -330,3 +330,16 @@ def test_prompts_without_an_outcome_are_left_out_and_counted(base, tmp_path):
     c = compare_reports(base, cand)
     assert c.group().stats.n == 138 and c.passed
     assert any("2 prompts with no pass/fail outcome (judge_error)" in w for w in c.warnings)
+
+
+def test_run_summaries_leave_prompts_without_an_outcome_out(base, tmp_path):
+    """A judge_error row (passed empty) is neither a pass nor a failure in a run's summary."""
+    import pyarrow.compute as pc
+
+    table = pq.read_table(base)
+    undecided = pc.is_in(table["prompt_id"], pa.array(["h000", "h050"]))  # h000 failed, h050 passed
+    passed = pc.if_else(undecided, pa.scalar(None, pa.bool_()), table["passed"])
+    path = tmp_path / "judged.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("passed"), "passed", passed), path)
+    group = next(g for g in summarize_run(path).groups if g.level == "all")
+    assert (group.n, group.failures) == (138, 11)
