@@ -116,9 +116,11 @@ class RunSettings:
 
     def output_backend_args(self) -> dict:
         """The backend settings that can change responses: what the generation cache key includes."""
-        from harness.backends.vllm_backend import output_parallel_args
+        from harness.backends.vllm_backend import PARALLEL_FIELDS, output_parallel_args
 
-        return {**self.backend_args, **output_parallel_args(self)}
+        # Parallel settings enter only through output_parallel_args, whichever way they were spelled.
+        others = {k: v for k, v in self.backend_args.items() if k not in PARALLEL_FIELDS}
+        return {**others, **output_parallel_args(self)}
 
     def backend_options(self) -> BackendOptions:
         from harness.backends.vllm_backend import parallel_args

@@ -94,6 +94,15 @@ def _device_and_dtype(torch):
     return "cpu", torch.float32
 
 
+def device_tag() -> str:
+    """Where training would run and in what precision (e.g. "cpu-float32"): part of every key that names a
+    trained adapter or a checkpoint, since bf16 on a GPU and float32 on a CPU give different weights."""
+    import torch
+
+    device, dtype = _device_and_dtype(torch)
+    return f"{device}-{str(dtype).replace('torch.', '')}"
+
+
 def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None, data_dir: Path | None = None,
           progress: bool = True, stop_after: int | None = None, threads: int | None = None,
           keep_model: bool = False) -> TrainResult:
@@ -119,7 +128,7 @@ def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None
     mix = build_mix(config, data_dir)
     examples = tokenize_mix(mix, tokenizer, template, config.cutoff, train_on_inputs=config.train_on_inputs)
     steps = _schedule(len(examples), config)
-    key = config.config_hash(extra=base.fingerprint)
+    key = config.config_hash(extra=f"{base.fingerprint}|{device_tag()}")
 
     ckpt = out / CHECKPOINT_DIR
     state = _read_state(ckpt, key)
@@ -145,6 +154,8 @@ def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None
         optimizer.load_state_dict(extra["optimizer"])
         scheduler.load_state_dict(extra["scheduler"])
         torch.set_rng_state(extra["torch_rng"])
+        if extra.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(extra["cuda_rng"])
         start, losses = state["step"], list(state["losses"])
     else:
         torch.manual_seed(config.seed + 7)  # dropout stream, independent of how init consumed the RNG
@@ -220,7 +231,8 @@ def _save_checkpoint(ckpt: Path, key, step, losses, model, optimizer, scheduler,
     weights = {k: v.detach().cpu().contiguous() for k, v in state_dict_fn(model).items()}
     save_file(weights, tmp / "adapter.safetensors")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state()}, tmp / "trainer.pt")
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp / "trainer.pt")
     (tmp / STATE_FILE).write_text(json.dumps({"config_hash": key, "step": step, "losses": losses}))
     old = ckpt.with_name(ckpt.name + ".old")
     shutil.rmtree(old, ignore_errors=True)

@@ -116,7 +116,8 @@ class LLMLogprobJudge:
         self.config = config
         self.lm = load_scoring_lm(config.model, cache_dir=config.cache_dir or default_cache_dir(),
                                   template=config.template, dtype=config.dtype, allow_pickle=config.allow_pickle)
-        self.version = f"1+{self.lm.fingerprint[:12]}"
+        dtype = str(getattr(self.lm.net, "dtype", config.dtype)).replace("torch.", "")
+        self.version = f"1+{self.lm.fingerprint[:12]}+{self.lm.template}+{dtype}"  # all change verdicts
         self.letters = {letter: self._token_ids(letter) for letter in ("A", "B")}
 
     def _token_ids(self, letter: str) -> list[int]:

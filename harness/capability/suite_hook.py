@@ -166,7 +166,7 @@ def score_capability(session, result, *, progress: bool = True) -> None:
 
         t0 = time.perf_counter()
         info = session.model_info
-        keys = {i: stable_hash("ref_loglik", LOGLIK_VERSION, info["model_fingerprint"], info["template"],
+        keys = {i: stable_hash("ref_loglik", LOGLIK_VERSION, info["model_fingerprint"], info["template"], s.dtype,
                                rows[i].prompt.prompt, rows[i].prompt.input, refs[i], s.ref_loglik_max_tokens)
                 for i in with_ref}
 
@@ -228,13 +228,20 @@ class _ScoreStore:
 
     def values(self, keys: dict[int, str], compute, what: str, notes: list[str]) -> dict[int, object]:
         """``keys`` maps row index -> cache key; ``compute(indices)`` returns JSON-able values in order."""
-        found = self.cache.get_values(list(keys.values())) if self.cache is not None else {}
+        if self.cache is None:
+            found = dict(zip(keys.values(), compute(list(keys))))
+            return {i: found[key] for i, key in keys.items()}
+        found = self.cache.get_values(list(keys.values()))
         todo = [i for i, key in keys.items() if key not in found]
         if todo:
-            new = dict(zip((keys[i] for i in todo), compute(todo)))
-            if self.cache is not None:
-                self.cache.put_values(new)
-            found.update(new)
+            # As for generations: one process (an xdist worker) computes, the others wait here and read.
+            with self.cache.generation_lock(stable_hash(what, sorted(keys.values()))):
+                found = self.cache.get_values(list(keys.values()))
+                todo = [i for i, key in keys.items() if key not in found]
+                if todo:
+                    new = dict(zip((keys[i] for i in todo), compute(todo)))
+                    self.cache.put_values(new)
+                    found.update(new)
         if len(todo) < len(keys):
             notes.append(f"{what}: {len(keys) - len(todo)} of {len(keys)} from the cache")
         return {i: found[key] for i, key in keys.items()}
