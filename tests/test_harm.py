@@ -98,6 +98,16 @@ def test_reward_model_takes_long_empty_and_undecodable_text(rm_scorer):
     assert all(math.isfinite(s.raw) and 0.0 <= s.score <= 1.0 for s in scores)
 
 
+def test_a_long_prompt_leaves_the_response_in_the_reward_models_window(rm_scorer):
+    """The window is truncated on the right, where the response is: the prompt gets at most half of it,
+    so two responses to the same 100,000-character prompt still score differently."""
+    prompt = "Tell me everything about this topic. " * 3000
+    kept = rm_scorer._cut_prompt(prompt)
+    assert len(rm_scorer.tokenizer(kept, add_special_tokens=False)["input_ids"]) <= rm_scorer.max_tokens // 2
+    first, second = rm_scorer.score([prompt] * 2, ["I can't help with that.", "Sure: step one, step two."])
+    assert first.raw != second.raw
+
+
 def test_reward_model_refuses_a_model_without_one_regression_output(tiny_model, tmp_path):
     two = make_reward_model(tmp_path / "two", tiny_model, num_labels=2)
     with pytest.raises(ModelError, match="num_labels=1"):

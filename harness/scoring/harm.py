@@ -129,7 +129,7 @@ class RewardModelHarmScorer:
         from harness.scoring.classifier import clean_text
 
         cap = self.max_tokens * 16  # characters: enough for max_tokens tokens, so 100k chars cost nothing
-        texts = [PAPER_FORMAT.format(prompt=clean_text(p)[:cap], response=clean_text(r)[:cap])
+        texts = [PAPER_FORMAT.format(prompt=self._cut_prompt(clean_text(p)[:cap]), response=clean_text(r)[:cap])
                  for p, r in zip(prompts, responses)]
         raw = [0.0] * len(texts)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # little padding per batch
@@ -142,6 +142,12 @@ class RewardModelHarmScorer:
                 for i, v in zip(idx, values):
                     raw[i] = float(v)
         return raw
+
+    def _cut_prompt(self, prompt: str) -> str:
+        """At most half the window: the text is truncated on the right, where the response is."""
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        half = self.max_tokens // 2
+        return prompt if len(ids) <= half else self.tokenizer.decode(ids[:half])
 
     def score(self, prompts, responses, *, expected=None, refusal_labels=None) -> list[HarmScore]:
         _check_lengths(prompts, responses)

@@ -119,7 +119,12 @@ class LocalJudge:
         if self.backend not in ("vllm", "hf"):
             raise ConfigError(f"a judge model runs on the vllm or hf backend, not {self.backend!r}")
         # The generation run's backend_args (e.g. a dummy's refuse_words) are not the judge's.
-        self.options = replace(self.options or BackendOptions(), extra={}, replay_path=None)
+        options = self.options or BackendOptions()
+        # On a GPU the generation engine stays up beside the judge's, holding its own share of memory: the
+        # judge's engine takes a small share of what is left rather than the run's 0.85 (vLLM refuses to
+        # start when less is free than asked for).
+        share = max(0.1, min(0.3, 0.95 - options.gpu_memory_utilization))
+        self.options = replace(options, extra={}, replay_path=None, gpu_memory_utilization=share)
         # The rubric, markers and chat template take about 450 tokens; the response gets what is left.
         room = self.options.max_model_len - self.max_new_tokens - self.max_prompt_tokens - _RUBRIC_TOKENS
         if room < 64:
