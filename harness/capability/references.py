@@ -74,15 +74,9 @@ def parse_preference(value, where: str) -> float:
 
 def load_annotations(path: str | Path) -> list[Annotation]:
     """One ``annotations.json`` of AlpacaEval (output_1 is the reference model, output_2 the other)."""
-    import json
+    from harness.data.tables import _load_json
 
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    path, data = _load_json(path)  # one-line DataErrors naming the file (and line, for malformed JSON)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of annotations, got a JSON {type(data).__name__}")
     out = []
