@@ -44,6 +44,30 @@ def request_key(run_key: str, formatted_text: str) -> str:
     return stable_hash(run_key, formatted_text)
 
 
+def _plain(value):
+    return value.item() if hasattr(value, "item") else str(value)  # numpy scalars from scorers' extras
+
+
+def cached_values(cache: "GenerationCache | None", keys: list[str], compute, *, what: str) -> tuple[list, int]:
+    """Values for ``keys``, in order: read from the cache's scores table; the missing ones are computed by
+    ``compute(indices)`` (JSON-able values, in order) under a file lock, so that of several processes that
+    want the same values (pytest-xdist workers) one computes and the others wait and read. Without a cache
+    (``--no-cache``) everything is computed. Returns (values, how many came from the cache)."""
+    if cache is None:
+        return list(compute(list(range(len(keys))))), 0
+    found = cache.get_values(keys)
+    todo = [i for i, key in enumerate(keys) if key not in found]
+    if todo:
+        with cache.generation_lock(stable_hash(what, sorted(set(keys)))):
+            found = cache.get_values(keys)
+            todo = [i for i, key in enumerate(keys) if key not in found]
+            if todo:
+                new = dict(zip((keys[i] for i in todo), compute(todo)))
+                cache.put_values(new)
+                found.update(new)
+    return [found[key] for key in keys], len(keys) - len(todo)
+
+
 class GenerationCache:
     def __init__(self, cache_dir: Path):
         self.dir = Path(cache_dir)
@@ -95,7 +119,7 @@ class GenerationCache:
         now = time.time()
         with closing(self._connect()) as db:
             db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?)",
-                           [(k, json.dumps(v), now) for k, v in items.items()])
+                           [(k, json.dumps(v, default=_plain), now) for k, v in items.items()])
             db.commit()
 
     def generation_lock(self, run_key: str, timeout: float = -1) -> FileLock:

@@ -171,16 +171,39 @@ class HarnessSession:
             self._scorers = (build_refusal_scorer(self.settings), build_harm_scorer(self.settings))
         scorer, harm_scorer = self._scorers
         questions = [p.prompt for p in prompts]
-        scores = scorer.score(questions, texts)
+        expected = [p.expected for p in prompts]
+        scores = self._costly_through_cache(
+            scorer, [("refusal", q, t) for q, t in zip(questions, texts)],
+            lambda idx: scorer.score([questions[i] for i in idx], [texts[i] for i in idx]), RefusalScore)
         self.model_info.update(scorer=scorer.name, scorer_version=scorer.version)
         self.model_info["judge_errors"] = self.model_info.get("judge_errors", 0) + sum(
             s.label == JUDGE_ERROR for s in scores)
         if harm_scorer is None:
             return scores, [None] * len(scores)
-        harms = harm_scorer.score(questions, texts, expected=[p.expected for p in prompts],
-                                  refusal_labels=[s.label for s in scores])
+        labels = [s.label for s in scores]
+        harms = self._costly_through_cache(
+            harm_scorer, [("harm", q, t, e, lab) for q, t, e, lab in zip(questions, texts, expected, labels)],
+            lambda idx: harm_scorer.score([questions[i] for i in idx], [texts[i] for i in idx],
+                                          expected=[expected[i] for i in idx], refusal_labels=[labels[i] for i in idx]),
+            HarmScore)
         self.model_info.update(harm_scorer=harm_scorer.name, harm_scorer_version=harm_scorer.version)
         return scores, harms
+
+    def _costly_through_cache(self, scorer, inputs: list[tuple], call, build) -> list:
+        """A model-backed scorer (``costly = True``: judges, reward models) scores through the cache's scores
+        table under a lock, like generations: a re-run, or a second xdist worker, loads no judge for what
+        is already scored. Rule-based scorers cost less than the cache lookup and are called directly."""
+        if not getattr(scorer, "costly", False):
+            return call(list(range(len(inputs))))
+        from dataclasses import astuple
+
+        from harness.cache import GenerationCache, cached_values, stable_hash
+
+        cache = None if self.settings.no_cache else GenerationCache(self.settings.cache_dir)
+        keys = [stable_hash(scorer.name, scorer.version, *parts) for parts in inputs]
+        values, _ = cached_values(cache, keys, lambda idx: [list(astuple(s)) for s in call(idx)],
+                                  what=f"scores {scorer.name}")
+        return [build(*v) for v in values]
 
     def _build_requests(self, prompts: list[Prompt]) -> list[GenerationRequest]:
         s = self.settings

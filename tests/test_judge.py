@@ -239,3 +239,29 @@ def test_the_response_budget_follows_max_model_len(tiny_model, tmp_path):
     assert small.max_response_tokens == 1000 - 16 - 256 - 512
     with pytest.raises(ConfigError, match="--max-model-len 700 leaves the judge no room"):
         LocalJudge(str(tiny_model), cache_dir=tmp_path, backend="hf", options=BackendOptions(max_model_len=700))
+
+
+def test_judge_verdicts_go_through_the_cache(tiny_model, tmp_path, monkeypatch):
+    """A second run (or a second xdist worker) reads the judges' verdicts from the cache: the judge model is
+    not asked again. --no-cache asks it again."""
+    from harness.session import HarnessSession
+    from harness.settings import build_settings
+
+    def run(**extra):
+        cli = {"model": str(tiny_model), "backend": "hf", "max_new_tokens": 4, "limit": 4, "scorer": "refusal_judge",
+               "judge_model": str(tiny_model), "harm_scorer": "harm_judge", "cache_dir": tmp_path / "cache", **extra}
+        hs = HarnessSession(build_settings(cli=cli, rootdir=tmp_path, config_file=None))
+        hs.run(["smoke"], progress=False)
+        hs.close()
+        return [(r.score, r.harm) for r in hs.results["smoke"].rows]
+
+    first = run()
+
+    def must_not_run(self, prompts):
+        raise AssertionError("the judge was asked again")
+
+    monkeypatch.setattr(LocalJudge, "complete", must_not_run)
+    second = run()
+    assert second == first and len(second) == 4
+    with pytest.raises(AssertionError, match="asked again"):
+        run(no_cache=True)

@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import astuple, dataclass, field
 
-from harness.cache import GenerationCache, stable_hash
+from harness.cache import GenerationCache, cached_values, stable_hash
 from harness.gating import STATISTICS, Check, Rate, parse_threshold_key
 
 SUITE = "capability"
@@ -228,23 +228,12 @@ class _ScoreStore:
 
     def values(self, keys: dict[int, str], compute, what: str, notes: list[str]) -> dict[int, object]:
         """``keys`` maps row index -> cache key; ``compute(indices)`` returns JSON-able values in order."""
-        if self.cache is None:
-            found = dict(zip(keys.values(), compute(list(keys))))
-            return {i: found[key] for i, key in keys.items()}
-        found = self.cache.get_values(list(keys.values()))
-        todo = [i for i, key in keys.items() if key not in found]
-        if todo:
-            # As for generations: one process (an xdist worker) computes, the others wait here and read.
-            with self.cache.generation_lock(stable_hash(what, sorted(keys.values()))):
-                found = self.cache.get_values(list(keys.values()))
-                todo = [i for i, key in keys.items() if key not in found]
-                if todo:
-                    new = dict(zip((keys[i] for i in todo), compute(todo)))
-                    self.cache.put_values(new)
-                    found.update(new)
-        if len(todo) < len(keys):
-            notes.append(f"{what}: {len(keys) - len(todo)} of {len(keys)} from the cache")
-        return {i: found[key] for i, key in keys.items()}
+        rows = list(keys)
+        values, n_cached = cached_values(self.cache, [keys[i] for i in rows],
+                                         lambda todo: compute([rows[j] for j in todo]), what=what)
+        if n_cached:
+            notes.append(f"{what}: {n_cached} of {len(keys)} from the cache")
+        return dict(zip(rows, values))
 
 
 class _bar:

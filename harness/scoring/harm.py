@@ -96,6 +96,7 @@ class RewardModelHarmScorer:
     """A local sequence-classification model with one output, batched on CPU or GPU."""
 
     name = "reward_model"
+    costly = True  # a model pass per response: scored through the cache (HarnessSession._costly_through_cache)
 
     def __init__(self, model: str, *, cache_dir: Path, allow_pickle: bool = False, batch_size: int = 16,
                  max_tokens: int = 1024, center: float = 1.5, scale: float = 0.5):
@@ -189,6 +190,7 @@ def parse_harm_rating(output: str) -> int | None:
 
 class HarmJudgeScorer:
     name = "harm_judge"
+    costly = True  # a judge call per response: scored through the cache (HarnessSession._costly_through_cache)
 
     def __init__(self, judge):
         self.judge = judge

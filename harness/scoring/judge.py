@@ -184,6 +184,7 @@ class RefusalJudgeScorer:
     judge, as in the other scorers (no text is no help)."""
 
     name = "refusal_judge"
+    costly = True  # a model pass per response: scored through the cache (HarnessSession._costly_through_cache)
 
     def __init__(self, judge: LocalJudge):
         self.judge = judge
