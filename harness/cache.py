@@ -73,7 +73,9 @@ class GenerationCache:
         self.dir = Path(cache_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "generations.sqlite"
-        with closing(self._connect()) as db:
+        # Switching a new database to WAL needs an exclusive lock, and SQLite answers "database is locked" at
+        # once (no busy wait) when two processes (xdist workers) create the file together: one at a time.
+        with FileLock(str(self.path) + ".init.lock"), closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
             db.commit()
