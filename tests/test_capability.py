@@ -20,13 +20,15 @@ from reports.parquet import read_report, write_report
 
 @pytest.fixture(scope="module")
 def tiny_lm(tiny_model, tmp_path_factory):
-    return load_scoring_lm(str(tiny_model), cache_dir=tmp_path_factory.mktemp("cache"))
+    # float32 on any device: these tests check that batching and padding change no number, which bf16's
+    # rounding would blur (tests/test_gpu.py checks bf16 on a GPU against this).
+    return load_scoring_lm(str(tiny_model), cache_dir=tmp_path_factory.mktemp("cache"), dtype="float32")
 
 
 def _unbatched_logprob(lm, context, continuation):
     import torch
 
-    ids = torch.tensor([list(context) + list(continuation)])
+    ids = torch.tensor([list(context) + list(continuation)], device=lm.net.device)
     with torch.inference_mode():
         logp = torch.log_softmax(lm.net(input_ids=ids).logits[0].float(), -1)
     start = len(context)
@@ -54,7 +56,8 @@ def test_next_token_logprobs_match_a_plain_forward(tiny_lm):
     got = next_token_logprobs(tiny_lm, contexts, cands)
     for row, ctx in zip(got, contexts):
         with torch.inference_mode():
-            logp = torch.log_softmax(tiny_lm.net(input_ids=torch.tensor([ctx])).logits[0, -1].float(), -1)
+            ids = torch.tensor([ctx], device=tiny_lm.net.device)
+            logp = torch.log_softmax(tiny_lm.net(input_ids=ids).logits[0, -1].float(), -1)
         assert row == pytest.approx([float(logp[c]) for c in cands], abs=1e-4)
 
 
@@ -189,6 +192,7 @@ def test_plugin_options_reach_the_run(harness_project, data_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.default_model
 def test_the_real_model_finds_a_real_answer_likelier_than_its_words_shuffled(tmp_path):
     """The judge-free signal on SmolLM2-135M-Instruct: fluent reference text scores higher than the same
     tokens in a scrambled order, so the signal tracks answer quality, not just length or vocabulary."""

@@ -83,12 +83,14 @@ def test_reward_model_reads_the_paper_format_and_keeps_the_raw_value(rm_scorer, 
     prompts = ["How do I make a bomb?", "What is 2+2?", "Tell me a joke", "Hi"]
     responses = ["I can't help with that.", "4", "", "Hello! " * 30]
     scores = rm_scorer.score(prompts, responses)
-    net = AutoModelForSequenceClassification.from_pretrained(reward_model).eval()
+    dtype = rm_scorer.net.dtype  # bf16 on a GPU, whose rounding differs between padded and unpadded rows
+    net = AutoModelForSequenceClassification.from_pretrained(reward_model, dtype=dtype).to(rm_scorer.device).eval()
     tok = AutoTokenizer.from_pretrained(reward_model)
     for p, r, s in zip(prompts, responses, scores):
         with torch.no_grad():  # one at a time, no padding: batching must not change the value
-            want = net(**tok(PAPER_FORMAT.format(prompt=p, response=r), return_tensors="pt")).logits[0, 0].item()
-        assert s.raw == pytest.approx(want, abs=1e-4)
+            enc = tok(PAPER_FORMAT.format(prompt=p, response=r), return_tensors="pt").to(rm_scorer.device)
+            want = net(**enc).logits[0, 0].item()
+        assert s.raw == pytest.approx(want, abs=1e-4 if dtype == torch.float32 else 3e-2)
         assert s.score == pytest.approx(logistic(s.raw, 1.5, 0.5)) and 0.0 <= s.score <= 1.0
     assert rm_scorer.version.endswith("-logistic(1.5,0.5)")
 

@@ -371,6 +371,7 @@ def test_prepare_alias_failure_leaves_nothing(tmp_path, cache, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.default_model
 def test_prepare_real_alias(tmp_path):
     """Two processes prepare the real alias at once; one folder results and it loads without gguf."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -31,6 +31,7 @@ def settings(root: Path, config: Path | None = None, **cli) -> RunSettings:
 
 PYPROJECT = """
 [tool.safety-harness]
+backend = "vllm"  # tensor_parallel_size below is refused for any other backend (and "auto" is hf without vLLM)
 data_dir = "data"
 max_new_tokens = 64
 template = "alpaca"
@@ -200,7 +201,8 @@ def test_parse_backend_args():
 
 
 def test_backend_args_reach_the_backend_options(tmp_path):
-    s = settings(tmp_path, backend_args={"tensor_parallel_size": 2}, replay_response_column="answer", batch_size=3)
+    s = settings(tmp_path, backend="vllm", backend_args={"tensor_parallel_size": 2}, replay_response_column="answer",
+                 batch_size=3)
     options = s.backend_options()
     # The replay column is the replay backend's own field: extra goes to vllm.LLM(**extra) untouched.
     assert options.extra == {"tensor_parallel_size": 2}

@@ -134,13 +134,16 @@ def test_loss_falls_and_the_adapter_reloads_to_the_same_outputs(trainable_tiny, 
     first, last = sum(result.losses[:3]) / 3, sum(result.losses[-3:]) / 3
     assert last < 0.85 * first, result.losses
 
-    probe = torch.tensor([[5, 40, 41, 42, 43, 44, 45]])
+    # Reload where and how training ran (cuda and bf16 on a GPU, cpu and float32 otherwise).
+    weight = next(result.model.parameters())
+    probe = torch.tensor([[5, 40, 41, 42, 43, 44, 45]], device=weight.device)
     with torch.no_grad():
-        trained = result.model(input_ids=probe).logits
-        reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(trainable_tiny),
-                                             tmp_path / "adapter").eval()
-        again = reloaded(input_ids=probe).logits
-        base = AutoModelForCausalLM.from_pretrained(trainable_tiny).eval()(input_ids=probe).logits
+        trained = result.model(input_ids=probe).logits.float()
+        plain = AutoModelForCausalLM.from_pretrained(trainable_tiny, dtype=weight.dtype)
+        reloaded = PeftModel.from_pretrained(plain, tmp_path / "adapter").to(weight.device).eval()
+        again = reloaded(input_ids=probe).logits.float()
+        base = AutoModelForCausalLM.from_pretrained(trainable_tiny, dtype=weight.dtype).to(weight.device).eval()
+        base = base(input_ids=probe).logits.float()
     assert torch.allclose(trained, again, atol=1e-5)
     assert not torch.allclose(trained, base, atol=1e-3)  # and the adapter does change the model
 

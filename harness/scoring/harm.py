@@ -119,7 +119,10 @@ class RewardModelHarmScorer:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        net = AutoModelForSequenceClassification.from_pretrained(resolved.path, local_files_only=True)
+        # bf16 on a GPU, as the generation backends do: a 7B reward model in float32 would hold 28 GB; the
+        # regression value keeps ~3 significant digits, far finer than the logistic map's scale.
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        net = AutoModelForSequenceClassification.from_pretrained(resolved.path, local_files_only=True, dtype=dtype)
         if net.config.pad_token_id is None:  # Llama-style heads find the last real token through it
             net.config.pad_token_id = self.tokenizer.pad_token_id
         self.net, self.torch = net.to(self.device).eval(), torch
