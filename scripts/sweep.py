@@ -69,9 +69,9 @@ def evaluate(out: Path, names: list[str], args) -> None:
         if report.is_file():
             continue
         model = args.base if name == BASE_NAME else str(out / "adapters" / name)
-        settings = RunSettings(model=model, backend="vllm", limit=args.limit, max_new_tokens=args.max_new_tokens,
+        settings = RunSettings(model=model, backend=args.backend, limit=args.limit, max_new_tokens=args.max_new_tokens,
                                vllm_kv_cache_gib=args.kv_cache_gib, data_dir=Path(args.data_dir),
-                               max_model_len=1024)
+                               max_model_len=1024, batch_size=args.eval_batch_size)
         started = time.perf_counter()
         session = HarnessSession(settings)
         session.run(list(SUITES), progress=True)
@@ -107,6 +107,9 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=32, help="prompts per suite (a stratified sample)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--kv-cache-gib", type=float, default=1.0)
+    p.add_argument("--backend", choices=("vllm", "hf"), default="vllm",
+                   help="evaluation backend: hf where vLLM is missing (e.g. a GPU image with torch only)")
+    p.add_argument("--eval-batch-size", type=int, default=16, help="prompts per generate call (hf backend)")
     p.add_argument("--data-dir", default=os.environ.get("SAFETY_HARNESS_DATA", str(REPO.parent / "shared" / "data")))
     p.add_argument("--evaluate", nargs="+", default=None, help=argparse.SUPPRESS)  # child process mode
     args = p.parse_args(argv)
