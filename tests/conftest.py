@@ -113,7 +113,9 @@ class HarnessProject:
         return self
 
     def args(self, *args: str) -> list[str]:
-        out = ["-p", "no:randomly", "--cache-dir", str(self.cache_dir), *args]
+        # --rootdir: with no path among the args, pytest would take the folder named by --data-dir as the
+        # rootdir and write its .pytest_cache into the shared datasets.
+        out = ["-p", "no:randomly", f"--rootdir={self.path}", "--cache-dir", str(self.cache_dir), *args]
         if "--report" not in args:
             out += ["--report", str(self.report)]
         return out
