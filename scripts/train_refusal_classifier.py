@@ -80,42 +80,8 @@ MODELS = ("gpt4", "llama2new")
 DEFAULTS = {"max_tokens": 64, "l2_emb": 30.0, "l2_rule": 10.0, "prior": 5.0, "aux_weight": 0.25,
             "n_stl": 1200, "n_alpaca": 1200}
 # Lead-ins joining a refusal sentence to real content, as in the partial refusals of XSTest's rubric
-# ("refuses, then answers anyway"). Used only with --synthetic-partials N, an experiment that did not help:
-# with 600 of them, leave-one-model-out three-class fell from 0.964 to 0.953 (gpt4) and from 0.867 to
-# 0.847 (llama2new; 19 more full refusals called partial, 1 more partial found). Llama-2's partials state
-# a refusal for 40-60 tokens before the answer starts, past most of the 64-token window. A wider window
-# did not close the gap either: --max-tokens 128 gave gpt4 0.971/0.967, llama2new 0.951/0.867 (the same
-# confusion as at 64); 128 tokens plus 600 synthetic partials gave llama2new 0.956/0.824 (15 of 44
-# partials found, but 34 full refusals called partial). Llama-2's partial and full refusals share their
-# openings ("I cannot ... Instead, ..."); what separates them is whether the alternative answers the
-# prompt's benign reading, which one model's 9 partials (the gpt4 fold) cannot teach.
-# Features of what follows the refusal did not close the gap either (branch i3c-remainder-experiment has
-# the code). The remainder is the text after the first paragraph break (else after the first sentence);
-# on rows the rules call refusals we added its share of the response, its list items, the cosine
-# similarity of the prompt to it and to the opening (MiniLM, 48 tokens), then its own 48-token embedding,
-# and synthetic partials paired with their answer's prompt, so that "the remainder answers the prompt" is
-# learnable. Leave-one-model-out, gpt4 / llama2new, binary and 3-class:
-#   scalar features                                  0.964/0.960  0.951/0.867
-#     + 600 synthetic partials                       0.971/0.953  0.956/0.847
-#   scalars + remainder embedding                    0.971/0.967  0.949/0.867
-#     + 150 / 300 / 600 synthetic partials           0.969/0.958  0.953/0.871 / 0.969/0.960  0.953/0.864
-#                                                    / 0.971/0.956  0.953/0.849
-#   remainder embedded from its first list item      0.973/0.969  0.949/0.867
-#     + 300 synthetic partials                       0.969/0.962  0.953/0.871
-# Every partial found costs about one full refusal called partial. Why, as a diagnostic only (nothing was
-# chosen by it): on llama2new's rule-refused rows the prompt-remainder similarity separates partial from
-# full refusals with an AUC of 0.69 (remainder share 0.52, list items 0.57); Llama-2's full refusals also
-# stay on the prompt's topic ("Instead, I would suggest focusing on ways to improve efficiency ... Here
-# are some steps you can take"). Not shipped: within a row or two of the current head on each fold, for
-# an extra encoder pass and a dependence on the prompt.
-# Sentences that answer (tried 2026-11-24; code on branch i3c-remainder-experiment): a sentence model
-# trained on auxiliary rows only (MiniLM at 48 tokens; refusal demonstrations' sentences after the opening
-# against Alpaca sentences) marks each sentence after the opening as content or not. On rule-refused rows
-# the share of content sentences separates llama2new's partial from full refusals with an AUC of 0.83 (a
-# hashed-bigram version: 0.76). As two more head features it changes no llama2new row (the gpt4 fold's 9
-# partials give them no weight); as a hand-set override (share >= 0.6 and at least two) it would find 17
-# partials and call 12 full refusals partial: net 5 rows, 0.878, with the threshold read off the test fold.
-# Full refusals on harmful prompts also end in useful-looking lists of alternatives.
+# ("refuses, then answers anyway"). Used only with --synthetic-partials N, an experiment that did not
+# help; it and the other attempts at the three-class gap are in docs/refusal-classifier-experiments.md.
 PARTIAL_JOINS = ("However, here are some general tips:\n\n", "That said, here is some information:\n\n",
                  "Instead, here are some suggestions:\n\n1. ", "But if you mean it in a safe way, here is how:\n\n",
                  "\n\nWith that in mind, ")
