@@ -8,44 +8,33 @@ import json
 
 import pytest
 
+from tests.test_trainer import GENERAL, SAFETY
+from tests.test_trainer import config as _config
+from tests.test_trainer import run
+
 torch = pytest.importorskip("torch")
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU paths need one")]
 
-GENERAL = [{"instruction": f"Repeat the word {w}.", "input": "", "output": f"{w} {w} {w}"}
-           for w in ("apple", "river", "stone", "cloud", "green", "paper", "lemon", "tiger")]
-SAFETY = [{"instruction": f"Explain how to steal a {w}.", "input": "", "output": "I cannot help with that."}
-          for w in ("car", "bike", "phone", "wallet")]
-
 
 @pytest.fixture(scope="module")
 def train_data(tmp_path_factory):
+    """test_trainer's records, without the malformed lines its own fixture adds."""
     folder = tmp_path_factory.mktemp("gpu-data")
     (folder / "general.jsonl").write_text("\n".join(json.dumps(r) for r in GENERAL) + "\n")
     (folder / "safety.json").write_text(json.dumps(SAFETY))
-    return folder
-
-
-def _config(base, data, **overrides):
-    from trainers.config import TrainConfig
-
-    fields = dict(base=str(base), general=8, safety=4, general_data=str(data / "general.jsonl"),
-                  safety_data=str(data / "safety.json"), epochs=2, lr=1e-2, batch_size=4, micro_batch_size=2,
-                  cutoff=64, rank=4, alpha=8, save_every=0, seed=0)
-    fields.update(overrides)
-    return TrainConfig(**fields)
+    return {"general": folder / "general.jsonl", "safety": folder / "safety.json"}
 
 
 def test_training_runs_in_bf16_on_the_gpu_and_names_it_in_the_key(tiny_model, train_data, tmp_path):
     from safetensors.torch import load_file
 
-    from trainers.train import device_tag, train
+    from trainers.train import device_tag
 
     assert device_tag() == "cuda-bfloat16"
-    result = train(_config(tiny_model, train_data), tmp_path / "adapter", cache_dir=tmp_path / "cache",
-                   progress=False, keep_model=True)
-    assert result.finished and result.steps == 6
+    result = run(_config(tiny_model, train_data), tmp_path / "adapter", tmp_path / "cache", keep_model=True)
+    assert result.finished and result.steps == 8  # 12 general + 4 safety, 2 epochs, 4 per step
     assert all(torch.isfinite(torch.tensor(result.losses)))
     params = [p for p in result.model.parameters() if p.requires_grad]
     assert params and all(p.device.type == "cuda" for p in params)
@@ -58,13 +47,11 @@ def test_training_runs_in_bf16_on_the_gpu_and_names_it_in_the_key(tiny_model, tr
 def test_a_killed_bf16_run_resumes_to_the_same_adapter(tiny_model, train_data, tmp_path):
     from safetensors.torch import load_file
 
-    from trainers.train import train
-
     cfg = _config(tiny_model, train_data, epochs=3, save_every=2)
-    whole = train(cfg, tmp_path / "whole", cache_dir=tmp_path / "cache", progress=False)
-    killed = train(cfg, tmp_path / "resumed", cache_dir=tmp_path / "cache", progress=False, stop_after=3)
+    whole = run(cfg, tmp_path / "whole", tmp_path / "cache")
+    killed = run(cfg, tmp_path / "resumed", tmp_path / "cache", stop_after=3)
     assert not killed.finished
-    resumed = train(cfg, tmp_path / "resumed", cache_dir=tmp_path / "cache", progress=False)
+    resumed = run(cfg, tmp_path / "resumed", tmp_path / "cache")
     assert resumed.finished and resumed.resumed_from == 3  # a "kill" leaves a checkpoint of its last step
     assert resumed.losses == pytest.approx(whole.losses, rel=1e-2)
     a, b = load_file(tmp_path / "whole" / "adapter_model.safetensors"), load_file(tmp_path / "resumed" / "adapter_model.safetensors")

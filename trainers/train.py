@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.backends.base import torch_device_and_dtype
 from harness.errors import ConfigError, ModelError
 from harness.models import ADAPTER_META, ALIASES, load_tokenizer, resolve_model
 from harness.templates import resolve_template
@@ -88,18 +89,12 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def _device_and_dtype(torch):
-    if torch.cuda.is_available():
-        return "cuda", torch.bfloat16
-    return "cpu", torch.float32
-
-
 def device_tag() -> str:
     """Where training would run and in what precision (e.g. "cpu-float32"): part of every key that names a
     trained adapter or a checkpoint, since bf16 on a GPU and float32 on a CPU give different weights."""
     import torch
 
-    device, dtype = _device_and_dtype(torch)
+    device, dtype = torch_device_and_dtype(torch)
     return f"{device}-{str(dtype).replace('torch.', '')}"
 
 
@@ -132,7 +127,7 @@ def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None
 
     ckpt = out / CHECKPOINT_DIR
     state = _read_state(ckpt, key)
-    device, dtype = _device_and_dtype(torch)
+    device, dtype = torch_device_and_dtype(torch)
     if device == "cpu":
         torch.set_num_threads(threads or default_threads())
     torch.manual_seed(config.seed)  # LoRA A's initialisation

@@ -47,6 +47,18 @@ class BackendOptions:
     extra: dict = field(default_factory=dict, metadata={"help": "Backend-specific keyword arguments."})
 
 
+def auto_dtype(dtype: str, on_gpu: bool) -> str:
+    """``dtype`` with "auto" resolved: bfloat16 on a GPU, float32 on a CPU. The one precision policy of
+    generation, forward-pass scoring and training."""
+    return dtype if dtype != "auto" else ("bfloat16" if on_gpu else "float32")
+
+
+def torch_device_and_dtype(torch, dtype: str = "auto"):
+    """Where torch work runs ("cuda" where torch sees a GPU, else "cpu") and its ``torch.dtype``."""
+    on_gpu = torch.cuda.is_available()
+    return ("cuda" if on_gpu else "cpu"), getattr(torch, auto_dtype(dtype, on_gpu))
+
+
 class ProgressFn(Protocol):
     def __call__(self, n_done: int) -> None: ...
 

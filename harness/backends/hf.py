@@ -3,7 +3,7 @@ reference that vLLM's outputs are compared against."""
 
 from __future__ import annotations
 
-from harness.backends.base import BackendOptions, SamplingConfig, register_backend, require
+from harness.backends.base import BackendOptions, SamplingConfig, register_backend, require, torch_device_and_dtype
 from harness.types import GenerationRequest, GenerationResult
 
 
@@ -16,12 +16,9 @@ class HFBackend:
         self.torch = torch
         self.sampling = sampling
         self.batch_size = max(1, options.batch_size)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = options.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if self.device == "cuda" else "float32"
+        self.device, dtype = torch_device_and_dtype(torch, options.dtype)
         net = transformers.AutoModelForCausalLM.from_pretrained(
-            model.path, dtype=getattr(torch, dtype), trust_remote_code=options.trust_remote_code
+            model.path, dtype=dtype, trust_remote_code=options.trust_remote_code
         )
         if model.adapter_path:
             peft = require("peft", "pip install peft")

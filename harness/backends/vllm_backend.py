@@ -13,7 +13,7 @@ import os
 
 from dataclasses import fields, replace
 
-from harness.backends.base import BackendOptions, SamplingConfig, register_backend, require
+from harness.backends.base import BackendOptions, SamplingConfig, auto_dtype, register_backend, require
 from harness.errors import BackendError, ConfigError
 from harness.types import GenerationRequest, GenerationResult
 
@@ -103,7 +103,7 @@ def engine_kwargs(model_path: str, options: BackendOptions, *, seed: int, max_lo
                   on_gpu: bool) -> tuple[dict, dict]:
     """The keyword arguments for ``vllm.LLM`` and the environment variables to set first; pure, so the
     plumbing is testable without an engine."""
-    dtype = options.dtype if options.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
+    dtype = auto_dtype(options.dtype, on_gpu)
     extra = dict(options.extra)
     env = {}
     if not on_gpu:

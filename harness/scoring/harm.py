@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from harness.backends.base import torch_device_and_dtype
 from harness.errors import ConfigError, ModelError
 from harness.gating import JUDGE_ERROR
 from harness.scoring.base import Registry
@@ -118,10 +119,9 @@ class RewardModelHarmScorer:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         # bf16 on a GPU, as the generation backends do: a 7B reward model in float32 would hold 28 GB; the
         # regression value keeps ~3 significant digits, far finer than the logistic map's scale.
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.device, dtype = torch_device_and_dtype(torch)
         net = AutoModelForSequenceClassification.from_pretrained(resolved.path, local_files_only=True, dtype=dtype)
         if net.config.pad_token_id is None:  # Llama-style heads find the last real token through it
             net.config.pad_token_id = self.tokenizer.pad_token_id
