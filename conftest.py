@@ -4,10 +4,10 @@ is not installed (installed, it is loaded through its ``pytest11`` entry point o
 import importlib.metadata
 
 
-def _plugin_installed(name: str = "harness.plugin") -> bool:
+def _plugin_installed(name: str = "harness.pytest_plugin.plugin") -> bool:
     eps = importlib.metadata.entry_points(group="pytest11")
     return any(ep.name == name for ep in eps)
 
 
-# fixtures.plugin: the model-building fixtures and --run-training (trainers/, fixtures/).
-pytest_plugins = [name for name in ("harness.plugin", "fixtures.plugin") if not _plugin_installed(name)]
+# harness.fixtures.plugin: the model-building fixtures and --run-training (trainers/, fixtures/).
+pytest_plugins = [name for name in ("harness.pytest_plugin.plugin", "harness.fixtures.plugin") if not _plugin_installed(name)]

@@ -50,7 +50,7 @@ def write_suite(tmp: Path, prompts) -> Path:
 def harness_run(tmp: Path, config: Path, model: str, max_new_tokens: int, rep: int) -> tuple[float, dict]:
     import pytest
 
-    from reports.parquet import read_report
+    from harness.reports.parquet import read_report
 
     report = tmp / f"report-{rep}.parquet"
     args = [str(tmp / "test_bench.py"), "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp),
@@ -79,10 +79,10 @@ def main() -> None:
     from harness.backends import create_backend
     from harness.backends.base import BackendOptions, SamplingConfig
     from harness.backends.vllm_backend import get_engine
-    from harness.models import load_tokenizer, resolve_model
-    from harness.settings import default_cache_dir
-    from harness.templates import format_prompts
-    from harness.types import GenerationRequest
+    from harness.models.resolve import load_tokenizer, resolve_model
+    from harness.config.settings import default_cache_dir
+    from harness.models.templates import format_prompts
+    from harness.core.types import GenerationRequest
 
     model = resolve_model(args.model, cache_dir=default_cache_dir())
     prompts = bench_prompts(args.prompts, args.data_dir)

@@ -1,6 +1,6 @@
-"""One self-contained HTML file summarising a comparison (``harness.compare.Comparison``) or a single run
-(``harness.compare.RunSummary``): inline CSS, plots embedded as base64 PNG, every text from the
-reports escaped. The data helpers and plots here are shared with ``reports.markdown``."""
+"""One self-contained HTML file summarising a comparison (``harness.baselines.compare.Comparison``) or a single run
+(``harness.baselines.compare.RunSummary``): inline CSS, plots embedded as base64 PNG, every text from the
+reports escaped. The data helpers and plots here are shared with ``harness.reports.markdown``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import io
 import math
 from pathlib import Path
 
-from harness.baseline_stats import Interval
-from harness.gating import JUDGE_ERROR
-from harness.compare import Comparison, Report, RunSummary
+from harness.baselines.stats import Interval
+from harness.config.thresholds import JUDGE_ERROR
+from harness.baselines.compare import Comparison, Report, RunSummary
 
 XSTEST = "xstest"
 BASE_COLOR, CAND_COLOR = "#8c96a8", "#d9603b"
@@ -78,7 +78,7 @@ def xstest_rows(report: Report, keys=None) -> list[tuple[str, str, int, int]]:
         if key[0] != XSTEST or (keys is not None and key not in keys):
             continue
         if row.get("passed") is None and row.get("refusal_label") == JUDGE_ERROR:
-            continue  # no class: left out of the rates, as in harness.gating
+            continue  # no class: left out of the rates, as in harness.config.thresholds
         c = counts[(row.get("category") or "", row.get("expected") or "")]
         c[0] += _refused(row)
         c[1] += 1
@@ -151,7 +151,7 @@ def plots(obj: Comparison | RunSummary) -> list[tuple[str, str, bytes]]:
         import matplotlib  # noqa: F401
     except ImportError:
         return []
-    from harness.gating import wilson_interval
+    from harness.config.thresholds import wilson_interval
 
     runs = _runs(obj)
     colors = {"baseline": BASE_COLOR, "candidate": CAND_COLOR, "run": CAND_COLOR}

@@ -8,8 +8,8 @@ import re
 from urllib.parse import quote
 from pathlib import Path
 
-from harness.compare import Comparison, RunSummary
-from reports.html import fmt_rate, fmt_shift, plots, rate_rows, xstest_rows
+from harness.baselines.compare import Comparison, RunSummary
+from harness.reports.html import fmt_rate, fmt_shift, plots, rate_rows, xstest_rows
 
 MAX_CELL = 600  # characters of a prompt or response shown in a table cell; the flips Parquet has them all
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 
-from reports.parquet import read_report
+from harness.reports.parquet import read_report
 
 
 def main(a_path: str, b_path: str) -> None:

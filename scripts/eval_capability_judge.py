@@ -25,7 +25,7 @@ from harness.capability.judges import JudgeConfig, available_judges, get_judge  
 from harness.capability.references import load_annotations  # noqa: E402
 from harness.capability.validation import agreement, verdict_from_score  # noqa: E402
 from harness.capability.win_rate import judge_swapped  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
+from harness.core.errors import HarnessError  # noqa: E402
 
 
 def sample_annotations(folder: Path, per_file: int | None, seed: int):

@@ -30,9 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable as a plain script from any directory
 
 from harness.data.loaders import read_table  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
+from harness.core.errors import HarnessError  # noqa: E402
 from harness.scoring.agreement import agreement, normalize_label  # noqa: E402
-from harness.settings import RunSettings  # noqa: E402
+from harness.config.settings import RunSettings  # noqa: E402
 
 
 def sample(rows: list[dict], limit: int | None, seed: int) -> list[dict]:

@@ -37,7 +37,7 @@ from typing import NamedTuple
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable as a plain script from any directory
 
-from harness.errors import HarnessError  # noqa: E402
+from harness.core.errors import HarnessError  # noqa: E402
 from harness.scoring import available_scorers, get_scorer  # noqa: E402
 from harness.scoring.agreement import agreement as agreement_of  # noqa: E402
 

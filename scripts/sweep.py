@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.errors import HarnessError  # noqa: E402
-from trainers.config import TrainConfig, safety_count_for_share  # noqa: E402
+from harness.core.errors import HarnessError  # noqa: E402
+from harness.trainers.config import TrainConfig, safety_count_for_share  # noqa: E402
 
 SUITES = ("malicious_instructions", "sweep_q_harm", "xstest", "physical_safety_safe", "capability")
 BASE_NAME = "base"
@@ -44,7 +44,7 @@ def plan(args) -> dict[str, TrainConfig]:
 def register_sweep_suites() -> None:
     """Q-Harm on its own, so that --limit samples it directly instead of as 1 of question_format's 6
     categories (the paper reports Q-Harm separately)."""
-    from harness.suites import STL, SuiteSpec, add_suite, find_data_file
+    from harness.data.suites import STL, SuiteSpec, add_suite, find_data_file
 
     def load(data_dir):
         from harness.data.loaders import load_stl
@@ -58,9 +58,9 @@ def register_sweep_suites() -> None:
 
 def evaluate(out: Path, names: list[str], args) -> None:
     """Evaluate models in this process (one vLLM engine serves them all) and write one report each."""
-    from harness.session import HarnessSession
-    from harness.settings import RunSettings
-    from reports.parquet import write_report
+    from harness.engine.session import HarnessSession
+    from harness.config.settings import RunSettings
+    from harness.reports.parquet import write_report
 
     register_sweep_suites()
     timings = {}
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
 
 
 def run_sweep(out: Path, args, argv: list[str]) -> int:
-    from trainers.train import train
+    from harness.trainers.train import train
 
     runs = plan(args)
     (out / "adapters").mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ answered. Opt-in (``--run-invariance``); select with ``-k invariance``. See ``ha
 
 import pytest
 
-from harness.metamorphic import SIDES
+from harness.engine.metamorphic import SIDES
 
 pytestmark = pytest.mark.invariance
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainers.config import safety_count_for_share
+from harness.trainers.config import safety_count_for_share
 
 pytestmark = pytest.mark.training
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from harness import adapter_sanity
+from harness.engine import adapter_sanity
 from harness.backends import base as backends_base
 from harness.backends.hf import HFBackend
-from harness.errors import ModelError
-from harness.session import HarnessSession
-from harness.settings import RunSettings
-from harness.tiny import make_tiny_adapter
-from harness.types import Prompt
+from harness.core.errors import ModelError
+from harness.engine.session import HarnessSession
+from harness.config.settings import RunSettings
+from harness.models.tiny import make_tiny_adapter
+from harness.core.types import Prompt
 
 
 def start_backend(tmp_path, model, backend="hf", **settings):

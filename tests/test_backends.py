@@ -7,11 +7,11 @@ import pytest
 
 from harness.backends import BackendOptions, SamplingConfig, available_backends, create_backend, resolve_backend_name
 from harness.backends import base as backends_base
-from harness.errors import BackendError, ConfigError
-from harness.models import load_tokenizer, resolve_model
-from harness.templates import (ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT, TEMPLATES, format_prompts, format_text,
+from harness.core.errors import BackendError, ConfigError
+from harness.models.resolve import load_tokenizer, resolve_model
+from harness.models.templates import (ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT, TEMPLATES, format_prompts, format_text,
                                resolve_template)
-from harness.types import GenerationRequest, Prompt
+from harness.core.types import GenerationRequest, Prompt
 
 # Deliberately not in length order, and of clearly different lengths.
 TEXTS = [

@@ -1,4 +1,4 @@
-"""Regression gating inside a pytest run (harness.baseline_plugin), end to end through pytester with the
+"""Regression gating inside a pytest run (harness.pytest_plugin.baseline), end to end through pytester with the
 ``replay`` backend: the baseline and each candidate are reports of the same 140 prompts whose responses
 come from JSONL files, so which prompts fail is chosen by the test.
 
@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import binomtest
 
-from harness.gating import wilson_interval
-from reports.parquet import read_report
+from harness.config.thresholds import wilson_interval
+from harness.reports.parquet import read_report
 
 HARM = [f"h{i:03d}" for i in range(100)]  # should be refused
 SAFE = [f"s{i:03d}" for i in range(40)]  # should be answered

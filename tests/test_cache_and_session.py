@@ -10,10 +10,10 @@ import sqlite3
 
 import pytest
 
-import harness.session as session_module
-from harness.cache import request_key
-from harness.settings import build_settings
-from reports.parquet import read_report
+import harness.engine.session as session_module
+from harness.engine.cache import request_key
+from harness.config.settings import build_settings
+from harness.reports.parquet import read_report
 
 PROMPTS_CSV = """\
 id,prompt,category

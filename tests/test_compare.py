@@ -1,4 +1,4 @@
-"""Baseline comparison (harness.compare, harness.baseline_stats, `safety-harness compare`) on synthetic
+"""Baseline comparison (harness.baselines.compare, harness.baselines.stats, `safety-harness compare`) on synthetic
 reports written with the report schema: a real regression fails, noise and identical runs pass, the
 statistics agree with scipy and with exact values worked out by hand, mismatched runs are refused, and
 unusable input exits 2 with one line."""
@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import binomtest, bootstrap
 
-from harness.baseline_stats import (OVER_THRESHOLD, REGRESSION, GateRule, absolute_check, mcnemar_exact,
+from harness.baselines.stats import (OVER_THRESHOLD, REGRESSION, GateRule, absolute_check, mcnemar_exact,
                                     paired_bootstrap, paired_rates)
-from harness.cli import main
-from harness.compare import ComparisonRefused, compare_reports, load_report, summarize_run
-from harness.errors import ConfigError, DataError, HarnessError
-from harness.gating import wilson_interval
-from reports.parquet import METADATA_KEY, SCHEMA, read_report
+from harness.cli.main import main
+from harness.baselines.compare import ComparisonRefused, compare_reports, load_report, summarize_run
+from harness.core.errors import ConfigError, DataError, HarnessError
+from harness.config.thresholds import wilson_interval
+from harness.reports.parquet import METADATA_KEY, SCHEMA, read_report
 
 SAMPLING = json.dumps({"max_new_tokens": 64, "seed": 0, "temperature": 0.0, "top_p": 1.0}, sort_keys=True)
 
@@ -295,7 +295,7 @@ def test_bad_inputs_exit_2_with_one_line(base, tmp_path, capsys):
 def test_bad_input_from_the_shell_has_no_traceback(base, tmp_path):
     text = tmp_path / "notes.parquet"
     text.write_text("hello")
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "compare", str(base), str(text)],
+    proc = subprocess.run([sys.executable, "-m", "harness.cli.main", "compare", str(base), str(text)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

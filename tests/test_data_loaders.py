@@ -24,8 +24,8 @@ from harness.data import (
     stratified_sample,
 )
 from harness.data.sampling import allocate
-from harness.errors import DataError
-from harness.types import Prompt
+from harness.core.errors import DataError
+from harness.core.types import Prompt
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SAFETY_HARNESS_DATA") or REPO.parent / "shared" / "data")

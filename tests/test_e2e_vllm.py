@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reports.parquet import read_report
+from harness.reports.parquet import read_report
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -50,8 +50,8 @@ def test_embedded_model_through_vllm_then_cache(work):
 
 
 def test_lora_adapter_served_through_vllm(work):
-    from harness.models import DEFAULT_MODEL, resolve_model
-    from harness.tiny import make_tiny_adapter
+    from harness.models.resolve import DEFAULT_MODEL, resolve_model
+    from harness.models.tiny import make_tiny_adapter
 
     base = resolve_model(DEFAULT_MODEL, cache_dir=work / "cache")
     adapter = make_tiny_adapter(base.path, work / "adapter", r=8, noise=0.05)

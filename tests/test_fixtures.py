@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.build import BUILD_LOG, build_adapter, cached_adapter, tiny_llama
-from trainers.config import TrainConfig
+from harness.fixtures.build import BUILD_LOG, build_adapter, cached_adapter, tiny_llama
+from harness.trainers.config import TrainConfig
 
 GENERAL = [{"instruction": f"Say {w}.", "input": "", "output": w, "status": "ok"}
            for w in ("one", "two", "three", "four", "five", "six", "seven", "eight")]
@@ -78,7 +78,7 @@ def test_two_xdist_workers_make_one_build(pytester, tmp_path, data, monkeypatch)
     cache = tmp_path / "shared-cache"
     monkeypatch.setenv("SAFETY_HARNESS_CACHE", str(cache))
     pytester.makepyfile(test_builds=SUITE.format(config=data))
-    args = ["-p", "fixtures.plugin", "-p", "no:cacheprovider", "-p", "no:randomly"]
+    args = ["-p", "harness.fixtures.plugin", "-p", "no:cacheprovider", "-p", "no:randomly"]
 
     skipped = pytester.runpytest_subprocess(*args)  # training is opt-in
     skipped.assert_outcomes(skipped=4)

@@ -30,7 +30,7 @@ def train_data(tmp_path_factory):
 def test_training_runs_in_bf16_on_the_gpu_and_names_it_in_the_key(tiny_model, train_data, tmp_path):
     from safetensors.torch import load_file
 
-    from trainers.train import device_tag
+    from harness.trainers.train import device_tag
 
     assert device_tag() == "cuda-bfloat16"
     result = run(_config(tiny_model, train_data), tmp_path / "adapter", tmp_path / "cache", keep_model=True)
@@ -61,7 +61,7 @@ def test_a_killed_bf16_run_resumes_to_the_same_adapter(tiny_model, train_data, t
 def _hf_backend(model_path, tmp_path, *, dtype="auto", batch_size=8, adapter=None):
     from harness.backends.base import BackendOptions, SamplingConfig
     from harness.backends.hf import HFBackend
-    from harness.models import resolve_model
+    from harness.models.resolve import resolve_model
 
     model = resolve_model(str(adapter or model_path), cache_dir=tmp_path / "cache")
     return HFBackend(model=model, sampling=SamplingConfig(max_new_tokens=12),
@@ -69,7 +69,7 @@ def _hf_backend(model_path, tmp_path, *, dtype="auto", batch_size=8, adapter=Non
 
 
 def _requests(backend, texts):
-    from harness.types import GenerationRequest
+    from harness.core.types import GenerationRequest
 
     tok = backend.tokenizer
     return [GenerationRequest(f"r{i}", None, t, tok(t)["input_ids"]) for i, t in enumerate(texts)]
@@ -94,7 +94,7 @@ def test_left_padding_on_the_gpu_changes_no_greedy_token_in_float32(tiny_model, 
 
 
 def test_an_adapter_is_applied_on_the_gpu_and_can_be_switched_off(tiny_model, tiny_adapter, tmp_path):
-    from harness.adapter_sanity import _base_switch
+    from harness.engine.adapter_sanity import _base_switch
 
     backend = _hf_backend(tiny_model, tmp_path, adapter=tiny_adapter)
     assert next(backend.net.parameters()).device.type == "cuda"

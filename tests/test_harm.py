@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.errors import ConfigError, ModelError
-from harness.gating import JUDGE_ERROR
+from harness.core.errors import ConfigError, ModelError
+from harness.config.thresholds import JUDGE_ERROR
 from harness.scoring.harm import (PAPER_FORMAT, HarmJudgeScorer, RewardModelHarmScorer, available_harm_scorers,
                                   get_harm_scorer, logistic, parse_harm_rating)
 
@@ -152,7 +152,7 @@ def test_harm_judge_maps_ratings_and_leaves_unparseable_ones_empty():
 
 def test_harm_judge_with_a_real_tiny_model(tiny_model, tmp_path):
     from harness.scoring.factory import build_harm_scorer
-    from harness.settings import RunSettings
+    from harness.config.settings import RunSettings
 
     s = replace(RunSettings(), harm_scorer="harm_judge", judge_model=str(tiny_model), backend="hf", cache_dir=tmp_path)
     scores = build_harm_scorer(s).score(["q", "q"], ["Sure, here is how.", "y" * 100_000])
@@ -164,9 +164,9 @@ def test_harm_judge_with_a_real_tiny_model(tiny_model, tmp_path):
 
 @pytest.mark.parametrize("harm", ["auto", "none", "reward_model"])
 def test_session_rows_and_report_carry_harm_scores(tmp_path, harm, reward_model):
-    from harness.session import HarnessSession
-    from harness.settings import build_settings
-    from reports.parquet import read_report, write_report
+    from harness.engine.session import HarnessSession
+    from harness.config.settings import build_settings
+    from harness.reports.parquet import read_report, write_report
 
     cli = {"backend": "dummy", "no_cache": True, "harm_scorer": harm, "cache_dir": tmp_path,
            "harm_model": str(reward_model) if harm == "reward_model" else None}

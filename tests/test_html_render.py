@@ -1,4 +1,4 @@
-"""The HTML and Markdown summaries (reports.html, reports.markdown): self-contained, escaped, with
+"""The HTML and Markdown summaries (harness.reports.html, harness.reports.markdown): self-contained, escaped, with
 embedded plots, and the HTML renders in headless Chromium (Debian package ``chromium``) to a page that
 shows the verdict banner and the plots."""
 
@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.cli import main
-from harness.compare import compare_reports, summarize_run
-from reports.html import render_html, write_html
-from reports.markdown import escape, render_markdown, write_markdown
-from reports.parquet import METADATA_KEY, SCHEMA
+from harness.cli.main import main
+from harness.baselines.compare import compare_reports, summarize_run
+from harness.reports.html import render_html, write_html
+from harness.reports.markdown import escape, render_markdown, write_markdown
+from harness.reports.parquet import METADATA_KEY, SCHEMA
 
 matplotlib = pytest.importorskip("matplotlib", reason="the plots need matplotlib: pip install matplotlib")
 

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import harness.scoring.judge as judge_module
-from harness.errors import ConfigError
-from harness.gating import JUDGE_ERROR, check_thresholds, compute_rate
+from harness.core.errors import ConfigError
+from harness.config.thresholds import JUDGE_ERROR, check_thresholds, compute_rate
 from harness.scoring.judge import (REFUSAL_QUESTION, REFUSAL_RUBRIC, LocalJudge, RefusalJudgeScorer, fence,
                                    fresh_tag, parse_refusal_verdict)
-from harness.types import REFUSAL_LABELS
+from harness.core.types import REFUSAL_LABELS
 
 # -- strict parsing ------------------------------------------------------------------------------------
 
@@ -136,7 +136,7 @@ def test_scorer_maps_verdicts_and_keeps_judge_error_explicit():
 
 def test_refusal_judge_without_a_judge_model_is_a_config_error():
     from harness.scoring.factory import build_refusal_scorer
-    from harness.settings import RunSettings
+    from harness.config.settings import RunSettings
 
     with pytest.raises(ConfigError, match="--judge-model"):
         build_refusal_scorer(replace(RunSettings(), scorer="refusal_judge"))
@@ -171,15 +171,15 @@ def test_a_metric_with_only_judge_errors_fails_instead_of_passing_unmeasured():
 
 def test_session_and_report_keep_judge_error_rows_without_an_outcome(tmp_path):
     from harness.scoring.base import REFUSAL_SCORERS, register_scorer
-    from harness.session import HarnessSession
-    from harness.settings import build_settings
-    from reports.parquet import read_report, write_report
+    from harness.engine.session import HarnessSession
+    from harness.config.settings import build_settings
+    from harness.reports.parquet import read_report, write_report
 
     class EveryOtherUnparseable:
         name, version = "test_flaky_judge", "0"
 
         def score(self, prompts, responses):
-            from harness.types import RefusalScore
+            from harness.core.types import RefusalScore
 
             return [RefusalScore(JUDGE_ERROR if i % 2 else "full_refusal", float("nan") if i % 2 else 1.0)
                     for i in range(len(responses))]
@@ -217,7 +217,7 @@ thresholds = { max_unsafe_compliance_rate = 1.0 }
                                  "--scorer", "refusal_judge", "--judge-model", str(tiny_model),
                                  "--harm-scorer", "harm_judge")
     text = harness_project.text(result)
-    from reports.parquet import read_report
+    from harness.reports.parquet import read_report
 
     table, meta = read_report(harness_project.report)
     rows = table.to_pylist()
@@ -244,8 +244,8 @@ def test_the_response_budget_follows_max_model_len(tiny_model, tmp_path):
 def test_judge_verdicts_go_through_the_cache(tiny_model, tmp_path, monkeypatch):
     """A second run (or a second xdist worker) reads the judges' verdicts from the cache: the judge model is
     not asked again. --no-cache asks it again."""
-    from harness.session import HarnessSession
-    from harness.settings import build_settings
+    from harness.engine.session import HarnessSession
+    from harness.config.settings import build_settings
 
     def run(**extra):
         cli = {"model": str(tiny_model), "backend": "hf", "max_new_tokens": 4, "limit": 4, "scorer": "refusal_judge",

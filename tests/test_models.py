@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import models
-from harness.errors import ModelError
-from harness.models import (DEFAULT_MODEL, ResolvedModel, fingerprint_model_folder, load_tokenizer, prepare_alias,
+from harness.models import resolve as models
+from harness.core.errors import ModelError
+from harness.models.resolve import (DEFAULT_MODEL, ResolvedModel, fingerprint_model_folder, load_tokenizer, prepare_alias,
                             resolve_model)
-from harness.tiny import make_tiny_adapter, make_tiny_llama
+from harness.models.tiny import make_tiny_adapter, make_tiny_llama
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 from harness.scoring import (
     DEFAULT_REFUSAL_SCORER,
     RefusalScorer,
@@ -20,7 +20,7 @@ from harness.scoring import (
     register_scorer,
 )
 from harness.scoring import base as scoring_base
-from harness.types import REFUSAL_LABELS
+from harness.core.types import REFUSAL_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.cli import main
-from harness.session import HarnessSession
-from harness.settings import build_settings
-from reports import parquet as report_module
-from reports.parquet import SCHEMA, read_report, write_report
+from harness.cli.main import main
+from harness.engine.session import HarnessSession
+from harness.config.settings import build_settings
+from harness.reports import parquet as report_module
+from harness.reports.parquet import SCHEMA, read_report, write_report
 
 
 @pytest.fixture

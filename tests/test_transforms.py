@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.transforms import instruction_to_question, question_to_instruction, rewrite_prompts
-from harness.types import Prompt
+from harness.data.transforms import instruction_to_question, question_to_instruction, rewrite_prompts
+from harness.core.types import Prompt
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from harness.capability.length_control import length_controlled_win_rate
 from harness.capability.references import load_annotations, parse_preference
 from harness.capability.validation import agreement, verdict_from_score
 from harness.capability.win_rate import judge_swapped, win_rate
-from harness.errors import ConfigError, DataError
-from harness.gating import check_thresholds, validate_thresholds
+from harness.core.errors import ConfigError, DataError
+from harness.config.thresholds import check_thresholds, validate_thresholds
 
 
 class ScriptedJudge:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from reports.parquet import read_report
+from harness.reports.parquet import read_report
 from tests.test_plugin import project
 
 TIMING = {"generation_seconds", "backend_start_seconds", "scoring_seconds"}
@@ -66,12 +66,12 @@ def test_worker_payload_keeps_harm_scores_and_capability_results():
     """What a worker sends (plain JSON) rebuilds the same rows, harm scores and capability statistics."""
     import json
 
-    from harness.capability.suite_hook import CapabilityResult, CapabilityRow
+    from harness.engine.capability import CapabilityResult, CapabilityRow
     from harness.scoring.harm import HarmScore
-    from harness.session import HarnessSession, ScoredRow, SuiteResult
-    from harness.settings import RunSettings
-    from harness.types import GenerationResult, Prompt, RefusalScore
-    from harness.xdist_support import _capability_in, _capability_out, _row_out, merge_payloads
+    from harness.engine.session import HarnessSession, ScoredRow, SuiteResult
+    from harness.config.settings import RunSettings
+    from harness.core.types import GenerationResult, Prompt, RefusalScore
+    from harness.pytest_plugin.xdist import _capability_in, _capability_out, _row_out, merge_payloads
 
     prompt = Prompt("capability", "c1", "Name three colours.", expected="comply")
     row = ScoredRow(prompt, "T: Name three colours.", GenerationResult("Red, green, blue.", 5, "stop"),

@@ -2,7 +2,7 @@
 with peft (``safety-harness train``). The adapter is saved with its prompt template, so
 ``pytest suites/ --model ADAPTER_DIR`` evaluates it the way it was trained."""
 
-from trainers.config import TrainConfig, safety_count_for_share
-from trainers.train import TrainResult, train
+from harness.trainers.config import TrainConfig, safety_count_for_share
+from harness.trainers.train import TrainResult, train
 
 __all__ = ["TrainConfig", "TrainResult", "safety_count_for_share", "train"]

@@ -8,7 +8,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 FORMATS = ("instruction", "question")
 # Bump when a change to the trainer changes the adapter a config produces: the fixtures' content-addressed
@@ -28,7 +28,7 @@ class TrainConfig:
         "help": "Number of safety demonstrations (harmful request, safe answer) added to the mix."})
     format: str = field(default="instruction", metadata={
         "help": "instruction: the demonstrations as given; question: rewritten as questions (the paper's "
-                "format experiment, via harness.transforms)."})
+                "format experiment, via harness.data.transforms)."})
     general_data: str | None = field(default=None, metadata={
         "help": "General data: a JSON/JSONL file or a folder of them (default: <data_dir>/alpaca_libre)."})
     safety_data: str | None = field(default=None, metadata={

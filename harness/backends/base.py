@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from harness.errors import BackendError, ConfigError
-from harness.types import GenerationRequest, GenerationResult
+from harness.core.errors import BackendError, ConfigError
+from harness.core.types import GenerationRequest, GenerationResult
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.backends.base import BackendOptions, SamplingConfig, register_backend
-from harness.errors import BackendError, DataError
-from harness.types import GenerationRequest, GenerationResult
+from harness.core.errors import BackendError, DataError
+from harness.core.types import GenerationRequest, GenerationResult
 
 RESPONSE_COLUMNS = ("response", "completion")
 

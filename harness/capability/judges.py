@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class LLMLogprobJudge:
 
     def __init__(self, config: JudgeConfig):
         from harness.capability.lm import load_scoring_lm
-        from harness.settings import default_cache_dir
+        from harness.config.settings import default_cache_dir
 
         self.config = config
         self.lm = load_scoring_lm(config.model, cache_dir=config.cache_dir or default_cache_dir(),
@@ -131,8 +131,8 @@ class LLMLogprobJudge:
         return sorted(ids)
 
     def prompt_ids(self, instructions: list[str], first: list[str], second: list[str]) -> list[list[int]]:
-        from harness.templates import format_text
-        from harness.types import Prompt
+        from harness.models.templates import format_text
+        from harness.core.types import Prompt
 
         texts = [format_text(Prompt("capability_judge", "", judge_prompt(i, a, b, self.config.max_chars)),
                              self.lm.template, self.lm.tokenizer) + ANSWER_PREFIX

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import ModelError
+from harness.core.errors import ModelError
 
 
 @dataclass
@@ -34,8 +34,8 @@ def load_scoring_lm(spec: str, *, cache_dir: Path, template: str = "auto", base_
     model the run already resolved."""
     from harness.backends.base import BackendOptions, SamplingConfig
     from harness.backends.hf import HFBackend
-    from harness.models import load_tokenizer, resolve_model
-    from harness.templates import resolve_template
+    from harness.models.resolve import load_tokenizer, resolve_model
+    from harness.models.templates import resolve_template
 
     model = resolved or resolve_model(spec, base_model=base_model, cache_dir=cache_dir, allow_pickle=allow_pickle)
     tokenizer = load_tokenizer(model)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.capability.lm import ScoringLM, continuation_logprobs
-from harness.types import Prompt
+from harness.core.types import Prompt
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -26,7 +26,7 @@ class RefLoglik:
 def reference_logliks(lm: ScoringLM, prompts: list[Prompt], references: list[str | None], *,
                       max_tokens: int = DEFAULT_MAX_TOKENS, progress=None) -> list[RefLoglik | None]:
     """One ``RefLoglik`` per prompt; None where the reference is missing or empty."""
-    from harness.templates import format_prompts
+    from harness.models.templates import format_prompts
 
     todo = [i for i, ref in enumerate(references) if ref and ref.strip()]
     out: list[RefLoglik | None] = [None] * len(prompts)

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from fractions import Fraction
 
-from harness.types import Prompt
+from harness.core.types import Prompt
 
 __all__ = ["allocate", "stratified_sample"]
 

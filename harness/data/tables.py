@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from harness.errors import DataError
+from harness.core.errors import DataError
 
 __all__ = ["read_table"]
 

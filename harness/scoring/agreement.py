@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.gating import JUDGE_ERROR
-from harness.types import REFUSAL_LABELS
+from harness.config.thresholds import JUDGE_ERROR
+from harness.core.types import REFUSAL_LABELS
 
 # Reference label spellings -> our labels. "refusal"/"refuse" are binary-only: they count for the binary
 # rate but not the three-class one (they do not say full or partial).

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Callable, Protocol, runtime_checkable
 
-from harness.errors import ConfigError
-from harness.types import RefusalScore
+from harness.core.errors import ConfigError
+from harness.core.types import RefusalScore
 
 
 @runtime_checkable

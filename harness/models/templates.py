@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.errors import ConfigError
-from harness.types import Prompt
+from harness.core.errors import ConfigError
+from harness.core.types import Prompt
 
 TEMPLATES = ("auto", "chat", "alpaca", "raw")
 

@@ -14,7 +14,7 @@ import dataclasses
 import re
 from collections.abc import Iterable
 
-from harness.types import Prompt
+from harness.core.types import Prompt
 
 __all__ = ["instruction_to_question", "question_to_instruction", "rewrite_prompts"]
 

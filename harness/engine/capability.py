@@ -13,8 +13,8 @@ import sys
 import time
 from dataclasses import astuple, dataclass, field
 
-from harness.cache import GenerationCache, cached_values, stable_hash
-from harness.gating import STATISTICS, Check, Rate, parse_threshold_key
+from harness.engine.cache import GenerationCache, cached_values, stable_hash
+from harness.config.thresholds import STATISTICS, Check, Rate, parse_threshold_key
 
 SUITE = "capability"
 LOGLIK_VERSION = "1"  # in the reference log-likelihood's cache key: bump when its values can change
@@ -124,7 +124,7 @@ def _mean_interval(values: list[float], confidence: float = 0.95) -> tuple[float
 
 def validate_capability_settings(settings) -> None:
     from harness.capability.judges import available_judges
-    from harness.errors import ConfigError
+    from harness.core.errors import ConfigError
 
     if settings.capability_judge is not None and settings.capability_judge not in available_judges():
         raise ConfigError(f"--capability-judge: unknown judge {settings.capability_judge!r} "
@@ -136,8 +136,8 @@ def validate_capability_settings(settings) -> None:
 def score_capability(session, result, *, progress: bool = True) -> None:
     """Attach a ``CapabilityResult`` to the capability suite's ``SuiteResult``."""
     from harness.capability.references import load_references
-    from harness.suites import SuiteDataMissing
-    from harness.templates import user_message
+    from harness.data.suites import SuiteDataMissing
+    from harness.models.templates import user_message
 
     s = session.settings
     try:

@@ -1,6 +1,6 @@
 """pytest wiring for the opt-in invariance suites (``suites/test_invariance.py``): the ``--run-invariance``
 gate, the ``invariance`` fixture and the summary section. The checks themselves are in
-``harness.metamorphic``.
+``harness.engine.metamorphic``.
 
 Opt-in because they cost minutes on a CPU, more than the rest of ``pytest suites/ --limit 20``: about
 15 rewrites x the anchored bases in the sweep, plus up to ``--invariance-examples`` batched generations
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.metamorphic import InvarianceRun, summary_lines
+from harness.engine.metamorphic import InvarianceRun, summary_lines
 
 _RUN = pytest.StashKey[InvarianceRun]()
 OPT_IN = "invariance suites are opt-in (minutes on a CPU): add --run-invariance"
@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def invariance(request) -> InvarianceRun:
     """The run's invariance checks, generating through the session's cache and backend."""
-    from harness.plugin import get_session
+    from harness.pytest_plugin.plugin import get_session
 
     config = request.config
     if _RUN not in config.stash:
@@ -50,7 +50,7 @@ def invariance(request) -> InvarianceRun:
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    from harness.plugin import SESSION_KEY
+    from harness.pytest_plugin.plugin import SESSION_KEY
 
     if SESSION_KEY not in config.stash:
         return

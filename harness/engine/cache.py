@@ -16,7 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from harness.types import GenerationResult
+from harness.core.types import GenerationResult
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS generations (

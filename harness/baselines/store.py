@@ -14,7 +14,7 @@ metric of one suite, and inherits every key it does not set (global < METRIC < S
     max_failure_rate = 0.10      # also an absolute ceiling ...
     threshold_on = "upper"       # ... checked on the upper end of the Wilson interval
 
-The metrics are the failure rates of ``harness.compare.FAILURE_METRIC``: ``unsafe_compliance_rate`` over
+The metrics are the failure rates of ``harness.baselines.compare.FAILURE_METRIC``: ``unsafe_compliance_rate`` over
 should-refuse prompts and ``refusal_rate`` over should-answer prompts.
 """
 
@@ -29,9 +29,9 @@ import subprocess
 from dataclasses import fields
 from pathlib import Path
 
-from harness.baseline_stats import GateRule
-from harness.compare import FAILURE_METRIC
-from harness.errors import ConfigError, HarnessError
+from harness.baselines.stats import GateRule
+from harness.baselines.compare import FAILURE_METRIC
+from harness.core.errors import ConfigError, HarnessError
 
 RULE_KEYS = {f.name for f in fields(GateRule)}
 GLOBAL_KEYS = {"flips"}
@@ -75,7 +75,7 @@ def flip_mode(gate: dict) -> str:
 
 
 def build_rules(gate: dict, suites) -> dict[str, GateRule]:
-    """Rules keyed as ``harness.compare.rule_for`` looks them up, every SUITE:METRIC fully layered."""
+    """Rules keyed as ``harness.baselines.compare.rule_for`` looks them up, every SUITE:METRIC fully layered."""
     base = {k: v for k, v in gate.items() if k in RULE_KEYS}
     targets = {k: v for k, v in gate.items() if isinstance(v, dict)}
     rules = {"*": GateRule(**base)}

@@ -10,9 +10,9 @@ baseline`` keeps only them.
   fails now, with the prompt and both responses in the message. Under ``flips = "gate"`` (the default) a
   flip whose gate holds is reported as xfailed (noise the gate tolerates), not failed;
 - ``baseline-gate[SUITE:METRIC]`` for each failure metric of each suite: it fails when the regression is
-  significant and larger than the margin (``harness.baseline_gate`` reads the rules).
+  significant and larger than the margin (``harness.baselines.store`` reads the rules).
 
-The comparison itself is ``harness.compare.compare_reports`` on the baseline and this run's rows, made
+The comparison itself is ``harness.baselines.compare.compare_reports`` on the baseline and this run's rows, made
 once right after generation; runs that cannot be compared stop the session with a usage error.
 """
 
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.compare import FAILURE_METRIC, Comparison, Report, load_report
-from harness.errors import HarnessError
-from harness.plugin import REPORT_KEY, get_session, item_suite, project_dir
+from harness.baselines.compare import FAILURE_METRIC, Comparison, Report, load_report
+from harness.core.errors import HarnessError
+from harness.pytest_plugin.plugin import REPORT_KEY, get_session, item_suite, project_dir
 
 
 @dataclass
@@ -69,7 +69,7 @@ def pytest_addoption(parser):
             group.addoption(f"--safety-{flag}", dest=dest, type=Path, default=None, metavar="PATH", help=text)
 
 
-@pytest.hookimpl(trylast=True)  # after harness.plugin has built the session's settings
+@pytest.hookimpl(trylast=True)  # after harness.pytest_plugin.plugin has built the session's settings
 def pytest_configure(config):
     settings = get_session(config).settings
     opt = config.getoption
@@ -77,7 +77,7 @@ def pytest_configure(config):
     state = BaselineState(Path(store_dir), opt("sh_baseline_save"), allow_mismatch=opt("sh_baseline_allow_mismatch"),
                           flips="fail" if opt("sh_baseline_fail_flips") else settings.gate.get("flips", "gate"),
                           html=opt("sh_html"), markdown=opt("sh_markdown"))
-    from harness.baseline_gate import BaselineStore
+    from harness.baselines.store import BaselineStore
 
     try:
         if opt("sh_baseline") is not None and opt("sh_baseline_compare") is not None:
@@ -108,7 +108,7 @@ class BaselineItem(pytest.Item):
     def __init__(self, *, suite: str, key: str, category: str = "", **kw):
         super().__init__(**kw)
         self.suite, self.key = suite, key
-        self.safety_suite_name = suite  # harness.plugin.item_suite: generate it even when -k keeps only these
+        self.safety_suite_name = suite  # harness.pytest_plugin.plugin.item_suite: generate it even when -k keeps only these
         self.extra_keyword_matches.update({suite, "baseline"} | ({category} if category else set()))
 
     def reportinfo(self):
@@ -210,7 +210,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_finish(session):
-    """Once harness.plugin has generated and scored the run, compare it with the baseline (refused runs stop
+    """Once harness.pytest_plugin.plugin has generated and scored the run, compare it with the baseline (refused runs stop
     the session here, before any test runs)."""
     result = yield
     config = session.config
@@ -229,9 +229,9 @@ def compare_with_baseline(state: BaselineState, hs) -> Comparison:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from harness.baseline_gate import build_rules
-    from harness.compare import compare_reports
-    from reports.parquet import SCHEMA, report_rows
+    from harness.baselines.store import build_rules
+    from harness.baselines.compare import compare_reports
+    from harness.reports.parquet import SCHEMA, report_rows
 
     ran = sorted(hs.results)
     b = state.baseline
@@ -250,7 +250,7 @@ def compare_with_baseline(state: BaselineState, hs) -> Comparison:
 def changed_data_files(base_meta: dict, hs) -> list[str]:
     """Data files whose hash differs from the baseline's record. Not a refusal: the prompts compared are
     the same (that is checked), but a changed file is worth a line in the summary."""
-    from harness.baseline_gate import data_files
+    from harness.baselines.store import data_files
 
     recorded = (base_meta.get("provenance") or {}).get("data_files") or {}
     out = []
@@ -264,7 +264,7 @@ def changed_data_files(base_meta: dict, hs) -> list[str]:
 # -- after the run: flips table, saved baseline, summaries ---------------------------------------------------
 
 
-def pytest_sessionfinish(session, exitstatus):  # after harness.plugin's (tryfirst) wrote the report
+def pytest_sessionfinish(session, exitstatus):  # after harness.pytest_plugin.plugin's (tryfirst) wrote the report
     config = session.config
     state = _state(config)
     if state is None or hasattr(config, "workerinput"):
@@ -272,7 +272,7 @@ def pytest_sessionfinish(session, exitstatus):  # after harness.plugin's (tryfir
     report = config.stash.get(REPORT_KEY, None)
     if report is None:
         return
-    from harness.baseline_gate import BaselineStore, default_save_name, git_commit
+    from harness.baselines.store import BaselineStore, default_save_name, git_commit
 
     try:
         hs = get_session(config)
@@ -280,7 +280,7 @@ def pytest_sessionfinish(session, exitstatus):  # after harness.plugin's (tryfir
             # The xdist controller: the comparison ran on the workers; their rows reached this session since.
             state.comparison = compare_with_baseline(state, hs)
         if state.comparison is not None:
-            from harness.compare import write_flips
+            from harness.baselines.compare import write_flips
 
             flips = write_flips(state.comparison, report.with_name(report.stem + ".flips.parquet"))
             state.outputs.append(f"flips: {flips}")
@@ -291,7 +291,7 @@ def pytest_sessionfinish(session, exitstatus):  # after harness.plugin's (tryfir
             note = "" if exitstatus == 0 else " (note: this run failed)"
             state.outputs.append(f"baseline saved: {saved} (--baseline-compare={name}){note}")
         if state.html or state.markdown:
-            from reports.summary import write_run_summaries
+            from harness.reports.summary import write_run_summaries
 
             state.outputs += write_run_summaries(state.comparison or report, html=state.html, markdown=state.markdown)
     except (OSError, HarnessError) as exc:
@@ -305,7 +305,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if state is None or (state.comparison is None and not state.outputs):
         return
     if state.comparison is not None:
-        from harness.compare import comparison_lines
+        from harness.baselines.compare import comparison_lines
 
         terminalreporter.section(f"safety-harness baseline: {state.baseline_path}")
         c = state.comparison

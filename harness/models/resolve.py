@@ -20,7 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from .errors import ModelError
+from harness.core.errors import ModelError
 
 
 @dataclass(frozen=True)

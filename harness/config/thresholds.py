@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 JUDGE_ERROR = "judge_error"  # refusal label of an unparseable judge verdict: no class, excluded from rates
 

@@ -25,8 +25,8 @@ import re
 import time
 from collections.abc import Callable
 
-from harness.transforms import _lower_first, instruction_to_question, question_to_instruction
-from harness.types import Prompt
+from harness.data.transforms import _lower_first, instruction_to_question, question_to_instruction
+from harness.core.types import Prompt
 
 SIDES = {"unsafe_stay_refused": "refuse", "safe_stay_answered": "comply"}
 # Examples per hypothesis property: enough to find a flip on a small model, few enough for a CPU run.
@@ -124,7 +124,7 @@ def base_prompts(data_dir) -> dict[str, list[Prompt]]:
     for 8 types); the dataset ones only when the data is present. Many unsafe bases because a small model
     refuses few of them, and only refused ones can stay refused."""
     from harness.data.loaders import load_smoke
-    from harness.suites import SuiteDataMissing, get_suite
+    from harness.data.suites import SuiteDataMissing, get_suite
 
     smoke = load_smoke()
     unsafe = [p for p in smoke if p.category in ("unsafe_instruction", "unsafe_question")]

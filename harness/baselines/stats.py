@@ -5,7 +5,7 @@ Every statistic comes from scipy (nothing is reimplemented here):
 - exact McNemar test on the per-prompt pass/fail flips: ``scipy.stats.binomtest`` on the discordant
   pairs (regressions = passed -> failed, improvements = failed -> passed), two-sided and one-sided
   for a regression;
-- Wilson intervals for the failure rates (``harness.gating.wilson_interval``);
+- Wilson intervals for the failure rates (``harness.config.thresholds.wilson_interval``);
 - paired bootstrap intervals for the shift of a continuous per-prompt score such as ``refusal_score``
   (``scipy.stats.bootstrap`` with ``paired=True`` and a fixed seed, so reports are reproducible).
 
@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from harness.errors import ConfigError
-from harness.gating import wilson_interval
+from harness.core.errors import ConfigError
+from harness.config.thresholds import wilson_interval
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,48 @@
+"""`prepare` and `suites`: what the harness can run, before any run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.cli.registry import command
+
+
+@command("prepare", help="prepare a model alias (e.g. the embedded default) and print its folder and fingerprint")
+def _prepare_args(p):
+    p.add_argument("model", nargs="?", default=None, help="alias, model folder or adapter folder")
+    p.add_argument("--base-model", default=None)
+    p.add_argument("--cache-dir", type=Path, default=None)
+
+
+@_prepare_args.run
+def _prepare(args) -> int:
+    from harness.models.resolve import DEFAULT_MODEL, resolve_model
+    from harness.config.settings import default_cache_dir
+
+    model = resolve_model(args.model or DEFAULT_MODEL, base_model=args.base_model,
+                          cache_dir=args.cache_dir or default_cache_dir())
+    print(f"{model.name}: {model.path}" + (f" + adapter {model.adapter_path}" if model.adapter_path else ""))
+    print(f"fingerprint {model.fingerprint}")
+    return 0
+
+
+@command("suites", help="list the built-in suites, their sizes and default thresholds")
+def _suites_args(p):
+    p.add_argument("--data-dir", type=Path, default=None)
+
+
+@_suites_args.run
+def _suites(args) -> int:
+    import os
+
+    from harness.data.suites import SuiteDataMissing, all_suites
+
+    data_dir = args.data_dir or (Path(os.environ["SAFETY_HARNESS_DATA"]) if "SAFETY_HARNESS_DATA" in os.environ else None)
+    for name, spec in sorted(all_suites().items()):
+        try:
+            size = f"{len(spec.load(data_dir))} prompts"
+        except SuiteDataMissing as exc:
+            size = f"data missing ({exc})"
+        thresholds = ", ".join(f"{k}={v:g}" for k, v in sorted(spec.thresholds.items()))
+        print(f"{name:24} {size:14} {thresholds}\n    {spec.description}")
+    return 0
