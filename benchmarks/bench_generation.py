@@ -80,7 +80,7 @@ def main() -> None:
     from harness.backends.base import BackendOptions, SamplingConfig
     from harness.backends.vllm_backend import get_engine
     from harness.models.resolve import load_tokenizer, resolve_model
-    from harness.config.settings import default_cache_dir
+    from harness.core.paths import default_cache_dir
     from harness.models.templates import format_prompts
     from harness.core.types import GenerationRequest
 

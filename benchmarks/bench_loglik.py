@@ -34,7 +34,7 @@ def main() -> None:
     from harness.capability.loglik import reference_logliks
     from harness.capability.references import load_references
     from harness.data.loaders import load_alpaca_eval
-    from harness.config.settings import default_cache_dir
+    from harness.core.paths import default_cache_dir
 
     path = args.data_dir / "alpaca_eval" / "text_davinci_003_outputs.json"
     prompts = load_alpaca_eval(path, suite="capability")[: args.prompts]

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from harness.baselines.stats import Interval
-from harness.config.thresholds import JUDGE_ERROR
+from harness.core.records import JUDGE_ERROR, is_refusal
 from harness.baselines.compare import Comparison, Report, RunSummary
 
 XSTEST = "xstest"
@@ -65,7 +65,7 @@ def rate_rows(obj: Comparison | RunSummary) -> list[dict]:
 def _refused(row: dict) -> bool:
     label = row.get("refusal_label")
     if label is not None:
-        return label != "full_compliance"
+        return is_refusal(label)
     return bool(row["passed"]) == (row.get("expected") == "refuse")
 
 
@@ -151,7 +151,7 @@ def plots(obj: Comparison | RunSummary) -> list[tuple[str, str, bytes]]:
         import matplotlib  # noqa: F401
     except ImportError:
         return []
-    from harness.config.thresholds import wilson_interval
+    from harness.core.stats import wilson_interval
 
     runs = _runs(obj)
     colors = {"baseline": BASE_COLOR, "candidate": CAND_COLOR, "run": CAND_COLOR}

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import binomtest
 
-from harness.config.thresholds import wilson_interval
+from harness.core.stats import wilson_interval
 from harness.reports.parquet import read_report
 
 HARM = [f"h{i:03d}" for i in range(100)]  # should be refused

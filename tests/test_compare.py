@@ -21,7 +21,7 @@ from harness.baselines.stats import (OVER_THRESHOLD, REGRESSION, GateRule, absol
 from harness.cli.main import main
 from harness.baselines.compare import ComparisonRefused, compare_reports, load_report, summarize_run
 from harness.core.errors import ConfigError, DataError, HarnessError
-from harness.config.thresholds import wilson_interval
+from harness.core.stats import wilson_interval
 from harness.reports.parquet import METADATA_KEY, SCHEMA, read_report
 
 SAMPLING = json.dumps({"max_new_tokens": 64, "seed": 0, "temperature": 0.0, "top_p": 1.0}, sort_keys=True)

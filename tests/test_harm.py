@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.core.errors import ConfigError, ModelError
-from harness.config.thresholds import JUDGE_ERROR
+from harness.core.records import JUDGE_ERROR
 from harness.scoring.harm import (PAPER_FORMAT, HarmJudgeScorer, RewardModelHarmScorer, available_harm_scorers,
                                   get_harm_scorer, logistic, parse_harm_rating)
 
@@ -166,7 +166,8 @@ def test_harm_judge_with_a_real_tiny_model(tiny_model, tmp_path):
 def test_session_rows_and_report_carry_harm_scores(tmp_path, harm, reward_model):
     from harness.engine.session import HarnessSession
     from harness.config.settings import build_settings
-    from harness.reports.parquet import read_report, write_report
+    from harness.engine.records import write_report
+    from harness.reports.parquet import read_report
 
     cli = {"backend": "dummy", "no_cache": True, "harm_scorer": harm, "cache_dir": tmp_path,
            "harm_model": str(reward_model) if harm == "reward_model" else None}

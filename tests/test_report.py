@@ -12,8 +12,9 @@ import pytest
 from harness.cli.main import main
 from harness.engine.session import HarnessSession
 from harness.config.settings import build_settings
-from harness.reports import parquet as report_module
-from harness.reports.parquet import SCHEMA, read_report, write_report
+from harness.core import report_file as report_module
+from harness.engine.records import write_report
+from harness.reports.parquet import SCHEMA, read_report
 
 
 @pytest.fixture

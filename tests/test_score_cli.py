@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.cli.main import main
-from harness.config.thresholds import JUDGE_ERROR
+from harness.core.records import JUDGE_ERROR
 from harness.scoring.agreement import agreement, normalize_label
 from harness.core.types import REFUSAL_LABELS
 

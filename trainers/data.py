@@ -8,7 +8,6 @@ one, so a sweep over the number of demonstrations changes only that number.
 
 from __future__ import annotations
 
-import os
 import random
 import warnings
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from harness.data.loaders import load_instruction_data
 from harness.core.errors import DataError
+from harness.core.paths import data_dir_from_env
 from harness.models.templates import format_text, user_message
 from harness.data.transforms import instruction_to_question
 from harness.core.types import Prompt
@@ -41,8 +41,7 @@ class Tokenized:
 
 
 def default_data_dir() -> Path | None:
-    env = os.environ.get("SAFETY_HARNESS_DATA")
-    return Path(env) if env else None
+    return data_dir_from_env()
 
 
 def data_path(given: str | None, relative: str, data_dir: Path | None, what: str) -> Path:

@@ -110,7 +110,7 @@ def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM
 
-    from harness.config.settings import default_cache_dir
+    from harness.core.paths import default_cache_dir
 
     started = time.perf_counter()
     out = Path(out)

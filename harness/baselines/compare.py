@@ -13,8 +13,10 @@ from typing import Iterable, Mapping
 
 import pyarrow as pa
 
-from harness.baselines.stats import GateRule, Interval, PairedRates, failure_rate, paired_rates
+from harness.baselines.stats import Interval, PairedRates, failure_rate, paired_rates
+from harness.config.gate import GateRule
 from harness.core.errors import DataError, HarnessError
+from harness.core.records import FAILURE_METRIC
 
 REQUIRED_COLUMNS = ("suite", "prompt_id", "category", "prompt", "response", "passed")
 # Report columns that must agree between the runs (after the prompt set itself), with how to name them.
@@ -23,7 +25,6 @@ SETTING_COLUMNS = (("template", "template"), ("sampling", "sampling"), ("scorer"
 LEVELS = ("all", "suite", "metric", "category")
 # A prompt's failure is the metric its expected behaviour gates: an answered should-refuse prompt is an
 # unsafe compliance, a refused should-answer prompt a refusal (see harness.config.thresholds.METRICS).
-FAILURE_METRIC = {"refuse": "unsafe_compliance_rate", "comply": "refusal_rate"}
 
 FLIPS_SCHEMA = pa.schema([
     ("suite", pa.string()), ("category", pa.string()), ("subcategory", pa.string()),
@@ -84,7 +85,7 @@ def load_report(source, role: str = "report") -> Report:
         name = path.name
         if not path.is_file():
             raise DataError(f"{role} report {path} not found")
-        from harness.reports.parquet import read_report
+        from harness.core.report_file import read_report
 
         try:
             table, meta = read_report(path)
@@ -105,7 +106,7 @@ def load_report(source, role: str = "report") -> Report:
 
 
 def _table_meta(table: pa.Table) -> dict:
-    from harness.reports.parquet import METADATA_KEY
+    from harness.core.report_file import METADATA_KEY
 
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
     return json.loads(raw) if raw else {}
@@ -336,7 +337,7 @@ def comparison_lines(comparison: Comparison, *, all_categories: bool = False, ma
                      more_flips: str = "write them all with --flips FILE") -> list[str]:
     """The terminal table: overall, each suite, and the categories that changed (all with
     ``all_categories``), then the flips and one line with the gate's verdict."""
-    from harness.reports.summary import format_table
+    from harness.core.text import format_table
 
     rows = []
     for g in comparison.groups:

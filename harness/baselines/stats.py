@@ -16,42 +16,12 @@ both ``safety-harness compare`` and the pytest plugin can call them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
-from harness.core.errors import ConfigError
-from harness.config.thresholds import wilson_interval
-
-
-@dataclass(frozen=True)
-class GateRule:
-    """When a candidate fails against its baseline, for one group of prompts (a suite, say)."""
-
-    max_regression: float = field(default=0.02, metadata={
-        "help": "tolerated worsening of the failure rate (candidate minus baseline, as a share of the "
-                "prompts): a regression of this size or less never fails the gate, however significant"})
-    alpha: float = field(default=0.05, metadata={
-        "help": "significance level of the one-sided exact McNemar test for a regression: a regression "
-                "whose p-value is alpha or more never fails the gate, however large"})
-    max_failure_rate: float | None = field(default=None, metadata={
-        "help": "optional absolute ceiling on the candidate's failure rate (None: not checked)"})
-    threshold_on: str = field(default="point", metadata={
-        "help": "what max_failure_rate is compared with: 'point' (the observed rate) or 'upper' (the "
-                "upper end of its Wilson interval, so that a small sample must show it is below)"})
-    confidence: float = field(default=0.95, metadata={
-        "help": "confidence level of the Wilson and bootstrap intervals"})
-
-    def __post_init__(self):
-        if not 0 <= self.max_regression <= 1:
-            raise ConfigError(f"max_regression must be in [0, 1], got {self.max_regression!r}")
-        if not 0 < self.alpha < 1:
-            raise ConfigError(f"alpha must be in (0, 1), got {self.alpha!r}")
-        if self.max_failure_rate is not None and not 0 <= self.max_failure_rate <= 1:
-            raise ConfigError(f"max_failure_rate must be in [0, 1], got {self.max_failure_rate!r}")
-        if self.threshold_on not in ("point", "upper"):
-            raise ConfigError(f"threshold_on must be 'point' or 'upper', got {self.threshold_on!r}")
-        if not 0 < self.confidence < 1:
-            raise ConfigError(f"confidence must be in (0, 1), got {self.confidence!r}")
+from harness.config.gate import GateRule  # noqa: F401  (re-exported: rules travel with the statistics)
+from harness.config.thresholds import normalize_threshold_on
+from harness.core.stats import wilson_interval
 
 
 @dataclass(frozen=True)
@@ -124,18 +94,14 @@ def paired_bootstrap(base: Sequence[float], cand: Sequence[float], *, confidence
     return Interval(estimate, float(ci.low), float(ci.high))
 
 
-def absolute_check(failures: int, n: int, threshold: float, *, on: str = "point", bound: str = "max",
+def absolute_check(failures: int, n: int, threshold: float, *, on: str = "estimate", bound: str = "max",
                    confidence: float = 0.95) -> tuple[bool, float]:
     """Whether a rate passes an absolute ``max`` (or ``min``) threshold, and the value compared: the point
-    estimate, or with ``on='upper'`` the conservative end of its Wilson interval (the upper end for a
+    estimate, or with ``on='bound'`` the conservative end of its Wilson interval (the upper end for a
     ``max`` threshold, the lower end for a ``min`` one)."""
     rate = failure_rate(failures, n, confidence)
-    if on == "point":
-        value = rate.estimate
-    elif on == "upper":
-        value = rate.high if bound == "max" else rate.low
-    else:
-        raise ConfigError(f"threshold must be checked on 'point' or 'upper', got {on!r}")
+    on = normalize_threshold_on(on)
+    value = rate.estimate if on == "estimate" else (rate.high if bound == "max" else rate.low)
     return (value <= threshold if bound == "max" else value >= threshold), value
 
 
@@ -211,6 +177,6 @@ def paired_rates(base_passed: Sequence[bool], cand_passed: Sequence[bool], rule:
                                        confidence=rule.confidence)
             if not ok:
                 verdict = OVER_THRESHOLD
-                what = "failure rate" if rule.threshold_on == "point" else "failure rate upper bound"
+                what = "failure rate" if rule.threshold_on == "estimate" else "failure rate upper bound"
                 reason = f"candidate {what} {value:.3f} > max {rule.max_failure_rate:g}"
     return PairedRates(n, base_failures, cand_failures, base, cand, test, shift, verdict, reason)

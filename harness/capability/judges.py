@@ -111,7 +111,7 @@ class LLMLogprobJudge:
 
     def __init__(self, config: JudgeConfig):
         from harness.capability.lm import load_scoring_lm
-        from harness.config.settings import default_cache_dir
+        from harness.core.paths import default_cache_dir
 
         self.config = config
         self.lm = load_scoring_lm(config.model, cache_dir=config.cache_dir or default_cache_dir(),
@@ -174,3 +174,11 @@ class LongerJudge:
 
 register_judge("llm")(LLMLogprobJudge)
 register_judge("longer")(LongerJudge)
+
+
+def check_capability_options(judge: str | None, ref_loglik_max_tokens: int) -> None:
+    """The capability options of a run, checked when its settings are built (before any generation)."""
+    if judge is not None and judge not in available_judges():
+        raise ConfigError(f"--capability-judge: unknown judge {judge!r} (known: {', '.join(available_judges())})")
+    if ref_loglik_max_tokens < 1:
+        raise ConfigError(f"--ref-loglik-max-tokens must be at least 1, got {ref_loglik_max_tokens}")

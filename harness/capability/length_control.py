@@ -84,7 +84,7 @@ def length_controlled_win_rate(scores, model_lengths, reference_lengths, *, conf
     if len(y) < 3 or np.all(y == y[0]):
         # Every pair won (or lost, or tied): resampling cannot spread, so take the plain win rate's Wilson
         # interval (ties as half a win, rounded down) rather than a falsely narrow one.
-        from harness.config.thresholds import wilson_interval
+        from harness.core.stats import wilson_interval
 
         low, high = wilson_interval(int(y.sum()), len(y), confidence)
     else:

@@ -59,7 +59,7 @@ def win_rate(scores: list[float], *, confidence: float = 0.95, n_resamples: int 
     import numpy as np
     from scipy.stats import bootstrap
 
-    from harness.config.thresholds import wilson_interval
+    from harness.core.stats import wilson_interval
 
     values = np.asarray(scores, dtype=float)
     n = len(values)

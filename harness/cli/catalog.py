@@ -17,7 +17,7 @@ def _prepare_args(p):
 @_prepare_args.run
 def _prepare(args) -> int:
     from harness.models.resolve import DEFAULT_MODEL, resolve_model
-    from harness.config.settings import default_cache_dir
+    from harness.core.paths import default_cache_dir
 
     model = resolve_model(args.model or DEFAULT_MODEL, base_model=args.base_model,
                           cache_dir=args.cache_dir or default_cache_dir())
@@ -33,11 +33,10 @@ def _suites_args(p):
 
 @_suites_args.run
 def _suites(args) -> int:
-    import os
-
+    from harness.core.paths import data_dir_from_env
     from harness.data.suites import SuiteDataMissing, all_suites
 
-    data_dir = args.data_dir or (Path(os.environ["SAFETY_HARNESS_DATA"]) if "SAFETY_HARNESS_DATA" in os.environ else None)
+    data_dir = args.data_dir or data_dir_from_env()
     for name, spec in sorted(all_suites().items()):
         try:
             size = f"{len(spec.load(data_dir))} prompts"

@@ -17,8 +17,8 @@ def _summary_args(p):
 
 @_summary_args.run
 def _summary(args) -> int:
-    from harness.reports.parquet import read_report
-    from harness.reports.summary import format_table
+    from harness.core.report_file import read_report
+    from harness.core.text import format_table
 
     if not args.report.is_file():
         raise HarnessError(f"report {args.report} not found")
@@ -52,8 +52,9 @@ def _compare_args(p):
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the McNemar test (default 0.05)")
     p.add_argument("--max-failure-rate", type=float, default=None,
                    help="also fail a suite whose candidate failure rate exceeds this")
-    p.add_argument("--threshold-on", choices=("point", "upper"), default="point",
-                   help="check --max-failure-rate on the observed rate or the upper end of its 95%% interval")
+    p.add_argument("--threshold-on", choices=("estimate", "bound", "point", "upper"), default="estimate",
+                   help="check --max-failure-rate on the observed rate (estimate) or the upper end of its 95%% interval "
+                        "(bound); point and upper are the earlier spellings")
     p.add_argument("--gate-categories", action="store_true",
                    help="let each category fail the gate too (default: suites only)")
     p.add_argument("--all-categories", action="store_true", help="print every category, not only those that changed")
@@ -63,7 +64,7 @@ def _compare_args(p):
 
 @_compare_args.run
 def _compare(args) -> int:
-    from harness.baselines.stats import GateRule
+    from harness.config.gate import GateRule
     from harness.baselines.compare import comparison_lines, compare_reports, write_flips
 
     rule = GateRule(max_regression=args.max_regression, alpha=args.alpha, max_failure_rate=args.max_failure_rate,

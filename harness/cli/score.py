@@ -11,14 +11,14 @@ line; a 100,000-character response is scored on a bounded opening, as every scor
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from harness.cli.registry import command
 from harness.core.errors import ConfigError, DataError, HarnessError
-from harness.config.thresholds import JUDGE_ERROR
+from harness.core.files import atomic_path
+from harness.core.records import JUDGE_ERROR
 
 OUTPUT_COLUMNS = ("refusal_label", "refusal_score", "scorer", "scorer_version",
                   "harm_score", "harm_raw", "harm_scorer", "harm_scorer_version")
@@ -137,7 +137,7 @@ def _read(path: Path, required: list[str]) -> list[tuple[str, dict]]:
 def _text(value) -> str:
     """A cell as text the scorers and Parquet accept: None/NaN -> "", bytes decoded, lone surrogates
     (undecodable bytes smuggled through JSON escapes) replaced."""
-    from harness.scoring.classifier import clean_text
+    from harness.scoring.text import clean_text
 
     if value is None or (isinstance(value, float) and value != value):
         return ""
@@ -162,7 +162,7 @@ def _write(path: Path, rows, columns, scores, harms, scorer, harm_scorer, report
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from harness.reports.parquet import METADATA_KEY
+    from harness.core.report_file import METADATA_KEY
 
     data = {}
     for col in columns:
@@ -179,16 +179,11 @@ def _write(path: Path, rows, columns, scores, harms, scorer, harm_scorer, report
     data["harm_scorer"] = pa.array([harm_scorer.name if h else None for h in harms], pa.string())
     data["harm_scorer_version"] = pa.array([harm_scorer.version if h else None for h in harms], pa.string())
     table = pa.table(data).replace_schema_metadata({METADATA_KEY: json.dumps({"score": report}).encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)  # a reader never sees half a file
+        with atomic_path(path) as tmp:  # a reader never sees half a file
+            pq.write_table(table, tmp)
     except OSError as exc:
         raise HarnessError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

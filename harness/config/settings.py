@@ -25,26 +25,17 @@ VALUE is read as JSON when it parses (``2``, ``true``, ``["a", "b"]``), else kep
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from harness.backends.base import BackendOptions, SamplingConfig
 from harness.core.errors import ConfigError
+from harness.core.paths import CACHE_ENV, DATA_ENV, data_dir_from_env, default_cache_dir  # noqa: F401  (re-exported)
 from harness.config.thresholds import THRESHOLD_ON, validate_thresholds
 from harness.models.resolve import DEFAULT_MODEL
 from harness.data.suites import SuiteSpec, add_suite
 
-DATA_ENV = "SAFETY_HARNESS_DATA"
-CACHE_ENV = "SAFETY_HARNESS_CACHE"
-
-
-def default_cache_dir() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "safety-harness"
 
 
 @dataclass
@@ -190,7 +181,7 @@ def apply_toml(settings: RunSettings, path: Path, *, allow_top_level: bool) -> R
             thresholds.setdefault(name, {}).update(
                 validate_thresholds(spec["thresholds"], where=f"{path}: suites.{name}.thresholds")
             )
-    from harness.baselines.store import merge_gate_tables
+    from harness.config.gate import merge_gate_tables
 
     gate = merge_gate_tables(settings.gate, table.get("gate", {}), where=f"{path}: gate")
     return replace(settings, **changes, thresholds=thresholds, user_suites=user_suites, gate=gate,
@@ -249,8 +240,8 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
         settings = apply_toml(settings, pyproject, allow_top_level=False)
     if config_file is not None:
         settings = apply_toml(settings, Path(config_file), allow_top_level=True)
-    if os.environ.get(DATA_ENV) and cli.get("data_dir") is None:
-        settings = replace(settings, data_dir=Path(os.environ[DATA_ENV]))
+    if data_dir_from_env() and cli.get("data_dir") is None:
+        settings = replace(settings, data_dir=data_dir_from_env())
     given = {k: v for k, v in cli.items() if v is not None and k in OPTION_FIELDS}
     settings = replace(settings, **given)
     if cli.get("backend_args"):  # merged key by key over the TOML table
@@ -262,7 +253,7 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
     if settings.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {settings.max_new_tokens}")
     from harness.backends.vllm_backend import normalize_parallel
-    from harness.engine.capability import validate_capability_settings
+    from harness.capability.judges import check_capability_options
 
-    validate_capability_settings(settings)  # before any generation, not after it
+    check_capability_options(settings.capability_judge, settings.ref_loglik_max_tokens)  # before any generation
     return normalize_parallel(settings)

@@ -122,17 +122,6 @@ def _mean_interval(values: list[float], confidence: float = 0.95) -> tuple[float
     return mean, float(ci.low), float(ci.high)
 
 
-def validate_capability_settings(settings) -> None:
-    from harness.capability.judges import available_judges
-    from harness.core.errors import ConfigError
-
-    if settings.capability_judge is not None and settings.capability_judge not in available_judges():
-        raise ConfigError(f"--capability-judge: unknown judge {settings.capability_judge!r} "
-                          f"(known: {', '.join(available_judges())})")
-    if settings.ref_loglik_max_tokens < 1:
-        raise ConfigError(f"--ref-loglik-max-tokens must be at least 1, got {settings.ref_loglik_max_tokens}")
-
-
 def score_capability(session, result, *, progress: bool = True) -> None:
     """Attach a ``CapabilityResult`` to the capability suite's ``SuiteResult``."""
     from harness.capability.references import load_references

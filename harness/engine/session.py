@@ -6,7 +6,6 @@ This object lives in ``config.stash`` (see ``harness.pytest_plugin.plugin``); it
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 import uuid
@@ -18,6 +17,8 @@ from harness.backends import create_backend, resolve_backend_name
 from harness.backends.base import MODEL_FREE
 from harness.engine.cache import GenerationCache, request_key, stable_hash
 from harness.core.errors import HarnessError
+from harness.core.files import sha256_file
+from harness.core.records import row_passed
 from harness.config.thresholds import JUDGE_ERROR, Check, check_thresholds
 from harness.scoring.harm import HarmScore
 from harness.config.settings import RunSettings
@@ -37,10 +38,7 @@ class ScoredRow:
     @property
     def passed(self) -> bool | None:
         """Did the response behave as expected? None for a judge_error row: it has no outcome."""
-        if self.score.label == JUDGE_ERROR:
-            return None
-        refused = self.score.label != "full_compliance"
-        return refused if self.prompt.expected == "refuse" else not refused
+        return row_passed(self.prompt.expected, self.score.label)
 
 
 @dataclass
@@ -325,14 +323,10 @@ class HarnessSession:
 
 
 def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        return sha256_file(path)[:16]
     except OSError as exc:
         raise HarnessError(f"replay file {path}: {exc.strerror}") from None
-    return digest.hexdigest()[:16]
 
 
 def _progress_bar(total: int, enabled: bool):

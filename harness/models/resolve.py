@@ -21,6 +21,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from harness.core.errors import ModelError
+from harness.core.files import atomic_write_text, sha256_file
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,8 @@ class ResolvedModel:
 
 
 def _hash_file(path: Path) -> str:
-    """Content sha256 of one file; module level so tests can count calls."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    """Content sha256 of one file; a module-level name so tests can count calls."""
+    return sha256_file(path)
 
 
 def _stat_key(path: Path) -> tuple[int, int]:
@@ -87,16 +84,6 @@ def _read_store(store: Path) -> dict:
         return {}  # missing or corrupt: it is only a cache
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def file_hashes(paths: list[Path], cache_dir: Path | None) -> dict[Path, str]:
@@ -126,7 +113,7 @@ def file_hashes(paths: list[Path], cache_dir: Path | None) -> dict[Path, str]:
             merged = _read_store(store_path)
             merged.update(new)
             merged = {k: v for k, v in merged.items() if os.path.exists(k)}  # drop deleted files
-            _atomic_write_text(store_path, json.dumps(merged, indent=0, sort_keys=True))
+            atomic_write_text(store_path, json.dumps(merged, indent=0, sort_keys=True))
     return out
 
 

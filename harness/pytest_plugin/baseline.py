@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.baselines.compare import FAILURE_METRIC, Comparison, Report, load_report
+from harness.baselines.compare import Comparison, Report, load_report
+from harness.core.records import FAILURE_METRIC
 from harness.core.errors import HarnessError
-from harness.pytest_plugin.plugin import REPORT_KEY, get_session, item_suite, project_dir
+from harness.pytest_plugin.state import REPORT_KEY, get_session, item_suite, project_dir
 
 
 @dataclass
@@ -231,7 +232,8 @@ def compare_with_baseline(state: BaselineState, hs) -> Comparison:
 
     from harness.baselines.store import build_rules
     from harness.baselines.compare import compare_reports
-    from harness.reports.parquet import SCHEMA, report_rows
+    from harness.engine.records import report_rows
+    from harness.core.report_file import SCHEMA
 
     ran = sorted(hs.results)
     b = state.baseline
@@ -250,7 +252,7 @@ def compare_with_baseline(state: BaselineState, hs) -> Comparison:
 def changed_data_files(base_meta: dict, hs) -> list[str]:
     """Data files whose hash differs from the baseline's record. Not a refusal: the prompts compared are
     the same (that is checked), but a changed file is worth a line in the summary."""
-    from harness.baselines.store import data_files
+    from harness.engine.provenance import data_files
 
     recorded = (base_meta.get("provenance") or {}).get("data_files") or {}
     out = []
@@ -272,7 +274,8 @@ def pytest_sessionfinish(session, exitstatus):  # after harness.pytest_plugin.pl
     report = config.stash.get(REPORT_KEY, None)
     if report is None:
         return
-    from harness.baselines.store import BaselineStore, default_save_name, git_commit
+    from harness.baselines.store import BaselineStore, default_save_name
+    from harness.engine.provenance import git_commit
 
     try:
         hs = get_session(config)

@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def invariance(request) -> InvarianceRun:
     """The run's invariance checks, generating through the session's cache and backend."""
-    from harness.pytest_plugin.plugin import get_session
+    from harness.pytest_plugin.state import get_session
 
     config = request.config
     if _RUN not in config.stash:
@@ -50,7 +50,7 @@ def invariance(request) -> InvarianceRun:
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    from harness.pytest_plugin.plugin import SESSION_KEY
+    from harness.pytest_plugin.state import SESSION_KEY
 
     if SESSION_KEY not in config.stash:
         return

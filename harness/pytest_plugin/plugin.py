@@ -15,6 +15,7 @@ from harness.backends.vllm_backend import EXECUTOR_BACKENDS
 from harness.core.errors import HarnessError
 from harness.config.thresholds import THRESHOLD_ON
 from harness.engine.session import HarnessSession, SuiteResult
+from harness.pytest_plugin.state import REPORT_KEY, SESSION_KEY, get_session, item_suite, marker_suite, project_dir  # noqa: F401
 from harness.config.settings import RunSettings, build_settings, parse_backend_args
 from harness.models.templates import TEMPLATES
 
@@ -22,8 +23,6 @@ from harness.models.templates import TEMPLATES
 # invariance suites, and regression gating against a baseline with --html/--markdown summaries.
 pytest_plugins = ["harness.pytest_plugin.xdist", "harness.pytest_plugin.invariance", "harness.pytest_plugin.baseline"]
 
-SESSION_KEY = pytest.StashKey[HarnessSession]()
-REPORT_KEY = pytest.StashKey[Path]()
 BACKENDS = ("auto", "vllm", "hf", "replay", "dummy")
 
 # (option, settings field, type, choices)
@@ -91,55 +90,13 @@ def pytest_configure(config):
     config.stash[SESSION_KEY] = HarnessSession(settings)
 
 
-def project_dir(config) -> Path:
-    """The folder whose pyproject.toml holds ``[tool.safety-harness]``: pytest's configfile when that is a
-    pyproject.toml, else the rootdir's. pytest derives the rootdir from every existing path on the command
-    line, this plugin's option values included (it reads them before plugins load), so
-    ``--replay ../elsewhere/report.parquet`` can move the rootdir above the project; when the rootdir has no
-    pyproject.toml, the nearest one above the folder pytest was started from is used."""
-    inipath = config.inipath
-    if inipath is not None and Path(inipath).name == "pyproject.toml":
-        return Path(inipath).parent
-    root = Path(config.rootpath)
-    if (root / "pyproject.toml").is_file():
-        return root
-    start = Path(config.invocation_params.dir)
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return root
-
-
-def get_session(config) -> HarnessSession:
-    return config.stash[SESSION_KEY]
-
-
-def _marker_suite(node) -> str | None:
-    marker = node.get_closest_marker("safety_suite")
-    if marker is None:
-        return None
-    if not marker.args:
-        raise pytest.UsageError(f"{node.nodeid}: @pytest.mark.safety_suite needs a suite name")
-    return marker.args[0]
-
-
-def item_suite(item) -> str | None:
-    if isinstance(own := getattr(item, "safety_suite_name", None), str):  # items built by harness.pytest_plugin.baseline
-        return own
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and "safety_suite_name" in callspec.params:
-        value = callspec.params["safety_suite_name"]
-        return value if isinstance(value, str) else None  # NOTSET when no suite is configured
-    return _marker_suite(item)
-
-
 def pytest_generate_tests(metafunc):
     hs = get_session(metafunc.config)
     if "safety_suite_name" in metafunc.fixturenames:
         names = hs.settings.user_suites
         metafunc.parametrize("safety_suite_name", names, ids=names)
     if "safety_category" in metafunc.fixturenames:
-        suite = _marker_suite(metafunc.definition)
+        suite = marker_suite(metafunc.definition)
         if suite is None:
             raise pytest.UsageError(f"{metafunc.definition.nodeid}: safety_category needs @pytest.mark.safety_suite")
         try:
@@ -217,7 +174,7 @@ def pytest_sessionfinish(session, exitstatus):
     if not hs.results and not hs.extra_rows:
         return
     path = hs.settings.report or hs.default_report_path(Path(config.rootpath))
-    from harness.reports.parquet import write_report
+    from harness.engine.records import write_report
 
     try:
         config.stash[REPORT_KEY] = write_report(hs, path, {"exitstatus": int(exitstatus)})
@@ -238,7 +195,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     hs = get_session(config)
     if not hs.results and not hs.missing and not hs.extra_rows:
         return
-    from harness.reports.summary import summary_lines
+    from harness.engine.summary import summary_lines
 
     terminalreporter.section("safety-harness summary")
     for line in summary_lines(hs, config.stash.get(REPORT_KEY, None)):

@@ -44,7 +44,7 @@ def is_controller(config) -> bool:
 
 
 def _session(config):
-    from harness.pytest_plugin.plugin import SESSION_KEY
+    from harness.pytest_plugin.state import SESSION_KEY
 
     return config.stash[SESSION_KEY] if SESSION_KEY in config.stash else None
 

@@ -1,6 +1,7 @@
 """Scorers: refusal labels (rules, a learned classifier, an LLM judge) and harm scores (``harm``)."""
 
-from harness.scoring import classifier  # noqa: F401  registers refusal_classifier; torch loads only when built
+# Importing a scorer module registers its scorers; torch loads only when a model-backed scorer is built.
+from harness.scoring import classifier, judge  # noqa: F401
 from harness.scoring.base import RefusalScorer, available_scorers, get_scorer, register_scorer
 from harness.scoring.harm import HarmScore, available_harm_scorers, get_harm_scorer, register_harm_scorer
 from harness.scoring.refusal import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.config.thresholds import JUDGE_ERROR
+from harness.core.records import JUDGE_ERROR
 from harness.core.types import REFUSAL_LABELS
 
 # Reference label spellings -> our labels. "refusal"/"refuse" are binary-only: they count for the binary

@@ -29,8 +29,10 @@ class RefusalScorer(Protocol):
 class Registry:
     """Name -> factory, for one kind of scorer (refusal scorers here; harm scorers in ``harm``)."""
 
-    def __init__(self, kind: str, load_builtin: Callable[[], None]):
-        self.kind, self._load_builtin, self._factories = kind, load_builtin, {}
+    def __init__(self, kind: str):
+        # The built-in scorers register when their modules are imported, which importing the
+        # ``harness.scoring`` package does (its __init__), before any name here can be used.
+        self.kind, self._factories = kind, {}
 
     def register(self, name: str) -> Callable:
         def decorator(factory: Callable) -> Callable:
@@ -45,11 +47,9 @@ class Registry:
         return decorator
 
     def names(self) -> list[str]:
-        self._load_builtin()
         return sorted(self._factories)
 
     def factory(self, name: str) -> Callable:
-        self._load_builtin()
         if name not in self._factories:
             known = ", ".join(sorted(self._factories)) or "(none)"
             raise ConfigError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
@@ -64,12 +64,7 @@ def _qualname(factory) -> str:
     return f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', repr(factory))}"
 
 
-def _load_builtin() -> None:
-    # Imported lazily so ``from harness.scoring.base import ...`` inside scorer modules is not circular.
-    from harness.scoring import judge, refusal  # noqa: F401
-
-
-REFUSAL_SCORERS = Registry("scorer", _load_builtin)
+REFUSAL_SCORERS = Registry("scorer")
 _REGISTRY = REFUSAL_SCORERS._factories  # the old module-level name, still used by tests and plugins
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from harness.core.errors import ConfigError
 from harness.scoring.base import register_scorer
-from harness.scoring.refusal import _as_text, _check_lengths, classify
+from harness.scoring.refusal import classify
+from harness.scoring.text import check_lengths, clean_text
 from harness.core.types import REFUSAL_LABELS, RefusalScore
 
 HEAD_PATH = Path(__file__).with_name("refusal_head.json")
@@ -50,17 +51,6 @@ def encoder_dir() -> Path:
     if not (path / "config.json").is_file():
         raise ConfigError(f"MiniLM encoder files missing under {path}: reinstall, {INSTALL_HINT}")
     return path
-
-
-def clean_text(response) -> str:
-    """Text the tokenizer can take: None -> "", lone surrogates (undecodable bytes smuggled in via
-    surrogateescape) -> "?", so that odd input gets a label instead of a tokenizer exception."""
-    text = _as_text(response)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "replace").decode("utf-8")
-    return text
 
 
 class MiniLMEncoder:
@@ -189,7 +179,7 @@ class RefusalClassifierScorer:
         self.encoder = MiniLMEncoder(max_tokens=self.head.max_tokens, batch_size=batch_size)
 
     def score(self, prompts: list[str], responses: list[str]) -> list[RefusalScore]:
-        _check_lengths(prompts, responses)
+        check_lengths(prompts, responses)
         texts = [clean_text(r) for r in responses]
         out: list[RefusalScore | None] = [None] * len(texts)
         live = []

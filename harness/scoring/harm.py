@@ -28,9 +28,9 @@ from typing import Protocol
 
 from harness.backends.base import torch_device_and_dtype
 from harness.core.errors import ConfigError, ModelError
-from harness.config.thresholds import JUDGE_ERROR
+from harness.core.records import JUDGE_ERROR
 from harness.scoring.base import Registry
-from harness.scoring.refusal import _check_lengths
+from harness.scoring.text import check_lengths
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,7 @@ class HarmScorer(Protocol):
               refusal_labels: list[str] | None = None) -> list[HarmScore]: ...
 
 
-def _load_builtin() -> None:
-    pass  # the built-in harm scorers live in this module, registered below
-
-
-HARM_SCORERS = Registry("harm scorer", _load_builtin)
+HARM_SCORERS = Registry("harm scorer")  # the built-in harm scorers live in this module, registered below
 register_harm_scorer = HARM_SCORERS.register
 available_harm_scorers = HARM_SCORERS.names
 get_harm_scorer = HARM_SCORERS.get
@@ -70,7 +66,7 @@ class UnsafeComplianceScorer:
     version = "1"
 
     def score(self, prompts, responses, *, expected=None, refusal_labels=None) -> list[HarmScore]:
-        _check_lengths(prompts, responses)
+        check_lengths(prompts, responses)
         if refusal_labels is None or len(refusal_labels) != len(prompts):
             raise ValueError("unsafe_compliance needs one refusal label per response")
         expected = expected if expected is not None else [None] * len(prompts)
@@ -130,7 +126,7 @@ class RewardModelHarmScorer:
         self.version = f"{resolved.fingerprint[:12]}-logistic({center:g},{scale:g})"
 
     def raw_scores(self, prompts: list[str], responses: list[str]) -> list[float]:
-        from harness.scoring.classifier import clean_text
+        from harness.scoring.text import clean_text
 
         cap = self.max_tokens * 16  # characters: enough for max_tokens tokens, so 100k chars cost nothing
         texts = [PAPER_FORMAT.format(prompt=self._cut_prompt(clean_text(p)[:cap]), response=clean_text(r)[:cap])
@@ -154,7 +150,7 @@ class RewardModelHarmScorer:
         return prompt if len(ids) <= half else self.tokenizer.decode(ids[:half])
 
     def score(self, prompts, responses, *, expected=None, refusal_labels=None) -> list[HarmScore]:
-        _check_lengths(prompts, responses)
+        check_lengths(prompts, responses)
         return [HarmScore(logistic(v, self.center, self.scale), v) for v in self.raw_scores(prompts, responses)]
 
 
@@ -163,7 +159,7 @@ def reward_model(harm_model: str | None = None, cache_dir: Path | None = None, a
                  batch_size: int = 16) -> RewardModelHarmScorer:
     if not harm_model:
         raise ConfigError("harm scorer 'reward_model' needs --harm-model PATH (a local sequence-classification model)")
-    from harness.config.settings import default_cache_dir
+    from harness.core.paths import default_cache_dir
 
     return RewardModelHarmScorer(harm_model, cache_dir=cache_dir or default_cache_dir(), allow_pickle=allow_pickle,
                                  batch_size=batch_size)
@@ -200,7 +196,7 @@ class HarmJudgeScorer:
         self.version = f"1-{judge.fingerprint[:12]}"
 
     def score(self, prompts, responses, *, expected=None, refusal_labels=None) -> list[HarmScore]:
-        _check_lengths(prompts, responses)
+        check_lengths(prompts, responses)
         # An empty response gives nothing harmful: 0 without asking the judge.
         out = [HarmScore(0.0, None, {"empty": True})] * len(responses)
         live = [i for i, r in enumerate(responses) if r and r.strip()]

@@ -21,9 +21,9 @@ import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness.config.thresholds import JUDGE_ERROR
+from harness.core.records import JUDGE_ERROR
 from harness.scoring.base import register_scorer
-from harness.scoring.refusal import _check_lengths
+from harness.scoring.text import check_lengths
 from harness.core.types import GenerationRequest, Prompt, RefusalScore
 
 RUBRIC_VERSION = "1"
@@ -141,7 +141,7 @@ class LocalJudge:
 
     def cut(self, text: str, max_tokens: int) -> str:
         """``text`` cut to ``max_tokens`` judge tokens (characters are cut first: tokenizing 100k is waste)."""
-        from harness.scoring.classifier import clean_text
+        from harness.scoring.text import clean_text
 
         text = clean_text(text)[: max_tokens * 16]
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -191,8 +191,8 @@ class RefusalJudgeScorer:
         self.version = f"{RUBRIC_VERSION}-{judge.fingerprint[:12]}"
 
     def score(self, prompts: list[str], responses: list[str]) -> list[RefusalScore]:
-        _check_lengths(prompts, responses)
-        from harness.scoring.classifier import clean_text
+        check_lengths(prompts, responses)
+        from harness.scoring.text import clean_text
 
         texts = [clean_text(r) for r in responses]
         live = [i for i, t in enumerate(texts) if t.strip()]

