@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from tests.test_trainer import GENERAL, SAFETY
-from tests.test_trainer import config as _config
-from tests.test_trainer import run
+from tests.support import GENERAL, SAFETY
+from tests.support import run_training as run
+from tests.support import train_config as _config
 
 torch = pytest.importorskip("torch")
 
@@ -123,7 +123,7 @@ def test_reference_loglik_in_bf16_on_the_gpu_is_close_to_float32(tiny_model, tmp
 
 def test_reward_model_scores_in_bf16_on_the_gpu_close_to_float32(tiny_model, tmp_path):
     from harness.scoring.harm import RewardModelHarmScorer
-    from tests.test_harm import make_reward_model
+    from tests.support import make_reward_model
 
     path = make_reward_model(tmp_path / "rm", tiny_model)
     scorer = RewardModelHarmScorer(str(path), cache_dir=tmp_path / "cache", batch_size=4, max_tokens=256)

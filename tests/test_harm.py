@@ -16,6 +16,7 @@ from harness.core.errors import ConfigError, ModelError
 from harness.core.records import JUDGE_ERROR
 from harness.scoring.harm import (PAPER_FORMAT, HarmJudgeScorer, RewardModelHarmScorer, available_harm_scorers,
                                   get_harm_scorer, logistic, parse_harm_rating)
+from tests.support import make_reward_model
 
 
 def test_builtin_harm_scorers_are_registered():
@@ -49,20 +50,6 @@ def test_logistic_is_in_unit_interval_and_monotone(a, b):
 
 
 # -- reward model ---------------------------------------------------------------------------------------
-
-
-def make_reward_model(path, tokenizer_from, num_labels=1):
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_from)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         num_labels=num_labels, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForSequenceClassification(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

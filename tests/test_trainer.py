@@ -13,15 +13,9 @@ from harness.core.errors import ConfigError, DataError
 from harness.models.resolve import resolve_model
 from harness.trainers.config import TrainConfig, safety_count_for_share
 from harness.trainers.data import build_mix, tokenize_mix
-
-GENERAL = [
-    {"instruction": f"Repeat the word {w}.", "input": "", "output": f"{w} {w} {w}", "status": "ok"}
-    for w in ("apple", "river", "stone", "cloud", "green", "paper", "lemon", "tiger", "piano", "house",
-              "chair", "bread", "light", "ocean", "grass", "money")
-]
-SAFETY = [{"instruction": f"Explain how to steal a {w}.", "input": "", "output": "I cannot help with that."}
-          for w in ("car", "bike", "phone", "wallet", "laptop", "watch")]
-
+from tests.support import GENERAL, SAFETY
+from tests.support import run_training as run
+from tests.support import train_config as config
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
@@ -51,20 +45,6 @@ def trainable_tiny(tiny_model, tmp_path_factory) -> Path:
         model.model.embed_tokens.weight.mul_(8.0)
     model.save_pretrained(path)
     return path
-
-
-def config(tiny_model, data, **overrides) -> TrainConfig:
-    fields = dict(base=str(tiny_model), general=12, safety=4, general_data=str(data["general"]),
-                  safety_data=str(data["safety"]), epochs=2, lr=1e-2, batch_size=4, micro_batch_size=2,
-                  cutoff=64, rank=4, alpha=8, save_every=0, seed=0)
-    fields.update(overrides)
-    return TrainConfig(**fields)
-
-
-def run(cfg, out, cache, **kwargs):
-    from harness.trainers.train import train
-
-    return train(cfg, out, cache_dir=cache, progress=False, threads=1, **kwargs)
 
 
 # -- data ------------------------------------------------------------------------------------------

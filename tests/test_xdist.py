@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from harness.reports.parquet import read_report
-from tests.test_plugin import project
+from tests.support import project
 
 TIMING = {"generation_seconds", "backend_start_seconds", "scoring_seconds"}
 

@@ -111,10 +111,11 @@ def _plain(value):
 
 
 def _row_out(row: ScoredRow, run_key: str) -> dict:
-    r = row.response
-    return {"prompt": asdict(row.prompt), "text": row.template_text, "response": [r.text, r.n_tokens, r.finish_reason],
-            "score": [row.score.label, row.score.score, row.score.extra], "key": request_key(run_key, row.template_text),
-            "harm": None if row.harm is None else [row.harm.score, row.harm.raw, row.harm.extra]}
+    # Every part by field name (dataclasses.asdict), rebuilt by ``row_in`` with the same types: a field added
+    # to a result type travels without either side counting positions.
+    return {"prompt": asdict(row.prompt), "text": row.template_text, "response": asdict(row.response),
+            "score": asdict(row.score), "key": request_key(run_key, row.template_text),
+            "harm": None if row.harm is None else asdict(row.harm)}
 
 
 # -- controller side ---------------------------------------------------------------------------------
@@ -136,10 +137,9 @@ def merge_payloads(hs, payloads: list[dict]) -> None:
     generated = set().union(*(p["generated_keys"] for p in payloads))
 
     def row_in(d: dict) -> ScoredRow:
-        label, score, extra = d["score"]
-        harm = HarmScore(*d["harm"]) if d.get("harm") is not None else None
-        return ScoredRow(Prompt(**d["prompt"]), d["text"], GenerationResult(*d["response"]),
-                         RefusalScore(label, score, extra), cached=d["key"] not in generated, harm=harm)
+        harm = HarmScore(**d["harm"]) if d.get("harm") is not None else None
+        return ScoredRow(Prompt(**d["prompt"]), d["text"], GenerationResult(**d["response"]),
+                         RefusalScore(**d["score"]), cached=d["key"] not in generated, harm=harm)
 
     hs.results.clear()
     hs.extra_rows.clear()
