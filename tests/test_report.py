@@ -68,12 +68,12 @@ def test_summary_command_prints_one_row_per_check(session, tmp_path, capsys):
     path = write_report(session, tmp_path / "run.parquet")
     assert main(["summary", str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["suite", "n", "threshold", "rate", "95%", "CI", "bound", "verdict"]
+    assert out[0].split() == ["suite", "n", "metric", "rate", "95%", "CI", "threshold", "verdict"]
     checks = session.results["smoke"].checks()
     assert len(checks) == 2
     for check in checks:
-        expected = ["smoke", str(check.rate.n), check.key, f"{check.rate.rate:.3f}",
-                    f"{check.rate.low:.3f}-{check.rate.high:.3f}", f"{check.threshold:g}",
+        expected = ["smoke", str(check.rate.n), check.rate.metric, f"{check.rate.rate:.3f}",
+                    f"{check.rate.low:.3f}-{check.rate.high:.3f}", check.bound, f"{check.threshold:g}",
                     "PASS" if check.passed else "FAIL"]
         assert expected in [line.split() for line in out[2:-1]]
     # The dummy refuses few of the unsafe prompts: the unsafe-compliance bound fails.

@@ -17,6 +17,7 @@ def _summary_args(p):
 
 @_summary_args.run
 def _summary(args) -> int:
+    from harness.config.thresholds import parse_threshold_key
     from harness.core.report_file import read_report
     from harness.core.text import format_table
 
@@ -26,9 +27,11 @@ def _summary(args) -> int:
     rows = []
     for suite, info in sorted(meta.get("suites", {}).items()):
         for c in info["checks"]:
-            rows.append((suite, str(c["n"]), c["key"], f"{c['rate']:.3f}", f"{c['ci_low']:.3f}-{c['ci_high']:.3f}",
-                         f"{c['threshold']:g}", "PASS" if c["passed"] else "FAIL"))
-    for line in format_table(("suite", "n", "threshold", "rate", "95% CI", "bound", "verdict"), rows):
+            bound, metric = parse_threshold_key(c["key"])
+            rows.append((suite, str(c["n"]), metric, f"{c['rate']:.3f}", f"{c['ci_low']:.3f}-{c['ci_high']:.3f}",
+                         f"{bound} {c['threshold']:g}", "PASS" if c["passed"] else "FAIL"))
+    # The same columns as the terminal summary of a run (harness.engine.summary).
+    for line in format_table(("suite", "n", "metric", "rate", "95% CI", "threshold", "verdict"), rows):
         print(line)
     print(f"{table.num_rows} rows; model {meta.get('model', {}).get('model')}; run {meta.get('run_id')}")
     if args.html or args.markdown:
