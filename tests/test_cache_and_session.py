@@ -179,7 +179,7 @@ def test_a_killed_run_keeps_its_finished_chunks_and_resumes(tmp_path, tiny_model
     assert len(rows) == N and cached_keys(settings.cache_dir) == set(first_chunk) | regenerated
     from_cache = [r for r in rows if r.cached]
     assert len(from_cache) == 2
-    keys = [request_key(second.model_info["run_key"], row.template_text) for row in from_cache]
+    keys = [request_key(second.model_info.run_key, row.template_text) for row in from_cache]
     assert set(keys) == set(first_chunk)
     for row, key in zip(from_cache, keys):
         assert row.response == first_chunk[key]  # the killed run's responses, as they were

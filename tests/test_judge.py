@@ -195,7 +195,7 @@ def test_session_and_report_keep_judge_error_rows_without_an_outcome(tmp_path):
         errors = [r for r in result.rows if r.score.label == JUDGE_ERROR]
         assert errors and all(r.passed is None for r in errors)
         assert all(c.rate.excluded > 0 for c in result.checks())
-        assert hs.model_info["judge_errors"] == len(errors)
+        assert hs.model_info.judge_errors == len(errors)
         table, meta = read_report(write_report(hs, tmp_path / "r.parquet"))
         rows = table.to_pylist()
         assert {r["passed"] for r in rows if r["refusal_label"] == JUDGE_ERROR} == {None}

@@ -78,7 +78,7 @@ def test_summary_command_prints_one_row_per_check(session, tmp_path, capsys):
         assert expected in [line.split() for line in out[2:-1]]
     # The dummy refuses few of the unsafe prompts: the unsafe-compliance bound fails.
     assert [c.passed for c in checks if c.key == "max_unsafe_compliance_rate"] == [False]
-    assert out[-1] == f"{len(session.all_rows())} rows; model {session.model_info['model']}; run {session.run_id}"
+    assert out[-1] == f"{len(session.all_rows())} rows; model {session.model_info.model}; run {session.run_id}"
 
 
 def test_summary_command_with_a_missing_report(tmp_path, capsys):

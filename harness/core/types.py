@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 EXPECTED = ("refuse", "comply")
 PROMPT_FORMATS = ("instruction", "question")
@@ -46,3 +46,31 @@ class RefusalScore:
     label: str  # one of REFUSAL_LABELS
     score: float  # probability-like refusal score in [0, 1]
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class ModelInfo:
+    """What a run generated and scored with, as facts a report can hold (JSON). The live model object that
+    produced them is kept apart (``HarnessSession.resolved_model``)."""
+
+    model: str | None = None  # as the user named it: alias, folder or replay file
+    model_fingerprint: str | None = None  # content hash of the weights (or of the replay file)
+    backend: str | None = None
+    template: str | None = None
+    run_key: str | None = None  # hash of everything a generation depends on besides the prompt
+    scorer: str | None = None
+    scorer_version: str | None = None
+    harm_scorer: str | None = None
+    harm_scorer_version: str | None = None
+    judge_errors: int = 0  # responses the judge could not classify, left out of every rate
+
+    def as_dict(self) -> dict:
+        """The facts that are known (unset ones left out), as the report metadata records them."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def update_from(self, facts: dict) -> None:
+        """Take the known facts of another process's ``as_dict`` (pytest-xdist workers)."""
+        names = {f.name for f in fields(self)}
+        for key, value in facts.items():
+            if key in names and value is not None:
+                setattr(self, key, value)

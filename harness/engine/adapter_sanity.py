@@ -33,7 +33,7 @@ CANARIES = (
 
 def check_adapter(session, backend) -> None:
     """Raise ModelError when the session's adapter does not change the backend's outputs on the canaries."""
-    model = session.model_info.get("resolved_model")
+    model = session.resolved_model
     if model is None or not model.adapter_path or getattr(session.settings, "no_adapter_sanity", False):
         return
     marker = _marker_path(session.settings.cache_dir, model.fingerprint, backend.name)
@@ -44,7 +44,7 @@ def check_adapter(session, backend) -> None:
         print(f"safety-harness: adapter sanity check skipped: backend {backend.name} cannot disable the adapter",
               file=sys.stderr)
         return
-    requests = canary_requests(model, session.model_info["template"])
+    requests = canary_requests(model, session.model_info.template)
     with _short_greedy(backend):
         tuned = [r.text for r in backend.generate(requests)]
         with switch():

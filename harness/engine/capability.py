@@ -145,17 +145,17 @@ def score_capability(session, result, *, progress: bool = True) -> None:
 
     store = _ScoreStore(s)
     logliks: dict[int, object] = {}
-    model = session.model_info.get("resolved_model")
+    model = session.resolved_model
     if s.no_ref_loglik:
         cap.notes.append("reference log-likelihood off (--no-ref-loglik)")
     elif model is None:
-        cap.notes.append(f"no reference log-likelihood: backend {session.model_info.get('backend')} loads no model")
+        cap.notes.append(f"no reference log-likelihood: backend {session.model_info.backend} loads no model")
     elif with_ref:
         from harness.capability.loglik import RefLoglik
 
         t0 = time.perf_counter()
         info = session.model_info
-        keys = {i: stable_hash("ref_loglik", LOGLIK_VERSION, info["model_fingerprint"], info["template"], s.dtype,
+        keys = {i: stable_hash("ref_loglik", LOGLIK_VERSION, info.model_fingerprint, info.template, s.dtype,
                                rows[i].prompt.prompt, rows[i].prompt.input, refs[i], s.ref_loglik_max_tokens)
                 for i in with_ref}
 
@@ -163,7 +163,7 @@ def score_capability(session, result, *, progress: bool = True) -> None:
             from harness.capability.lm import load_scoring_lm
             from harness.capability.loglik import reference_logliks
 
-            lm = load_scoring_lm(s.model, cache_dir=s.cache_dir, template=info["template"], dtype=s.dtype,
+            lm = load_scoring_lm(s.model, cache_dir=s.cache_dir, template=info.template, dtype=s.dtype,
                                  resolved=model)
             with _bar(len(todo), "reference log-likelihood", progress) as bar:
                 found = reference_logliks(lm, [rows[i].prompt for i in todo], [refs[i] for i in todo],

@@ -55,9 +55,9 @@ def provenance(session) -> dict:
     """What a baseline must record so a later run can be checked against it."""
     info = session.model_info
     return {
-        "model": info.get("model"), "model_fingerprint": info.get("model_fingerprint"),
-        "backend": info.get("backend"), "template": info.get("template"),
-        "sampling": session.settings.sampling.as_dict(), "scorer": info.get("scorer"),
-        "scorer_version": info.get("scorer_version"), "limit": session.settings.limit,
+        "model": info.model, "model_fingerprint": info.model_fingerprint,
+        "backend": info.backend, "template": info.template,
+        "sampling": session.settings.sampling.as_dict(), "scorer": info.scorer,
+        "scorer_version": info.scorer_version, "limit": session.settings.limit,
         "git": git_commit(Path.cwd()), "machine": machine(), "data_files": data_files(session),
     }

@@ -23,7 +23,7 @@ from harness.config.thresholds import JUDGE_ERROR, Check, check_thresholds
 from harness.scoring.harm import HarmScore
 from harness.config.settings import RunSettings
 from harness.data.suites import SuiteDataMissing, get_suite
-from harness.core.types import GenerationRequest, GenerationResult, Prompt, RefusalScore
+from harness.core.types import GenerationRequest, GenerationResult, ModelInfo, Prompt, RefusalScore
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,8 @@ class HarnessSession:
     missing: dict[str, str] = field(default_factory=dict)  # suite -> why its data is absent
     results: dict[str, SuiteResult] = field(default_factory=dict)
     stats: RunStats = field(default_factory=RunStats)
-    model_info: dict = field(default_factory=dict)
+    model_info: ModelInfo = field(default_factory=ModelInfo)
+    resolved_model: object = field(default=None, repr=False)  # the live ResolvedModel (None: model-free backend)
     generated_keys: set = field(default_factory=set)  # cache keys this session generated itself
     extra_rows: list = field(default_factory=list)  # ScoredRows outside any suite's gate (e.g. invariance search)
     extra_metadata: dict = field(default_factory=dict)  # merged into the report's run metadata
@@ -173,9 +174,8 @@ class HarnessSession:
         scores = self._costly_through_cache(
             scorer, [("refusal", q, t) for q, t in zip(questions, texts)],
             lambda idx: scorer.score([questions[i] for i in idx], [texts[i] for i in idx]), RefusalScore)
-        self.model_info.update(scorer=scorer.name, scorer_version=scorer.version)
-        self.model_info["judge_errors"] = self.model_info.get("judge_errors", 0) + sum(
-            s.label == JUDGE_ERROR for s in scores)
+        self.model_info.scorer, self.model_info.scorer_version = scorer.name, scorer.version
+        self.model_info.judge_errors += sum(s.label == JUDGE_ERROR for s in scores)
         if harm_scorer is None:
             return scores, [None] * len(scores)
         labels = [s.label for s in scores]
@@ -184,7 +184,7 @@ class HarnessSession:
             lambda idx: harm_scorer.score([questions[i] for i in idx], [texts[i] for i in idx],
                                           expected=[expected[i] for i in idx], refusal_labels=[labels[i] for i in idx]),
             HarmScore)
-        self.model_info.update(harm_scorer=harm_scorer.name, harm_scorer_version=harm_scorer.version)
+        self.model_info.harm_scorer, self.model_info.harm_scorer_version = harm_scorer.name, harm_scorer.version
         return scores, harms
 
     def _costly_through_cache(self, scorer, inputs: list[tuple], call, build) -> list:
@@ -208,9 +208,10 @@ class HarnessSession:
         backend = resolve_backend_name(s.backend)
         if backend in MODEL_FREE:
             fingerprint = _file_digest(s.replay) if backend == "replay" and s.replay else backend
-            self.model_info.update(model=str(s.replay or s.model) if backend == "replay" else s.model,
-                                   model_fingerprint=fingerprint, backend=backend, template="raw",
-                                   resolved_model=None)
+            info = self.model_info
+            info.model = str(s.replay or s.model) if backend == "replay" else s.model
+            info.model_fingerprint, info.backend, info.template = fingerprint, backend, "raw"
+            self.resolved_model = None
             texts = [p.prompt for p in prompts]
             ids = [None] * len(prompts)
         else:
@@ -225,21 +226,22 @@ class HarnessSession:
             formatted = format_prompts(prompts, template, tokenizer)
             texts = [f.text for f in formatted]
             ids = [f.token_ids for f in formatted]
-            self.model_info.update(model=s.model, model_fingerprint=model.fingerprint, backend=backend,
-                                   template=template, resolved_model=model)
+            info = self.model_info
+            info.model, info.model_fingerprint, info.backend, info.template = s.model, model.fingerprint, backend, template
+            self.resolved_model = model
         info = self.model_info
-        key_parts = [info["model_fingerprint"], backend, info["template"], s.sampling.as_dict()]
+        key_parts = [info.model_fingerprint, backend, info.template, s.sampling.as_dict()]
         output_args = s.output_backend_args()  # e.g. quantization, tensor_parallel_size; none: old keys stay valid
         if output_args:
             key_parts.append(output_args)
         run_key = stable_hash(*key_parts)
-        info["run_key"] = run_key
+        info.run_key = run_key
         return [GenerationRequest(request_key(run_key, t), p, t, i) for p, t, i in zip(prompts, texts, ids)]
 
     def _generate(self, requests, *, progress: bool):
         s = self.settings
         info = self.model_info
-        use_cache = not s.no_cache and info["backend"] not in MODEL_FREE
+        use_cache = not s.no_cache and info.backend not in MODEL_FREE
         unique = list({r.key: r for r in requests}.values())
         self.stats.n_prompts += len(requests)
         if not use_cache:
@@ -251,7 +253,7 @@ class HarnessSession:
         if len(found) < len(keys):
             # One process generates a given run's prompts; others (xdist workers, a second CI job)
             # wait here and then find everything in the cache.
-            with cache.generation_lock(info["run_key"]):
+            with cache.generation_lock(info.run_key):
                 found = cache.get_many(keys)
                 todo = [r for r in unique if r.key not in found]
                 if todo:
@@ -292,7 +294,7 @@ class HarnessSession:
             return self._backend
         s = self.settings
         t0 = time.perf_counter()
-        backend = create_backend(self.model_info["backend"], model=self.model_info.get("resolved_model"),
+        backend = create_backend(self.model_info.backend, model=self.resolved_model,
                                  sampling=s.sampling, options=s.backend_options())
         try:  # an adapter must change the outputs: fail loudly when it does not (harness/adapter_sanity.py)
             from harness.engine.adapter_sanity import check_adapter

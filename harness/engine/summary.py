@@ -35,13 +35,13 @@ def summary_lines(session, report_path=None) -> list[str]:
         lines.append(f"{name}: skipped, {why}")
     s = session.stats
     info = session.model_info
-    if info:
+    if info.as_dict():
         lines.append(
-            f"model {info.get('model')} ({info.get('model_fingerprint', '')[:12]}), backend {info.get('backend')}, "
-            f"template {info.get('template')}, scorer {info.get('scorer')}"
+            f"model {info.model} ({(info.model_fingerprint or '')[:12]}), backend {info.backend}, "
+            f"template {info.template}, scorer {info.scorer}"
         )
-    if info.get("judge_errors"):
-        lines.append(f"judge_error: {info['judge_errors']} responses the judge could not classify, left out of every rate")
+    if info.judge_errors:
+        lines.append(f"judge_error: {info.judge_errors} responses the judge could not classify, left out of every rate")
     if s.n_prompts:
         line = f"prompts {s.n_prompts}: generated {s.n_generated}, from cache {s.n_cached}"
         if s.n_generated == 0:

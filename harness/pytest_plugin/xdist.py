@@ -77,9 +77,9 @@ def pytest_sessionfinish(session):
     hs = _session(config)
     if hs is None or not is_worker(config) or not (hs.results or hs.extra_rows or hs.missing):
         return
-    run_key = hs.model_info.get("run_key", "")
+    run_key = hs.model_info.run_key or ""
     payload = {
-        "model_info": {k: v for k, v in hs.model_info.items() if k != "resolved_model"},
+        "model_info": hs.model_info.as_dict(),
         "missing": hs.missing,
         "results": {name: [_row_out(r, run_key) for r in res.rows] for name, res in hs.results.items()},
         "capability": {name: _capability_out(res.capability) for name, res in hs.results.items()
@@ -145,7 +145,7 @@ def merge_payloads(hs, payloads: list[dict]) -> None:
     hs.extra_rows.clear()
     seen: set = set()
     for p in payloads:
-        hs.model_info.update(p["model_info"])
+        hs.model_info.update_from(p["model_info"])
         hs.missing.update(p["missing"])
         for name, rows in p["results"].items():
             if name not in hs.results:  # every worker scored every suite; the first copy serves
