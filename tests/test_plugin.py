@@ -280,3 +280,10 @@ def test_unknown_template_is_a_pytest_usage_error(harness_project):
     text = harness_project.text(result)
     assert "argument --template: invalid choice: 'bogus'" in text
     assert "Traceback" not in text
+
+
+def test_pytest_help_lists_every_option(pytester):
+    """argparse formats help text with %: one literal "95%" in a setting's help once broke `pytest --help`."""
+    result = pytester.runpytest_subprocess("--help")
+    assert result.ret == 0, result.stderr.str()[-500:]
+    assert "--threshold-on" in result.stdout.str() and "95% Wilson" in result.stdout.str()

@@ -67,7 +67,8 @@ _FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_rem
 
 def pytest_addoption(parser):
     group = parser.getgroup("safety-harness", "safety regression suites")
-    helps = {name: f.metadata.get("help", "") for name, f in RunSettings.__dataclass_fields__.items()}
+    # argparse formats help strings with %: a literal "95%" in a field's help must reach it as "95%%".
+    helps = {name: f.metadata.get("help", "").replace("%", "%%") for name, f in RunSettings.__dataclass_fields__.items()}
     for flag, name, kind, choices in _OPTIONS:
         group.addoption(flag, dest=f"sh_{name}", type=kind, choices=choices, default=None, help=helps[name])
     for flag, name in _FLAGS:
