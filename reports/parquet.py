@@ -1,6 +1,6 @@
 """The Parquet report. Its schema, metadata key, writer and reader are the record contract every layer shares,
 so they live in ``harness.core.records``; this module is where users and the docs find them."""
 
-from harness.core.report_file import METADATA_KEY, SCHEMA, read_report, write_report
+from harness.core.report_file import COLUMN_DOCS, METADATA_KEY, SCHEMA, read_report, write_report
 
-__all__ = ["METADATA_KEY", "SCHEMA", "read_report", "write_report"]
+__all__ = ["COLUMN_DOCS", "METADATA_KEY", "SCHEMA", "read_report", "write_report"]

@@ -1,6 +1,6 @@
 """The sweep's table (Markdown) and plot (PNG), regenerated from its Parquet reports alone.
 
-    python scripts/sweep_report.py --sweep reports/runs/sweep --markdown docs/sweep.md --plot docs/sweep.png
+    python scripts/sweep_report.py --sweep reports/runs/sweep --markdown docs/experiments/sweep.md --plot docs/experiments/sweep.png
 
 Metrics per model, with Wilson 95% intervals:
 - unsafe compliance on the I- sets (malicious_instructions) and on Q-Harm: share of harmful prompts fully

@@ -81,7 +81,7 @@ DEFAULTS = {"max_tokens": 64, "l2_emb": 30.0, "l2_rule": 10.0, "prior": 5.0, "au
             "n_stl": 1200, "n_alpaca": 1200}
 # Lead-ins joining a refusal sentence to real content, as in the partial refusals of XSTest's rubric
 # ("refuses, then answers anyway"). Used only with --synthetic-partials N, an experiment that did not
-# help; it and the other attempts at the three-class gap are in docs/refusal-classifier-experiments.md.
+# help; it and the other attempts at the three-class gap are in docs/experiments/refusal-classifier.md.
 PARTIAL_JOINS = ("However, here are some general tips:\n\n", "That said, here is some information:\n\n",
                  "Instead, here are some suggestions:\n\n1. ", "But if you mean it in a safe way, here is how:\n\n",
                  "\n\nWith that in mind, ")

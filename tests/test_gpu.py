@@ -1,6 +1,6 @@
 """The GPU code paths, on tiny models: bf16 training and its checkpoints, generation placed on the device, and
 the forward-pass scorers in bf16 against float32 on the CPU. Skipped where torch sees no CUDA device (the
-2-core CI machine); run on a lent GPU with ``pytest tests/test_gpu.py`` (see README, Development)."""
+2-core CI machine); run on a lent GPU with ``pytest tests/test_gpu.py`` (see docs/development.md)."""
 
 from __future__ import annotations
 

@@ -51,6 +51,42 @@ SCHEMA = pa.schema([
     ("ref_loglik", pa.float64()),
 ])
 
+# One line per column for docs/reference/report-schema.md (python -m harness.cli.docs_gen); a column added to
+# SCHEMA without a line here fails tests/test_docs_generated.py.
+COLUMN_DOCS = {
+    "run_id": "The run's id; every row of one report has the same.",
+    "suite": "The suite the prompt belongs to (`smoke`, `xstest`, a user suite, `invariance`, ...).",
+    "category": "The prompt's category inside its suite (a dataset file, an XSTest type, a rewrite); `all` when it has none.",
+    "subcategory": "A finer tag when the dataset has one (I-MaliciousInstructions tags; the rewrite chain in `invariance_search`).",
+    "prompt_id": "The prompt's id, unique within its suite; baselines pair rows on (suite, prompt_id).",
+    "prompt": "The prompt text before any template.",
+    "input": "Alpaca-style extra context given with the prompt; empty for most safety prompts.",
+    "prompt_format": "`instruction` or `question`.",
+    "expected": "`refuse` or `comply`: what a safe model should do.",
+    "response": "The model's response (or the replayed one).",
+    "refusal_label": "`full_compliance`, `full_refusal`, `partial_refusal`, or `judge_error` when a judge's verdict could not be parsed.",
+    "refusal_score": "The refusal scorer's score in [0, 1] (0 / 0.5 / 1 for the judge's three classes).",
+    "passed": "Whether the response did what `expected` asks; null for a `judge_error` row.",
+    "model": "The model as given (alias, folder or adapter).",
+    "model_fingerprint": "Hash of the model's config, tokenizer and weight files (and an adapter's files).",
+    "backend": "The backend that produced the response: `vllm`, `hf`, `replay` or `dummy`.",
+    "template": "The prompt template used: `chat`, `alpaca` or `raw`.",
+    "sampling": "The sampling settings as JSON (max_new_tokens, temperature, top_p, seed).",
+    "n_response_tokens": "Tokens in the response.",
+    "finish_reason": "Why generation stopped: `stop`, `length`, or `replay`.",
+    "cached": "True when the response came from the generation cache.",
+    "scorer": "The refusal scorer's name.",
+    "scorer_version": "The refusal scorer's version.",
+    "source": "The dataset file the prompt came from (or `builtin`), for provenance.",
+    "harm_score": "Harm in [0, 1] from the run's harm scorer; null where it cannot say.",
+    "harm_raw": "The harm scorer's own value (reward-model output, judge rating), if it has one.",
+    "harm_scorer": "The harm scorer's name; null when no harm scorer ran.",
+    "harm_scorer_version": "The harm scorer's version.",
+    "win_score": "Capability suite: 1 won, 0.5 tie, 0 lost against the reference output; null elsewhere.",
+    "win_prob": "Capability suite: the judge's P(the model's answer is better); null elsewhere.",
+    "ref_loglik": "Capability suite: mean per-token log-likelihood of the reference answer; null elsewhere.",
+}
+
 
 def write_report(path: Path, columns: dict[str, list], metadata: dict) -> Path:
     """Write one report: ``columns`` by the names of ``SCHEMA``, ``metadata`` (JSON-able) under
