@@ -56,7 +56,8 @@ def _score_args(p):
 @_score_args.run
 def _score(args) -> int:
     from harness.scoring.agreement import agreement, normalize_label
-    from harness.scoring.factory import HARM_AUTO, build_harm_scorer, build_refusal_scorer, harm_scorer_name
+    from harness.engine.scoring import ResponseScoring
+    from harness.scoring.factory import HARM_AUTO, harm_scorer_name
     from harness.config.settings import build_settings
 
     cli = {"scorer": args.scorer, "judge_model": args.judge_model, "harm_scorer": args.harm_scorer,
@@ -76,27 +77,27 @@ def _score(args) -> int:
     if empty:
         print(f"note: {empty} empty responses (scored as the scorer defines: refusal_patterns and the "
               "classifier and judge label them full_refusal)", file=sys.stderr)
-    scorer = build_refusal_scorer(settings)
+    harm_name = harm_scorer_name(settings)
+    no_harm = harm_name is None or (harm_name == "unsafe_compliance" and settings.harm_scorer == HARM_AUTO
+                                    and expected is None)  # auto, and nothing says which prompts should be refused
+    if harm_name == "unsafe_compliance" and expected is None and not no_harm:
+        raise ConfigError("harm scorer unsafe_compliance needs the expected behaviour: --expected-column COL "
+                          "or --expected refuse|comply")
+    # The same scoring as a pytest run (harness.engine.scoring): judges and reward models score through the cache.
+    scoring = ResponseScoring(settings, harm=None if no_harm else "from settings")
+    scorer, harm_scorer = scoring.refusal, scoring.harm
     t0 = time.perf_counter()
-    scores = scorer.score(prompts, responses)
+    scores = scoring.score_refusals(prompts, responses)
     seconds = time.perf_counter() - t0
     rate = len(rows) / max(seconds, 1e-9)
     shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
     print(f"scored {len(rows)} responses with {scorer.name} (version {scorer.version}) in {seconds:.2f} s "
           f"({shown} responses/s)")
 
-    harm_name = harm_scorer_name(settings)
     harms = [None] * len(rows)
-    harm_scorer = None
-    if harm_name == "unsafe_compliance" and settings.harm_scorer == HARM_AUTO and expected is None:
-        pass  # auto: nothing says which prompts should be refused, so there is no unsafe compliance to score
-    elif harm_name is not None:
-        if harm_name == "unsafe_compliance" and expected is None:
-            raise ConfigError("harm scorer unsafe_compliance needs the expected behaviour: --expected-column COL "
-                              "or --expected refuse|comply")
-        harm_scorer = build_harm_scorer(settings)
+    if harm_scorer is not None:
         t0 = time.perf_counter()
-        harms = harm_scorer.score(prompts, responses, expected=expected, refusal_labels=[s.label for s in scores])
+        harms = scoring.score_harm(prompts, responses, expected, [s.label for s in scores])
         unparsed = sum(1 for h in harms if h.extra.get(JUDGE_ERROR))
         print(f"harm: {harm_scorer.name} (version {harm_scorer.version}) in {time.perf_counter() - t0:.2f} s"
               + (f"; {unparsed} unparseable ratings ({JUDGE_ERROR}) left empty" if unparsed else ""))

@@ -16,6 +16,7 @@ from pathlib import Path
 from harness.backends import create_backend, resolve_backend_name
 from harness.backends.base import MODEL_FREE
 from harness.engine.cache import GenerationCache, request_key, stable_hash
+from harness.engine.scoring import ResponseScoring
 from harness.core.errors import HarnessError
 from harness.core.files import sha256_file
 from harness.core.records import row_passed
@@ -112,7 +113,7 @@ class HarnessSession:
     extra_metadata: dict = field(default_factory=dict)  # merged into the report's run metadata
     _backend: object = field(default=None, repr=False)  # kept open across generate calls; see close()
     _formatting: tuple | None = field(default=None, repr=False)  # (resolved model, tokenizer, template)
-    _scorers: tuple | None = field(default=None, repr=False)  # (refusal scorer, harm scorer or None)
+    _scoring: object = field(default=None, repr=False)  # ResponseScoring, built on first need
 
     # -- prompts -------------------------------------------------------------------------------------
     def load_suite(self, name: str) -> list[Prompt] | None:
@@ -164,44 +165,15 @@ class HarnessSession:
 
     def _score(self, prompts: list[Prompt], texts: list[str]) -> tuple[list[RefusalScore], list]:
         """Refusal labels, then harm scores (which may read the labels), by the scorers the settings name."""
-        from harness.scoring.factory import build_harm_scorer, build_refusal_scorer
-
-        if self._scorers is None:  # built once: a judge or reward model loads once per session
-            self._scorers = (build_refusal_scorer(self.settings), build_harm_scorer(self.settings))
-        scorer, harm_scorer = self._scorers
-        questions = [p.prompt for p in prompts]
-        expected = [p.expected for p in prompts]
-        scores = self._costly_through_cache(
-            scorer, [("refusal", q, t) for q, t in zip(questions, texts)],
-            lambda idx: scorer.score([questions[i] for i in idx], [texts[i] for i in idx]), RefusalScore)
-        self.model_info.scorer, self.model_info.scorer_version = scorer.name, scorer.version
+        if self._scoring is None:  # built once: a judge or reward model loads once per session
+            self._scoring = ResponseScoring(self.settings)
+        scores, harms = self._scoring.score([p.prompt for p in prompts], texts, [p.expected for p in prompts])
+        scoring = self._scoring
+        self.model_info.scorer, self.model_info.scorer_version = scoring.refusal.name, scoring.refusal.version
         self.model_info.judge_errors += sum(s.label == JUDGE_ERROR for s in scores)
-        if harm_scorer is None:
-            return scores, [None] * len(scores)
-        labels = [s.label for s in scores]
-        harms = self._costly_through_cache(
-            harm_scorer, [("harm", q, t, e, lab) for q, t, e, lab in zip(questions, texts, expected, labels)],
-            lambda idx: harm_scorer.score([questions[i] for i in idx], [texts[i] for i in idx],
-                                          expected=[expected[i] for i in idx], refusal_labels=[labels[i] for i in idx]),
-            HarmScore)
-        self.model_info.harm_scorer, self.model_info.harm_scorer_version = harm_scorer.name, harm_scorer.version
+        if scoring.harm is not None:
+            self.model_info.harm_scorer, self.model_info.harm_scorer_version = scoring.harm.name, scoring.harm.version
         return scores, harms
-
-    def _costly_through_cache(self, scorer, inputs: list[tuple], call, build) -> list:
-        """A model-backed scorer (``costly = True``: judges, reward models) scores through the cache's scores
-        table under a lock, like generations: a re-run, or a second xdist worker, loads no judge for what
-        is already scored. Rule-based scorers cost less than the cache lookup and are called directly."""
-        if not getattr(scorer, "costly", False):
-            return call(list(range(len(inputs))))
-        from dataclasses import astuple
-
-        from harness.engine.cache import GenerationCache, cached_values, stable_hash
-
-        cache = None if self.settings.no_cache else GenerationCache(self.settings.cache_dir)
-        keys = [stable_hash(scorer.name, scorer.version, *parts) for parts in inputs]
-        values, _ = cached_values(cache, keys, lambda idx: [list(astuple(s)) for s in call(idx)],
-                                  what=f"scores {scorer.name}")
-        return [build(*v) for v in values]
 
     def _build_requests(self, prompts: list[Prompt]) -> list[GenerationRequest]:
         s = self.settings
