@@ -150,6 +150,7 @@ def _compare(args) -> int:
 
 
 from harness import score_cli  # noqa: E402,F401  registers `score` (needs `command` above)
+from harness import data_cli  # noqa: E402,F401  registers `data`
 import trainers.cli  # noqa: E402,F401  registers `train` (after `command` exists: it imports it)
 
 
