@@ -64,8 +64,11 @@ def select(names: list[str] | None) -> list[DataFile]:
         return [f for f in files.values() if wanted & set(f.used_by)]
     out: dict[str, DataFile] = {}
     for name in names:
-        hits = [f for f in files.values()
-                if name in (f.name, f.name.rsplit("/", 1)[-1], f.source.name) or name in f.used_by]
+        # A file, else a user (so that the suite `xstest` means its prompts, not the whole xstest source), else
+        # a source.
+        hits = ([f for f in files.values() if name in (f.name, f.name.rsplit("/", 1)[-1])]
+                or [f for f in files.values() if name in f.used_by]
+                or [f for f in files.values() if name == f.source.name])
         if not hits:
             users = sorted({u for f in files.values() for u in f.used_by} | {f.source.name for f in files.values()})
             raise DataError(f"unknown dataset {name!r}: give a file name, or one of {', '.join(users)} "
