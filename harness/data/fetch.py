@@ -209,3 +209,26 @@ def ensure_available(user: str, data_dir: Path | None, *, source: str | None = N
     if not missing or (configured_source(source) is None and offline()):
         return
     fetch(missing, dest=data_cache(), source=source, notify=notify)
+
+
+def named_data(name: str, data_dir: Path | None, *, notify: Callable[[str], None] = _stderr) -> Path | None:
+    """A manifest file (by data-folder path or file name) or folder (``alpaca_libre``) named by a user who
+    did not give an existing path: found in the data folder or cache, else fetched into the cache
+    (honouring $SAFETY_HARNESS_DATA_SOURCE and $SAFETY_HARNESS_OFFLINE). None when the manifest has no such
+    name."""
+    from harness.data.manifest import manifest
+
+    if Path(name).exists():
+        return None
+    files = manifest().values()
+    exact = [f for f in files if name in (f.name, f.name.rsplit("/", 1)[-1])]
+    below = [f for f in files if f.name.startswith(name.rstrip("/") + "/")]
+    if not exact and not below:
+        return None
+    if exact:
+        found = locate(exact[0].name, data_dir)
+        return found or fetch(exact[:1], dest=data_cache(), notify=notify)[0]
+    if data_dir is not None and (Path(data_dir) / name).is_dir():
+        return Path(data_dir) / name
+    fetch([f for f in below if locate(f.name, None) is None], dest=data_cache(), notify=notify)
+    return data_cache() / name.rstrip("/")
