@@ -12,6 +12,22 @@ from harness.errors import HarnessError
 
 _COMMANDS: dict[str, tuple[Callable, Callable, str]] = {}
 
+DESCRIPTION = """\
+safety-harness: safety regression tests for instruction-tuned language models.
+
+The suites run under pytest:  pytest suites/ --model MODEL   (a model folder, a LoRA adapter or an
+alias; the embedded SmolLM2-135M-Instruct by default). The first run fetches the datasets its suites
+read into ~/.cache/safety-harness/data. These commands prepare models and data and read the reports."""
+
+EPILOG = """\
+examples:
+  safety-harness data fetch                 get every built-in suite's datasets (pinned, sha256-checked)
+  pytest suites/ --limit 20                 a quick run of every suite on the default model
+  safety-harness summary reports/runs/run-ID.parquet
+  safety-harness compare base.parquet candidate.parquet
+
+'safety-harness COMMAND --help' describes each command."""
+
 
 def command(name: str, help: str):
     """Register ``configure(parser)`` as the arguments of subcommand ``name``; its ``run`` is attached."""
@@ -30,8 +46,9 @@ def command(name: str, help: str):
 @command("prepare", help="prepare a model alias (e.g. the embedded default) and print its folder and fingerprint")
 def _prepare_args(p):
     p.add_argument("model", nargs="?", default=None, help="alias, model folder or adapter folder")
-    p.add_argument("--base-model", default=None)
-    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--base-model", default=None, help="base model of an adapter (default: its adapter_config.json)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where prepared models go (default: $SAFETY_HARNESS_CACHE or ~/.cache/safety-harness)")
 
 
 @_prepare_args.run
@@ -48,7 +65,8 @@ def _prepare(args) -> int:
 
 @command("suites", help="list the built-in suites, their sizes and default thresholds")
 def _suites_args(p):
-    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder holding the datasets (default: $SAFETY_HARNESS_DATA, then the user cache)")
 
 
 @_suites_args.run
@@ -70,7 +88,7 @@ def _suites(args) -> int:
 
 @command("summary", help="print the per-suite summary of a Parquet report (and write it as HTML or Markdown)")
 def _summary_args(p):
-    p.add_argument("report", type=Path)
+    p.add_argument("report", type=Path, help="a Parquet report written by a run (--report, or reports/runs/)")
     p.add_argument("--html", type=Path, default=None, help="write a self-contained HTML summary here")
     p.add_argument("--markdown", type=Path, default=None, help="write a Markdown summary here (plots beside it)")
 
@@ -155,10 +173,11 @@ import trainers.cli  # noqa: E402,F401  registers `train` (after `command` exist
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="safety-harness", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="safety-harness", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     for name, (configure, run, help_text) in sorted(_COMMANDS.items()):
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
         configure(p)
         p.set_defaults(func=run)
     return parser
