@@ -23,19 +23,25 @@ def _data_args(p):
     p.epilog = EPILOG
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     sub = p.add_subparsers(dest="data_command", required=True, metavar="{list,fetch,verify}")
-    ls = sub.add_parser("list", help="each file: where it is found, verified / missing, its licence")
+    ls = sub.add_parser("list", help="each file: where it is found, verified / missing, its licence",
+                        description="Each dataset file of the manifest: verified (its sha256 matches), unpinned "
+                                    "(fetched before its hash was known), MISMATCH or missing; its licence; where "
+                                    "it was found (the data folder or the cache).")
     ls.add_argument("names", nargs="*", metavar="NAME", help="only these (default: every file)")
     ls.add_argument("--data-dir", type=Path, default=None,
                     help="look in this folder before the cache (default: $SAFETY_HARNESS_DATA)")
     fetch = sub.add_parser("fetch", help="download missing files into the user cache and verify them",
-                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                           description="Download the missing dataset files into the user cache, each checked "
+                                       "against its sha256 before it is installed.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     fetch.add_argument("names", nargs="*", metavar="NAME", help="what to fetch (default: the built-in suites' files)")
     fetch.add_argument("--source", default=None, metavar="URL_OR_DIR",
                        help="a mirror URL laid out <owner>/<repo>/<commit>/<path>, or a local folder holding the "
                             "files (default: $SAFETY_HARNESS_DATA_SOURCE, else GitHub)")
     fetch.add_argument("--all", action="store_true", help="every file of the manifest, training data included")
     fetch.add_argument("--quiet", action="store_true", help="no progress bars")
-    verify = sub.add_parser("verify", help="check the sha256 of every file present; exit 1 on a mismatch")
+    verify = sub.add_parser("verify", help="check the sha256 of every file present; exit 1 on a mismatch",
+                            description="Check the sha256 of every dataset file present in the data folder or "
+                                        "the cache; exit 1 when one differs from the manifest.")
     verify.add_argument("names", nargs="*", metavar="NAME", help="only these (default: every file)")
     verify.add_argument("--data-dir", type=Path, default=None,
                         help="check this folder's copies before the cache's (default: $SAFETY_HARNESS_DATA)")
