@@ -78,12 +78,21 @@ def pytest_addoption(parser):
                     help=helps["backend_args"])
     group.addoption("--source", "--data-source", dest="sh_data_source", default=None, metavar="URL_OR_DIR",
                     help=helps["data_source"])
+    group.addoption("--engine-logs", dest="sh_engine_logs", action="store_true", default=False,
+                    help="Show vLLM's start-up messages and progress bars (also shown with -v).")
     group.addoption("--config", dest="sh_config", type=Path, default=None,
                     help="TOML file with [tool.safety-harness] settings, thresholds and suites.")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "safety_suite(name): the test asserts on the named safety suite's results")
+    from harness.backends import vllm_quiet
+
+    verbose = config.getoption("sh_engine_logs") or config.get_verbosity() > 0
+    vllm_quiet.configure(verbose)  # before any engine starts (vLLM reads it at import)
+    if not verbose:
+        for line in vllm_quiet.NOISY_WARNINGS:
+            config.addinivalue_line("filterwarnings", line)
     cli = {name: config.getoption(f"sh_{name}") for _, name, _, _ in _OPTIONS}
     cli.update({name: config.getoption(f"sh_{name}") for _, name in _FLAGS})
     cli["data_source"] = config.getoption("sh_data_source")

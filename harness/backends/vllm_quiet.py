@@ -1,0 +1,43 @@
+"""What a vLLM run prints. By default only errors: vLLM's start-up warnings (CPU tuning hints, "Model
+Runner V2 requires Triton", ...), its weight-loading bars and torch's C++ notices from the engine's worker
+processes are hidden, so that a run's output is pytest's. ``pytest -v`` or ``--engine-logs`` (or
+``VLLM_LOGGING_LEVEL`` set by the user) brings them back.
+
+These are environment variables because the engine core and its workers are separate processes that
+read them when they start; each is set only when the user has not set it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Warnings that vLLM's and torch's own code raise in this process; pytest would list them in its warnings
+# summary. (pytest filterwarnings syntax: action:message:category:module.)
+NOISY_WARNINGS = (
+    "ignore::DeprecationWarning:vllm.*",
+    "ignore::FutureWarning:vllm.*",
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning",
+)
+
+_verbose: bool | None = None  # None until configured: library use (no pytest) is quiet too
+
+
+def configure(verbose: bool) -> None:
+    """Choose before vLLM is imported (its logger reads VLLM_LOGGING_LEVEL at import)."""
+    global _verbose
+    _verbose = verbose
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
+    if not verbose:
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # e.g. the workers' "NUMA binding" notice
+        # transformers' "Loading weights" bar (the capability suite's scoring model); read at its import
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
+def engine_output_kwargs() -> dict:
+    """Set the environment (if nobody chose yet) and return the ``vllm.LLM`` arguments that go with it."""
+    if _verbose is None:
+        configure(False)
+    return {} if _verbose else {"use_tqdm_on_load": False}  # no per-shard weight-loading bars
