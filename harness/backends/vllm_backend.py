@@ -16,7 +16,7 @@ import time
 from dataclasses import fields, replace
 
 from harness.backends.base import BackendOptions, SamplingConfig, auto_dtype, register_backend, require
-from harness.backends.vllm_quiet import engine_output_kwargs
+from harness.backends.vllm_quiet import engine_output_kwargs, engine_start_env
 from harness.errors import BackendError, ConfigError
 from harness.types import GenerationRequest, GenerationResult
 
@@ -153,7 +153,8 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
             os.environ[name] = value  # the configured cluster wins over the environment's
         else:
             os.environ.setdefault(name, value)
-    engine = vllm.LLM(**kwargs, **quiet)
+    with engine_start_env():
+        engine = vllm.LLM(**kwargs, **quiet)
     if not _ENGINES:  # stopped before the interpreter's own teardown; see shutdown_engines
         atexit.register(shutdown_engines)
     # The engine leaves a large, long-lived heap of Python objects in this process; freezing them keeps

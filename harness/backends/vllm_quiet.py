@@ -9,6 +9,8 @@ read them when they start; each is set only when the user has not set it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 
@@ -34,6 +36,9 @@ def configure(verbose: bool) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         if "transformers" in sys.modules:
             sys.modules["transformers"].utils.logging.disable_progress_bar()
+        # torch warns once per process when vLLM's CPU platform looks for Triton kernels and triton is absent
+        # (scripts/install.sh removes it on CPU); harmless: vLLM uses its C++ kernels there.
+        logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
 
 
 def engine_output_kwargs() -> dict:
@@ -41,3 +46,23 @@ def engine_output_kwargs() -> dict:
     if _verbose is None:
         configure(False)
     return {} if _verbose else {"use_tqdm_on_load": False}  # no per-shard weight-loading bars
+
+
+@contextlib.contextmanager
+def engine_start_env():
+    """The environment the engine-core and worker processes are started with, while ``vllm.LLM`` starts
+    them: quiet, their own Python warnings (vLLM scanning torch.distributed's deprecated names) and torch's
+    log warnings are silenced there too. Restored afterwards, so this process's other children are as the
+    user set them."""
+    extra = {} if _verbose else {"PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
+                                 "TORCH_LOGS": "-torch"}
+    saved = {name: os.environ.get(name) for name in extra}
+    for name, value in extra.items():
+        if saved[name] is None:  # the user's own setting wins
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
