@@ -47,9 +47,8 @@ def test_fetch_installs_verified_files_and_says_where_from(cache, mirror):
     lines = []
     (path,) = fetch(entries(XSTEST), source=mirror.url, notify=lines.append)
     assert path == cache / XSTEST and verify(manifest()[XSTEST], path) == "verified"
-    assert lines == [f"fetching {XSTEST} from {manifest()[XSTEST].url(mirror.url)} (CC BY 4.0)"]
-    assert mirror.url + "/paul-rottger/exaggerated-safety/d7bb5bd738c1fcbc36edd83d5e7d1b71a3e2d84d/xstest_prompts.csv" \
-        in lines[0]
+    assert lines == [f"fetching {XSTEST} from paul-rottger/exaggerated-safety@d7bb5bd7 ({mirror.url}), CC BY 4.0"]
+    assert mirror.hits == {"/paul-rottger/exaggerated-safety/d7bb5bd738c1fcbc36edd83d5e7d1b71a3e2d84d/xstest_prompts.csv": 1}
     lines.clear()
     fetch(entries(XSTEST), source=mirror.url, notify=lines.append)  # present and verified: no download
     assert lines == [] and mirror.hits_for(XSTEST) == 1

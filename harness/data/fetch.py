@@ -130,10 +130,12 @@ def _fetch_one(entry: DataFile, dest: Path, source: str | None, notify, progress
             raise DataFetchError(f"{entry.name}: not found in --source folder {source} "
                                  f"(looked for {entry.name}, {entry.path} and {Path(entry.name).name} below it)")
         url, downloader, retries = str(found), _copy_file, 0
+        origin = url
     else:
         url = entry.url(source or DEFAULT_BASE)
         downloader = pooch.HTTPDownloader(progressbar=progress, timeout=TIMEOUT_S)
-    notify(f"fetching {entry.name} from {url} ({entry.licence})")
+        origin = f"{entry.source.repo}@{entry.source.commit[:8]} ({source or DEFAULT_BASE})"
+    notify(f"fetching {entry.name} from {origin}, {entry.licence}")
     pooch.get_logger().setLevel("WARNING")  # this module says what it fetches, once
     store = pooch.create(path=dest, base_url="", registry={entry.name: f"sha256:{known}" if known else None},
                          urls={entry.name: url}, retry_if_failed=retries)
