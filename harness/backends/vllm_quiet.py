@@ -54,8 +54,12 @@ def engine_start_env():
     them: quiet, their own Python warnings (vLLM scanning torch.distributed's deprecated names) and torch's
     log warnings are silenced there too. Restored afterwards, so this process's other children are as the
     user set them."""
-    extra = {} if _verbose else {"PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
-                                 "TORCH_LOGS": "-torch"}
+    # The resource tracker (a process the engine's processes share) unlinks a shared-memory segment that
+    # vLLM's worker message queue leaves at exit, and says so with a UserWarning: cleaned up, so not shown.
+    extra = {} if _verbose else {
+        "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning,"
+                          "ignore::UserWarning:multiprocessing.resource_tracker",
+        "TORCH_LOGS": "-torch"}
     saved = {name: os.environ.get(name) for name in extra}
     for name, value in extra.items():
         if saved[name] is None:  # the user's own setting wins
