@@ -3,7 +3,7 @@ every option and argument (no module docstrings, no bare metavars)."""
 
 import argparse
 
-from harness.cli import build_parser
+from harness.cli.main import build_parser
 
 
 def _subparsers(parser):

@@ -82,7 +82,7 @@ def test_a_refused_connection_is_one_line(cache):
 
 
 def _fetch_command(source: str, *names: str) -> list[str]:
-    return [sys.executable, "-m", "harness.cli", "data", "fetch", "--quiet", "--source", source, *names]
+    return [sys.executable, "-m", "harness.cli.main", "data", "fetch", "--quiet", "--source", source, *names]
 
 
 def test_a_download_killed_midway_leaves_nothing_and_the_next_attempt_succeeds(cache, mirror):
@@ -156,7 +156,7 @@ def test_a_file_without_a_pinned_hash_records_it_on_first_fetch(cache, mirror, t
 
 
 def test_the_cli_fetches_from_the_shared_folder_and_verifies(cache, data_dir):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "harness.cli", "data", *a], capture_output=True, text=True,
+    run = lambda *a: subprocess.run([sys.executable, "-m", "harness.cli.main", "data", *a], capture_output=True, text=True,
                                     env=os.environ.copy(), timeout=300)
     fetched = run("fetch", "--source", str(data_dir))
     assert fetched.returncode == 0, fetched.stderr
@@ -178,7 +178,7 @@ def test_a_fresh_project_runs_every_suite_from_the_fetched_cache(cache, mirror, 
     result = pytester.runpytest_subprocess(*args, "--source", mirror.url)
     text = "\n".join(result.outlines + result.errlines)
     assert result.ret == 1, text  # the dummy model complies with everything: unsafe-compliance gates fail
-    from reports.parquet import read_report
+    from harness.reports.parquet import read_report
 
     _, meta = read_report(pytester.path / "r.parquet")
     assert sorted(meta["suites"]) == ["capability", "malicious_instructions", "physical_safety_safe",

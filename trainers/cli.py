@@ -6,8 +6,8 @@ import json
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from harness.cli import command
-from trainers.config import FORMATS, TrainConfig
+from harness.cli.main import command
+from harness.trainers.config import FORMATS, TrainConfig
 
 
 def add_config_options(p) -> None:
@@ -44,7 +44,7 @@ def _train_args(p):
 
 @_train_args.run
 def _train(args) -> int:
-    from trainers.train import train
+    from harness.trainers.train import train
 
     config = config_from_args(args)
     result = train(config, args.out, cache_dir=args.cache_dir, data_dir=args.data_dir, progress=not args.quiet,

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.data.loaders import load_instruction_data
-from harness.errors import DataError
-from harness.templates import format_text, user_message
-from harness.transforms import instruction_to_question
-from harness.types import Prompt
-from trainers.config import TrainConfig
+from harness.core.errors import DataError
+from harness.models.templates import format_text, user_message
+from harness.data.transforms import instruction_to_question
+from harness.core.types import Prompt
+from harness.trainers.config import TrainConfig
 
 GENERAL_DIR = "alpaca_libre"
 SAFETY_FILE = "stl/training/safety_only_data_Instructions.json"
@@ -134,7 +134,7 @@ def _response_text(example: Example, prompt_text: str, template: str, tokenizer)
 def tokenize_mix(mix: list[Example], tokenizer, template: str, cutoff: int, *,
                  train_on_inputs: bool = False) -> list[Tokenized]:
     """Token ids and labels per example. The prompt is tokenized exactly as evaluation tokenizes it
-    (``harness.templates``), so the adapter sees the same tokens at training and test time. Examples whose
+    (``harness.models.templates``), so the adapter sees the same tokens at training and test time. Examples whose
     prompt fills the whole cutoff leave no response token to learn from and are dropped."""
     out = []
     for ex in mix:

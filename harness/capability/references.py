@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import DataError
+from harness.core.errors import DataError
 
 REFERENCES = {
     "text_davinci_003": "alpaca_eval/text_davinci_003_outputs.json",  # AlpacaEval 1
@@ -22,11 +22,11 @@ DEFAULT_REFERENCE = "text_davinci_003"
 
 def reference_path(reference: str, data_dir: Path | None) -> Path:
     """A reference name (see ``REFERENCES``) found under the data folder, or a path to a JSON file."""
-    from harness.suites import find_data_file
+    from harness.data.suites import find_data_file
 
     if reference in REFERENCES:
         from harness.data.fetch import DataFetchError, named_data
-        from harness.suites import SuiteDataMissing
+        from harness.data.suites import SuiteDataMissing
 
         try:  # in the data folder or the cache, else fetched (the default reference comes with the suite)
             return named_data(REFERENCES[reference], data_dir) or find_data_file(data_dir, REFERENCES[reference],

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.data.manifest import DataFile
-from harness.errors import DataError
+from harness.core.errors import DataError
 
 DEFAULT_BASE = "https://raw.githubusercontent.com"
 SOURCE_ENV = "SAFETY_HARNESS_DATA_SOURCE"
@@ -38,7 +38,7 @@ def _stderr(line: str) -> None:
 def data_cache() -> Path:
     """Where fetched files live: the user cache's ``data`` folder ($SAFETY_HARNESS_CACHE/data or
     ~/.cache/safety-harness/data)."""
-    from harness.settings import default_cache_dir
+    from harness.config.settings import default_cache_dir
 
     return default_cache_dir() / "data"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from harness.errors import DataError
+from harness.core.errors import DataError
 
 MANIFEST_FILE = "manifest.toml"
 
@@ -58,7 +58,7 @@ def select(names: list[str] | None) -> list[DataFile]:
     files the built-in suites read."""
     files = manifest()
     if not names:
-        from harness.suites import all_suites
+        from harness.data.suites import all_suites
 
         wanted = {name for name, spec in all_suites().items() if spec.builtin}
         return [f for f in files.values() if wanted & set(f.used_by)]

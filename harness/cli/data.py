@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from harness.cli import command
+from harness.cli.main import command
 
 EPILOG = """\
 The files are fetched from their upstream repositories at pinned commits and checked against their
