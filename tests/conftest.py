@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in these tests may reach the Hub
+os.environ.setdefault("SAFETY_HARNESS_OFFLINE", "1")  # nor fetch datasets (tests/test_data_fetch.py serves its own)
 
 pytest_plugins = ["pytester"]
 

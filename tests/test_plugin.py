@@ -137,15 +137,25 @@ def test_collect_only_generates_nothing(harness_project):
     assert not (harness_project.cache_dir / "generations.sqlite").exists()
 
 
-def test_a_suite_whose_data_is_missing_is_skipped_naming_the_file(harness_project, tmp_path):
+def test_a_suite_whose_data_is_missing_stops_the_run_naming_the_file(harness_project, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAFETY_HARNESS_CACHE", str(tmp_path / "empty-cache"))  # not the user's cache
+    monkeypatch.setenv("SAFETY_HARNESS_OFFLINE", "1")
     harness_project.write(tests={"test_xstest_suite": harness_project.CATEGORY_SUITE.format(name="xstest")})
     empty = tmp_path / "no-data"
     empty.mkdir()
+    missing = f"suite 'xstest': xstest/xstest_prompts.csv not found in data folder {empty} or the user cache"
     result = harness_project.run("--backend", "dummy", "--data-dir", str(empty), "-rs")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # a missing dataset never passes a gate
+    assert [line for line in result.errlines if line.startswith("ERROR")] == [
+        f"ERROR: {missing}; run `safety-harness data fetch xstest` (or pass --data-dir DIR, or --allow-missing-data "
+        "to skip the suite)"]
+    assert "generating" not in harness_project.text(result) and not harness_project.report.exists()
+    # --allow-missing-data: the suite's tests are skipped with the reason, as before
+    result = harness_project.run("--backend", "dummy", "--data-dir", str(empty), "-rs", "--allow-missing-data")
     result.assert_outcomes(skipped=2)
-    result.stdout.fnmatch_lines([f"SKIPPED*suite 'xstest': xstest_prompts.csv not found under data folder {empty}*"])
+    result.stdout.fnmatch_lines([f"SKIPPED*{missing}*"])
     text = harness_project.text(result)
-    assert "xstest: skipped, suite 'xstest': xstest_prompts.csv not found" in text  # in the summary too
+    assert f"xstest: skipped, {missing}" in text  # in the summary too
     assert not harness_project.report.exists()  # nothing ran, so there is no report
 
 

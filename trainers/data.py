@@ -45,10 +45,15 @@ def default_data_dir() -> Path | None:
 
 
 def data_path(given: str | None, relative: str, data_dir: Path | None, what: str) -> Path:
+    """A path given, or a dataset of harness/data/manifest.toml named by its file name (e.g. the paper's
+    ``alpaca_small.json``), or the default under the data folder; a named or default dataset that is in
+    neither the data folder nor the user cache is fetched into the cache."""
+    from harness.data.fetch import named_data
+
     if given:
-        return Path(given)
+        return named_data(given, data_dir) or Path(given)
     if data_dir is None:
-        raise DataError(f"no {what} given: pass its path or set SAFETY_HARNESS_DATA to the data folder")
+        return named_data(relative, None) or Path(relative)
     return Path(data_dir) / relative
 
 

@@ -7,13 +7,16 @@ nothing here runs at import time.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import json
 import os
+import time
 
 from dataclasses import fields, replace
 
 from harness.backends.base import BackendOptions, SamplingConfig, auto_dtype, register_backend, require
+from harness.backends.vllm_quiet import engine_output_kwargs, engine_start_env
 from harness.core.errors import BackendError, ConfigError
 from harness.core.types import GenerationRequest, GenerationResult
 
@@ -135,9 +138,9 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
            json.dumps(options.extra, sort_keys=True, default=str))
     if key in _ENGINES:
         return _ENGINES[key]
-    # vLLM logs every engine step at INFO, which buries pytest's own output; VLLM_LOGGING_LEVEL=INFO
-    # in the environment brings it back. Read by vLLM at import, so it must be set first.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # vLLM's start-up chatter buries pytest's own output: errors only unless verbose (harness.backends.
+    # vllm_quiet). Read by vLLM at import, so it must be set first.
+    quiet = engine_output_kwargs()
     vllm = require("vllm", _INSTALL)
     if kwargs.get("distributed_executor_backend") == "ray":
         require("ray", "pip install 'ray[default]'")
@@ -150,13 +153,27 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
             os.environ[name] = value  # the configured cluster wins over the environment's
         else:
             os.environ.setdefault(name, value)
-    engine = vllm.LLM(**kwargs)
+    with engine_start_env():
+        engine = vllm.LLM(**kwargs, **quiet)
+    if not _ENGINES:  # stopped before the interpreter's own teardown; see shutdown_engines
+        atexit.register(shutdown_engines)
     # The engine leaves a large, long-lived heap of Python objects in this process; freezing them keeps
     # later garbage collections (pytest runs several at session end) from walking it each time.
     gc.collect()
     gc.freeze()
     _ENGINES[key] = engine
     return engine
+
+
+def shutdown_engines() -> None:
+    """Stop the engines this process started: the engine-core process and its workers exit in order. Left
+    to the interpreter's exit, the workers outlive the engine core ("engine core exited unexpectedly") and
+    the process can hang on them."""
+    while _ENGINES:
+        _, engine = _ENGINES.popitem()
+        core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
 
 
 def _supported_rank(rank: int) -> int:
@@ -205,19 +222,46 @@ class VLLMBackend:
         if not requests:
             return []
         prompts = [TokensPrompt(prompt_token_ids=list(r.token_ids)) for r in requests]
+        # vLLM reports each finished request to its progress bar: given ours, the bar moves per request.
         outputs = self.engine.generate(
-            prompts, self._sampling_params(), lora_request=self.lora_request, use_tqdm=False
+            prompts, self._sampling_params(), lora_request=self.lora_request,
+            use_tqdm=_finished_requests(progress) if progress else False,
         )
         results = []
         for out in outputs:
             completion = out.outputs[0]
             results.append(GenerationResult(completion.text, len(completion.token_ids), completion.finish_reason or ""))
-        if progress:
-            progress(len(requests))
         return results
 
     def close(self) -> None:
         pass  # the engine stays cached for this process; see _ENGINES
+
+
+def _finished_requests(progress):
+    """A stand-in for the tqdm class vLLM's ``generate(use_tqdm=...)`` accepts: its "Processed prompts" bar
+    forwards each finished request to ``progress(n)``; its other uses (wrapping the prompts while they are
+    rendered) pass the iterable through unchanged."""
+
+    class FinishedRequests:
+        def __init__(self, total=None, **_):
+            self.n, self.total, self.postfix, self._start = 0, total, "", time.perf_counter()
+            self.format_dict = {"elapsed": 1e-9}  # vLLM divides token counts by it for its speed estimate
+
+        def update(self, n=1):
+            self.n += n
+            self.format_dict["elapsed"] = max(time.perf_counter() - self._start, 1e-9)
+            progress(n)
+
+        def refresh(self):
+            pass
+
+        def close(self):
+            pass
+
+    def make(iterable=None, *args, **kwargs):
+        return iterable if iterable is not None else FinishedRequests(**kwargs)
+
+    return make
 
 
 @register_backend("vllm")

@@ -25,7 +25,14 @@ def reference_path(reference: str, data_dir: Path | None) -> Path:
     from harness.data.suites import find_data_file
 
     if reference in REFERENCES:
-        return find_data_file(data_dir, REFERENCES[reference], "capability")
+        from harness.data.fetch import DataFetchError, named_data
+        from harness.data.suites import SuiteDataMissing
+
+        try:  # in the data folder or the cache, else fetched (the default reference comes with the suite)
+            return named_data(REFERENCES[reference], data_dir) or find_data_file(data_dir, REFERENCES[reference],
+                                                                                 "capability")
+        except DataFetchError as exc:
+            raise SuiteDataMissing(str(exc)) from None
     path = Path(reference)
     if path.is_file():
         return path

@@ -10,8 +10,9 @@ from harness.cli.registry import command
 @command("prepare", help="prepare a model alias (e.g. the embedded default) and print its folder and fingerprint")
 def _prepare_args(p):
     p.add_argument("model", nargs="?", default=None, help="alias, model folder or adapter folder")
-    p.add_argument("--base-model", default=None)
-    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--base-model", default=None, help="base model of an adapter (default: its adapter_config.json)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where prepared models go (default: $SAFETY_HARNESS_CACHE or ~/.cache/safety-harness)")
 
 
 @_prepare_args.run
@@ -28,7 +29,8 @@ def _prepare(args) -> int:
 
 @command("suites", help="list the built-in suites, their sizes and default thresholds")
 def _suites_args(p):
-    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder holding the datasets (default: $SAFETY_HARNESS_DATA, then the user cache)")
 
 
 @_suites_args.run

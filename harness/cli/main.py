@@ -6,16 +6,32 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli import catalog, results, score, train  # noqa: F401  (each registers its subcommands)
+from harness.cli import catalog, data, results, score, train  # noqa: F401  (each registers its subcommands)
 from harness.cli.registry import COMMANDS
 from harness.core.errors import HarnessError
 
+DESCRIPTION = """\
+safety-harness: safety regression tests for instruction-tuned language models.
+
+The suites run under pytest:  pytest suites/ --model MODEL   (a model folder, a LoRA adapter or an
+alias; the embedded SmolLM2-135M-Instruct by default). The first run fetches the datasets its suites
+read into ~/.cache/safety-harness/data. These commands prepare models and data and read the reports."""
+
+EPILOG = """\
+examples:
+  safety-harness data fetch                 get every built-in suite's datasets (pinned, sha256-checked)
+  pytest suites/ --limit 20                 a quick run of every suite on the default model
+  safety-harness summary reports/runs/run-ID.parquet
+  safety-harness compare base.parquet candidate.parquet
+
+'safety-harness COMMAND --help' describes each command."""
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="safety-harness", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="safety-harness", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     for name, (configure, run, help_text) in sorted(COMMANDS.items()):
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
         configure(p)
         p.set_defaults(func=run)
     return parser

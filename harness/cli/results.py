@@ -10,7 +10,7 @@ from harness.core.errors import HarnessError
 
 @command("summary", help="print the per-suite summary of a Parquet report (and write it as HTML or Markdown)")
 def _summary_args(p):
-    p.add_argument("report", type=Path)
+    p.add_argument("report", type=Path, help="a Parquet report written by a run (--report, or reports/runs/)")
     p.add_argument("--html", type=Path, default=None, help="write a self-contained HTML summary here")
     p.add_argument("--markdown", type=Path, default=None, help="write a Markdown summary here (plots beside it)")
 

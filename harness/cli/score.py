@@ -46,10 +46,11 @@ def _score_args(p):
                         "scores harm only when --harm-model or an expected column is given)")
     p.add_argument("--harm-model", default=None, help="local sequence-classification harmfulness model")
     p.add_argument("--backend", default=None, choices=("auto", "vllm", "hf"), help="backend for a judge model")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="hf backend: prompts per batch for a judge model")
     p.add_argument("--vllm-kv-cache-gib", type=float, default=None, help="vllm on CPU: the judge's KV cache (GiB)")
     p.add_argument("--max-model-len", type=int, default=None, help="vllm: the judge's longest prompt plus verdict")
-    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="prepared models (default: $SAFETY_HARNESS_CACHE or ~/.cache/safety-harness)")
     p.add_argument("--config", type=Path, default=None, help="TOML file with [tool.safety-harness] settings")
 
 

@@ -14,7 +14,7 @@ def add_config_options(p) -> None:
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        help_text = f.metadata.get("help", "") + (f" (default: {default})" if default is not None else "")
         if isinstance(default, bool):
             p.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
         elif isinstance(default, tuple):
@@ -36,7 +36,7 @@ def config_from_args(args) -> TrainConfig:
 def _train_args(p):
     add_config_options(p)
     p.add_argument("--out", type=Path, required=True, help="folder for the adapter (and its checkpoint)")
-    p.add_argument("--data-dir", type=Path, default=None, help="datasets folder (default: SAFETY_HARNESS_DATA)")
+    p.add_argument("--data-dir", type=Path, default=None, help="datasets folder (default: $SAFETY_HARNESS_DATA, then the user cache)")
     p.add_argument("--cache-dir", type=Path, default=None, help="prepared models (default: the harness cache)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: half the cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -52,6 +52,11 @@ class RunSettings:
     seed: int = field(default=0, metadata={"help": "Sampling seed and sampling seed for --limit."})
     limit: int | None = field(default=None, metadata={"help": "Deterministic category-stratified sample of N prompts per suite."})
     data_dir: Path | None = field(default=None, metadata={"help": "Folder holding the upstream datasets."})
+    data_source: str | None = field(default=None, metadata={
+        "help": "Where missing datasets are fetched from: a mirror URL laid out <owner>/<repo>/<commit>/<path>, or a "
+                "local folder (default $SAFETY_HARNESS_DATA_SOURCE, else GitHub at the pinned commits)."})
+    allow_missing_data: bool = field(default=False, metadata={
+        "help": "Skip a selected suite whose dataset is missing instead of stopping the run."})
     cache_dir: Path = field(default_factory=default_cache_dir, metadata={"help": "Prepared models and the generation cache."})
     no_cache: bool = field(default=False, metadata={"help": "Neither read nor write the generation cache."})
     report: Path | None = field(default=None, metadata={"help": "Parquet report path (default reports/runs/run-<id>.parquet)."})

@@ -93,22 +93,21 @@ def all_suites() -> dict[str, SuiteSpec]:
     return dict(_REGISTRY)
 
 
+def builtin_suite_names() -> set[str]:
+    return {name for name, spec in _REGISTRY.items() if spec.builtin}
+
+
 def find_data_file(data_dir: Path | None, relpath: str, suite: str) -> Path:
-    """Find ``relpath`` under the data folder: at that relative path (the upstream layout), or by file
-    name anywhere below it (a user's own download laid out differently)."""
-    if data_dir is None:
-        raise SuiteDataMissing(
-            f"suite {suite!r} needs {relpath}: set --data-dir, SAFETY_HARNESS_DATA or data_dir in "
-            "[tool.safety-harness]"
-        )
-    direct = Path(data_dir) / relpath
-    if direct.is_file():
-        return direct
-    name = Path(relpath).name
-    matches = sorted(Path(data_dir).rglob(name)) if Path(data_dir).is_dir() else []
-    if matches:
-        return matches[0]
-    raise SuiteDataMissing(f"suite {suite!r}: {name} not found under data folder {data_dir}")
+    """Find ``relpath`` in the data folder (at that relative path, the upstream layout, or by file name
+    anywhere below it: a user's own download laid out differently), else in the user cache where
+    ``safety-harness data fetch`` and a run's first fetch put it."""
+    from harness.data.fetch import locate
+
+    found = locate(relpath, data_dir)
+    if found is not None:
+        return found
+    where = f"data folder {data_dir} or the user cache" if data_dir is not None else "the user cache"
+    raise SuiteDataMissing(f"suite {suite!r}: {relpath} not found in {where}")
 
 
 # -- built-in suites ---------------------------------------------------------------------------------

@@ -17,14 +17,23 @@ from harness.backends import create_backend, resolve_backend_name
 from harness.backends.base import MODEL_FREE
 from harness.engine.cache import GenerationCache, request_key, stable_hash
 from harness.engine.scoring import ResponseScoring
-from harness.core.errors import HarnessError
+from harness.core.errors import DataError, HarnessError
 from harness.core.files import sha256_file
 from harness.core.records import row_passed
+from harness.data.fetch import DataFetchError
 from harness.config.thresholds import JUDGE_ERROR, Check, check_thresholds
 from harness.scoring.harm import HarmScore
 from harness.config.settings import RunSettings
 from harness.data.suites import SuiteDataMissing, get_suite
 from harness.core.types import GenerationRequest, GenerationResult, ModelInfo, Prompt, RefusalScore
+
+
+class DataMissingError(DataError):
+    """A selected suite's dataset is neither in the data folder nor in the cache, and could not be fetched."""
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,7 @@ class HarnessSession:
     started: float = field(default_factory=time.time)
     prompts: dict[str, list[Prompt]] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # suite -> why its data is absent
+    data_errors: dict[str, str] = field(default_factory=dict)  # suite -> why its data is absent (fails the run)
     results: dict[str, SuiteResult] = field(default_factory=dict)
     stats: RunStats = field(default_factory=RunStats)
     model_info: ModelInfo = field(default_factory=ModelInfo)
@@ -114,6 +124,7 @@ class HarnessSession:
     _backend: object = field(default=None, repr=False)  # kept open across generate calls; see close()
     _formatting: tuple | None = field(default=None, repr=False)  # (resolved model, tokenizer, template)
     _scoring: object = field(default=None, repr=False)  # ResponseScoring, built on first need
+    notify: object = field(default=_stderr_line, repr=False)  # one line of progress news (dataset fetches)
 
     # -- prompts -------------------------------------------------------------------------------------
     def load_suite(self, name: str) -> list[Prompt] | None:
@@ -122,18 +133,42 @@ class HarnessSession:
             return self.prompts[name]
         if name in self.missing:
             return None
+        if name in self.data_errors:
+            raise DataMissingError(self.data_error_line([name]))
         spec = get_suite(name)
         try:
+            if spec.builtin:  # a first run fetches the files its suites read (harness/data/manifest.toml)
+                from harness.data.fetch import ensure_available
+
+                ensure_available(name, self.settings.data_dir, source=self.settings.data_source, notify=self.notify)
             prompts = spec.load(self.settings.data_dir)
-        except SuiteDataMissing as exc:
-            self.missing[name] = str(exc)
-            return None
+        except (SuiteDataMissing, DataFetchError) as exc:
+            return self._data_missing(name, str(exc))
         if self.settings.limit is not None:
             from harness.data.sampling import stratified_sample
 
             prompts = stratified_sample(prompts, self.settings.limit, seed=self.settings.seed)
         self.prompts[name] = prompts
         return prompts
+
+    def _data_missing(self, name: str, reason: str) -> None:
+        """A selected suite without its data fails the run (a missing dataset never passes a gate), with
+        the one thing to do; --allow-missing-data turns that into a skip."""
+        if self.settings.allow_missing_data:
+            self.missing[name] = reason
+            return None
+        self.data_errors[name] = reason
+        raise DataMissingError(self.data_error_line([name]))
+
+    def data_error_line(self, names: list[str]) -> str:
+        """One line for the selected suites whose data is missing: why, and exactly what to run."""
+        names = [n for n in names if n in self.data_errors]
+        first = self.data_errors[names[0]]
+        if len(names) == 1:
+            return (f"{first}; run `safety-harness data fetch {names[0]}` (or pass --data-dir DIR, or "
+                    "--allow-missing-data to skip the suite)")
+        return (f"{len(names)} suites ({', '.join(names)}) miss their datasets, e.g. {first}; run `safety-harness "
+                "data fetch` (or pass --data-dir DIR, or --allow-missing-data to skip those suites)")
 
     # -- generation ----------------------------------------------------------------------------------
     def run(self, suite_names: list[str], *, progress: bool = True) -> None:

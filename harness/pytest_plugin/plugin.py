@@ -14,7 +14,7 @@ import pytest
 from harness.backends.vllm_backend import EXECUTOR_BACKENDS
 from harness.core.errors import HarnessError
 from harness.config.thresholds import THRESHOLD_ON
-from harness.engine.session import HarnessSession, SuiteResult
+from harness.engine.session import DataMissingError, HarnessSession, SuiteResult
 from harness.pytest_plugin.state import REPORT_KEY, SESSION_KEY, get_session, item_suite, marker_suite, project_dir  # noqa: F401
 from harness.config.settings import RunSettings, build_settings, parse_backend_args
 from harness.models.templates import TEMPLATES
@@ -62,7 +62,8 @@ _OPTIONS = [
     ("--threshold-on", "threshold_on", str, THRESHOLD_ON),
 ]
 _FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_remote_code"), ("--no-cache", "no_cache"),
-          ("--no-ref-loglik", "no_ref_loglik"), ("--no-adapter-sanity", "no_adapter_sanity")]
+          ("--no-ref-loglik", "no_ref_loglik"), ("--no-adapter-sanity", "no_adapter_sanity"),
+          ("--allow-missing-data", "allow_missing_data")]
 
 
 def pytest_addoption(parser):
@@ -75,20 +76,47 @@ def pytest_addoption(parser):
         group.addoption(flag, dest=f"sh_{name}", action="store_true", default=None, help=helps[name])
     group.addoption("--backend-arg", dest="sh_backend_args", action="append", default=None, metavar="KEY=VALUE",
                     help=helps["backend_args"])
+    group.addoption("--source", "--data-source", dest="sh_data_source", default=None, metavar="URL_OR_DIR",
+                    help=helps["data_source"])
+    group.addoption("--engine-logs", dest="sh_engine_logs", action="store_true", default=False,
+                    help="Show vLLM's start-up messages and progress bars (also shown with -v).")
     group.addoption("--config", dest="sh_config", type=Path, default=None,
                     help="TOML file with [tool.safety-harness] settings, thresholds and suites.")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "safety_suite(name): the test asserts on the named safety suite's results")
+    from harness.backends import vllm_quiet
+
+    verbose = config.getoption("sh_engine_logs") or config.get_verbosity() > 0
+    vllm_quiet.configure(verbose)  # before any engine starts (vLLM reads it at import)
+    if not verbose:
+        for line in vllm_quiet.NOISY_WARNINGS:
+            config.addinivalue_line("filterwarnings", line)
     cli = {name: config.getoption(f"sh_{name}") for _, name, _, _ in _OPTIONS}
     cli.update({name: config.getoption(f"sh_{name}") for _, name in _FLAGS})
+    cli["data_source"] = config.getoption("sh_data_source")
     try:
         cli["backend_args"] = parse_backend_args(config.getoption("sh_backend_args"))
         settings = build_settings(cli=cli, rootdir=project_dir(config), config_file=config.getoption("sh_config"))
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[SESSION_KEY] = HarnessSession(settings)
+    config.stash[SESSION_KEY] = HarnessSession(settings, notify=_terminal_line(config))
+
+
+def _terminal_line(config):
+    """Print one line past pytest's capture (dataset fetches happen during collection, which is captured)."""
+
+    def say(line: str) -> None:
+        capman = config.pluginmanager.getplugin("capturemanager")
+        reporter = config.pluginmanager.getplugin("terminalreporter")
+        with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+            if reporter is not None:
+                reporter.write_line(line)
+            else:
+                print(line, flush=True)
+
+    return say
 
 
 def pytest_generate_tests(metafunc):
@@ -102,6 +130,9 @@ def pytest_generate_tests(metafunc):
             raise pytest.UsageError(f"{metafunc.definition.nodeid}: safety_category needs @pytest.mark.safety_suite")
         try:
             prompts = hs.load_suite(suite)
+        except DataMissingError:  # reported once for all selected suites, in pytest_collection_finish
+            metafunc.parametrize("safety_category", [None], ids=["data-missing"])
+            return
         except HarnessError as exc:
             raise pytest.UsageError(str(exc)) from None
         if prompts is None:
@@ -125,9 +156,11 @@ def pytest_collection_finish(session):
     if config.option.collectonly:
         return
     names = [s for s in dict.fromkeys(item_suite(i) for i in session.items) if s]
-    if not names:
-        return
+    if not names or (session.testsfailed and not config.option.continue_on_collection_errors):
+        return  # collection errors stop the run: starting an engine for it would only delay that
     hs = get_session(config)
+    if any(n in hs.data_errors for n in names):
+        raise pytest.UsageError(hs.data_error_line(names))
     capman = config.pluginmanager.getplugin("capturemanager")
     # The progress bar must reach the terminal past pytest's capture; -qq silences it.
     uncaptured = capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
