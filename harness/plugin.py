@@ -19,8 +19,9 @@ from harness.settings import RunSettings, build_settings, parse_backend_args
 from harness.templates import TEMPLATES
 
 # Hooks that live in their own modules: pytest-xdist support (one generation, one report), the opt-in
-# invariance suites, and regression gating against a baseline with --html/--markdown summaries.
-pytest_plugins = ["harness.xdist_support", "harness.invariance_plugin", "harness.baseline_plugin"]
+# invariance suites, regression gating against a baseline with --html/--markdown summaries, and the rule
+# that a session which scored no prompt for its gates fails.
+pytest_plugins = ["harness.xdist_support", "harness.invariance_plugin", "harness.baseline_plugin", "harness.empty_gate"]
 
 SESSION_KEY = pytest.StashKey[HarnessSession]()
 REPORT_KEY = pytest.StashKey[Path]()
