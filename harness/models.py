@@ -120,13 +120,16 @@ def file_hashes(paths: list[Path], cache_dir: Path | None) -> dict[Path, str]:
         if _stat_key(p) == (size, mtime):  # not rewritten while we read it
             new[key] = {"size": size, "mtime_ns": mtime, "sha256": digest, "hashed_at_ns": hashed_at}
     if store_path and new:
-        store_path.parent.mkdir(parents=True, exist_ok=True)
-        # Re-read under the lock: another process may have added entries since our first read.
-        with FileLock(str(store_path) + ".lock"):
-            merged = _read_store(store_path)
-            merged.update(new)
-            merged = {k: v for k, v in merged.items() if os.path.exists(k)}  # drop deleted files
-            _atomic_write_text(store_path, json.dumps(merged, indent=0, sort_keys=True))
+        try:
+            store_path.parent.mkdir(parents=True, exist_ok=True)
+            # Re-read under the lock: another process may have added entries since our first read.
+            with FileLock(str(store_path) + ".lock"):
+                merged = _read_store(store_path)
+                merged.update(new)
+                merged = {k: v for k, v in merged.items() if os.path.exists(k)}  # drop deleted files
+                _atomic_write_text(store_path, json.dumps(merged, indent=0, sort_keys=True))
+        except OSError:
+            pass  # a read-only cache folder: the hashes are right, only not remembered for the next run
     return out
 
 
@@ -314,7 +317,13 @@ def prepare_alias(alias: str, cache_dir: Path) -> Path:
     target = Path(cache_dir) / "models" / f"{alias}-{short}"
     if (target / PREPARED_MARKER).is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target) + ".lock"):  # can the folder be written at all?
+            pass
+    except OSError as exc:
+        raise ModelError(f"cannot prepare model {alias!r} in cache folder {cache_dir} ({exc.strerror or exc}); "
+                         "pass --cache-dir with a writable folder") from None
     with FileLock(str(target) + ".lock"):
         if (target / PREPARED_MARKER).is_file():  # another process built it while we waited
             return target

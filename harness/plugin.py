@@ -179,6 +179,8 @@ def pytest_collection_finish(session):
             hs.run(names, progress=config.get_verbosity() > -2)
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
+    except OSError as exc:  # a file or folder the run needs (cache, report, model) cannot be used: name it
+        raise pytest.UsageError(f"{exc.filename or 'a file'}: {exc.strerror or exc}") from None
 
 
 @pytest.fixture
