@@ -173,10 +173,12 @@ def _present(folder: Path, names: tuple[str, ...]) -> list[Path]:
 
 def fingerprint_model_folder(path: str | os.PathLike, *, cache_dir: Path | None = None,
                              allow_pickle: bool = True) -> str:
-    """sha256 over config, generation config, tokenizer and weight files of an HF model folder, each by
+    """sha256 over config, generation config, tokenizer, weight and ``*.py`` files of an HF model folder, each by
     relative name and content hash. With ``cache_dir`` the per-file hashes are cached (see file_hashes)."""
     folder = Path(path).resolve()
     files = _present(folder, CONFIG_FILES + TOKENIZER_FILES) + _check_weights(folder, allow_pickle=allow_pickle)
+    # A --trust-remote-code model's own code (modeling_*.py, tokenization_*.py) decides its outputs too.
+    files += sorted(p for p in folder.glob("*.py") if p.is_file())
     return _digest("hf-model-v1", folder, files, cache_dir)
 
 
