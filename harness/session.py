@@ -227,6 +227,12 @@ class HarnessSession:
             formatted = format_prompts(prompts, template, tokenizer)
             texts = [f.text for f in formatted]
             ids = [f.token_ids for f in formatted]
+            from harness.prompt_window import backend_window, check_prompt_lengths
+
+            # Before any generation: a prompt the model cannot hold stops the run, naming the prompt.
+            check_prompt_lengths([GenerationRequest("", p, t, i) for p, t, i in zip(prompts, texts, ids)],
+                                 window=backend_window(backend, model.path, s.max_model_len),
+                                 max_new_tokens=s.max_new_tokens, backend=backend)
             self.model_info.update(model=s.model, model_fingerprint=model.fingerprint, backend=backend,
                                    template=template, resolved_model=model)
         info = self.model_info
