@@ -87,7 +87,8 @@ def _summary(args) -> int:
     try:
         table, meta = read_report(args.report)
     except (OSError, pa.ArrowException, ValueError) as exc:
-        raise HarnessError(f"report {args.report} is not a readable Parquet file ({' '.join(str(exc).split())})") from None
+        reason = " ".join(str(exc).split())
+        raise HarnessError(f"report {args.report} is not a readable Parquet file ({reason})") from None
     if not meta.get("run_id"):  # another program's Parquet file: an empty table would read as "all passed"
         raise HarnessError(f"report {args.report} is not a safety-harness report (no safety-harness run metadata)")
     rows = []

@@ -202,7 +202,8 @@ class RefusalJudgeScorer:
     def __init__(self, judge: LocalJudge):
         self.judge = judge
         # The seed picks the fence tags, which can sway a verdict: a verdict cached under another seed is not reused.
-        self.version = f"{RUBRIC_VERSION}-{judge.fingerprint[:12]}" + (f"-seed{judge.seed}" if getattr(judge, "seed", 0) else "")
+        seed = getattr(judge, "seed", 0)
+        self.version = f"{RUBRIC_VERSION}-{judge.fingerprint[:12]}" + (f"-seed{seed}" if seed else "")
 
     def score(self, prompts: list[str], responses: list[str]) -> list[RefusalScore]:
         _check_lengths(prompts, responses)
