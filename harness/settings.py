@@ -255,7 +255,8 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
     if config_file is not None:
         settings = apply_toml(settings, Path(config_file), allow_top_level=True)
     if os.environ.get(DATA_ENV) and cli.get("data_dir") is None:
-        settings = replace(settings, data_dir=Path(os.environ[DATA_ENV]))
+        settings = replace(settings, data_dir=check_value(FIELDS["data_dir"], RunSettings, os.environ[DATA_ENV],
+                                                          label=DATA_ENV, source="environment"))
     given = {k: check_value(FIELDS[k], RunSettings, v, label="--" + k.replace("_", "-"), source="command line")
              for k, v in cli.items() if v is not None and k in OPTION_FIELDS}
     settings = replace(settings, **given)
