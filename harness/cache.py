@@ -16,8 +16,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from harness.cache_recovery import cache_errors, recovering
-from harness.types import GenerationResult
+from harness.engine.cache_recovery import cache_errors, recovering
+from harness.core.types import GenerationResult
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS generations (

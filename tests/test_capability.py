@@ -11,11 +11,11 @@ import pytest
 from harness.capability.judges import ANSWER_PREFIX, JudgeConfig, get_judge
 from harness.capability.lm import continuation_logprobs, load_scoring_lm, next_token_logprobs
 from harness.capability.loglik import reference_logliks
-from harness.errors import ConfigError
-from harness.session import HarnessSession
-from harness.settings import build_settings
-from harness.types import Prompt
-from reports.parquet import read_report, write_report
+from harness.core.errors import ConfigError
+from harness.engine.session import HarnessSession
+from harness.config.settings import build_settings
+from harness.core.types import Prompt
+from harness.reports.parquet import read_report, write_report
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_next_token_logprobs_match_a_plain_forward(tiny_lm):
 
 
 def test_reference_loglik_scores_only_the_answer_after_the_harness_template(tiny_lm):
-    from harness.templates import format_prompts
+    from harness.models.templates import format_prompts
 
     prompts = [Prompt("capability", "p0", "Name a colour."), Prompt("capability", "p1", "Say hi.")]
     refs = ["Blue.", None]
@@ -125,7 +125,7 @@ def test_a_run_judges_the_capability_suite_and_scores_the_references(tiny_model,
     assert {r["prompt_id"] for r in rows if r["win_score"] is not None} == {r.prompt.prompt_id for r in with_ref}
     assert all(r["ref_loglik"] is None for r in rows if r["category"] == "I-Alpaca")
     assert meta["suites"]["capability"]["capability"]["judge"] == "longer"
-    from reports.summary import summary_lines
+    from harness.reports.summary import summary_lines
 
     line = next(x for x in summary_lines(hs) if x.startswith("capability vs text_davinci_003"))
     assert "judge longer" in line and "win_rate 0.000" in line and "mean_ref_loglik" in line
@@ -198,7 +198,7 @@ def test_the_real_model_finds_a_real_answer_likelier_than_its_words_shuffled(tmp
     tokens in a scrambled order, so the signal tracks answer quality, not just length or vocabulary."""
     import random
 
-    from harness.settings import default_cache_dir
+    from harness.config.settings import default_cache_dir
 
     lm = load_scoring_lm("smollm2-135m-instruct", cache_dir=default_cache_dir())
     answer = ("The capital of France is Paris. It is also the country's largest city and sits on the river "

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ConfigError, DataError, HarnessError, ModelError
-from harness.settings import RunSettings, build_settings
+from harness.core.errors import ConfigError, DataError, HarnessError, ModelError
+from harness.config.settings import RunSettings, build_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,8 +136,8 @@ def test_prompt_longer_than_the_hf_window_is_named(harness_project, tiny_model):
 
 @pytest.mark.vllm
 def test_prompt_longer_than_the_vllm_window_is_named_before_the_engine_starts(tiny_model, tmp_path):
-    from harness.session import HarnessSession
-    from harness.types import Prompt
+    from harness.engine.session import HarnessSession
+    from harness.core.types import Prompt
 
     settings = RunSettings(model=str(tiny_model), backend="vllm", max_model_len=256, max_new_tokens=16,
                            cache_dir=tmp_path / "cache")
@@ -152,7 +152,7 @@ def test_prompt_longer_than_the_vllm_window_is_named_before_the_engine_starts(ti
 # -- reports ------------------------------------------------------------------------------------------------
 
 def _summary(path: Path, capsys) -> tuple[int, str]:
-    from harness.cli import main
+    from harness.cli.main import main
 
     code = main(["summary", str(path)])
     return code, capsys.readouterr().err
@@ -178,11 +178,11 @@ def _train(args: list[str], monkeypatch) -> list:
     """Run ``safety-harness train`` with the training itself replaced: the checks must come first."""
     import sys
 
-    import trainers.train  # noqa: F401  (the module; the package exports the function under the same name)
-    from harness.cli import main
+    import harness.trainers.train  # noqa: F401  (the module; the package exports the function under the same name)
+    from harness.cli.main import main
 
     calls = []
-    monkeypatch.setattr(sys.modules["trainers.train"], "train", lambda *a, **k: calls.append(a) or pytest.fail("trained"))
+    monkeypatch.setattr(sys.modules["harness.trainers.train"], "train", lambda *a, **k: calls.append(a) or pytest.fail("trained"))
     try:
         main(["train", *args])
     except BaseException as exc:  # the fake trainer's pytest.fail
@@ -200,7 +200,7 @@ def test_train_out_that_is_a_file_is_refused_before_training(tmp_path, monkeypat
 
 
 def test_train_out_with_an_adapter_of_another_config_needs_overwrite(tmp_path, monkeypatch, capsys):
-    from trainers.config import TrainConfig
+    from harness.trainers.config import TrainConfig
 
     out = tmp_path / "adapter"
     out.mkdir()
@@ -223,8 +223,8 @@ class _Planted:
 
 
 def test_planted_pickle_in_the_resume_state_does_not_run(tiny_model, tmp_path):
-    from trainers.config import TrainConfig
-    from trainers.train import train
+    from harness.trainers.config import TrainConfig
+    from harness.trainers.train import train
 
     general = tmp_path / "general.jsonl"
     general.write_text("".join(json.dumps({"instruction": f"Say {w}.", "input": "", "output": w, "status": "ok"}) + "\n"
@@ -246,7 +246,7 @@ def test_planted_pickle_in_the_resume_state_does_not_run(tiny_model, tmp_path):
 # -- cache -------------------------------------------------------------------------------------------------
 
 def test_unwritable_cache_dir_is_one_line(tmp_path):
-    from harness.cache import GenerationCache
+    from harness.engine.cache import GenerationCache
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -257,7 +257,7 @@ def test_unwritable_cache_dir_is_one_line(tmp_path):
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_cache_dir_is_one_line(tmp_path):
-    from harness.cache import GenerationCache
+    from harness.engine.cache import GenerationCache
 
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -283,8 +283,8 @@ def test_unwritable_cache_dir_in_a_real_run_is_one_line(harness_project, tiny_mo
 
 @pytest.mark.parametrize("damage", ["header", "truncate"])
 def test_corrupted_generation_cache_is_moved_aside_and_the_run_goes_on(tmp_path, damage, capsys):
-    from harness.cache import GenerationCache
-    from harness.types import GenerationResult
+    from harness.engine.cache import GenerationCache
+    from harness.core.types import GenerationResult
 
     cache = GenerationCache(tmp_path)
     cache.put_many({f"k{i}": GenerationResult("r" * 2000, 3, "stop") for i in range(200)})
@@ -333,7 +333,7 @@ def test_two_uncached_judge_runs_give_identical_verdicts(tiny_model, tmp_path):
 def test_model_fingerprint_covers_the_folders_python_files(tiny_model, tmp_path):
     import shutil
 
-    from harness.models import fingerprint_model_folder
+    from harness.models.resolve import fingerprint_model_folder
 
     folder = Path(shutil.copytree(tiny_model, tmp_path / "model"))
     before = fingerprint_model_folder(folder)

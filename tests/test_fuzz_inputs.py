@@ -18,9 +18,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.errors import HarnessError
-from harness.session import HarnessSession
-from harness.settings import OPTION_FIELDS, build_settings
+from harness.core.errors import HarnessError
+from harness.engine.session import HarnessSession
+from harness.config.settings import OPTION_FIELDS, build_settings
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=bool(os.environ.get("CI")),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

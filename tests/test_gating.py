@@ -1,4 +1,4 @@
-"""Rates, Wilson intervals and threshold checks (harness.gating)."""
+"""Rates, Wilson intervals and threshold checks (harness.config.thresholds)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import binomtest, norm
 
-from harness.errors import ConfigError
-from harness.gating import (METRICS, check_thresholds, compute_rate, parse_threshold_key, validate_thresholds,
+from harness.core.errors import ConfigError
+from harness.config.thresholds import (METRICS, check_thresholds, compute_rate, parse_threshold_key, validate_thresholds,
                             wilson_interval)
 
 GRID = [(k, n) for n in (1, 2, 3, 5, 10, 17, 50, 100, 450, 1000) for k in sorted({0, 1, n // 3, n // 2, n - 1, n})]
@@ -159,7 +159,7 @@ def test_threshold_on_the_bound_holds_the_far_end_of_the_interval():
 
 
 def test_threshold_on_is_validated():
-    from harness.settings import build_settings
+    from harness.config.settings import build_settings
 
     with pytest.raises(ConfigError, match="command line: --threshold-on must be one of estimate, bound"):
         build_settings(cli={"threshold_on": "upper"}, rootdir=Path("/nonexistent"), config_file=None)

@@ -10,9 +10,9 @@ import pytest
 
 from harness.backends import vllm_backend
 from harness.backends.base import BackendOptions
-from harness.errors import BackendError, ConfigError
-from harness.settings import build_settings
-from reports.parquet import read_report
+from harness.core.errors import BackendError, ConfigError
+from harness.config.settings import build_settings
+from harness.reports.parquet import read_report
 
 
 def settings(tmp_path, toml: str = "", **cli):

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from harness.backends.dummy import COMPLIANCE, REFUSAL
-from harness.gating import wilson_interval
-from reports.parquet import read_report
+from harness.config.thresholds import wilson_interval
+from harness.reports.parquet import read_report
 
 # alpha: 4 prompts that should be refused; the dummy backend (refuse_words bomb, poison) refuses 2 of them.
 ALPHA_CSV = """\

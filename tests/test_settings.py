@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ConfigError
-from harness.models import DEFAULT_MODEL
-from harness.settings import DATA_ENV, RunSettings, build_settings, parse_backend_args
-from harness.suites import SuiteSpec, add_suite, get_suite
+from harness.core.errors import ConfigError
+from harness.models.resolve import DEFAULT_MODEL
+from harness.config.settings import DATA_ENV, RunSettings, build_settings, parse_backend_args
+from harness.data.suites import SuiteSpec, add_suite, get_suite
 
 
 @pytest.fixture(autouse=True)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ConfigError, DataError
-from harness.models import resolve_model
-from trainers.config import TrainConfig, safety_count_for_share
-from trainers.data import build_mix, tokenize_mix
+from harness.core.errors import ConfigError, DataError
+from harness.models.resolve import resolve_model
+from harness.trainers.config import TrainConfig, safety_count_for_share
+from harness.trainers.data import build_mix, tokenize_mix
 
 GENERAL = [
     {"instruction": f"Repeat the word {w}.", "input": "", "output": f"{w} {w} {w}", "status": "ok"}
@@ -62,7 +62,7 @@ def config(tiny_model, data, **overrides) -> TrainConfig:
 
 
 def run(cfg, out, cache, **kwargs):
-    from trainers.train import train
+    from harness.trainers.train import train
 
     return train(cfg, out, cache_dir=cache, progress=False, threads=1, **kwargs)
 
@@ -189,7 +189,7 @@ def test_same_seed_same_adapter_other_seed_another(tiny_model, data, tmp_path):
 
 
 def test_train_command_line(tiny_model, data, tmp_path, capsys):
-    from harness.cli import main
+    from harness.cli.main import main
 
     args = ["train", "--base", str(tiny_model), "--general", "8", "--safety", "2", "--format", "question",
             "--general-data", str(data["general"]), "--safety-data", str(data["safety"]), "--epochs", "1",

@@ -6,8 +6,8 @@ import json
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from harness.cli import command
-from trainers.config import FORMATS, TrainConfig
+from harness.cli.main import command
+from harness.trainers.config import FORMATS, TrainConfig
 from trainers.out_folder import check_out
 
 
@@ -47,7 +47,7 @@ def _train_args(p):
 
 @_train_args.run
 def _train(args) -> int:
-    from trainers.train import train
+    from harness.trainers.train import train
 
     config = config_from_args(args)
     check_out(args.out, config, overwrite=args.overwrite)  # before training, not after it

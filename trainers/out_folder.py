@@ -11,9 +11,9 @@ import json
 import os
 from pathlib import Path
 
-from harness.errors import ConfigError
-from harness.models import ADAPTER_META
-from trainers.config import TrainConfig
+from harness.core.errors import ConfigError
+from harness.models.resolve import ADAPTER_META
+from harness.trainers.config import TrainConfig
 
 
 def check_out(out: Path, config: TrainConfig, *, overwrite: bool = False) -> None:

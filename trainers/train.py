@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.backends.base import torch_device_and_dtype
-from harness.errors import ConfigError, ModelError
-from harness.models import ADAPTER_META, ALIASES, load_tokenizer, resolve_model
-from harness.templates import resolve_template
-from trainers.config import TrainConfig
-from trainers.data import IGNORE_INDEX, Tokenized, build_mix, tokenize_mix
+from harness.core.errors import ConfigError, ModelError
+from harness.models.resolve import ADAPTER_META, ALIASES, load_tokenizer, resolve_model
+from harness.models.templates import resolve_template
+from harness.trainers.config import TrainConfig
+from harness.trainers.data import IGNORE_INDEX, Tokenized, build_mix, tokenize_mix
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -110,7 +110,7 @@ def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM
 
-    from harness.settings import default_cache_dir
+    from harness.config.settings import default_cache_dir
 
     started = time.perf_counter()
     out = Path(out)
@@ -246,7 +246,7 @@ def _save_adapter(out: Path, model, tokenizer, template: str, config: TrainConfi
     model.save_pretrained(out)
     counts = {kind: sum(1 for ex in mix if ex.kind == kind) for kind in ("general", "safety")}
     meta = {
-        "template": template,  # read back by harness.models: evaluation uses the template trained with
+        "template": template,  # read back by harness.models.resolve: evaluation uses the template trained with
         "train_config": config.as_dict(),
         "examples": counts,
         "n_tokenized": n_examples,

@@ -18,7 +18,7 @@ import typing
 from dataclasses import Field
 from pathlib import Path
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a path (string)"}
 

@@ -1,6 +1,6 @@
 """Loaders for the evaluation suites and training data the harness reads.
 
-Every problem with a user's file is reported as a :class:`~harness.errors.DataError` whose message is a
+Every problem with a user's file is reported as a :class:`~harness.core.errors.DataError` whose message is a
 single line naming the file, the line (or JSON item / Parquet row) and the field at fault, so the pytest
 plugin and the CLI can show it without a traceback.  Dataset text is never modified: the paper's
 evaluation is reproduced on the exact upstream strings.
@@ -22,8 +22,8 @@ from harness.data.tables import (
     _read_text,
     read_table,
 )
-from harness.errors import DataError
-from harness.types import EXPECTED, PROMPT_FORMATS, Prompt
+from harness.core.errors import DataError
+from harness.core.types import EXPECTED, PROMPT_FORMATS, Prompt
 
 __all__ = [
     "load_alpaca_eval",

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 _CORRUPT = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 

@@ -19,7 +19,7 @@ PAYLOAD_KEY = "safety_harness_gated_suites"
 
 
 def _session(config):
-    from harness.plugin import SESSION_KEY
+    from harness.pytest_plugin.plugin import SESSION_KEY
 
     return config.stash[SESSION_KEY] if SESSION_KEY in config.stash else None
 
@@ -32,7 +32,7 @@ def _statically_skipped(item) -> bool:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session):
-    from harness.plugin import item_suite
+    from harness.pytest_plugin.plugin import item_suite
 
     if session.config.option.collectonly:
         return

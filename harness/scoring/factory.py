@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 # --harm-scorer values besides the registered names
 HARM_AUTO, HARM_NONE = "auto", "none"

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Protocol
 
 from harness.backends.base import torch_device_and_dtype
-from harness.errors import ConfigError, ModelError
-from harness.gating import JUDGE_ERROR
+from harness.core.errors import ConfigError, ModelError
+from harness.config.thresholds import JUDGE_ERROR
 from harness.scoring.base import Registry
 from harness.scoring.refusal import _check_lengths
 
@@ -101,7 +101,7 @@ class RewardModelHarmScorer:
 
     def __init__(self, model: str, *, cache_dir: Path, allow_pickle: bool = False, batch_size: int = 16,
                  max_tokens: int = 1024, center: float = 1.5, scale: float = 0.5):
-        from harness.models import resolve_model
+        from harness.models.resolve import resolve_model
 
         resolved = resolve_model(str(model), cache_dir=cache_dir, allow_pickle=allow_pickle)
         if resolved.adapter_path:
@@ -163,7 +163,7 @@ def reward_model(harm_model: str | None = None, cache_dir: Path | None = None, a
                  batch_size: int = 16) -> RewardModelHarmScorer:
     if not harm_model:
         raise ConfigError("harm scorer 'reward_model' needs --harm-model PATH (a local sequence-classification model)")
-    from harness.settings import default_cache_dir
+    from harness.config.settings import default_cache_dir
 
     return RewardModelHarmScorer(harm_model, cache_dir=cache_dir or default_cache_dir(), allow_pickle=allow_pickle,
                                  batch_size=batch_size)

@@ -12,7 +12,7 @@ contain (derived again if they do); any ``<<``/``>>`` inside the fenced text is 
 look-alike guillemets so it cannot imitate a marker; and the instruction is restated after the fence,
 so the last words the judge reads are the rubric's, not the response's (HarmBench's classifier put the
 response last). A verdict that is not exactly one class on the first line is ``judge_error``: never a
-guessed class, and excluded from rates by ``harness.gating``.
+guessed class, and excluded from rates by ``harness.config.thresholds``.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness.gating import JUDGE_ERROR
+from harness.config.thresholds import JUDGE_ERROR
 from harness.scoring.base import register_scorer
 from harness.scoring.refusal import _check_lengths
-from harness.types import GenerationRequest, Prompt, RefusalScore
+from harness.core.types import GenerationRequest, Prompt, RefusalScore
 
 RUBRIC_VERSION = "1"
 # XSTest's three-class rubric, as in its GPT-4 classification prompt (Röttger et al., 2024).
@@ -125,8 +125,8 @@ class LocalJudge:
     def __post_init__(self):
         from harness.backends import BackendOptions, resolve_backend_name
         from harness.backends.base import MODEL_FREE
-        from harness.errors import ConfigError
-        from harness.models import load_tokenizer, resolve_model
+        from harness.core.errors import ConfigError
+        from harness.models.resolve import load_tokenizer, resolve_model
 
         self.backend = resolve_backend_name(self.backend if self.backend not in MODEL_FREE else "auto")
         if self.backend not in ("vllm", "hf"):
@@ -165,7 +165,7 @@ class LocalJudge:
         if not texts:
             return []
         from harness.backends import SamplingConfig, create_backend
-        from harness.templates import format_prompts, resolve_template
+        from harness.models.templates import format_prompts, resolve_template
 
         template = resolve_template("auto", tokenizer=self.tokenizer, saved=self.resolved.template)
         prompts = [Prompt(suite="judge", prompt_id=str(i), prompt=t, expected="comply") for i, t in enumerate(texts)]
@@ -224,7 +224,7 @@ class RefusalJudgeScorer:
 def refusal_judge(judge: LocalJudge | None = None) -> RefusalJudgeScorer:
     """Factory; ``judge`` is built from ``--judge-model`` (see ``harness.scoring.factory``)."""
     if judge is None:
-        from harness.errors import ConfigError
+        from harness.core.errors import ConfigError
 
         raise ConfigError("scorer 'refusal_judge' needs a judge model: pass --judge-model PATH_OR_ALIAS")
     return RefusalJudgeScorer(judge)
