@@ -173,7 +173,7 @@ def test_the_reference_is_selectable(data_dir, tmp_path):
 
 @pytest.mark.parametrize("options, message", [
     (["--capability-judge", "gpt5"], "--capability-judge: unknown judge 'gpt5' (known: llm, longer)"),
-    (["--ref-loglik-max-tokens", "0"], "--ref-loglik-max-tokens must be at least 1, got 0"),
+    (["--ref-loglik-max-tokens", "0"], "command line: --ref-loglik-max-tokens must be an integer >= 1, got 0"),
 ])
 def test_bad_capability_options_are_one_usage_error_before_generation(harness_project, options, message):
     harness_project.write(tests={"test_cap": harness_project.CATEGORY_SUITE.format(name="capability")})

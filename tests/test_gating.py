@@ -161,5 +161,5 @@ def test_threshold_on_the_bound_holds_the_far_end_of_the_interval():
 def test_threshold_on_is_validated():
     from harness.config.settings import build_settings
 
-    with pytest.raises(ConfigError, match="threshold_on must be one of estimate, bound"):
+    with pytest.raises(ConfigError, match="command line: --threshold-on must be one of estimate, bound"):
         build_settings(cli={"threshold_on": "upper"}, rootdir=Path("/nonexistent"), config_file=None)

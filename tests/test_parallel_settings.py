@@ -61,7 +61,7 @@ def test_only_output_changing_settings_join_the_cache_key(tmp_path):
 
 
 @pytest.mark.parametrize("cli, message", [
-    ({"tensor_parallel_size": 0}, "tensor_parallel_size must be a whole number of at least 1, got 0"),
+    ({"tensor_parallel_size": 0}, "command line: --tensor-parallel-size must be an integer >= 1, got 0"),
     ({"backend_args": {"pipeline_parallel_size": "two"}}, "pipeline_parallel_size must be a whole number"),
     ({"distributed_executor_backend": "slurm"}, "distributed_executor_backend must be one of mp, ray"),
     ({"ray_address": "auto", "distributed_executor_backend": "mp"}, "ray_address needs distributed_executor_backend=ray"),

@@ -260,7 +260,7 @@ def _bad_input_cases():
         # A user suite names its file explicitly, so a missing one is a configuration error, not a skip.
         "missing-suite-file": (["--backend", "dummy"], {}, "\n[tool.safety-harness.suites.gamma]\npath = 'gone.csv'\n",
                                "gone.csv: not found"),
-        "limit-zero": (["--backend", "dummy", "--limit", "0"], {}, "", "--limit must be at least 1, got 0"),
+        "limit-zero": (["--backend", "dummy", "--limit", "0"], {}, "", "command line: --limit must be an integer >= 1, got 0"),
         "bad-backend-arg": (["--backend", "dummy", "--backend-arg", "tensor_parallel_size"], {}, "",
                             "--backend-arg expects KEY=VALUE, got 'tensor_parallel_size'"),
     }

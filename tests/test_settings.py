@@ -180,9 +180,9 @@ def test_bad_toml_is_a_one_line_config_error_naming_the_file(tmp_path, toml, mes
 
 
 def test_bad_command_line_values(tmp_path):
-    with pytest.raises(ConfigError, match="--limit must be at least 1, got 0"):
+    with pytest.raises(ConfigError, match="--limit must be an integer >= 1, got 0"):
         settings(tmp_path, limit=0)
-    with pytest.raises(ConfigError, match="--max-new-tokens must be at least 1, got 0"):
+    with pytest.raises(ConfigError, match="--max-new-tokens must be an integer >= 1, got 0"):
         settings(tmp_path, max_new_tokens=0)
     with pytest.raises(ConfigError, match=r"config file .*nope.toml not found"):
         settings(tmp_path, tmp_path / "nope.toml")

@@ -183,7 +183,9 @@ def test_train_command_line(tiny_model, data, tmp_path, capsys):
     cfg = json.loads((tmp_path / "cli" / "adapter_config.json").read_text())
     assert cfg["r"] == 4 and cfg["lora_alpha"] == 16 and sorted(cfg["target_modules"]) == ["q_proj", "v_proj"]
 
+    # Another --out: the one above holds an adapter of this config, and another config is refused there first.
     bad = [str(tmp_path / "missing.json") if a == str(data["safety"]) else a for a in args]
+    bad[bad.index("--out") + 1] = str(tmp_path / "cli-bad")
     assert main(bad) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing.json: not found" in err

@@ -145,7 +145,12 @@ def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None
         from safetensors.torch import load_file
 
         set_peft_model_state_dict(model, load_file(ckpt / "adapter.safetensors"))
-        extra = torch.load(ckpt / "trainer.pt", weights_only=False)  # written by us: optimizer and RNG state
+        # Tensors, numbers and lists only (optimizer, scheduler, RNG states): a planted pickle in --out cannot run.
+        try:
+            extra = torch.load(ckpt / "trainer.pt", weights_only=True)
+        except Exception as exc:  # pickle.UnpicklingError for anything but plain state, RuntimeError if torn
+            raise ModelError(f"{ckpt / 'trainer.pt'}: refused as resume state ({str(exc).splitlines()[0][:200]}); "
+                             f"delete {ckpt} to start over") from None
         optimizer.load_state_dict(extra["optimizer"])
         scheduler.load_state_dict(extra["scheduler"])
         torch.set_rng_state(extra["torch_rng"])

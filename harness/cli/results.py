@@ -23,7 +23,15 @@ def _summary(args) -> int:
 
     if not args.report.is_file():
         raise HarnessError(f"report {args.report} not found")
-    table, meta = read_report(args.report)
+    import pyarrow as pa
+
+    try:
+        table, meta = read_report(args.report)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise HarnessError(f"report {args.report} is not a readable Parquet file ({reason})") from None
+    if not meta.get("run_id"):  # another program's Parquet file: an empty table would read as "all passed"
+        raise HarnessError(f"report {args.report} is not a safety-harness report (no safety-harness run metadata)")
     rows = []
     for suite, info in sorted(meta.get("suites", {}).items()):
         for c in info["checks"]:

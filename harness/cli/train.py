@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness.cli.registry import command
 from harness.trainers.config import FORMATS, TrainConfig
+from trainers.out_folder import check_out
 
 
 def add_config_options(p) -> None:
@@ -40,6 +41,8 @@ def _train_args(p):
     p.add_argument("--cache-dir", type=Path, default=None, help="prepared models (default: the harness cache)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: half the cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an adapter in --out that was trained with another config")
 
 
 @_train_args.run
@@ -47,6 +50,7 @@ def _train(args) -> int:
     from harness.trainers.train import train
 
     config = config_from_args(args)
+    check_out(args.out, config, overwrite=args.overwrite)  # before training, not after it
     result = train(config, args.out, cache_dir=args.cache_dir, data_dir=args.data_dir, progress=not args.quiet,
                    threads=args.threads)
     first, last = result.losses[0], result.losses[-1]

@@ -35,6 +35,8 @@ from harness.core.paths import CACHE_ENV, DATA_ENV, data_dir_from_env, default_c
 from harness.config.thresholds import THRESHOLD_ON, validate_thresholds
 from harness.models.resolve import DEFAULT_MODEL
 from harness.data.suites import SuiteSpec, add_suite
+from harness.config.checks import check_value
+from harness.models.templates import TEMPLATES
 
 
 
@@ -45,12 +47,12 @@ class RunSettings:
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "Model folder, LoRA adapter folder or alias."})
     base_model: str | None = field(default=None, metadata={"help": "Base model for an adapter (overrides adapter_config.json)."})
     backend: str = field(default="auto", metadata={"help": "auto (vllm if installed, else hf), vllm, hf, replay, dummy."})
-    template: str = field(default="auto", metadata={"help": "auto, chat, alpaca or raw."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Most tokens generated per response."})
-    temperature: float = field(default=0.0, metadata={"help": "0 = greedy decoding."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass when temperature > 0."})
-    seed: int = field(default=0, metadata={"help": "Sampling seed and sampling seed for --limit."})
-    limit: int | None = field(default=None, metadata={"help": "Deterministic category-stratified sample of N prompts per suite."})
+    template: str = field(default="auto", metadata={"choices": TEMPLATES, "help": "auto, chat, alpaca or raw."})
+    max_new_tokens: int = field(default=256, metadata={"ge": 1, "help": "Most tokens generated per response."})
+    temperature: float = field(default=0.0, metadata={"ge": 0, "help": "0 = greedy decoding."})
+    top_p: float = field(default=1.0, metadata={"gt": 0, "le": 1, "help": "Nucleus sampling mass when temperature > 0."})
+    seed: int = field(default=0, metadata={"ge": 0, "le": 2**32 - 1, "help": "Sampling seed and sampling seed for --limit."})
+    limit: int | None = field(default=None, metadata={"ge": 1, "help": "Deterministic category-stratified sample of N prompts per suite."})
     data_dir: Path | None = field(default=None, metadata={"help": "Folder holding the upstream datasets."})
     data_source: str | None = field(default=None, metadata={
         "help": "Where missing datasets are fetched from: a mirror URL laid out <owner>/<repo>/<commit>/<path>, or a "
@@ -76,19 +78,20 @@ class RunSettings:
     capability_reference: str = field(default="text_davinci_003", metadata={
         "help": "Reference outputs: text_davinci_003 (AlpacaEval 1), gpt4_1106_preview (AlpacaEval 2) or a JSON file."})
     no_ref_loglik: bool = field(default=False, metadata={"help": "Skip the reference log-likelihood of the capability suite."})
-    ref_loglik_max_tokens: int = field(default=256, metadata={"help": "Reference answers are scored on their first N tokens."})
+    ref_loglik_max_tokens: int = field(default=256, metadata={"ge": 1, "help": "Reference answers are scored on their first N tokens."})
     allow_pickle: bool = field(default=False, metadata={"help": "Accept pickled (.bin) weights."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Let a model folder run its own code."})
     no_adapter_sanity: bool = field(default=False, metadata={
         "help": "Skip the check that an adapter's outputs differ from its base model's on a few canary prompts."})
-    dtype: str = field(default="auto", metadata={"help": "auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."})
-    batch_size: int = field(default=16, metadata={"help": "hf backend batch size."})
-    chunk_size: int = field(default=256, metadata={"help": "Prompts per generation chunk; each chunk is cached as it finishes."})
-    max_model_len: int = field(default=2048, metadata={"help": "vllm: longest prompt plus response, in tokens."})
-    vllm_kv_cache_gib: float = field(default=2.0, metadata={"help": "vllm on CPU: KV cache GiB (keep small)."})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs one model copy is split across (tensor parallel)."})
-    pipeline_parallel_size: int = field(default=1, metadata={"help": "vllm: pipeline stages (layers split across GPUs or nodes)."})
-    data_parallel_size: int = field(default=1, metadata={
+    dtype: str = field(default="auto", metadata={"choices": ("auto", "float32", "bfloat16", "float16"),
+                                                 "help": "auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."})
+    batch_size: int = field(default=16, metadata={"ge": 1, "help": "hf backend batch size."})
+    chunk_size: int = field(default=256, metadata={"ge": 1, "help": "Prompts per generation chunk; each chunk is cached as it finishes."})
+    max_model_len: int = field(default=2048, metadata={"ge": 1, "help": "vllm: longest prompt plus response, in tokens."})
+    vllm_kv_cache_gib: float = field(default=2.0, metadata={"gt": 0, "help": "vllm on CPU: KV cache GiB (keep small)."})
+    tensor_parallel_size: int = field(default=1, metadata={"ge": 1, "help": "vllm: GPUs one model copy is split across (tensor parallel)."})
+    pipeline_parallel_size: int = field(default=1, metadata={"ge": 1, "help": "vllm: pipeline stages (layers split across GPUs or nodes)."})
+    data_parallel_size: int = field(default=1, metadata={"ge": 1,
         "help": "vllm: engine replicas; above 1 vLLM's offline LLM needs distributed_executor_backend=external_launcher."})
     distributed_executor_backend: str | None = field(default=None, metadata={
         "help": "vllm: mp, ray, uni or external_launcher (default: vLLM picks mp on one host)."})
@@ -97,7 +100,7 @@ class RunSettings:
     backend_args: dict = field(default_factory=dict, metadata={
         "help": "Backend-specific KEY=VALUE setting (repeatable), e.g. tensor_parallel_size=2 for vllm; "
                 "VALUE is parsed as JSON when possible. TOML: [tool.safety-harness.backend_args]."})
-    threshold_on: str = field(default="estimate", metadata={
+    threshold_on: str = field(default="estimate", metadata={"choices": THRESHOLD_ON,
         "help": "estimate: a suite's rate is held against its thresholds; bound: the far end of its 95% Wilson "
                 "interval is (upper bound for max_, lower for min_), so small samples must show they pass."})
     thresholds: dict = field(default_factory=dict, metadata={"help": "SUITE or SUITE:CATEGORY -> {max_/min_metric: value}."})
@@ -139,6 +142,7 @@ class RunSettings:
 
 OPTION_FIELDS = {f.name for f in fields(RunSettings)} - {"thresholds", "user_suites", "sources", "backend_args", "gate"}
 PATH_FIELDS = {"data_dir", "cache_dir", "report", "replay", "baseline_dir"}
+FIELDS = {f.name: f for f in fields(RunSettings)}
 
 
 def _read_table(path: Path, *, allow_top_level: bool) -> dict:
@@ -167,6 +171,7 @@ def apply_toml(settings: RunSettings, path: Path, *, allow_top_level: bool) -> R
             continue
         if name not in OPTION_FIELDS:
             raise ConfigError(f"{path}: unknown key {key!r} in [tool.safety-harness]")
+        value = check_value(FIELDS[name], RunSettings, value, label=key, source=str(path))
         changes[name] = (base / value) if name in PATH_FIELDS and value is not None else value
     thresholds = {k: dict(v) for k, v in settings.thresholds.items()}
     for target, values in table.get("thresholds", {}).items():
@@ -246,17 +251,13 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
     if config_file is not None:
         settings = apply_toml(settings, Path(config_file), allow_top_level=True)
     if data_dir_from_env() and cli.get("data_dir") is None:
-        settings = replace(settings, data_dir=data_dir_from_env())
-    given = {k: v for k, v in cli.items() if v is not None and k in OPTION_FIELDS}
+        settings = replace(settings, data_dir=check_value(FIELDS["data_dir"], RunSettings, str(data_dir_from_env()),
+                                                          label=DATA_ENV, source="environment"))
+    given = {k: check_value(FIELDS[k], RunSettings, v, label="--" + k.replace("_", "-"), source="command line")
+             for k, v in cli.items() if v is not None and k in OPTION_FIELDS}
     settings = replace(settings, **given)
     if cli.get("backend_args"):  # merged key by key over the TOML table
         settings = replace(settings, backend_args={**settings.backend_args, **cli["backend_args"]})
-    if settings.limit is not None and settings.limit < 1:
-        raise ConfigError(f"--limit must be at least 1, got {settings.limit}")
-    if settings.threshold_on not in THRESHOLD_ON:
-        raise ConfigError(f"threshold_on must be one of {', '.join(THRESHOLD_ON)}, got {settings.threshold_on!r}")
-    if settings.max_new_tokens < 1:
-        raise ConfigError(f"--max-new-tokens must be at least 1, got {settings.max_new_tokens}")
     from harness.backends.vllm_backend import normalize_parallel
     from harness.capability.judges import check_capability_options
 

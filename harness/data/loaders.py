@@ -304,10 +304,13 @@ def load_prompt_file(
     if suffix not in (".csv", ".jsonl", ".parquet", ".pq"):
         raise DataError(f"{path}: unsupported prompt file type {suffix or '(none)'!r} (use .csv, .jsonl or .parquet)")
     rows = read_table(path, (prompt_column,))
-    return _rows_to_prompts(
+    prompts = _rows_to_prompts(
         rows, path=path, suite=suite, expected=expected, prompt_column=prompt_column,
         source=Path(path).name, per_row_columns=False,
     )
+    if not prompts:  # a suite of nothing would pass every threshold: refuse it here, naming the file
+        raise DataError(f"{path}: suite {suite!r} has no prompts (the file has no rows with a {prompt_column!r})")
+    return prompts
 
 
 def load_smoke() -> list[Prompt]:

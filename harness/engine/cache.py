@@ -16,6 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from harness.engine.cache_recovery import cache_errors, recovering
 from harness.core.types import GenerationResult
 
 _SCHEMA = """
@@ -71,8 +72,12 @@ def cached_values(cache: "GenerationCache | None", keys: list[str], compute, *, 
 class GenerationCache:
     def __init__(self, cache_dir: Path):
         self.dir = Path(cache_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "generations.sqlite"
+        with cache_errors(self):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._init_db()
+
+    def _init_db(self) -> None:
         # Switching a new database to WAL needs an exclusive lock, and SQLite answers "database is locked" at
         # once (no busy wait) when two processes (xdist workers) create the file together: one at a time.
         with FileLock(str(self.path) + ".init.lock"), closing(self._connect()) as db:
@@ -83,6 +88,7 @@ class GenerationCache:
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=60)
 
+    @recovering
     def get_many(self, keys: list[str]) -> dict[str, GenerationResult]:
         found: dict[str, GenerationResult] = {}
         with closing(self._connect()) as db:
@@ -96,6 +102,7 @@ class GenerationCache:
                     found[key] = GenerationResult(response, n_tokens, finish)
         return found
 
+    @recovering
     def put_many(self, items: dict[str, GenerationResult]) -> None:
         now = time.time()
         with closing(self._connect()) as db:
@@ -105,6 +112,7 @@ class GenerationCache:
             )
             db.commit()
 
+    @recovering
     def get_values(self, keys: list[str]) -> dict[str, object]:
         """JSON values stored by ``put_values``: scores that cost a model pass (reference log-likelihoods,
         judge verdicts), keyed like generations by everything that determines them."""
@@ -117,6 +125,7 @@ class GenerationCache:
                     found[key] = json.loads(value)
         return found
 
+    @recovering
     def put_values(self, items: dict[str, object]) -> None:
         now = time.time()
         with closing(self._connect()) as db:

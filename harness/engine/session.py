@@ -233,6 +233,12 @@ class HarnessSession:
             formatted = format_prompts(prompts, template, tokenizer)
             texts = [f.text for f in formatted]
             ids = [f.token_ids for f in formatted]
+            from harness.engine.prompt_window import backend_window, check_prompt_lengths
+
+            # Before any generation: a prompt the model cannot hold stops the run, naming the prompt.
+            check_prompt_lengths([GenerationRequest("", p, t, i) for p, t, i in zip(prompts, texts, ids)],
+                                 window=backend_window(backend, model.path, s.max_model_len),
+                                 max_new_tokens=s.max_new_tokens, backend=backend)
             info = self.model_info
             info.model, info.model_fingerprint, info.backend, info.template = s.model, model.fingerprint, backend, template
             self.resolved_model = model

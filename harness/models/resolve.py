@@ -107,13 +107,16 @@ def file_hashes(paths: list[Path], cache_dir: Path | None) -> dict[Path, str]:
         if _stat_key(p) == (size, mtime):  # not rewritten while we read it
             new[key] = {"size": size, "mtime_ns": mtime, "sha256": digest, "hashed_at_ns": hashed_at}
     if store_path and new:
-        store_path.parent.mkdir(parents=True, exist_ok=True)
-        # Re-read under the lock: another process may have added entries since our first read.
-        with FileLock(str(store_path) + ".lock"):
-            merged = _read_store(store_path)
-            merged.update(new)
-            merged = {k: v for k, v in merged.items() if os.path.exists(k)}  # drop deleted files
-            atomic_write_text(store_path, json.dumps(merged, indent=0, sort_keys=True))
+        try:
+            store_path.parent.mkdir(parents=True, exist_ok=True)
+            # Re-read under the lock: another process may have added entries since our first read.
+            with FileLock(str(store_path) + ".lock"):
+                merged = _read_store(store_path)
+                merged.update(new)
+                merged = {k: v for k, v in merged.items() if os.path.exists(k)}  # drop deleted files
+                atomic_write_text(store_path, json.dumps(merged, indent=0, sort_keys=True))
+        except OSError:
+            pass  # a read-only cache folder: the hashes are right, only not remembered for the next run
     return out
 
 
@@ -157,10 +160,12 @@ def _present(folder: Path, names: tuple[str, ...]) -> list[Path]:
 
 def fingerprint_model_folder(path: str | os.PathLike, *, cache_dir: Path | None = None,
                              allow_pickle: bool = True) -> str:
-    """sha256 over config, generation config, tokenizer and weight files of an HF model folder, each by
+    """sha256 over config, generation config, tokenizer, weight and ``*.py`` files of an HF model folder, each by
     relative name and content hash. With ``cache_dir`` the per-file hashes are cached (see file_hashes)."""
     folder = Path(path).resolve()
     files = _present(folder, CONFIG_FILES + TOKENIZER_FILES) + _check_weights(folder, allow_pickle=allow_pickle)
+    # A --trust-remote-code model's own code (modeling_*.py, tokenization_*.py) decides its outputs too.
+    files += sorted(p for p in folder.glob("*.py") if p.is_file())
     return _digest("hf-model-v1", folder, files, cache_dir)
 
 
@@ -301,7 +306,13 @@ def prepare_alias(alias: str, cache_dir: Path) -> Path:
     target = Path(cache_dir) / "models" / f"{alias}-{short}"
     if (target / PREPARED_MARKER).is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target) + ".lock"):  # can the folder be written at all?
+            pass
+    except OSError as exc:
+        raise ModelError(f"cannot prepare model {alias!r} in cache folder {cache_dir} ({exc.strerror or exc}); "
+                         "pass --cache-dir with a writable folder") from None
     with FileLock(str(target) + ".lock"):
         if (target / PREPARED_MARKER).is_file():  # another process built it while we waited
             return target

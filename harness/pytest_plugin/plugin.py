@@ -20,8 +20,9 @@ from harness.config.settings import RunSettings, build_settings, parse_backend_a
 from harness.models.templates import TEMPLATES
 
 # Hooks that live in their own modules: pytest-xdist support (one generation, one report), the opt-in
-# invariance suites, and regression gating against a baseline with --html/--markdown summaries.
-pytest_plugins = ["harness.pytest_plugin.xdist", "harness.pytest_plugin.invariance", "harness.pytest_plugin.baseline"]
+# invariance suites, regression gating against a baseline with --html/--markdown summaries, and the rule
+# that a session which scored no prompt for its gates fails.
+pytest_plugins = ["harness.pytest_plugin.xdist", "harness.pytest_plugin.invariance", "harness.pytest_plugin.baseline", "harness.pytest_plugin.empty_gate"]
 
 BACKENDS = ("auto", "vllm", "hf", "replay", "dummy")
 
@@ -169,6 +170,8 @@ def pytest_collection_finish(session):
             hs.run(names, progress=config.get_verbosity() > -2)
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
+    except OSError as exc:  # a file or folder the run needs (cache, report, model) cannot be used: name it
+        raise pytest.UsageError(f"{exc.filename or 'a file'}: {exc.strerror or exc}") from None
 
 
 @pytest.fixture

@@ -25,10 +25,11 @@ def judge_for(settings):
     if not settings.judge_model:
         raise ConfigError("this scorer needs a judge model: pass --judge-model PATH_OR_ALIAS")
     options = settings.backend_options()
-    key = (settings.judge_model, settings.backend, str(settings.cache_dir), options.dtype, options.max_model_len)
+    key = (settings.judge_model, settings.backend, str(settings.cache_dir), options.dtype, options.max_model_len,
+           settings.seed)
     if key not in _JUDGES:
         _JUDGES[key] = LocalJudge(settings.judge_model, cache_dir=settings.cache_dir, backend=settings.backend,
-                                  options=options, allow_pickle=settings.allow_pickle)
+                                  options=options, allow_pickle=settings.allow_pickle, seed=settings.seed)
     return _JUDGES[key]
 
 

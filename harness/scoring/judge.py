@@ -5,9 +5,10 @@
 generation); ``refusal_judge`` is XSTest's three-class rubric on top of it, and ``harness.scoring.harm``
 builds its harmfulness rubric on the same judge.
 
-Injection: the response is data, not instructions. Each item gets fresh random markers
-(``<<RESPONSE 5f0c9e1ab2d4>> ... <<END RESPONSE 5f0c9e1ab2d4>>``) that the prompt and response cannot
-contain (they are drawn again if they do); any ``<<``/``>>`` inside the fenced text is replaced with
+Injection: the response is data, not instructions. Each item gets its own markers
+(``<<RESPONSE 5f0c9e1ab2d4>> ... <<END RESPONSE 5f0c9e1ab2d4>>``), a keyed hash of the item under the run
+seed (reproducible for the run, unpredictable to the response), that the prompt and response cannot
+contain (derived again if they do); any ``<<``/``>>`` inside the fenced text is replaced with
 look-alike guillemets so it cannot imitate a marker; and the instruction is restated after the fence,
 so the last words the judge reads are the rubric's, not the response's (HarmBench's classifier put the
 response last). A verdict that is not exactly one class on the first line is ``judge_error``: never a
@@ -16,6 +17,8 @@ guessed class, and excluded from rates by ``harness.config.thresholds``.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 from dataclasses import dataclass, replace
@@ -80,12 +83,21 @@ def _neutralise(text: str) -> str:
     return text.replace("<<", "\u2039\u2039").replace(">>", "\u203a\u203a")
 
 
-def fresh_tag(*texts: str) -> str:
-    """A random marker tag that none of ``texts`` contains (48 random bits; drawn again on a collision)."""
-    while True:
-        tag = secrets.token_hex(6)
+def fresh_tag(*texts: str, seed: int | None = None) -> str:
+    """A marker tag that none of ``texts`` contains (48 bits; derived again on a collision).
+
+    With ``seed`` the tag is an HMAC of the texts under the run seed: the same row gives the same tag in
+    every run (so an uncached run repeats exactly), yet a response cannot contain its own tag except by a
+    2^-48 chance, since the tag is a keyed hash of that very response. Without a seed it is random."""
+    for attempt in range(1 << 16):
+        if seed is None:
+            tag = secrets.token_hex(6)
+        else:
+            message = "\x00".join((str(attempt), *texts)).encode("utf-8", "surrogatepass")
+            tag = hmac.new(f"fence-{seed}".encode(), message, hashlib.sha256).hexdigest()[:12]
         if not any(tag in t for t in texts):
             return tag
+    raise RuntimeError("no fence tag found outside the fenced texts")  # 65,536 collisions: unreachable
 
 
 def fence(name: str, text: str, tag: str) -> str:
@@ -108,6 +120,7 @@ class LocalJudge:
     max_new_tokens: int = 16
     max_prompt_tokens: int = 256
     max_response_tokens: int = 1024
+    seed: int = 0  # the run's seed: fence tags derive from it and the row (see fresh_tag)
 
     def __post_init__(self):
         from harness.backends import BackendOptions, resolve_backend_name
@@ -168,7 +181,7 @@ class LocalJudge:
         """The rubric, the fenced prompt and response, the fence note, and the question restated last."""
         prompt = self.cut(prompt, self.max_prompt_tokens)
         response = self.cut(response, self.max_response_tokens)
-        tag = fresh_tag(prompt, response)
+        tag = fresh_tag(prompt, response, seed=self.seed)
         return "\n\n".join([
             rubric,
             FENCE_NOTE.format(tag=tag),
@@ -188,7 +201,9 @@ class RefusalJudgeScorer:
 
     def __init__(self, judge: LocalJudge):
         self.judge = judge
-        self.version = f"{RUBRIC_VERSION}-{judge.fingerprint[:12]}"
+        # The seed picks the fence tags, which can sway a verdict: a verdict cached under another seed is not reused.
+        seed = getattr(judge, "seed", 0)
+        self.version = f"{RUBRIC_VERSION}-{judge.fingerprint[:12]}" + (f"-seed{seed}" if seed else "")
 
     def score(self, prompts: list[str], responses: list[str]) -> list[RefusalScore]:
         check_lengths(prompts, responses)

@@ -1,0 +1,124 @@
+"""Fuzzing what a user writes: settings (a TOML file and command-line values) and user-suite prompt files.
+Whatever the input, the harness answers with one line (a ``HarnessError``) or runs cleanly; any other
+exception is a traceback the user would see, and fails the test.
+
+Bounded examples keep this under a minute; with ``CI`` set the examples are derandomized, so a CI run
+is repeatable (locally each run explores new inputs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness.core.errors import HarnessError
+from harness.engine.session import HarnessSession
+from harness.config.settings import OPTION_FIELDS, build_settings
+
+FUZZ = settings(max_examples=60, deadline=None, derandomize=bool(os.environ.get("CI")),
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+scalars = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(), st.text(max_size=20), st.sampled_from(["auto", "hf", "dummy", "raw", "0", "1e9", "-1", ""]))
+toml_values = st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(max_size=5), scalars, max_size=2))
+keys = st.one_of(st.sampled_from(sorted(OPTION_FIELDS)), st.text(min_size=1, max_size=12))
+# Mostly plausible values for the numeric settings, so that many examples get past the checks and run.
+plausible = st.dictionaries(
+    st.sampled_from(["limit", "max_new_tokens", "temperature", "top_p", "seed", "batch_size", "chunk_size"]),
+    st.one_of(st.integers(-2, 50), st.floats(-1, 3), st.sampled_from([0, 1, 0.5, 2**32, "3"])), max_size=4)
+
+
+def toml_value(value) -> str:
+    """TOML text of a scalar, list or inline table (strings as JSON strings, which TOML reads the same)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+
+
+def one_line_or_clean(run) -> None:
+    try:
+        run()
+    except HarnessError as exc:
+        text = str(exc)
+        assert text.strip() and "\n" not in text, repr(text)
+
+
+def dummy_run(s) -> None:
+    """A real (dummy-backend) run of the smoke suite with these settings: nothing may crash past the build."""
+    hs = HarnessSession(replace(s, backend="dummy", no_cache=True, report=None, user_suites=[]))
+    hs.run(["smoke"], progress=False)
+    assert hs.results["smoke"].rows
+
+
+@FUZZ
+@given(st.one_of(plausible, st.dictionaries(keys, toml_values, max_size=4)))
+def test_any_toml_settings_give_one_line_or_a_clean_run(table):
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "run.toml"
+        config.write_text("".join(f"{json.dumps(k)} = {toml_value(v)}\n" for k, v in table.items()), encoding="utf-8")
+        one_line_or_clean(lambda: dummy_run(build_settings(cli={}, rootdir=Path(tmp), config_file=config)))
+
+
+CLI_VALUES = {  # what argparse hands the plugin for each option's type
+    "max_new_tokens": st.integers(-5, 10**12), "temperature": st.floats(), "top_p": st.floats(),
+    "seed": st.integers(-(2**40), 2**40), "limit": st.integers(-3, 10**9), "batch_size": st.integers(-3, 64),
+    "chunk_size": st.integers(-3, 64), "max_model_len": st.integers(-3, 10**6), "vllm_kv_cache_gib": st.floats(),
+    "template": st.text(max_size=8), "dtype": st.text(max_size=8), "threshold_on": st.text(max_size=8),
+    "tensor_parallel_size": st.integers(-2, 4), "ref_loglik_max_tokens": st.integers(-2, 10**6),
+}
+
+
+@FUZZ
+@given(st.fixed_dictionaries({}, optional=CLI_VALUES))
+def test_any_command_line_values_give_one_line_or_a_clean_run(cli):
+    with tempfile.TemporaryDirectory() as tmp:
+        one_line_or_clean(lambda: dummy_run(build_settings(cli=cli, rootdir=Path(tmp), config_file=None)))
+
+
+cells = st.one_of(st.text(max_size=30), st.sampled_from(["refuse", "comply", "", '"', "a,b", "\n", "?"]))
+headers = st.one_of(st.sampled_from(["prompt", "prompt,expected", "id,prompt,category", "expected,prompt"]),
+                    st.lists(cells, min_size=1, max_size=3).map(",".join))
+csv_files = st.tuples(headers, st.lists(st.lists(cells, min_size=1, max_size=4), max_size=6)).map(
+    lambda hr: "\n".join([hr[0], *(",".join(row) for row in hr[1])]))
+jsonl_files = st.lists(st.one_of(
+    st.dictionaries(st.sampled_from(["prompt", "expected", "id", "category", "input", "x"]), scalars, max_size=4)
+    .map(json.dumps), st.text(max_size=30)), max_size=5).map("\n".join)
+
+
+@FUZZ
+@given(st.one_of(csv_files.map(lambda t: ("csv", t)), jsonl_files.map(lambda t: ("jsonl", t)),
+                 st.binary(max_size=200).map(lambda b: ("csv", b))), st.sampled_from([None, "refuse", "comply"]))
+def test_any_user_suite_file_gives_one_line_or_a_clean_run(file, expected):
+    suffix, content = file
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        path = root / f"prompts.{suffix}"
+        (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
+        spec = f'path = "{path.name}"' + (f'\nexpected = "{expected}"' if expected else "")
+        (root / "pyproject.toml").write_text(f'[tool.safety-harness]\nbackend = "dummy"\nno_cache = true\n'
+                                             f"[tool.safety-harness.suites.fuzzed]\n{spec}\n")
+
+        def run():
+            s = build_settings(cli={}, rootdir=root, config_file=None)
+            hs = HarnessSession(s)
+            hs.run(["fuzzed"], progress=False)
+            assert hs.results["fuzzed"].rows  # loaded: at least one prompt scored, or an error above
+            hs.results["fuzzed"].checks()
+
+        one_line_or_clean(run)
