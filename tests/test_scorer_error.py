@@ -145,3 +145,22 @@ def test_the_shipped_file_has_every_scorer_of_today_at_its_current_version():
         assert 0.5 < rates.sensitivity <= 1 and 0.5 < rates.specificity <= 1
     assert "out-of-fold" in error_rates_for("refusal_classifier", get_scorer("refusal_classifier").version).method
     assert error_rates_for("refusal_patterns", "no-such-version") is None
+
+
+def test_compare_reports_the_minimum_detectable_regression_per_suite(tmp_path):
+    from harness.compare import comparison_lines, compare_reports, detectable_regressions
+    from tests.test_compare import write_report
+
+    base = write_report(tmp_path / "base.parquet", {"h001", "h002"})
+    cand = write_report(tmp_path / "cand.parquet", {"h001", "h003"}, run_id="cand")
+    comparison = compare_reports(base, cand, rules=GateRule(max_regression=0.02, alpha=0.05))
+    found = {g.name: mdr for g, mdr in detectable_regressions(comparison)}
+    assert set(found) >= {"harmful", "benign", "harmful:unsafe_compliance_rate", "benign:refusal_rate"}
+    assert found["benign"] is None or found["benign"] > found["harmful"]  # 40 prompts against 100
+    rates = error_rates_for("refusal_patterns", "1")
+    perfect = minimum_detectable_regression(100, 0.02, alpha=0.05, margin=0.02)
+    assert found["harmful"] > perfect  # the scorer's measured error costs power
+    text = "\n".join(comparison_lines(comparison))
+    assert "minimum detectable regression" in text and f"scorer refusal_patterns v{rates.version}" in text
+    assert "  harmful: " in text and "with n=100" in text
+    assert comparison.summary()["minimum_detectable_regression"]["harmful"] == found["harmful"]
