@@ -238,7 +238,7 @@ def detectable_lines(comparison: Comparison) -> list[str]:
     for g, mdr in detectable_regressions(comparison):
         rule = rule_for(comparison.rules, g.suite, g.category if g.level == "metric" else "")
         found = "not within reach (too few prompts)" if mdr is None else f"{mdr:.3f}"
-        lines.append(f"  {g.name}: {found} with n={g.stats.n}, baseline failure {g.stats.base.estimate:.3f}, "
+        lines.append(f"  {g.name}: {found} with n={g.stats.n}, baseline failure {g.stats.base.estimate:.3f} as scored, "
                      f"alpha {rule.alpha:g}, margin {rule.max_regression:g}")
     return lines
 
