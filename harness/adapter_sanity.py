@@ -57,7 +57,14 @@ def check_adapter(session, backend) -> None:
     if model is None or not model.adapter_path or getattr(session.settings, "no_adapter_sanity", False):
         return
     marker = _marker_path(session.settings.cache_dir, model.fingerprint, backend.name)
-    if marker.is_file():
+    if marker.is_file():  # checked before: repeat its warning, if any, so no run of this adapter loses it
+        try:
+            record = json.loads(marker.read_text())
+        except ValueError:
+            record = {}
+        if record.get("warning"):
+            session.extra_metadata["adapter_sanity"] = record
+            warnings.warn(record["warning"], AdapterSanityWarning, stacklevel=2)
         return
     switch = _base_switch(backend)
     if switch is None or not hasattr(backend, "next_token_logprobs"):  # nothing to compare with

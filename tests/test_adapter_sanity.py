@@ -89,6 +89,9 @@ def test_an_applied_adapter_that_changes_no_greedy_token_warns_and_goes_on(tmp_p
     assert backend.name == "hf" and "is applied" in str(caught[0].message)
     record = session.extra_metadata["adapter_sanity"]
     assert record["differing"] == 0 and record["max_logprob_shift"] > record["noise"]
+    with pytest.warns(adapter_sanity.AdapterSanityWarning, match="changes no greedy token"):
+        session, _ = start_backend(tmp_path, weak)  # remembered, and the warning is repeated
+    assert session.extra_metadata["adapter_sanity"]["warning"]
 
 
 def test_logprob_shift_compares_shared_tokens_only():
