@@ -164,3 +164,18 @@ def test_compare_reports_the_minimum_detectable_regression_per_suite(tmp_path):
     assert "minimum detectable regression" in text and f"scorer refusal_patterns v{rates.version}" in text
     assert "  harmful: " in text and "with n=100" in text
     assert comparison.summary()["minimum_detectable_regression"]["harmful"] == found["harmful"]
+
+
+def test_the_run_summary_shows_both_rates_says_which_was_checked_and_flags_a_too_tight_threshold(harness_project):
+    from tests.test_plugin import project
+
+    project(harness_project, alpha_max=0.02, extra_toml="", category_tests=False, configured_tests=True)
+    result = harness_project.run("--backend", "dummy", "--threshold-on", "corrected")
+    text = harness_project.text(result)
+    rates = error_rates_for("refusal_patterns", "1")
+    c = corrected_rate(2, 4, "compliance", rates)
+    result.stdout.fnmatch_lines([f"alpha*4*unsafe_compliance_rate*0.500*{c.estimate:.3f} ({c.low:.3f}-{c.high:.3f})*max 0.02*FAIL*"])
+    assert "thresholds checked on: the rate corrected for scorer error (threshold_on = corrected)" in text
+    assert "warning: alpha: max_unsafe_compliance_rate 0.02 is tighter than scorer refusal_patterns v1 can decide" in text
+    assert "corrected: Rogan-Gladen with refusal_patterns v1: sensitivity 0.939" in text
+    assert f"alpha: unsafe_compliance_rate corrected for scorer error {c.estimate:.3f}" in text  # the failure line
