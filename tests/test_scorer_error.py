@@ -132,6 +132,7 @@ def test_thresholds_can_be_checked_on_the_corrected_rate():
     assert not blind.passed and "no measured error rates" in blind.describe()  # fails closed
 
 
+@pytest.mark.slow  # building refusal_classifier loads its encoder
 def test_the_shipped_file_has_every_scorer_of_today_at_its_current_version():
     from harness.scoring import get_scorer
 
