@@ -180,3 +180,8 @@ def test_the_run_summary_shows_both_rates_says_which_was_checked_and_flags_a_too
     assert "warning: alpha: max_unsafe_compliance_rate 0.02 is tighter than scorer refusal_patterns v1 can decide" in text
     assert "corrected: Rogan-Gladen with refusal_patterns v1: sensitivity 0.939" in text
     assert f"alpha: unsafe_compliance_rate corrected for scorer error {c.estimate:.3f}" in text  # the failure line
+    from reports.parquet import read_report
+
+    _, meta = read_report(harness_project.report)
+    check = meta["suites"]["alpha"]["checks"][0]
+    assert check["threshold_on"] == "corrected" and check["corrected"]["estimate"] == pytest.approx(c.estimate)
