@@ -25,8 +25,8 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from harness.errors import ModelError
-from harness.types import GenerationRequest, Prompt
+from harness.core.errors import ModelError
+from harness.core.types import GenerationRequest, Prompt
 
 CHECK_VERSION = "2"
 MAX_NEW_TOKENS = 24
@@ -130,8 +130,8 @@ def noise_level(settings) -> float:
 
 
 def canary_requests(model, template: str) -> list[GenerationRequest]:
-    from harness.models import load_tokenizer
-    from harness.templates import format_prompts
+    from harness.models.resolve import load_tokenizer
+    from harness.models.templates import format_prompts
 
     prompts = [Prompt(suite="adapter_sanity", prompt_id=f"canary-{i}", prompt=text, expected="comply")
                for i, text in enumerate(CANARIES)]

@@ -1,6 +1,6 @@
 """Compare a candidate run with a baseline run: rows are matched on (suite, prompt_id), the two runs must
 have asked the same prompts the same way (template, sampling, scorer), and every suite and category gets
-paired statistics (``harness.baseline_stats``) and a verdict. Used by ``safety-harness compare`` and
+paired statistics (``harness.baselines.stats``) and a verdict. Used by ``safety-harness compare`` and
 meant to be called by the pytest plugin as well.
 """
 
@@ -13,8 +13,8 @@ from typing import Iterable, Mapping
 
 import pyarrow as pa
 
-from harness.baseline_stats import GateRule, Interval, PairedRates, failure_rate, paired_rates
-from harness.errors import DataError, HarnessError
+from harness.baselines.stats import GateRule, Interval, PairedRates, failure_rate, paired_rates
+from harness.core.errors import DataError, HarnessError
 
 REQUIRED_COLUMNS = ("suite", "prompt_id", "category", "prompt", "response", "passed")
 # Report columns that must agree between the runs (after the prompt set itself), with how to name them.
@@ -22,7 +22,7 @@ SETTING_COLUMNS = (("template", "template"), ("sampling", "sampling"), ("scorer"
                    ("scorer_version", "scorer version"))
 LEVELS = ("all", "suite", "metric", "category")
 # A prompt's failure is the metric its expected behaviour gates: an answered should-refuse prompt is an
-# unsafe compliance, a refused should-answer prompt a refusal (see harness.gating.METRICS).
+# unsafe compliance, a refused should-answer prompt a refusal (see harness.config.thresholds.METRICS).
 FAILURE_METRIC = {"refuse": "unsafe_compliance_rate", "comply": "refusal_rate"}
 
 FLIPS_SCHEMA = pa.schema([
@@ -84,7 +84,7 @@ def load_report(source, role: str = "report") -> Report:
         name = path.name
         if not path.is_file():
             raise DataError(f"{role} report {path} not found")
-        from reports.parquet import read_report
+        from harness.reports.parquet import read_report
 
         try:
             table, meta = read_report(path)
@@ -105,7 +105,7 @@ def load_report(source, role: str = "report") -> Report:
 
 
 def _table_meta(table: pa.Table) -> dict:
-    from reports.parquet import METADATA_KEY
+    from harness.reports.parquet import METADATA_KEY
 
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
     return json.loads(raw) if raw else {}
@@ -191,11 +191,11 @@ class Comparison:
 
 
 def detectable_regressions(comparison: Comparison) -> list[tuple[Group, float | None]]:
-    """The minimum detectable regression (``harness.misclassification``) of each suite and suite:metric
+    """The minimum detectable regression (``harness.core.misclassification``) of each suite and suite:metric
     group: the smallest true rise of its failure rate that its gate rule finds with 80% power, given its n,
     its baseline failure rate and the scorer's measured error (a perfect scorer when none was measured).
     A suite mixing should-refuse and should-answer prompts takes the scorer's hit rates weighted by them."""
-    from harness.misclassification import FAILURE_EVENT, minimum_detectable_regression
+    from harness.core.misclassification import FAILURE_EVENT, minimum_detectable_regression
     from harness.scoring.error_rates import error_rates_for
 
     info = comparison.base.model
@@ -391,7 +391,7 @@ def comparison_lines(comparison: Comparison, *, all_categories: bool = False, ma
                      more_flips: str = "write them all with --flips FILE") -> list[str]:
     """The terminal table: overall, each suite, and the categories that changed (all with
     ``all_categories``), then the flips and one line with the gate's verdict."""
-    from reports.summary import format_table
+    from harness.reports.summary import format_table
 
     rows = []
     for g in comparison.groups:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 JUDGE_ERROR = "judge_error"  # refusal label of an unparseable judge verdict: no class, excluded from rates
 
@@ -84,7 +84,7 @@ class Check:
     # What was held against the threshold: the estimate, or the interval's far end. Keyword-only, so that
     # subclasses (harness.capability's StatCheck) keep adding positional fields.
     on: str = field(default="estimate", kw_only=True)
-    # The rate corrected for the scorer's measured error (harness.misclassification.CorrectedRate), or None
+    # The rate corrected for the scorer's measured error (harness.core.misclassification.CorrectedRate), or None
     # when the scorer has no measured error rates.
     corrected: object = field(default=None, kw_only=True)
 
@@ -163,7 +163,7 @@ def check_thresholds(rows: list[tuple[str, str]], thresholds: dict[str, float], 
     bounds, not merely when its point estimate is: the stricter gate for small samples.
 
     With the scorer's measured ``error_rates`` (``harness.scoring.error_rates.ErrorRates``) every check
-    also carries the rate corrected for scorer error (``harness.misclassification``); ``on="corrected"``
+    also carries the rate corrected for scorer error (``harness.core.misclassification``); ``on="corrected"``
     and ``"corrected_bound"`` hold that estimate, or the far end of its interval, against the threshold.
     Without error rates those two fail closed: the check fails and says why."""
     checks = []
@@ -176,7 +176,7 @@ def check_thresholds(rows: list[tuple[str, str]], thresholds: dict[str, float], 
             continue
         corrected = None
         if error_rates is not None and rate.n:
-            from harness.misclassification import METRIC_EVENT, corrected_rate
+            from harness.core.misclassification import METRIC_EVENT, corrected_rate
 
             corrected = corrected_rate(rate.k, rate.n, METRIC_EVENT[metric], error_rates)
         low, estimate, high = rate.low, rate.rate, rate.high

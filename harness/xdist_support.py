@@ -9,7 +9,7 @@ How a ``pytest -n N`` run goes:
 * Workers score their rows and run the assertions of the tests xdist hands them, in parallel.
 * At the end each worker sends its scored rows (and its share of the statistics) to the controller in
   ``workeroutput``; the controller merges them into its own session, which then writes the one Parquet
-  report and prints the one summary table exactly as a serial run does (see ``harness.plugin``).
+  report and prints the one summary table exactly as a serial run does (see ``harness.pytest_plugin.plugin``).
 
 The hooks here are ``optionalhook``s, so this module is harmless when xdist is not installed.
 """
@@ -22,9 +22,9 @@ from dataclasses import asdict, fields
 import pytest
 
 from harness.backends.base import MODEL_FREE, resolve_backend_name
-from harness.cache import request_key
-from harness.session import RunStats, ScoredRow, SuiteResult
-from harness.types import GenerationResult, Prompt, RefusalScore
+from harness.engine.cache import request_key
+from harness.engine.session import RunStats, ScoredRow, SuiteResult
+from harness.core.types import GenerationResult, Prompt, RefusalScore
 from harness.scoring.harm import HarmScore
 
 PAYLOAD_KEY = "safety_harness"
@@ -44,7 +44,7 @@ def is_controller(config) -> bool:
 
 
 def _session(config):
-    from harness.plugin import SESSION_KEY
+    from harness.pytest_plugin.plugin import SESSION_KEY
 
     return config.stash[SESSION_KEY] if SESSION_KEY in config.stash else None
 
@@ -101,7 +101,7 @@ def _capability_out(cap) -> dict:
 
 
 def _capability_in(d: dict):
-    from harness.capability.suite_hook import CapabilityResult, CapabilityRow
+    from harness.engine.capability import CapabilityResult, CapabilityRow
 
     return CapabilityResult(**{**d, "rows": {pid: CapabilityRow(**row) for pid, row in d["rows"].items()}})
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.capability.suite_hook import capability_columns
+from harness.engine.capability import capability_columns
 
 METADATA_KEY = b"safety_harness"
 
@@ -105,7 +105,7 @@ def run_metadata(session, extra: dict | None = None) -> dict:
         if getattr(result, "capability", None) is not None:
             suites[name]["capability"] = result.capability.metadata()
     stats = vars(session.stats).copy()
-    from harness.baseline_gate import provenance
+    from harness.baselines.store import provenance
 
     return {
         "run_id": session.run_id,
@@ -117,7 +117,7 @@ def run_metadata(session, extra: dict | None = None) -> dict:
         "stats": stats,
         "suites": suites,
         "missing_suites": session.missing,
-        "provenance": provenance(session),  # what a later run is gated against (harness.baseline_gate)
+        "provenance": provenance(session),  # what a later run is gated against (harness.baselines.store)
         **getattr(session, "extra_metadata", {}),  # e.g. "invariance": findings and cost per property
         **(extra or {}),
     }

@@ -28,8 +28,8 @@ def summary_rows(session) -> list[tuple[str, ...]]:
 def scorer_error_lines(session) -> list[str]:
     """Which rate the thresholds were held against, the scorer error rates behind the corrected column,
     and a warning for each threshold tighter than the scorer can decide."""
-    from harness.gating import parse_threshold_key
-    from harness.misclassification import unresolvable_threshold
+    from harness.config.thresholds import parse_threshold_key
+    from harness.core.misclassification import unresolvable_threshold
     from harness.scoring.error_rates import error_rates_for, missing_note
 
     info = session.model_info
@@ -68,7 +68,7 @@ def summary_lines(session, report_path=None) -> list[str]:
     lines = format_table(header, summary_rows(session)) if session.results else []
     if any(result.checks() for result in session.results.values()):
         lines += scorer_error_lines(session)
-    from harness.capability.suite_hook import summary_lines as capability_lines
+    from harness.engine.capability import summary_lines as capability_lines
 
     lines += capability_lines(session)
     for name, why in sorted(session.missing.items()):
@@ -101,19 +101,19 @@ def summary_lines(session, report_path=None) -> list[str]:
 def write_run_summaries(subject, *, html=None, markdown=None) -> list[str]:
     """Write the HTML and/or Markdown summary of ``subject`` (a report path, a ``RunSummary`` or a
     ``Comparison``); returns "html: PATH" lines. One-line ``HarnessError`` when a file cannot be written."""
-    from harness.compare import Comparison, RunSummary, summarize_run
-    from harness.errors import HarnessError
+    from harness.baselines.compare import Comparison, RunSummary, summarize_run
+    from harness.core.errors import HarnessError
 
     if not isinstance(subject, (Comparison, RunSummary)):
         subject = summarize_run(subject)
     lines = []
     try:
         if html:
-            from reports.html import write_html
+            from harness.reports.html import write_html
 
             lines.append(f"html: {write_html(subject, html)}")
         if markdown:
-            from reports.markdown import write_markdown
+            from harness.reports.markdown import write_markdown
 
             lines.append(f"markdown: {write_markdown(subject, markdown)}")
     except OSError as exc:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from eval_refusal_scorer import default_data_dir, load_labeled  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
+from harness.core.errors import HarnessError  # noqa: E402
 from harness.scoring import get_scorer  # noqa: E402
 from harness.scoring.error_rates import ERROR_RATES_PATH, FORMAT, ErrorRates  # noqa: E402
 
@@ -38,7 +38,7 @@ def classifier_out_of_fold(data_dir: Path, files: list[Path]) -> tuple[list[str]
     from train_refusal_classifier import (DEFAULTS, MODELS, FeatureCache, MiniLMEncoder, leave_one_model_out,
                                           load_auxiliary, load_xstest)
 
-    from harness.types import REFUSAL_LABELS
+    from harness.core.types import REFUSAL_LABELS
 
     dev = load_xstest(data_dir)
     aux_texts, aux_y, _ = load_auxiliary(data_dir, DEFAULTS["n_stl"], DEFAULTS["n_alpaca"])

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from harness import adapter_sanity
+from harness.engine import adapter_sanity
 from harness.backends import base as backends_base
 from harness.backends.hf import HFBackend
-from harness.errors import ModelError
-from harness.session import HarnessSession
-from harness.settings import RunSettings
-from harness.tiny import make_tiny_adapter
-from harness.types import Prompt
+from harness.core.errors import ModelError
+from harness.engine.session import HarnessSession
+from harness.config.settings import RunSettings
+from harness.models.tiny import make_tiny_adapter
+from harness.core.types import Prompt
 
 
 def start_backend(tmp_path, model, backend="hf", **settings):
@@ -81,7 +81,7 @@ def test_a_backend_that_does_not_apply_the_adapter_is_caught(tmp_path, tiny_adap
 def test_an_applied_adapter_that_changes_no_greedy_token_warns_and_goes_on(tmp_path, tiny_model):
     """An early checkpoint: its LoRA B weights are small, so the log-probabilities move but greedy tokens
     (4 of them here) do not. That is a warning, not a refusal."""
-    from harness.tiny import make_tiny_adapter
+    from harness.models.tiny import make_tiny_adapter
 
     weak = make_tiny_adapter(tiny_model, tmp_path / "weak", noise=0.02)
     with pytest.warns(adapter_sanity.AdapterSanityWarning, match="changes no greedy token") as caught:

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import pytest
 
-from harness import adapter_sanity
+from harness.engine import adapter_sanity
 from harness.backends import base as backends_base
-from harness.errors import ModelError
+from harness.core.errors import ModelError
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.default_model]
 
 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory):
-    from harness.models import DEFAULT_MODEL, resolve_model
-    from harness.tiny import make_tiny_adapter
+    from harness.models.resolve import DEFAULT_MODEL, resolve_model
+    from harness.models.tiny import make_tiny_adapter
 
     work = tmp_path_factory.mktemp("vllm-sanity")
     base = resolve_model(DEFAULT_MODEL, cache_dir=work / "cache")
@@ -25,9 +25,9 @@ def adapters(tmp_path_factory):
 
 
 def start(work, adapter, backend="vllm"):
-    from harness.session import HarnessSession
-    from harness.settings import RunSettings
-    from harness.types import Prompt
+    from harness.engine.session import HarnessSession
+    from harness.config.settings import RunSettings
+    from harness.core.types import Prompt
 
     session = HarnessSession(RunSettings(model=str(adapter), backend=backend, max_new_tokens=8,
                                          cache_dir=work / "cache"))

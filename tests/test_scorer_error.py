@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from harness.baseline_stats import GateRule, paired_rates
-from harness.gating import check_thresholds
-from harness.misclassification import (corrected_rate, minimum_detectable_regression, regression_power,
+from harness.baselines.stats import GateRule, paired_rates
+from harness.config.thresholds import check_thresholds
+from harness.core.misclassification import (corrected_rate, minimum_detectable_regression, regression_power,
                                        rogan_gladen, unresolvable_threshold)
 from harness.scoring.error_rates import ERROR_RATES_PATH, ErrorRates, error_rates_for
 
@@ -149,7 +149,7 @@ def test_the_shipped_file_has_every_scorer_of_today_at_its_current_version():
 
 
 def test_compare_reports_the_minimum_detectable_regression_per_suite(tmp_path):
-    from harness.compare import comparison_lines, compare_reports, detectable_regressions
+    from harness.baselines.compare import comparison_lines, compare_reports, detectable_regressions
     from tests.test_compare import write_report
 
     base = write_report(tmp_path / "base.parquet", {"h001", "h002"})
@@ -180,7 +180,7 @@ def test_the_run_summary_shows_both_rates_says_which_was_checked_and_flags_a_too
     assert "warning: alpha: max_unsafe_compliance_rate 0.02 is tighter than scorer refusal_patterns v1 can decide" in text
     assert "corrected: Rogan-Gladen with refusal_patterns v1: sensitivity 0.939" in text
     assert f"alpha: unsafe_compliance_rate corrected for scorer error {c.estimate:.3f}" in text  # the failure line
-    from reports.parquet import read_report
+    from harness.reports.parquet import read_report
 
     _, meta = read_report(harness_project.report)
     check = meta["suites"]["alpha"]["checks"][0]

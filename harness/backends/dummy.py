@@ -9,7 +9,7 @@ with a fixed compliant text, so tests can build suites with known outcomes. Set 
 from __future__ import annotations
 
 from harness.backends.base import BackendOptions, SamplingConfig, register_backend
-from harness.types import GenerationRequest, GenerationResult
+from harness.core.types import GenerationRequest, GenerationResult
 
 REFUSAL = "I'm sorry, but I can't help with that."
 COMPLIANCE = "Sure. Here is a detailed answer to your request, step by step."

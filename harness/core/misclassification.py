@@ -9,7 +9,7 @@ p's scored share q are drawn from their Jeffreys Beta posteriors (counts from th
 from the run) and pushed through the formula; the interval is the percentiles of the draws (fixed seed,
 so reports are reproducible). ``tests/test_scorer_error.py`` checks its coverage and bias by simulation.
 
-Detection (``minimum_detectable_regression``): the gate of ``harness.baseline_stats`` fails a group when
+Detection (``minimum_detectable_regression``): the gate of ``harness.baselines.stats`` fails a group when
 the one-sided exact McNemar test is significant and the rise of the failure rate exceeds the margin. Its
 power is computed exactly under this model: a true share ``delta`` of the prompts flips from pass to fail,
 the rest keep their true outcome (baseline failure rate p0), every candidate response is a new text, and
@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# The event each gating metric counts, in the scorer's binary split (harness.gating.METRICS).
+# The event each gating metric counts, in the scorer's binary split (harness.config.thresholds.METRICS).
 METRIC_EVENT = {"unsafe_compliance_rate": "compliance", "refusal_rate": "refusal", "compliance_rate": "compliance"}
-# A prompt's failure under the gate (harness.compare.FAILURE_METRIC): what the scorer must see to fail it.
+# A prompt's failure under the gate (harness.baselines.compare.FAILURE_METRIC): what the scorer must see to fail it.
 FAILURE_EVENT = {"refuse": "compliance", "comply": "refusal"}
 DRAWS = 20000
 POWER = 0.8

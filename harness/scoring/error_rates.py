@@ -2,7 +2,7 @@
 (sensitivity) and a human-labelled compliance a compliance (specificity), as counts.
 
 "Refusal" is any refusal (full or partial), "compliance" is full compliance: the binary split that every
-gating metric counts (``harness.gating.METRICS``). The counts come from out-of-fold predictions on the
+gating metric counts (``harness.config.thresholds.METRICS``). The counts come from out-of-fold predictions on the
 human-labelled XSTest completions and are written by ``scripts/scorer_error_rates.py --scorer NAME`` into
 ``error_rates.json`` beside this module, keyed by scorer name and version: a scorer whose version changed
 has no rates until the script is run again, and every consumer then says so instead of guessing.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 ERROR_RATES_PATH = Path(__file__).with_name("error_rates.json")
 FORMAT = 1
@@ -47,7 +47,7 @@ class ErrorRates:
         return k + 0.5, n - k + 0.5
 
     def interval(self, which: str, confidence: float = 0.95) -> tuple[float, float]:
-        from harness.gating import wilson_interval
+        from harness.config.thresholds import wilson_interval
 
         k, n = ((self.refusals_scored_refusal, self.refusals) if which == "sensitivity"
                 else (self.compliances_scored_compliance, self.compliances))
