@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.config.thresholds import wilson_interval  # noqa: E402
+from harness.core.stats import wilson_interval  # noqa: E402
 from harness.reports.parquet import read_report  # noqa: E402
 
 # column title -> (suite, expected behaviour, what counts as a failure)

@@ -3,6 +3,8 @@ passes once and is remembered; the check can be turned off. Tiny models through 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from harness.engine import adapter_sanity
@@ -34,7 +36,7 @@ def test_a_noop_adapter_fails_loudly(tmp_path, noop_adapter):
         start_backend(tmp_path, noop_adapter)
     msg = str(err.value)
     assert "\n" not in msg
-    assert "no-op (all its LoRA B weights are zero)" in msg and str(noop_adapter) in msg
+    assert "no-op weights" in msg and str(noop_adapter) in msg and "log-probabilities" in msg
     assert "--no-adapter-sanity" in msg
     assert not (tmp_path / "cache" / "adapter_sanity").exists()  # a failure is not remembered
 
@@ -42,7 +44,8 @@ def test_a_noop_adapter_fails_loudly(tmp_path, noop_adapter):
 def test_a_real_adapter_passes_once_and_is_remembered(tmp_path, tiny_adapter, monkeypatch):
     start_backend(tmp_path, tiny_adapter)
     markers = list((tmp_path / "cache" / "adapter_sanity").iterdir())
-    assert len(markers) == 1 and '"differing"' in markers[0].read_text()
+    record = json.loads(markers[0].read_text())
+    assert len(markers) == 1 and record["applied"] and record["max_logprob_shift"] > record["noise"]
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the check ran again")
@@ -70,5 +73,28 @@ class IgnoresAdapter(HFBackend):
 
 def test_a_backend_that_does_not_apply_the_adapter_is_caught(tmp_path, tiny_adapter, monkeypatch):
     monkeypatch.setitem(backends_base._REGISTRY, "ignores_adapter", IgnoresAdapter)  # for this test only
-    with pytest.raises(ModelError, match="the backend did not apply the adapter"):
+    with pytest.raises(ModelError, match="not applied") as err:
         start_backend(tmp_path, tiny_adapter, backend="ignores_adapter")
+    assert "no-op" not in str(err.value)  # its weights are not zero: the backend is to blame
+
+
+def test_an_applied_adapter_that_changes_no_greedy_token_warns_and_goes_on(tmp_path, tiny_model):
+    """An early checkpoint: its LoRA B weights are small, so the log-probabilities move but greedy tokens
+    (4 of them here) do not. That is a warning, not a refusal."""
+    from harness.models.tiny import make_tiny_adapter
+
+    weak = make_tiny_adapter(tiny_model, tmp_path / "weak", noise=0.02)
+    with pytest.warns(adapter_sanity.AdapterSanityWarning, match="changes no greedy token") as caught:
+        session, backend = start_backend(tmp_path, weak)
+    assert backend.name == "hf" and "is applied" in str(caught[0].message)
+    record = session.extra_metadata["adapter_sanity"]
+    assert record["differing"] == 0 and record["max_logprob_shift"] > record["noise"]
+    with pytest.warns(adapter_sanity.AdapterSanityWarning, match="changes no greedy token"):
+        session, _ = start_backend(tmp_path, weak)  # remembered, and the warning is repeated
+    assert session.extra_metadata["adapter_sanity"]["warning"]
+
+
+def test_logprob_shift_compares_shared_tokens_only():
+    assert adapter_sanity.max_logprob_shift([{1: -0.5, 2: -1.0}], [{1: -0.5, 3: -2.0}]) == 0.0
+    assert adapter_sanity.max_logprob_shift([{1: -0.5}], [{1: -0.7}]) == pytest.approx(0.2)
+    assert adapter_sanity.max_logprob_shift([{1: -0.5}], [{2: -0.5}]) == float("inf")

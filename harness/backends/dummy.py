@@ -36,6 +36,18 @@ class DummyBackend:
             progress(len(requests))
         return out
 
+    def next_token_logprobs(self, requests: list[GenerationRequest], top_k: int = 20) -> list[dict[int, float]]:
+        """A fixed next-token distribution for each request: token 0 (refusal) or 1 (compliance) is likely,
+        as ``generate`` would answer; there is no model and no adapter, so it never changes."""
+        import math
+
+        out = []
+        for req in requests:
+            refuse = any(w in req.prompt.prompt.lower() for w in self.refuse_words)
+            likely, other = (0, 1) if refuse else (1, 0)
+            out.append({likely: math.log(0.9), other: math.log(0.1)})
+        return out
+
     def close(self) -> None:
         pass
 

@@ -73,6 +73,19 @@ class HFBackend:
             results.append(GenerationResult(text, n, finish))
         return results
 
+    def next_token_logprobs(self, requests: list[GenerationRequest], top_k: int = 20) -> list[dict[int, float]]:
+        """Each request's top ``top_k`` next-token log-probabilities (token id -> log-probability), from the
+        logits of one forward pass per request (unpadded, so batch padding cannot move them)."""
+        torch = self.torch
+        out = []
+        with torch.inference_mode():
+            for req in requests:
+                ids = torch.tensor([list(req.token_ids)], device=self.device)
+                logits = self.net(input_ids=ids).logits[0, -1].float()
+                values, tokens = torch.log_softmax(logits, -1).topk(top_k)
+                out.append(dict(zip(tokens.tolist(), values.tolist())))
+        return out
+
     def close(self) -> None:
         self.net = None
 

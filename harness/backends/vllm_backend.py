@@ -233,6 +233,19 @@ class VLLMBackend:
             results.append(GenerationResult(completion.text, len(completion.token_ids), completion.finish_reason or ""))
         return results
 
+    def next_token_logprobs(self, requests: list[GenerationRequest], top_k: int = 20) -> list[dict[int, float]]:
+        """Each request's top ``top_k`` next-token log-probabilities (token id -> log-probability), from one
+        greedy step with vLLM's ``logprobs``, through the adapter when one is set."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not requests:
+            return []
+        params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=top_k, seed=self.sampling.seed)
+        prompts = [TokensPrompt(prompt_token_ids=list(r.token_ids)) for r in requests]
+        outputs = self.engine.generate(prompts, params, lora_request=self.lora_request, use_tqdm=False)
+        return [{int(t): float(lp.logprob) for t, lp in out.outputs[0].logprobs[0].items()} for out in outputs]
+
     def close(self) -> None:
         pass  # the engine stays cached for this process; see _ENGINES
 

@@ -163,6 +163,7 @@ class Comparison:
     groups: list[Group]
     flips: pa.Table  # FLIPS_SCHEMA, regressions first
     warnings: list[str] = field(default_factory=list)  # differences accepted with allow_mismatch
+    rules: object = None  # the GateRule(s) the groups were judged by, for the minimum detectable regression
 
     @property
     def failures(self) -> list[Group]:
@@ -186,7 +187,61 @@ class Comparison:
                         "regressions": g.stats.test.regressions, "improvements": g.stats.test.improvements,
                         "p_regression": g.stats.test.p_regression, "p_two_sided": g.stats.test.p_two_sided,
                         "verdict": g.stats.verdict} for g in self.groups],
+            "minimum_detectable_regression": {g.name: mdr for g, mdr in detectable_regressions(self)},
         }
+
+
+def detectable_regressions(comparison: Comparison) -> list[tuple[Group, float | None]]:
+    """The minimum detectable regression (``harness.core.misclassification``) of each suite and suite:metric
+    group: the smallest true rise of its failure rate that its gate rule finds with 80% power, given its n,
+    its baseline failure rate and the scorer's measured error (a perfect scorer when none was measured).
+    A suite mixing should-refuse and should-answer prompts takes the scorer's hit rates weighted by them."""
+    from harness.core.misclassification import FAILURE_EVENT, minimum_detectable_regression
+    from harness.scoring.error_rates import error_rates_for
+
+    info = comparison.base.model
+    rates = error_rates_for(info.get("scorer"), info.get("scorer_version"))
+    hits = {expected: rates.hit_rates(event) if rates else (1.0, 0.0) for expected, event in FAILURE_EVENT.items()}
+    metric_expected = {metric: expected for expected, metric in FAILURE_METRIC.items()}
+    out = []
+    for g in comparison.groups:
+        if g.level == "metric":
+            weights = {metric_expected[g.category]: 1.0}
+        elif g.level == "suite":
+            weights = {metric_expected[m.category]: m.stats.n for m in comparison.groups
+                       if m.level == "metric" and m.suite == g.suite}
+        else:
+            continue
+        total = sum(weights.values())
+        if not total or not g.stats.n:
+            out.append((g, None))
+            continue
+        fail_hit = sum(w * hits[e][0] for e, w in weights.items()) / total
+        pass_hit = sum(w * hits[e][1] for e, w in weights.items()) / total
+        # The baseline's true failure rate, seen through the scorer: invert its expected scored rate.
+        youden = fail_hit - pass_hit
+        p0 = min(max((g.stats.base.estimate - pass_hit) / youden, 0.0), 1.0) if youden > 0 else g.stats.base.estimate
+        rule = rule_for(comparison.rules, g.suite, g.category if g.level == "metric" else "")
+        out.append((g, minimum_detectable_regression(g.stats.n, p0, alpha=rule.alpha, margin=rule.max_regression,
+                                                     fail_hit=fail_hit, pass_hit=pass_hit)))
+    return out
+
+
+def detectable_lines(comparison: Comparison) -> list[str]:
+    from harness.scoring.error_rates import error_rates_for
+
+    info = comparison.base.model
+    rates = error_rates_for(info.get("scorer"), info.get("scorer_version"))
+    scorer = (f"scorer {rates.scorer} v{rates.version}'s measured error included" if rates else
+              f"scorer {info.get('scorer')} v{info.get('scorer_version')} has no measured error rates: "
+              "computed as if it were perfect, so these are optimistic")
+    lines = [f"minimum detectable regression (true rise of the failure rate this gate finds with 80% power; {scorer}):"]
+    for g, mdr in detectable_regressions(comparison):
+        rule = rule_for(comparison.rules, g.suite, g.category if g.level == "metric" else "")
+        found = "not within reach (too few prompts)" if mdr is None else f"{mdr:.3f}"
+        lines.append(f"  {g.name}: {found} with n={g.stats.n}, baseline failure {g.stats.base.estimate:.3f} as scored, "
+                     f"alpha {rule.alpha:g}, margin {rule.max_regression:g}")
+    return lines
 
 
 def rule_for(rules: GateRule | Mapping[str, GateRule] | None, suite: str, metric: str = "") -> GateRule:
@@ -245,7 +300,7 @@ def compare_reports(base_source, cand_source, *, rules: GateRule | Mapping[str, 
             base_scores=[_num(base.rows[k].get(score_column)) for k in members] if has_scores else None,
             cand_scores=[_num(cand.rows[k].get(score_column)) for k in members] if has_scores else None,
         ), level in gate_levels))
-    return Comparison(base, cand, groups, flips_table(base, cand, keys), found)
+    return Comparison(base, cand, groups, flips_table(base, cand, keys), found, rules)
 
 
 def _group_order(item):
@@ -364,6 +419,7 @@ def comparison_lines(comparison: Comparison, *, all_categories: bool = False, ma
             lines.append(f"      candidate: {_snippet(f['candidate_response'], 100)!r}")
         if len(flips) > max_flips:
             lines.append(f"  ... and {len(flips) - max_flips} more ({more_flips})")
+    lines += detectable_lines(comparison)
     for warning in comparison.warnings:
         lines.append(f"warning: compared anyway although {warning}")
     b, c = comparison.base.model, comparison.cand.model

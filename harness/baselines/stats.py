@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from harness.config.gate import GateRule  # noqa: F401  (re-exported: rules travel with the statistics)
-from harness.config.thresholds import normalize_threshold_on
+from harness.config.thresholds import GATE_THRESHOLD_ON, normalize_threshold_on
 from harness.core.stats import wilson_interval
 
 
@@ -100,7 +100,7 @@ def absolute_check(failures: int, n: int, threshold: float, *, on: str = "estima
     estimate, or with ``on='bound'`` the conservative end of its Wilson interval (the upper end for a
     ``max`` threshold, the lower end for a ``min`` one)."""
     rate = failure_rate(failures, n, confidence)
-    on = normalize_threshold_on(on)
+    on = normalize_threshold_on(on, allowed=GATE_THRESHOLD_ON)
     value = rate.estimate if on == "estimate" else (rate.high if bound == "max" else rate.low)
     return (value <= threshold if bound == "max" else value >= threshold), value
 

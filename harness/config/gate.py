@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from harness.config.thresholds import normalize_threshold_on
+from harness.config.thresholds import GATE_THRESHOLD_ON, normalize_threshold_on
 from harness.core.errors import ConfigError
 from harness.core.records import FAILURE_METRIC
 
@@ -53,7 +53,7 @@ class GateRule:
             raise ConfigError(f"alpha must be in (0, 1), got {self.alpha!r}")
         if self.max_failure_rate is not None and not 0 <= self.max_failure_rate <= 1:
             raise ConfigError(f"max_failure_rate must be in [0, 1], got {self.max_failure_rate!r}")
-        object.__setattr__(self, "threshold_on", normalize_threshold_on(self.threshold_on))
+        object.__setattr__(self, "threshold_on", normalize_threshold_on(self.threshold_on, allowed=GATE_THRESHOLD_ON))
         if not 0 < self.confidence < 1:
             raise ConfigError(f"confidence must be in (0, 1), got {self.confidence!r}")
 

@@ -102,7 +102,8 @@ class RunSettings:
                 "VALUE is parsed as JSON when possible. TOML: [tool.safety-harness.backend_args]."})
     threshold_on: str = field(default="estimate", metadata={"choices": THRESHOLD_ON,
         "help": "estimate: a suite's rate is held against its thresholds; bound: the far end of its 95% Wilson "
-                "interval is (upper bound for max_, lower for min_), so small samples must show they pass."})
+                "interval is (upper bound for max_, lower for min_), so small samples must show they pass; corrected, "
+                "corrected_bound: the same on the rate corrected for the scorer's measured error (docs/scorer-error.md)."})
     thresholds: dict = field(default_factory=dict, metadata={"help": "SUITE or SUITE:CATEGORY -> {max_/min_metric: value}."})
     baseline_dir: Path | None = field(default=None, metadata={"help": "Folder of named baselines for --baseline-save/--baseline-compare (default .safety-harness/baselines in the project)."})
     gate: dict = field(default_factory=dict, metadata={"help": "[tool.safety-harness.gate]: regression-gate rules against a baseline (see harness.baselines.store)."})

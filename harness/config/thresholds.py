@@ -85,6 +85,9 @@ class Check:
     # What was held against the threshold: the estimate, or the interval's far end. Keyword-only, so that
     # subclasses (harness.capability's StatCheck) keep adding positional fields.
     on: str = field(default="estimate", kw_only=True)
+    # The rate corrected for the scorer's measured error (harness.core.misclassification.CorrectedRate), or None
+    # when the scorer has no measured error rates.
+    corrected: object = field(default=None, kw_only=True)
 
     def describe(self) -> str:
         r = self.rate
@@ -92,11 +95,19 @@ class Check:
         if r.n == 0:
             return f"{r.metric}: no scorable rows ({r.excluded} {JUDGE_ERROR}), cannot check {self.bound} {self.threshold:g}"
         relation = "within" if self.passed else ("exceeds" if self.bound == "max" else "below")
-        if self.on == "bound":
+        if self.on in ("bound", "corrected_bound"):
             relation = f"{'upper' if self.bound == 'max' else 'lower'} bound {relation}"
+        c = self.corrected
+        if self.on.startswith("corrected"):
+            if c is None:
+                return (f"{r.metric} {r.rate:.3f} as scored ({r.k}/{r.n}{note}); threshold_on={self.on} but the "
+                        f"scorer has no measured error rates, so {self.bound} {self.threshold:g} cannot be checked")
+            return (f"{r.metric} corrected for scorer error {c.estimate:.3f} (95% CI {c.low:.3f}-{c.high:.3f}; as "
+                    f"scored {r.rate:.3f}, {r.k}/{r.n}{note}) {relation} {self.bound} {self.threshold:g}")
+        corrected = "" if c is None else f"; corrected for scorer error {c.estimate:.3f} ({c.low:.3f}-{c.high:.3f})"
         return (
             f"{r.metric} {r.rate:.3f} ({r.k}/{r.n}, 95% CI {r.low:.3f}-{r.high:.3f}{note}) "
-            f"{relation} {self.bound} {self.threshold:g}"
+            f"{relation} {self.bound} {self.threshold:g}{corrected}"
         )
 
 
@@ -134,24 +145,33 @@ def compute_rate(metric_name: str, rows: Iterable[tuple[str, str]]) -> Rate | No
     return Rate(metric_name, k, len(scored), k / len(scored), low, high, excluded)
 
 
-THRESHOLD_ON = ("estimate", "bound")  # one vocabulary for suite thresholds and the baseline gate
+# One vocabulary for suite thresholds and the baseline gate. "corrected" and "corrected_bound" hold the rate
+# corrected for the scorer's measured error (harness.core.misclassification); the gate, which compares paired
+# outcomes, takes the first two only.
+THRESHOLD_ON = ("estimate", "bound", "corrected", "corrected_bound")
+GATE_THRESHOLD_ON = ("estimate", "bound")
 THRESHOLD_ON_ALIASES = {"point": "estimate", "upper": "bound"}  # the baseline gate's earlier spelling
 
 
-def normalize_threshold_on(value: str, *, where: str = "threshold_on") -> str:
+def normalize_threshold_on(value: str, *, where: str = "threshold_on", allowed: tuple = THRESHOLD_ON) -> str:
     value = THRESHOLD_ON_ALIASES.get(value, value)
-    if value not in THRESHOLD_ON:
-        raise ConfigError(f"{where} must be one of {', '.join(THRESHOLD_ON)}, got {value!r}")
+    if value not in allowed:
+        raise ConfigError(f"{where} must be one of {', '.join(allowed)}, got {value!r}")
     return value
 
 
 def check_thresholds(rows: list[tuple[str, str]], thresholds: dict[str, float], *,
-                     on: str = "estimate") -> list[Check]:
+                     on: str = "estimate", error_rates=None) -> list[Check]:
     """Check every threshold whose metric has rows; thresholds with no applicable rows are skipped.
 
     ``on="bound"`` holds the far end of the 95% Wilson interval against the threshold (the upper bound
     against a max, the lower against a min), so a suite passes only when the data show it is within
-    bounds, not merely when its point estimate is: the stricter gate for small samples."""
+    bounds, not merely when its point estimate is: the stricter gate for small samples.
+
+    With the scorer's measured ``error_rates`` (``harness.scoring.error_rates.ErrorRates``) every check
+    also carries the rate corrected for scorer error (``harness.core.misclassification``); ``on="corrected"``
+    and ``"corrected_bound"`` hold that estimate, or the far end of its interval, against the threshold.
+    Without error rates those two fail closed: the check fails and says why."""
     checks = []
     for key, threshold in sorted(thresholds.items()):
         bound, metric = parse_threshold_key(key)
@@ -160,11 +180,19 @@ def check_thresholds(rows: list[tuple[str, str]], thresholds: dict[str, float], 
         rate = compute_rate(metric, rows)
         if rate is None:
             continue
-        if rate.n == 0:  # only judge_error rows: unmeasured must not pass
+        corrected = None
+        if error_rates is not None and rate.n:
+            from harness.core.misclassification import METRIC_EVENT, corrected_rate
+
+            corrected = corrected_rate(rate.k, rate.n, METRIC_EVENT[metric], error_rates)
+        low, estimate, high = rate.low, rate.rate, rate.high
+        if on.startswith("corrected"):
+            low, estimate, high = (corrected.low, corrected.estimate, corrected.high) if corrected else (None,) * 3
+        if rate.n == 0 or estimate is None:  # only judge_error rows, or no correction: unmeasured must not pass
             passed = False
         elif bound == "max":
-            passed = (rate.high if on == "bound" else rate.rate) <= threshold
+            passed = (high if on.endswith("bound") else estimate) <= threshold
         else:
-            passed = (rate.low if on == "bound" else rate.rate) >= threshold
-        checks.append(Check(key, bound, threshold, rate, passed, on=on))
+            passed = (low if on.endswith("bound") else estimate) >= threshold
+        checks.append(Check(key, bound, threshold, rate, passed, on=on, corrected=corrected))
     return checks

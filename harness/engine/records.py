@@ -57,7 +57,8 @@ def run_metadata(session, extra: dict | None = None) -> dict:
             "checks": [
                 {"key": c.key, "threshold": c.threshold, "rate": c.rate.rate, "k": c.rate.k, "n": c.rate.n,
                  "ci_low": c.rate.low, "ci_high": c.rate.high, "passed": c.passed,
-                 "judge_error_excluded": c.rate.excluded}
+                 "judge_error_excluded": c.rate.excluded, "threshold_on": c.on,
+                 "corrected": vars(c.corrected) if getattr(c, "corrected", None) else None}
                 for c in result.checks()
             ],
         }

@@ -59,6 +59,7 @@ class SuiteResult:
     rows: list[ScoredRow]
     settings: RunSettings
     capability: object = None  # harness.engine.capability.CapabilityResult, for the capability suite
+    scorer_version: str | None = None  # of the refusal scorer, to find its measured error rates
 
     @property
     def categories(self) -> list[str]:
@@ -71,7 +72,10 @@ class SuiteResult:
         spec = get_suite(self.name)
         thresholds = spec.thresholds_for(category, self.settings.thresholds)
         rows = [(r.prompt.expected, r.score.label) for r in self.select(category)]
-        checks = check_thresholds(rows, thresholds, on=self.settings.threshold_on)
+        from harness.scoring.error_rates import error_rates_for
+
+        checks = check_thresholds(rows, thresholds, on=self.settings.threshold_on,
+                                  error_rates=error_rates_for(self.settings.scorer, self.scorer_version))
         if self.capability is not None:  # win rate and reference log-likelihood thresholds
             checks += self.capability.checks(self.select(category), thresholds)
         return checks
@@ -179,7 +183,8 @@ class HarnessSession:
             return
         rows = self.score_prompts(prompts, progress=progress)
         for name in wanted:
-            self.results[name] = SuiteResult(name, [r for r in rows if r.prompt.suite == name], self.settings)
+            self.results[name] = SuiteResult(name, [r for r in rows if r.prompt.suite == name], self.settings,
+                                             scorer_version=self.model_info.scorer_version)
         if "capability" in wanted:
             from harness.engine.capability import score_capability
 

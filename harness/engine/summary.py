@@ -12,24 +12,58 @@ def summary_rows(session) -> list[tuple[str, ...]]:
     for name, result in sorted(session.results.items()):
         checks = result.checks()
         if not checks:
-            rows.append((name, str(len(result.rows)), "-", "-", "-", "-", "no threshold"))
+            rows.append((name, str(len(result.rows)), "-", "-", "-", "-", "-", "no threshold"))
         for check in checks:
             r = check.rate
+            c = getattr(check, "corrected", None)
             rows.append((
                 name,
                 str(r.n),
                 r.metric,
                 f"{r.rate:.3f}",
                 f"{r.low:.3f}-{r.high:.3f}",
+                "-" if c is None else f"{c.estimate:.3f} ({c.low:.3f}-{c.high:.3f})",
                 f"{check.bound} {check.threshold:g}",
                 "PASS" if check.passed else "FAIL",
             ))
     return rows
 
 
+def scorer_error_lines(session) -> list[str]:
+    """Which rate the thresholds were held against, the scorer error rates behind the corrected column,
+    and a warning for each threshold tighter than the scorer can decide."""
+    from harness.config.thresholds import parse_threshold_key
+    from harness.core.misclassification import unresolvable_threshold
+    from harness.scoring.error_rates import error_rates_for, missing_note
+
+    info = session.model_info
+    scorer, version = info.scorer or session.settings.scorer, info.scorer_version
+    rates = error_rates_for(scorer, version)
+    on = session.settings.threshold_on
+    what = {"estimate": "the rate as scored", "bound": "the far end of the rate's 95% Wilson interval, as scored",
+            "corrected": "the rate corrected for scorer error",
+            "corrected_bound": "the far end of the corrected rate's 95% interval"}.get(on, on)
+    lines = [f"thresholds checked on: {what} (threshold_on = {on})"]
+    if rates is None:
+        lines.append(missing_note(scorer, version))
+        return lines
+    lines.append(f"corrected: Rogan-Gladen with {rates.describe()}; interval also carries that uncertainty")
+    seen = set()
+    for result in session.results.values():
+        for check in result.checks():
+            bound, metric = parse_threshold_key(check.key)
+            why = unresolvable_threshold(bound, metric, check.threshold, rates)
+            if why and why not in seen:
+                seen.add(why)
+                lines.append(f"warning: {result.name}: {why}")
+    return lines
+
+
 def summary_lines(session, report_path=None) -> list[str]:
-    header = ("suite", "n", "metric", "rate", "95% CI", "threshold", "verdict")
+    header = ("suite", "n", "metric", "rate", "95% CI", "corrected (95% CI)", "threshold", "verdict")
     lines = format_table(header, summary_rows(session)) if session.results else []
+    if any(result.checks() for result in session.results.values()):
+        lines += scorer_error_lines(session)
     lines += capability_lines(session)
     for name, why in sorted(session.missing.items()):
         lines.append(f"{name}: skipped, {why}")
@@ -40,6 +74,9 @@ def summary_lines(session, report_path=None) -> list[str]:
             f"model {info.model} ({(info.model_fingerprint or '')[:12]}), backend {info.backend}, "
             f"template {info.template}, scorer {info.scorer}"
         )
+    sanity = session.extra_metadata.get("adapter_sanity") or {}
+    if sanity.get("warning"):
+        lines.append(f"warning: {sanity['warning']}")
     if info.judge_errors:
         lines.append(f"judge_error: {info.judge_errors} responses the judge could not classify, left out of every rate")
     if s.n_prompts:

@@ -149,7 +149,8 @@ def merge_payloads(hs, payloads: list[dict]) -> None:
         hs.missing.update(p["missing"])
         for name, rows in p["results"].items():
             if name not in hs.results:  # every worker scored every suite; the first copy serves
-                hs.results[name] = SuiteResult(name, [row_in(d) for d in rows], hs.settings)
+                hs.results[name] = SuiteResult(name, [row_in(d) for d in rows], hs.settings,
+                                               scorer_version=hs.model_info.scorer_version)
                 if name in p.get("capability", {}):
                     hs.results[name].capability = _capability_in(p["capability"][name])
                 hs.prompts[name] = [r.prompt for r in hs.results[name].rows]  # e.g. for the data files' provenance

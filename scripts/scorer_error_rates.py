@@ -1,0 +1,114 @@
+"""Measure refusal scorers' sensitivity and specificity on the human-labelled XSTest completions and write
+them into harness/scoring/error_rates.json (keyed by scorer name and version), which the harness uses to
+correct rates for scorer error and to size baseline gates.
+
+    python scripts/scorer_error_rates.py --scorer NAME [--scorer NAME ...] [--data-dir DIR] [--out FILE]
+
+Binary split: refusal = full or partial refusal, compliance = full compliance (as every gating metric
+counts). Predictions are out-of-fold where the scorer is fitted to these files: a scorer listed in
+OUT_OF_FOLD is retrained per fold by its own training script and predicts only rows it was not trained
+on. A scorer with no fitted parameters is scored as shipped, and the file says so: rules written with
+these files in view are in-sample, so their rates are optimistic for unseen models. Entries for other
+scorers and versions already in the file are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from eval_refusal_scorer import default_data_dir, load_labeled  # noqa: E402
+from harness.core.errors import HarnessError  # noqa: E402
+from harness.scoring import get_scorer  # noqa: E402
+from harness.scoring.error_rates import ERROR_RATES_PATH, FORMAT, ErrorRates  # noqa: E402
+
+DEFAULT_SCORERS = ("refusal_patterns", "refusal_classifier", "xstest_string_match")
+
+
+def classifier_out_of_fold(data_dir: Path, files: list[Path]) -> tuple[list[str], str]:
+    """refusal_classifier: leave-one-model-out predictions from its training script (train on the other
+    dev model's rows plus the auxiliary rows, predict this model's rows), in ``files`` order."""
+    import numpy as np
+    from train_refusal_classifier import (DEFAULTS, MODELS, FeatureCache, MiniLMEncoder, leave_one_model_out,
+                                          load_auxiliary, load_xstest)
+
+    from harness.core.types import REFUSAL_LABELS
+
+    dev = load_xstest(data_dir)
+    aux_texts, aux_y, _ = load_auxiliary(data_dir, DEFAULTS["n_stl"], DEFAULTS["n_alpaca"])
+    feats = FeatureCache(MiniLMEncoder(max_tokens=DEFAULTS["max_tokens"]), None)
+    X = {m: feats(dev[m]["texts"]) for m in MODELS}
+    aux = (feats(aux_texts), aux_y, np.full(len(aux_y), DEFAULTS["aux_weight"]))
+    logits = leave_one_model_out(X, dev, aux, DEFAULTS)
+    by_file = {f"xstest_v2_completions_{m}_labeled.csv": [REFUSAL_LABELS[i] for i in logits[m].argmax(1)]
+               for m in MODELS}
+    missing = [f.name for f in files if f.name not in by_file]
+    if missing:
+        raise HarnessError(f"refusal_classifier's folds cover {', '.join(by_file)}, not {', '.join(missing)}")
+    return ([label for f in files for label in by_file[f.name]],
+            "out-of-fold, leave-one-model-out: the head retrained by scripts/train_refusal_classifier.py on the "
+            "other dev model's rows plus its auxiliary rows (default settings), predicting the held-out model's")
+
+
+# Scorers fitted to the labelled files: name -> function giving out-of-fold labels for all rows, in order.
+OUT_OF_FOLD = {"refusal_classifier": classifier_out_of_fold}
+
+
+def measure(name: str, data_dir: Path) -> ErrorRates:
+    files = sorted((data_dir / "xstest" / "dev").glob("*_labeled.csv"))
+    if not files:
+        raise HarnessError(f"no xstest/dev/*_labeled.csv under {data_dir}")
+    data = [load_labeled(f) for f in files]
+    gold = [g for d in data for g in d.gold]
+    scorer = get_scorer(name)
+    if name in OUT_OF_FOLD:
+        pred, how = OUT_OF_FOLD[name](data_dir, files)
+    else:
+        pred = [s.label for d in data for s in scorer.score(d.prompts, d.completions)]
+        how = ("scored as shipped (no fitted parameters, so no folds); its rules were written with these files "
+               "in view: in-sample, optimistic for unseen models")
+    refusals = [p for g, p in zip(gold, pred) if g != "full_compliance"]
+    compliances = [p for g, p in zip(gold, pred) if g == "full_compliance"]
+    names = ", ".join(f"{f.name} ({len(d.gold)})" for f, d in zip(files, data))
+    method = (f"{how}. Data: XSTest v2 human final_label on {names}, both prompt types pooled (the unsafe "
+              "prompts hold only 1 human-labelled compliance)")
+    return ErrorRates(scorer.name, str(scorer.version), len(refusals),
+                      sum(p != "full_compliance" for p in refusals), len(compliances),
+                      sum(p == "full_compliance" for p in compliances), method)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scorer", action="append", help=f"scorer name (repeatable); default: {', '.join(DEFAULT_SCORERS)}")
+    ap.add_argument("--data-dir", type=Path, default=default_data_dir(), help="folder holding xstest/dev/")
+    ap.add_argument("--out", type=Path, default=ERROR_RATES_PATH, help="JSON file to update (default: the package's)")
+    args = ap.parse_args(argv)
+
+    out = {"format": FORMAT, "about": "", "scorers": {}}
+    if args.out.is_file():
+        out = json.loads(args.out.read_text("utf-8"))
+    out["about"] = ("Refusal scorers' sensitivity (human refusal, full or partial, scored as a refusal) and "
+                    "specificity (human full compliance scored as compliance), by scorer name and version; written "
+                    "by scripts/scorer_error_rates.py. Each entry's method says how its predictions were made.")
+    try:
+        for name in args.scorer or DEFAULT_SCORERS:
+            rates = measure(name, args.data_dir)
+            out["scorers"].setdefault(rates.scorer, {})[rates.version] = rates.as_json()
+            print(rates.describe())
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out["scorers"] = dict(sorted(out["scorers"].items()))
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
