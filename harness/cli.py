@@ -55,6 +55,7 @@ def _suites_args(p):
 def _suites(args) -> int:
     import os
 
+    from harness.settings import RunSettings
     from harness.suites import SuiteDataMissing, all_suites
 
     data_dir = args.data_dir or (Path(os.environ["SAFETY_HARNESS_DATA"]) if "SAFETY_HARNESS_DATA" in os.environ else None)
@@ -65,6 +66,7 @@ def _suites(args) -> int:
             size = f"data missing ({exc})"
         thresholds = ", ".join(f"{k}={v:g}" for k, v in sorted(spec.thresholds.items()))
         print(f"{name:24} {size:14} {thresholds}\n    {spec.description}")
+    print(f"refusal scorer by default: {RunSettings().scorer} (--scorer; agreement on unseen models: docs/experiments/refusal-scorer-protocol.md)")
     return 0
 
 

@@ -175,7 +175,7 @@ class HarnessSession:
         scores = self._costly_through_cache(
             scorer, [("refusal", q, t) for q, t in zip(questions, texts)],
             lambda idx: scorer.score([questions[i] for i in idx], [texts[i] for i in idx]), RefusalScore)
-        self.model_info.update(scorer=scorer.name, scorer_version=scorer.version)
+        self.model_info.update(scorer=scorer.name, scorer_version=scorer.version, scorer_unseen_agreement=getattr(scorer, "unseen_agreement", None))
         self.model_info["judge_errors"] = self.model_info.get("judge_errors", 0) + sum(
             s.label == JUDGE_ERROR for s in scores)
         if harm_scorer is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from harness.scoring.unseen import unseen_agreement_note
+
 
 def summary_rows(session) -> list[tuple[str, ...]]:
     rows = []
@@ -44,7 +46,7 @@ def summary_lines(session, report_path=None) -> list[str]:
     if info:
         lines.append(
             f"model {info.get('model')} ({info.get('model_fingerprint', '')[:12]}), backend {info.get('backend')}, "
-            f"template {info.get('template')}, scorer {info.get('scorer')}"
+            f"template {info.get('template')}, scorer {info.get('scorer')}" + unseen_agreement_note(info)
         )
     if info.get("judge_errors"):
         lines.append(f"judge_error: {info['judge_errors']} responses the judge could not classify, left out of every rate")
