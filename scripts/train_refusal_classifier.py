@@ -24,18 +24,20 @@ output file is byte-identical across runs, cached embeddings or not).
 
 Figures (this script, default settings; held-out model's 450 rows):
     held-out   scorer               binary  3-class  (prompt-disjoint)
-    gpt4       refusal_classifier    0.969    0.964  (0.958 0.953)
+    gpt4       refusal_classifier    0.973    0.969  (0.969 0.964)
                refusal_patterns      0.958    0.956
                xstest_string_match   0.936    0.924
-    llama2new  refusal_classifier    0.951    0.867  (0.951 0.867)
+    llama2new  refusal_classifier    0.956    0.871  (0.944 0.860)
                refusal_patterns      0.953    0.867
                xstest_string_match   0.924    0.856
+    held-out styles (model, response family and prompt held out; scripts/refusal_protocol.py):
+               refusal_classifier    0.953    0.907  (pooled over both models; stored in the head file)
 Caveats: refusal_patterns was tuned on both dev files, so its figures are in-sample, and through the
 rule features so is part of every fold here. On llama2new the head ends up at the rules' level; most
 of the remaining three-class gap is partial refusals (44 rows) called full refusals, which a fold
 trained on gpt4 (9 partials) cannot learn. Calibration of P(any refusal), temperature fitted on the
 other held-out model: ECE 0.022 -> 0.024 (gpt4), 0.043 -> 0.025 (llama2new); NLL 0.133 -> 0.106,
-0.205 -> 0.149.
+0.205 -> 0.149 (for the head before the synthetic rows; the run prints today's).
 """
 
 from __future__ import annotations
