@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 _COMMANDS: dict[str, tuple[Callable, Callable, str]] = {}
 
@@ -36,8 +36,8 @@ def _prepare_args(p):
 
 @_prepare_args.run
 def _prepare(args) -> int:
-    from harness.models import DEFAULT_MODEL, resolve_model
-    from harness.settings import default_cache_dir
+    from harness.models.resolve import DEFAULT_MODEL, resolve_model
+    from harness.config.settings import default_cache_dir
 
     model = resolve_model(args.model or DEFAULT_MODEL, base_model=args.base_model,
                           cache_dir=args.cache_dir or default_cache_dir())
@@ -55,8 +55,8 @@ def _suites_args(p):
 def _suites(args) -> int:
     import os
 
-    from harness.settings import RunSettings
-    from harness.suites import SuiteDataMissing, all_suites
+    from harness.config.settings import RunSettings
+    from harness.data.suites import SuiteDataMissing, all_suites
 
     data_dir = args.data_dir or (Path(os.environ["SAFETY_HARNESS_DATA"]) if "SAFETY_HARNESS_DATA" in os.environ else None)
     for name, spec in sorted(all_suites().items()):
@@ -79,8 +79,8 @@ def _summary_args(p):
 
 @_summary_args.run
 def _summary(args) -> int:
-    from reports.parquet import read_report
-    from reports.summary import format_table
+    from harness.reports.parquet import read_report
+    from harness.reports.summary import format_table
 
     if not args.report.is_file():
         raise HarnessError(f"report {args.report} not found")
@@ -94,7 +94,7 @@ def _summary(args) -> int:
         print(line)
     print(f"{table.num_rows} rows; model {meta.get('model', {}).get('model')}; run {meta.get('run_id')}")
     if args.html or args.markdown:
-        from reports.summary import write_run_summaries
+        from harness.reports.summary import write_run_summaries
 
         for line in write_run_summaries(args.report, html=args.html, markdown=args.markdown):
             print(line)
@@ -125,8 +125,8 @@ def _compare_args(p):
 
 @_compare_args.run
 def _compare(args) -> int:
-    from harness.baseline_stats import GateRule
-    from harness.compare import comparison_lines, compare_reports, write_flips
+    from harness.baselines.stats import GateRule
+    from harness.baselines.compare import comparison_lines, compare_reports, write_flips
 
     rule = GateRule(max_regression=args.max_regression, alpha=args.alpha, max_failure_rate=args.max_failure_rate,
                     threshold_on=args.threshold_on)
@@ -139,11 +139,11 @@ def _compare(args) -> int:
         if args.flips:
             print(f"flips: {write_flips(comparison, args.flips)}")
         if args.html:
-            from reports.html import write_html
+            from harness.reports.html import write_html
 
             print(f"html: {write_html(comparison, args.html)}")
         if args.markdown:
-            from reports.markdown import write_markdown
+            from harness.reports.markdown import write_markdown
 
             print(f"markdown: {write_markdown(comparison, args.markdown)}")
     except OSError as exc:
@@ -152,7 +152,7 @@ def _compare(args) -> int:
 
 
 from harness import score_cli  # noqa: E402,F401  registers `score` (needs `command` above)
-import trainers.cli  # noqa: E402,F401  registers `train` (after `command` exists: it imports it)
+import harness.cli.train  # noqa: E402,F401  registers `train` (after `command` exists: it imports it)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Under `python -m harness.cli` this file is __main__, but command modules register into the importable
-    # harness.cli, so run that one's main.
-    from harness.cli import main as _registered_main
+    # Under `python -m harness.cli.main` this file is __main__, but command modules register into the importable
+    # harness.cli.main, so run that one's main.
+    from harness.cli.main import main as _registered_main
 
     sys.exit(_registered_main())

@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from harness.cli import command
-from harness.errors import ConfigError, DataError, HarnessError
-from harness.gating import JUDGE_ERROR
+from harness.cli.main import command
+from harness.core.errors import ConfigError, DataError, HarnessError
+from harness.config.thresholds import JUDGE_ERROR
 
 OUTPUT_COLUMNS = ("refusal_label", "refusal_score", "scorer", "scorer_version",
                   "harm_score", "harm_raw", "harm_scorer", "harm_scorer_version")
@@ -57,7 +57,7 @@ def _score_args(p):
 def _score(args) -> int:
     from harness.scoring.agreement import agreement, normalize_label
     from harness.scoring.factory import HARM_AUTO, build_harm_scorer, build_refusal_scorer, harm_scorer_name
-    from harness.settings import build_settings
+    from harness.config.settings import build_settings
 
     cli = {"scorer": args.scorer, "judge_model": args.judge_model, "harm_scorer": args.harm_scorer,
            "harm_model": args.harm_model, "backend": args.backend, "batch_size": args.batch_size,
@@ -162,7 +162,7 @@ def _write(path: Path, rows, columns, scores, harms, scorer, harm_scorer, report
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from reports.parquet import METADATA_KEY
+    from harness.reports.parquet import METADATA_KEY
 
     data = {}
     for col in columns:

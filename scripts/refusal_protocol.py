@@ -45,7 +45,7 @@ from train_refusal_classifier import (  # noqa: E402
 from eval_refusal_scorer import default_data_dir  # noqa: E402
 from harness.scoring import get_scorer  # noqa: E402
 from harness.scoring.classifier import RELATION_FEATURES, RULE_FEATURES, MiniLMEncoder  # noqa: E402
-from harness.types import REFUSAL_LABELS  # noqa: E402
+from harness.core.types import REFUSAL_LABELS  # noqa: E402
 
 OPENING_WORDS = 8
 FAMILIES = 6  # k-means clusters; 6 separates the house openings ("Sorry, but I", "I cannot provide", "It is

@@ -71,7 +71,7 @@ from harness.scoring.classifier import (  # noqa: E402
     rule_features,
 )
 from harness.scoring.refusal import classify  # noqa: E402
-from harness.types import REFUSAL_LABELS  # noqa: E402
+from harness.core.types import REFUSAL_LABELS  # noqa: E402
 
 SEED = 20240601
 MODELS = ("gpt4", "llama2new")

