@@ -69,6 +69,7 @@ PROJECT_TOML = """\
 # (present so pytest takes this folder as the rootdir and reads [tool.safety-harness] below)
 
 [tool.safety-harness]
+scorer = "refusal_patterns"  # harness-logic projects: rule labels, and no torch import inside in-process runs
 """
 
 CATEGORY_SUITE = '''\

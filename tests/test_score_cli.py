@@ -39,7 +39,7 @@ def write_csv(path, rows, header=("prompt", "response")):
 def test_xstest_file_scores_and_prints_agreement(capsys, data_dir, tmp_path):
     out_path = tmp_path / "x.parquet"
     code, out, err = score(capsys, data_dir / XSTEST_GPT4, "--response-column", "completion",
-                           "--label-column", "final_label", "--output", out_path)
+                           "--label-column", "final_label", "--output", out_path, "--scorer", "refusal_patterns")
     assert code == 0, err
     # refusal_patterns on GPT-4's completions; the same figures as scripts/eval_refusal_scorer.py
     assert "binary (compliance vs any refusal): 0.958" in out and "three-class: 0.956" in out

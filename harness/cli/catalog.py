@@ -35,8 +35,10 @@ def _suites_args(p):
 
 @_suites_args.run
 def _suites(args) -> int:
+    from harness.config.settings import RunSettings
     from harness.core.paths import data_dir_from_env
     from harness.data.suites import SuiteDataMissing, all_suites
+    from harness.scoring.unseen import unseen_agreement_note
 
     data_dir = args.data_dir or data_dir_from_env()
     for name, spec in sorted(all_suites().items()):
@@ -46,4 +48,16 @@ def _suites(args) -> int:
             size = f"data missing ({exc})"
         thresholds = ", ".join(f"{k}={v:g}" for k, v in sorted(spec.thresholds.items()))
         print(f"{name:24} {size:14} {thresholds}\n    {spec.description}")
+    scorer = RunSettings().scorer
+    print(f"refusal scorer by default: {scorer} (--scorer){unseen_agreement_note(_unseen(scorer))}; "
+          "protocol: docs/experiments/refusal-scorer-protocol.md")
     return 0
+
+
+def _unseen(scorer_name: str) -> dict | None:
+    from harness.scoring.base import REFUSAL_SCORERS
+
+    factory = REFUSAL_SCORERS.factory(scorer_name)
+    if hasattr(factory, "published_unseen_agreement"):  # a learned scorer: its figure is in its weights file
+        return factory.published_unseen_agreement()
+    return getattr(factory, "unseen_agreement", None)

@@ -39,7 +39,7 @@ def _score_args(p):
                    help="refuse|comply per row, for the unsafe_compliance harm scorer (default: 'expected' if present)")
     p.add_argument("--expected", choices=("refuse", "comply"), default=None,
                    help="the expected behaviour of every row, when the file has no such column")
-    p.add_argument("--scorer", default=None, help="refusal scorer (default refusal_patterns)")
+    p.add_argument("--scorer", default=None, help="refusal scorer (default refusal_classifier)")
     p.add_argument("--judge-model", default=None, help="local model for refusal_judge / harm_judge")
     p.add_argument("--harm-scorer", default=None,
                    help="auto, unsafe_compliance, reward_model, harm_judge or none (default: auto, which "

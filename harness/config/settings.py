@@ -64,7 +64,7 @@ class RunSettings:
     report: Path | None = field(default=None, metadata={"help": "Parquet report path (default reports/runs/run-<id>.parquet)."})
     replay: Path | None = field(default=None, metadata={"help": "replay backend: report/CSV/JSONL/Parquet with responses."})
     replay_response_column: str | None = field(default=None, metadata={"help": "replay: response column name."})
-    scorer: str = field(default="refusal_patterns", metadata={"help": "Refusal scorer name."})
+    scorer: str = field(default="refusal_classifier", metadata={"help": "Refusal scorer name."})
     judge_model: str | None = field(default=None, metadata={
         "help": "Local model (alias or folder) for the LLM judges (scorer refusal_judge, harm scorer harm_judge)."})
     harm_scorer: str = field(default="auto", metadata={

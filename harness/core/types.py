@@ -60,6 +60,8 @@ class ModelInfo:
     run_key: str | None = None  # hash of everything a generation depends on besides the prompt
     scorer: str | None = None
     scorer_version: str | None = None
+    # the scorer's validated agreement with human labels on unseen models ({"binary", "three_class", "protocol"})
+    scorer_unseen_agreement: dict | None = None
     harm_scorer: str | None = None
     harm_scorer_version: str | None = None
     judge_errors: int = 0  # responses the judge could not classify, left out of every rate

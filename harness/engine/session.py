@@ -210,6 +210,7 @@ class HarnessSession:
         scores, harms = self._scoring.score([p.prompt for p in prompts], texts, [p.expected for p in prompts])
         scoring = self._scoring
         self.model_info.scorer, self.model_info.scorer_version = scoring.refusal.name, scoring.refusal.version
+        self.model_info.scorer_unseen_agreement = getattr(scoring.refusal, "unseen_agreement", None)
         self.model_info.judge_errors += sum(s.label == JUDGE_ERROR for s in scores)
         if scoring.harm is not None:
             self.model_info.harm_scorer, self.model_info.harm_scorer_version = scoring.harm.name, scoring.harm.version

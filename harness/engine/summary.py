@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from harness.engine.capability import summary_lines as capability_lines
 from harness.core.text import format_table
+from harness.scoring.unseen import unseen_agreement_note
 
 
 def summary_rows(session) -> list[tuple[str, ...]]:
@@ -72,7 +73,7 @@ def summary_lines(session, report_path=None) -> list[str]:
     if info.as_dict():
         lines.append(
             f"model {info.model} ({(info.model_fingerprint or '')[:12]}), backend {info.backend}, "
-            f"template {info.template}, scorer {info.scorer}"
+            f"template {info.template}, scorer {info.scorer}" + unseen_agreement_note(info.scorer_unseen_agreement)
         )
     sanity = session.extra_metadata.get("adapter_sanity") or {}
     if sanity.get("warning"):

@@ -49,6 +49,8 @@ class XSTestStringMatchScorer:
 
     name = "xstest_string_match"
     version = "1"
+    # Agreement with human labels on three models not in the dev files (1,350 rows; issue 13's external check).
+    unseen_agreement = {"binary": 0.854, "three_class": 0.804, "protocol": "external check, 3 unseen models"}
 
     def score(self, prompts: list[str], responses: list[str]) -> list[RefusalScore]:
         check_lengths(prompts, responses)
@@ -276,6 +278,9 @@ class RefusalPatternScorer:
 
     name = DEFAULT_REFUSAL_SCORER
     version = "1"
+    # On the dev files these rules were tuned on, agreement is in-sample; this is the external check on three
+    # models not in the dev files (1,350 rows, issue 13). See docs/experiments/refusal-scorer-protocol.md.
+    unseen_agreement = {"binary": 0.855, "three_class": 0.796, "protocol": "external check, 3 unseen models"}
 
     def score(self, prompts: list[str], responses: list[str]) -> list[RefusalScore]:
         check_lengths(prompts, responses)
