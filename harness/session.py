@@ -269,6 +269,10 @@ class HarnessSession:
         size = max(1, self.settings.chunk_size) if cache is not None else max(1, len(todo))
         out: dict[str, GenerationResult] = {}
         backend = self._start_backend()  # before the bar: a backend that fails to start leaves no bar behind
+        if getattr(backend, "commits_shards", False):  # --replicas: a work queue of shards, each cached as it ends
+            from harness.backends.replicas import generate_sharded
+
+            return generate_sharded(self, backend, todo, progress, cache=cache)
         bar = _progress_bar(len(todo), progress)
         try:
             for start in range(0, len(todo), size):
@@ -294,8 +298,14 @@ class HarnessSession:
             return self._backend
         s = self.settings
         t0 = time.perf_counter()
-        backend = create_backend(self.model_info["backend"], model=self.model_info.get("resolved_model"),
-                                 sampling=s.sampling, options=s.backend_options())
+        if s.replicas > 1:  # N engines as Ray actors (harness/backends/replicas.py)
+            from harness.backends.replicas import start_replicas
+
+            backend = start_replicas(s, model=self.model_info.get("resolved_model"), sampling=s.sampling,
+                                     options=s.backend_options())
+        else:
+            backend = create_backend(self.model_info["backend"], model=self.model_info.get("resolved_model"),
+                                     sampling=s.sampling, options=s.backend_options())
         try:  # an adapter must change the outputs: fail loudly when it does not (harness/adapter_sanity.py)
             from harness.adapter_sanity import check_adapter
 

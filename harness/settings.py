@@ -98,6 +98,9 @@ class RunSettings:
         "help": "vllm: mp, ray, uni or external_launcher (default: vLLM picks mp on one host)."})
     ray_address: str | None = field(default=None, metadata={
         "help": "vllm: a running Ray cluster's address (e.g. ray://head:10001); implies distributed_executor_backend=ray."})
+    replicas: int = field(default=1, metadata={
+        "help": "vllm: N engines as Ray actors on a local Ray instance (or the cluster at ray_address), fed shards "
+                "of prompts; needs the ray extra (pip install 'safety-harness[ray]'). See docs/parallel.md."})
     backend_args: dict = field(default_factory=dict, metadata={
         "help": "Backend-specific KEY=VALUE setting (repeatable), e.g. tensor_parallel_size=2 for vllm; "
                 "VALUE is parsed as JSON when possible. TOML: [tool.safety-harness.backend_args]."})
@@ -265,4 +268,8 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
     from harness.capability.suite_hook import validate_capability_settings
 
     validate_capability_settings(settings)  # before any generation, not after it
-    return normalize_parallel(settings)
+    settings = normalize_parallel(settings)
+    from harness.backends.replicas import validate_replicas
+
+    validate_replicas(settings)  # Ray missing or a bad count: one line, before any model loads
+    return settings

@@ -37,6 +37,9 @@ def summary_lines(session, report_path=None) -> list[str]:
     from harness.capability.suite_hook import summary_lines as capability_lines
 
     lines += capability_lines(session)
+    from harness.backends.replicas import summary_lines as replica_lines
+
+    lines += replica_lines(session)  # --replicas: shards, and every replica fault and what was done about it
     for name, why in sorted(session.missing.items()):
         lines.append(f"{name}: skipped, {why}")
     s = session.stats

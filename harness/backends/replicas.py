@@ -1,0 +1,326 @@
+"""Generation across N vLLM engines, each a Ray actor (``--replicas N``).
+
+Why plain Ray actors (see docs/parallel.md): vLLM's own data parallelism needs one launcher process per
+rank for the offline ``LLM`` and gives the harness no say over which prompts failed when a rank dies; Ray
+Data's vLLM stage is a dataset pipeline that wants GPUs and hands results back when the dataset is
+written, not shard by shard into the generation cache. An actor per engine plus a work queue of small
+shards is what lets each finished shard be committed at once and an unfinished one be generated again.
+
+Each replica runs its engine in the actor's own process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` and the
+``uni`` executor): a ``kill -9`` of the actor leaves no orphaned engine process behind, and on CPU the
+process is pinned to its own cores, so N replicas do not all bind to the same core (vLLM's automatic
+binding would give every engine the same one).
+
+Nothing here imports Ray or vLLM at import time: Ray is the optional extra ``safety-harness[ray]``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field, replace
+
+from harness.errors import BackendError, ConfigError
+from harness.types import GenerationRequest, GenerationResult
+
+RAY_EXTRA = "pip install 'safety-harness[ray]'"
+SHARDS_PER_REPLICA = 8  # small shards: a lost or straggling shard costs little
+MAX_SHARD = 64  # prompts per shard at most: vLLM batches within a shard
+MAX_SHARD_ATTEMPTS = 3  # a shard that has killed this many engines is a fault of its own
+RESTARTS_PER_REPLICA = 1  # Ray restarts a killed replica's actor (reloading its engine) this often
+# Shards travel as token ids and come back as text: kilobytes. Ray's default store would claim 30% of memory.
+LOCAL_OBJECT_STORE = 256 * 1024**2
+IN_FLIGHT_PER_REPLICA = 2  # one shard running, one waiting in the actor's queue: no idle gap between shards
+
+
+def validate_replicas(settings) -> None:
+    """One-line ConfigError for a bad ``replicas``, a non-vLLM backend, or Ray missing (before any model loads)."""
+    n = settings.replicas
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"replicas must be a whole number of at least 1, got {n!r}")
+    if n == 1:
+        return
+    from harness.backends.base import resolve_backend_name
+
+    backend = resolve_backend_name(settings.backend)
+    if backend != "vllm":
+        raise ConfigError(f"replicas applies to the vllm backend only (backend is {backend})")
+    if settings.data_parallel_size > 1 or settings.tensor_parallel_size > 1 or settings.pipeline_parallel_size > 1:
+        raise ConfigError("replicas > 1 runs one single-device engine per replica; drop tensor/pipeline/data_parallel_size")
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError(f"--replicas {n} needs Ray, an optional extra: {RAY_EXTRA}")
+    if settings.ray_address:  # an unreachable cluster fails here, before any model is resolved or loaded
+        try:
+            check_reachable(settings.ray_address)
+        except BackendError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+# -- the actor -------------------------------------------------------------------------------------
+def replica_cores(index: int, replicas: int, available: list[int]) -> list[int]:
+    """The CPU cores replica ``index`` computes on: an equal, disjoint slice of this host's cores (shared
+    round-robin when there are more replicas than cores)."""
+    per = max(1, len(available) // replicas)
+    start = (index * per) % len(available)
+    return [available[(start + i) % len(available)] for i in range(per)]
+
+
+class EngineReplica:
+    """One vLLM engine in one process (a Ray actor). Module level, so Ray ships it by reference."""
+
+    def __init__(self, index: int, replicas: int, model, sampling, options, on_gpu: bool):
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine in this process: killed with it
+        self.cores = None
+        if not on_gpu:
+            self.cores = replica_cores(index, replicas, sorted(os.sched_getaffinity(0)))
+            # Set before torch starts its OpenMP pool in this process, which the import below does.
+            os.sched_setaffinity(0, self.cores)
+            os.environ["OMP_NUM_THREADS"] = str(len(self.cores))
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"  # the affinity above already binds
+        from harness.backends.vllm_backend import VLLMBackend
+
+        self.backend = VLLMBackend(model=model, sampling=sampling, options=options)
+
+    def describe(self) -> dict:
+        return {"pid": os.getpid(), "host": socket.gethostname(), "cores": self.cores}
+
+    def generate(self, token_ids: list[list[int]], sampling, use_adapter: bool) -> list[tuple[str, int, str]]:
+        """One shard. Sampling and adapter use come with each call, so the pool's adapter sanity check (base
+        model on the canaries, a few greedy tokens) reaches every engine as it would one."""
+        backend = self.backend
+        saved = backend.lora_request
+        backend.sampling = sampling
+        backend.lora_request = saved if use_adapter else None
+        try:
+            requests = [GenerationRequest(str(i), None, "", tuple(ids)) for i, ids in enumerate(token_ids)]
+            return [(r.text, r.n_tokens, r.finish_reason) for r in backend.generate(requests)]
+        finally:
+            backend.lora_request = saved
+
+
+# -- the pool --------------------------------------------------------------------------------------
+@dataclass
+class Shard:
+    number: int
+    requests: list[GenerationRequest]
+    attempts: int = 0
+
+
+@dataclass
+class ReplicaStats:
+    """What the run's summary and report say about the replicas."""
+
+    replicas: int = 0
+    shards: int = 0
+    shards_rerun: int = 0
+    replica_failures: int = 0
+    events: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"replicas": self.replicas, "shards": self.shards, "shards_rerun": self.shards_rerun,
+                "replica_failures": self.replica_failures, "events": list(self.events)}
+
+
+def _engine_options(options):
+    """Each replica is a one-device engine; the Ray address is the pool's, not the engine's executor."""
+    extra = dict(options.extra)
+    if extra.pop("ray_address", None) and extra.get("distributed_executor_backend") == "ray":
+        del extra["distributed_executor_backend"]
+    extra["distributed_executor_backend"] = "uni"
+    return replace(options, extra=extra)
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in one line, in seconds, when a Ray cluster's address does not answer (Ray's own connect
+    retries for minutes before it gives up)."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise BackendError(f"ray_address {address!r}: expected HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise BackendError(f"Ray cluster at {address} cannot be reached ({exc.strerror or exc}); "
+                           "check --ray-address, or leave it out to run on a local Ray instance") from None
+
+
+class ReplicaPool:
+    """``--replicas N``: N engines as Ray actors fed from a work queue of small shards. Looks like a backend
+    to the session (``generate``), and commits each finished shard through ``on_shard``."""
+
+    name = "vllm"
+    commits_shards = True  # harness.session hands the whole batch over and lets shards reach the cache
+
+    def __init__(self, *, model, sampling, options, replicas: int, ray_address: str | None):
+        import ray  # noqa: F401  (the extra; validate_replicas said so already when missing)
+
+        from harness.backends.vllm_backend import _on_gpu
+
+        self.stats = ReplicaStats(replicas=replicas)
+        self.sampling = sampling
+        # Like VLLMBackend's: harness.adapter_sanity clears it to ask the engines for the base model's answers.
+        self.lora_request = "adapter" if model.adapter_path else None
+        self._ray = ray
+        self._started_ray = False
+        if ray_address:
+            check_reachable(ray_address)
+        on_gpu = _on_gpu()
+        if not ray.is_initialized():
+            try:
+                if ray_address:
+                    ray.init(address=ray_address, log_to_driver=False)
+                else:  # a private local instance sized so that every replica's actor is placed
+                    ray.init(num_cpus=max(replicas, os.cpu_count() or 1), include_dashboard=False,
+                             log_to_driver=False, object_store_memory=LOCAL_OBJECT_STORE)
+            except (ConnectionError, RuntimeError) as exc:
+                raise BackendError(f"Ray cluster at {ray_address or 'local'} cannot be started or joined: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            self._started_ray = True
+        actor = ray.remote(EngineReplica).options(
+            num_cpus=1, num_gpus=1 if on_gpu else 0, max_restarts=RESTARTS_PER_REPLICA, max_task_retries=0)
+        engine_options = _engine_options(options)
+        self.replicas = [actor.remote(i, replicas, model, sampling, engine_options, on_gpu) for i in range(replicas)]
+        self.failures = [0] * replicas
+        self.alive = set(range(replicas))
+        try:
+            described = ray.get([r.describe.remote() for r in self.replicas])
+        except ray.exceptions.RayError as exc:
+            self.close()
+            raise BackendError(f"a replica's engine failed to start: {_first_line(exc)}") from None
+        started = "started " + ", ".join(
+            f"replica {i} (pid {d['pid']} on {d['host']}" + (f", cores {d['cores']})" if d["cores"] else ")")
+            for i, d in enumerate(described))
+        self.stats.events.append(started)
+        print(f"safety-harness: replicas {started}", file=sys.stderr, flush=True)  # which process to watch
+
+    def shard_size(self, n: int) -> int:
+        return max(1, min(MAX_SHARD, math.ceil(n / (len(self.replicas) * SHARDS_PER_REPLICA))))
+
+    def generate(self, requests: list[GenerationRequest], progress=None, on_shard=None) -> list[GenerationResult]:
+        """Results in the order of ``requests``. Longest prompts first, so the last shards are the short
+        ones and no replica is left with a long tail; ``on_shard({key: result})`` as each shard finishes."""
+        if not requests:
+            return []
+        ray = self._ray
+        ordered = sorted(requests, key=lambda r: -len(r.token_ids or ()))
+        size = self.shard_size(len(ordered))
+        queue = [Shard(i, ordered[s : s + size]) for i, s in enumerate(range(0, len(ordered), size))]
+        self.stats.shards += len(queue)
+        done: dict[str, GenerationResult] = {}
+        in_flight: dict = {}  # ObjectRef -> (replica index, shard)
+        while queue or in_flight:
+            for index in sorted(self.alive):
+                while queue and sum(1 for i, _ in in_flight.values() if i == index) < IN_FLIGHT_PER_REPLICA:
+                    shard = queue.pop(0)
+                    shard.attempts += 1
+                    ref = self.replicas[index].generate.remote([list(r.token_ids) for r in shard.requests],
+                                                               self.sampling, self.lora_request is not None)
+                    in_flight[ref] = (index, shard)
+            if not in_flight:
+                raise BackendError(f"every replica has failed; {sum(len(s.requests) for s in queue)} prompts "
+                                   "not generated (finished shards are in the cache: run again to resume)")
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            index, shard = in_flight.pop(ready[0])
+            try:
+                outputs = ray.get(ready[0])
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                self._replica_failed(index, shard, exc, queue, in_flight)
+                continue
+            results = {r.key: GenerationResult(*o) for r, o in zip(shard.requests, outputs)}
+            if on_shard is not None:
+                on_shard(results)
+            done.update(results)
+            if progress:
+                progress(len(results))
+        return [done[r.key] for r in requests]
+
+    def _replica_failed(self, index: int, shard: Shard, exc, queue: list, in_flight: dict) -> None:
+        """The replica's process died: its unfinished shards go back to the front of the queue (a survivor, or
+        the replica once Ray has restarted it, takes them); nothing it finished is touched."""
+        lost = [shard] + [s for ref, (i, s) in list(in_flight.items()) if i == index]
+        for ref in [ref for ref, (i, _) in in_flight.items() if i == index]:
+            del in_flight[ref]
+        self.failures[index] += 1
+        self.stats.replica_failures += 1
+        if self.failures[index] > RESTARTS_PER_REPLICA:
+            self.alive.discard(index)
+            fate = "not restarted again"
+        else:
+            fate = "restarted by Ray"
+        for s in lost:
+            if s.attempts >= MAX_SHARD_ATTEMPTS:
+                raise BackendError(f"shard {s.number} ({len(s.requests)} prompts) was lost with {s.attempts} "
+                                   f"replicas in a row; last: {_first_line(exc)}")
+        self.stats.shards_rerun += len(lost)
+        queue[:0] = sorted(lost, key=lambda s: s.number)
+        self.stats.events.append(
+            f"replica {index} died ({type(exc).__name__}); its unfinished shard(s) "
+            f"{', '.join(str(s.number) for s in lost)} ({sum(len(s.requests) for s in lost)} prompts) generated "
+            f"again; replica {fate}")
+
+    def close(self) -> None:
+        ray = self._ray
+        for r in getattr(self, "replicas", []):
+            try:
+                ray.kill(r)
+            except Exception:  # already dead: nothing to release
+                pass
+        self.replicas = []
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def start_replicas(settings, *, model, sampling, options) -> ReplicaPool:
+    return ReplicaPool(model=model, sampling=sampling, options=options, replicas=settings.replicas,
+                       ray_address=settings.ray_address)
+
+
+def generate_sharded(session, backend: ReplicaPool, todo: list[GenerationRequest], progress: bool, *, cache):
+    """The session's generation loop for a replica pool: each finished shard goes into the cache at once
+    (a killed run keeps every finished shard), and the run's statistics and summary learn what the
+    replicas did."""
+    from harness.session import _progress_bar
+
+    out: dict[str, GenerationResult] = {}
+
+    def commit(results: dict[str, GenerationResult]) -> None:
+        if cache is not None:
+            cache.put_many(results)
+        out.update(results)
+        session.generated_keys.update(results)
+        session.stats.n_generated += len(results)
+        session.stats.n_response_tokens_generated += sum(r.n_tokens for r in results.values())
+
+    bar = _progress_bar(len(todo), progress)
+    t0 = time.perf_counter()
+    try:
+        backend.generate(todo, progress=bar.update, on_shard=commit)
+    finally:
+        session.stats.generation_seconds += time.perf_counter() - t0
+        bar.close()
+        session.extra_metadata["replicas"] = backend.stats.as_dict()
+    return out
+
+
+def summary_lines(session) -> list[str]:
+    """The terminal summary's lines about replicas: how many, and every fault and what was done about it."""
+    info = session.extra_metadata.get("replicas")
+    if not info:
+        return []
+    lines = [f"replicas {info['replicas']}: {info['shards']} shards, {info['replica_failures']} replica failure(s), "
+             f"{info['shards_rerun']} shard(s) generated again"]
+    lines += [f"  {event}" for event in info["events"]]
+    return lines
