@@ -16,10 +16,13 @@ Nothing here imports Ray or vLLM at import time: Ray is the optional extra ``saf
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import queue
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 
@@ -33,7 +36,9 @@ MAX_SHARD_ATTEMPTS = 3  # a shard that has killed this many engines is a fault o
 RESTARTS_PER_REPLICA = 1  # Ray restarts a killed replica's actor (reloading its engine) this often
 # Shards travel as token ids and come back as text: kilobytes. Ray's default store would claim 30% of memory.
 LOCAL_OBJECT_STORE = 256 * 1024**2
-IN_FLIGHT_PER_REPLICA = 2  # one shard running, one waiting in the actor's queue: no idle gap between shards
+# Shards each replica's engine batches together (up to 4 x 64 = vLLM's 256 sequences on CPU); a killed
+# replica costs at most these.
+IN_FLIGHT_PER_REPLICA = 4
 
 
 def validate_replicas(settings) -> None:
@@ -70,8 +75,22 @@ def replica_cores(index: int, replicas: int, available: list[int]) -> list[int]:
     return [available[(start + i) % len(available)] for i in range(per)]
 
 
+class _Job:
+    """One shard inside a replica: filled in by the engine loop, waited on by the Ray call."""
+
+    def __init__(self, n: int):
+        self.results: list = [None] * n
+        self.left = n
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
 class EngineReplica:
-    """One vLLM engine in one process (a Ray actor). Module level, so Ray ships it by reference."""
+    """One vLLM engine in one process (a Ray actor). Module level, so Ray ships it by reference.
+
+    Shards arrive as concurrent calls (a threaded actor) and join the engine's running batch as they come,
+    through one loop that steps the engine: vLLM batches continuously across shards, so a shard's last,
+    longest responses do not leave the engine decoding a batch of one while the next shard waits."""
 
     def __init__(self, index: int, replicas: int, model, sampling, options, on_gpu: bool):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine in this process: killed with it
@@ -85,6 +104,9 @@ class EngineReplica:
         from harness.backends.vllm_backend import VLLMBackend
 
         self.backend = VLLMBackend(model=model, sampling=sampling, options=options)
+        self._inbox: queue.Queue = queue.Queue()
+        self._request_ids = itertools.count()
+        threading.Thread(target=self._engine_loop, name="engine-loop", daemon=True).start()
 
     def describe(self) -> dict:
         return {"pid": os.getpid(), "host": socket.gethostname(), "cores": self.cores}
@@ -92,15 +114,52 @@ class EngineReplica:
     def generate(self, token_ids: list[list[int]], sampling, use_adapter: bool) -> list[tuple[str, int, str]]:
         """One shard. Sampling and adapter use come with each call, so the pool's adapter sanity check (base
         model on the canaries, a few greedy tokens) reaches every engine as it would one."""
-        backend = self.backend
-        saved = backend.lora_request
-        backend.sampling = sampling
-        backend.lora_request = saved if use_adapter else None
-        try:
-            requests = [GenerationRequest(str(i), None, "", tuple(ids)) for i, ids in enumerate(token_ids)]
-            return [(r.text, r.n_tokens, r.finish_reason) for r in backend.generate(requests)]
-        finally:
-            backend.lora_request = saved
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        if not token_ids:
+            return []
+        self.backend.sampling = sampling
+        params = self.backend._sampling_params()
+        params.output_kind = RequestOutputKind.FINAL_ONLY  # as vllm.LLM.generate asks: the finished text only
+        lora = self.backend.lora_request if use_adapter else None
+        job = _Job(len(token_ids))
+        self._inbox.put((job, [TokensPrompt(prompt_token_ids=list(ids)) for ids in token_ids], params, lora))
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.results
+
+    def _engine_loop(self) -> None:
+        engine = self.backend.engine.llm_engine
+        owners: dict[str, tuple[_Job, int]] = {}
+        while True:
+            try:
+                while True:  # take every waiting shard; block only when the engine has nothing to do
+                    job, prompts, params, lora = self._inbox.get(block=not owners)
+                    for i, prompt in enumerate(prompts):
+                        request_id = str(next(self._request_ids))
+                        engine.add_request(request_id, prompt, params, lora_request=lora)
+                        owners[request_id] = (job, i)
+            except queue.Empty:
+                pass
+            try:
+                outputs = engine.step()
+            except BaseException as exc:  # noqa: BLE001  (the waiting calls raise it, in the driver)
+                for job in {id(j): j for j, _ in owners.values()}.values():
+                    job.error = exc
+                    job.done.set()
+                owners.clear()
+                continue
+            for out in outputs:
+                if not out.finished or out.request_id not in owners:
+                    continue
+                job, i = owners.pop(out.request_id)
+                completion = out.outputs[0]
+                job.results[i] = (completion.text, len(completion.token_ids), completion.finish_reason or "")
+                job.left -= 1
+                if job.left == 0:
+                    job.done.set()
 
 
 # -- the pool --------------------------------------------------------------------------------------
@@ -184,11 +243,13 @@ class ReplicaPool:
                                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
             self._started_ray = True
         actor = ray.remote(EngineReplica).options(
-            num_cpus=1, num_gpus=1 if on_gpu else 0, max_restarts=RESTARTS_PER_REPLICA, max_task_retries=0)
+            num_cpus=1, num_gpus=1 if on_gpu else 0, max_restarts=RESTARTS_PER_REPLICA, max_task_retries=0,
+            max_concurrency=IN_FLIGHT_PER_REPLICA + 1)  # threaded: shards wait in the engine, not in Ray's queue
         engine_options = _engine_options(options)
         self.replicas = [actor.remote(i, replicas, model, sampling, engine_options, on_gpu) for i in range(replicas)]
         self.failures = [0] * replicas
-        self.alive = set(range(replicas))
+        self.states = ["ready"] * replicas  # ready | restarting | dead
+        self._probes: dict = {}  # describe() call on a restarting replica -> its index
         try:
             described = ray.get([r.describe.remote() for r in self.replicas])
         except ray.exceptions.RayError as exc:
@@ -211,27 +272,31 @@ class ReplicaPool:
         ray = self._ray
         ordered = sorted(requests, key=lambda r: -len(r.token_ids or ()))
         size = self.shard_size(len(ordered))
-        queue = [Shard(i, ordered[s : s + size]) for i, s in enumerate(range(0, len(ordered), size))]
-        self.stats.shards += len(queue)
+        waiting = [Shard(i, ordered[s : s + size]) for i, s in enumerate(range(0, len(ordered), size))]
+        self.stats.shards += len(waiting)
         done: dict[str, GenerationResult] = {}
         in_flight: dict = {}  # ObjectRef -> (replica index, shard)
-        while queue or in_flight:
-            for index in sorted(self.alive):
-                while queue and sum(1 for i, _ in in_flight.values() if i == index) < IN_FLIGHT_PER_REPLICA:
-                    shard = queue.pop(0)
+        while waiting or in_flight:
+            for index, state in enumerate(self.states):
+                while (state == "ready" and waiting
+                       and sum(1 for i, _ in in_flight.values() if i == index) < IN_FLIGHT_PER_REPLICA):
+                    shard = waiting.pop(0)
                     shard.attempts += 1
                     ref = self.replicas[index].generate.remote([list(r.token_ids) for r in shard.requests],
                                                                self.sampling, self.lora_request is not None)
                     in_flight[ref] = (index, shard)
-            if not in_flight:
-                raise BackendError(f"every replica has failed; {sum(len(s.requests) for s in queue)} prompts "
+            if not in_flight and not self._probes:
+                raise BackendError(f"every replica has failed; {sum(len(s.requests) for s in waiting)} prompts "
                                    "not generated (finished shards are in the cache: run again to resume)")
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            ready, _ = ray.wait(list(in_flight) + list(self._probes), num_returns=1)
+            if ready[0] in self._probes:
+                self._restart_finished(ready[0])
+                continue
             index, shard = in_flight.pop(ready[0])
             try:
                 outputs = ray.get(ready[0])
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-                self._replica_failed(index, shard, exc, queue, in_flight)
+                self._shard_lost(index, shard, exc, waiting)
                 continue
             results = {r.key: GenerationResult(*o) for r, o in zip(shard.requests, outputs)}
             if on_shard is not None:
@@ -241,29 +306,39 @@ class ReplicaPool:
                 progress(len(results))
         return [done[r.key] for r in requests]
 
-    def _replica_failed(self, index: int, shard: Shard, exc, queue: list, in_flight: dict) -> None:
-        """The replica's process died: its unfinished shards go back to the front of the queue (a survivor, or
-        the replica once Ray has restarted it, takes them); nothing it finished is touched."""
-        lost = [shard] + [s for ref, (i, s) in list(in_flight.items()) if i == index]
-        for ref in [ref for ref, (i, _) in in_flight.items() if i == index]:
-            del in_flight[ref]
-        self.failures[index] += 1
-        self.stats.replica_failures += 1
-        if self.failures[index] > RESTARTS_PER_REPLICA:
-            self.alive.discard(index)
-            fate = "not restarted again"
-        else:
-            fate = "restarted by Ray"
-        for s in lost:
-            if s.attempts >= MAX_SHARD_ATTEMPTS:
-                raise BackendError(f"shard {s.number} ({len(s.requests)} prompts) was lost with {s.attempts} "
-                                   f"replicas in a row; last: {_first_line(exc)}")
-        self.stats.shards_rerun += len(lost)
-        queue[:0] = sorted(lost, key=lambda s: s.number)
-        self.stats.events.append(
-            f"replica {index} died ({type(exc).__name__}); its unfinished shard(s) "
-            f"{', '.join(str(s.number) for s in lost)} ({sum(len(s.requests) for s in lost)} prompts) generated "
-            f"again; replica {fate}")
+    def _shard_lost(self, index: int, shard: Shard, exc, waiting: list) -> None:
+        """A shard's replica died before answering: the shard goes back to the front of the queue, for a
+        survivor or for the replica once Ray has restarted it. Each shard is awaited on its own, so one that
+        finished before its replica died is kept, never generated twice."""
+        if self.states[index] == "ready":  # the first lost shard of this death: the replica's fate
+            self.failures[index] += 1
+            self.stats.replica_failures += 1
+            if self.failures[index] > RESTARTS_PER_REPLICA:
+                self.states[index] = "dead"
+                fate = "dropped (it has died before)"
+            else:
+                self.states[index] = "restarting"
+                self._probes[self.replicas[index].describe.remote()] = index  # answers once restarted
+                fate = "Ray restarts it; survivors take its shards meanwhile"
+            self.stats.events.append(f"replica {index} died ({type(exc).__name__}: {_first_line(exc)[:80]}); {fate}")
+        if shard.attempts >= MAX_SHARD_ATTEMPTS:
+            raise BackendError(f"shard {shard.number} ({len(shard.requests)} prompts) was lost with {shard.attempts} "
+                               f"replicas in a row; last: {_first_line(exc)}")
+        self.stats.shards_rerun += 1
+        waiting.insert(0, shard)
+        self.stats.events.append(f"shard {shard.number} ({len(shard.requests)} prompts) unfinished on replica "
+                                 f"{index}: generated again")
+
+    def _restart_finished(self, probe) -> None:
+        index = self._probes.pop(probe)
+        try:
+            info = self._ray.get(probe)
+        except self._ray.exceptions.RayError as exc:
+            self.states[index] = "dead"
+            self.stats.events.append(f"replica {index} could not be restarted ({_first_line(exc)[:80]}); dropped")
+            return
+        self.states[index] = "ready"
+        self.stats.events.append(f"replica {index} restarted (pid {info['pid']})")
 
     def close(self) -> None:
         ray = self._ray
