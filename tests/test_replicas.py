@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,9 +95,15 @@ def test_unreachable_cluster_is_one_error_line_before_any_model_loads(tmp_path):
 
 
 # -- the real parts: local Ray, two vLLM CPU engines ----------------------------------------------------
-def run_suites(tmp: Path, *args: str, report: str, on_stderr=None) -> tuple[str, dict, list]:
+def run_suites(tmp: Path, cache: Path, *args: str, report: str, on_stderr=None) -> tuple[str, dict, list]:
+    """One run that generates everything: the generation cache is emptied first. The prepared model stays in
+    ``cache`` across runs, at one path, so vLLM's compiled-graph cache (keyed by that path) serves them all."""
+    for db in cache.glob("generations.sqlite*"):
+        db.unlink()
+    shutil.rmtree(cache / "adapter_sanity", ignore_errors=True)  # so that the adapter check runs every time
     cmd = [sys.executable, "-m", "pytest", "suites/test_smoke.py", "suites/test_xstest.py", "-p", "no:cacheprovider",
-           "--backend", "vllm", "--limit", "6", "--max-new-tokens", "24", "--report", str(tmp / report), *args]
+           "--backend", "vllm", "--limit", "6", "--max-new-tokens", "24", "--report", str(tmp / report),
+           "--cache-dir", str(cache), *args]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     err_lines: list[str] = []
@@ -124,22 +131,26 @@ def run_suites(tmp: Path, *args: str, report: str, on_stderr=None) -> tuple[str,
 
 
 def responses(rows) -> dict:
-    return {(r["suite"], r["prompt_id"]): (r["response"], r["n_response_tokens"], r["label"]) for r in rows}
+    return {(r["suite"], r["prompt_id"]): (r["response"], r["n_response_tokens"], r["refusal_label"]) for r in rows}
 
 
 @pytest.fixture(scope="module")
-def one_engine(tmp_path_factory):
-    work = tmp_path_factory.mktemp("one-engine")
-    return run_suites(work, "--cache-dir", str(work / "cache"), report="one.parquet")
+def model_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("replicas-cache")
+
+
+@pytest.fixture(scope="module")
+def one_engine(model_cache, tmp_path_factory):
+    return run_suites(tmp_path_factory.mktemp("one-engine"), model_cache, report="one.parquet")
 
 
 @pytest.mark.slow
 @pytest.mark.vllm
+@pytest.mark.default_model
 @needs_ray
-def test_two_replicas_on_local_ray_give_the_one_engine_report(one_engine, tmp_path):
+def test_two_replicas_on_local_ray_give_the_one_engine_report(one_engine, model_cache, tmp_path):
     _, meta_one, rows_one = one_engine
-    out, meta, rows = run_suites(tmp_path, "--replicas", "2", "--cache-dir", str(tmp_path / "cache"),
-                                 report="two.parquet")
+    out, meta, rows = run_suites(tmp_path, model_cache, "--replicas", "2", report="two.parquet")
     assert responses(rows) == responses(rows_one)
     assert meta["suites"] == meta_one["suites"]  # every rate and verdict
     info = meta["replicas"]
@@ -150,8 +161,9 @@ def test_two_replicas_on_local_ray_give_the_one_engine_report(one_engine, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.vllm
+@pytest.mark.default_model
 @needs_ray
-def test_replica_killed_mid_run_loses_and_duplicates_nothing(one_engine, tmp_path):
+def test_replica_killed_mid_run_loses_and_duplicates_nothing(one_engine, model_cache, tmp_path):
     _, _, rows_one = one_engine
     killed = []
 
@@ -162,8 +174,8 @@ def test_replica_killed_mid_run_loses_and_duplicates_nothing(one_engine, tmp_pat
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
-    out, meta, rows = run_suites(tmp_path, "--replicas", "2", "--cache-dir", str(tmp_path / "cache"),
-                                 report="killed.parquet", on_stderr=kill_replica_0)
+    out, meta, rows = run_suites(tmp_path, model_cache, "--replicas", "2", report="killed.parquet",
+                                 on_stderr=kill_replica_0)
     assert killed, out[-3000:]
     info = meta["replicas"]
     assert info["replica_failures"] >= 1 and info["shards_rerun"] >= 1, info
@@ -175,20 +187,21 @@ def test_replica_killed_mid_run_loses_and_duplicates_nothing(one_engine, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.vllm
+@pytest.mark.default_model
 @needs_ray
-def test_lora_adapter_reaches_every_replica(tmp_path):
+def test_lora_adapter_reaches_every_replica(one_engine, model_cache, tmp_path):
     from harness.models import DEFAULT_MODEL, resolve_model
     from harness.tiny import make_tiny_adapter
 
-    base = resolve_model(DEFAULT_MODEL, cache_dir=tmp_path / "cache")
+    base = resolve_model(DEFAULT_MODEL, cache_dir=model_cache)
     adapter = make_tiny_adapter(base.path, tmp_path / "adapter", r=8, noise=0.05)
     config_path = adapter / "adapter_config.json"
     config = json.loads(config_path.read_text())
-    config["base_model_name_or_path"] = DEFAULT_MODEL
+    config["base_model_name_or_path"] = DEFAULT_MODEL  # the base named by its alias: the prepared one above
     config_path.write_text(json.dumps(config))
-    _, _, rows_one = run_suites(tmp_path, "--model", str(adapter), "--cache-dir", str(tmp_path / "c1"),
-                                report="lora-one.parquet")
-    out, meta, rows = run_suites(tmp_path, "--model", str(adapter), "--replicas", "2",
-                                 "--cache-dir", str(tmp_path / "c2"), report="lora-two.parquet")
+    _, _, rows_one = run_suites(tmp_path, model_cache, "--model", str(adapter), report="lora-one.parquet")
+    out, meta, rows = run_suites(tmp_path, model_cache, "--model", str(adapter), "--replicas", "2",
+                                 report="lora-two.parquet")
     assert responses(rows) == responses(rows_one)
-    assert "adapter sanity check skipped" not in out  # the check ran across the replicas
+    assert responses(rows) != responses(one_engine[2])  # the adapter changed answers on every replica's shards
+    assert "adapter sanity check skipped" not in out  # the check (adapter on, then off) ran across the replicas
