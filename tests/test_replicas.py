@@ -94,6 +94,44 @@ def test_unreachable_cluster_is_one_error_line_before_any_model_loads(tmp_path):
     assert time.monotonic() - started < 120
 
 
+@pytest.mark.slow
+@needs_ray
+def test_scheduling_survives_a_killed_replica_without_losing_or_repeating_a_shard():
+    """The pool's own logic on a real local Ray instance, with engines that echo (the real engines are in the
+    tests below): replica 0 is killed with SIGKILL while it holds shards; every prompt is committed exactly
+    once, the killed replica's unfinished shards are redone elsewhere, and Ray's restart is reported."""
+    from types import SimpleNamespace
+
+    from harness.backends.base import BackendOptions, SamplingConfig
+    from harness.types import GenerationRequest
+
+    class EchoReplica:  # defined here so that Ray ships it by value to its workers
+        def __init__(self, index, replicas, model, sampling, options, on_gpu):
+            self.index = index
+
+        def describe(self):
+            return {"pid": os.getpid(), "host": "test", "cores": None}
+
+        def generate(self, token_ids, sampling, use_adapter):
+            time.sleep(1.0)  # the kill below lands while replica 0 holds shards
+            return [(f"echo {ids[0]}", len(ids), "stop") for ids in token_ids]
+
+    pool = replicas.ReplicaPool(model=SimpleNamespace(adapter_path=None), sampling=SamplingConfig(),
+                                options=BackendOptions(), replicas=2, ray_address=None, replica_class=EchoReplica)
+    try:
+        pid0 = int(pool.stats.events[0].split("replica 0 (pid ", 1)[1].split(" ", 1)[0])
+        requests = [GenerationRequest(f"k{i}", None, "", (i,) * (1 + i % 5)) for i in range(120)]
+        committed: list[str] = []
+        threading.Timer(0.5, os.kill, (pid0, signal.SIGKILL)).start()
+        results = pool.generate(requests, on_shard=lambda done: committed.extend(done))
+    finally:
+        pool.close()
+    assert sorted(committed) == sorted(r.key for r in requests)  # each exactly once
+    assert [r.text for r in results] == [f"echo {i}" for i in range(120)]
+    assert pool.stats.replica_failures == 1 and pool.stats.shards_rerun >= 1
+    assert any(e.startswith("replica 0 died (") for e in pool.stats.events), pool.stats.events
+
+
 # -- the real parts: local Ray, two vLLM CPU engines ----------------------------------------------------
 def run_suites(tmp: Path, cache: Path, *args: str, report: str, on_stderr=None) -> tuple[str, dict, list]:
     """One run that generates everything: the generation cache is emptied first. The prepared model stays in

@@ -217,7 +217,8 @@ class ReplicaPool:
     name = "vllm"
     commits_shards = True  # harness.session hands the whole batch over and lets shards reach the cache
 
-    def __init__(self, *, model, sampling, options, replicas: int, ray_address: str | None):
+    def __init__(self, *, model, sampling, options, replicas: int, ray_address: str | None,
+                 replica_class=None):  # another class only in tests of the scheduling itself
         import ray  # noqa: F401  (the extra; validate_replicas said so already when missing)
 
         from harness.backends.vllm_backend import _on_gpu
@@ -242,7 +243,7 @@ class ReplicaPool:
                 raise BackendError(f"Ray cluster at {ray_address or 'local'} cannot be started or joined: "
                                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
             self._started_ray = True
-        actor = ray.remote(EngineReplica).options(
+        actor = ray.remote(replica_class or EngineReplica).options(
             num_cpus=1, num_gpus=1 if on_gpu else 0, max_restarts=RESTARTS_PER_REPLICA, max_task_retries=0,
             max_concurrency=IN_FLIGHT_PER_REPLICA + 1)  # threaded: shards wait in the engine, not in Ray's queue
         engine_options = _engine_options(options)
