@@ -55,7 +55,7 @@ def run_pytest(args: list[str], report: Path, cwd: Path) -> dict:
                            *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.perf_counter() - started
     if proc.returncode not in (0, 1) or not report.is_file():
-        sys.exit(f"pytest failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        sys.exit(f"pytest failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
     from reports.parquet import read_report
 
     _, meta = read_report(report)
@@ -78,7 +78,8 @@ def ratio(args) -> None:
         for n in (1, 2):
             common = [str(tmp / "test_bench.py"), "--rootdir", str(tmp), "--config", str(tmp / "bench.toml"),
                       "--model", args.model, "--backend", "vllm", "--max-new-tokens", str(args.max_new_tokens),
-                      "--cache-dir", str(tmp / "cache"), "--replicas", str(n)]
+                      "--cache-dir", str(tmp / "cache"), "--replicas", str(n),
+                      "--vllm-kv-cache-gib", str(args.kv_cache_gib)]
             # Every phase generates everything; the prepared model stays at one path, so vLLM's compiled
             # graphs (keyed by that path) are shared.
             for db in (tmp / "cache").glob("generations.sqlite*"):
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--replicas", type=int, default=2, help="full: replicas to run the suites with")
+    parser.add_argument("--kv-cache-gib", type=int, default=1, help="ratio: KV cache GiB per engine")
     parser.add_argument("--data-dir", type=Path,
                         default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
     args = parser.parse_args()

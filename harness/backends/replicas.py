@@ -31,7 +31,7 @@ from harness.types import GenerationRequest, GenerationResult
 
 RAY_EXTRA = "pip install 'safety-harness[ray]'"
 SHARDS_PER_REPLICA = 8  # small shards: a lost or straggling shard costs little
-MAX_SHARD = 64  # prompts per shard at most: vLLM batches within a shard
+MAX_SHARD = 64  # prompts per shard at most: the most work one lost shard costs
 MAX_SHARD_ATTEMPTS = 3  # a shard that has killed this many engines is a fault of its own
 RESTARTS_PER_REPLICA = 1  # Ray restarts a killed replica's actor (reloading its engine) this often
 # Shards travel as token ids and come back as text: kilobytes. Ray's default store would claim 30% of memory.
