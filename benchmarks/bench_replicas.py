@@ -70,6 +70,7 @@ def run_pytest(args: list[str], report: Path, cwd: Path) -> dict:
 def ratio(args) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as tmp:
         tmp = Path(tmp)
+        cache = args.cache_dir or tmp / "cache"
         rows = bench_prompts(args.prompts, args.data_dir)
         (tmp / "prompts.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         (tmp / "bench.toml").write_text('[suites.bench]\npath = "prompts.jsonl"\n')
@@ -78,11 +79,11 @@ def ratio(args) -> None:
         for n in (1, 2):
             common = [str(tmp / "test_bench.py"), "--rootdir", str(tmp), "--config", str(tmp / "bench.toml"),
                       "--model", args.model, "--backend", "vllm", "--max-new-tokens", str(args.max_new_tokens),
-                      "--cache-dir", str(tmp / "cache"), "--replicas", str(n),
+                      "--cache-dir", str(cache), "--replicas", str(n),
                       "--vllm-kv-cache-gib", str(args.kv_cache_gib)]
             # Every phase generates everything; the prepared model stays at one path, so vLLM's compiled
             # graphs (keyed by that path) are shared.
-            for db in (tmp / "cache").glob("generations.sqlite*"):
+            for db in cache.glob("generations.sqlite*"):
                 db.unlink()
             results[n] = run_pytest(common, tmp / f"report-{n}.parquet", REPO)
             r = results[n]
@@ -110,6 +111,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--replicas", type=int, default=2, help="full: replicas to run the suites with")
     parser.add_argument("--kv-cache-gib", type=int, default=1, help="ratio: KV cache GiB per engine")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="ratio: a folder of its own to keep the prepared model in between runs (its generation "
+                             "cache is emptied before each phase); default a temporary one")
     parser.add_argument("--data-dir", type=Path,
                         default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
     args = parser.parse_args()
