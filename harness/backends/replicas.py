@@ -296,8 +296,9 @@ class ReplicaPool:
             index, shard = in_flight.pop(ready[0])
             try:
                 outputs = ray.get(ready[0])
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-                self._shard_lost(index, shard, exc, waiting)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
+                    ray.exceptions.TaskCancelledError) as exc:
+                self._shard_lost(index, shard, exc, waiting, in_flight)
                 continue
             results = {r.key: GenerationResult(*o) for r, o in zip(shard.requests, outputs)}
             if on_shard is not None:
@@ -307,7 +308,7 @@ class ReplicaPool:
                 progress(len(results))
         return [done[r.key] for r in requests]
 
-    def _shard_lost(self, index: int, shard: Shard, exc, waiting: list) -> None:
+    def _shard_lost(self, index: int, shard: Shard, exc, waiting: list, in_flight: dict) -> None:
         """A shard's replica died before answering: the shard goes back to the front of the queue, for a
         survivor or for the replica once Ray has restarted it. Each shard is awaited on its own, so one that
         finished before its replica died is kept, never generated twice."""
@@ -321,6 +322,12 @@ class ReplicaPool:
                 self.states[index] = "restarting"
                 self._probes[self.replicas[index].describe.remote()] = index  # answers once restarted
                 fate = "Ray restarts it; survivors take its shards meanwhile"
+            # Shards Ray had not yet handed to the dead process would wait for the restart (an engine load):
+            # cancel them so that they come back here and go to a survivor now. One already finished keeps
+            # its result (cancelling a finished task changes nothing).
+            for ref, (i, _) in list(in_flight.items()):
+                if i == index:
+                    self._ray.cancel(ref)
             self.stats.events.append(f"replica {index} died ({type(exc).__name__}: {_first_line(exc)[:80]}); {fate}")
         if shard.attempts >= MAX_SHARD_ATTEMPTS:
             raise BackendError(f"shard {shard.number} ({len(shard.requests)} prompts) was lost with {shard.attempts} "
