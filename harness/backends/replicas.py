@@ -251,15 +251,23 @@ class ReplicaPool:
         self.failures = [0] * replicas
         self.states = ["ready"] * replicas  # ready | restarting | dead
         self._probes: dict = {}  # describe() call on a restarting replica -> its index
-        try:
-            described = ray.get([r.describe.remote() for r in self.replicas])
-        except ray.exceptions.RayError as exc:
+        # Each replica on its own: one whose engine cannot start (twice: Ray restarts it once) is dropped, and
+        # the run goes on with the others; none at all is one line.
+        described, errors = {}, []
+        for i, r in enumerate(self.replicas):
+            try:
+                described[i] = ray.get(r.describe.remote())
+            except ray.exceptions.RayError as exc:
+                self.states[i] = "dead"
+                self.stats.replica_failures += 1
+                errors.append(f"replica {i} failed to start ({_first_line(exc)[:160]}); dropped")
+        if not described:
             self.close()
-            raise BackendError(f"a replica's engine failed to start: {_first_line(exc)}") from None
+            raise BackendError(f"no replica's engine could start: {errors[0]}")
         started = "started " + ", ".join(
             f"replica {i} (pid {d['pid']} on {d['host']}" + (f", cores {d['cores']})" if d["cores"] else ")")
-            for i, d in enumerate(described))
-        self.stats.events.append(started)
+            for i, d in described.items())
+        self.stats.events += [started, *errors]
         print(f"safety-harness: replicas {started}", file=sys.stderr, flush=True)  # which process to watch
 
     def shard_size(self, n: int) -> int:
