@@ -237,6 +237,10 @@ class ReplicaPool:
                 if ray_address:
                     ray.init(address=ray_address, log_to_driver=False)
                 else:  # a private local instance sized so that every replica's actor is placed
+                    # Ray's own memory monitor kills workers when the *host* passes 95% memory, whoever uses it:
+                    # on a shared machine it killed engines that had their memory already. The kernel's OOM
+                    # killer stays the last word, and a replica it kills is handled like any other death.
+                    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
                     ray.init(num_cpus=max(replicas, os.cpu_count() or 1), include_dashboard=False,
                              log_to_driver=False, object_store_memory=LOCAL_OBJECT_STORE)
             except (ConnectionError, RuntimeError) as exc:
