@@ -255,6 +255,7 @@ class ReplicaPool:
         self.failures = [0] * replicas
         self.states = ["ready"] * replicas  # ready | restarting | dead
         self._probes: dict = {}  # describe() call on a restarting replica -> its index
+        self._probe_later: dict = {}  # restarting replica -> when to ask again whether it is back
         # Each replica on its own: one whose engine cannot start (twice: Ray restarts it once) is dropped, and
         # the run goes on with the others; none at all is one line.
         described, errors = {}, []
@@ -290,6 +291,10 @@ class ReplicaPool:
         done: dict[str, GenerationResult] = {}
         in_flight: dict = {}  # ObjectRef -> (replica index, shard)
         while waiting or in_flight:
+            for index, at in list(self._probe_later.items()):  # restarts still under way: ask again
+                if time.monotonic() >= at:
+                    del self._probe_later[index]
+                    self._probes[self.replicas[index].describe.remote()] = index
             for index, state in enumerate(self.states):
                 while (state == "ready" and waiting
                        and sum(1 for i, _ in in_flight.values() if i == index) < IN_FLIGHT_PER_REPLICA):
@@ -298,10 +303,13 @@ class ReplicaPool:
                     ref = self.replicas[index].generate.remote([list(r.token_ids) for r in shard.requests],
                                                                self.sampling, self.lora_request is not None)
                     in_flight[ref] = (index, shard)
-            if not in_flight and not self._probes:
+            if not in_flight and not self._probes and not self._probe_later:
                 raise BackendError(f"every replica has failed; {sum(len(s.requests) for s in waiting)} prompts "
                                    "not generated (finished shards are in the cache: run again to resume)")
-            ready, _ = ray.wait(list(in_flight) + list(self._probes), num_returns=1)
+            ready, _ = ray.wait(list(in_flight) + list(self._probes), num_returns=1,
+                                timeout=1.0 if self._probe_later else None)
+            if not ready:
+                continue
             if ready[0] in self._probes:
                 self._restart_finished(ready[0])
                 continue
@@ -353,6 +361,9 @@ class ReplicaPool:
         index = self._probes.pop(probe)
         try:
             info = self._ray.get(probe)
+        except self._ray.exceptions.ActorUnavailableError:  # "temporarily unavailable": still restarting
+            self._probe_later[index] = time.monotonic() + 2.0
+            return
         except self._ray.exceptions.RayError as exc:
             self.states[index] = "dead"
             self.stats.events.append(f"replica {index} could not be restarted ({_first_line(exc)[:80]}); dropped")
