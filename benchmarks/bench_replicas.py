@@ -32,7 +32,7 @@ BENCH_SUITE = "from harness.api import test_configured_suite  # noqa: F401\n"
 
 def bench_prompts(n: int, data_dir: Path) -> list[dict]:
     """``n`` distinct prompts from the suites' own data (XSTest, then the STL evaluation sets)."""
-    from harness.suites import get_suite
+    from harness.data.suites import get_suite
 
     prompts, seen = [], set()
     for suite in ("xstest", "malicious_instructions", "physical_safety_safe", "question_format"):
@@ -56,7 +56,7 @@ def run_pytest(args: list[str], report: Path, cwd: Path) -> dict:
     wall = time.perf_counter() - started
     if proc.returncode not in (0, 1) or not report.is_file():
         sys.exit(f"pytest failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
-    from reports.parquet import read_report
+    from harness.reports.parquet import read_report
 
     _, meta = read_report(report)
     s = meta["stats"]

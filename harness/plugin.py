@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 
 from harness.backends.vllm_backend import EXECUTOR_BACKENDS
-from harness.errors import HarnessError
-from harness.gating import THRESHOLD_ON
-from harness.session import HarnessSession, SuiteResult
-from harness.settings import RunSettings, build_settings, parse_backend_args
-from harness.templates import TEMPLATES
+from harness.core.errors import HarnessError
+from harness.config.thresholds import THRESHOLD_ON
+from harness.engine.session import HarnessSession, SuiteResult
+from harness.config.settings import RunSettings, build_settings, parse_backend_args
+from harness.models.templates import TEMPLATES
 
 # Hooks that live in their own modules: pytest-xdist support (one generation, one report), the opt-in
 # invariance suites, and regression gating against a baseline with --html/--markdown summaries.
-pytest_plugins = ["harness.xdist_support", "harness.invariance_plugin", "harness.baseline_plugin"]
+pytest_plugins = ["harness.pytest_plugin.xdist", "harness.pytest_plugin.invariance", "harness.pytest_plugin.baseline"]
 
 SESSION_KEY = pytest.StashKey[HarnessSession]()
 REPORT_KEY = pytest.StashKey[Path]()
@@ -125,7 +125,7 @@ def _marker_suite(node) -> str | None:
 
 
 def item_suite(item) -> str | None:
-    if isinstance(own := getattr(item, "safety_suite_name", None), str):  # items built by harness.baseline_plugin
+    if isinstance(own := getattr(item, "safety_suite_name", None), str):  # items built by harness.pytest_plugin.baseline
         return own
     callspec = getattr(item, "callspec", None)
     if callspec is not None and "safety_suite_name" in callspec.params:
@@ -218,7 +218,7 @@ def pytest_sessionfinish(session, exitstatus):
     if not hs.results and not hs.extra_rows:
         return
     path = hs.settings.report or hs.default_report_path(Path(config.rootpath))
-    from reports.parquet import write_report
+    from harness.reports.parquet import write_report
 
     try:
         config.stash[REPORT_KEY] = write_report(hs, path, {"exitstatus": int(exitstatus)})
@@ -239,7 +239,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     hs = get_session(config)
     if not hs.results and not hs.missing and not hs.extra_rows:
         return
-    from reports.summary import summary_lines
+    from harness.reports.summary import summary_lines
 
     terminalreporter.section("safety-harness summary")
     for line in summary_lines(hs, config.stash.get(REPORT_KEY, None)):

@@ -1,7 +1,7 @@
 """One harness run: gather the prompts the selected suites need, generate them in one batched backend
 call (through the on-disk cache), score them, and keep the scored rows for the tests and the report.
 
-This object lives in ``config.stash`` (see ``harness.plugin``); it is also usable without pytest.
+This object lives in ``config.stash`` (see ``harness.pytest_plugin.plugin``); it is also usable without pytest.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from pathlib import Path
 
 from harness.backends import create_backend, resolve_backend_name
 from harness.backends.base import MODEL_FREE
-from harness.cache import GenerationCache, request_key, stable_hash
-from harness.errors import HarnessError
-from harness.gating import JUDGE_ERROR, Check, check_thresholds
+from harness.engine.cache import GenerationCache, request_key, stable_hash
+from harness.core.errors import HarnessError
+from harness.config.thresholds import JUDGE_ERROR, Check, check_thresholds
 from harness.scoring.harm import HarmScore
-from harness.settings import RunSettings
-from harness.suites import SuiteDataMissing, get_suite
-from harness.types import GenerationRequest, GenerationResult, Prompt, RefusalScore
+from harness.config.settings import RunSettings
+from harness.data.suites import SuiteDataMissing, get_suite
+from harness.core.types import GenerationRequest, GenerationResult, Prompt, RefusalScore
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class SuiteResult:
     name: str
     rows: list[ScoredRow]
     settings: RunSettings
-    capability: object = None  # harness.capability.suite_hook.CapabilityResult, for the capability suite
+    capability: object = None  # harness.engine.capability.CapabilityResult, for the capability suite
 
     @property
     def categories(self) -> list[str]:
@@ -146,7 +146,7 @@ class HarnessSession:
         for name in wanted:
             self.results[name] = SuiteResult(name, [r for r in rows if r.prompt.suite == name], self.settings)
         if "capability" in wanted:
-            from harness.capability.suite_hook import score_capability
+            from harness.engine.capability import score_capability
 
             score_capability(self, self.results["capability"], progress=progress)
 
@@ -197,7 +197,7 @@ class HarnessSession:
             return call(list(range(len(inputs))))
         from dataclasses import astuple
 
-        from harness.cache import GenerationCache, cached_values, stable_hash
+        from harness.engine.cache import GenerationCache, cached_values, stable_hash
 
         cache = None if self.settings.no_cache else GenerationCache(self.settings.cache_dir)
         keys = [stable_hash(scorer.name, scorer.version, *parts) for parts in inputs]
@@ -216,8 +216,8 @@ class HarnessSession:
             texts = [p.prompt for p in prompts]
             ids = [None] * len(prompts)
         else:
-            from harness.models import load_tokenizer, resolve_model
-            from harness.templates import format_prompts, resolve_template
+            from harness.models.resolve import load_tokenizer, resolve_model
+            from harness.models.templates import format_prompts, resolve_template
 
             if self._formatting is None:  # resolved once: ad-hoc calls must not re-fingerprint the weights
                 model = resolve_model(s.model, base_model=s.base_model, cache_dir=s.cache_dir, allow_pickle=s.allow_pickle)
@@ -307,7 +307,7 @@ class HarnessSession:
             backend = create_backend(self.model_info["backend"], model=self.model_info.get("resolved_model"),
                                      sampling=s.sampling, options=s.backend_options())
         try:  # an adapter must change the outputs: fail loudly when it does not (harness/adapter_sanity.py)
-            from harness.adapter_sanity import check_adapter
+            from harness.engine.adapter_sanity import check_adapter
 
             check_adapter(self, backend)
         except BaseException:

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from harness.backends.base import BackendOptions, SamplingConfig
-from harness.errors import ConfigError
-from harness.gating import THRESHOLD_ON, validate_thresholds
-from harness.models import DEFAULT_MODEL
-from harness.suites import SuiteSpec, add_suite
+from harness.core.errors import ConfigError
+from harness.config.thresholds import THRESHOLD_ON, validate_thresholds
+from harness.models.resolve import DEFAULT_MODEL
+from harness.data.suites import SuiteSpec, add_suite
 
 DATA_ENV = "SAFETY_HARNESS_DATA"
 CACHE_ENV = "SAFETY_HARNESS_CACHE"
@@ -109,7 +109,7 @@ class RunSettings:
                 "interval is (upper bound for max_, lower for min_), so small samples must show they pass."})
     thresholds: dict = field(default_factory=dict, metadata={"help": "SUITE or SUITE:CATEGORY -> {max_/min_metric: value}."})
     baseline_dir: Path | None = field(default=None, metadata={"help": "Folder of named baselines for --baseline-save/--baseline-compare (default .safety-harness/baselines in the project)."})
-    gate: dict = field(default_factory=dict, metadata={"help": "[tool.safety-harness.gate]: regression-gate rules against a baseline (see harness.baseline_gate)."})
+    gate: dict = field(default_factory=dict, metadata={"help": "[tool.safety-harness.gate]: regression-gate rules against a baseline (see harness.baselines.store)."})
     user_suites: list = field(default_factory=list, metadata={"help": "Suites declared in TOML (names)."})
     sources: list = field(default_factory=list, metadata={"help": "TOML files read, for the report."})
 
@@ -193,7 +193,7 @@ def apply_toml(settings: RunSettings, path: Path, *, allow_top_level: bool) -> R
             thresholds.setdefault(name, {}).update(
                 validate_thresholds(spec["thresholds"], where=f"{path}: suites.{name}.thresholds")
             )
-    from harness.baseline_gate import merge_gate_tables
+    from harness.baselines.store import merge_gate_tables
 
     gate = merge_gate_tables(settings.gate, table.get("gate", {}), where=f"{path}: gate")
     return replace(settings, **changes, thresholds=thresholds, user_suites=user_suites, gate=gate,
@@ -265,7 +265,7 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
     if settings.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {settings.max_new_tokens}")
     from harness.backends.vllm_backend import normalize_parallel
-    from harness.capability.suite_hook import validate_capability_settings
+    from harness.engine.capability import validate_capability_settings
 
     validate_capability_settings(settings)  # before any generation, not after it
     settings = normalize_parallel(settings)

@@ -34,7 +34,7 @@ def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[s
 def summary_lines(session, report_path=None) -> list[str]:
     header = ("suite", "n", "metric", "rate", "95% CI", "threshold", "verdict")
     lines = format_table(header, summary_rows(session)) if session.results else []
-    from harness.capability.suite_hook import summary_lines as capability_lines
+    from harness.engine.capability import summary_lines as capability_lines
 
     lines += capability_lines(session)
     from harness.backends.replicas import summary_lines as replica_lines
@@ -67,19 +67,19 @@ def summary_lines(session, report_path=None) -> list[str]:
 def write_run_summaries(subject, *, html=None, markdown=None) -> list[str]:
     """Write the HTML and/or Markdown summary of ``subject`` (a report path, a ``RunSummary`` or a
     ``Comparison``); returns "html: PATH" lines. One-line ``HarnessError`` when a file cannot be written."""
-    from harness.compare import Comparison, RunSummary, summarize_run
-    from harness.errors import HarnessError
+    from harness.baselines.compare import Comparison, RunSummary, summarize_run
+    from harness.core.errors import HarnessError
 
     if not isinstance(subject, (Comparison, RunSummary)):
         subject = summarize_run(subject)
     lines = []
     try:
         if html:
-            from reports.html import write_html
+            from harness.reports.html import write_html
 
             lines.append(f"html: {write_html(subject, html)}")
         if markdown:
-            from reports.markdown import write_markdown
+            from harness.reports.markdown import write_markdown
 
             lines.append(f"markdown: {write_markdown(subject, markdown)}")
     except OSError as exc:

@@ -29,4 +29,4 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
     >/dev/null 2>&1 || echo "install.sh: could not install chromium (the HTML render test will skip)" >&2
 fi
-python -c "import transformers, harness.plugin" || { echo "install.sh: import check failed" >&2; exit 1; }
+python -c "import transformers, harness.pytest_plugin.plugin" || { echo "install.sh: import check failed" >&2; exit 1; }

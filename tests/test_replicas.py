@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from harness.backends import replicas
-from harness.errors import ConfigError
-from harness.settings import build_settings
-from reports.parquet import read_report
+from harness.core.errors import ConfigError
+from harness.config.settings import build_settings
+from harness.reports.parquet import read_report
 
 REPO = Path(__file__).resolve().parents[1]
 needs_ray = pytest.mark.skipif(
@@ -103,7 +103,7 @@ def test_scheduling_survives_a_killed_replica_without_losing_or_repeating_a_shar
     from types import SimpleNamespace
 
     from harness.backends.base import BackendOptions, SamplingConfig
-    from harness.types import GenerationRequest
+    from harness.core.types import GenerationRequest
 
     class EchoReplica:  # defined here so that Ray ships it by value to its workers
         def __init__(self, index, replicas, model, sampling, options, on_gpu):
@@ -230,8 +230,8 @@ def test_replica_killed_mid_run_loses_and_duplicates_nothing(one_engine, model_c
 @pytest.mark.default_model
 @needs_ray
 def test_lora_adapter_reaches_every_replica(one_engine, model_cache, tmp_path):
-    from harness.models import DEFAULT_MODEL, resolve_model
-    from harness.tiny import make_tiny_adapter
+    from harness.models.resolve import DEFAULT_MODEL, resolve_model
+    from harness.models.tiny import make_tiny_adapter
 
     base = resolve_model(DEFAULT_MODEL, cache_dir=model_cache)
     adapter = make_tiny_adapter(base.path, tmp_path / "adapter", r=8, noise=0.05)

@@ -26,8 +26,8 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from harness.errors import BackendError, ConfigError
-from harness.types import GenerationRequest, GenerationResult
+from harness.core.errors import BackendError, ConfigError
+from harness.core.types import GenerationRequest, GenerationResult
 
 RAY_EXTRA = "pip install 'safety-harness[ray]'"
 SHARDS_PER_REPLICA = 8  # small shards: a lost or straggling shard costs little
@@ -215,7 +215,7 @@ class ReplicaPool:
     to the session (``generate``), and commits each finished shard through ``on_shard``."""
 
     name = "vllm"
-    commits_shards = True  # harness.session hands the whole batch over and lets shards reach the cache
+    commits_shards = True  # harness.engine.session hands the whole batch over and lets shards reach the cache
 
     def __init__(self, *, model, sampling, options, replicas: int, ray_address: str | None,
                  replica_class=None):  # another class only in tests of the scheduling itself
@@ -225,7 +225,7 @@ class ReplicaPool:
 
         self.stats = ReplicaStats(replicas=replicas)
         self.sampling = sampling
-        # Like VLLMBackend's: harness.adapter_sanity clears it to ask the engines for the base model's answers.
+        # Like VLLMBackend's: harness.engine.adapter_sanity clears it to ask the engines for the base model's answers.
         self.lora_request = "adapter" if model.adapter_path else None
         self._ray = ray
         self._started_ray = False
@@ -398,7 +398,7 @@ def generate_sharded(session, backend: ReplicaPool, todo: list[GenerationRequest
     """The session's generation loop for a replica pool: each finished shard goes into the cache at once
     (a killed run keeps every finished shard), and the run's statistics and summary learn what the
     replicas did."""
-    from harness.session import _progress_bar
+    from harness.engine.session import _progress_bar
 
     out: dict[str, GenerationResult] = {}
 
