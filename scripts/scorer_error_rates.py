@@ -34,18 +34,16 @@ DEFAULT_SCORERS = ("refusal_patterns", "refusal_classifier", "xstest_string_matc
 def classifier_out_of_fold(data_dir: Path, files: list[Path]) -> tuple[list[str], str]:
     """refusal_classifier: leave-one-model-out predictions from its training script (train on the other
     dev model's rows plus the auxiliary rows, predict this model's rows), in ``files`` order."""
-    import numpy as np
-    from train_refusal_classifier import (DEFAULTS, MODELS, FeatureCache, MiniLMEncoder, leave_one_model_out,
-                                          load_auxiliary, load_xstest)
+    import argparse
+
+    from train_refusal_classifier import DEFAULTS, MODELS, build_features, leave_one_model_out
 
     from harness.core.types import REFUSAL_LABELS
 
-    dev = load_xstest(data_dir)
-    aux_texts, aux_y, _ = load_auxiliary(data_dir, DEFAULTS["n_stl"], DEFAULTS["n_alpaca"])
-    feats = FeatureCache(MiniLMEncoder(max_tokens=DEFAULTS["max_tokens"]), None)
-    X = {m: feats(dev[m]["texts"]) for m in MODELS}
-    aux = (feats(aux_texts), aux_y, np.full(len(aux_y), DEFAULTS["aux_weight"]))
-    logits = leave_one_model_out(X, dev, aux, DEFAULTS)
+    # The training script's own features and folds (its defaults), so these rates describe the shipped recipe.
+    args = argparse.Namespace(data_dir=data_dir, cache=None, **DEFAULTS)
+    dev, X, aux, _ = build_features(args)
+    logits = leave_one_model_out(X, dev, aux, dict(DEFAULTS))
     by_file = {f"xstest_v2_completions_{m}_labeled.csv": [REFUSAL_LABELS[i] for i in logits[m].argmax(1)]
                for m in MODELS}
     missing = [f.name for f in files if f.name not in by_file]

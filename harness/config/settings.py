@@ -97,6 +97,9 @@ class RunSettings:
         "help": "vllm: mp, ray, uni or external_launcher (default: vLLM picks mp on one host)."})
     ray_address: str | None = field(default=None, metadata={
         "help": "vllm: a running Ray cluster's address (e.g. ray://head:10001); implies distributed_executor_backend=ray."})
+    replicas: int = field(default=1, metadata={
+        "help": "vllm: N engines as Ray actors on a local Ray instance (or the cluster at ray_address), fed shards "
+                "of prompts; needs the ray extra (pip install 'safety-harness[ray]'). See docs/parallel.md."})
     backend_args: dict = field(default_factory=dict, metadata={
         "help": "Backend-specific KEY=VALUE setting (repeatable), e.g. tensor_parallel_size=2 for vllm; "
                 "VALUE is parsed as JSON when possible. TOML: [tool.safety-harness.backend_args]."})
@@ -260,7 +263,10 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
     if cli.get("backend_args"):  # merged key by key over the TOML table
         settings = replace(settings, backend_args={**settings.backend_args, **cli["backend_args"]})
     from harness.backends.vllm_backend import normalize_parallel
+    from harness.backends.replicas import validate_replicas
     from harness.capability.judges import check_capability_options
 
     check_capability_options(settings.capability_judge, settings.ref_loglik_max_tokens)  # before any generation
-    return normalize_parallel(settings)
+    settings = normalize_parallel(settings)
+    validate_replicas(settings)  # Ray missing or a bad count: one line, before any model loads
+    return settings

@@ -16,6 +16,7 @@ from pathlib import Path
 from harness.backends import create_backend, resolve_backend_name
 from harness.backends.base import MODEL_FREE
 from harness.engine.cache import GenerationCache, request_key, stable_hash
+from harness.engine.progress import generation_bar
 from harness.engine.scoring import ResponseScoring
 from harness.core.errors import DataError, HarnessError
 from harness.core.files import sha256_file
@@ -288,7 +289,11 @@ class HarnessSession:
         size = max(1, self.settings.chunk_size) if cache is not None else max(1, len(todo))
         out: dict[str, GenerationResult] = {}
         backend = self._start_backend()  # before the bar: a backend that fails to start leaves no bar behind
-        bar = _progress_bar(len(todo), progress)
+        if getattr(backend, "commits_shards", False):  # --replicas: a work queue of shards, each cached as it ends
+            from harness.engine.replica_run import generate_sharded
+
+            return generate_sharded(self, backend, todo, progress, cache=cache)
+        bar = generation_bar(len(todo), progress)
         try:
             for start in range(0, len(todo), size):
                 chunk = todo[start : start + size]
@@ -313,8 +318,13 @@ class HarnessSession:
             return self._backend
         s = self.settings
         t0 = time.perf_counter()
-        backend = create_backend(self.model_info.backend, model=self.resolved_model,
-                                 sampling=s.sampling, options=s.backend_options())
+        if s.replicas > 1:  # N engines as Ray actors (harness/backends/replicas.py)
+            from harness.backends.replicas import start_replicas
+
+            backend = start_replicas(s, model=self.resolved_model, sampling=s.sampling, options=s.backend_options())
+        else:
+            backend = create_backend(self.model_info.backend, model=self.resolved_model,
+                                     sampling=s.sampling, options=s.backend_options())
         try:  # an adapter must change the outputs: fail loudly when it does not (harness/adapter_sanity.py)
             from harness.engine.adapter_sanity import check_adapter
 
@@ -348,10 +358,3 @@ def _file_digest(path: Path) -> str:
         return sha256_file(path)[:16]
     except OSError as exc:
         raise HarnessError(f"replay file {path}: {exc.strerror}") from None
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="safety-harness: generating", unit="prompt", file=sys.stderr,
-                disable=not enabled, dynamic_ncols=True)

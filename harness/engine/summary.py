@@ -66,6 +66,9 @@ def summary_lines(session, report_path=None) -> list[str]:
     if any(result.checks() for result in session.results.values()):
         lines += scorer_error_lines(session)
     lines += capability_lines(session)
+    from harness.engine.replica_run import summary_lines as replica_lines
+
+    lines += replica_lines(session)  # --replicas: shards, and every replica fault and what was done about it
     for name, why in sorted(session.missing.items()):
         lines.append(f"{name}: skipped, {why}")
     s = session.stats

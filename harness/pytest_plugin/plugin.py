@@ -56,6 +56,7 @@ _OPTIONS = [
     ("--data-parallel-size", "data_parallel_size", int, None),
     ("--distributed-executor-backend", "distributed_executor_backend", str, EXECUTOR_BACKENDS),
     ("--ray-address", "ray_address", str, None),
+    ("--replicas", "replicas", int, None),
     ("--capability-judge", "capability_judge", str, None),
     ("--capability-judge-model", "capability_judge_model", str, None),
     ("--capability-reference", "capability_reference", str, None),
