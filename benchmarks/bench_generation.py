@@ -47,7 +47,8 @@ def write_suite(tmp: Path, prompts) -> Path:
     return tmp / "bench.toml"
 
 
-def harness_run(tmp: Path, config: Path, model: str, max_new_tokens: int, rep: int) -> tuple[float, dict]:
+def harness_run(tmp: Path, config: Path, model: str, max_new_tokens: int, rep: int,
+                scorer: str = "refusal_patterns") -> tuple[float, dict]:
     import pytest
 
     from harness.reports.parquet import read_report
@@ -56,7 +57,7 @@ def harness_run(tmp: Path, config: Path, model: str, max_new_tokens: int, rep: i
     args = [str(tmp / "test_bench.py"), "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp),
             "--config", str(config), "--model", model, "--backend", "vllm",
             "--max-new-tokens", str(max_new_tokens), "--cache-dir", str(tmp / f"cache-{rep}"),
-            "--report", str(report)]
+            "--report", str(report), "--scorer", scorer]
     started = time.perf_counter()
     pytest.main(args)
     elapsed = time.perf_counter() - started
@@ -71,6 +72,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-hf", action="store_true")
+    # The bare call scores nothing; refusal_patterns (microseconds per response) keeps the comparison about
+    # generation. --scorer refusal_classifier adds the default scorer's load and scoring to the harness side.
+    parser.add_argument("--scorer", default="refusal_patterns", help="refusal scorer of the harness runs")
     parser.add_argument("--hf-threads", type=int, default=1, help="torch threads for the hf backend")
     parser.add_argument("--data-dir", type=Path,
                         default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
@@ -127,7 +131,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         config = write_suite(tmp, prompts)
         bare_rates, harness_rates, bare_tokens, harness_tokens = [], [], 0, 0
-        harness_run(tmp, config, model.path, args.max_new_tokens, -1)  # warm-up, as the bare call had
+        harness_run(tmp, config, model.path, args.max_new_tokens, -1, args.scorer)  # warm-up, as the bare call had
         for rep in range(args.repeat):  # interleaved, so drift on a shared machine hits both alike
             started = time.perf_counter()
             outs = llm.chat(messages, params, use_tqdm=False)
@@ -136,7 +140,7 @@ def main() -> None:
             bare_rates.append(bare_tokens / bare_time)
             # The prepared folder, not the alias: each repetition's fresh cache folder would otherwise
             # prepare the alias again, at a new path, and start a second engine.
-            h_time, info = harness_run(tmp, config, model.path, args.max_new_tokens, rep)
+            h_time, info = harness_run(tmp, config, model.path, args.max_new_tokens, rep, args.scorer)
             harness_tokens = info["tokens"]
             harness_rates.append(harness_tokens / h_time)
             print(f"rep {rep}: bare {bare_time:.2f} s ({bare_tokens} tokens), "
