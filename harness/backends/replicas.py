@@ -78,9 +78,10 @@ def replica_cores(index: int, replicas: int, available: list[int]) -> list[int]:
 class _Job:
     """One shard inside a replica: filled in by the engine loop, waited on by the Ray call."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, logprobs: bool = False):
         self.results: list = [None] * n
         self.left = n
+        self.logprobs = logprobs  # the first token's top log-probabilities (adapter sanity), not the text
         self.error: BaseException | None = None
         self.done = threading.Event()
 
@@ -130,6 +131,25 @@ class EngineReplica:
             raise job.error
         return job.results
 
+    def next_token_logprobs(self, token_ids: list[list[int]], top_k: int, use_adapter: bool) -> list[dict]:
+        """The top ``top_k`` next-token log-probabilities of each prompt, through the same engine loop as the
+        shards (adapter sanity: harness.engine.adapter_sanity compares them with and without the adapter)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        if not token_ids:
+            return []
+        params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=top_k, seed=self.backend.sampling.seed)
+        params.output_kind = RequestOutputKind.FINAL_ONLY
+        job = _Job(len(token_ids), logprobs=True)
+        lora = self.backend.lora_request if use_adapter else None
+        self._inbox.put((job, [TokensPrompt(prompt_token_ids=list(ids)) for ids in token_ids], params, lora))
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.results
+
     def _engine_loop(self) -> None:
         engine = self.backend.engine.llm_engine
         owners: dict[str, tuple[_Job, int]] = {}
@@ -156,7 +176,10 @@ class EngineReplica:
                     continue
                 job, i = owners.pop(out.request_id)
                 completion = out.outputs[0]
-                job.results[i] = (completion.text, len(completion.token_ids), completion.finish_reason or "")
+                if job.logprobs:
+                    job.results[i] = {int(t): float(lp.logprob) for t, lp in completion.logprobs[0].items()}
+                else:
+                    job.results[i] = (completion.text, len(completion.token_ids), completion.finish_reason or "")
                 job.left -= 1
                 if job.left == 0:
                     job.done.set()
@@ -274,6 +297,15 @@ class ReplicaPool:
             for i, d in described.items())
         self.stats.events += [started, *errors]
         print(f"safety-harness: replicas {started}", file=sys.stderr, flush=True)  # which process to watch
+
+    def next_token_logprobs(self, requests: list[GenerationRequest], top_k: int = 20) -> list[dict[int, float]]:
+        """Like VLLMBackend's, spread over the live replicas (request i on replica i mod n), so the adapter
+        sanity check sees every engine's adapter, with the adapter unless ``lora_request`` was cleared."""
+        ray = self._ray
+        live = [r for r, state in zip(self.replicas, self.states) if state == "ready"]
+        calls = [(live[k % len(live)], [list(r.token_ids)]) for k, r in enumerate(requests)]
+        refs = [replica.next_token_logprobs.remote(ids, top_k, self.lora_request is not None) for replica, ids in calls]
+        return [ray.get(ref)[0] for ref in refs]
 
     def shard_size(self, n: int) -> int:
         return max(1, min(MAX_SHARD, math.ceil(n / (len(self.replicas) * SHARDS_PER_REPLICA))))
