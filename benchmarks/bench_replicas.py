@@ -9,7 +9,7 @@ ratio. Target on 2 CPU cores: >= 1.6.
 full: the whole of ``pytest suites/`` (every prompt, 256 new tokens) with N replicas, once, on a fresh
 cache: wall time (start-up included) and tokens/s. Target on 2 CPU cores: <= 15 minutes.
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_replicas.py full --replicas 2
+    HF_HUB_OFFLINE=1 python benchmarks/bench_replicas.py full --replicas 2 [1] [--cache-dir DIR]
 
 Each measurement is a ``python -m pytest`` child process, so every engine (and the Ray instance) of one
 measurement is gone before the next starts.
@@ -94,13 +94,26 @@ def ratio(args) -> None:
 
 
 def full(args) -> None:
+    """Each replica count in turn on an empty generation cache; the prepared model is kept between them
+    (in --cache-dir, or a temporary folder), so every phase starts its engines the same way."""
     with tempfile.TemporaryDirectory(prefix="bench-full-") as tmp:
         tmp = Path(tmp)
-        r = run_pytest(["suites/", "--model", args.model, "--backend", "vllm", "--replicas", str(args.replicas),
-                        "--max-new-tokens", "256", "--cache-dir", str(tmp / "cache")], tmp / "full.parquet", REPO)
-    print(f"pytest suites/ with {args.replicas} replica(s): wall {r['wall_s'] / 60:.1f} min (start-up included), "
-          f"{r['prompts']} prompts, {r['generated']} generated, {r['tokens']} tokens in {r['generation_s']:.0f} s "
-          f"= {r['tokens_per_s']:.1f} tokens/s (engine start {r['start_s']:.0f} s) {r['replicas']}")
+        cache = args.cache_dir or tmp / "cache"
+        results = {}
+        for n in args.replicas:
+            for db in Path(cache).glob("generations.sqlite*"):
+                db.unlink()
+            r = results[n] = run_pytest(["suites/", "--model", args.model, "--backend", "vllm", "--replicas", str(n),
+                                         "--max-new-tokens", "256", "--cache-dir", str(cache)],
+                                        tmp / f"full-{n}.parquet", REPO)
+            print(f"pytest suites/ with {n} replica(s): wall {r['wall_s'] / 60:.1f} min (start-up included), "
+                  f"{r['prompts']} prompts, {r['generated']} generated, {r['tokens']} tokens in "
+                  f"{r['generation_s']:.0f} s = {r['tokens_per_s']:.1f} tokens/s (engine start {r['start_s']:.0f} s) "
+                  f"{r['replicas']}", flush=True)
+        if len(results) == 2:
+            (a, ra), (b, rb) = sorted(results.items())
+            print(f"ratio {b}/{a} replicas: {rb['tokens_per_s'] / ra['tokens_per_s']:.2f}x tokens/s, "
+                  f"wall {ra['wall_s'] / rb['wall_s']:.2f}x ({os.cpu_count()} CPUs)")
 
 
 def main() -> None:
@@ -109,10 +122,11 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--replicas", type=int, default=2, help="full: replicas to run the suites with")
+    parser.add_argument("--replicas", type=int, nargs="+", default=[2],
+                        help="full: replica counts to run the suites with, one after another (e.g. 1 2)")
     parser.add_argument("--kv-cache-gib", type=int, default=1, help="ratio: KV cache GiB per engine")
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="ratio: a folder of its own to keep the prepared model in between runs (its generation "
+                        help="a folder of its own to keep the prepared model in between runs (its generation "
                              "cache is emptied before each phase); default a temporary one")
     parser.add_argument("--data-dir", type=Path,
                         default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))

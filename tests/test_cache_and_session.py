@@ -90,6 +90,18 @@ def test_changing_max_new_tokens_or_template_regenerates(cache_project, tmp_path
         run_ok(cache_project, *args).stdout.fnmatch_lines([f"prompts {N}: generated 0, from cache {N}*"])
 
 
+def test_changing_the_precision_regenerates(cache_project, tmp_path):
+    """Greedy outputs differ between float32 and bfloat16, so the precision is part of the cache key (and
+    the report's metadata says which one generated)."""
+    first = tmp_path / "fp32.parquet"
+    run_ok(cache_project, "--dtype", "float32", report=first).stdout.fnmatch_lines(
+        [f"prompts {N}: generated {N}, from cache 0*"])
+    run_ok(cache_project, "--dtype", "bfloat16").stdout.fnmatch_lines([f"prompts {N}: generated {N}, from cache 0*"])
+    run_ok(cache_project, "--dtype", "float32").stdout.fnmatch_lines([f"prompts {N}: generated 0, from cache {N}*"])
+    _, meta = read_report(first)
+    assert meta["model"]["dtype"] == "float32"
+
+
 def test_no_cache_neither_reads_nor_writes(cache_project):
     run_ok(cache_project, "--no-cache").stdout.fnmatch_lines([f"prompts {N}: generated {N}, from cache 0*"])
     assert not (cache_project.cache_dir / "generations.sqlite").exists()

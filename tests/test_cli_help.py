@@ -31,3 +31,20 @@ def test_every_subcommand_and_option_has_help():
             elif not isinstance(action, argparse._HelpAction):
                 assert action.help, f"safety-harness {name}: {action.option_strings or action.dest} has no help"
     assert {"data", "data fetch", "data list", "data verify", "train", "score"} <= set(seen)
+
+
+def test_console_script_runs_outside_the_checkout(tmp_path):
+    """The installed command imports only installed packages (``harness.trainers``, not a ``trainers`` folder
+    that happens to be on sys.path when run from the repository)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "safety-harness"
+    if not exe.is_file():
+        import pytest
+
+        pytest.skip("the safety-harness console script is not installed")
+    proc = subprocess.run([str(exe), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "safety-harness" in proc.stdout

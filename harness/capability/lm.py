@@ -72,8 +72,9 @@ def _batches(lengths: list[int], tails: list[int], token_budget: int, logit_budg
     return batches
 
 
-def _forward_tail(lm: ScoringLM, rows: list[list[int]], keep: int):
-    """Log-softmax over the vocabulary of the last ``keep`` positions of each left-padded row."""
+def _forward_tail(lm: ScoringLM, rows: list[list[int]], keep: int, *, normalize: bool = True):
+    """Log-softmax over the vocabulary of the last ``keep`` positions of each left-padded row (float32); with
+    ``normalize=False`` the logits themselves, in the model's precision, for callers that pick a few."""
     import torch
 
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
@@ -90,7 +91,8 @@ def _forward_tail(lm: ScoringLM, rows: list[list[int]], keep: int):
             logits = lm.net(**args, logits_to_keep=keep).logits
         except TypeError:  # an older or custom model without logits_to_keep: slice the full logits
             logits = lm.net(**args).logits
-        return torch.log_softmax(logits[:, -keep:, :].float(), dim=-1).cpu()
+        logits = logits[:, -keep:, :]
+        return torch.log_softmax(logits.float(), dim=-1).cpu() if normalize else logits
 
 
 def continuation_logprobs(lm: ScoringLM, contexts: list[list[int]], continuations: list[list[int]], *,
@@ -98,6 +100,8 @@ def continuation_logprobs(lm: ScoringLM, contexts: list[list[int]], continuation
                           progress=None) -> list[tuple[float, int]]:
     """(sum of log p(token | everything before it), number of tokens) of each continuation after its
     context, teacher-forced; continuations must be non-empty."""
+    import torch
+
     if len(contexts) != len(continuations):
         raise ValueError("contexts and continuations differ in length")
     if any(not c for c in continuations):
@@ -109,13 +113,15 @@ def continuation_logprobs(lm: ScoringLM, contexts: list[list[int]], continuation
     out: list[tuple[float, int] | None] = [None] * len(rows)
     for batch in _batches([len(r) for r in rows], tails, token_budget, logit_budget):
         keep = max(tails[i] for i in batch)
-        logprobs = _forward_tail(lm, [rows[i] for i in batch], keep)
+        logits = _forward_tail(lm, [rows[i] for i in batch], keep, normalize=False)
         for j, i in enumerate(batch):
             cont = continuations[i]
             n = len(cont)
             # Kept column k holds the prediction for the token after it; the continuation's first token
-            # is predicted by the column just before it.
-            picked = logprobs[j, keep - n - 1: keep - 1, :].gather(-1, _tensor(cont).unsqueeze(-1))
+            # is predicted by the column just before it. log p = logit - logsumexp(logits), in float32, on
+            # this row's n positions only: no (rows x positions x vocabulary) log-softmax is written out.
+            row = logits[j, keep - n - 1: keep - 1, :].float()
+            picked = row.gather(-1, _tensor(cont).to(row.device).unsqueeze(-1)).squeeze(-1) - torch.logsumexp(row, dim=-1)
             out[i] = (float(picked.sum()), n)
         if progress:
             progress(len(batch))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.cli.registry import command
 from harness.trainers.config import FORMATS, TrainConfig
-from trainers.out_folder import check_out
+from harness.trainers.out_folder import check_out
 
 
 def add_config_options(p) -> None:

@@ -57,6 +57,7 @@ class ModelInfo:
     model_fingerprint: str | None = None  # content hash of the weights (or of the replay file)
     backend: str | None = None
     template: str | None = None
+    dtype: str | None = None  # the precision generation ran in ("auto" resolved); part of run_key
     run_key: str | None = None  # hash of everything a generation depends on besides the prompt
     scorer: str | None = None
     scorer_version: str | None = None

@@ -117,7 +117,7 @@ def max_logprob_shift(tuned: list[dict[int, float]], base: list[dict[int, float]
 
 def noise_level(settings) -> float:
     """Tolerance for "the same log-probability" at the run's precision (see NOISE)."""
-    from harness.backends.base import auto_dtype
+    from harness.backends.base import generation_dtype, resolve_backend_name
 
     try:
         import torch
@@ -125,7 +125,8 @@ def noise_level(settings) -> float:
         on_gpu = torch.cuda.is_available()
     except ImportError:
         on_gpu = False
-    dtype = auto_dtype(getattr(settings, "dtype", "auto") or "auto", on_gpu)
+    dtype = generation_dtype(resolve_backend_name(getattr(settings, "backend", "vllm") or "vllm"),
+                             getattr(settings, "dtype", "auto") or "auto", on_gpu)
     return NOISE.get(dtype, NOISE_16_BIT)
 
 

@@ -249,8 +249,11 @@ class HarnessSession:
             info = self.model_info
             info.model, info.model_fingerprint, info.backend, info.template = s.model, model.fingerprint, backend, template
             self.resolved_model = model
+            info.dtype = _generation_dtype(backend, s.dtype)
         info = self.model_info
         key_parts = [info.model_fingerprint, backend, info.template, s.sampling.as_dict()]
+        if info.dtype:  # greedy outputs differ between precisions
+            key_parts.append({"dtype": info.dtype})
         output_args = s.output_backend_args()  # e.g. quantization, tensor_parallel_size; none: old keys stay valid
         if output_args:
             key_parts.append(output_args)
@@ -351,6 +354,14 @@ class HarnessSession:
         rows = [row for name in sorted(self.results) for row in self.results[name].rows]
         # Extra rows come from tests in whatever order they ran (or from several xdist workers): sort them.
         return rows + sorted(self.extra_rows, key=lambda r: (r.prompt.suite, r.prompt.category, r.prompt.prompt_id))
+
+
+def _generation_dtype(backend: str, dtype: str) -> str:
+    from harness.backends.base import generation_dtype
+
+    import torch
+
+    return generation_dtype(backend, dtype, torch.cuda.is_available())
 
 
 def _file_digest(path: Path) -> str:
