@@ -48,7 +48,7 @@ def write_suite(tmp: Path, prompts) -> Path:
 
 
 def harness_run(tmp: Path, config: Path, model: str, max_new_tokens: int, rep: int,
-                scorer: str = "refusal_patterns") -> tuple[float, dict]:
+                scorer: str = "refusal_patterns", dtype: str = "auto") -> tuple[float, dict]:
     import pytest
 
     from harness.reports.parquet import read_report
@@ -57,7 +57,7 @@ def harness_run(tmp: Path, config: Path, model: str, max_new_tokens: int, rep: i
     args = [str(tmp / "test_bench.py"), "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp),
             "--config", str(config), "--model", model, "--backend", "vllm",
             "--max-new-tokens", str(max_new_tokens), "--cache-dir", str(tmp / f"cache-{rep}"),
-            "--report", str(report), "--scorer", scorer]
+            "--report", str(report), "--scorer", scorer, "--dtype", dtype]
     started = time.perf_counter()
     pytest.main(args)
     elapsed = time.perf_counter() - started
@@ -75,6 +75,9 @@ def main() -> None:
     # The bare call scores nothing; refusal_patterns (microseconds per response) keeps the comparison about
     # generation. --scorer refusal_classifier adds the default scorer's load and scoring to the harness side.
     parser.add_argument("--scorer", default="refusal_patterns", help="refusal scorer of the harness runs")
+    # auto: each backend's own default (vllm bfloat16 on a CPU with native bfloat16, hf float32); float32 on
+    # both makes their responses comparable token for token.
+    parser.add_argument("--dtype", default="auto", help="precision of every backend and harness run")
     parser.add_argument("--hf-threads", type=int, default=1, help="torch threads for the hf backend")
     parser.add_argument("--data-dir", type=Path,
                         default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
@@ -91,7 +94,7 @@ def main() -> None:
     model = resolve_model(args.model, cache_dir=default_cache_dir())
     prompts = bench_prompts(args.prompts, args.data_dir)
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens)
-    options = BackendOptions()
+    options = BackendOptions(dtype=args.dtype)
 
     # 2. vllm against hf, generation only, on identical token ids. hf runs first: an idle vLLM CPU
     # engine keeps polling and would slow anything that runs beside it.
@@ -131,7 +134,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         config = write_suite(tmp, prompts)
         bare_rates, harness_rates, bare_tokens, harness_tokens = [], [], 0, 0
-        harness_run(tmp, config, model.path, args.max_new_tokens, -1, args.scorer)  # warm-up, as the bare call had
+        harness_run(tmp, config, model.path, args.max_new_tokens, -1, args.scorer, args.dtype)  # warm-up, as the bare call had
         for rep in range(args.repeat):  # interleaved, so drift on a shared machine hits both alike
             started = time.perf_counter()
             outs = llm.chat(messages, params, use_tqdm=False)
@@ -140,7 +143,7 @@ def main() -> None:
             bare_rates.append(bare_tokens / bare_time)
             # The prepared folder, not the alias: each repetition's fresh cache folder would otherwise
             # prepare the alias again, at a new path, and start a second engine.
-            h_time, info = harness_run(tmp, config, model.path, args.max_new_tokens, rep, args.scorer)
+            h_time, info = harness_run(tmp, config, model.path, args.max_new_tokens, rep, args.scorer, args.dtype)
             harness_tokens = info["tokens"]
             harness_rates.append(harness_tokens / h_time)
             print(f"rep {rep}: bare {bare_time:.2f} s ({bare_tokens} tokens), "
