@@ -130,6 +130,10 @@ def test_auto_precision_by_backend_and_device():
     assert generation_dtype("hf", "auto", on_gpu=False, native_bf16=True) == "float32"
     assert generation_dtype("hf", "auto", on_gpu=True) == generation_dtype("vllm", "auto", on_gpu=True) == "bfloat16"
     assert generation_dtype("vllm", "float32", on_gpu=False, native_bf16=True) == "float32"  # a choice is kept
+    # vLLM's CPU LoRA path in bfloat16 depends on the batch: an adapter stays in float32 there, unless asked
+    assert generation_dtype("vllm", "auto", on_gpu=False, adapter=True, native_bf16=True) == "float32"
+    assert generation_dtype("vllm", "bfloat16", on_gpu=False, adapter=True, native_bf16=True) == "bfloat16"
+    assert generation_dtype("vllm", "auto", on_gpu=True, adapter=True) == "bfloat16"
 
 
 def test_cpu_engine_skips_vllms_broken_aot_compile_cache(tmp_path, monkeypatch):
@@ -140,3 +144,6 @@ def test_cpu_engine_skips_vllms_broken_aot_compile_cache(tmp_path, monkeypatch):
     assert kwargs["dtype"] == "float32"
     kwargs, env = kwargs_of(settings(tmp_path), on_gpu=True)
     assert "VLLM_USE_AOT_COMPILE" not in env
+    kwargs, _ = vllm_backend.engine_kwargs("/m", settings(tmp_path).backend_options(), seed=0, max_lora_rank=8,
+                                           on_gpu=False)
+    assert kwargs["dtype"] == "float32"  # an adapter on a CPU

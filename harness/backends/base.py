@@ -81,10 +81,14 @@ def native_dtype(dtype: str, on_gpu: bool, *, native_bf16: bool | None = None) -
     return "bfloat16" if (cpu_has_native_bf16() if native_bf16 is None else native_bf16) else "float32"
 
 
-def generation_dtype(backend: str, dtype: str, on_gpu: bool, *, native_bf16: bool | None = None) -> str:
+def generation_dtype(backend: str, dtype: str, on_gpu: bool, *, adapter: bool = False,
+                     native_bf16: bool | None = None) -> str:
     """The precision a backend generates in: native_dtype for vllm (1.7x the tokens/s of float32 with the
-    embedded model on one AVX512-BF16 core), auto_dtype for the others (hf stays the float32 reference)."""
-    if backend != "vllm":
+    embedded model on one AVX512-BF16 core), auto_dtype for the others (hf stays the float32 reference).
+    A LoRA adapter on a CPU stays in float32: vLLM's CPU LoRA path in bfloat16 answers differently with the
+    batch it shares (one of 12 responses changed between one engine and two replicas), and a run must give
+    the same report however it is spread over engines (docs/parallel.md)."""
+    if backend != "vllm" or (adapter and not on_gpu):
         return auto_dtype(dtype, on_gpu)
     return native_dtype(dtype, on_gpu, native_bf16=native_bf16)
 

@@ -106,7 +106,7 @@ def engine_kwargs(model_path: str, options: BackendOptions, *, seed: int, max_lo
                   on_gpu: bool) -> tuple[dict, dict]:
     """The keyword arguments for ``vllm.LLM`` and the environment variables to set first; pure, so the
     plumbing is testable without an engine."""
-    dtype = generation_dtype("vllm", options.dtype, on_gpu)
+    dtype = generation_dtype("vllm", options.dtype, on_gpu, adapter=bool(max_lora_rank))
     extra = dict(options.extra)
     env = {}
     if not on_gpu:

@@ -84,7 +84,7 @@ class RunSettings:
     no_adapter_sanity: bool = field(default=False, metadata={
         "help": "Skip the check that an adapter's outputs differ from its base model's on a few canary prompts."})
     dtype: str = field(default="auto", metadata={"choices": ("auto", "float32", "bfloat16", "float16"),
-                                                 "help": "auto (bfloat16 on a GPU, and for vllm on a CPU with native bfloat16 such as AVX512-BF16; float32 otherwise), float32, bfloat16, float16."})
+                                                 "help": "auto (bfloat16 on a GPU, and for vllm on a CPU with native bfloat16 such as AVX512-BF16 unless it serves a LoRA adapter; float32 otherwise), float32, bfloat16, float16."})
     batch_size: int = field(default=16, metadata={"ge": 1, "help": "hf backend batch size."})
     chunk_size: int = field(default=256, metadata={"ge": 1, "help": "Prompts per generation chunk; each chunk is cached as it finishes."})
     max_model_len: int = field(default=2048, metadata={"ge": 1, "help": "vllm: longest prompt plus response, in tokens."})

@@ -126,7 +126,7 @@ def noise_level(settings) -> float:
     except ImportError:
         on_gpu = False
     dtype = generation_dtype(resolve_backend_name(getattr(settings, "backend", "vllm") or "vllm"),
-                             getattr(settings, "dtype", "auto") or "auto", on_gpu)
+                             getattr(settings, "dtype", "auto") or "auto", on_gpu, adapter=True)
     return NOISE.get(dtype, NOISE_16_BIT)
 
 

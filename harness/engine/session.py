@@ -249,7 +249,7 @@ class HarnessSession:
             info = self.model_info
             info.model, info.model_fingerprint, info.backend, info.template = s.model, model.fingerprint, backend, template
             self.resolved_model = model
-            info.dtype = _generation_dtype(backend, s.dtype)
+            info.dtype = _generation_dtype(backend, s.dtype, adapter=bool(model.adapter_path))
         info = self.model_info
         key_parts = [info.model_fingerprint, backend, info.template, s.sampling.as_dict()]
         if info.dtype:  # greedy outputs differ between precisions
@@ -356,12 +356,12 @@ class HarnessSession:
         return rows + sorted(self.extra_rows, key=lambda r: (r.prompt.suite, r.prompt.category, r.prompt.prompt_id))
 
 
-def _generation_dtype(backend: str, dtype: str) -> str:
+def _generation_dtype(backend: str, dtype: str, *, adapter: bool) -> str:
     from harness.backends.base import generation_dtype
 
     import torch
 
-    return generation_dtype(backend, dtype, torch.cuda.is_available())
+    return generation_dtype(backend, dtype, torch.cuda.is_available(), adapter=adapter)
 
 
 def _file_digest(path: Path) -> str:

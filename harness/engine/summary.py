@@ -75,7 +75,8 @@ def summary_lines(session, report_path=None) -> list[str]:
     info = session.model_info
     if info.as_dict():
         lines.append(
-            f"model {info.model} ({(info.model_fingerprint or '')[:12]}), backend {info.backend}, "
+            f"model {info.model} ({(info.model_fingerprint or '')[:12]}), backend {info.backend}"
+            + (f" ({info.dtype})" if info.dtype else "") + ", "
             f"template {info.template}, scorer {info.scorer}" + unseen_agreement_note(info.scorer_unseen_agreement)
         )
     sanity = session.extra_metadata.get("adapter_sanity") or {}
