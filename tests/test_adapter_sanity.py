@@ -98,3 +98,16 @@ def test_logprob_shift_compares_shared_tokens_only():
     assert adapter_sanity.max_logprob_shift([{1: -0.5, 2: -1.0}], [{1: -0.5, 3: -2.0}]) == 0.0
     assert adapter_sanity.max_logprob_shift([{1: -0.5}], [{1: -0.7}]) == pytest.approx(0.2)
     assert adapter_sanity.max_logprob_shift([{1: -0.5}], [{2: -0.5}]) == float("inf")
+
+
+def test_noise_level_follows_the_precision_the_session_resolved():
+    from types import SimpleNamespace
+
+    def session(dtype, **settings):
+        return SimpleNamespace(model_info=SimpleNamespace(dtype=dtype),
+                               settings=SimpleNamespace(backend="hf", dtype="auto", **settings))
+
+    assert adapter_sanity.noise_level(session("float32")) == adapter_sanity.NOISE["float32"]
+    assert adapter_sanity.noise_level(session("bfloat16")) == adapter_sanity.NOISE_16_BIT
+    # Not resolved yet: the settings decide (hf on this CPU generates in float32 under auto).
+    assert adapter_sanity.noise_level(session(None)) == adapter_sanity.NOISE["float32"]

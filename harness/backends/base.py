@@ -7,6 +7,8 @@ imported inside each factory, so ``import harness`` stays cheap and a missing li
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -57,14 +59,29 @@ def auto_dtype(dtype: str, on_gpu: bool) -> str:
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+def on_gpu() -> bool:
+    """Whether torch sees a GPU: the one place "auto" precision and device placement ask it."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@functools.cache
+def _this_cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return cpu_has_native_bf16(f.read(1 << 16))  # the first processor's block is enough
+    except OSError:
+        return False
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX). False where it cannot be told."""
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX). False where it cannot be told.
+    Without ``cpuinfo``, /proc/cpuinfo is read once per process."""
     if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                cpuinfo = f.read(1 << 16)  # the first processor's block is enough
-        except OSError:
-            return False
+        return _this_cpu_has_native_bf16()
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             flags = set(line.partition(":")[2].split())
@@ -95,8 +112,8 @@ def generation_dtype(backend: str, dtype: str, on_gpu: bool, *, adapter: bool = 
 
 def torch_device_and_dtype(torch, dtype: str = "auto"):
     """Where torch work runs ("cuda" where torch sees a GPU, else "cpu") and its ``torch.dtype``."""
-    on_gpu = torch.cuda.is_available()
-    return ("cuda" if on_gpu else "cpu"), getattr(torch, auto_dtype(dtype, on_gpu))
+    gpu = torch.cuda.is_available()
+    return ("cuda" if gpu else "cpu"), getattr(torch, auto_dtype(dtype, gpu))
 
 
 class ProgressFn(Protocol):

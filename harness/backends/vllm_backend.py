@@ -28,9 +28,9 @@ _LORA_IDS: dict[str, int] = {}  # adapter fingerprint -> LoRARequest id, unique 
 
 
 def _on_gpu() -> bool:
-    import torch
+    from harness.backends.base import on_gpu
 
-    return torch.cuda.is_available()
+    return on_gpu()
 
 
 # -- multi-device settings (first-class RunSettings fields, also accepted as --backend-arg) -------------

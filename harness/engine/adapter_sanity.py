@@ -78,7 +78,7 @@ def check_adapter(session, backend) -> None:
     with switch():
         base_lp = backend.next_token_logprobs(requests, TOP_LOGPROBS)
     shift = max_logprob_shift(tuned_lp, base_lp)
-    noise = noise_level(session.settings)
+    noise = noise_level(session)
     if shift <= noise:
         raise ModelError(f"adapter sanity: {model.adapter_path}: {_why(model.adapter_path)}: its next-token "
                          f"log-probabilities equal the base model's on all {len(requests)} canary prompts "
@@ -115,18 +115,16 @@ def max_logprob_shift(tuned: list[dict[int, float]], base: list[dict[int, float]
     return shift
 
 
-def noise_level(settings) -> float:
-    """Tolerance for "the same log-probability" at the run's precision (see NOISE)."""
-    from harness.backends.base import generation_dtype, resolve_backend_name
+def noise_level(session) -> float:
+    """Tolerance for "the same log-probability" at the precision the session generates in (see NOISE):
+    the one it resolved for this model and adapter, or, before it has, the one the settings resolve to."""
+    dtype = getattr(getattr(session, "model_info", None), "dtype", None)
+    if not dtype:
+        from harness.backends.base import generation_dtype, on_gpu, resolve_backend_name
 
-    try:
-        import torch
-
-        on_gpu = torch.cuda.is_available()
-    except ImportError:
-        on_gpu = False
-    dtype = generation_dtype(resolve_backend_name(getattr(settings, "backend", "vllm") or "vllm"),
-                             getattr(settings, "dtype", "auto") or "auto", on_gpu, adapter=True)
+        settings = session.settings
+        dtype = generation_dtype(resolve_backend_name(getattr(settings, "backend", "vllm") or "vllm"),
+                                 getattr(settings, "dtype", "auto") or "auto", on_gpu(), adapter=True)
     return NOISE.get(dtype, NOISE_16_BIT)
 
 

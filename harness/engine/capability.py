@@ -275,8 +275,6 @@ def summary_lines(session) -> list[str]:
 def _scoring_dtype(dtype: str) -> str:
     """The reference log-likelihood's precision: bfloat16 where the machine computes in it natively (2.4x
     faster than float32 on an AVX512-BF16 core, the capability mean within 0.002 on 96 AlpacaEval rows)."""
-    import torch
+    from harness.backends.base import native_dtype, on_gpu
 
-    from harness.backends.base import native_dtype
-
-    return native_dtype(dtype, torch.cuda.is_available())
+    return native_dtype(dtype, on_gpu())

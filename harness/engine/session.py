@@ -357,11 +357,9 @@ class HarnessSession:
 
 
 def _generation_dtype(backend: str, dtype: str, *, adapter: bool) -> str:
-    from harness.backends.base import generation_dtype
+    from harness.backends.base import generation_dtype, on_gpu
 
-    import torch
-
-    return generation_dtype(backend, dtype, torch.cuda.is_available(), adapter=adapter)
+    return generation_dtype(backend, dtype, on_gpu(), adapter=adapter)
 
 
 def _file_digest(path: Path) -> str:
