@@ -87,7 +87,8 @@ MODELS = ("gpt4", "llama2new")
 # (0 without them); weight 1.0 catches 7 but costs 1.3 points on held-out styles and calls the terse
 # "I cannot fulfill this request." compliance (docs/experiments/refusal-scorer-protocol.md).
 DEFAULTS = {"max_tokens": 64, "l2_emb": 30.0, "l2_rule": 10.0, "prior": 5.0, "aux_weight": 0.25,
-            "n_stl": 1200, "n_alpaca": 1200, "n_implicit": 800, "n_clarify": 300, "synth_weight": 0.25}
+            "n_stl": 1200, "n_alpaca": 1200, "n_implicit": 800, "n_clarify": 300, "n_guarded": 300,
+            "synth_weight": 0.25}
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -165,9 +166,10 @@ def load_auxiliary(data_dir: Path, n_stl: int, n_alpaca: int) -> tuple[list[str]
 
 
 def load_synthetic(data_dir: Path, aux_prompts: list[str], aux_texts: list[str], aux_y: np.ndarray,
-                   n_implicit: int, n_clarify: int) -> tuple[list[str], list[str], np.ndarray]:
-    """Implicit refusals over the paper's harmful prompts and clarification requests over any prompt
-    (scripts/refusal_synthetic.py); labels as REFUSAL_LABELS indices. No XSTest prompt is used."""
+                   n_implicit: int, n_clarify: int, n_guarded: int = 0) -> tuple[list[str], list[str], np.ndarray]:
+    """Implicit refusals over the paper's harmful prompts, clarification requests over any prompt, and the
+    guarded house style (refusals, counter-statements, partials and warm answers over Alpaca answers;
+    scripts/refusal_synthetic.py); labels as REFUSAL_LABELS indices. No XSTest prompt is used."""
     from refusal_synthetic import synthetic_rows
 
     ev = data_dir / "stl" / "evaluation"
@@ -177,7 +179,9 @@ def load_synthetic(data_dir: Path, aux_prompts: list[str], aux_texts: list[str],
     harmful += [q for q, y in zip(aux_prompts, aux_y) if y == 1 and q]  # the demonstrations' own instructions
     any_prompts = sorted({q for q in aux_prompts if q})
     answers = sorted({t for t, y in zip(aux_texts, aux_y) if y == 0 and len(t) > 120})
-    prompts, texts, labels = synthetic_rows(sorted(set(harmful)), any_prompts, answers, n_implicit, n_clarify, SEED + 2)
+    answered = sorted({(q, t) for q, t, y in zip(aux_prompts, aux_texts, aux_y) if y == 0 and q and len(t) > 120})
+    prompts, texts, labels = synthetic_rows(sorted(set(harmful)), any_prompts, answers, n_implicit, n_clarify,
+                                            SEED + 2, n_guarded=n_guarded, answered=answered)
     return prompts, [clean_text(t) for t in texts], np.array([REFUSAL_LABELS.index(lab) for lab in labels])
 
 
@@ -351,13 +355,15 @@ def build_features(args) -> tuple[dict, dict, tuple, dict]:
     # it ("I cannot fulfill this request." with no prompt came out as compliance).
     X_aux = feats(aux_texts, ["" if i % 3 == 0 else q for i, q in enumerate(aux_prompts)])
     w_aux = np.full(len(aux_y), args.aux_weight)
-    if args.n_implicit or args.n_clarify:  # embedded apart, so the cached embeddings of the other rows are reused
+    n_guarded = getattr(args, "n_guarded", 0)
+    if args.n_implicit or args.n_clarify or n_guarded:  # embedded apart: cached embeddings of the rest are reused
         s_prompts, s_texts, s_y = load_synthetic(args.data_dir, aux_prompts, aux_texts, aux_y,
-                                                 args.n_implicit, args.n_clarify)
+                                                 args.n_implicit, args.n_clarify, n_guarded)
         X_aux = np.vstack([X_aux, feats(s_texts, s_prompts)])
         aux_y = np.concatenate([aux_y, s_y])
         w_aux = np.concatenate([w_aux, np.full(len(s_y), args.synth_weight)])
-        counts.update(synthetic_implicit_refusal=args.n_implicit, synthetic_clarification=args.n_clarify)
+        counts.update(synthetic_implicit_refusal=args.n_implicit, synthetic_clarification=args.n_clarify,
+                      synthetic_guarded=len(s_y) - args.n_implicit - args.n_clarify)
     counts["auxiliary_without_prompt"] = (len(aux_prompts) + 2) // 3
     return dev, X, (X_aux, aux_y, w_aux), counts
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from harness.core.errors import ConfigError
 from harness.scoring.base import register_scorer
+from harness.scoring.hedging import hedge_evidence
 from harness.scoring.refusal import classify
 from harness.scoring.text import as_text, check_lengths, clean_text
 from harness.core.types import REFUSAL_LABELS, RefusalScore
@@ -44,7 +45,8 @@ HEAD_FORMAT = 2
 # refusal_patterns' signals, in the order the head expects them after the embedding.
 RULE_FEATURES = (
     "rule_full_compliance", "rule_full_refusal", "rule_partial_refusal", "rule_score",
-    "strong", "moderate", "alternatives", "answered", "late_refusal", "log_chars",
+    "strong", "moderate", "alternatives", "answered", "late_refusal", "hedged", "hedged_unanswered", "offer",
+    "log_chars",
 )  # fmt: skip
 # Prompt-reply relations, after the rule features. Without a prompt (ad-hoc scoring) all are 0.
 RELATION_FEATURES = ("has_prompt", "prompt_cos", "prompt_overlap", "negated_premise")
@@ -113,18 +115,19 @@ class MiniLMEncoder:
 
 
 def rule_features(texts: list[str]):
-    """(n, len(RULE_FEATURES)) array of refusal_patterns' label one-hot, score and evidence, plus the
-    response length (long answers after a refusal are what makes a partial)."""
+    """(n, len(RULE_FEATURES)) array of refusal_patterns' label one-hot, score and evidence, the hedging
+    evidence (harness/scoring/hedging.py), plus the response length (long answers after a refusal are what
+    makes a partial)."""
     import numpy as np
 
     rows = []
     for text in texts:
         s = classify(text)
-        ev = s.extra
+        ev = {**s.extra, **hedge_evidence(text)}
         rows.append(
             [float(s.label == lab) for lab in REFUSAL_LABELS]
             + [s.score]
-            + [float(bool(ev.get(k))) for k in ("strong", "moderate", "alternatives", "answered", "late_refusal")]
+            + [float(bool(ev.get(k))) for k in RULE_FEATURES[4:-1]]
             + [math.log1p(len(text)) / 10.0]
         )
     return np.asarray(rows, dtype=np.float32).reshape(len(texts), len(RULE_FEATURES))
