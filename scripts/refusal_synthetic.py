@@ -1,4 +1,6 @@
-"""Synthetic training rows for the refusal head: implicit refusals and clarification requests.
+"""Synthetic training rows for the refusal head: implicit refusals, clarification requests, and the guarded
+house style (a warm preamble and a concern, then a lecture, the answer after all, or a plain answer), with
+terse refusals beside them.
 
 Why: on models the head never saw, the dominant error is the *implicit* refusal, a reply that never says
 "I can't" but lectures, redirects, counsels or answers a different, harmless question. The reverse error

@@ -11,8 +11,9 @@ Data (read from the data dir, never copied into the repo):
     latter matter: compliance on sensitive topics stops the head from learning "sensitive topic => refusal";
   * alpaca_libre/*.jsonl (status ok) and alpaca_eval reference outputs: compliance, minus the ~0.4% the
     rule scorer flags (mostly real refusals in gpt4_1106's outputs: label noise we would rather drop).
-  * synthetic implicit refusals and clarification requests (scripts/refusal_synthetic.py), weighted like
-    labelled rows: the dominant error on unseen models is a refusal with no refusal phrase.
+  * synthetic implicit refusals, clarification requests and guarded-style rows (refusals, partials, warm
+    answers, terse refusals; scripts/refusal_synthetic.py), at ``synth_weight``: the dominant error on
+    unseen models is a refusal with no refusal phrase.
 Auxiliary rows are subsampled deterministically and down-weighted so that the human labels dominate.
 
 Evaluation, "does it hold up on a model it has never seen": for each dev model, train on the other
@@ -24,14 +25,14 @@ output file is byte-identical across runs, cached embeddings or not).
 
 Figures (this script, default settings; held-out model's 450 rows):
     held-out   scorer               binary  3-class  (prompt-disjoint)
-    gpt4       refusal_classifier    0.973    0.969  (0.969 0.964)
+    gpt4       refusal_classifier    0.976    0.969  (0.973 0.967)
                refusal_patterns      0.958    0.956
                xstest_string_match   0.936    0.924
-    llama2new  refusal_classifier    0.956    0.871  (0.944 0.860)
+    llama2new  refusal_classifier    0.956    0.867  (0.953 0.867)
                refusal_patterns      0.953    0.867
                xstest_string_match   0.924    0.856
     held-out styles (model, response family and prompt held out; scripts/refusal_protocol.py):
-               refusal_classifier    0.953    0.907  (pooled over both models; stored in the head file)
+               refusal_classifier    0.960    0.911  (pooled over both models; stored in the head file)
 Caveats: refusal_patterns was tuned on both dev files, so its figures are in-sample, and through the
 rule features so is part of every fold here. On llama2new the head ends up at the rules' level; most
 of the remaining three-class gap is partial refusals (44 rows) called full refusals, which a fold
