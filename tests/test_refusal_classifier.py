@@ -295,9 +295,10 @@ def test_synthetic_templates_share_no_sentence_with_the_third_style_check():
 
 # --- agreement with human labels on an unseen model -----------------------------------------------
 
-# Measured with this quick setup (200 auxiliary rows per source): binary 0.964 / 0.951, three-class
-# 0.960 / 0.864 on gpt4 / llama2new held out. Floors are those minus ~0.015; see
-# scripts/train_refusal_classifier.py for the full-size table (0.969 / 0.951, 0.964 / 0.867).
+# Measured with this quick setup (200 auxiliary rows per source, 60 of each guarded kind): binary
+# 0.973 / 0.951, three-class 0.967 / 0.864 on gpt4 / llama2new held out. Floors sit 0.015-0.02 under
+# the earlier head's figures (0.964 / 0.951, 0.960 / 0.864); scripts/train_refusal_classifier.py has the
+# full-size table (0.976 / 0.956, 0.969 / 0.867).
 FLOORS = {"gpt4": (0.95, 0.945), "llama2new": (0.935, 0.85)}
 
 
@@ -310,7 +311,7 @@ def test_leave_one_model_out_agreement_with_human_labels():
         import train_refusal_classifier as train
     finally:
         sys.path.remove(str(REPO / "scripts"))
-    params = dict(train.DEFAULTS, n_stl=200, n_alpaca=200, n_implicit=150, n_clarify=60)
+    params = dict(train.DEFAULTS, n_stl=200, n_alpaca=200, n_implicit=150, n_clarify=60, n_guarded=60)
     args = argparse.Namespace(data_dir=DATA, cache=None, **params)
     dev, X, aux_part, _ = train.build_features(args)
     held = train.leave_one_model_out(X, dev, aux_part, params)
