@@ -127,7 +127,7 @@ def rule_features(texts: list[str]):
         rows.append(
             [float(s.label == lab) for lab in REFUSAL_LABELS]
             + [s.score]
-            + [float(bool(ev.get(k))) for k in RULE_FEATURES[4:-1]]
+            + [float(bool(ev.get(k))) for k in RULE_FEATURES[4:-1]]  # the evidence flags, "strong" to "offer"
             + [math.log1p(len(text)) / 10.0]
         )
     return np.asarray(rows, dtype=np.float32).reshape(len(texts), len(RULE_FEATURES))
