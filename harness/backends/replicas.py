@@ -321,7 +321,7 @@ class ReplicaPool:
         waiting = [Shard(i, ordered[s : s + size]) for i, s in enumerate(range(0, len(ordered), size))]
         self.stats.shards += len(waiting)
         done: dict[str, GenerationResult] = {}
-        in_flight: dict = {}  # ObjectRef -> (replica index, shard)
+        in_flight: dict = {}  # ObjectRef -> (replica index, shard, replica incarnation)
         while waiting or in_flight:
             for index, at in list(self._probe_later.items()):  # restarts still under way: ask again
                 if time.monotonic() >= at:
@@ -329,12 +329,14 @@ class ReplicaPool:
                     self._probes[self.replicas[index].describe.remote()] = index
             for index, state in enumerate(self.states):
                 while (state == "ready" and waiting
-                       and sum(1 for i, _ in in_flight.values() if i == index) < IN_FLIGHT_PER_REPLICA):
+                       and sum(1 for i, _, _ in in_flight.values() if i == index) < IN_FLIGHT_PER_REPLICA):
                     shard = waiting.pop(0)
                     shard.attempts += 1
                     ref = self.replicas[index].generate.remote([list(r.token_ids) for r in shard.requests],
                                                                self.sampling, self.lora_request is not None)
-                    in_flight[ref] = (index, shard)
+                    # The replica's incarnation goes with the shard: a shard of a death already counted
+                    # can come back after Ray restarted the replica, and must not count as a second death.
+                    in_flight[ref] = (index, shard, self.failures[index])
             if not in_flight and not self._probes and not self._probe_later:
                 raise BackendError(f"every replica has failed; {sum(len(s.requests) for s in waiting)} prompts "
                                    "not generated (finished shards are in the cache: run again to resume)")
@@ -345,12 +347,12 @@ class ReplicaPool:
             if ready[0] in self._probes:
                 self._restart_finished(ready[0])
                 continue
-            index, shard = in_flight.pop(ready[0])
+            index, shard, incarnation = in_flight.pop(ready[0])
             try:
                 outputs = ray.get(ready[0])
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
                     ray.exceptions.TaskCancelledError) as exc:
-                self._shard_lost(index, shard, exc, waiting, in_flight)
+                self._shard_lost(index, shard, exc, waiting, in_flight, incarnation)
                 continue
             results = {r.key: GenerationResult(*o) for r, o in zip(shard.requests, outputs)}
             if on_shard is not None:
@@ -360,11 +362,13 @@ class ReplicaPool:
                 progress(len(results))
         return [done[r.key] for r in requests]
 
-    def _shard_lost(self, index: int, shard: Shard, exc, waiting: list, in_flight: dict) -> None:
+    def _shard_lost(self, index: int, shard: Shard, exc, waiting: list, in_flight: dict,
+                    incarnation: int | None = None) -> None:
         """A shard's replica died before answering: the shard goes back to the front of the queue, for a
         survivor or for the replica once Ray has restarted it. Each shard is awaited on its own, so one that
         finished before its replica died is kept, never generated twice."""
-        if self.states[index] == "ready":  # the first lost shard of this death: the replica's fate
+        first_of_this_death = incarnation is None or incarnation == self.failures[index]
+        if self.states[index] == "ready" and first_of_this_death:  # the replica's fate, decided once per death
             self.failures[index] += 1
             self.stats.replica_failures += 1
             if self.failures[index] > RESTARTS_PER_REPLICA:
@@ -377,7 +381,7 @@ class ReplicaPool:
             # Shards Ray had not yet handed to the dead process would wait for the restart (an engine load):
             # cancel them so that they come back here and go to a survivor now. One already finished keeps
             # its result (cancelling a finished task changes nothing).
-            for ref, (i, _) in list(in_flight.items()):
+            for ref, (i, _, _) in list(in_flight.items()):
                 if i == index:
                     self._ray.cancel(ref)
             self.stats.events.append(f"replica {index} died ({type(exc).__name__}: {_first_line(exc)[:80]}); {fate}")
