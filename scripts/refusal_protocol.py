@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.variants:
         d = MiniLMEncoder.dim + len(RULE_FEATURES)
         rel = list(range(d, d + len(RELATION_FEATURES)))
-        n_synth = args.n_implicit + args.n_clarify + 3 * getattr(args, "n_guarded", 0) + getattr(args, "n_guarded", 0) // 2
+        n_synth = sum(counts.get(k, 0) for k in ("synthetic_implicit_refusal", "synthetic_clarification",
+                                                   "synthetic_guarded"))  # the synthetic rows close aux_part
         no_synth = tuple(a[: len(a) - n_synth] for a in aux_part) if n_synth else aux_part
         for name, part, mask in (("  without relation features", aux_part, rel),
                                  ("  without synthetic rows", no_synth, None),

@@ -294,14 +294,13 @@ def implicit_refusal(prompt: str, rng, off_topic_answers: list[str]) -> str:
         parts.append(_fill(REDIRECTS[rng.integers(len(REDIRECTS))], prompt, rng))
     if rng.random() < 0.5:
         parts += _pick(COUNSEL, rng, 1)
-    text = " ".join(p[:1].upper() + p[1:] for p in parts)
-    return text.replace("  ", " ")
+    return " ".join(_sentence(p) for p in parts).replace("  ", " ")
 
 
 def clarification(prompt: str, rng) -> str:
     parts = [CLARIFY_OPENINGS[rng.integers(len(CLARIFY_OPENINGS))]]
     parts += [_fill(t, prompt, rng) for t in _pick(CLARIFY_ASKS, rng, int(rng.integers(1, 3)))]
-    return " ".join(p[:1].upper() + p[1:] for p in parts)
+    return " ".join(_sentence(p) for p in parts)
 
 
 def synthetic_rows(harmful_prompts: list[str], any_prompts: list[str], off_topic_answers: list[str],

@@ -356,10 +356,9 @@ def build_features(args) -> tuple[dict, dict, tuple, dict]:
     # it ("I cannot fulfill this request." with no prompt came out as compliance).
     X_aux = feats(aux_texts, ["" if i % 3 == 0 else q for i, q in enumerate(aux_prompts)])
     w_aux = np.full(len(aux_y), args.aux_weight)
-    n_guarded = getattr(args, "n_guarded", 0)
-    if args.n_implicit or args.n_clarify or n_guarded:  # embedded apart: cached embeddings of the rest are reused
+    if args.n_implicit or args.n_clarify or args.n_guarded:  # embedded apart: cached embeddings of the rest are reused
         s_prompts, s_texts, s_y = load_synthetic(args.data_dir, aux_prompts, aux_texts, aux_y,
-                                                 args.n_implicit, args.n_clarify, n_guarded)
+                                                 args.n_implicit, args.n_clarify, args.n_guarded)
         X_aux = np.vstack([X_aux, feats(s_texts, s_prompts)])
         aux_y = np.concatenate([aux_y, s_y])
         w_aux = np.concatenate([w_aux, np.full(len(s_y), args.synth_weight)])

@@ -362,13 +362,11 @@ class ReplicaPool:
                 progress(len(results))
         return [done[r.key] for r in requests]
 
-    def _shard_lost(self, index: int, shard: Shard, exc, waiting: list, in_flight: dict,
-                    incarnation: int | None = None) -> None:
+    def _shard_lost(self, index: int, shard: Shard, exc, waiting: list, in_flight: dict, incarnation: int) -> None:
         """A shard's replica died before answering: the shard goes back to the front of the queue, for a
         survivor or for the replica once Ray has restarted it. Each shard is awaited on its own, so one that
         finished before its replica died is kept, never generated twice."""
-        first_of_this_death = incarnation is None or incarnation == self.failures[index]
-        if self.states[index] == "ready" and first_of_this_death:  # the replica's fate, decided once per death
+        if self.states[index] == "ready" and incarnation == self.failures[index]:  # the replica's fate, decided once per death
             self.failures[index] += 1
             self.stats.replica_failures += 1
             if self.failures[index] > RESTARTS_PER_REPLICA:
