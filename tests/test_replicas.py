@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from harness.backends import replicas
+from harness.backends.engine_replica import replica_cores
 from harness.core.errors import ConfigError
 from harness.config.settings import build_settings
 from harness.reports.parquet import read_report
@@ -66,9 +67,9 @@ def test_toml_replicas(tmp_path):
 
 
 def test_each_replica_gets_its_own_cores():
-    assert [replicas.replica_cores(i, 2, [0, 1]) for i in range(2)] == [[0], [1]]
-    assert [replicas.replica_cores(i, 2, [0, 1, 2, 3]) for i in range(2)] == [[0, 1], [2, 3]]
-    assert [replicas.replica_cores(i, 3, [0, 1]) for i in range(3)] == [[0], [1], [0]]
+    assert [replica_cores(i, 2, [0, 1]) for i in range(2)] == [[0], [1]]
+    assert [replica_cores(i, 2, [0, 1, 2, 3]) for i in range(2)] == [[0, 1], [2, 3]]
+    assert [replica_cores(i, 3, [0, 1]) for i in range(3)] == [[0], [1], [0]]
 
 
 def test_engine_options_drop_the_pools_ray_address():
