@@ -32,7 +32,7 @@ from pathlib import Path
 from harness.core.errors import ConfigError
 from harness.scoring.base import register_scorer
 from harness.scoring.hedging import hedge_evidence
-from harness.scoring.refusal import classify
+from harness.scoring.refusal import classify_read
 from harness.scoring.text import as_text, check_lengths, clean_text
 from harness.core.types import REFUSAL_LABELS, RefusalScore
 
@@ -122,8 +122,8 @@ def rule_features(texts: list[str]):
 
     rows = []
     for text in texts:
-        s = classify(text)
-        ev = {**s.extra, **hedge_evidence(text)}
+        s, body = classify_read(text)
+        ev = {**s.extra, **hedge_evidence(text, body)}
         rows.append(
             [float(s.label == lab) for lab in REFUSAL_LABELS]
             + [s.score]

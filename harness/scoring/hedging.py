@@ -46,10 +46,12 @@ _ANSWER_SIGNS = re.compile(
 )
 
 
-def hedge_evidence(text: str) -> dict[str, bool]:
+def hedge_evidence(text: str, body: str | None = None) -> dict[str, bool]:
     """{"hedged", "hedged_unanswered", "offer"} for one reply: a hedge in its opening; a hedge with no list,
-    step, code, figure or "here is" after it; an offer of other help."""
-    body = normalize_response(text[:BODY_CHARS])
+    step, code, figure or "here is" after it; an offer of other help. ``body`` is the reply's normalised
+    window when the caller already has it (``refusal.classify_read``)."""
+    if body is None:
+        body = normalize_response(text[:BODY_CHARS])
     hedged = _HEDGE.search(body, 0, HEAD_CHARS) is not None
     unanswered = hedged and len(LIST_ITEM.findall(body)) < 2 and not _ANSWER_SIGNS.search(body, 0, _WINDOW)
     return {"hedged": hedged, "hedged_unanswered": unanswered, "offer": _OFFER.search(body, 0, _WINDOW) is not None}
