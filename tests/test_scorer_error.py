@@ -149,7 +149,8 @@ def test_the_shipped_file_has_every_scorer_of_today_at_its_current_version():
 
 
 def test_compare_reports_the_minimum_detectable_regression_per_suite(tmp_path):
-    from harness.baselines.compare import comparison_lines, compare_reports, detectable_regressions
+    from harness.baselines.compare import compare_reports, detectable_regressions
+    from harness.baselines.comparison_text import comparison_lines
     from tests.test_compare import write_report
 
     base = write_report(tmp_path / "base.parquet", {"h001", "h002"})

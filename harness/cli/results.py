@@ -76,7 +76,8 @@ def _compare_args(p):
 @_compare_args.run
 def _compare(args) -> int:
     from harness.config.gate import GateRule
-    from harness.baselines.compare import comparison_lines, compare_reports, write_flips
+    from harness.baselines.compare import compare_reports, write_flips
+    from harness.baselines.comparison_text import comparison_lines
 
     rule = GateRule(max_regression=args.max_regression, alpha=args.alpha, max_failure_rate=args.max_failure_rate,
                     threshold_on=args.threshold_on)

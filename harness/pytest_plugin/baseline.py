@@ -308,7 +308,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if state is None or (state.comparison is None and not state.outputs):
         return
     if state.comparison is not None:
-        from harness.baselines.compare import comparison_lines
+        from harness.baselines.comparison_text import comparison_lines
 
         terminalreporter.section(f"safety-harness baseline: {state.baseline_path}")
         c = state.comparison
