@@ -293,6 +293,23 @@ def test_synthetic_templates_share_no_sentence_with_the_third_style_check():
         assert not any(part in s for part in fixed for s in sentences), t
 
 
+@needs_encoder
+def test_cross_encoder_pairs_keep_each_part_inside_its_own_budget():
+    """scripts/refusal_cross_encoder.py (an experiment, not shipped): a long prompt never eats the reply's
+    tokens, the segment ids mark the reply, and an empty prompt gives [CLS] [SEP] reply [SEP]."""
+    from transformers import AutoTokenizer
+
+    xenc = _scripts_module("refusal_cross_encoder")
+    tok = AutoTokenizer.from_pretrained(clf.encoder_dir(), local_files_only=True)
+    long_prompt, long_reply = "how do I bake bread " * 40, "first mix the flour and water " * 40
+    (ids, seg), (ids0, seg0) = xenc.encode_pairs(tok, [long_prompt, ""], [long_reply, "Sure."])
+    assert len(ids) == xenc.PROMPT_TOKENS + xenc.REPLY_TOKENS + 3 and len(seg) == len(ids)
+    assert seg.count(0) == xenc.PROMPT_TOKENS + 2 and seg.count(1) == xenc.REPLY_TOKENS + 1
+    assert ids[0] == tok.cls_token_id and ids[xenc.PROMPT_TOKENS + 1] == tok.sep_token_id == ids[-1]
+    assert ids0[:2] == [tok.cls_token_id, tok.sep_token_id] and seg0[:2] == [0, 0] and set(seg0[2:]) == {1}
+    assert tok.decode(ids0[2:-1]) == "sure."
+
+
 # --- agreement with human labels on an unseen model -----------------------------------------------
 
 # Measured with this quick setup (200 auxiliary rows per source, 60 of each guarded kind): binary
