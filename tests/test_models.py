@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.models import fingerprint
 from harness.models import resolve as models
 from harness.core.errors import ModelError
 from harness.models.resolve import (DEFAULT_MODEL, ResolvedModel, fingerprint_model_folder, load_tokenizer, prepare_alias,
@@ -248,8 +249,8 @@ def test_tiny_models_reproducible(tmp_path):
 
 def test_hash_cache_used(tiny, cache, monkeypatch):
     calls: list[str] = []
-    real = models._hash_file
-    monkeypatch.setattr(models, "_hash_file", lambda p: calls.append(Path(p).name) or real(p))
+    real = fingerprint._hash_file
+    monkeypatch.setattr(fingerprint, "_hash_file", lambda p: calls.append(Path(p).name) or real(p))
     age(tiny)
     fp = fingerprint_model_folder(tiny, cache_dir=cache)
     n_files = len(calls)
@@ -277,8 +278,8 @@ def test_hash_cache_used(tiny, cache, monkeypatch):
 def test_fresh_files_not_trusted_from_cache(tiny, cache, monkeypatch):
     """A file written within the racy margin may change again without a new mtime, so it is rehashed."""
     calls: list[str] = []
-    real = models._hash_file
-    monkeypatch.setattr(models, "_hash_file", lambda p: calls.append(Path(p).name) or real(p))
+    real = fingerprint._hash_file
+    monkeypatch.setattr(fingerprint, "_hash_file", lambda p: calls.append(Path(p).name) or real(p))
     age(tiny)
     (tiny / "config.json").write_text((tiny / "config.json").read_text())  # fresh mtime
     fingerprint_model_folder(tiny, cache_dir=cache)
