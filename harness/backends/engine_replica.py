@@ -63,34 +63,27 @@ class EngineReplica:
     def generate(self, token_ids: list[list[int]], sampling, use_adapter: bool) -> list[tuple[str, int, str]]:
         """One shard. Sampling and adapter use come with each call, so the pool's adapter sanity check (base
         model on the canaries, a few greedy tokens) reaches every engine as it would one."""
-        from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
-
         if not token_ids:
             return []
         self.backend.sampling = sampling
-        params = self.backend._sampling_params()
-        params.output_kind = RequestOutputKind.FINAL_ONLY  # as vllm.LLM.generate asks: the finished text only
-        lora = self.backend.lora_request if use_adapter else None
-        job = _Job(len(token_ids))
-        self._inbox.put((job, [TokensPrompt(prompt_token_ids=list(ids)) for ids in token_ids], params, lora))
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.results
+        return self._run(_Job(len(token_ids)), token_ids, self.backend._sampling_params(), use_adapter)
 
     def next_token_logprobs(self, token_ids: list[list[int]], top_k: int, use_adapter: bool) -> list[dict]:
         """The top ``top_k`` next-token log-probabilities of each prompt, through the same engine loop as the
         shards (adapter sanity: harness.engine.adapter_sanity compares them with and without the adapter)."""
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
 
         if not token_ids:
             return []
         params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=top_k, seed=self.backend.sampling.seed)
-        params.output_kind = RequestOutputKind.FINAL_ONLY
-        job = _Job(len(token_ids), logprobs=True)
+        return self._run(_Job(len(token_ids), logprobs=True), token_ids, params, use_adapter)
+
+    def _run(self, job: _Job, token_ids: list[list[int]], params, use_adapter: bool) -> list:
+        """Hand one shard to the engine loop and wait for it; an engine error is raised here, in the call."""
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        params.output_kind = RequestOutputKind.FINAL_ONLY  # as vllm.LLM.generate asks: the finished outputs only
         lora = self.backend.lora_request if use_adapter else None
         self._inbox.put((job, [TokensPrompt(prompt_token_ids=list(ids)) for ids in token_ids], params, lora))
         job.done.wait()

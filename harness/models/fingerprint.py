@@ -53,8 +53,6 @@ def _read_store(store: Path) -> dict:
         return {}  # missing or corrupt: it is only a cache
 
 
-
-
 def file_hashes(paths: list[Path], cache_dir: Path | None) -> dict[Path, str]:
     """Content hashes of ``paths``, reusing ``cache_dir/fingerprints.json`` entries keyed by
     (absolute path, size, mtime_ns) so multi-GB weights are read once, not on every run."""
