@@ -32,15 +32,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from eval_refusal_scorer import default_data_dir  # noqa: E402
-from train_refusal_classifier import (  # noqa: E402
-    MODELS,
-    SEED,
-    agreement,
-    load_auxiliary,
-    load_synthetic,
-    load_xstest,
-    prompt_fold,
-)
+from refusal_head_fit import agreement, prompt_fold  # noqa: E402
+from refusal_training_data import MODELS, SEED, load_auxiliary, load_synthetic, load_xstest  # noqa: E402
 from harness.core.types import REFUSAL_LABELS  # noqa: E402
 from harness.scoring.classifier import (  # noqa: E402
     RULE_FEATURES,

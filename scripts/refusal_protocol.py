@@ -33,16 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from train_refusal_classifier import (  # noqa: E402
-    DEFAULTS,
-    MODELS,
-    SEED,
-    FeatureCache,
-    agreement,
-    build_features,
-    train_head,
-)
 from eval_refusal_scorer import default_data_dir  # noqa: E402
+from refusal_head_fit import agreement, train_head  # noqa: E402
+from refusal_training_data import DEFAULTS, MODELS, SEED, FeatureCache, build_features  # noqa: E402
 from harness.scoring import get_scorer  # noqa: E402
 from harness.scoring.classifier import RELATION_FEATURES, RULE_FEATURES, MiniLMEncoder  # noqa: E402
 from harness.core.types import REFUSAL_LABELS  # noqa: E402

@@ -36,7 +36,8 @@ def classifier_out_of_fold(data_dir: Path, files: list[Path]) -> tuple[list[str]
     dev model's rows plus the auxiliary rows, predict this model's rows), in ``files`` order."""
     import argparse
 
-    from train_refusal_classifier import DEFAULTS, MODELS, build_features, leave_one_model_out
+    from refusal_head_fit import leave_one_model_out
+    from refusal_training_data import DEFAULTS, MODELS, build_features
 
     from harness.core.types import REFUSAL_LABELS
 

@@ -72,7 +72,7 @@ def test_shipped_head_is_small_valid_and_versioned_by_hash():
     # The shipped file is what the training script's current settings produce.
     sys.path.insert(0, str(REPO / "scripts"))
     try:
-        from train_refusal_classifier import DEFAULTS, SEED
+        from refusal_training_data import DEFAULTS, SEED
     finally:
         sys.path.remove(str(REPO / "scripts"))
     training = head.spec["training"]
@@ -325,15 +325,16 @@ def test_leave_one_model_out_agreement_with_human_labels():
         pytest.skip(f"{DATA}/xstest/dev not found: set SAFETY_HARNESS_DATA to the shared data folder")
     sys.path.insert(0, str(REPO / "scripts"))
     try:
-        import train_refusal_classifier as train
+        import refusal_head_fit as fit
+        import refusal_training_data as data
     finally:
         sys.path.remove(str(REPO / "scripts"))
-    params = dict(train.DEFAULTS, n_stl=200, n_alpaca=200, n_implicit=150, n_clarify=60, n_guarded=60)
+    params = dict(data.DEFAULTS, n_stl=200, n_alpaca=200, n_implicit=150, n_clarify=60, n_guarded=60)
     args = argparse.Namespace(data_dir=DATA, cache=None, **params)
-    dev, X, aux_part, _ = train.build_features(args)
-    held = train.leave_one_model_out(X, dev, aux_part, params)
+    dev, X, aux_part, _ = data.build_features(args)
+    held = fit.leave_one_model_out(X, dev, aux_part, params)
     for model, (binary_floor, three_floor) in FLOORS.items():
-        binary, three = train.agreement(dev[model]["y"], held[model].argmax(1))
+        binary, three = fit.agreement(dev[model]["y"], held[model].argmax(1))
         assert binary >= binary_floor and three >= three_floor, (model, binary, three)
 
 
