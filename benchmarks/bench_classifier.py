@@ -8,7 +8,6 @@ in the same run (the ratio survives a busy machine better than the absolute figu
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import time
 from pathlib import Path
@@ -17,15 +16,6 @@ from pathlib import Path
 from bench_scorer import best_rate, load_completions
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_prompts(data_dir: Path) -> list[str]:
-    """The prompts of load_completions' rows, in the same order."""
-    out = []
-    for path in sorted((data_dir / "xstest" / "dev").glob("*_labeled.csv")):
-        with path.open(newline="", encoding="utf-8") as fh:
-            out += [row["prompt"] for row in csv.DictReader(fh)]
-    return out
 
 
 def best_rate_with_prompts(scorer, prompts: list[str], responses: list[str], repeat: int) -> float:
@@ -55,7 +45,7 @@ def main() -> None:
     from harness.scoring import get_scorer
 
     responses = load_completions(args.data_dir)
-    prompts = load_prompts(args.data_dir)
+    prompts = load_completions(args.data_dir, "prompt")
     started = time.perf_counter()
     clf = get_scorer("refusal_classifier", batch_size=args.batch_size)
     load_s = time.perf_counter() - started

@@ -17,11 +17,12 @@ from harness.scoring import get_scorer
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_completions(data_dir: Path) -> list[str]:
+def load_completions(data_dir: Path, column: str = "completion") -> list[str]:
+    """One column of the labelled XSTest dev files, in file then row order ("prompt" gives the prompts)."""
     out = []
     for path in sorted((data_dir / "xstest" / "dev").glob("*_labeled.csv")):
         with path.open(newline="", encoding="utf-8") as fh:
-            out += [row["completion"] for row in csv.DictReader(fh)]
+            out += [row[column] for row in csv.DictReader(fh)]
     if not out:
         raise SystemExit(f"no XSTest completions under {data_dir}/xstest/dev")
     return out

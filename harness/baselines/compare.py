@@ -141,6 +141,14 @@ def _show(values: list) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def group_name(level: str, suite: str, category: str) -> str:
+    """How a group is named in tables and test ids: "all", "xstest", "xstest:refusal_rate" (a metric) or
+    "xstest[homonyms]" (a category)."""
+    if level == "metric":
+        return f"{suite}:{category}"
+    return {"all": "all", "suite": suite}.get(level, f"{suite}[{category}]")
+
+
 @dataclass(frozen=True)
 class Group:
     level: str  # "all" | "suite" | "metric" | "category"
@@ -151,9 +159,7 @@ class Group:
 
     @property
     def name(self) -> str:
-        if self.level == "metric":
-            return f"{self.suite}:{self.category}"
-        return {"all": "all", "suite": self.suite}.get(self.level, f"{self.suite}[{self.category}]")
+        return group_name(self.level, self.suite, self.category)
 
 
 @dataclass
@@ -335,9 +341,7 @@ class RunGroup:
 
     @property
     def name(self) -> str:
-        if self.level == "metric":
-            return f"{self.suite}:{self.category}"
-        return {"all": "all", "suite": self.suite}.get(self.level, f"{self.suite}[{self.category}]")
+        return group_name(self.level, self.suite, self.category)
 
 
 @dataclass
