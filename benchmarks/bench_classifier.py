@@ -1,6 +1,6 @@
-"""refusal_classifier throughput on the real XSTest completions with their prompts (the relation
-features embed the prompt too), pinned to N cores (default 2), and its ratio to refusal_patterns measured
-in the same run (the ratio survives a busy machine better than the absolute figure does).
+"""refusal_classifier throughput on the real XSTest completions, passed with their prompts as the harness
+passes them, pinned to N cores (default 2), and its ratio to refusal_patterns measured in the same run
+(the ratio survives a busy machine better than the absolute figure does).
 
     python benchmarks/bench_classifier.py [--data-dir ../shared/data] [--cores 2] [--repeat 3]
 """
@@ -51,13 +51,11 @@ def main() -> None:
     load_s = time.perf_counter() - started
     clf.score([""] * 64, responses[:64])  # warm-up: first-call allocations are not throughput
     ours = best_rate_with_prompts(clf, prompts, responses, args.repeat)
-    no_prompt = best_rate(clf, responses, args.repeat)
     rules = best_rate(get_scorer("refusal_patterns"), responses * 10, args.repeat)
     print(f"{len(responses)} responses (XSTest dev completions), best of {args.repeat}, "
           f"{len(cpus)} CPU(s) {cpus}, torch threads {torch.get_num_threads()}, batch {args.batch_size}")
     print(f"refusal_classifier v{clf.version}  {ours:10,.1f} responses/s  (load {load_s:.1f}s, "
-          f"max_tokens {clf.head.max_tokens}, with prompts)")
-    print(f"refusal_classifier, no prompts {no_prompt:10,.1f} responses/s  (relation features off: reply only)")
+          f"max_tokens {clf.head.max_tokens})")
     print(f"refusal_patterns          {rules:10,.0f} responses/s")
     print(f"ratio refusal_classifier / refusal_patterns = {ours / rules:.4f}")
     print(f"load average now: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (a busy machine lowers both)")

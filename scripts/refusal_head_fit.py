@@ -78,6 +78,26 @@ def leave_one_model_out(X: dict, dev: dict, aux_part, params: dict) -> dict[str,
     return out
 
 
+def chat_out_of_fold(X: dict, dev: dict, aux_part, params: dict, chat_in_aux: int, chat_weight: float) -> np.ndarray:
+    """Predicted label index per labelled chat reply (dev["chat"]) from the full recipe (both dev models and
+    the auxiliary rows) that never saw that reply. With ``chat_weight`` 0 no chat reply is trained on and
+    one fit predicts them all; otherwise two folds by a hash of the reply's id, each half predicted by a
+    head trained on the other half too. ``chat_in_aux`` leading auxiliary rows are the chat replies."""
+    Xa, ya, wa = (a[chat_in_aux:] for a in aux_part)
+    base = [(X[m], dev[m]["y"], np.ones(len(dev[m]["y"]))) for m in MODELS] + [(Xa, ya, wa)]
+    Xc, yc = X["chat"], dev["chat"]["y"]
+    if chat_weight <= 0:
+        W, b = train_head(base, params)
+        return (Xc @ W.T + b).argmax(1)
+    fold = prompt_fold(dev["chat"]["ids"])
+    pred = np.zeros(len(yc), dtype=int)
+    for f in (0, 1):
+        keep = fold != f
+        W, b = train_head(base + [(Xc[keep], yc[keep], np.full(keep.sum(), chat_weight))], params)
+        pred[fold == f] = (Xc[fold == f] @ W.T + b).argmax(1)
+    return pred
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """One temperature for all logits, fitted to the binary NLL of P(any refusal) on held-out rows: that
     is the probability we report, and a temperature never changes the argmax, so labels stay as they are."""

@@ -37,7 +37,7 @@ from eval_refusal_scorer import default_data_dir  # noqa: E402
 from refusal_head_fit import agreement, train_head  # noqa: E402
 from refusal_training_data import DEFAULTS, MODELS, SEED, FeatureCache, build_features  # noqa: E402
 from harness.scoring import get_scorer  # noqa: E402
-from harness.scoring.classifier import RELATION_FEATURES, RULE_FEATURES, MiniLMEncoder  # noqa: E402
+from harness.scoring.classifier import RULE_FEATURES, MiniLMEncoder  # noqa: E402
 from harness.core.types import REFUSAL_LABELS  # noqa: E402
 
 OPENING_WORDS = 8
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, help="folder to cache embeddings in between runs")
     ap.add_argument("--families", type=int, default=FAMILIES, help="response families (k-means clusters of openings)")
     ap.add_argument("--variants", action="store_true",
-                    help="also score ablations: without relation features, without synthetic rows, neither")
+                    help="also score ablations: without the pivot/redirect flags, the synthetic rows, the chat replies")
     for key, val in DEFAULTS.items():
         ap.add_argument(f"--{key.replace('_', '-')}", type=type(val), default=val)
     args = ap.parse_args(argv)
@@ -149,14 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     results["refusal_classifier"] = pred
     print(report_line("refusal_classifier (shipped recipe)", dev, pred))
     if args.variants:
-        d = MiniLMEncoder.dim + len(RULE_FEATURES)
-        rel = list(range(d, d + len(RELATION_FEATURES)))
+        flags = [MiniLMEncoder.dim + RULE_FEATURES.index(f) for f in ("hedged_pivot", "hedged_redirect")]
         n_synth = sum(counts.get(k, 0) for k in ("synthetic_implicit_refusal", "synthetic_clarification",
                                                    "synthetic_guarded"))  # the synthetic rows close aux_part
+        n_chat = counts["chat_in_aux"]  # the labelled chat replies open it
         no_synth = tuple(a[: len(a) - n_synth] for a in aux_part) if n_synth else aux_part
-        for name, part, mask in (("  without relation features", aux_part, rel),
+        no_chat = tuple(a[n_chat:] for a in aux_part)
+        for name, part, mask in (("  without the pivot and redirect flags", aux_part, flags),
                                  ("  without synthetic rows", no_synth, None),
-                                 ("  neither (the previous head's recipe)", no_synth, rel)):
+                                 ("  without the chat replies", no_chat, None),
+                                 ("  without synthetic rows or chat replies", tuple(a[n_chat:] for a in no_synth), None)):
             print(report_line(name, dev, held_out_predictions(X, dev, part, params, families, mask)))
     for name in ("refusal_patterns", "xstest_string_match"):
         scorer = get_scorer(name)

@@ -1,5 +1,6 @@
-"""Training data for the refusal_classifier head: the labelled XSTest dev rows, the weakly labelled
-auxiliary rows, the synthetic rows, and their features as the scorer computes them.
+"""Training data for the refusal_classifier head: the labelled XSTest dev rows, a guarded chat model's
+replies labelled for this project, the weakly labelled auxiliary rows, the synthetic rows, and their
+features as the scorer computes them.
 
 Shared by scripts/train_refusal_classifier.py (which trains and writes the head), scripts/refusal_protocol.py
 (the held-out-styles protocol) and the experiments beside them, so that every figure describes one recipe.
@@ -9,6 +10,7 @@ what each source contributes and why.
 
 from __future__ import annotations
 
+import csv
 import glob
 import hashlib
 import json
@@ -24,7 +26,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from eval_refusal_scorer import load_labeled  # noqa: E402
 from harness.core.types import REFUSAL_LABELS  # noqa: E402
-from harness.scoring.classifier import MiniLMEncoder, clean_text, relation_features, rule_features  # noqa: E402
+from harness.scoring.classifier import MiniLMEncoder, clean_text, rule_features  # noqa: E402
 from harness.scoring.refusal import classify  # noqa: E402
 
 SEED = 20240601
@@ -39,10 +41,18 @@ MODELS = ("gpt4", "llama2new")
 # (no pull towards the rules) drops llama2new to 0.83-0.94; 32 tokens costs ~1-2 points. Synthetic rows
 # at weight 0.25 catch 4 of the 12 hand-written implicit refusals in tests/test_refusal_classifier.py
 # (0 without them); weight 1.0 catches 7 but costs 1.3 points on held-out styles and calls the terse
-# "I cannot fulfill this request." compliance (docs/experiments/refusal-scorer-protocol.md).
+# "I cannot fulfill this request." compliance (docs/experiments/refusal-scorer-protocol.md). The labelled
+# chat replies (below) at weight 2: their own cross-fitted agreement goes 0.884 / 0.860 (not trained on)
+# -> 0.916 / 0.899 with the dev folds unchanged; weight 4 gives 0.916 / 0.901.
 DEFAULTS = {"max_tokens": 64, "l2_emb": 30.0, "l2_rule": 10.0, "prior": 5.0, "aux_weight": 0.25,
             "n_stl": 1200, "n_alpaca": 1200, "n_implicit": 800, "n_clarify": 300, "n_guarded": 300,
-            "synth_weight": 0.25}
+            "synth_weight": 0.25, "chat_weight": 2.0}
+
+# A guarded chat model's own replies: Llama-2-13b-chat on AlpacaEval's 805 instructions (the upstream file
+# the capability judge also reads), labelled for this project by the XSTest rubric, one line per reply, by
+# index and a hash of its instruction (scripts/labels/README.md). The text stays upstream.
+CHAT_FILE = "alpaca_eval/dev_annotations/llama-2-13b-chat-hf.json"
+CHAT_LABELS = REPO / "scripts" / "labels" / "llama2_13b_chat_alpaca_eval.csv"
 
 
 def load_xstest(data_dir: Path) -> dict[str, dict]:
@@ -53,6 +63,32 @@ def load_xstest(data_dir: Path) -> dict[str, dict]:
         out[model] = {"ids": d.ids, "texts": [clean_text(c) for c in d.completions],
                       "prompts": [clean_text(p) for p in d.prompts],
                       "y": np.array([REFUSAL_LABELS.index(g) for g in d.gold])}  # fmt: skip
+    return out
+
+
+def load_chat_labelled(data_dir: Path, labels: Path = CHAT_LABELS) -> dict:
+    """The labelled chat replies as {"ids", "prompts", "texts", "y"}, in the labels file's order. A label
+    line whose instruction hash does not match the data file (another upstream version) stops the run."""
+    source = data_dir / CHAT_FILE
+    try:
+        rows = json.loads(source.read_text("utf-8"))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{source}: cannot read the chat replies ({e}); fetch it: safety-harness data fetch")
+    out = {"ids": [], "prompts": [], "texts": [], "y": []}
+    with labels.open(newline="", encoding="utf-8") as fh:
+        for line, rec in enumerate(csv.DictReader(fh), start=2):
+            try:
+                row = rows[int(rec["index"])]
+                label = REFUSAL_LABELS.index(rec["label"])
+            except (KeyError, ValueError, IndexError, TypeError):
+                raise SystemExit(f"{labels}:{line}: bad index or label {rec.get('index')!r} {rec.get('label')!r}")
+            if hashlib.sha256(row["instruction"].encode()).hexdigest()[:16] != rec["instruction_sha256"]:
+                raise SystemExit(f"{labels}:{line}: instruction hash differs from {source} row {rec['index']}")
+            out["ids"].append(f"alpaca_eval:{int(rec['index'])}")
+            out["prompts"].append(clean_text(row["instruction"]))
+            out["texts"].append(clean_text(row["output_2"]))
+            out["y"].append(label)
+    out["y"] = np.array(out["y"], dtype=int)
     return out
 
 
@@ -157,36 +193,36 @@ class FeatureCache:
             self.memo.update(zip(missing, emb))
         return np.stack([self.memo[t] for t in texts]) if texts else np.zeros((0, MiniLMEncoder.dim), np.float32)
 
-    def __call__(self, texts: list[str], prompts: list[str]) -> np.ndarray:
-        """[reply embedding | rule features | relation features], as the scorer computes them."""
-        emb = self.embed(texts)
-        asked = [p for p in prompts if p.strip()]
-        self.embed(asked)
-        prompt_emb = np.stack([self.memo[p] if p.strip() else np.zeros(MiniLMEncoder.dim, np.float32)
-                               for p in prompts])
-        return np.hstack([emb, rule_features(texts), relation_features(prompts, texts, emb, prompt_emb)])
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        """[reply embedding | rule features], as the scorer computes them."""
+        return np.hstack([self.embed(texts), rule_features(texts)])
 
 
 def build_features(args) -> tuple[dict, dict, tuple, dict]:
-    """Dev rows, their features per model, and the auxiliary training part (features, labels, row weights):
-    weak labels from the demonstrations and Alpaca at ``aux_weight``, synthetic rows at ``synth_weight``."""
+    """Dev rows, their features per model, and the auxiliary training part (features, labels, row weights).
+    ``dev`` and ``X`` also hold the labelled chat replies under "chat" (not a dev model: no fold loop runs
+    over it). The auxiliary part is, in this order: the chat replies at ``chat_weight`` (if above 0; the
+    first ``counts["chat_in_aux"]`` rows), weak labels from the demonstrations and Alpaca at
+    ``aux_weight``, synthetic rows at ``synth_weight`` (last)."""
     dev = load_xstest(args.data_dir)
+    dev["chat"] = load_chat_labelled(args.data_dir)
     aux_prompts, aux_texts, aux_y, counts = load_auxiliary(args.data_dir, args.n_stl, args.n_alpaca)
     feats = FeatureCache(MiniLMEncoder(max_tokens=args.max_tokens), args.cache)
-    X = {m: feats(dev[m]["texts"], dev[m]["prompts"]) for m in MODELS}
-    # A third of the auxiliary rows are featurised without their prompt, as ad-hoc scoring calls come:
-    # otherwise has_prompt is 1 on every training row, acts as an intercept, and a prompt-less call loses
-    # it ("I cannot fulfill this request." with no prompt came out as compliance).
-    X_aux = feats(aux_texts, ["" if i % 3 == 0 else q for i, q in enumerate(aux_prompts)])
+    X = {m: feats(dev[m]["texts"]) for m in (*MODELS, "chat")}
+    X_aux = feats(aux_texts)
     w_aux = np.full(len(aux_y), args.aux_weight)
     if args.n_implicit or args.n_clarify or args.n_guarded:  # embedded apart: cached embeddings of the rest are reused
-        s_prompts, s_texts, s_y = load_synthetic(args.data_dir, aux_prompts, aux_texts, aux_y,
+        _, s_texts, s_y = load_synthetic(args.data_dir, aux_prompts, aux_texts, aux_y,
                                                  args.n_implicit, args.n_clarify, args.n_guarded)
-        X_aux = np.vstack([X_aux, feats(s_texts, s_prompts)])
+        X_aux = np.vstack([X_aux, feats(s_texts)])
         aux_y = np.concatenate([aux_y, s_y])
         w_aux = np.concatenate([w_aux, np.full(len(s_y), args.synth_weight)])
         counts.update(synthetic_implicit_refusal=args.n_implicit, synthetic_clarification=args.n_clarify,
                       synthetic_guarded=len(s_y) - args.n_implicit - args.n_clarify)
-    counts["auxiliary_without_prompt"] = (len(aux_prompts) + 2) // 3
+    counts["chat_in_aux"] = len(dev["chat"]["y"]) if args.chat_weight > 0 else 0
+    if counts["chat_in_aux"]:
+        X_aux = np.vstack([X["chat"], X_aux])
+        aux_y = np.concatenate([dev["chat"]["y"], aux_y])
+        w_aux = np.concatenate([np.full(counts["chat_in_aux"], args.chat_weight), w_aux])
     return dev, X, (X_aux, aux_y, w_aux), counts
 

