@@ -120,6 +120,11 @@ def refusal_prob(P: np.ndarray) -> np.ndarray:
     return P[:, 1] + P[:, 2]
 
 
+def scored_labels(scorer, prompts: list[str], texts: list[str]) -> np.ndarray:
+    """A registered scorer's labels as REFUSAL_LABELS indices, comparable with the head's predictions."""
+    return np.array([REFUSAL_LABELS.index(s.label) for s in scorer.score(prompts, texts)], dtype=int)
+
+
 def agreement(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
     return float(((y == 0) == (pred == 0)).mean()), float((y == pred).mean())
 

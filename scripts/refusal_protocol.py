@@ -34,11 +34,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from eval_refusal_scorer import default_data_dir  # noqa: E402
-from refusal_head_fit import agreement, train_head  # noqa: E402
+from refusal_head_fit import agreement, scored_labels, train_head  # noqa: E402
 from refusal_training_data import DEFAULTS, MODELS, SEED, FeatureCache, build_features  # noqa: E402
 from harness.scoring import get_scorer  # noqa: E402
 from harness.scoring.classifier import RULE_FEATURES, MiniLMEncoder  # noqa: E402
-from harness.core.types import REFUSAL_LABELS  # noqa: E402
 
 OPENING_WORDS = 8
 FAMILIES = 6  # k-means clusters; 6 separates the house openings ("Sorry, but I", "I cannot provide", "It is
@@ -162,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             print(report_line(name, dev, held_out_predictions(X, dev, part, params, families, mask)))
     for name in ("refusal_patterns", "xstest_string_match"):
         scorer = get_scorer(name)
-        pred = {m: np.array([REFUSAL_LABELS.index(s.label) for s in scorer.score(dev[m]["prompts"], dev[m]["texts"])])
-                for m in MODELS}
+        pred = {m: scored_labels(scorer, dev[m]["prompts"], dev[m]["texts"]) for m in MODELS}
         results[name] = pred
         print(report_line(f"{name} (not trained; in-sample rules)" if name == "refusal_patterns" else name, dev, pred))
     print("\nfor comparison, plain leave-one-model-out (families and prompts not held out):")

@@ -173,7 +173,7 @@ def load_synthetic(data_dir: Path, aux_prompts: list[str], aux_texts: list[str],
 
 
 class FeatureCache:
-    """Embeds each distinct text (reply or prompt) once per run (and, with --cache, across runs)."""
+    """Embeds each distinct text once per run (and, with --cache, across runs)."""
 
     def __init__(self, encoder: MiniLMEncoder, cache_dir: Path | None):
         self.encoder, self.cache_dir, self.memo = encoder, cache_dir, {}

@@ -73,6 +73,7 @@ from refusal_head_fit import (  # noqa: E402
     prompt_fold,
     refusal_prob,
     reliability,
+    scored_labels,
     softmax,
     train_head,
 )
@@ -128,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         (b, t), (sb, st) = row["refusal_classifier"], row["prompt_disjoint"]
         print(f"  {test:10} {'refusal_classifier':24} {b:7.3f} {t:8.3f}   ({sb:.3f} {st:.3f})")
         for name, scorer in baselines.items():
-            labels = [s.label for s in scorer.score([""] * len(y), dev[test]["texts"])]
-            row[name] = agreement(y, np.array([REFUSAL_LABELS.index(lab) for lab in labels]))
+            row[name] = agreement(y, scored_labels(scorer, [""] * len(y), dev[test]["texts"]))
             print(f"  {'':10} {name:24} {row[name][0]:7.3f} {row[name][1]:8.3f}")
         table.append(row)
         conf = np.zeros((3, 3), int)
@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nguarded chat replies (Llama-2-13b-chat on AlpacaEval, {len(chat_y)} labelled; {chat['method']})")
     print(f"  {'refusal_classifier':24} {chat['refusal_classifier'][0]:7.3f} {chat['refusal_classifier'][1]:8.3f}")
     for name, scorer in baselines.items():
-        labels = [s.label for s in scorer.score(dev["chat"]["prompts"], dev["chat"]["texts"])]
-        chat[name] = [round(v, 4) for v in agreement(chat_y, np.array([REFUSAL_LABELS.index(lab) for lab in labels]))]
+        chat[name] = [round(v, 4) for v in agreement(chat_y, scored_labels(scorer, dev["chat"]["prompts"],
+                                                                            dev["chat"]["texts"]))]
         print(f"  {name:24} {chat[name][0]:7.3f} {chat[name][1]:8.3f}")
     conf = np.zeros((3, 3), int)
     np.add.at(conf, (chat_y, chat_pred), 1)

@@ -66,8 +66,8 @@ _REDIRECT = re.compile(
 def hedge_evidence(text: str, body: str | None = None) -> dict[str, bool]:
     """{"hedged", "hedged_unanswered", "offer", "hedged_pivot", "hedged_redirect"} for one reply: a hedge in
     its opening; a hedge with no list, step, code, figure or "here is" after it; an offer of other help; a
-    hedge, then a turn back to the request; a hedge, then a substitute and no such turn. ``body`` is the reply's normalised
-    window when the caller already has it (``refusal.classify_read``)."""
+    hedge, then a turn back to the request; a hedge, then a substitute and no such turn. ``body`` is the
+    reply's normalised window when the caller already has it (``refusal.classify_read``)."""
     if body is None:
         body = normalize_response(text[:BODY_CHARS])
     hedged = _HEDGE.search(body, 0, HEAD_CHARS) is not None
