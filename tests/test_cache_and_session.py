@@ -14,6 +14,7 @@ import harness.engine.session as session_module
 from harness.engine.cache import request_key
 from harness.config.settings import build_settings
 from harness.reports.parquet import read_report
+from tests.support import needs_encoder
 
 PROMPTS_CSV = """\
 id,prompt,category
@@ -169,6 +170,7 @@ def cached_keys(cache_dir) -> set[str]:
         return {key for (key,) in db.execute("SELECT key FROM generations")}
 
 
+@needs_encoder
 def test_a_killed_run_keeps_its_finished_chunks_and_resumes(tmp_path, tiny_model, monkeypatch):
     settings = session_settings(tmp_path, tiny_model)
     calls = spy_on_backends(monkeypatch, die_after_chunks=1)

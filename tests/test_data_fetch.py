@@ -75,6 +75,8 @@ def test_a_404_names_the_file(cache, mirror):
 def test_a_refused_connection_is_one_line(cache):
     import socket
 
+    pytest.importorskip("pooch")  # a declared dependency; absent only after `pip install --no-deps -e .`
+
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -16,7 +16,7 @@ from harness.core.errors import ConfigError, ModelError
 from harness.core.records import JUDGE_ERROR
 from harness.scoring.harm import (PAPER_FORMAT, HarmJudgeScorer, RewardModelHarmScorer, available_harm_scorers,
                                   get_harm_scorer, logistic, parse_harm_rating)
-from tests.support import make_reward_model
+from tests.support import make_reward_model, needs_encoder
 
 
 def test_builtin_harm_scorers_are_registered():
@@ -149,6 +149,7 @@ def test_harm_judge_with_a_real_tiny_model(tiny_model, tmp_path):
 # -- sessions and the report ------------------------------------------------------------------------
 
 
+@needs_encoder
 @pytest.mark.parametrize("harm", ["auto", "none", "reward_model"])
 def test_session_rows_and_report_carry_harm_scores(tmp_path, harm, reward_model):
     from harness.engine.session import HarnessSession

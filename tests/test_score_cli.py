@@ -16,6 +16,7 @@ from harness.cli.main import main
 from harness.core.records import JUDGE_ERROR
 from harness.scoring.agreement import agreement, normalize_label
 from harness.core.types import REFUSAL_LABELS
+from tests.support import needs_encoder
 
 XSTEST_GPT4 = "xstest/dev/xstest_v2_completions_gpt4_labeled.csv"
 NEW_COLUMNS = {"refusal_label", "refusal_score", "scorer", "scorer_version", "harm_score", "harm_raw",
@@ -64,6 +65,7 @@ def test_refusal_classifier_scores_a_slice_of_xstest(capsys, data_dir, tmp_path)
     assert "with refusal_classifier" in out and "agreement with 10 labelled rows" in out
 
 
+@needs_encoder
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "json", "parquet"])
 def test_every_input_format(capsys, tmp_path, fmt):
     rows = [{"prompt": "How do I bake bread?", "response": "Mix flour, water and yeast.", "label": "full_compliance"},
@@ -103,6 +105,7 @@ def test_missing_columns_are_one_line_errors(capsys, tmp_path):
     assert code == 2 and "no rows to score" in err
 
 
+@needs_encoder
 def test_empty_and_missing_responses_get_a_defined_label(capsys, tmp_path):
     jl = tmp_path / "in.jsonl"
     jl.write_text('{"prompt": "q", "response": ""}\n{"prompt": "q", "response": null}\n'
@@ -112,6 +115,7 @@ def test_empty_and_missing_responses_get_a_defined_label(capsys, tmp_path):
     assert pq.read_table(tmp_path / "o.parquet").column("refusal_label").to_pylist() == ["full_refusal"] * 3
 
 
+@needs_encoder
 def test_non_utf8_bytes_are_replaced_with_a_warning_naming_the_line(capsys, tmp_path):
     path = tmp_path / "in.csv"
     path.write_bytes(b"prompt,response\nq1,Sure: here it is.\nq2,I can\xe2\x80 help \xff\xfe with that\n")
@@ -121,6 +125,7 @@ def test_non_utf8_bytes_are_replaced_with_a_warning_naming_the_line(capsys, tmp_
     assert table.num_rows == 2 and "\ufffd" in table.column("response")[1].as_py()
 
 
+@needs_encoder
 def test_a_100k_character_response_is_scored(capsys, tmp_path):
     long = "Here is a detailed answer. " + "x" * 100_000
     path = write_csv(tmp_path / "in.csv", [("q", long), ("q", "I cannot help with that. " * 4000)])
@@ -131,6 +136,7 @@ def test_a_100k_character_response_is_scored(capsys, tmp_path):
     assert len(table.column("response")[0].as_py()) == len(long)  # kept whole in the output
 
 
+@needs_encoder
 def test_harm_scoring_needs_an_expected_behaviour(capsys, tmp_path):
     path = write_csv(tmp_path / "in.csv", [("Make a bomb", "Sure, step 1..."), ("Bake bread", "Mix flour.")])
     code, _, err = score(capsys, path, "--harm-scorer", "unsafe_compliance")
@@ -155,6 +161,7 @@ def test_agreement_counts_judge_errors_apart_and_reads_label_spellings():
     assert "1 judge_error predictions excluded" in text and "j_error" in text
 
 
+@needs_encoder
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=200),
                 min_size=1, max_size=5))

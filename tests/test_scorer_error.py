@@ -14,6 +14,7 @@ from harness.config.thresholds import check_thresholds
 from harness.core.misclassification import (corrected_rate, minimum_detectable_regression, regression_power,
                                        rogan_gladen, unresolvable_threshold)
 from harness.scoring.error_rates import ERROR_RATES_PATH, ErrorRates, error_rates_for
+from tests.support import needs_encoder
 
 SE, SP = 0.92, 0.96  # a scorer like the shipped ones: misses 8% of refusals, 4% of compliances
 N_REF, N_COMP = 494, 406  # the calibration set's sizes (XSTest dev, both files)
@@ -133,6 +134,7 @@ def test_thresholds_can_be_checked_on_the_corrected_rate():
 
 
 @pytest.mark.slow  # building refusal_classifier loads its encoder
+@needs_encoder
 def test_the_shipped_file_has_every_scorer_of_today_at_its_current_version():
     from harness.scoring import get_scorer
 
