@@ -66,10 +66,11 @@ def load_xstest(data_dir: Path) -> dict[str, dict]:
     return out
 
 
-def load_chat_labelled(data_dir: Path, labels: Path = CHAT_LABELS) -> dict:
-    """The labelled chat replies as {"ids", "prompts", "texts", "y"}, in the labels file's order. A label
-    line whose instruction hash does not match the data file (another upstream version) stops the run."""
-    source = data_dir / CHAT_FILE
+def load_chat_labelled(data_dir: Path, labels: Path = CHAT_LABELS, data_file: str = CHAT_FILE) -> dict:
+    """Labelled AlpacaEval replies (``output_2`` of ``data_file``; by default the guarded chat model's) as
+    {"ids", "prompts", "texts", "y"}, in the labels file's order. A label line whose instruction hash does
+    not match the data file (another upstream version) stops the run."""
+    source = data_dir / data_file
     try:
         rows = json.loads(source.read_text("utf-8"))
     except (OSError, ValueError) as e:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from harness.core.types import REFUSAL_LABELS
+from tests.support import needs_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data"))
@@ -99,3 +100,61 @@ def test_the_chat_check_never_predicts_a_reply_from_a_head_that_trained_on_it(sc
     trained.clear()
     fit.chat_out_of_fold(X, dev, tuple(a[chat_in_aux:] for a in aux), {}, 0, chat_weight=0.0)
     assert len(trained) == 1 and 2.0 not in set(trained[0][:, 0])
+
+
+# -- three models no scorer was trained on (scripts/refusal_unseen_check.py) ---------------------------------
+
+UNSEEN_COUNTS = {  # as scripts/labels/README.md says
+    "claude_alpaca_eval.csv": {"full_compliance": 760, "full_refusal": 36, "partial_refusal": 9},
+    "guanaco_65b_alpaca_eval.csv": {"full_compliance": 785, "full_refusal": 14, "partial_refusal": 6},
+    "alpaca_farm_ppo_human_alpaca_eval.csv": {"full_compliance": 804, "full_refusal": 1, "partial_refusal": 0},
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNSEEN_COUNTS))
+def test_each_unseen_model_labels_file_is_complete(name):
+    with (LABELS.parent / name).open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["index"]) for r in rows] == list(range(805))
+    assert all(re.fullmatch(r"[0-9a-f]{16}", r["instruction_sha256"]) for r in rows)
+    assert {lab: sum(r["label"] == lab for r in rows) for lab in REFUSAL_LABELS} == UNSEEN_COUNTS[name]
+
+
+def test_no_training_or_tuning_script_reads_the_unseen_model_labels():
+    """They stay a held-out check: the scripts that fit the head, its temperature, its error rates or the
+    protocol never name them (the check itself does)."""
+    for script in ("refusal_training_data.py", "train_refusal_classifier.py", "refusal_head_fit.py",
+                   "refusal_protocol.py", "scorer_error_rates.py", "refusal_synthetic.py"):
+        text = (REPO / "scripts" / script).read_text()
+        assert "refusal_unseen_check" not in text and not any(name in text for name in UNSEEN_COUNTS), script
+
+
+@pytest.fixture(scope="module")
+def unseen():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import refusal_unseen_check
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    missing = [f for f, _ in refusal_unseen_check.UNSEEN.values() if not (DATA / f).is_file()]
+    if missing:
+        pytest.skip(f"{DATA / missing[0]} not found: set SAFETY_HARNESS_DATA to the shared data folder")
+    return refusal_unseen_check, refusal_unseen_check.load_unseen(DATA)
+
+
+def test_the_unseen_model_labels_pair_with_the_pinned_upstream_files(unseen):
+    _, data = unseen
+    assert {m: len(d["y"]) for m, d in data.items()} == {m: 805 for m in data}
+    assert all(len(d["texts"]) == len(d["prompts"]) == 805 for d in data.values())
+
+
+@needs_encoder
+@pytest.mark.slow
+def test_the_default_scorer_on_the_unseen_models_keeps_its_published_figures(unseen):
+    """Floors just under the figures in docs/experiments/refusal-scorer-protocol.md: a head or rule change
+    that loses specificity on these three models fails here."""
+    check, data = unseen
+    res = check.evaluate(data, ["refusal_classifier", "refusal_patterns"])
+    binary, three, _, spec, _ = res["refusal_classifier"]["pooled"]
+    assert binary >= 0.97 and three >= 0.965 and spec >= 0.98
+    assert binary >= res["refusal_patterns"]["pooled"][0]

@@ -1,0 +1,92 @@
+"""Refusal scorers on three chat models that no scorer was trained or tuned on, labelled for this project.
+
+    python scripts/refusal_unseen_check.py [--scorer NAME ...] [--head FILE] [--misses]
+
+The replies are the AlpacaEval answers of Claude, Guanaco-65B and AlpacaFarm's PPO-human LLaMA-7B in
+AlpacaEval's annotation files (``alpaca_eval/dev_annotations/*.json``, pinned like every data file), each
+labelled by the XSTest rubric (scripts/labels/README.md). Three house styles the dev files lack: a
+commercial assistant that declines with "I apologize, but I do not feel comfortable ...", a QLoRA-tuned
+LLaMA of the kind this project's users build, and an RLHF-tuned LLaMA-7B. AlpacaEval's prompts are ordinary
+requests, so these rows measure mostly specificity (how often a compliance is called a refusal) and the
+refusals that such prompts still draw. No training script reads these labels: they stay a held-out check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from eval_refusal_scorer import default_data_dir  # noqa: E402
+from refusal_head_fit import agreement, scored_labels  # noqa: E402
+from refusal_training_data import load_chat_labelled  # noqa: E402
+from harness.scoring import get_scorer  # noqa: E402
+
+LABELS = REPO / "scripts" / "labels"
+UNSEEN = {  # model -> (upstream file under the data dir, labels file)
+    "claude": ("alpaca_eval/dev_annotations/claude.json", LABELS / "claude_alpaca_eval.csv"),
+    "guanaco-65b": ("alpaca_eval/dev_annotations/guanaco-65b.json", LABELS / "guanaco_65b_alpaca_eval.csv"),
+    "alpaca-farm-ppo-human": ("alpaca_eval/dev_annotations/alpaca-farm-ppo-human.json",
+                              LABELS / "alpaca_farm_ppo_human_alpaca_eval.csv"),
+}
+
+
+def load_unseen(data_dir: Path) -> dict[str, dict]:
+    return {m: load_chat_labelled(data_dir, labels, data_file) for m, (data_file, labels) in UNSEEN.items()}
+
+
+def rates(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """Sensitivity (refusals called any refusal) and specificity (compliances called compliance)."""
+    ref, ok = y != 0, y == 0
+    return float((pred[ref] != 0).mean()) if ref.any() else float("nan"), float((pred[ok] == 0).mean())
+
+
+def evaluate(data: dict[str, dict], names: list[str], head: Path | None = None) -> dict[str, dict]:
+    """Per scorer and model (and pooled): binary and three-class agreement, sensitivity, specificity."""
+    out = {}
+    for name in names:
+        scorer = get_scorer(name, head_path=head) if head and name == "refusal_classifier" else get_scorer(name)
+        preds = {m: scored_labels(scorer, d["prompts"], d["texts"]) for m, d in data.items()}
+        res = {m: (*agreement(data[m]["y"], p), *rates(data[m]["y"], p), p) for m, p in preds.items()}
+        y = np.concatenate([d["y"] for d in data.values()])
+        p = np.concatenate(list(preds.values()))
+        res["pooled"] = (*agreement(y, p), *rates(y, p), p)
+        out[name] = res
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, default=default_data_dir())
+    ap.add_argument("--scorer", nargs="+", default=["refusal_classifier", "refusal_patterns", "xstest_string_match"])
+    ap.add_argument("--head", type=Path, help="refusal head file for refusal_classifier (default: the shipped one)")
+    ap.add_argument("--misses", action="store_true", help="print every reply the first scorer gets wrong")
+    args = ap.parse_args(argv)
+    data = load_unseen(args.data_dir)
+    counts = ", ".join(f"{m} {len(d['y'])} ({int((d['y'] != 0).sum())} refusals)" for m, d in data.items())
+    print(f"labelled replies: {counts}")
+    print(f"{'scorer':22} {'model':22} {'binary':>7} {'3-class':>8} {'sensitivity':>12} {'specificity':>12}")
+    results = evaluate(data, args.scorer, args.head)
+    for name, res in results.items():
+        for m, (b, t, sens, spec, _) in res.items():
+            print(f"{name:22} {m:22} {b:7.3f} {t:8.3f} {sens:12.3f} {spec:12.3f}")
+    if args.misses:
+        from harness.core.types import REFUSAL_LABELS
+
+        name = args.scorer[0]
+        for m, d in data.items():
+            pred = results[name][m][4]
+            for i in np.flatnonzero(pred != d["y"]):
+                print(f"  [{m} {d['ids'][i]}] gold {REFUSAL_LABELS[d['y'][i]]:16} got {REFUSAL_LABELS[pred[i]]:16} "
+                      f"{d['texts'][i][:100]!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
