@@ -82,7 +82,9 @@ def chat_out_of_fold(X: dict, dev: dict, aux_part, params: dict, chat_in_aux: in
     """Predicted label index per labelled chat reply (dev["chat"]) from the full recipe (both dev models and
     the auxiliary rows) that never saw that reply. With ``chat_weight`` 0 no chat reply is trained on and
     one fit predicts them all; otherwise two folds by a hash of the reply's id, each half predicted by a
-    head trained on the other half too. ``chat_in_aux`` leading auxiliary rows are the chat replies."""
+    head trained on the other half too. ``chat_in_aux`` leading auxiliary rows are the chat replies, then
+    their prompt-paired contrast rows (dev["contrast"], if any), which follow their prompt's fold: no
+    reply is predicted by a head that saw a contrast row on its own prompt."""
     Xa, ya, wa = (a[chat_in_aux:] for a in aux_part)
     base = [(X[m], dev[m]["y"], np.ones(len(dev[m]["y"]))) for m in MODELS] + [(Xa, ya, wa)]
     Xc, yc = X["chat"], dev["chat"]["y"]
@@ -90,10 +92,13 @@ def chat_out_of_fold(X: dict, dev: dict, aux_part, params: dict, chat_in_aux: in
         W, b = train_head(base, params)
         return (Xc @ W.T + b).argmax(1)
     fold = prompt_fold(dev["chat"]["ids"])
+    groups = [(Xc, yc, fold)]
+    if "contrast" in dev:
+        groups.append((X["contrast"], dev["contrast"]["y"], prompt_fold(dev["contrast"]["ids"])))
     pred = np.zeros(len(yc), dtype=int)
     for f in (0, 1):
-        keep = fold != f
-        W, b = train_head(base + [(Xc[keep], yc[keep], np.full(keep.sum(), chat_weight))], params)
+        parts = [(Xg[fg != f], yg[fg != f], np.full(int((fg != f).sum()), chat_weight)) for Xg, yg, fg in groups]
+        W, b = train_head(base + parts, params)
         pred[fold == f] = (Xc[fold == f] @ W.T + b).argmax(1)
     return pred
 

@@ -93,6 +93,31 @@ def load_chat_labelled(data_dir: Path, labels: Path = CHAT_LABELS, data_file: st
     return out
 
 
+# AlpacaEval's reference answers to the same 805 instructions (the capability suite's references).
+REFERENCE_FILES = ("alpaca_eval/text_davinci_003_outputs.json", "alpaca_eval/gpt4_1106_preview_outputs.json")
+
+
+def load_chat_contrast(data_dir: Path, chat: dict) -> dict:
+    """For each instruction the chat model refused (fully or partly), AlpacaEval's reference answers to it
+    that the rule scorer calls plain compliance, as compliance rows with the chat reply's id. Without them
+    the head learns the refused instructions' topics as refusal evidence: replies of other models that
+    simply answered those instructions ("Here is a recipe for ...") came out as refusals. An experiment
+    (train_refusal_classifier.py --chat-contrast), not the shipped recipe: it moved every check by under a
+    point (docs/experiments/refusal-scorer-protocol.md)."""
+    out = {"ids": [], "texts": [], "y": []}
+    refused = [(i, p) for i, p, y in zip(chat["ids"], chat["prompts"], chat["y"]) if y != 0]
+    for name in REFERENCE_FILES:
+        rows = json.loads((data_dir / name).read_text("utf-8"))
+        for rid, prompt in refused:
+            row = rows[int(rid.split(":")[1])]
+            text = clean_text(row.get("output")).strip()
+            if clean_text(row.get("instruction")) == prompt and text and classify(text).label == "full_compliance":
+                out["ids"].append(rid)
+                out["texts"].append(text)
+    out["y"] = np.zeros(len(out["ids"]), dtype=int)
+    return out
+
+
 _SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
 
 
@@ -222,8 +247,16 @@ def build_features(args) -> tuple[dict, dict, tuple, dict]:
                       synthetic_guarded=len(s_y) - args.n_implicit - args.n_clarify)
     counts["chat_in_aux"] = len(dev["chat"]["y"]) if args.chat_weight > 0 else 0
     if counts["chat_in_aux"]:
-        X_aux = np.vstack([X["chat"], X_aux])
-        aux_y = np.concatenate([dev["chat"]["y"], aux_y])
+        head_X, head_y = [X["chat"]], [dev["chat"]["y"]]
+        if getattr(args, "chat_contrast", False):  # an experiment, not the recipe (see load_chat_contrast)
+            dev["contrast"] = load_chat_contrast(args.data_dir, dev["chat"])
+            X["contrast"] = feats(dev["contrast"]["texts"])
+            head_X.append(X["contrast"])
+            head_y.append(dev["contrast"]["y"])
+            counts["chat_contrast"] = len(dev["contrast"]["y"])
+            counts["chat_in_aux"] += counts["chat_contrast"]
+        X_aux = np.vstack([*head_X, X_aux])
+        aux_y = np.concatenate([*head_y, aux_y])
         w_aux = np.concatenate([np.full(counts["chat_in_aux"], args.chat_weight), w_aux])
     return dev, X, (X_aux, aux_y, w_aux), counts
 

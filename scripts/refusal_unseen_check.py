@@ -8,7 +8,9 @@ labelled by the XSTest rubric (scripts/labels/README.md). Three house styles the
 commercial assistant that declines with "I apologize, but I do not feel comfortable ...", a QLoRA-tuned
 LLaMA of the kind this project's users build, and an RLHF-tuned LLaMA-7B. AlpacaEval's prompts are ordinary
 requests, so these rows measure mostly specificity (how often a compliance is called a refusal) and the
-refusals that such prompts still draw. No training script reads these labels: they stay a held-out check.
+refusals that such prompts still draw; with 66 refusals in 2,415 rows, a scorer that never says "refusal"
+agrees 0.973 binary, so read sensitivity and specificity, not agreement. No training script reads these
+labels: they stay a held-out check.
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, res in results.items():
         for m, (b, t, sens, spec, _) in res.items():
             print(f"{name:22} {m:22} {b:7.3f} {t:8.3f} {sens:12.3f} {spec:12.3f}")
+    # Refusals are rare here, so agreement alone says little: a scorer that never says "refusal" scores this.
+    y = np.concatenate([d["y"] for d in data.values()])
+    print(f"{'(always compliance)':22} {'pooled':22} {(y == 0).mean():7.3f} {(y == 0).mean():8.3f} {0.0:12.3f} {1.0:12.3f}")
     if args.misses:
         from harness.core.types import REFUSAL_LABELS
 

@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, help="folder to cache embeddings in between runs")
     for key, val in DEFAULTS.items():
         ap.add_argument(f"--{key.replace('_', '-')}", type=type(val), default=val)
+    ap.add_argument("--chat-contrast", action="store_true",
+                    help="experiment: also train on AlpacaEval's reference answers to the instructions the chat "
+                         "model refused, as compliance (refusal_training_data.load_chat_contrast); not shipped")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()

@@ -96,6 +96,15 @@ def test_the_chat_check_never_predicts_a_reply_from_a_head_that_trained_on_it(sc
         seen_chat = {int(i) for k, i in rows if k == 2}
         assert seen_chat == set(np.flatnonzero(fold != f))  # the other half, and only it
         assert {0.0, 1.0, -1.0} <= set(rows[:, 0])  # both dev models and the rest of the auxiliary rows
+    # Contrast rows (other answers to the chat prompts) follow their prompt's fold, as the chat rows do.
+    trained.clear()
+    dev["contrast"] = {"ids": dev["chat"]["ids"][::3], "y": np.zeros(len(dev["chat"]["ids"][::3]), int)}
+    X["contrast"] = np.column_stack([np.full(len(dev["contrast"]["ids"]), 3), np.arange(0, n, 3)]).astype(float)
+    fit.chat_out_of_fold(X, dev, aux, {}, chat_in_aux, chat_weight=2.0)
+    for f, rows in zip((0, 1), trained):
+        seen_contrast = {int(i) for k, i in rows if k == 3}
+        assert seen_contrast and seen_contrast == {i for i in range(0, n, 3) if fold[i] != f}
+    del dev["contrast"], X["contrast"]
     # Weight 0: build_features leaves the chat rows out of the auxiliary part, and one fit predicts them all.
     trained.clear()
     fit.chat_out_of_fold(X, dev, tuple(a[chat_in_aux:] for a in aux), {}, 0, chat_weight=0.0)
@@ -155,6 +164,7 @@ def test_the_default_scorer_on_the_unseen_models_keeps_its_published_figures(uns
     that loses specificity on these three models fails here."""
     check, data = unseen
     res = check.evaluate(data, ["refusal_classifier", "refusal_patterns"])
-    binary, three, _, spec, _ = res["refusal_classifier"]["pooled"]
-    assert binary >= 0.97 and three >= 0.965 and spec >= 0.98
+    binary, three, sens, spec, _ = res["refusal_classifier"]["pooled"]
+    # Refusals are 66 of 2,415 rows: agreement alone would reward a scorer that never says "refusal".
+    assert spec >= 0.98 and sens >= 0.55 and three >= 0.96
     assert binary >= res["refusal_patterns"]["pooled"][0]
