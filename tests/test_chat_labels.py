@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -23,15 +24,18 @@ DATA = Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data
 LABELS = REPO / "scripts" / "labels" / "llama2_13b_chat_alpaca_eval.csv"
 
 
-@pytest.fixture(scope="module")
-def scripts():
+def import_scripts(*names: str) -> list:
+    """Modules of scripts/ (which import each other by bare name), without leaving scripts/ on sys.path."""
     sys.path.insert(0, str(REPO / "scripts"))
     try:
-        import refusal_head_fit
-        import refusal_training_data
+        return [importlib.import_module(name) for name in names]
     finally:
         sys.path.remove(str(REPO / "scripts"))
-    return refusal_training_data, refusal_head_fit
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    return tuple(import_scripts("refusal_training_data", "refusal_head_fit"))
 
 
 def test_the_labels_file_has_one_well_formed_line_per_reply():
@@ -140,11 +144,7 @@ def test_no_training_or_tuning_script_reads_the_unseen_model_labels():
 
 @pytest.fixture(scope="module")
 def unseen():
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import refusal_unseen_check
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+    (refusal_unseen_check,) = import_scripts("refusal_unseen_check")
     missing = [f for f, _ in refusal_unseen_check.UNSEEN.values() if not (DATA / f).is_file()]
     if missing:
         pytest.skip(f"{DATA / missing[0]} not found: set SAFETY_HARNESS_DATA to the shared data folder")
