@@ -36,20 +36,18 @@ def measure(work: Path, adapter: Path, backend: str, dtype: str, drop: bool = Fa
     be = session._start_backend()
     switch = sanity._base_switch(be)
     requests = sanity.canary_requests(session.resolved_model, session.model_info.template)
-    with (switch() if drop else nullcontext()):
-        tuned = be.next_token_logprobs(requests, sanity.TOP_LOGPROBS)
-    with switch():
-        base = be.next_token_logprobs(requests, sanity.TOP_LOGPROBS)
-        repeat = be.next_token_logprobs(requests, sanity.TOP_LOGPROBS)
-    with sanity._short_greedy(be):
-        with (switch() if drop else nullcontext()):
-            tuned_text = [r.text for r in be.generate(requests)]
-        with switch():
-            base_text = [r.text for r in be.generate(requests)]
-    shift, noise = sanity.max_logprob_shift(tuned, base), sanity.max_logprob_shift(repeat, base)
+
+    def run(helper):
+        # "dropped": the adapter's pass made without it, as a backend that ignores the adapter answers. Each
+        # helper makes that pass first, before its own switch nests inside this one (peft re-enables the
+        # adapter when the inner switch exits), so each gets a "without" of its own.
+        with switch() if drop else nullcontext():
+            return helper(be, requests, switch)
+
+    shift, noise = run(sanity.logprob_shifts)
+    changed = run(sanity.greedy_changes)
     return {"dtype": session.model_info.dtype, "shift": shift, "repeat": noise,
-            "verdict": "applied" if shift > sanity.noise_level(noise) else "refused",
-            "greedy_changed": sum(a != b for a, b in zip(tuned_text, base_text))}
+            "verdict": "applied" if shift > sanity.noise_level(noise) else "refused", "greedy_changed": changed}
 
 
 def main(argv: list[str] | None = None) -> int:

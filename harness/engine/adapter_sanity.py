@@ -78,22 +78,14 @@ def check_adapter(session, backend) -> None:
               "or report log-probabilities", file=sys.stderr)
         return
     requests = canary_requests(model, session.model_info.template)
-    tuned_lp = backend.next_token_logprobs(requests, TOP_LOGPROBS)
-    with switch():
-        base_lp = backend.next_token_logprobs(requests, TOP_LOGPROBS)
-        repeat_lp = backend.next_token_logprobs(requests, TOP_LOGPROBS)
-    shift = max_logprob_shift(tuned_lp, base_lp)
-    noise = noise_level(max_logprob_shift(repeat_lp, base_lp))
+    shift, repeat_shift = logprob_shifts(backend, requests, switch)
+    noise = noise_level(repeat_shift)
     if shift <= noise:
         raise ModelError(f"adapter sanity: {model.adapter_path}: {_why(model.adapter_path, session)}: its "
                          f"next-token log-probabilities equal the base model's on all {len(requests)} canary "
                          f"prompts (largest difference {shift:.2g} <= noise {noise:.2g}). "
                          "Pass --no-adapter-sanity to evaluate it anyway")
-    with _short_greedy(backend):
-        tuned = [r.text for r in backend.generate(requests)]
-        with switch():
-            base = [r.text for r in backend.generate(requests)]
-    differing = sum(a != b for a, b in zip(tuned, base))
+    differing = greedy_changes(backend, requests, switch)
     record = {"adapter": model.adapter_path, "applied": True, "max_logprob_shift": shift, "noise": noise,
               "dtype": getattr(session.model_info, "dtype", None),
               "differing": differing, "of": len(requests)}
@@ -107,6 +99,25 @@ def check_adapter(session, backend) -> None:
         print(f"safety-harness: warning: {message}", file=sys.stderr)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(record))
+
+
+def logprob_shifts(backend, requests: list[GenerationRequest], switch) -> tuple[float, float]:
+    """The largest log-probability difference on the canaries between the adapter and the base model (under
+    ``switch``), and between the base model and its own repeated pass (the backend's noise)."""
+    tuned = backend.next_token_logprobs(requests, TOP_LOGPROBS)
+    with switch():
+        base = backend.next_token_logprobs(requests, TOP_LOGPROBS)
+        repeat = backend.next_token_logprobs(requests, TOP_LOGPROBS)
+    return max_logprob_shift(tuned, base), max_logprob_shift(repeat, base)
+
+
+def greedy_changes(backend, requests: list[GenerationRequest], switch) -> int:
+    """How many canaries' first MAX_NEW_TOKENS greedy tokens differ with and without the adapter."""
+    with _short_greedy(backend):
+        tuned = [r.text for r in backend.generate(requests)]
+        with switch():
+            base = [r.text for r in backend.generate(requests)]
+    return sum(a != b for a, b in zip(tuned, base))
 
 
 def max_logprob_shift(tuned: list[dict[int, float]], base: list[dict[int, float]]) -> float:
