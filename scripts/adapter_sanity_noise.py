@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--scales", default="0,2e-5,2e-4,2e-3,2e-2,2e-1", help="std of the LoRA B entries")
     args = ap.parse_args(argv)
+    from safetensors.torch import load_file
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.model == "tiny":
@@ -71,8 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         rows = [(float(s), False) for s in args.scales.split(",")] + [(0.2, True)]
         for scale, drop in rows:
             adapter = make_tiny_adapter(base, work / f"adapter-{scale:g}", r=8, noise=scale)
-            from safetensors.torch import load_file
-
             top = max(float(t.abs().max()) for k, t in load_file(adapter / "adapter_model.safetensors").items()
                       if "lora_B" in k)
             m = measure(work, adapter, args.backend, args.dtype, drop=drop)

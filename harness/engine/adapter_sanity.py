@@ -81,13 +81,14 @@ def check_adapter(session, backend) -> None:
     shift, repeat_shift = logprob_shifts(backend, requests, switch)
     noise = noise_level(repeat_shift)
     if shift <= noise:
-        raise ModelError(f"adapter sanity: {model.adapter_path}: {_why(model.adapter_path, session)}: its "
-                         f"next-token log-probabilities equal the base model's on all {len(requests)} canary "
-                         f"prompts (largest difference {shift:.2g} <= noise {noise:.2g}). "
+        why = _why(model.adapter_path, session.model_info.dtype)
+        raise ModelError(f"adapter sanity: {model.adapter_path}: {why}: its next-token log-probabilities equal "
+                         f"the base model's on all {len(requests)} canary prompts (largest difference "
+                         f"{shift:.2g} <= noise {noise:.2g}). "
                          "Pass --no-adapter-sanity to evaluate it anyway")
     differing = greedy_changes(backend, requests, switch)
     record = {"adapter": model.adapter_path, "applied": True, "max_logprob_shift": shift, "noise": noise,
-              "dtype": getattr(session.model_info, "dtype", None),
+              "dtype": session.model_info.dtype,
               "differing": differing, "of": len(requests)}
     session.extra_metadata["adapter_sanity"] = record
     if differing == 0:
@@ -181,7 +182,7 @@ def _short_greedy(backend):
         backend.sampling = saved
 
 
-def _why(adapter_path: str, session=None) -> str:
+def _why(adapter_path: str, dtype: str | None = None) -> str:
     """Tell a no-op adapter (every LoRA B matrix zero, as peft initialises them) from one not applied."""
     folder = Path(adapter_path)
     if (folder / "adapter_model.safetensors").is_file():
@@ -198,7 +199,6 @@ def _why(adapter_path: str, session=None) -> str:
     if b_matrices and all(not w.any() for w in b_matrices):
         return "no-op weights (all its LoRA B matrices are zero)"
     why = "not applied (its LoRA weights are not zero, but the backend answers as the base model)"
-    dtype = getattr(getattr(session, "model_info", None), "dtype", None)
     if dtype in ("bfloat16", "float16"):  # a delta below half a 16-bit step rounds away in every layer
         why += (f"; in {dtype} an adapter too weak to move any log-probability looks the same:"
                 " --dtype float32 tells them apart")
