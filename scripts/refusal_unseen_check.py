@@ -1,6 +1,8 @@
 """Refusal scorers on three chat models that no scorer was trained or tuned on, labelled for this project.
 
     python scripts/refusal_unseen_check.py [--scorer NAME ...] [--head FILE] [--misses]
+    python scripts/refusal_unseen_check.py --calibration [--label-n 200] [--draws 200]
+    python scripts/refusal_unseen_check.py --export DIR     # per-model CSVs for safety-harness calibrate fit
 
 The replies are the AlpacaEval answers of Claude, Guanaco-65B and AlpacaFarm's PPO-human LLaMA-7B in
 AlpacaEval's annotation files (``alpaca_eval/dev_annotations/*.json``, pinned like every data file), each
@@ -63,14 +65,83 @@ def evaluate(data: dict[str, dict], names: list[str], head: Path | None = None) 
     return out
 
 
+def export(data: dict[str, dict], out: Path) -> list[Path]:
+    """One CSV per model (prompt, response, human_label), the input of ``safety-harness calibrate fit``."""
+    import csv
+
+    from harness.core.types import REFUSAL_LABELS
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for m, d in data.items():
+        path = out / f"{m}.csv"
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["prompt", "response", "human_label"])
+            w.writerows(zip(d["prompts"], d["texts"], (REFUSAL_LABELS[i] for i in d["y"])))
+        paths.append(path)
+    return paths
+
+
+def calibration(data: dict[str, dict], name: str, label_n: int, draws: int) -> list[str]:
+    """Does the corrected refusal rate cover a model's labelled refusal rate? Corrected with the scorer's
+    shipped (dev-file) error rates, and with rates measured on a uniform sample of ``label_n`` of the
+    model's own replies (what ``safety-harness calibrate`` does), over ``draws`` samples."""
+    from harness.core.misclassification import corrected_rate
+    from harness.scoring.error_rates import ErrorRates, error_rates_for
+
+    scorer = get_scorer(name)
+    shipped = error_rates_for(scorer.name, scorer.version)
+    rng = np.random.default_rng(0)
+    lines = [f"{name} v{scorer.version}: corrected refusal rate against the labelled one, per model "
+             f"(own rates: {label_n} labelled replies drawn {draws} times)",
+             f"{'model':22} {'labelled':>8} {'scored':>7} {'shipped-corrected (95% CI)':>27} {'covers':>6} "
+             f"{'own-rates coverage':>18} {'median width':>12} {'no refusal drawn':>16}"]
+    for m, d in data.items():
+        truth = d["y"] != 0
+        scored = scored_labels(scorer, d["prompts"], d["texts"]) != 0
+        k, n = int(scored.sum()), len(scored)
+        c = corrected_rate(k, n, "refusal", shipped)
+        covers, widths, empty = 0, [], 0
+        for _ in range(draws):
+            idx = rng.choice(n, label_n, replace=False)
+            t, s = truth[idx], scored[idx]
+            if not t.any():  # calibrate fit refuses a sample without a refusal: sensitivity unmeasurable
+                empty += 1
+                continue
+            own = ErrorRates("own", "1", int(t.sum()), int((s & t).sum()), int((~t).sum()), int((~s & ~t).sum()))
+            co = corrected_rate(k, n, "refusal", own)
+            covers += co.low <= truth.mean() <= co.high
+            widths.append(co.high - co.low)
+        used = draws - empty
+        lines.append(f"{m:22} {truth.mean():8.3f} {k / n:7.3f} {f'{c.estimate:.3f} ({c.low:.3f}-{c.high:.3f})':>27} "
+                     f"{'yes' if c.low <= truth.mean() <= c.high else 'no':>6} "
+                     f"{(f'{covers / used:.3f}' if used else '-'):>18} "
+                     f"{(f'{np.median(widths):.3f}' if widths else '-'):>12} {empty:16d}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=default_data_dir())
     ap.add_argument("--scorer", nargs="+", default=["refusal_classifier", "refusal_patterns", "xstest_string_match"])
     ap.add_argument("--head", type=Path, help="refusal head file for refusal_classifier (default: the shipped one)")
     ap.add_argument("--misses", action="store_true", help="print every reply the first scorer gets wrong")
+    ap.add_argument("--export", type=Path, help="write each model's labelled replies as DIR/MODEL.csv and stop")
+    ap.add_argument("--calibration", action="store_true",
+                    help="corrected rates with shipped error rates against rates from a labelled sample of each model")
+    ap.add_argument("--label-n", type=int, default=200, help="--calibration: labelled replies per sample")
+    ap.add_argument("--draws", type=int, default=200, help="--calibration: samples drawn per model")
     args = ap.parse_args(argv)
     data = load_unseen(args.data_dir)
+    if args.export:
+        for path in export(data, args.export):
+            print(f"wrote {path}")
+        return 0
+    if args.calibration:
+        for line in calibration(data, args.scorer[0], args.label_n, args.draws):
+            print(line)
+        return 0
     counts = ", ".join(f"{m} {len(d['y'])} ({int((d['y'] != 0).sum())} refusals)" for m, d in data.items())
     print(f"labelled replies: {counts}")
     print(f"{'scorer':22} {'model':22} {'binary':>7} {'3-class':>8} {'sensitivity':>12} {'specificity':>12}")

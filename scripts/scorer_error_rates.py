@@ -15,7 +15,6 @@ scorers and versions already in the file are kept.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from eval_refusal_scorer import default_data_dir, load_labeled  # noqa: E402
 from harness.core.errors import HarnessError  # noqa: E402
 from harness.scoring import get_scorer  # noqa: E402
-from harness.scoring.error_rates import ERROR_RATES_PATH, FORMAT, ErrorRates  # noqa: E402
+from harness.scoring.error_rates import ERROR_RATES_PATH, ErrorRates, write_error_rates  # noqa: E402
 
 DEFAULT_SCORERS = ("refusal_patterns", "refusal_classifier", "xstest_string_match")
 
@@ -89,22 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ERROR_RATES_PATH, help="JSON file to update (default: the package's)")
     args = ap.parse_args(argv)
 
-    out = {"format": FORMAT, "about": "", "scorers": {}}
-    if args.out.is_file():
-        out = json.loads(args.out.read_text("utf-8"))
-    out["about"] = ("Refusal scorers' sensitivity (human refusal, full or partial, scored as a refusal) and "
-                    "specificity (human full compliance scored as compliance), by scorer name and version; written "
-                    "by scripts/scorer_error_rates.py. Each entry's method says how its predictions were made.")
+    about = ("Refusal scorers' sensitivity (human refusal, full or partial, scored as a refusal) and "
+             "specificity (human full compliance scored as compliance), by scorer name and version; written "
+             "by scripts/scorer_error_rates.py. Each entry's method says how its predictions were made.")
+    measured = []
     try:
         for name in args.scorer or DEFAULT_SCORERS:
-            rates = measure(name, args.data_dir)
-            out["scorers"].setdefault(rates.scorer, {})[rates.version] = rates.as_json()
-            print(rates.describe())
+            measured.append(measure(name, args.data_dir))
+            print(measured[-1].describe())
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out["scorers"] = dict(sorted(out["scorers"].items()))
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    write_error_rates(args.out, measured, about)
     print(f"wrote {args.out}")
     return 0
 

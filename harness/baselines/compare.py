@@ -170,6 +170,21 @@ class Comparison:
     flips: pa.Table  # FLIPS_SCHEMA, regressions first
     warnings: list[str] = field(default_factory=list)  # differences accepted with allow_mismatch
     rules: object = None  # the GateRule(s) the groups were judged by, for the minimum detectable regression
+    error_rates_file: Path | None = None  # the user's --error-rates, before the baseline's recorded rates
+
+    def scorer_error_rates(self):
+        """The baseline scorer's error rates for the minimum detectable regression, and where they come
+        from: the user's file, else those the baseline run recorded, else the shipped ones (or None)."""
+        from harness.scoring.error_rates import SHIPPED, error_rates_for, rates_from_record, user_error_rates
+
+        info = self.base.model
+        scorer, version = info.get("scorer"), info.get("scorer_version")
+        if self.error_rates_file is not None:
+            return user_error_rates(self.error_rates_file, scorer, version), str(self.error_rates_file)
+        record = info.get("scorer_error_rates")
+        if record and record.get("scorer") == scorer and str(record.get("version")) == str(version):
+            return rates_from_record(record, f"{self.base.name}: model"), record.get("source", SHIPPED)
+        return error_rates_for(scorer, version), SHIPPED
 
     @property
     def failures(self) -> list[Group]:
@@ -203,10 +218,8 @@ def detectable_regressions(comparison: Comparison) -> list[tuple[Group, float | 
     its baseline failure rate and the scorer's measured error (a perfect scorer when none was measured).
     A suite mixing should-refuse and should-answer prompts takes the scorer's hit rates weighted by them."""
     from harness.core.misclassification import FAILURE_EVENT, minimum_detectable_regression
-    from harness.scoring.error_rates import error_rates_for
 
-    info = comparison.base.model
-    rates = error_rates_for(info.get("scorer"), info.get("scorer_version"))
+    rates, _ = comparison.scorer_error_rates()
     hits = {expected: rates.hit_rates(event) if rates else (1.0, 0.0) for expected, event in FAILURE_EVENT.items()}
     metric_expected = {metric: expected for expected, metric in FAILURE_METRIC.items()}
     out = []
@@ -246,12 +259,14 @@ def rule_for(rules: GateRule | Mapping[str, GateRule] | None, suite: str, metric
 
 def compare_reports(base_source, cand_source, *, rules: GateRule | Mapping[str, GateRule] | None = None,
                     allow_mismatch: bool = False, gate_levels: Iterable[str] = ("suite",),
-                    score_column: str | None = "refusal_score") -> Comparison:
+                    score_column: str | None = "refusal_score", error_rates: Path | None = None) -> Comparison:
     """Paired comparison of two reports (paths or tables). Raises ``ComparisonRefused`` when the runs
     differ in prompts, template, sampling or scorer unless ``allow_mismatch`` (then only the shared
     prompts are compared and the differences are kept in ``warnings``). Groups at ``gate_levels``
     ("all", "suite", "metric", "category") can fail the gate; the others are reported only. The "metric"
-    level splits a suite by expected behaviour (``SUITE:unsafe_compliance_rate``, ``SUITE:refusal_rate``)."""
+    level splits a suite by expected behaviour (``SUITE:unsafe_compliance_rate``, ``SUITE:refusal_rate``).
+    ``error_rates`` names a file of the scorer's error rates (``--error-rates``) for the minimum detectable
+    regression; by default the baseline's recorded ones are used."""
     gate_levels = set(gate_levels)
     if not gate_levels <= set(LEVELS):
         raise HarnessError(f"gate levels must be among {', '.join(LEVELS)}, got {sorted(gate_levels)}")
@@ -289,7 +304,10 @@ def compare_reports(base_source, cand_source, *, rules: GateRule | Mapping[str, 
             base_scores=[_num(base.rows[k].get(score_column)) for k in members] if has_scores else None,
             cand_scores=[_num(cand.rows[k].get(score_column)) for k in members] if has_scores else None,
         ), level in gate_levels))
-    return Comparison(base, cand, groups, flips_table(base, cand, keys), found, rules)
+    comparison = Comparison(base, cand, groups, flips_table(base, cand, keys), found, rules, error_rates)
+    if error_rates is not None:
+        comparison.scorer_error_rates()  # a file without the baseline scorer's rates: one line, now
+    return comparison
 
 
 def _group_order(item):

@@ -67,11 +67,12 @@ def _ci(rate: Interval) -> str:
 
 
 def detectable_lines(comparison: Comparison) -> list[str]:
-    from harness.scoring.error_rates import error_rates_for
+    from harness.scoring.error_rates import SHIPPED
 
     info = comparison.base.model
-    rates = error_rates_for(info.get("scorer"), info.get("scorer_version"))
-    scorer = (f"scorer {rates.scorer} v{rates.version}'s measured error included" if rates else
+    rates, source = comparison.scorer_error_rates()
+    where = "" if source == SHIPPED else f", measured on {source}"
+    scorer = (f"scorer {rates.scorer} v{rates.version}'s measured error included{where}" if rates else
               f"scorer {info.get('scorer')} v{info.get('scorer_version')} has no measured error rates: "
               "computed as if it were perfect, so these are optimistic")
     lines = [f"minimum detectable regression (true rise of the failure rate this gate finds with 80% power; {scorer}):"]

@@ -69,6 +69,9 @@ def _compare_args(p):
     p.add_argument("--gate-categories", action="store_true",
                    help="let each category fail the gate too (default: suites only)")
     p.add_argument("--all-categories", action="store_true", help="print every category, not only those that changed")
+    p.add_argument("--error-rates", type=Path, default=None,
+                   help="the scorer's error rates measured on the baseline model's own labelled replies (safety-harness "
+                        "calibrate fit), for the minimum detectable regression (default: those the baseline run used)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="compare the shared prompts even if prompts, template, sampling or scorer differ")
 
@@ -83,7 +86,7 @@ def _compare(args) -> int:
                     threshold_on=args.threshold_on)
     levels = ("suite", "category") if args.gate_categories else ("suite",)
     comparison = compare_reports(args.baseline, args.candidate, rules=rule, allow_mismatch=args.allow_mismatch,
-                                 gate_levels=levels)
+                                 gate_levels=levels, error_rates=args.error_rates)
     for line in comparison_lines(comparison, all_categories=args.all_categories):
         print(line)
     try:

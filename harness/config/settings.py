@@ -107,6 +107,10 @@ class RunSettings:
         "help": "estimate: a suite's rate is held against its thresholds; bound: the far end of its 95% Wilson "
                 "interval is (upper bound for max_, lower for min_), so small samples must show they pass; corrected, "
                 "corrected_bound: the same on the rate corrected for the scorer's measured error (docs/scorer-error.md)."})
+    error_rates: Path | None = field(default=None, metadata={
+        "help": "JSON file of the refusal scorer's error rates measured on this model's own labelled replies "
+                "(safety-harness calibrate fit), used for the corrected rates and the gate's minimum detectable "
+                "regression instead of the rates shipped with the scorer (docs/scorer-error.md)."})
     thresholds: dict = field(default_factory=dict, metadata={"help": "SUITE or SUITE:CATEGORY -> {max_/min_metric: value}."})
     baseline_dir: Path | None = field(default=None, metadata={"help": "Folder of named baselines for --baseline-save/--baseline-compare (default .safety-harness/baselines in the project)."})
     gate: dict = field(default_factory=dict, metadata={"help": "[tool.safety-harness.gate]: regression-gate rules against a baseline (see harness.baselines.store)."})
@@ -145,7 +149,7 @@ class RunSettings:
 
 
 OPTION_FIELDS = {f.name for f in fields(RunSettings)} - {"thresholds", "user_suites", "sources", "backend_args", "gate"}
-PATH_FIELDS = {"data_dir", "cache_dir", "report", "replay", "baseline_dir"}
+PATH_FIELDS = {"data_dir", "cache_dir", "report", "replay", "baseline_dir", "error_rates"}
 FIELDS = {f.name: f for f in fields(RunSettings)}
 
 
@@ -267,6 +271,10 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
     from harness.capability.judges import check_capability_options
 
     check_capability_options(settings.capability_judge, settings.ref_loglik_max_tokens)  # before any generation
+    if settings.error_rates is not None:  # a file the user named must hold this scorer's rates, before any generation
+        from harness.scoring.error_rates import check_user_file
+
+        check_user_file(settings.error_rates, settings.scorer)
     settings = normalize_parallel(settings)
     validate_replicas(settings)  # Ray missing or a bad count: one line, before any model loads
     return settings

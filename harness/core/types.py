@@ -63,6 +63,8 @@ class ModelInfo:
     scorer_version: str | None = None
     # the scorer's validated agreement with human labels on unseen models ({"binary", "three_class", "protocol"})
     scorer_unseen_agreement: dict | None = None
+    # the scorer error rates the corrected rates used: counts, method and source (shipped, or the user's file)
+    scorer_error_rates: dict | None = None
     harm_scorer: str | None = None
     harm_scorer_version: str | None = None
     judge_errors: int = 0  # responses the judge could not classify, left out of every rate

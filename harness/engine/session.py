@@ -73,10 +73,10 @@ class SuiteResult:
         spec = get_suite(self.name)
         thresholds = spec.thresholds_for(category, self.settings.thresholds)
         rows = [(r.prompt.expected, r.score.label) for r in self.select(category)]
-        from harness.scoring.error_rates import error_rates_for
+        from harness.scoring.error_rates import resolve_error_rates
 
-        checks = check_thresholds(rows, thresholds, on=self.settings.threshold_on,
-                                  error_rates=error_rates_for(self.settings.scorer, self.scorer_version))
+        rates = resolve_error_rates(self.settings.scorer, self.scorer_version, self.settings.error_rates)
+        checks = check_thresholds(rows, thresholds, on=self.settings.threshold_on, error_rates=rates)
         if self.capability is not None:  # win rate and reference log-likelihood thresholds
             checks += self.capability.checks(self.select(category), thresholds)
         return checks
@@ -212,6 +212,11 @@ class HarnessSession:
         scoring = self._scoring
         self.model_info.scorer, self.model_info.scorer_version = scoring.refusal.name, scoring.refusal.version
         self.model_info.scorer_unseen_agreement = getattr(scoring.refusal, "unseen_agreement", None)
+        if self.model_info.scorer_error_rates is None:  # the report records which rates corrected its rates
+            from harness.scoring.error_rates import error_rates_record
+
+            rates = error_rates_record(scoring.refusal.name, scoring.refusal.version, self.settings.error_rates)
+            self.model_info.scorer_error_rates = rates
         self.model_info.judge_errors += sum(s.label == JUDGE_ERROR for s in scores)
         if scoring.harm is not None:
             self.model_info.harm_scorer, self.model_info.harm_scorer_version = scoring.harm.name, scoring.harm.version

@@ -244,7 +244,8 @@ def compare_with_baseline(state: BaselineState, hs) -> Comparison:
     cand = load_report(table.filter(pc.is_in(table["suite"], pa.array(ran))), "this run")
     cand.meta = meta
     comparison = compare_reports(base, cand, rules=build_rules(hs.settings.gate, ran),
-                                 allow_mismatch=state.allow_mismatch, gate_levels=("metric",))
+                                 allow_mismatch=state.allow_mismatch, gate_levels=("metric",),
+                                 error_rates=hs.settings.error_rates)
     comparison.warnings += changed_data_files(b.meta, hs)
     return comparison
 

@@ -6,6 +6,12 @@ gating metric counts (``harness.config.thresholds.METRICS``). The counts come fr
 human-labelled XSTest completions and are written by ``scripts/scorer_error_rates.py --scorer NAME`` into
 ``error_rates.json`` beside this module, keyed by scorer name and version: a scorer whose version changed
 has no rates until the script is run again, and every consumer then says so instead of guessing.
+
+Those rates were measured on two models' styles and transfer imperfectly to a third. A user can measure
+them on their own model instead: ``safety-harness calibrate sample`` draws replies to label, ``calibrate
+fit`` writes a file of the same format, and ``--error-rates FILE`` makes a run use it
+(``resolve_error_rates``). A run records the rates it used in its report, so a later ``compare`` of that
+report sizes its gate with the same ones.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from harness.core.errors import ConfigError
 ERROR_RATES_PATH = Path(__file__).with_name("error_rates.json")
 FORMAT = 1
 REGENERATE = "python scripts/scorer_error_rates.py --scorer {name}"
+SHIPPED = "shipped"  # the source of rates read from ERROR_RATES_PATH
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,20 @@ class ErrorRates:
                 f"{self.refusals_scored_refusal}/{self.refusals} refusals), specificity {self.specificity:.3f} "
                 f"({plo:.3f}-{phi:.3f}, {self.compliances_scored_compliance}/{self.compliances} compliances)")
 
+    @classmethod
+    def from_json(cls, scorer: str, version: str, entry: dict, where: str) -> ErrorRates:
+        """An entry of an error-rates file (or of a report's metadata); counts checked, errors name ``where``."""
+        try:
+            rates = cls(scorer, str(version), int(entry["refusals"]), int(entry["refusals_scored_refusal"]),
+                        int(entry["compliances"]), int(entry["compliances_scored_compliance"]),
+                        str(entry.get("method", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: bad or missing field ({exc})") from None
+        if not (0 <= rates.refusals_scored_refusal <= rates.refusals > 0
+                and 0 <= rates.compliances_scored_compliance <= rates.compliances > 0):
+            raise ConfigError(f"{where}: counts out of range")
+        return rates
+
     def as_json(self) -> dict:
         return {"refusals": self.refusals, "refusals_scored_refusal": self.refusals_scored_refusal,
                 "compliances": self.compliances, "compliances_scored_compliance": self.compliances_scored_compliance,
@@ -82,6 +103,8 @@ def _read(path: str) -> dict:
         return {}
     try:
         data = json.loads(file.read_text("utf-8"))
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"{file}: cannot read ({exc})") from None
     except ValueError as exc:
         raise ConfigError(f"{file}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("scorers"), dict):
@@ -97,16 +120,81 @@ def error_rates_for(scorer: str | None, version: str | None, path: Path | None =
     entry = _read(str(file)).get("scorers", {}).get(scorer, {}).get(str(version))
     if entry is None:
         return None
-    try:
-        rates = ErrorRates(scorer, str(version), int(entry["refusals"]), int(entry["refusals_scored_refusal"]),
-                           int(entry["compliances"]), int(entry["compliances_scored_compliance"]),
-                           str(entry.get("method", "")))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{file}: scorers.{scorer}.{version}: bad or missing field ({exc})") from None
-    if not (0 <= rates.refusals_scored_refusal <= rates.refusals > 0
-            and 0 <= rates.compliances_scored_compliance <= rates.compliances > 0):
-        raise ConfigError(f"{file}: scorers.{scorer}.{version}: counts out of range")
+    return ErrorRates.from_json(scorer, str(version), entry, f"{file}: scorers.{scorer}.{version}")
+
+
+def check_user_file(path: Path, scorer: str) -> None:
+    """Before a run: the file the user named exists, is an error-rates file and holds this scorer."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"error-rates file {file} not found (write one with: safety-harness calibrate fit)")
+    if not _read(str(file))["scorers"].get(scorer):
+        raise ConfigError(f"{file}: no error rates for scorer {scorer} (it holds: {_held(file)}); measure them "
+                          f"with: safety-harness calibrate fit LABELLED --scorer {scorer} --out {file}")
+
+
+def _held(file: Path) -> str:
+    return ", ".join(f"{name} v{v}" for name, versions in _read(str(file))["scorers"].items() for v in versions) or "none"
+
+
+def user_error_rates(path: Path, scorer: str | None, version: str | None) -> ErrorRates:
+    """Rates from a file the user named (``--error-rates``): unlike the shipped file, a missing file or a
+    missing entry for this scorer version is an error, since the user asked for these rates."""
+    check_user_file(path, str(scorer))
+    rates = error_rates_for(scorer, version, path)
+    if rates is None:
+        raise ConfigError(f"{path}: no error rates for scorer {scorer} v{version} (it holds: {_held(Path(path))}): "
+                          "they were measured with another version of the scorer; measure again with: "
+                          f"safety-harness calibrate fit LABELLED --scorer {scorer} --out {path}")
     return rates
+
+
+def resolve_error_rates(scorer: str | None, version: str | None, path: Path | None = None) -> ErrorRates | None:
+    """The user's file when one is named, else the shipped dev-file rates (None when not measured)."""
+    return user_error_rates(path, scorer, version) if path is not None else error_rates_for(scorer, version)
+
+
+def error_rates_record(scorer: str, version: str, path: Path | None = None) -> dict | None:
+    """The rates a run corrects with, as its report's metadata records them (``model.scorer_error_rates``)."""
+    rates = resolve_error_rates(scorer, version, path)
+    if rates is None:
+        return None
+    return {"scorer": rates.scorer, "version": rates.version, "source": str(path) if path else SHIPPED,
+            **rates.as_json()}
+
+
+def rates_from_record(record: dict | None, where: str = "report metadata") -> ErrorRates | None:
+    """The ErrorRates of ``error_rates_record``'s dict (a report's metadata), or None."""
+    if not record:
+        return None
+    return ErrorRates.from_json(str(record.get("scorer")), str(record.get("version")), record,
+                                f"{where}: scorer_error_rates")
+
+
+def describe_source(source: str | None) -> str:
+    """Where a run's error rates were measured, for the summary line."""
+    if source and source != SHIPPED:
+        return f"measured on this model's labelled replies ({source})"
+    return ("measured on the dev files (2 models), optimistic for other models: label a sample of this model's "
+            "replies to measure its own (safety-harness calibrate)")
+
+
+def write_error_rates(path: Path, rates: list[ErrorRates], about: str) -> None:
+    """Add (or replace) these scorer versions' entries in an error-rates file, keeping the others."""
+    from harness.core.files import atomic_path
+
+    file = Path(path)
+    out = {"format": FORMAT, "about": about, "scorers": {}}
+    if file.is_file():
+        out = dict(_read(str(file)))
+        out["scorers"] = {name: dict(versions) for name, versions in out["scorers"].items()}
+        out["about"] = out.get("about") or about
+    for r in rates:
+        out["scorers"].setdefault(r.scorer, {})[r.version] = r.as_json()
+    out["scorers"] = dict(sorted(out["scorers"].items()))
+    with atomic_path(file) as tmp:
+        Path(tmp).write_text(json.dumps(out, indent=1) + "\n", "utf-8")
+    _read.cache_clear()
 
 
 def missing_note(scorer: str | None, version: str | None) -> str:

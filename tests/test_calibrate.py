@@ -1,0 +1,172 @@
+"""The scorer's error on the model under test: ``safety-harness calibrate sample`` draws a blind sample of a
+run's replies, ``calibrate fit`` measures the scorer against the user's labels, and ``--error-rates`` makes
+runs, their reports and ``compare`` correct with those rates instead of the shipped ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from harness.cli.calibrate import LABEL_COLUMN, SAMPLE_COLUMNS
+from harness.cli.main import main
+from harness.core.misclassification import corrected_rate
+from harness.scoring.error_rates import ErrorRates, error_rates_for, user_error_rates, write_error_rates
+from harness.core.errors import ConfigError
+
+REFUSALS = ["I'm sorry, but I can't help with that.", "I cannot provide instructions for that request.",
+            "As an AI, I won't assist with this.", "No. I will not write that."]
+COMPLIANCES = ["Sure! Here are three steps: 1. Mix. 2. Bake. 3. Serve.", "The capital of France is Paris.",
+               "Photosynthesis turns light into chemical energy in plants.", "Here is a poem about the sea: waves..."]
+
+
+def write_labelled(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "response", LABEL_COLUMN])
+        w.writerows(rows)
+    return path
+
+
+def run_report(harness_project, *args):
+    from tests.test_plugin import project
+
+    project(harness_project, alpha_max=1.0, extra_toml="", category_tests=False, configured_tests=True)
+    result = harness_project.run("--backend", "dummy", *args)
+    return result, harness_project.report
+
+
+def test_sample_is_blind_seeded_and_never_overwrites_a_file(harness_project, tmp_path, capsys):
+    result, report = run_report(harness_project)
+    assert report.is_file(), harness_project.text(result)
+    out = tmp_path / "to_label.csv"
+    assert main(["calibrate", "sample", str(report), "--n", "3", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert tuple(rows[0]) == SAMPLE_COLUMNS and len(rows) == 3
+    assert all(r[LABEL_COLUMN] == "" and r["response"] for r in rows)
+    assert not {"refusal_label", "refusal_score", "passed", "expected"} & set(rows[0])  # blind to the scorer
+    again = tmp_path / "again.csv"
+    main(["calibrate", "sample", str(report), "--n", "3", "--out", str(again)])
+    assert again.read_text() == out.read_text()  # the same seed draws the same rows
+    out.write_text(out.read_text().replace(",\r\n", ",full_refusal\r\n"))  # a person's labels
+    before = out.read_text()
+    capsys.readouterr()
+    assert main(["calibrate", "sample", str(report), "--out", str(out)]) == 2
+    assert f"{out} exists" in capsys.readouterr().err and out.read_text() == before
+    assert main(["calibrate", "sample", str(report), "--suite", "nosuch", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "no refusal-scored replies" in capsys.readouterr().err
+
+
+def test_fit_counts_the_scorers_agreement_with_the_labels(tmp_path, capsys):
+    from harness.scoring import get_scorer
+
+    rows = ([("q", r, "full_refusal") for r in REFUSALS] + [("q", c, "full_compliance") for c in COMPLIANCES]
+            + [("q", COMPLIANCES[0], "refusal"), ("q", "Sure, here it is.", "")])  # a mislabel, and an unlabelled row
+    labelled = write_labelled(tmp_path / "labels.csv", rows)
+    out = tmp_path / "rates.json"
+    assert main(["calibrate", "fit", str(labelled), "--scorer", "refusal_patterns", "--out", str(out)]) == 0
+    scorer = get_scorer("refusal_patterns")
+    pred = [s.label for s in scorer.score(["q"] * 9, REFUSALS + COMPLIANCES + [COMPLIANCES[0]])]
+    rates = error_rates_for("refusal_patterns", scorer.version, out)
+    assert rates.refusals == 5 and rates.compliances == 4  # the blank row is left out
+    assert rates.refusals_scored_refusal == sum(p != "full_compliance" for p in pred[:4] + pred[8:])
+    assert rates.compliances_scored_compliance == sum(p == "full_compliance" for p in pred[4:8])
+    assert "labelled by the user" in rates.method
+    text = capsys.readouterr()
+    assert "1 rows without a human_label were left out" in text.err
+    assert f"--error-rates {out}" in text.out and "sensitivity" in text.out
+    # A second scorer joins the same file; the first entry stays.
+    assert main(["calibrate", "fit", str(labelled), "--scorer", "xstest_string_match", "--out", str(out)]) == 0
+    assert set(json.loads(out.read_text())["scorers"]) == {"refusal_patterns", "xstest_string_match"}
+
+
+def test_fit_names_the_line_of_a_bad_label_and_refuses_a_one_sided_sample(tmp_path, capsys):
+    bad = write_labelled(tmp_path / "bad.csv", [("q", REFUSALS[0], "full_refusal"), ("q", COMPLIANCES[0], "maybe")])
+    assert main(["calibrate", "fit", str(bad), "--scorer", "refusal_patterns", "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:3" in err and "'maybe' is not a refusal label" in err and len(err.strip().splitlines()) == 1
+    one_sided = write_labelled(tmp_path / "all_comply.csv", [("q", c, "full_compliance") for c in COMPLIANCES])
+    assert main(["calibrate", "fit", str(one_sided), "--scorer", "refusal_patterns", "--out", str(tmp_path / "r.json")]) == 2
+    assert "no row labelled refusal" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
+    missing = tmp_path / "nolabels.csv"
+    missing.write_text("prompt,response\nq,hi\n")
+    assert main(["calibrate", "fit", str(missing), "--scorer", "refusal_patterns", "--out", str(tmp_path / "r.json")]) == 2
+    assert "human_label" in capsys.readouterr().err
+
+
+def test_a_run_with_error_rates_corrects_with_them_and_records_them(harness_project, tmp_path):
+    mine = ErrorRates("refusal_patterns", "1", 40, 30, 60, 57, "test: a model the dev files do not describe")
+    path = tmp_path / "mine.json"
+    write_error_rates(path, [mine], "test")
+    result, report = run_report(harness_project, "--error-rates", str(path))
+    text = harness_project.text(result)
+    c = corrected_rate(2, 4, "compliance", mine)  # alpha: the dummy backend answers 2 of its 4 prompts
+    result.stdout.fnmatch_lines([f"alpha*4*unsafe_compliance_rate*0.500*{c.estimate:.3f} ({c.low:.3f}-{c.high:.3f})*"])
+    assert "sensitivity 0.750" in text and f"measured on this model's labelled replies ({path})" in text
+    from harness.reports.parquet import read_report
+
+    _, meta = read_report(report)
+    recorded = meta["model"]["scorer_error_rates"]
+    assert recorded["source"] == str(path) and recorded["refusals_scored_refusal"] == 30
+    assert meta["suites"]["alpha"]["checks"][0]["corrected"]["estimate"] == pytest.approx(c.estimate)
+
+    # compare sizes its gate with the rates the baseline run recorded, with no file named
+    from harness.baselines.compare import compare_reports
+    from harness.baselines.comparison_text import detectable_lines
+
+    comparison = compare_reports(report, report)
+    rates, source = comparison.scorer_error_rates()
+    assert rates == mine and source == str(path)
+    assert f"measured on {path}" in "\n".join(detectable_lines(comparison))
+
+
+def test_a_run_without_error_rates_names_the_shipped_rates_and_the_way_to_measure_ones_own(harness_project):
+    result, report = run_report(harness_project)
+    text = harness_project.text(result)
+    assert "measured on the dev files (2 models)" in text and "safety-harness calibrate" in text
+    from harness.reports.parquet import read_report
+
+    recorded = read_report(report)[1]["model"]["scorer_error_rates"]
+    assert recorded["source"] == "shipped" and recorded["refusals"] == error_rates_for("refusal_patterns", "1").refusals
+
+
+def test_an_error_rates_file_without_the_scorer_stops_the_run_before_generation(harness_project, tmp_path):
+    other = tmp_path / "other.json"
+    write_error_rates(other, [ErrorRates("refusal_classifier", "abc", 10, 9, 10, 9)], "test")
+    result, report = run_report(harness_project, "--error-rates", str(other))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and not report.exists()
+    assert "no error rates for scorer refusal_patterns (it holds: refusal_classifier vabc)" in harness_project.text(result)
+    result, _ = run_report(harness_project, "--error-rates", str(tmp_path / "absent.json"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "absent.json not found" in harness_project.text(result)
+
+
+def test_an_error_rates_file_of_another_scorer_version_is_an_error_not_a_silent_fallback(tmp_path):
+    path = tmp_path / "old.json"
+    write_error_rates(path, [ErrorRates("refusal_patterns", "0", 10, 9, 10, 9)], "test")
+    with pytest.raises(ConfigError, match="refusal_patterns v1 .*another version of the scorer"):
+        user_error_rates(path, "refusal_patterns", "1")
+    assert user_error_rates(path, "refusal_patterns", "0").sensitivity == 0.9
+
+
+def test_rates_measured_on_a_labelled_sample_correct_a_run_of_that_model(tmp_path):
+    """Simulation: a scorer that errs on this model far more than the shipped rates say (Se 0.70, not 0.96).
+    Corrected with the shipped rates, the interval misses the true rate; corrected with rates fitted on 150
+    labelled replies of this model, it covers it at about the nominal rate."""
+    rng = np.random.default_rng(7)
+    se, sp, p_true, n = 0.70, 0.97, 0.6, 400
+    shipped = error_rates_for("refusal_patterns", "1")
+    covered = {"shipped": 0, "sample": 0}
+    runs = 200
+    for _ in range(runs):
+        truth = rng.random(n) < p_true
+        scored = np.where(truth, rng.random(n) < se, rng.random(n) >= sp)
+        idx = rng.choice(n, 150, replace=False)  # the labelled sample: a uniform draw of this run's replies
+        t, s = truth[idx], scored[idx]
+        mine = ErrorRates("sim", "1", int(t.sum()), int((s & t).sum()), int((~t).sum()), int((~s & ~t).sum()))
+        for name, rates in (("shipped", shipped), ("sample", mine)):
+            c = corrected_rate(int(scored.sum()), n, "refusal", rates)
+            covered[name] += c.low <= p_true <= c.high
+    assert covered["shipped"] / runs < 0.05
+    assert 0.9 <= covered["sample"] / runs <= 1.0
