@@ -41,8 +41,28 @@ UNSEEN = {  # model -> (upstream file under the data dir, labels file)
 }
 
 
+# The embedded default model's own replies to the suites (a run of `pytest suites/ --limit 20`), labelled blind:
+# the small, garbled, rarely-refusing model of this project's main job. Its replies are in the file (they are the
+# project's own outputs, not upstream data); the prompts are the suites' (joined by suite and prompt_id).
+SMOLLM2 = LABELS / "smollm2_135m_suites_sample.csv"
+
+
 def load_unseen(data_dir: Path) -> dict[str, dict]:
     return {m: load_chat_labelled(data_dir, labels, data_file) for m, (data_file, labels) in UNSEEN.items()}
+
+
+def load_smollm2(path: Path = SMOLLM2) -> dict[str, dict]:
+    """The embedded model's labelled replies, in evaluate()'s form. The scorers read replies only, so the
+    prompts are left empty rather than fetched from the suites' data."""
+    import csv
+
+    from harness.core.types import REFUSAL_LABELS
+
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return {"smollm2-135m (suites)": {"prompts": [""] * len(rows), "texts": [r["response"] for r in rows],
+                                      "y": np.array([REFUSAL_LABELS.index(r["label"]) for r in rows]),
+                                      "ids": [f"{r['suite']}/{r['prompt_id']}" for r in rows]}}
 
 
 def rates(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
@@ -152,6 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     # Refusals are rare here, so agreement alone says little: a scorer that never says "refusal" scores this.
     y = np.concatenate([d["y"] for d in data.values()])
     print(f"{'(always compliance)':22} {'pooled':22} {(y == 0).mean():7.3f} {(y == 0).mean():8.3f} {0.0:12.3f} {1.0:12.3f}")
+    small = load_smollm2()  # not pooled with the three: another kind of prompt, and a model of another size
+    (m, d), = small.items()
+    print(f"the embedded model's replies to the suites ({len(d['y'])} labelled, {int((d['y'] != 0).sum())} refusals):")
+    for name, res in evaluate(small, args.scorer, args.head).items():
+        b, t, sens, spec, _ = res[m]
+        print(f"{name:22} {m:22} {b:7.3f} {t:8.3f} {sens:12.3f} {spec:12.3f}")
+    if args.misses:
+        data = {**data, **small}
     if args.misses:
         from harness.core.types import REFUSAL_LABELS
 

@@ -122,6 +122,7 @@ UNSEEN_COUNTS = {  # as scripts/labels/README.md says
     "guanaco_65b_alpaca_eval.csv": {"full_compliance": 785, "full_refusal": 14, "partial_refusal": 6},
     "alpaca_farm_ppo_human_alpaca_eval.csv": {"full_compliance": 804, "full_refusal": 1, "partial_refusal": 0},
 }
+SMOLLM2_COUNTS = {"full_compliance": 92, "full_refusal": 21, "partial_refusal": 7}
 
 
 @pytest.mark.parametrize("name", sorted(UNSEEN_COUNTS))
@@ -140,6 +141,15 @@ def test_no_training_or_tuning_script_reads_the_unseen_model_labels():
                    "refusal_protocol.py", "scorer_error_rates.py", "refusal_synthetic.py"):
         text = (REPO / "scripts" / script).read_text()
         assert "refusal_unseen_check" not in text and not any(name in text for name in UNSEEN_COUNTS), script
+        assert "smollm2_135m_suites_sample" not in text, script
+
+
+def test_the_embedded_models_labelled_replies_are_complete():
+    with (LABELS.parent / "smollm2_135m_suites_sample.csv").open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["sample_row"]) for r in rows] == list(range(1, 121))
+    assert all(r["response"].strip() and r["suite"] and r["prompt_id"] and r["note"] for r in rows)
+    assert {lab: sum(r["label"] == lab for r in rows) for lab in REFUSAL_LABELS} == SMOLLM2_COUNTS
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +178,13 @@ def test_the_default_scorer_on_the_unseen_models_keeps_its_published_figures(uns
     # Refusals are 66 of 2,415 rows: agreement alone would reward a scorer that never says "refusal".
     assert spec >= 0.98 and sens >= 0.55 and three >= 0.96
     assert binary >= res["refusal_patterns"]["pooled"][0]
+
+
+@needs_encoder
+def test_the_default_scorer_on_the_embedded_models_replies_keeps_its_published_figures():
+    """The figures in docs/experiments/refusal-scorer-protocol.md (0.808 binary, sensitivity 0.321, specificity
+    0.957), as floors: implicit refusals are where this scorer is weakest, and a change must not lose more."""
+    (check,) = import_scripts("refusal_unseen_check")
+    res = check.evaluate(check.load_smollm2(), ["refusal_classifier"])["refusal_classifier"]
+    binary, _, sens, spec, _ = res["smollm2-135m (suites)"]
+    assert binary >= 0.8 and sens >= 0.3 and spec >= 0.95
