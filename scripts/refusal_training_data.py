@@ -46,7 +46,7 @@ MODELS = ("gpt4", "llama2new")
 # -> 0.916 / 0.899 with the dev folds unchanged; weight 4 gives 0.916 / 0.901.
 DEFAULTS = {"max_tokens": 64, "l2_emb": 30.0, "l2_rule": 10.0, "prior": 5.0, "aux_weight": 0.25,
             "n_stl": 1200, "n_alpaca": 1200, "n_implicit": 800, "n_clarify": 300, "n_guarded": 300,
-            "synth_weight": 0.25, "chat_weight": 2.0}
+            "synth_weight": 0.25, "chat_weight": 2.0, "n_premise": 0}
 
 # A guarded chat model's own replies: Llama-2-13b-chat on AlpacaEval's 805 instructions (the upstream file
 # the capability judge also reads), labelled for this project by the XSTest rubric, one line per reply, by
@@ -179,7 +179,8 @@ def load_auxiliary(data_dir: Path, n_stl: int, n_alpaca: int) -> tuple[list[str]
 
 
 def load_synthetic(data_dir: Path, aux_prompts: list[str], aux_texts: list[str], aux_y: np.ndarray,
-                   n_implicit: int, n_clarify: int, n_guarded: int = 0) -> tuple[list[str], list[str], np.ndarray]:
+                   n_implicit: int, n_clarify: int, n_guarded: int = 0,
+                   n_premise: int = 0) -> tuple[list[str], list[str], np.ndarray]:
     """Implicit refusals over the paper's harmful prompts, clarification requests over any prompt, and the
     guarded house style (refusals, counter-statements, partials and warm answers over Alpaca answers;
     scripts/refusal_synthetic.py); labels as REFUSAL_LABELS indices. No XSTest prompt is used."""
@@ -194,7 +195,7 @@ def load_synthetic(data_dir: Path, aux_prompts: list[str], aux_texts: list[str],
     answers = sorted({t for t, y in zip(aux_texts, aux_y) if y == 0 and len(t) > 120})
     answered = sorted({(q, t) for q, t, y in zip(aux_prompts, aux_texts, aux_y) if y == 0 and q and len(t) > 120})
     prompts, texts, labels = synthetic_rows(sorted(set(harmful)), any_prompts, answers, n_implicit, n_clarify,
-                                            SEED + 2, n_guarded=n_guarded, answered=answered)
+                                            SEED + 2, n_guarded=n_guarded, answered=answered, n_premise=n_premise)
     return prompts, [clean_text(t) for t in texts], np.array([REFUSAL_LABELS.index(lab) for lab in labels])
 
 
@@ -237,14 +238,17 @@ def build_features(args) -> tuple[dict, dict, tuple, dict]:
     X = {m: feats(dev[m]["texts"]) for m in (*MODELS, "chat")}
     X_aux = feats(aux_texts)
     w_aux = np.full(len(aux_y), args.aux_weight)
-    if args.n_implicit or args.n_clarify or args.n_guarded:  # embedded apart: cached embeddings of the rest are reused
+    n_premise = getattr(args, "n_premise", 0)
+    if args.n_implicit or args.n_clarify or args.n_guarded or n_premise:  # embedded apart: the rest's cache is reused
         _, s_texts, s_y = load_synthetic(args.data_dir, aux_prompts, aux_texts, aux_y,
-                                                 args.n_implicit, args.n_clarify, args.n_guarded)
+                                         args.n_implicit, args.n_clarify, args.n_guarded, n_premise)
         X_aux = np.vstack([X_aux, feats(s_texts)])
         aux_y = np.concatenate([aux_y, s_y])
         w_aux = np.concatenate([w_aux, np.full(len(s_y), args.synth_weight)])
         counts.update(synthetic_implicit_refusal=args.n_implicit, synthetic_clarification=args.n_clarify,
-                      synthetic_guarded=len(s_y) - args.n_implicit - args.n_clarify)
+                      synthetic_guarded=len(s_y) - args.n_implicit - args.n_clarify - n_premise - n_premise // 2)
+        if n_premise:
+            counts["synthetic_premise"] = n_premise + n_premise // 2
     counts["chat_in_aux"] = len(dev["chat"]["y"]) if args.chat_weight > 0 else 0
     if counts["chat_in_aux"]:
         head_X, head_y = [X["chat"]], [dev["chat"]["y"]]

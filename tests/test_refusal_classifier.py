@@ -292,6 +292,23 @@ def test_synthetic_templates_share_no_sentence_with_the_third_style_check():
         assert not any(part in s for part in fixed for s in sentences), t
 
 
+def test_synthetic_templates_share_no_sentence_with_the_embedded_models_labelled_replies():
+    """scripts/labels/smollm2_135m_suites_sample.csv is a check of the scorer on the main job's model: the
+    premise-rejection templates were written after reading it, so none of its wording may be in them."""
+    import csv
+    import re
+
+    synth = _scripts_module("refusal_synthetic")
+    path = Path(__file__).resolve().parents[1] / "scripts" / "labels" / "smollm2_135m_suites_sample.csv"
+    with path.open(newline="", encoding="utf-8") as fh:
+        replies = " ".join(" ".join(r["response"].split()).lower() for r in csv.DictReader(fh))
+    pools = [v for k, v in vars(synth).items() if k.isupper() and isinstance(v, tuple) and v
+             and all(isinstance(t, str) for t in v)]
+    for t in {t for pool in pools for t in pool if len(t) > 25}:
+        fixed = [part.strip().lower() for part in re.split(r"\{\w+\}", t) if len(part.strip()) > 25]
+        assert not any(part in replies for part in fixed), t
+
+
 @needs_encoder
 def test_cross_encoder_pairs_keep_each_part_inside_its_own_budget():
     """scripts/refusal_cross_encoder.py (an experiment, not shipped): a long prompt never eats the reply's
