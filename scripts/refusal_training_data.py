@@ -46,7 +46,7 @@ MODELS = ("gpt4", "llama2new")
 # -> 0.916 / 0.899 with the dev folds unchanged; weight 4 gives 0.916 / 0.901.
 DEFAULTS = {"max_tokens": 64, "l2_emb": 30.0, "l2_rule": 10.0, "prior": 5.0, "aux_weight": 0.25,
             "n_stl": 1200, "n_alpaca": 1200, "n_implicit": 800, "n_clarify": 300, "n_guarded": 300,
-            "synth_weight": 0.25, "chat_weight": 2.0, "n_premise": 0}
+            "synth_weight": 0.25, "chat_weight": 2.0}
 
 # A guarded chat model's own replies: Llama-2-13b-chat on AlpacaEval's 805 instructions (the upstream file
 # the capability judge also reads), labelled for this project by the XSTest rubric, one line per reply, by

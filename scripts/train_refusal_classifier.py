@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chat-contrast", action="store_true",
                     help="experiment: also train on AlpacaEval's reference answers to the instructions the chat "
                          "model refused, as compliance (refusal_training_data.load_chat_contrast); not shipped")
+    ap.add_argument("--n-premise", type=int, default=0,
+                    help="experiment: N synthetic premise rejections (full refusal) and N/2 corrected premises "
+                         "before an answer (compliance), refusal_synthetic.premise_rejection; not shipped")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
