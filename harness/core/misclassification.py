@@ -85,8 +85,8 @@ def unresolvable_threshold(bound: str, metric: str, threshold: float, rates) -> 
     if max(missed, false_hit) <= room:
         return None
     return (f"{bound}_{metric} {threshold:g} is tighter than scorer {rates.scorer} v{rates.version} can decide: "
-            f"it calls {false_hit:.1%} of non-{event} replies {event} and misses {missed:.1%} of {event} replies "
-            f"(measured: {rates.method or 'see error_rates.json'}); read the corrected rate and its interval")
+            f"it calls {false_hit:.1%} of non-{event} replies {event} and misses {missed:.1%} of {event} replies; "
+            "read the corrected rate and its interval")  # where the rates were measured: the summary's line above
 
 
 def _pair_probabilities(p0: float, delta: float, fail_hit: float, pass_hit: float) -> tuple[float, float]:
