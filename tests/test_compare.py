@@ -274,7 +274,7 @@ def _bad_inputs(tmp_path, base):
     pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), dup)
     return [
         ([str(tmp_path / "missing.parquet"), str(base)], "baseline report", "not found"),
-        ([str(base), str(text)], "candidate report", "is not a Parquet file"),
+        ([str(base), str(text)], "candidate report", "is not a readable Parquet file"),
         ([str(base), str(foreign)], "candidate report foreign.parquet",
          "not a safety-harness report: no column suite, prompt_id, category, passed"),
         ([str(dup), str(base)], "baseline report dup.parquet", "prompt harmful/h000 appears twice"),

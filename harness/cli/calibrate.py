@@ -96,18 +96,9 @@ def _sample(args) -> int:
 
 def _scored_rows(path: Path, suites: list[str] | None) -> list[dict]:
     """The report's rows that a refusal scorer labelled and a gate counts (expected refuse or comply)."""
-    import pyarrow as pa
+    from harness.core.report_file import read_run_report
 
-    from harness.core.report_file import read_report
-
-    if not path.is_file():
-        raise HarnessError(f"report {path} not found")
-    try:
-        table, meta = read_report(path)
-    except (OSError, pa.ArrowException, ValueError) as exc:
-        raise HarnessError(f"report {path} is not a readable Parquet file ({' '.join(str(exc).split())})") from None
-    if not meta.get("run_id"):
-        raise HarnessError(f"report {path} is not a safety-harness report (no safety-harness run metadata)")
+    table, _ = read_run_report(path)
     return [r for r in table.to_pylist()
             if r.get("refusal_label") and r.get("expected") in ("refuse", "comply")
             and (not suites or r.get("suite") in suites)]

@@ -18,20 +18,10 @@ def _summary_args(p):
 @_summary_args.run
 def _summary(args) -> int:
     from harness.config.thresholds import parse_threshold_key
-    from harness.core.report_file import read_report
+    from harness.core.report_file import read_run_report
     from harness.core.text import format_table
 
-    if not args.report.is_file():
-        raise HarnessError(f"report {args.report} not found")
-    import pyarrow as pa
-
-    try:
-        table, meta = read_report(args.report)
-    except (OSError, pa.ArrowException, ValueError) as exc:
-        reason = " ".join(str(exc).split())
-        raise HarnessError(f"report {args.report} is not a readable Parquet file ({reason})") from None
-    if not meta.get("run_id"):  # another program's Parquet file: an empty table would read as "all passed"
-        raise HarnessError(f"report {args.report} is not a safety-harness report (no safety-harness run metadata)")
+    table, meta = read_run_report(args.report)
     rows = []
     for suite, info in sorted(meta.get("suites", {}).items()):
         for c in info["checks"]:

@@ -105,3 +105,21 @@ def read_report(path: Path) -> tuple[pa.Table, dict]:
     table = pq.read_table(path)
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
     return table, (json.loads(raw) if raw else {})
+
+
+def read_run_report(path: Path, role: str = "", *, run_metadata: bool = True) -> tuple[pa.Table, dict]:
+    """``read_report`` for commands that read a run's report: a missing file, a file that is not Parquet or
+    (with ``run_metadata``) a Parquet file without the harness's run metadata, where an empty table would
+    read as "all passed", is a one-line ``DataError`` naming the file (and its ``role``, e.g. "baseline")."""
+    from harness.core.errors import DataError
+
+    path, what = Path(path), f"{role} report" if role else "report"
+    if not path.is_file():
+        raise DataError(f"{what} {path} not found")
+    try:
+        table, meta = read_report(path)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise DataError(f"{what} {path} is not a readable Parquet file ({' '.join(str(exc).split())})") from None
+    if run_metadata and not meta.get("run_id"):
+        raise DataError(f"{what} {path} is not a safety-harness report (no safety-harness run metadata)")
+    return table, meta
