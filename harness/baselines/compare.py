@@ -108,10 +108,6 @@ def _table_meta(table: pa.Table) -> dict:
     return json.loads(raw) if raw else {}
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
-
-
 def differences(base: Report, cand: Report) -> list[str]:
     """What makes the two runs incomparable, one short phrase each (empty when they agree)."""
     found = []
