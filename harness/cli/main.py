@@ -23,6 +23,7 @@ examples:
   pytest suites/ --limit 20                 a quick run of every suite on the default model
   safety-harness summary reports/runs/run-ID.parquet
   safety-harness compare base.parquet candidate.parquet
+  safety-harness calibrate sample reports/runs/run-ID.parquet --n 200 --out to_label.csv
 
 'safety-harness COMMAND --help' describes each command."""
 
