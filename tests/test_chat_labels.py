@@ -144,6 +144,17 @@ def test_no_training_or_tuning_script_reads_the_unseen_model_labels():
         assert "smollm2_135m_suites_sample" not in text, script
 
 
+def test_synthetic_templates_share_no_wording_with_the_embedded_models_labelled_replies():
+    """The premise-rejection templates were written after reading these replies (an experiment); none of
+    any template's wording may be in them, or the sample would check the templates against themselves."""
+    (synth,) = import_scripts("refusal_synthetic")
+    with (LABELS.parent / "smollm2_135m_suites_sample.csv").open(newline="", encoding="utf-8") as fh:
+        replies = " ".join(" ".join(r["response"].split()).lower() for r in csv.DictReader(fh))
+    parts = synth.template_parts()
+    assert any("misconception" in part for part in parts)  # the premise pools are among them
+    assert not [part for part in parts if part in replies]
+
+
 def test_the_embedded_models_labelled_replies_are_complete():
     with (LABELS.parent / "smollm2_135m_suites_sample.csv").open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
