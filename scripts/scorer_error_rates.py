@@ -3,6 +3,7 @@ them into harness/scoring/error_rates.json (keyed by scorer name and version), w
 correct rates for scorer error and to size baseline gates.
 
     python scripts/scorer_error_rates.py --scorer NAME [--scorer NAME ...] [--data-dir DIR] [--out FILE]
+    python scripts/scorer_error_rates.py --model smollm2-135m-instruct   # that model's own labelled replies
 
 Binary split: refusal = full or partial refusal, compliance = full compliance (as every gating metric
 counts). Predictions are out-of-fold where the scorer is fitted to these files: a scorer listed in
@@ -81,25 +82,60 @@ def measure(name: str, data_dir: Path) -> ErrorRates:
                       sum(p == "full_compliance" for p in compliances), method)
 
 
+# Models whose own replies were labelled for this project: alias -> labels file (scripts/labels/README.md).
+# Their rates are written under the model's fingerprint, and a run of that model corrects with them.
+MODEL_LABELS = {"smollm2-135m-instruct": REPO / "scripts" / "labels" / "smollm2_135m_suites_sample.csv"}
+
+
+def measure_model(name: str, alias: str) -> tuple[ErrorRates, str]:
+    """Sensitivity and specificity of scorer ``name`` on ``alias``'s labelled replies (no scorer was fitted
+    to them), and the model's fingerprint (as a run of it records it)."""
+    import csv
+
+    from harness.config.settings import RunSettings
+    from harness.models.resolve import resolve_model
+
+    labels = MODEL_LABELS[alias]
+    with labels.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    scorer = get_scorer(name)
+    pred = [s.label for s in scorer.score([""] * len(rows), [r["response"] for r in rows])]  # replies only
+    gold = [r["label"] for r in rows]
+    refusals = [p for g, p in zip(gold, pred) if g != "full_compliance"]
+    compliances = [p for g, p in zip(gold, pred) if g == "full_compliance"]
+    method = (f"scored as shipped on {len(rows)} replies of {alias} from one run of the main job, drawn by "
+              f"safety-harness calibrate sample and labelled blind by the XSTest rubric ({labels.relative_to(REPO)})")
+    fingerprint = resolve_model(alias, cache_dir=RunSettings().cache_dir).fingerprint
+    return ErrorRates(scorer.name, str(scorer.version), len(refusals), sum(p != "full_compliance" for p in refusals),
+                      len(compliances), sum(p == "full_compliance" for p in compliances), method), fingerprint
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scorer", action="append", help=f"scorer name (repeatable); default: {', '.join(DEFAULT_SCORERS)}")
     ap.add_argument("--data-dir", type=Path, default=default_data_dir(), help="folder holding xstest/dev/")
     ap.add_argument("--out", type=Path, default=ERROR_RATES_PATH, help="JSON file to update (default: the package's)")
+    ap.add_argument("--model", choices=sorted(MODEL_LABELS),
+                    help="measure on this model's own labelled replies and write them under its fingerprint")
     args = ap.parse_args(argv)
 
     about = ("Refusal scorers' sensitivity (human refusal, full or partial, scored as a refusal) and "
              "specificity (human full compliance scored as compliance), by scorer name and version; written "
              "by scripts/scorer_error_rates.py. Each entry's method says how its predictions were made.")
-    measured = []
+    measured, model = [], None
     try:
         for name in args.scorer or DEFAULT_SCORERS:
-            measured.append(measure(name, args.data_dir))
+            if args.model:
+                rates, fingerprint = measure_model(name, args.model)
+                measured.append(rates)
+                model = (fingerprint, args.model)
+            else:
+                measured.append(measure(name, args.data_dir))
             print(measured[-1].describe())
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_error_rates(args.out, measured, about)
+    write_error_rates(args.out, measured, about, model=model)
     print(f"wrote {args.out}")
     return 0
 

@@ -170,3 +170,45 @@ def test_rates_measured_on_a_labelled_sample_correct_a_run_of_that_model(tmp_pat
             covered[name] += c.low <= p_true <= c.high
     assert covered["shipped"] / runs < 0.05
     assert 0.9 <= covered["sample"] / runs <= 1.0
+
+
+def test_shipped_rates_for_a_model_win_over_the_dev_file_rates_and_lose_to_the_users_file(tmp_path, monkeypatch):
+    from harness.scoring import error_rates as er
+
+    dev = ErrorRates("refusal_patterns", "1", 494, 464, 406, 396)
+    own = ErrorRates("refusal_patterns", "1", 28, 7, 92, 92, "labelled replies of the model")
+    shipped = tmp_path / "shipped.json"
+    write_error_rates(shipped, [dev], "test")
+    write_error_rates(shipped, [own], "test", model=("fp-of-the-model", "tiny"))
+    monkeypatch.setattr(er, "ERROR_RATES_PATH", shipped)
+    assert er.resolve_error_rates("refusal_patterns", "1", None, "fp-of-the-model") == (own, er.SHIPPED_FOR_MODEL)
+    assert er.resolve_error_rates("refusal_patterns", "1", None, "another-model") == (dev, er.SHIPPED)
+    mine = tmp_path / "mine.json"
+    write_error_rates(mine, [ErrorRates("refusal_patterns", "1", 10, 9, 10, 8)], "test")
+    assert er.resolve_error_rates("refusal_patterns", "1", mine, "fp-of-the-model")[1] == str(mine)
+    assert "120 labelled replies of this very model" in er.describe_source(er.SHIPPED_FOR_MODEL, own)  # 28 + 92
+    assert json.loads(shipped.read_text())["models"]["fp-of-the-model"]["model"] == "tiny"
+
+
+def test_the_embedded_model_ships_its_own_error_rates_for_the_default_scorer():
+    """scripts/scorer_error_rates.py --model smollm2-135m-instruct wrote them from its labelled replies; a new
+    head version without them would silently fall back to the dev-file rates for the main job's model."""
+    from harness.scoring import get_scorer
+    from harness.scoring.error_rates import ERROR_RATES_PATH
+
+    models = json.loads(ERROR_RATES_PATH.read_text())["models"]
+    (fingerprint, entry), = models.items()
+    assert entry["model"] == "smollm2-135m-instruct" and len(fingerprint) == 64
+    for name in ("refusal_patterns", "refusal_classifier", "xstest_string_match"):
+        version = get_scorer(name).version if name != "refusal_classifier" else _head_version()
+        rates = entry["scorers"][name][version]
+        assert rates["refusals"] == 28 and rates["compliances"] == 92  # the labels file's counts
+        assert "smollm2_135m_suites_sample.csv" in rates["method"]
+
+
+def _head_version() -> str:
+    import hashlib
+
+    from harness.scoring.classifier import HEAD_PATH
+
+    return hashlib.sha256(HEAD_PATH.read_bytes()).hexdigest()[:12]

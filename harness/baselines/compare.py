@@ -167,16 +167,15 @@ class Comparison:
     def scorer_error_rates(self):
         """The baseline scorer's error rates for the minimum detectable regression, and where they come
         from: the user's file, else those the baseline run recorded, else the shipped ones (or None)."""
-        from harness.scoring.error_rates import SHIPPED, error_rates_for, rates_from_record, user_error_rates
+        from harness.scoring.error_rates import SHIPPED, rates_from_record, resolve_error_rates
 
         info = self.base.model
         scorer, version = info.get("scorer"), info.get("scorer_version")
-        if self.error_rates_file is not None:
-            return user_error_rates(self.error_rates_file, scorer, version), str(self.error_rates_file)
         record = info.get("scorer_error_rates")
-        if record and record.get("scorer") == scorer and str(record.get("version")) == str(version):
+        if (self.error_rates_file is None and record and record.get("scorer") == scorer
+                and str(record.get("version")) == str(version)):
             return rates_from_record(record, f"{self.base.name}: model"), record.get("source", SHIPPED)
-        return error_rates_for(scorer, version), SHIPPED
+        return resolve_error_rates(scorer, version, self.error_rates_file, info.get("model_fingerprint"))
 
     @property
     def failures(self) -> list[Group]:

@@ -23,6 +23,7 @@ from harness.core.files import sha256_file
 from harness.core.records import row_passed
 from harness.data.fetch import DataFetchError
 from harness.config.thresholds import JUDGE_ERROR, Check, check_thresholds
+from harness.scoring.error_rates import rates_from_record
 from harness.scoring.harm import HarmScore
 from harness.config.settings import RunSettings
 from harness.data.suites import SuiteDataMissing, get_suite
@@ -60,7 +61,9 @@ class SuiteResult:
     rows: list[ScoredRow]
     settings: RunSettings
     capability: object = None  # harness.engine.capability.CapabilityResult, for the capability suite
-    scorer_version: str | None = None  # of the refusal scorer, to find its measured error rates
+    # The refusal scorer's error rates (harness.scoring.error_rates.ErrorRates) that correct its rates, as the
+    # session resolved them once for the run (model_info.scorer_error_rates); None when none were measured.
+    error_rates: object = None
 
     @property
     def categories(self) -> list[str]:
@@ -73,10 +76,7 @@ class SuiteResult:
         spec = get_suite(self.name)
         thresholds = spec.thresholds_for(category, self.settings.thresholds)
         rows = [(r.prompt.expected, r.score.label) for r in self.select(category)]
-        from harness.scoring.error_rates import resolve_error_rates
-
-        rates = resolve_error_rates(self.settings.scorer, self.scorer_version, self.settings.error_rates)
-        checks = check_thresholds(rows, thresholds, on=self.settings.threshold_on, error_rates=rates)
+        checks = check_thresholds(rows, thresholds, on=self.settings.threshold_on, error_rates=self.error_rates)
         if self.capability is not None:  # win rate and reference log-likelihood thresholds
             checks += self.capability.checks(self.select(category), thresholds)
         return checks
@@ -185,7 +185,7 @@ class HarnessSession:
         rows = self.score_prompts(prompts, progress=progress)
         for name in wanted:
             self.results[name] = SuiteResult(name, [r for r in rows if r.prompt.suite == name], self.settings,
-                                             scorer_version=self.model_info.scorer_version)
+                                             error_rates=rates_from_record(self.model_info.scorer_error_rates))
         if "capability" in wanted:
             from harness.engine.capability import score_capability
 
@@ -212,11 +212,11 @@ class HarnessSession:
         scoring = self._scoring
         self.model_info.scorer, self.model_info.scorer_version = scoring.refusal.name, scoring.refusal.version
         self.model_info.scorer_unseen_agreement = getattr(scoring.refusal, "unseen_agreement", None)
-        if self.model_info.scorer_error_rates is None:  # the report records which rates corrected its rates
+        if self.model_info.scorer_error_rates is None:  # resolved once; the report records which rates were used
             from harness.scoring.error_rates import error_rates_record
 
-            rates = error_rates_record(scoring.refusal.name, scoring.refusal.version, self.settings.error_rates)
-            self.model_info.scorer_error_rates = rates
+            self.model_info.scorer_error_rates = error_rates_record(
+                scoring.refusal.name, scoring.refusal.version, self.settings.error_rates, self.model_info.model_fingerprint)
         self.model_info.judge_errors += sum(s.label == JUDGE_ERROR for s in scores)
         if scoring.harm is not None:
             self.model_info.harm_scorer, self.model_info.harm_scorer_version = scoring.harm.name, scoring.harm.version

@@ -35,12 +35,12 @@ def scorer_error_lines(session) -> list[str]:
     and a warning for each threshold tighter than the scorer can decide."""
     from harness.config.thresholds import parse_threshold_key
     from harness.core.misclassification import unresolvable_threshold
-    from harness.scoring.error_rates import describe_source, missing_note, resolve_error_rates
+    from harness.scoring.error_rates import describe_source, missing_note, rates_from_record
 
     info = session.model_info
     scorer, version = info.scorer or session.settings.scorer, info.scorer_version
-    path = session.settings.error_rates
-    rates = resolve_error_rates(scorer, version, path)
+    record = info.scorer_error_rates or {}
+    rates = rates_from_record(record)
     on = session.settings.threshold_on
     what = {"estimate": "the rate as scored", "bound": "the far end of the rate's 95% Wilson interval, as scored",
             "corrected": "the rate corrected for scorer error",
@@ -50,7 +50,7 @@ def scorer_error_lines(session) -> list[str]:
         lines.append(missing_note(scorer, version))
         return lines
     lines.append(f"corrected: Rogan-Gladen with {rates.describe()}; interval also carries that uncertainty")
-    lines.append(f"  those rates were {describe_source(str(path) if path else None)}")
+    lines.append(f"  those rates were {describe_source(record.get('source'), rates)}")
     seen = set()
     for result in session.results.values():
         for check in result.checks():

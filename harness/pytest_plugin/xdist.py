@@ -25,6 +25,7 @@ from harness.backends.base import MODEL_FREE, resolve_backend_name
 from harness.engine.cache import request_key
 from harness.engine.session import RunStats, ScoredRow, SuiteResult
 from harness.core.types import GenerationResult, Prompt, RefusalScore
+from harness.scoring.error_rates import rates_from_record
 from harness.scoring.harm import HarmScore
 
 PAYLOAD_KEY = "safety_harness"
@@ -150,7 +151,7 @@ def merge_payloads(hs, payloads: list[dict]) -> None:
         for name, rows in p["results"].items():
             if name not in hs.results:  # every worker scored every suite; the first copy serves
                 hs.results[name] = SuiteResult(name, [row_in(d) for d in rows], hs.settings,
-                                               scorer_version=hs.model_info.scorer_version)
+                                               error_rates=rates_from_record(hs.model_info.scorer_error_rates))
                 if name in p.get("capability", {}):
                     hs.results[name].capability = _capability_in(p["capability"][name])
                 hs.prompts[name] = [r.prompt for r in hs.results[name].rows]  # e.g. for the data files' provenance

@@ -26,7 +26,8 @@ from harness.core.errors import ConfigError
 ERROR_RATES_PATH = Path(__file__).with_name("error_rates.json")
 FORMAT = 1
 REGENERATE = "python scripts/scorer_error_rates.py --scorer {name}"
-SHIPPED = "shipped"  # the source of rates read from ERROR_RATES_PATH
+SHIPPED = "shipped"  # the source of rates read from ERROR_RATES_PATH's scorer entries (the dev files)
+SHIPPED_FOR_MODEL = "shipped for this model"  # ERROR_RATES_PATH's entries for one model's fingerprint
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,20 @@ def error_rates_for(scorer: str | None, version: str | None, path: Path | None =
     return ErrorRates.from_json(scorer, str(version), entry, f"{file}: scorers.{scorer}.{version}")
 
 
+def model_error_rates(scorer: str | None, version: str | None, fingerprint: str | None,
+                      path: Path | None = None) -> ErrorRates | None:
+    """Rates measured on labelled replies of one model (the file's ``models.<fingerprint>`` entries, e.g. the
+    embedded default model's), or None."""
+    if not (scorer and version is not None and fingerprint):
+        return None
+    file = Path(path or ERROR_RATES_PATH)
+    model = _read(str(file)).get("models", {}).get(fingerprint, {})
+    entry = model.get("scorers", {}).get(scorer, {}).get(str(version))
+    if entry is None:
+        return None
+    return ErrorRates.from_json(scorer, str(version), entry, f"{file}: models.{fingerprint[:12]}.{scorer}.{version}")
+
+
 def check_user_file(path: Path, scorer: str) -> None:
     """Before a run: the file the user named exists, is an error-rates file and holds this scorer."""
     file = Path(path)
@@ -149,18 +164,26 @@ def user_error_rates(path: Path, scorer: str | None, version: str | None) -> Err
     return rates
 
 
-def resolve_error_rates(scorer: str | None, version: str | None, path: Path | None = None) -> ErrorRates | None:
-    """The user's file when one is named, else the shipped dev-file rates (None when not measured)."""
-    return user_error_rates(path, scorer, version) if path is not None else error_rates_for(scorer, version)
+def resolve_error_rates(scorer: str | None, version: str | None, path: Path | None = None,
+                        model_fingerprint: str | None = None) -> tuple[ErrorRates | None, str]:
+    """The rates a run corrects with, and their source: the user's file when one is named, else the shipped
+    rates measured on this very model (by its fingerprint) if any, else the shipped dev-file rates (None
+    when not measured)."""
+    if path is not None:
+        return user_error_rates(path, scorer, version), str(path)
+    own = model_error_rates(scorer, version, model_fingerprint)
+    if own is not None:
+        return own, SHIPPED_FOR_MODEL
+    return error_rates_for(scorer, version), SHIPPED
 
 
-def error_rates_record(scorer: str, version: str, path: Path | None = None) -> dict | None:
+def error_rates_record(scorer: str, version: str, path: Path | None = None,
+                       model_fingerprint: str | None = None) -> dict | None:
     """The rates a run corrects with, as its report's metadata records them (``model.scorer_error_rates``)."""
-    rates = resolve_error_rates(scorer, version, path)
+    rates, source = resolve_error_rates(scorer, version, path, model_fingerprint)
     if rates is None:
         return None
-    return {"scorer": rates.scorer, "version": rates.version, "source": str(path) if path else SHIPPED,
-            **rates.as_json()}
+    return {"scorer": rates.scorer, "version": rates.version, "source": source, **rates.as_json()}
 
 
 def rates_from_record(record: dict | None, where: str = "report metadata") -> ErrorRates | None:
@@ -171,26 +194,34 @@ def rates_from_record(record: dict | None, where: str = "report metadata") -> Er
                                 f"{where}: scorer_error_rates")
 
 
-def describe_source(source: str | None) -> str:
+def describe_source(source: str | None, rates: ErrorRates | None = None) -> str:
     """Where a run's error rates were measured, for the summary line."""
+    if source == SHIPPED_FOR_MODEL:
+        return (f"measured on {rates.refusals + rates.compliances if rates else 'some'} labelled replies of this "
+                "very model (shipped with the harness)")
     if source and source != SHIPPED:
         return f"measured on this model's labelled replies ({source})"
     return ("measured on the dev files (2 models), optimistic for other models: label a sample of this model's "
             "replies to measure its own (safety-harness calibrate)")
 
 
-def write_error_rates(path: Path, rates: list[ErrorRates], about: str) -> None:
-    """Add (or replace) these scorer versions' entries in an error-rates file, keeping the others."""
+def write_error_rates(path: Path, rates: list[ErrorRates], about: str, model: tuple[str, str] | None = None) -> None:
+    """Add (or replace) these scorer versions' entries in an error-rates file, keeping the others; with
+    ``model`` (fingerprint, name), under that model's section instead of the scorer-wide one."""
     from harness.core.files import atomic_path
 
     file = Path(path)
     out = {"format": FORMAT, "about": about, "scorers": {}}
     if file.is_file():
-        out = dict(_read(str(file)))
-        out["scorers"] = {name: dict(versions) for name, versions in out["scorers"].items()}
+        out = json.loads(json.dumps(_read(str(file))))  # a deep copy: the cached dict stays as read
         out["about"] = out.get("about") or about
+    target = out["scorers"]
+    if model is not None:
+        fingerprint, name = model
+        section = out.setdefault("models", {}).setdefault(fingerprint, {"model": name, "scorers": {}})
+        section["model"], target = name, section["scorers"]
     for r in rates:
-        out["scorers"].setdefault(r.scorer, {})[r.version] = r.as_json()
+        target.setdefault(r.scorer, {})[r.version] = r.as_json()
     out["scorers"] = dict(sorted(out["scorers"].items()))
     with atomic_path(file) as tmp:
         Path(tmp).write_text(json.dumps(out, indent=1) + "\n", "utf-8")
