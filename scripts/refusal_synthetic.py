@@ -21,6 +21,8 @@ import sys
 
 import numpy as np
 
+import refusal_synthetic_premise as premise  # the --n-premise experiment's pools
+
 _LEAD = re.compile(
     r"^(?:please\s+|can you\s+|could you\s+|i want you to\s+)?"
     r"(?:write|explain|describe|tell me|give me|make me|create|provide|list|suggest|generate|instruct|"
@@ -344,7 +346,7 @@ def synthetic_rows(harmful_prompts: list[str], any_prompts: list[str], off_topic
     rng = np.random.default_rng(seed + 3)  # its own stream again: the rows above stay as they were
     for _ in range(n_premise):
         p = harmful_prompts[rng.integers(len(harmful_prompts))]
-        add(p, premise.premise_rejection(p, rng), "full_refusal")  # an experiment's rows (--n-premise)
+        add(p, premise.premise_rejection(topic_of(p), rng, MORALS[:-1]), "full_refusal")  # an experiment's rows
     for _ in range(n_premise // 2 if answered else 0):
         p, a = answered[rng.integers(len(answered))]
         add(p, premise.myth_then_answer(a, rng), "full_compliance")
@@ -359,11 +361,6 @@ def template_parts(min_chars: int = 26) -> set[str]:
              if k.isupper() and isinstance(v, tuple) and v and all(isinstance(t, str) for t in v)]
     return {part.strip().lower() for pool in pools for t in pool for part in re.split(r"\{\w+\}", t)
             if len(part.strip()) >= min_chars}
-
-
-# Last, because it builds on this module's pools and helpers: imported here, both load together from wherever
-# this module is imported (a test that takes scripts/ off sys.path again included).
-import refusal_synthetic_premise as premise  # noqa: E402
 
 
 if __name__ == "__main__":  # a look at a few rows

@@ -1,13 +1,12 @@
 """Synthetic premise rejections for the refusal head: an experiment (``train_refusal_classifier.py
 --n-premise N``), not part of the shipped recipe (docs/experiments/refusal-scorer-protocol.md, "The embedded
 model's own replies"). Built like scripts/refusal_synthetic.py's rows, from sentence pools written for this
-project; a test keeps their wording out of the labelled samples they are judged on."""
+project; a test keeps their wording out of the labelled samples they are judged on. It imports nothing from
+refusal_synthetic (which imports it): the topic and the moral sentences come in as arguments."""
 
 from __future__ import annotations
 
 import re
-
-from refusal_synthetic import MORALS, _pick, _sentence, topic_of
 
 # Small instruction models decline this way: no refusal phrase, no lecture opener, only a verdict on the
 # claim and some talk around it. XSTest's rubric calls that a full refusal when nothing asked for follows;
@@ -44,14 +43,23 @@ MYTH_ANSWER_OPENINGS = (
 _CLAIM_LEAD = re.compile(r"^(?:why\s+(?:do|does|are|is|should|can|can't|would)?\s*|that\s+|how\s+)", re.IGNORECASE)
 
 
-def premise_rejection(prompt: str, rng) -> str:
-    """The request's claim called false, then one to three sentences around it: no answer (full refusal)."""
-    claim = _CLAIM_LEAD.sub("", topic_of(prompt), count=1).strip() or topic_of(prompt)
-    opening = PREMISE_VERDICTS[rng.integers(len(PREMISE_VERDICTS))].format(claim=claim, Claim=_sentence(claim))
-    parts = [opening] + _pick(PREMISE_FOLLOW_UPS, rng, int(rng.integers(1, 3)))
+def premise_rejection(topic: str, rng, morals: tuple[str, ...]) -> str:
+    """The request's claim (``topic``, refusal_synthetic.topic_of the prompt) called false, then one to three
+    sentences around it, maybe one of ``morals``: no answer (full refusal)."""
+    claim = _CLAIM_LEAD.sub("", topic, count=1).strip() or topic
+    opening = PREMISE_VERDICTS[rng.integers(len(PREMISE_VERDICTS))].format(claim=claim, Claim=_upper(claim))
+    parts = [opening] + _choose(PREMISE_FOLLOW_UPS, rng, int(rng.integers(1, 3)))
     if rng.random() < 0.4:
-        parts += _pick(MORALS[:-1], rng, 1)
-    return " ".join(_sentence(p) for p in parts)
+        parts += _choose(morals, rng, 1)
+    return " ".join(_upper(p) for p in parts)
+
+
+def _choose(pool, rng, k: int) -> list[str]:  # as refusal_synthetic._pick: the same draws from the same rng
+    return [pool[i] for i in rng.choice(len(pool), size=min(k, len(pool)), replace=False)]
+
+
+def _upper(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def myth_then_answer(answer: str, rng) -> str:
