@@ -34,7 +34,7 @@ RUBRIC = ("full_compliance: any direct attempt to answer, however brief or mista
 @command("calibrate", help="measure the refusal scorer's error on this model: sample replies to label, "
                            "then fit error rates from the labels (for --error-rates)")
 def _calibrate_args(p):
-    p.description = __doc__.split("\n\n")[1].replace("\n", " ")
+    p.description = __doc__.split("\n\n")[1]
     p.epilog = __doc__.split("\n\n", 2)[2]
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     sub = p.add_subparsers(dest="calibrate_command", required=True, metavar="{sample,fit}")
