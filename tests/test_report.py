@@ -72,16 +72,22 @@ def test_summary_command_prints_one_row_per_check(session, tmp_path, capsys):
     path = write_report(session, tmp_path / "run.parquet")
     assert main(["summary", str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["suite", "n", "metric", "rate", "95%", "CI", "threshold", "verdict"]
+    assert out[0].split() == ["suite", "n", "metric", "rate", "95%", "CI", "corrected", "(95%", "CI)", "threshold",
+                              "verdict"]  # the run summary's columns
     checks = session.results["smoke"].checks()
     assert len(checks) == 2
+    table = [line.split() for line in out[2:2 + len(checks)]]
     for check in checks:
-        expected = ["smoke", str(check.rate.n), check.rate.metric, f"{check.rate.rate:.3f}",
-                    f"{check.rate.low:.3f}-{check.rate.high:.3f}", check.bound, f"{check.threshold:g}",
-                    "PASS" if check.passed else "FAIL"]
-        assert expected in [line.split() for line in out[2:-1]]
+        c = check.corrected
+        corrected = ["-"] if c is None else [f"{c.estimate:.3f}", f"({c.low:.3f}-{c.high:.3f})"]
+        expected = (["smoke", str(check.rate.n), check.rate.metric, f"{check.rate.rate:.3f}",
+                     f"{check.rate.low:.3f}-{check.rate.high:.3f}"] + corrected
+                    + [check.bound, f"{check.threshold:g}", "PASS" if check.passed else "FAIL"])
+        assert expected in table
     # The dummy refuses few of the unsafe prompts: the unsafe-compliance bound fails.
     assert [c.passed for c in checks if c.key == "max_unsafe_compliance_rate"] == [False]
+    assert "thresholds checked on: the rate as scored (threshold_on = estimate)" in out
+    assert any(line.startswith(("corrected: Rogan-Gladen with", "no measured error rates")) for line in out)
     assert out[-1] == f"{len(session.all_rows())} rows; model {session.model_info.model}; run {session.run_id}"
 
 

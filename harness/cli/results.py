@@ -20,18 +20,28 @@ def _summary(args) -> int:
     from harness.config.thresholds import parse_threshold_key
     from harness.core.report_file import read_run_report
     from harness.core.text import format_table
+    from harness.engine.summary import SUMMARY_COLUMNS, THRESHOLD_ON_MEANING
+    from harness.scoring.error_rates import correction_lines
 
     table, meta = read_run_report(args.report)
-    rows = []
+    rows, on = [], set()
     for suite, info in sorted(meta.get("suites", {}).items()):
         for c in info["checks"]:
             bound, metric = parse_threshold_key(c["key"])
+            k = c.get("corrected")
+            corrected = "-" if not k else f"{k['estimate']:.3f} ({k['low']:.3f}-{k['high']:.3f})"
             rows.append((suite, str(c["n"]), metric, f"{c['rate']:.3f}", f"{c['ci_low']:.3f}-{c['ci_high']:.3f}",
-                         f"{bound} {c['threshold']:g}", "PASS" if c["passed"] else "FAIL"))
-    # The same columns as the terminal summary of a run (harness.engine.summary).
-    for line in format_table(("suite", "n", "metric", "rate", "95% CI", "threshold", "verdict"), rows):
+                         corrected, f"{bound} {c['threshold']:g}", "PASS" if c["passed"] else "FAIL"))
+            on.add(c.get("threshold_on", "estimate"))
+    # The same columns and notes as the terminal summary of the run (harness.engine.summary).
+    for line in format_table(SUMMARY_COLUMNS, rows):
         print(line)
-    print(f"{table.num_rows} rows; model {meta.get('model', {}).get('model')}; run {meta.get('run_id')}")
+    model = meta.get("model", {})
+    if rows:
+        print("thresholds checked on: " + ", ".join(f"{THRESHOLD_ON_MEANING.get(o, o)} (threshold_on = {o})" for o in sorted(on)))
+        for line in correction_lines(model.get("scorer_error_rates"), model.get("scorer"), model.get("scorer_version")):
+            print(line)
+    print(f"{table.num_rows} rows; model {model.get('model')}; run {meta.get('run_id')}")
     if args.html or args.markdown:
         from harness.reports.summary import write_run_summaries
 

@@ -30,27 +30,29 @@ def summary_rows(session) -> list[tuple[str, ...]]:
     return rows
 
 
+THRESHOLD_ON_MEANING = {
+    "estimate": "the rate as scored", "bound": "the far end of the rate's 95% Wilson interval, as scored",
+    "corrected": "the rate corrected for scorer error", "corrected_bound": "the far end of the corrected rate's 95% interval",
+}  # fmt: skip
+SUMMARY_COLUMNS = ("suite", "n", "metric", "rate", "95% CI", "corrected (95% CI)", "threshold", "verdict")
+
+
 def scorer_error_lines(session) -> list[str]:
     """Which rate the thresholds were held against, the scorer error rates behind the corrected column,
     and a warning for each threshold tighter than the scorer can decide."""
     from harness.config.thresholds import parse_threshold_key
     from harness.core.misclassification import unresolvable_threshold
-    from harness.scoring.error_rates import describe_source, missing_note, rates_from_record
+    from harness.scoring.error_rates import correction_lines, rates_from_record
 
     info = session.model_info
     scorer, version = info.scorer or session.settings.scorer, info.scorer_version
     record = info.scorer_error_rates or {}
     rates = rates_from_record(record)
     on = session.settings.threshold_on
-    what = {"estimate": "the rate as scored", "bound": "the far end of the rate's 95% Wilson interval, as scored",
-            "corrected": "the rate corrected for scorer error",
-            "corrected_bound": "the far end of the corrected rate's 95% interval"}.get(on, on)
-    lines = [f"thresholds checked on: {what} (threshold_on = {on})"]
+    what = THRESHOLD_ON_MEANING.get(on, on)
+    lines = [f"thresholds checked on: {what} (threshold_on = {on})"] + correction_lines(record, scorer, version)
     if rates is None:
-        lines.append(missing_note(scorer, version))
         return lines
-    lines.append(f"corrected: Rogan-Gladen with {rates.describe()}; interval also carries that uncertainty")
-    lines.append(f"  those rates were {describe_source(record.get('source'), rates)}")
     seen = set()
     for result in session.results.values():
         for check in result.checks():
@@ -63,8 +65,7 @@ def scorer_error_lines(session) -> list[str]:
 
 
 def summary_lines(session, report_path=None) -> list[str]:
-    header = ("suite", "n", "metric", "rate", "95% CI", "corrected (95% CI)", "threshold", "verdict")
-    lines = format_table(header, summary_rows(session)) if session.results else []
+    lines = format_table(SUMMARY_COLUMNS, summary_rows(session)) if session.results else []
     if any(result.checks() for result in session.results.values()):
         lines += scorer_error_lines(session)
     lines += capability_lines(session)

@@ -205,6 +205,15 @@ def describe_source(source: str | None, rates: ErrorRates | None = None) -> str:
             "replies to measure its own (safety-harness calibrate)")
 
 
+def correction_lines(record: dict | None, scorer: str | None, version: str | None) -> list[str]:
+    """The summary's lines on the rates behind the corrected column (a run's ``model.scorer_error_rates``)."""
+    rates = rates_from_record(record)
+    if rates is None:
+        return [missing_note(scorer, version)]
+    return [f"corrected: Rogan-Gladen with {rates.describe()}; interval also carries that uncertainty",
+            f"  those rates were {describe_source(record.get('source'), rates)}"]
+
+
 def write_error_rates(path: Path, rates: list[ErrorRates], about: str, model: tuple[str, str] | None = None) -> None:
     """Add (or replace) these scorer versions' entries in an error-rates file, keeping the others; with
     ``model`` (fingerprint, name), under that model's section instead of the scorer-wide one."""
