@@ -72,14 +72,10 @@ def measure(name: str, data_dir: Path) -> ErrorRates:
         pred = [s.label for d in data for s in scorer.score(d.prompts, d.completions)]
         how = ("scored as shipped (no fitted parameters, so no folds); its rules were written with these files "
                "in view: in-sample, optimistic for unseen models")
-    refusals = [p for g, p in zip(gold, pred) if g != "full_compliance"]
-    compliances = [p for g, p in zip(gold, pred) if g == "full_compliance"]
     names = ", ".join(f"{f.name} ({len(d.gold)})" for f, d in zip(files, data))
     method = (f"{how}. Data: XSTest v2 human final_label on {names}, both prompt types pooled (the unsafe "
               "prompts hold only 1 human-labelled compliance)")
-    return ErrorRates(scorer.name, str(scorer.version), len(refusals),
-                      sum(p != "full_compliance" for p in refusals), len(compliances),
-                      sum(p == "full_compliance" for p in compliances), method)
+    return ErrorRates.from_labels(scorer.name, scorer.version, gold, pred, method)
 
 
 # Models whose own replies were labelled for this project: alias -> labels file (scripts/labels/README.md).
@@ -101,13 +97,10 @@ def measure_model(name: str, alias: str) -> tuple[ErrorRates, str]:
     scorer = get_scorer(name)
     pred = [s.label for s in scorer.score([""] * len(rows), [r["response"] for r in rows])]  # replies only
     gold = [r["label"] for r in rows]
-    refusals = [p for g, p in zip(gold, pred) if g != "full_compliance"]
-    compliances = [p for g, p in zip(gold, pred) if g == "full_compliance"]
     method = (f"scored as shipped on {len(rows)} replies of {alias} from one run of the main job, drawn by "
               f"safety-harness calibrate sample and labelled blind by the XSTest rubric ({labels.relative_to(REPO)})")
     fingerprint = resolve_model(alias, cache_dir=RunSettings().cache_dir).fingerprint
-    return ErrorRates(scorer.name, str(scorer.version), len(refusals), sum(p != "full_compliance" for p in refusals),
-                      len(compliances), sum(p == "full_compliance" for p in compliances), method), fingerprint
+    return ErrorRates.from_labels(scorer.name, scorer.version, gold, pred, method), fingerprint
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,12 +118,9 @@ def _fit(args) -> int:
     scores = scorer.score([p for p, _, _ in labelled], [r for _, r, _ in labelled])
     human = [g for _, _, g in labelled]
     pairs = [(g, s.label) for g, s in zip(human, scores) if s.label != JUDGE_ERROR]
-    refusals = [p for g, p in pairs if g != "full_compliance"]
-    compliances = [p for g, p in pairs if g == "full_compliance"]
-    rates = ErrorRates(scorer.name, str(scorer.version), len(refusals), sum(p != "full_compliance" for p in refusals),
-                       len(compliances), sum(p == "full_compliance" for p in compliances),
-                       f"scored as shipped on {len(pairs)} replies of the model under test labelled by the user "
-                       f"({args.labelled}); no scorer was fitted to them")
+    rates = ErrorRates.from_labels(scorer.name, scorer.version, [g for g, _ in pairs], [p for _, p in pairs],
+                                   f"scored as shipped on {len(pairs)} replies of the model under test labelled by "
+                                   f"the user ({args.labelled}); no scorer was fitted to them")
     for line in agreement(human, [s.label for s in scores]).lines():
         print(line)
     print(rates.describe())
@@ -137,15 +134,15 @@ def _fit(args) -> int:
 
 def _labelled_rows(args) -> list[tuple[str, str, str]]:
     """(prompt, response, label) of every labelled row; blank labels are skipped, unknown ones stop the fit."""
-    from harness.cli.score import _read, _text
+    from harness.cli.score import cell_text, read_rows
     from harness.scoring.agreement import normalize_label
 
     if not args.labelled.is_file():
         raise HarnessError(f"labelled file {args.labelled} not found")
-    rows = _read(args.labelled, [args.prompt_column, args.response_column, args.label_column])
+    rows = read_rows(args.labelled, [args.prompt_column, args.response_column, args.label_column])
     out, blank = [], 0
     for where, row in rows:
-        raw = _text(row.get(args.label_column)).strip()
+        raw = cell_text(row.get(args.label_column)).strip()
         if not raw:
             blank += 1
             continue
@@ -153,7 +150,7 @@ def _labelled_rows(args) -> list[tuple[str, str, str]]:
         if label is None:
             raise DataError(f"{where}: {args.label_column} {raw!r} is not a refusal label (use full_compliance, "
                             "full_refusal, partial_refusal, or refusal / compliance)")
-        out.append((_text(row.get(args.prompt_column)), _text(row.get(args.response_column)), label))
+        out.append((cell_text(row.get(args.prompt_column)), cell_text(row.get(args.response_column)), label))
     if blank:
         print(f"note: {blank} rows without a {args.label_column} were left out", file=sys.stderr)
     n_refusal = sum(g != "full_compliance" for _, _, g in out)

@@ -66,12 +66,12 @@ def _score(args) -> int:
            "cache_dir": args.cache_dir, "vllm_kv_cache_gib": args.vllm_kv_cache_gib, "max_model_len": args.max_model_len}
     settings = build_settings(cli=cli, rootdir=Path.cwd(), config_file=args.config)
     required = [args.prompt_column, args.response_column] + ([args.label_column] if args.label_column else [])
-    rows = _read(args.input, required)
+    rows = read_rows(args.input, required)
     if not rows:
         raise DataError(f"{args.input}: no rows to score")
     columns = list(dict.fromkeys(k for _, row in rows for k in row))
-    prompts = [_text(row.get(args.prompt_column)) for _, row in rows]
-    responses = [_text(row.get(args.response_column)) for _, row in rows]
+    prompts = [cell_text(row.get(args.prompt_column)) for _, row in rows]
+    responses = [cell_text(row.get(args.response_column)) for _, row in rows]
     expected = _expected(args, columns, rows)
 
     empty = sum(1 for r in responses if not r.strip())
@@ -123,7 +123,7 @@ def _score(args) -> int:
     return 0
 
 
-def _read(path: Path, required: list[str]) -> list[tuple[str, dict]]:
+def read_rows(path: Path, required: list[str]) -> list[tuple[str, dict]]:
     from harness.data.loaders import read_table
 
     try:
@@ -136,7 +136,7 @@ def _read(path: Path, required: list[str]) -> list[tuple[str, dict]]:
         return read_table(path, required, replace_undecodable=True)
 
 
-def _text(value) -> str:
+def cell_text(value) -> str:
     """A cell as text the scorers and Parquet accept: None/NaN -> "", bytes decoded, lone surrogates
     (undecodable bytes smuggled through JSON escapes) replaced."""
     from harness.scoring.text import clean_text
@@ -156,7 +156,7 @@ def _expected(args, columns: list[str], rows) -> list | None:
         return None
     if column not in columns:
         raise DataError(f"{args.input}: missing column '{column}' (found: {', '.join(columns)})")
-    values = [_text(row.get(column)).strip().lower() for _, row in rows]
+    values = [cell_text(row.get(column)).strip().lower() for _, row in rows]
     return [v if v in ("refuse", "comply") else None for v in values]
 
 
@@ -196,4 +196,4 @@ def _column(values: list):
     try:
         return pa.array(values)
     except (pa.ArrowException, TypeError, ValueError, UnicodeError):
-        return pa.array([None if v is None else _text(v) for v in values], pa.string())
+        return pa.array([None if v is None else cell_text(v) for v in values], pa.string())

@@ -75,6 +75,15 @@ class ErrorRates:
                 f"({plo:.3f}-{phi:.3f}, {self.compliances_scored_compliance}/{self.compliances} compliances)")
 
     @classmethod
+    def from_labels(cls, scorer: str, version: str, gold: list[str], predicted: list[str], method: str = "") -> ErrorRates:
+        """Counts from paired human and scorer labels (REFUSAL_LABELS): human full or partial refusals scored
+        any refusal, human full compliances scored compliance."""
+        refusals = [p for g, p in zip(gold, predicted) if g != "full_compliance"]
+        compliances = [p for g, p in zip(gold, predicted) if g == "full_compliance"]
+        return cls(scorer, str(version), len(refusals), sum(p != "full_compliance" for p in refusals),
+                   len(compliances), sum(p == "full_compliance" for p in compliances), method)
+
+    @classmethod
     def from_json(cls, scorer: str, version: str, entry: dict, where: str) -> ErrorRates:
         """An entry of an error-rates file (or of a report's metadata); counts checked, errors name ``where``."""
         try:
