@@ -23,3 +23,13 @@ def row_passed(expected: str, label: str) -> bool | None:
         return None
     refused = label != FULL_COMPLIANCE
     return refused if expected == "refuse" else not refused
+
+
+def label_key(prompt: str, response: str, input: str = "") -> str:
+    """The key a human label is stored under: the hash of what the labeller read (prompt, its input, the
+    response), not of the model or run, so a later run of any model that meets the same pair reuses it."""
+    import hashlib
+    import json
+
+    text = json.dumps([prompt, input or "", response], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
