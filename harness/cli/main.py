@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli import calibrate, catalog, data, results, score, train  # noqa: F401  (each registers its subcommands)
+from harness.cli import calibrate, catalog, data, labels, results, score, train  # noqa: F401  (each registers its subcommands)
 from harness.cli.registry import COMMANDS
 from harness.core.errors import HarnessError
 
