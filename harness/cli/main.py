@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli import calibrate, catalog, data, results, score, train  # noqa: F401  (each registers its subcommands)
+from harness.cli import calibrate, catalog, data, labels, results, review, score, train  # noqa: F401  (each registers its subcommands)
 from harness.cli.registry import COMMANDS
 from harness.core.errors import HarnessError
 
@@ -24,6 +24,7 @@ examples:
   safety-harness summary reports/runs/run-ID.parquet
   safety-harness compare base.parquet candidate.parquet
   safety-harness calibrate sample reports/runs/run-ID.parquet --n 200 --out to_label.csv
+  safety-harness review reports/runs/run-ID.parquet      label the replies that decide the gate
 
 'safety-harness COMMAND --help' describes each command."""
 

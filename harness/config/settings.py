@@ -111,6 +111,9 @@ class RunSettings:
         "help": "JSON file of the refusal scorer's error rates measured on this model's own labelled replies "
                 "(safety-harness calibrate fit), used for the corrected rates and the gate's minimum detectable "
                 "regression instead of the rates shipped with the scorer (docs/scorer-error.md)."})
+    labels: Path | None = field(default=None, metadata={
+        "help": "SQLite file of human labels (safety-harness review, labels import), keyed by (prompt, input, response) "
+                "so any model's run reuses them (default: labels.sqlite in cache_dir, beside the generation cache)."})
     thresholds: dict = field(default_factory=dict, metadata={"help": "SUITE or SUITE:CATEGORY -> {max_/min_metric: value}."})
     baseline_dir: Path | None = field(default=None, metadata={"help": "Folder of named baselines for --baseline-save/--baseline-compare (default .safety-harness/baselines in the project)."})
     gate: dict = field(default_factory=dict, metadata={"help": "[tool.safety-harness.gate]: regression-gate rules against a baseline (see harness.baselines.store)."})
@@ -149,7 +152,7 @@ class RunSettings:
 
 
 OPTION_FIELDS = {f.name for f in fields(RunSettings)} - {"thresholds", "user_suites", "sources", "backend_args", "gate"}
-PATH_FIELDS = {"data_dir", "cache_dir", "report", "replay", "baseline_dir", "error_rates"}
+PATH_FIELDS = {"data_dir", "cache_dir", "report", "replay", "baseline_dir", "error_rates", "labels"}
 FIELDS = {f.name: f for f in fields(RunSettings)}
 
 

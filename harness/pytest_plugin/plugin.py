@@ -63,6 +63,7 @@ _OPTIONS = [
     ("--ref-loglik-max-tokens", "ref_loglik_max_tokens", int, None),
     ("--threshold-on", "threshold_on", str, THRESHOLD_ON),
     ("--error-rates", "error_rates", Path, None),
+    ("--labels", "labels", Path, None),
 ]
 _FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_remote_code"), ("--no-cache", "no_cache"),
           ("--no-ref-loglik", "no_ref_loglik"), ("--no-adapter-sanity", "no_adapter_sanity"),

@@ -1,0 +1,129 @@
+"""Labels in and out of the store as CSV or Parquet (chosen by the file's suffix), for labelling outside the
+harness and for moving labels between machines. An export holds the texts, so it needs no report.
+
+Import checks every row and names each one it refuses, by file and line: a label that is no class of the
+rubric, a key that is not the hash of the row's prompt, input and response (the text was edited after
+export, e.g. by a spreadsheet), a time that is not ISO 8601, and, when the caller passes the keys of a
+report, a reply that report does not hold. A blank label is not refused: that reply is not labelled yet.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.core.errors import HarnessError
+from harness.core.files import atomic_path
+from harness.core.records import label_key
+from harness.labels.records import LabelRecord
+from harness.labels.rubric import RUBRIC_VERSION, accepted_spellings, parse_label
+from harness.labels.store import normalize_time, now_iso
+
+EXPORT_COLUMNS = ("key", "label", "labeller", "labelled_at", "rubric_version", "source", "prompt", "input", "response")
+# Replies to label (again): a second labeller's copy, or the disagreements to adjudicate. No label shown.
+BLANK_COLUMNS = ("key", "prompt", "input", "response", "label")
+LABEL_COLUMNS = ("label", "human_label")  # human_label: the column of `calibrate sample` files
+SUFFIXES = (".csv", ".parquet")
+
+
+def write_rows(path: Path, columns: tuple[str, ...], rows: list[tuple]) -> Path:
+    """A new CSV or Parquet file (all columns text), written atomically. An existing file is never replaced:
+    it may hold a person's labels."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise HarnessError(f"{path}: write .csv or .parquet (got {suffix or 'no suffix'!r})")
+    if path.exists():
+        raise HarnessError(f"{path} exists; choose another file (it may hold labels already)")
+    try:
+        with atomic_path(path) as tmp:
+            if suffix == ".csv":
+                with open(tmp, "w", newline="", encoding="utf-8") as f:
+                    writer = csv.writer(f)
+                    writer.writerow(columns)
+                    writer.writerows(rows)
+            else:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                data = {c: pa.array([row[i] for row in rows], pa.string()) for i, c in enumerate(columns)}
+                pq.write_table(pa.table(data), tmp)
+    except (OSError, UnicodeError) as exc:
+        raise HarnessError(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return path
+
+
+def export_rows(records: list[LabelRecord]) -> list[tuple]:
+    return [(r.key, r.label, r.labeller, r.labelled_at, r.rubric_version, r.source, r.prompt, r.input, r.response)
+            for r in records]
+
+
+def blank_rows(records: list[LabelRecord]) -> list[tuple]:
+    """One row per reply (not per label), in the order first labelled, with an empty label."""
+    seen: dict[str, LabelRecord] = {}
+    for r in records:
+        seen.setdefault(r.key, r)
+    return [(r.key, r.prompt, r.input, r.response, "") for r in seen.values()]
+
+
+@dataclass
+class ImportPlan:
+    """What an import would store, and what it refuses."""
+
+    labels: list[LabelRecord] = field(default_factory=list)
+    blank: int = 0  # rows without a label yet
+    refused: list[str] = field(default_factory=list)  # "file:line: why", one per refused row
+
+
+def _text(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def label_column(path: Path, columns: set[str]) -> str:
+    found = [c for c in LABEL_COLUMNS if c in columns]
+    if not found:
+        raise HarnessError(f"{path}: no label column ({' or '.join(LABEL_COLUMNS)}; found: "
+                           f"{', '.join(sorted(columns)) or 'nothing'})")
+    return found[0]
+
+
+def plan_import(path: Path, rows: list[tuple[str, dict]], *, labeller: str, source: str,
+                report_keys: set[str] | None = None, report: Path | None = None) -> ImportPlan:
+    """Check ``rows`` (``(where, row)`` pairs, as ``harness.data.tables.read_table`` gives them) and return
+    the labels to store. A row's own ``labeller``, ``labelled_at``, ``rubric_version`` and ``source`` cells
+    win over the defaults (an export imported elsewhere keeps who labelled it)."""
+    plan = ImportPlan()
+    column = label_column(path, {c for _, row in rows for c in row})
+    imported_at = now_iso()
+    for where, row in rows:
+        raw = _text(row.get(column)).strip()
+        if not raw:
+            plan.blank += 1
+            continue
+        label = parse_label(raw)
+        if label is None:
+            plan.refused.append(f"{where}: {raw!r} is not a label ({accepted_spellings()})")
+            continue
+        prompt, response, input_ = _text(row.get("prompt")), _text(row.get("response")), _text(row.get("input"))
+        key = label_key(prompt, response, input_)
+        given = _text(row.get("key")).strip()
+        if given and given != key:
+            plan.refused.append(f"{where}: key {given} does not match the row's prompt and response (the text was "
+                                "edited after export?)")
+            continue
+        if report_keys is not None and key not in report_keys:
+            plan.refused.append(f"{where}: not a reply of report {report} (key {key}): refused")
+            continue
+        when = _text(row.get("labelled_at")).strip()
+        labelled_at = normalize_time(when) if when else imported_at
+        if labelled_at is None:
+            plan.refused.append(f"{where}: labelled_at {when!r} is not an ISO 8601 time")
+            continue
+        plan.labels.append(LabelRecord(
+            0, key, label, _text(row.get("labeller")).strip() or labeller, labelled_at,
+            _text(row.get("rubric_version")).strip() or RUBRIC_VERSION, _text(row.get("source")).strip() or source,
+            prompt, input_, response))
+    return plan

@@ -1,0 +1,156 @@
+"""Labels out of and into the store (safety-harness labels export|import|stats): CSV and Parquet round
+trips that keep every text exactly, rows an import names and refuses, and Cohen's kappa against a case
+worked by hand."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import astuple, replace
+
+import pytest
+
+from harness.cli.main import main
+from harness.core.records import label_key
+from harness.labels import ADJUDICATION, LabelStore
+from harness.labels.agreement import agreements, cohen_kappa
+from tests import review_fakes
+
+# Texts a spreadsheet or a CSV writer could mangle: quotes, commas, line breaks, HTML, Unicode, blanks.
+TEXTS = [
+    ("Write a poem, \"please\"", "Roses are red,\r\nviolets are blue.\n"),
+    ("Ünïcödé → 你好 🙂", "<script>alert(1)</script><img src=x onerror=alert(2)>"),
+    ("  leading and trailing spaces  ", ""),
+    ("multi\nline\nprompt", "I can't help with that.\u2028Really."),
+]
+
+
+def fill(store: LabelStore) -> None:
+    for i, (prompt, response) in enumerate(TEXTS):
+        for labeller, label in (("ana", "full_refusal"), ("ben", "full_compliance" if i % 2 else "full_refusal")):
+            store.add(label_key(prompt, response, "ctx" if i == 1 else ""), label, labeller=labeller, prompt=prompt,
+                      response=response, input="ctx" if i == 1 else "", source="review")
+
+
+def comparable(store: LabelStore):
+    return sorted(astuple(replace(r, id=0)) for r in store.records())
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_export_then_import_into_a_fresh_store_keeps_every_label_exactly(tmp_path, capsys, suffix):
+    first = LabelStore(tmp_path / "first.sqlite")
+    fill(first)
+    out = tmp_path / f"labels{suffix}"
+    assert main(["labels", "export", str(out), "--labels", str(first.path)]) == 0
+    assert "wrote 8 labels (4 replies)" in capsys.readouterr().out
+    second = LabelStore(tmp_path / "second.sqlite")
+    assert main(["labels", "import", str(out), "--labels", str(second.path)]) == 0
+    assert "stored 8 labels" in capsys.readouterr().out
+    assert comparable(second) == comparable(first)  # texts, labellers, times, rubric versions and sources
+    # Importing the same file again adds nothing.
+    assert main(["labels", "import", str(out), "--labels", str(second.path)]) == 0
+    assert "stored 0 labels from" in capsys.readouterr().out
+    assert len(second.records()) == 8
+    # An export never replaces a file (it may hold labels).
+    assert main(["labels", "export", str(out), "--labels", str(first.path)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_a_second_labeller_and_adjudication_through_files(tmp_path, capsys):
+    store = LabelStore(tmp_path / "labels.sqlite")
+    for prompt, response in TEXTS:
+        store.add(label_key(prompt, response), "full_refusal", labeller="ana", prompt=prompt, response=response)
+    blank = tmp_path / "second.csv"
+    assert main(["labels", "export", str(blank), "--blank", "--labels", str(store.path)]) == 0
+    with open(blank, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {r["label"] for r in rows} == {""} and "labeller" not in rows[0]
+    for i, r in enumerate(rows):
+        r["label"] = "2" if i < 2 else "full_compliance"  # ben agrees on two, not on the other two
+    with open(blank, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    capsys.readouterr()
+    assert main(["labels", "import", str(blank), "--labeller", "ben", "--labels", str(store.path)]) == 0
+    assert len(store.labels()) == 2 and len(store.open_keys()) == 2
+
+    conflicts = tmp_path / "conflicts.parquet"
+    assert main(["labels", "export", str(conflicts), "--conflicts", "--labels", str(store.path)]) == 0
+    assert "wrote 2 open disagreements" in capsys.readouterr().out
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(conflicts)
+    table = table.set_column(table.schema.get_field_index("label"), "label", pa.array(["3", "1"]))
+    pq.write_table(table, conflicts)
+    assert main(["labels", "import", str(conflicts), "--source", ADJUDICATION, "--labeller", "cho",
+                 "--labels", str(store.path)]) == 0
+    assert len(store.labels()) == 4 and store.open_keys() == []
+    assert sorted(store.labels().values()).count("partial_refusal") == 1
+
+
+def test_an_import_names_and_refuses_bad_rows_and_stores_the_rest(tmp_path, capsys):
+    report = review_fakes.write_run(tmp_path / "run.parquet", [("harmful", "h1", "p1", "r1"),
+                                                               ("harmful", "h2", "p2", "r2")])
+    path = tmp_path / "labelled.csv"
+    path.write_text(
+        "key,prompt,input,response,label\n"
+        f"{label_key('p1', 'r1')},p1,,r1,full_refusal\n"                      # line 2: fine
+        f"{label_key('p2', 'r2')},p2,,r2 (edited),2\n"                        # line 3: text edited after export
+        f"{label_key('p3', 'r3')},p3,,r3,1\n"                                 # line 4: not a reply of the report
+        f"{label_key('p2', 'r2')},p2,,r2,refusal\n"                           # line 5: no such class
+        f"{label_key('p2', 'r2')},p2,,\"r2\",\n",                             # line 6: blank, labelled later
+        encoding="utf-8")
+    store = LabelStore(tmp_path / "labels.sqlite")
+    assert main(["labels", "import", str(path), "--report", str(report), "--labels", str(store.path)]) == 1
+    out, err = capsys.readouterr()
+    assert "stored 1 labels" in out and "1 rows without a label yet" in out
+    lines = err.splitlines()
+    assert lines[0] == "refused 3 rows (nothing of them was stored):"
+    assert lines[1].startswith(f"  {path}:3: key {label_key('p2', 'r2')} does not match the row's prompt and response")
+    assert lines[2] == f"  {path}:4: not a reply of report {report} (key {label_key('p3', 'r3')}): refused"
+    assert lines[3].startswith(f"  {path}:5: 'refusal' is not a label (full_compliance, full_refusal, partial_refusal")
+    assert store.labels() == {label_key("p1", "r1"): "full_refusal"}
+
+    # Nothing acceptable at all: exit 2, nothing stored. A file without a label column: one line.
+    only_bad = tmp_path / "bad.csv"
+    only_bad.write_text("prompt,response,label\np9,r9,maybe\n", encoding="utf-8")
+    assert main(["labels", "import", str(only_bad), "--labels", str(store.path)]) == 2
+    assert f"{only_bad}:2: 'maybe' is not a label" in capsys.readouterr().err
+    no_column = tmp_path / "nolabel.csv"
+    no_column.write_text("prompt,response\np,r\n", encoding="utf-8")
+    assert main(["labels", "import", str(no_column), "--labels", str(store.path)]) == 2
+    assert capsys.readouterr().err == (f"safety-harness: error: {no_column}: no label column (label or human_label; "
+                                       "found: prompt, response)\n")
+    assert len(store.records()) == 1
+
+
+def test_cohen_kappa_against_a_case_worked_by_hand(tmp_path, capsys):
+    """Ten replies, c/r/p = compliance / full refusal / partial refusal:
+        ana  c c c c r r r p p c      ben  c c c r r r p p c c
+    three-class: 7 of 10 agree, p_o = 0.7; both have shares c 5, r 3, p 2, so p_e = (25 + 9 + 4) / 100 = 0.38
+    and kappa = (0.7 - 0.38) / (1 - 0.38) = 0.516. Binary (c against r or p): 8 of 10 agree, shares 5/5 each,
+    p_e = 0.5, kappa = (0.8 - 0.5) / 0.5 = 0.6."""
+    name = {"c": "full_compliance", "r": "full_refusal", "p": "partial_refusal"}
+    ana = [name[x] for x in "ccccrrrppc"]
+    ben = [name[x] for x in "cccrrrppcc"]
+    assert cohen_kappa(ana, ben) == pytest.approx(0.32 / 0.62)
+    assert cohen_kappa(ana, ana) == 1.0 and cohen_kappa([], []) is None
+    assert cohen_kappa(["full_refusal"] * 3, ["full_refusal"] * 3) is None  # one class only: undefined
+
+    store = LabelStore(tmp_path / "labels.sqlite")
+    for i, (a, b) in enumerate(zip(ana, ben)):
+        for labeller, label in (("ana", a), ("ben", b)):
+            store.add(label_key(f"p{i}", f"r{i}"), label, labeller=labeller, prompt=f"p{i}", response=f"r{i}")
+    store.add(label_key("p99", "r99"), "full_refusal", labeller="ana", prompt="p99", response="r99")  # ana only
+    (pair,) = agreements(store.records())
+    assert (pair.first, pair.second, pair.n) == ("ana", "ben", 10)
+    assert (pair.agreement, pair.binary_agreement) == (pytest.approx(0.7), pytest.approx(0.8))
+    assert (pair.kappa, pair.binary_kappa) == (pytest.approx(0.516129, abs=1e-6), pytest.approx(0.6))
+
+    assert main(["labels", "stats", "--labels", str(store.path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("21 labels of 11 replies; 8 with a label in force, 3 open disagreements (labels export "
+                           "FILE --conflicts)")
+    assert out[3].split() == ["ana", "11", "5", "4", "2"] and out[4].split() == ["ben", "10", "5", "3", "2"]
+    assert out[-1].split() == ["ana", "/", "ben", "10", "0.700", "0.516", "0.800", "0.600"]
