@@ -31,7 +31,7 @@ def _data_args(p):
                     help="look in this folder before the cache (default: $SAFETY_HARNESS_DATA)")
     fetch = sub.add_parser("fetch", help="download missing files into the user cache and verify them",
                            description="Download the missing dataset files into the user cache, each checked "
-                                       "against its sha256 before it is installed.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                       "against its pin (sha256, or git blob id) before it is installed.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     fetch.add_argument("names", nargs="*", metavar="NAME", help="what to fetch (default: the built-in suites' files)")
     fetch.add_argument("--source", default=None, metavar="URL_OR_DIR",
                        help="an http(s) mirror URL laid out <owner>/<repo>/<commit>/<path>, or a local folder "
