@@ -1,8 +1,12 @@
 """A local stand-in for GitHub's raw content host: serves the manifest's files from a data folder (the
 shared data) in the upstream layout <owner>/<repo>/<commit>/<path>, on 127.0.0.1 only.
 
-Test knobs: ``corrupt`` (names whose bytes are altered), ``stall`` (a name whose download stops halfway
-until ``release`` is set), ``delay_s`` (per request), and ``hits`` (GET requests per URL path).
+Test knobs: ``corrupt`` (names whose bytes are altered), ``serve`` (name -> the bytes to send instead),
+``repeat`` (name -> how many times its body is sent in one answer: an oversized file), ``announce_length``
+(send Content-Length, default True), ``stall`` (a name whose download stops halfway until ``release`` is
+set; ``stalled`` is set once half was sent), ``hold`` (a name whose whole answer waits until ``release`` is
+set; ``held`` is set when its request arrives), ``hits`` (GET requests per URL path) and ``sent`` (bytes the
+server managed to write per URL path, before the client hung up).
 
 By hand:  python tests/data_mirror.py ../shared/data --port 8765 [--corrupt xstest/xstest_prompts.csv]
 """
@@ -12,7 +16,6 @@ from __future__ import annotations
 import argparse
 import collections
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -32,25 +35,34 @@ class Mirror:
         self.corrupt = set(corrupt)
         self.stall: str | None = None
         self.stalled = threading.Event()  # set once the stalled download has sent half its bytes
+        self.hold: str | None = None
+        self.held = threading.Event()
         self.release = threading.Event()
-        self.delay_s = 0.0
+        self.serve: dict[str, bytes] = {}
+        self.repeat: dict[str, int] = {}
+        self.announce_length = True
         self.hits: collections.Counter = collections.Counter()
+        self.sent: collections.Counter = collections.Counter()
         mirror = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 mirror.hits[self.path] += 1
-                time.sleep(mirror.delay_s)
                 local = mirror.files.get(self.path)
                 if local is None:
                     self.send_error(404, "Not Found")
                     return
                 name = mirror.names[self.path]
-                body = local.read_bytes()
+                if name == mirror.hold:
+                    mirror.held.set()
+                    mirror.release.wait(60)
+                body = mirror.serve[name] if name in mirror.serve else local.read_bytes()
                 if name in mirror.corrupt:
-                    body = body.replace(b"a", b"4", 1) + b"\n"
+                    body = body.replace(b"a", b"4", 1)  # same size: the hash, not the size cap, must catch it
+                repeat = mirror.repeat.get(name, 1)
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
+                if mirror.announce_length:
+                    self.send_header("Content-Length", str(len(body) * repeat))
                 self.end_headers()
                 if name == mirror.stall:
                     self.wfile.write(body[: len(body) // 2])
@@ -59,7 +71,12 @@ class Mirror:
                     mirror.release.wait(30)
                     self.close_connection = True
                     return
-                self.wfile.write(body)
+                try:
+                    for _ in range(repeat):
+                        self.wfile.write(body)
+                        mirror.sent[self.path] += len(body)
+                except (BrokenPipeError, ConnectionResetError):  # the client stopped reading: what it should do
+                    self.close_connection = True
 
             def log_message(self, *args):  # quiet
                 pass
@@ -80,6 +97,9 @@ class Mirror:
 
     def hits_for(self, name: str) -> int:
         return sum(n for path, n in self.hits.items() if self.names.get(path) == name)
+
+    def sent_for(self, name: str) -> int:
+        return sum(n for path, n in self.sent.items() if self.names.get(path) == name)
 
 
 if __name__ == "__main__":

@@ -83,8 +83,10 @@ ZERO = "safety-harness: FAIL: no prompt was scored for the selected suite(s) xst
 def test_zero_prompts_scored_fails_the_session(harness_project, tmp_path, extra):
     harness_project.write()
     # --allow-missing-data: without it a missing dataset already stops the run (tests/test_plugin.py); with it
-    # the suite is skipped, and a run that skipped every gated suite must still fail.
-    result = harness_project.run(str(XSTEST), "--backend", "dummy", "--data-dir", str(tmp_path / "no-such-dir"),
+    # the suite is skipped, and a run that skipped every gated suite must still fail. (An empty data folder:
+    # one that does not exist is an error of its own.)
+    (tmp_path / "empty-data").mkdir()
+    result = harness_project.run(str(XSTEST), "--backend", "dummy", "--data-dir", str(tmp_path / "empty-data"),
                                  "--allow-missing-data", *extra, subprocess=True)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert_clean(result, ZERO)
@@ -99,6 +101,7 @@ def test_zero_prompts_with_a_baseline_fails_too(harness_project, tmp_path):
     baseline = tmp_path / "baseline.parquet"
     harness_project.run("test_smoke_suite.py", "--backend", "dummy", "--report", str(baseline))
     assert baseline.is_file()
+    (tmp_path / "none").mkdir()
     result = harness_project.run(str(XSTEST), "--backend", "dummy", "--data-dir", str(tmp_path / "none"),
                                  "--allow-missing-data", "--baseline", str(baseline), subprocess=True)
     assert result.ret != 0

@@ -122,3 +122,114 @@ def test_any_user_suite_file_gives_one_line_or_a_clean_run(file, expected):
             hs.results["fuzzed"].checks()
 
         one_line_or_clean(run)
+
+
+# -- datasets: pinned files, data sources, mirrors, data folders --------------------------------------
+
+XSTEST_FILE = "xstest/xstest_prompts.csv"
+edits = st.one_of(  # what a hand, a bad disk or a bad copy does to a file: a byte changed, cut, or bytes added
+    st.tuples(st.just("flip"), st.floats(0, 1, exclude_max=True), st.integers(1, 255)),
+    st.tuples(st.just("cut"), st.floats(0, 1, exclude_max=True), st.just(0)),
+    st.tuples(st.just("add"), st.floats(0, 1), st.binary(min_size=1, max_size=20)))
+
+
+def edited(content: bytes, edit) -> bytes:
+    kind, where, what = edit
+    at = int(where * len(content))
+    if kind == "flip":
+        return content[:at] + bytes([content[at] ^ what]) + content[at + 1:]
+    return content[:at] if kind == "cut" else content[:at] + what + content[at:]
+
+
+@FUZZ
+@given(edits)
+def test_any_edit_of_a_pinned_file_stops_its_read_with_one_line(data_dir, edit):
+    """Whatever the edit of a data folder's XSTest copy, the suite does not load other prompts: one line
+    naming the file, both hashes and the command to fetch the upstream file."""
+    from harness.data.integrity import DataIntegrityError, content_hash
+    from harness.data.manifest import manifest
+    from harness.data.suites import get_suite
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / XSTEST_FILE
+        copy.parent.mkdir()
+        copy.write_bytes(edited((data_dir / XSTEST_FILE).read_bytes(), edit))
+        try:
+            get_suite("xstest").load(Path(tmp))
+        except DataIntegrityError as exc:
+            assert str(exc) == (f"{copy}: sha256 is {content_hash(copy)}, but the manifest pins "
+                                f"{manifest()[XSTEST_FILE].sha256} for {XSTEST_FILE} (paul-rottger/exaggerated-safety"
+                                "@d7bb5bd7); restore the upstream file or remove this copy, then run `safety-harness "
+                                "data fetch xstest`")
+        else:
+            raise AssertionError(f"an edited copy loaded: {edit}")
+
+
+sources = st.one_of(
+    st.text(max_size=30),
+    st.tuples(st.one_of(st.sampled_from(["ftp", "file", "FILE", "s3", "gopher", "sftp", "git", ""]),
+                        st.text(max_size=6)), st.text(max_size=30)).map("://".join))
+
+
+@FUZZ
+@given(sources)
+def test_any_data_source_is_one_line_or_a_usable_source(source):
+    """--source / $SAFETY_HARNESS_DATA_SOURCE: an http(s) URL or an existing folder, else one line."""
+    from harness.data.fetch import DataLocationError, resolve_source
+
+    try:
+        resolved = resolve_source(source)
+    except DataLocationError as exc:
+        assert str(exc).startswith("data source ") and "\n" not in str(exc), repr(str(exc))
+        return
+    if resolved is None:
+        assert source == "", source  # nothing given: GitHub
+    else:
+        assert resolved.split("://")[0].lower() in ("http", "https") or Path(resolved).is_dir(), (source, resolved)
+
+
+@FUZZ
+@given(st.one_of(st.just(None), st.binary(max_size=1200), edits), st.booleans())
+def test_any_mirror_answer_is_installed_only_when_it_is_the_pinned_file(data_dir, answer, announce_length):
+    """A mirror answers stl/configs/alpaca.json (541 bytes) with the file itself, random bytes (shorter or
+    longer than the file) or an edit of it: only the file is installed; anything else is one line, is asked
+    for once (no retry of a wrong answer) and leaves nothing in the cache."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from data_mirror import Mirror
+    from harness.data.fetch import DataFetchError, fetch
+    from harness.data.manifest import manifest
+
+    entry = manifest()["stl/configs/alpaca.json"]
+    original = (data_dir / entry.name).read_bytes()
+    body = original if answer is None else answer if isinstance(answer, bytes) else edited(original, answer)
+    with tempfile.TemporaryDirectory() as tmp, Mirror(data_dir) as mirror:
+        mirror.serve[entry.name], mirror.announce_length = body, announce_length
+        dest = Path(tmp) / "cache"
+        try:
+            (path,) = fetch([entry], dest=dest, source=mirror.url, notify=lambda line: None)
+        except DataFetchError as exc:
+            assert body != original and str(exc).startswith(f"{entry.name}: ") and "\n" not in str(exc)
+            assert str(exc).endswith("nothing was installed")
+            assert not (dest / entry.name).exists() and not list(dest.rglob("tmp*"))
+        else:
+            assert body == original and path.read_bytes() == original
+        assert mirror.hits_for(entry.name) == 1
+
+
+@FUZZ
+@given(st.text(alphabet=st.characters(blacklist_characters="/."), max_size=16))
+def test_any_data_folder_is_one_line_or_read(name):
+    """--data-dir naming anything (an empty folder, a missing one, a name with a newline or NUL): one
+    line, never a traceback and never the network (offline here, with an empty cache)."""
+    from unittest import mock
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "data").mkdir()
+        with mock.patch.dict(os.environ, {"SAFETY_HARNESS_CACHE": str(Path(tmp) / "cache"),
+                                          "SAFETY_HARNESS_OFFLINE": "1"}):
+            s = build_settings(cli={}, rootdir=Path(tmp), config_file=None)
+            hs = HarnessSession(replace(s, backend="dummy", no_cache=True, report=None, user_suites=[],
+                                        data_dir=Path(tmp) / "data" / name))
+            one_line_or_clean(lambda: hs.load_suite("xstest"))

@@ -52,9 +52,7 @@ def data_path(given: str | None, relative: str, data_dir: Path | None, what: str
 
     if given:
         return named_data(given, data_dir) or Path(given)
-    if data_dir is None:
-        return named_data(relative, None) or Path(relative)
-    return Path(data_dir) / relative
+    return named_data(relative, data_dir) or Path(data_dir or ".") / relative
 
 
 def data_files(path: Path) -> list[Path]:

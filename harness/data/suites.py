@@ -100,10 +100,11 @@ def builtin_suite_names() -> set[str]:
 def find_data_file(data_dir: Path | None, relpath: str, suite: str) -> Path:
     """Find ``relpath`` in the data folder (at that relative path, the upstream layout, or by file name
     anywhere below it: a user's own download laid out differently), else in the user cache where
-    ``safety-harness data fetch`` and a run's first fetch put it."""
-    from harness.data.fetch import locate
+    ``safety-harness data fetch`` and a run's first fetch put it; checked against its pin in the manifest
+    before any loader reads it."""
+    from harness.data.fetch import verified_file
 
-    found = locate(relpath, data_dir)
+    found = verified_file(relpath, data_dir, fetch_name=suite)
     if found is not None:
         return found
     where = f"data folder {data_dir} or the user cache" if data_dir is not None else "the user cache"

@@ -8,7 +8,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from harness.core.files import sha256_file
+from harness.data.integrity import file_hash  # memoised: the run hashed its data files when it read them
 
 
 
@@ -45,7 +45,7 @@ def data_files(session) -> dict[str, dict]:
             candidates += [Path(data_dir) / source, *sorted(Path(data_dir).rglob(Path(source).name))]
         found = next((c for c in candidates if c.is_file()), None)
         if found is not None:
-            out[source] = {"path": str(found), "sha256": sha256_file(found)}
+            out[source] = {"path": str(found), "sha256": file_hash(found)}
         else:
             out[source] = {"path": None, "sha256": None}  # built-in prompts or a file since moved
     return out

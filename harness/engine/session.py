@@ -21,7 +21,8 @@ from harness.engine.scoring import ResponseScoring
 from harness.core.errors import DataError, HarnessError
 from harness.core.files import sha256_file
 from harness.core.records import row_passed
-from harness.data.fetch import DataFetchError
+from harness.data.fetch import DataFetchError, DataLocationError
+from harness.data.integrity import DataIntegrityError
 from harness.config.thresholds import JUDGE_ERROR, Check, check_thresholds
 from harness.scoring.error_rates import rates_from_record
 from harness.scoring.harm import HarmScore
@@ -119,6 +120,7 @@ class HarnessSession:
     prompts: dict[str, list[Prompt]] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # suite -> why its data is absent
     data_errors: dict[str, str] = field(default_factory=dict)  # suite -> why its data is absent (fails the run)
+    data_unusable: set = field(default_factory=set)  # suites whose data_errors line is a changed file or bad folder
     results: dict[str, SuiteResult] = field(default_factory=dict)
     stats: RunStats = field(default_factory=RunStats)
     model_info: ModelInfo = field(default_factory=ModelInfo)
@@ -149,6 +151,10 @@ class HarnessSession:
             prompts = spec.load(self.settings.data_dir)
         except (SuiteDataMissing, DataFetchError) as exc:
             return self._data_missing(name, str(exc))
+        except (DataIntegrityError, DataLocationError) as exc:  # not missing: never skipped, its own line
+            self.data_errors[name] = str(exc)
+            self.data_unusable.add(name)
+            raise DataMissingError(str(exc)) from None
         if self.settings.limit is not None:
             from harness.data.sampling import stratified_sample
 
@@ -168,6 +174,9 @@ class HarnessSession:
     def data_error_line(self, names: list[str]) -> str:
         """One line for the selected suites whose data is missing: why, and exactly what to run."""
         names = [n for n in names if n in self.data_errors]
+        unusable = [n for n in names if n in self.data_unusable]
+        if unusable:  # the file's or folder's own line says what to do
+            return self.data_errors[unusable[0]]
         first = self.data_errors[names[0]]
         if len(names) == 1:
             return (f"{first}; run `safety-harness data fetch {names[0]}` (or pass --data-dir DIR, or "
