@@ -33,8 +33,8 @@ def _summary(args) -> int:
             bound, _, metric = c["key"].partition("_")
             corrected = CorrectedRate.from_dict(c.get("corrected"))
             errors = (str(c.get("judge_errors", c.get("judge_error_excluded", 0))),) if with_errors else ()
-            rows.append((suite, str(c["n"]), *errors, metric, f"{c['rate']:.3f}", f"{c['ci_low']:.3f}-{c['ci_high']:.3f}",
-                         "-" if corrected is None else corrected.text(),
+            rows.append((suite, str(c["n"]), *errors, metric, f"{c['rate']:.3f}",
+                         f"{c['ci_low']:.3f}-{c['ci_high']:.3f}", "-" if corrected is None else corrected.text(),
                          f"{bound} {c['threshold']:g}" + (" (default)" if c.get("default") else ""),
                          "PASS" if c["passed"] else "FAIL"))
             on.add(c.get("threshold_on", "estimate"))
