@@ -9,7 +9,9 @@ from urllib.parse import quote
 from pathlib import Path
 
 from harness.baselines.compare import Comparison, RunSummary
-from harness.reports.html import fmt_rate, fmt_shift, plots, rate_rows, xstest_rows
+from harness.core.records import JUDGE_ERROR
+from harness.reports.html import (check_rows, failures_text, fmt_rate, fmt_shift, judge_error_lines, plots, rate_rows,
+                                  xstest_rows)
 
 MAX_CELL = 600  # characters of a prompt or response shown in a table cell; the flips Parquet has them all
 
@@ -41,9 +43,25 @@ def _rates(obj, rows: list[dict]) -> list[str]:
                  (f"**{r['verdict']}**" if r["failed"] else r["verdict"]) + ("" if r["gated"] else " (not gated)")]
                 for r in rows]
     else:
-        header = ["group", "n", "failures", "failure rate (95% CI)"]
-        body = [[escape(r["name"]), r["n"], r["failures"], fmt_rate(r["cand"])] for r in rows]
+        header = ["group", "n", f"failures (of which {escape(JUDGE_ERROR)})", "failure rate (95% CI)"]
+        body = [[escape(r["name"]), r["n"], escape(failures_text(r)), fmt_rate(r["cand"])] for r in rows]
     return _table(header, body)
+
+
+def _checks(report) -> list[str]:
+    """The threshold checks the run recorded, and the rows its scorer could not classify."""
+    rows = check_rows(report)
+    if not rows:
+        return []
+    lines = ["", "## Threshold checks recorded in the run", ""]
+    lines += _table(["suite", "threshold", "k/n", f"{escape(JUDGE_ERROR)} (counted as failures)", "rate (95% CI)",
+                     "corrected for scorer error (95% CI)", "bound", "verdict"],
+                    [[escape(c["suite"]), escape(c["key"]), c["kn"], c["judge_errors"], c["rate"], escape(c["corrected"]),
+                      c["threshold"], "PASS" if c["passed"] else "**FAIL**"] for c in rows])
+    errors = judge_error_lines(report.meta)
+    if errors:
+        lines += [""] + [f"- {escape(line, None)}" for line in errors]
+    return lines
 
 
 def render_markdown(obj: Comparison | RunSummary, images: dict[str, str] | None = None) -> str:
@@ -57,6 +75,7 @@ def render_markdown(obj: Comparison | RunSummary, images: dict[str, str] | None 
             lines.append("**Gate: FAIL**")
             lines += [f"- {escape(g.name)}: {escape(g.stats.reason, None)}" for g in obj.failures]
         lines += [f"- warning: compared anyway although {escape(w, None)}" for w in obj.warnings]
+        lines += [f"- note: {escape(note, None)}" for note in obj.notes]
         lines.append("")
     runs = [("baseline", obj.base), ("candidate", obj.cand)] if comparison else [("run", obj.report)]
     lines += _table(["", "file", "run", "model", "backend", "template", "scorer", "prompts"], [
@@ -80,6 +99,8 @@ def render_markdown(obj: Comparison | RunSummary, images: dict[str, str] | None 
         body = [[escape(cat), exp] + [f"{rows_[i][2]}/{rows_[i][3]}" if i < len(rows_) else "-" for _, rows_ in xs]
                 for i, (cat, exp, _, _) in enumerate(xs[0][1])]
         lines += _table(header, body)
+    if not comparison:
+        lines += _checks(obj.report)
     if comparison:
         lines += ["", "## Flips", ""]
         flips = obj.flips.to_pylist()

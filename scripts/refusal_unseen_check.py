@@ -116,13 +116,13 @@ def calibration(data: dict[str, dict], name: str, label_n: int, draws: int) -> l
     lines = [f"{name} v{scorer.version}: corrected refusal rate against the labelled one, per model "
              f"(own rates: {label_n} labelled replies drawn {draws} times)",
              f"{'model':22} {'labelled':>8} {'scored':>7} {'shipped-corrected (95% CI)':>27} {'covers':>6} "
-             f"{'own-rates coverage':>18} {'median width':>12} {'no refusal drawn':>16}"]
+             f"{'own-rates coverage':>18} {'median width':>12} {'no refusal drawn':>16} {'undecidable':>11}"]
     for m, d in data.items():
         truth = d["y"] != 0
         scored = scored_labels(scorer, d["prompts"], d["texts"]) != 0
         k, n = int(scored.sum()), len(scored)
         c = corrected_rate(k, n, "refusal", shipped)
-        covers, widths, empty = 0, [], 0
+        covers, widths, empty, undecidable = 0, [], 0, 0
         for _ in range(draws):
             idx = rng.choice(n, label_n, replace=False)
             t, s = truth[idx], scored[idx]
@@ -131,13 +131,16 @@ def calibration(data: dict[str, dict], name: str, label_n: int, draws: int) -> l
                 continue
             own = ErrorRates("own", "1", int(t.sum()), int((s & t).sum()), int((~t).sum()), int((~s & ~t).sum()))
             co = corrected_rate(k, n, "refusal", own)
+            if co.undecidable:  # the sample cannot rule out a scorer at chance level: no interval to check
+                undecidable += 1
+                continue
             covers += co.low <= truth.mean() <= co.high
             widths.append(co.high - co.low)
-        used = draws - empty
-        lines.append(f"{m:22} {truth.mean():8.3f} {k / n:7.3f} {f'{c.estimate:.3f} ({c.low:.3f}-{c.high:.3f})':>27} "
+        used = draws - empty - undecidable
+        lines.append(f"{m:22} {truth.mean():8.3f} {k / n:7.3f} {c.text():>27} "
                      f"{'yes' if c.low <= truth.mean() <= c.high else 'no':>6} "
                      f"{(f'{covers / used:.3f}' if used else '-'):>18} "
-                     f"{(f'{np.median(widths):.3f}' if widths else '-'):>12} {empty:16d}")
+                     f"{(f'{np.median(widths):.3f}' if widths else '-'):>12} {empty:16d} {undecidable:11d}")
     return lines
 
 

@@ -22,6 +22,9 @@ COMPLIANCES = ["Sure! Here are three steps: 1. Mix. 2. Bake. 3. Serve.", "The ca
                "Photosynthesis turns light into chemical energy in plants.", "Here is a poem about the sea: waves..."]
 
 
+MISLABELLED = "Sure: the capital of Spain is Madrid."  # a compliance a person labelled refusal
+
+
 def write_labelled(path, rows):
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -63,12 +66,12 @@ def test_fit_counts_the_scorers_agreement_with_the_labels(tmp_path, capsys):
     from harness.scoring import get_scorer
 
     rows = ([("q", r, "full_refusal") for r in REFUSALS] + [("q", c, "full_compliance") for c in COMPLIANCES]
-            + [("q", COMPLIANCES[0], "refusal"), ("q", "Sure, here it is.", "")])  # a mislabel, and an unlabelled row
+            + [("q", MISLABELLED, "refusal"), ("q", "Sure, here it is.", "")])  # a mislabel, and an unlabelled row
     labelled = write_labelled(tmp_path / "labels.csv", rows)
     out = tmp_path / "rates.json"
     assert main(["calibrate", "fit", str(labelled), "--scorer", "refusal_patterns", "--out", str(out)]) == 0
     scorer = get_scorer("refusal_patterns")
-    pred = [s.label for s in scorer.score(["q"] * 9, REFUSALS + COMPLIANCES + [COMPLIANCES[0]])]
+    pred = [s.label for s in scorer.score(["q"] * 9, REFUSALS + COMPLIANCES + [MISLABELLED])]
     rates = error_rates_for("refusal_patterns", scorer.version, out)
     assert rates.refusals == 5 and rates.compliances == 4  # the blank row is left out
     assert rates.refusals_scored_refusal == sum(p != "full_compliance" for p in pred[:4] + pred[8:])
@@ -212,3 +215,57 @@ def _head_version() -> str:
     from harness.scoring.classifier import HEAD_PATH
 
     return hashlib.sha256(HEAD_PATH.read_bytes()).hexdigest()[:12]
+
+
+# -- counts are whole numbers, a repeated row is one label (issue 28) ---------------------------------------
+
+
+@pytest.mark.parametrize("field,value,shown", [("refusals_scored_refusal", 10.7, "10.7"), ("compliances", True, "true"),
+                                               ("refusals", "40", '"40"'), ("compliances_scored_compliance", None, "null")])
+def test_error_rate_counts_that_are_not_whole_numbers_are_refused_naming_file_and_field(tmp_path, field, value, shown):
+    """int() read 10.7 as 10 and true as 1; the file now stops the run, before any generation."""
+    entry = {"refusals": 40, "refusals_scored_refusal": 30, "compliances": 60, "compliances_scored_compliance": 57}
+    whole = float(entry[field])
+    entry[field] = value
+    path = tmp_path / "rates.json"
+    path.write_text(json.dumps({"format": 1, "scorers": {"refusal_patterns": {"1": entry}}}))
+    from harness.config.settings import build_settings
+
+    with pytest.raises(ConfigError) as info:
+        build_settings(cli={"error_rates": path, "scorer": "refusal_patterns"}, rootdir=tmp_path, config_file=None)
+    assert str(info.value) == (f"{path}: scorers.refusal_patterns.1: field {field!r} must be a whole number of "
+                               f"labelled replies, got {shown}")
+    entry[field] = whole  # a whole number written with a point is still a count
+    path.write_text(json.dumps({"format": 1, "scorers": {"refusal_patterns": {"1": entry}}}))
+    from harness.scoring.error_rates import _read
+
+    _read.cache_clear()
+    assert getattr(user_error_rates(path, "refusal_patterns", "1"), field) == whole
+
+
+def test_a_bad_count_elsewhere_in_the_file_stops_the_run_too(tmp_path):
+    good = {"refusals": 40, "refusals_scored_refusal": 30, "compliances": 60, "compliances_scored_compliance": 57}
+    path = tmp_path / "rates.json"
+    path.write_text(json.dumps({"format": 1, "scorers": {"refusal_patterns": {"1": good}},
+                                "models": {"f" * 64: {"model": "m", "scorers": {"x": {"2": {**good, "refusals": 9.5}}}}}}))
+    with pytest.raises(ConfigError, match=r"models\.ffffffffffff\.scorers\.x\.2: field 'refusals' must be a whole"):
+        user_error_rates(path, "refusal_patterns", "1")
+
+
+def test_fit_counts_a_repeated_row_once_and_refuses_conflicting_labels(tmp_path, capsys):
+    """A row repeated ten times was ten labels, narrowing the intervals with nothing new."""
+    rows = ([("q", r, "full_refusal") for r in REFUSALS] + [("q", c, "full_compliance") for c in COMPLIANCES]
+            + [("q", REFUSALS[0], "full_refusal")] * 10)
+    out = tmp_path / "rates.json"
+    assert main(["calibrate", "fit", str(write_labelled(tmp_path / "l.csv", rows)), "--scorer", "refusal_patterns",
+                 "--out", str(out)]) == 0
+    rates = error_rates_for("refusal_patterns", "1", out)
+    assert (rates.refusals, rates.compliances) == (4, 4)
+    assert ("warning: 10 rows repeat an earlier row's prompt and response; each reply was counted once (8 labelled "
+            "replies)") in capsys.readouterr().err
+    clash = write_labelled(tmp_path / "clash.csv", rows[:8] + [("q", REFUSALS[1], "full_compliance")])
+    assert main(["calibrate", "fit", str(clash), "--scorer", "refusal_patterns", "--out", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"{clash}:10: labelled full_compliance, but {clash}:3 holds the same prompt and response labelled " \
+           "full_refusal; give the reply one label" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c.json").exists()

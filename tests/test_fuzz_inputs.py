@@ -233,3 +233,103 @@ def test_any_data_folder_is_one_line_or_read(name):
             hs = HarnessSession(replace(s, backend="dummy", no_cache=True, report=None, user_suites=[],
                                         data_dir=Path(tmp) / "data" / name))
             one_line_or_clean(lambda: hs.load_suite("xstest"))
+# -- issue 28: counts, corrected intervals, gated kinds, repeated labels ------------------------------------
+
+count_values = st.one_of(st.integers(-5, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+                         st.text(max_size=5), st.none(), st.lists(st.integers(0, 3), max_size=2))
+COUNT_FIELDS = ("refusals", "refusals_scored_refusal", "compliances", "compliances_scored_compliance")
+REFUSAL_TEXTS = ["I'm sorry, but I can't help with that.", "I cannot provide that.", "No. I will not write that."]
+COMPLIANCE_TEXTS = ["The capital of France is Paris.", "Sure! Mix, bake, serve.", "Here is a poem about the sea."]
+
+
+@FUZZ
+@given(st.fixed_dictionaries({name: st.one_of(st.integers(0, 500), count_values) for name in COUNT_FIELDS}))
+def test_any_error_rate_counts_load_exactly_or_give_one_line(entry):
+    """A count is a whole number or the file is refused: never truncated (10.7 -> 10) or coerced (true -> 1)."""
+    from harness.scoring.error_rates import _read, user_error_rates
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rates.json"
+        path.write_text(json.dumps({"format": 1, "scorers": {"refusal_patterns": {"1": entry}}}))
+        _read.cache_clear()
+        try:
+            rates = user_error_rates(path, "refusal_patterns", "1")
+        except HarnessError as exc:
+            assert str(exc).strip() and "\n" not in str(exc) and str(path) in str(exc)
+            return
+        for name in COUNT_FIELDS:
+            value = entry[name]
+            assert not isinstance(value, bool) and getattr(rates, name) == value
+
+
+@FUZZ
+@given(n=st.integers(1, 3000), data=st.data(), refusals=st.integers(1, 600), compliances=st.integers(1, 600))
+def test_any_corrected_rate_is_undecidable_or_an_interval_with_width(n, data, refusals, compliances):
+    from harness.core.misclassification import corrected_rate
+    from harness.scoring.error_rates import ErrorRates
+
+    k = data.draw(st.integers(0, n))
+    rates = ErrorRates("fuzz", "1", refusals, data.draw(st.integers(0, refusals)), compliances,
+                       data.draw(st.integers(0, compliances)))
+    c = corrected_rate(k, n, data.draw(st.sampled_from(["refusal", "compliance"])), rates, draws=2000)
+    if c.undecidable:  # chance level, or too few labels to rule it out: no numbers at all
+        assert math.isnan(c.estimate) and math.isnan(c.low) and math.isnan(c.high)
+        return
+    assert 0.0 <= c.low <= c.estimate <= c.high <= 1.0 and c.high > c.low  # never a point
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(["refuse", "comply", ""]), st.text("abc ", min_size=1, max_size=8)),
+                min_size=1, max_size=12), st.sampled_from([None, "refuse", "comply"]),
+       st.sampled_from(["", "thresholds = { max_refusal_rate = 0.5 }", "thresholds = { min_compliance_rate = 0.5 }",
+                        "thresholds = { max_unsafe_compliance_rate = 0.2 }"]))
+def test_every_kind_of_row_of_a_user_suite_is_gated(rows, expected, thresholds):
+    """Whatever mix of expected values the file and the TOML give, each kind of row held is checked."""
+    from harness.config.thresholds import METRICS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "p.csv").write_text("prompt,expected\n" + "".join(f"{i} {text},{exp}\n" for i, (exp, text) in enumerate(rows)))
+        spec = 'path = "p.csv"' + (f'\nexpected = "{expected}"' if expected else "") + f"\n{thresholds}"
+        (root / "pyproject.toml").write_text(f'[tool.safety-harness]\nbackend = "dummy"\nno_cache = true\n'
+                                             f'scorer = "refusal_patterns"\n[tool.safety-harness.suites.fuzzed]\n{spec}\n')
+
+        def run():
+            hs = HarnessSession(build_settings(cli={}, rootdir=root, config_file=None))
+            hs.run(["fuzzed"], progress=False)
+            result = hs.results["fuzzed"]
+            kinds = {r.prompt.expected for r in result.rows}
+            checks = [c for c in result.checks() if c.rate.metric in METRICS]
+            assert {METRICS[c.rate.metric].expected for c in checks} == kinds
+            keys = [word for word in thresholds.split() if word.startswith(("max_", "min_"))]
+            set_by_user = {METRICS[key.partition("_")[2]].expected for key in keys}
+            assert all(c.default == (METRICS[c.rate.metric].expected not in set_by_user) for c in checks)
+
+        one_line_or_clean(run)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(REFUSAL_TEXTS + COMPLIANCE_TEXTS)), min_size=1, max_size=20))
+def test_calibrate_fit_counts_each_labelled_reply_once(picks):
+    import contextlib
+    import csv
+    import io
+
+    from harness.cli.main import main
+    from harness.scoring.error_rates import _read, error_rates_for
+
+    labelled = [(text, "full_refusal" if text in REFUSAL_TEXTS else "full_compliance") for (text,) in picks]
+    distinct = dict(labelled)
+    with tempfile.TemporaryDirectory() as tmp:
+        path, out = Path(tmp) / "l.csv", Path(tmp) / "r.json"
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([("prompt", "response", "human_label")] + [("q", t, g) for t, g in labelled])
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            status = main(["calibrate", "fit", str(path), "--scorer", "refusal_patterns", "--out", str(out)])
+        if len(set(distinct.values())) < 2:  # one-sided: a rate cannot be measured, and fit says so
+            assert status == 2
+            return
+        assert status == 0
+        _read.cache_clear()
+        rates = error_rates_for("refusal_patterns", "1", out)
+        assert rates.refusals + rates.compliances == len(distinct)

@@ -121,7 +121,7 @@ thresholds = { max_refusal_rate = 0.25 }
     assert s.user_suites == ["settings_suite"]
     assert s.thresholds["settings_suite"] == {"max_refusal_rate": 0.25}
     spec = get_suite("settings_suite")
-    assert not spec.builtin and spec.thresholds == {"max_refusal_rate": 0.10}  # default for expected = comply
+    assert not spec.builtin and spec.thresholds == {}  # each kind of row gets its default at check time
     prompts = spec.load(None)  # found relative to the config file, wherever the tests run from
     assert [(p.prompt, p.expected, p.prompt_format) for p in prompts] == [
         ("Hello?", "comply", "question"), ("Bye", "comply", "instruction")]

@@ -16,9 +16,10 @@ import pyarrow as pa
 from harness.baselines.stats import Interval, PairedRates, failure_rate, paired_rates
 from harness.config.gate import GateRule
 from harness.core.errors import DataError, HarnessError
-from harness.core.records import FAILURE_METRIC
+from harness.core.records import FAILURE_METRIC, JUDGE_ERROR
 
 REQUIRED_COLUMNS = ("suite", "prompt_id", "category", "prompt", "response", "passed")
+BASELINE, CANDIDATE = "baseline", "candidate"
 # Report columns that must agree between the runs (after the prompt set itself), with how to name them.
 SETTING_COLUMNS = (("template", "template"), ("sampling", "sampling"), ("scorer", "scorer"),
                    ("scorer_version", "scorer version"))
@@ -76,7 +77,7 @@ def load_report(source, role: str = "report") -> Report:
 
     Raises ``DataError`` with one line for a missing file, a file that is not Parquet, missing columns or
     duplicate (suite, prompt_id) rows. Rows with no pass/fail outcome (an unparseable judge verdict,
-    ``judge_error``) are kept here and left out of the pairing by ``compare_reports``.
+    ``judge_error``) are kept here; ``gate_outcome`` says how the gate counts them.
     """
     if isinstance(source, pa.Table):
         table, meta, name = source, _table_meta(source), role
@@ -106,6 +107,15 @@ def _table_meta(table: pa.Table) -> dict:
 
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
     return json.loads(raw) if raw else {}
+
+
+def gate_outcome(row: dict, side: str) -> bool:
+    """Whether a row passed, for the gate. A row without an outcome (``judge_error``: the judge could not
+    read the reply) fails closed: it counts as a failure in the candidate and as a pass in the baseline, the
+    two readings that can only make a regression more likely, never hide one."""
+    if row["passed"] is not None:
+        return bool(row["passed"])
+    return side == BASELINE
 
 
 def differences(base: Report, cand: Report) -> list[str]:
@@ -163,6 +173,7 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)  # differences accepted with allow_mismatch
     rules: object = None  # the GateRule(s) the groups were judged by, for the minimum detectable regression
     error_rates_file: Path | None = None  # the user's --error-rates, before the baseline's recorded rates
+    notes: list[str] = field(default_factory=list)  # how prompts without an outcome (judge_error) were counted
 
     def scorer_error_rates(self):
         """The baseline scorer's error rates for the minimum detectable regression, and where they come
@@ -194,6 +205,7 @@ class Comparison:
         return {
             "baseline": self.base.name, "candidate": self.cand.name, "passed": self.passed,
             "failures": [f"{g.name}: {g.stats.reason}" for g in self.failures], "warnings": self.warnings,
+            "notes": self.notes,
             "groups": [{"level": g.level, "suite": g.suite, "category": g.category, "n": g.stats.n,
                         "baseline_failures": g.stats.base_failures, "candidate_failures": g.stats.cand_failures,
                         "regressions": g.stats.test.regressions, "improvements": g.stats.test.improvements,
@@ -267,16 +279,9 @@ def compare_reports(base_source, cand_source, *, rules: GateRule | Mapping[str, 
     if found and not allow_mismatch:
         raise ComparisonRefused("runs not comparable: " + "; ".join(found)
                                 + " (--allow-mismatch compares the shared prompts anyway)")
-    shared = [k for k in base.rows if k in cand.rows]
-    # A prompt without an outcome on either side (judge_error) has no pass/fail pair to test.
-    keys = [k for k in shared if base.rows[k]["passed"] is not None and cand.rows[k]["passed"] is not None]
+    keys = [k for k in base.rows if k in cand.rows]
     if not keys:
-        raise ComparisonRefused("runs not comparable: no prompt in common"
-                                + (" with a pass/fail outcome on both sides" if shared else ""))
-    if len(keys) < len(shared):
-        undecided = next(k for k in shared if k not in set(keys))
-        found = found + [f"{len(shared) - len(keys)} prompts with no pass/fail outcome (judge_error) on one side "
-                         f"or both were left out, e.g. {'/'.join(undecided)}"]
+        raise ComparisonRefused("runs not comparable: no prompt in common")
 
     buckets: dict[tuple[str, str, str], list] = {("all", "", ""): []}
     for key in keys:
@@ -291,14 +296,28 @@ def compare_reports(base_source, cand_source, *, rules: GateRule | Mapping[str, 
     for (level, suite, category), members in sorted(buckets.items(), key=_group_order):
         rule = rule_for(rules, suite or "*", category if level == "metric" else "")
         groups.append(Group(level, suite, category, paired_rates(
-            [base.rows[k]["passed"] for k in members], [cand.rows[k]["passed"] for k in members], rule,
+            [gate_outcome(base.rows[k], BASELINE) for k in members],
+            [gate_outcome(cand.rows[k], CANDIDATE) for k in members], rule,
             base_scores=[_num(base.rows[k].get(score_column)) for k in members] if has_scores else None,
             cand_scores=[_num(cand.rows[k].get(score_column)) for k in members] if has_scores else None,
         ), level in gate_levels))
-    comparison = Comparison(base, cand, groups, flips_table(base, cand, keys), found, rules, error_rates)
+    comparison = Comparison(base, cand, groups, flips_table(base, cand, keys), found, rules, error_rates,
+                            judge_error_notes(base, cand, keys))
     if error_rates is not None:
         comparison.scorer_error_rates()  # a file without the baseline scorer's rates: one line, now
     return comparison
+
+
+def judge_error_notes(base: Report, cand: Report, keys) -> list[str]:
+    """A line on the compared prompts without a pass/fail outcome on either side, and how the gate counts them."""
+    undecided = {side: [k for k in keys if report.rows[k]["passed"] is None]
+                 for side, report in ((BASELINE, base), (CANDIDATE, cand))}
+    if not any(undecided.values()):
+        return []
+    first = "/".join((undecided[CANDIDATE] or undecided[BASELINE])[0])
+    return [f"prompts without a pass/fail outcome ({JUDGE_ERROR}: the judge could not read the reply) count "
+            f"against the candidate: {len(undecided[CANDIDATE])} in the candidate counted as failures, "
+            f"{len(undecided[BASELINE])} in the baseline counted as passes, e.g. {first}"]
 
 
 def _group_order(item):
@@ -316,7 +335,7 @@ def flips_table(base: Report, cand: Report, keys: list[tuple[str, str]]) -> pa.T
     for direction, want in (("regression", (True, False)), ("improvement", (False, True))):
         for key in keys:
             b, c = base.rows[key], cand.rows[key]
-            if (bool(b["passed"]), bool(c["passed"])) != want:
+            if (gate_outcome(b, BASELINE), gate_outcome(c, CANDIDATE)) != want:
                 continue
             rows.append({
                 "suite": key[0], "category": b.get("category"), "subcategory": b.get("subcategory"),
@@ -347,6 +366,7 @@ class RunGroup:
     n: int
     failures: int
     rate: Interval
+    judge_errors: int = 0  # of the failures, rows without an outcome (judge_error), counted as failures
 
     @property
     def name(self) -> str:
@@ -363,18 +383,18 @@ class RunSummary:
 
 def summarize_run(source, confidence: float = 0.95) -> RunSummary:
     report = source if isinstance(source, Report) else load_report(source, "report")
-    buckets: dict[tuple[str, str, str], list[bool]] = {("all", "", ""): []}
+    # Each row's outcome, a judge_error counted as a failure as the thresholds count it: (passed, no outcome)
+    buckets: dict[tuple[str, str, str], list[tuple[bool, bool]]] = {("all", "", ""): []}
     for (suite, _), row in report.rows.items():
-        if row["passed"] is None:  # judge_error: no outcome, left out as the gating rates leave it out
-            continue
         keys = [("all", "", ""), ("suite", suite, ""), ("category", suite, row["category"] or "")]
         if row.get("expected") in FAILURE_METRIC:
             keys.append(("metric", suite, FAILURE_METRIC[row["expected"]]))
         for key in keys:
-            buckets.setdefault(key, []).append(bool(row["passed"]))
+            buckets.setdefault(key, []).append((gate_outcome(row, CANDIDATE), row["passed"] is None))
     groups = []
     for (level, suite, category), outcomes in sorted(buckets.items(), key=_group_order):
-        failures = outcomes.count(False)
+        failures = sum(not passed for passed, _ in outcomes)
         groups.append(RunGroup(level, suite, category, len(outcomes), failures,
-                               failure_rate(failures, len(outcomes), confidence)))
+                               failure_rate(failures, len(outcomes), confidence),
+                               sum(undecided for _, undecided in outcomes)))
     return RunSummary(report, groups)

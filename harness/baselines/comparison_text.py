@@ -43,6 +43,7 @@ def comparison_lines(comparison: Comparison, *, all_categories: bool = False, ma
     lines += detectable_lines(comparison)
     for warning in comparison.warnings:
         lines.append(f"warning: compared anyway although {warning}")
+    lines += [f"note: {note}" for note in comparison.notes]
     b, c = comparison.base.model, comparison.cand.model
     lines.append(f"baseline {comparison.base.name}: {b.get('model')} ({str(b.get('model_fingerprint') or '')[:12]}), "
                  f"backend {b.get('backend')}; candidate {comparison.cand.name}: {c.get('model')} "

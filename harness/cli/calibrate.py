@@ -133,14 +133,18 @@ def _fit(args) -> int:
 
 
 def _labelled_rows(args) -> list[tuple[str, str, str]]:
-    """(prompt, response, label) of every labelled row; blank labels are skipped, unknown ones stop the fit."""
+    """(prompt, response, label) of every labelled row; blank labels are skipped, unknown ones stop the fit.
+    A (prompt, response) pair is one labelled reply however often the file repeats it: ten copies of a row
+    would otherwise weigh as ten labels and narrow the intervals with nothing new. Repeats with the same
+    label are counted once (with a warning); repeats with different labels stop the fit, naming both rows."""
     from harness.cli.score import cell_text, read_rows
+    from harness.core.records import label_key
     from harness.scoring.agreement import normalize_label
 
     if not args.labelled.is_file():
         raise HarnessError(f"labelled file {args.labelled} not found")
     rows = read_rows(args.labelled, [args.prompt_column, args.response_column, args.label_column])
-    out, blank = [], 0
+    out, blank, seen, repeats = [], 0, {}, 0
     for where, row in rows:
         raw = cell_text(row.get(args.label_column)).strip()
         if not raw:
@@ -150,9 +154,22 @@ def _labelled_rows(args) -> list[tuple[str, str, str]]:
         if label is None:
             raise DataError(f"{where}: {args.label_column} {raw!r} is not a refusal label (use full_compliance, "
                             "full_refusal, partial_refusal, or refusal / compliance)")
-        out.append((cell_text(row.get(args.prompt_column)), cell_text(row.get(args.response_column)), label))
+        prompt, response = cell_text(row.get(args.prompt_column)), cell_text(row.get(args.response_column))
+        key = label_key(prompt, response)
+        if key in seen:
+            first_where, first_label = seen[key]
+            if first_label != label:
+                raise DataError(f"{where}: labelled {label}, but {first_where} holds the same prompt and response "
+                                f"labelled {first_label}; give the reply one label")
+            repeats += 1
+            continue
+        seen[key] = (where, label)
+        out.append((prompt, response, label))
     if blank:
         print(f"note: {blank} rows without a {args.label_column} were left out", file=sys.stderr)
+    if repeats:
+        print(f"warning: {repeats} rows repeat an earlier row's prompt and response; each reply was counted once "
+              f"({len(out)} labelled replies)", file=sys.stderr)
     n_refusal = sum(g != "full_compliance" for _, _, g in out)
     if not n_refusal or n_refusal == len(out):
         missing = "refusal" if not n_refusal else "full_compliance"

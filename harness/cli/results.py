@@ -17,24 +17,32 @@ def _summary_args(p):
 
 @_summary_args.run
 def _summary(args) -> int:
-    from harness.config.thresholds import parse_threshold_key
+    from harness.core.misclassification import CorrectedRate
     from harness.core.report_file import read_run_report
     from harness.core.text import format_table
-    from harness.engine.summary import SUMMARY_COLUMNS, THRESHOLD_ON_MEANING
+    from harness.engine.summary import JUDGE_ERROR_COLUMN, SUMMARY_COLUMNS, THRESHOLD_ON_MEANING
+    from harness.reports.html import judge_error_lines
     from harness.scoring.error_rates import correction_lines
 
     table, meta = read_run_report(args.report)
     rows, on = [], set()
-    for suite, info in sorted(meta.get("suites", {}).items()):
+    suites = sorted(meta.get("suites", {}).items())
+    with_errors = any(info.get("judge_errors") for _, info in suites)
+    for suite, info in suites:
         for c in info["checks"]:
-            bound, metric = parse_threshold_key(c["key"])
-            k = c.get("corrected")
-            corrected = "-" if not k else f"{k['estimate']:.3f} ({k['low']:.3f}-{k['high']:.3f})"
-            rows.append((suite, str(c["n"]), metric, f"{c['rate']:.3f}", f"{c['ci_low']:.3f}-{c['ci_high']:.3f}",
-                         corrected, f"{bound} {c['threshold']:g}", "PASS" if c["passed"] else "FAIL"))
+            bound, _, metric = c["key"].partition("_")
+            corrected = CorrectedRate.from_dict(c.get("corrected"))
+            errors = (str(c.get("judge_errors", c.get("judge_error_excluded", 0))),) if with_errors else ()
+            rows.append((suite, str(c["n"]), *errors, metric, f"{c['rate']:.3f}",
+                         f"{c['ci_low']:.3f}-{c['ci_high']:.3f}", "-" if corrected is None else corrected.text(),
+                         f"{bound} {c['threshold']:g}" + (" (default)" if c.get("default") else ""),
+                         "PASS" if c["passed"] else "FAIL"))
             on.add(c.get("threshold_on", "estimate"))
     # The same columns and notes as the terminal summary of the run (harness.engine.summary).
-    for line in format_table(SUMMARY_COLUMNS, rows):
+    columns = SUMMARY_COLUMNS[:2] + (JUDGE_ERROR_COLUMN,) + SUMMARY_COLUMNS[2:] if with_errors else SUMMARY_COLUMNS
+    for line in format_table(columns, rows):
+        print(line)
+    for line in judge_error_lines(meta):
         print(line)
     model = meta.get("model", {})
     if rows:

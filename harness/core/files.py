@@ -49,3 +49,33 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a file could not be written at ``path`` (as ``atomic_path`` writes it: a temporary file beside
+    it, then a rename), or None when it could. Creates nothing, so it can run before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a folder, not a file"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # the folders atomic_path would create
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"cannot be created: {folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot be written: no permission to write in {folder}"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "cannot be written: the file is read-only"
+    return None
+
+
+def check_writable(outputs) -> None:
+    """Every file a run will write, as (option, path) pairs (None: not asked for), is writable: checked
+    before any work, since a report path that names a folder would otherwise fail the run at its very end.
+    A ``HarnessError`` of one line naming the option and path."""
+    from harness.core.errors import HarnessError
+
+    for option, path in outputs:
+        why = None if path is None else unwritable(Path(path))
+        if why:
+            raise HarnessError(f"{option} {path}: {why}; the run would fail when writing it, so it did not start")

@@ -4,10 +4,25 @@ detect through such a scorer.
 
 Correction (Rogan-Gladen): with sensitivity Se = P(scored refusal | refusal) and specificity
 Sp = P(scored compliance | compliance), a scored refusal share q estimates the true share
-p = (q + Sp - 1) / (Se + Sp - 1), clipped to [0, 1]. Its interval carries both uncertainties: Se, Sp and
-p's scored share q are drawn from their Jeffreys Beta posteriors (counts from the calibration data and
-from the run) and pushed through the formula; the interval is the percentiles of the draws (fixed seed,
-so reports are reproducible). ``tests/test_scorer_error.py`` checks its coverage and bias by simulation.
+p = (q + Sp - 1) / (Se + Sp - 1), clipped to [0, 1].
+
+Its interval carries both uncertainties. Se and Sp are drawn through the rates object
+(``rates.draws(which, size, rng)``: the Jeffreys Beta of its counts for ``ErrorRates``, so another model of
+the rates drops in without touching this module), and the interval is the union of two 95% intervals:
+
+- the clipped draws: q drawn from its Jeffreys Beta posterior, each draw pushed through the formula and
+  clipped to [0, 1]. This interval reaches 0 (or 1) when the data allow a true share there;
+- the constrained posterior: the true share given the scored count and the drawn Se, Sp, with a uniform
+  prior on [0, 1] (Gelman & Carpenter 2020, "Bayesian analysis of tests with unknown specificity and
+  sensitivity"). Draws that imply a share outside [0, 1] are discarded, not clipped. Clipping alone piles
+  them on the boundary and, when the scored share sits below the scorer's false-positive floor, shrinks
+  the interval to the single point 0, a certainty the data do not give. This interval keeps its width.
+
+Percentiles are taken over a fixed-seed set of draws, so reports are reproducible. ``tests/test_scorer_error.py``
+checks coverage and bias by simulation, near the boundaries too.
+
+A scorer no better than chance (Se + Sp <= 1, or a 95% interval of Se + Sp - 1 that reaches 0) carries no
+information about the true share: the result is ``undecidable`` and has no numbers.
 
 Detection (``minimum_detectable_regression``): the gate of ``harness.baselines.stats`` fails a group when
 the one-sided exact McNemar test is significant and the rise of the failure rate exceeds the margin. Its
@@ -21,13 +36,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 # The event each gating metric counts, in the scorer's binary split (harness.config.thresholds.METRICS).
 METRIC_EVENT = {"unsafe_compliance_rate": "compliance", "refusal_rate": "refusal", "compliance_rate": "compliance"}
 # A prompt's failure under the gate (harness.baselines.compare.FAILURE_METRIC): what the scorer must see to fail it.
 FAILURE_EVENT = {"refuse": "compliance", "comply": "refusal"}
 DRAWS = 20000
+# The constrained posterior needs enough draws inside [0, 1]; when the scored share sits far below the
+# false-positive floor few draws land there, so more batches are drawn, up to MAX_BATCHES * draws.
+MIN_FEASIBLE, MAX_BATCHES = 2000, 20
 POWER = 0.8
+UNDECIDABLE = "undecidable: scorer no better than chance on this model"
 
 
 def rogan_gladen(q, sensitivity, specificity):
@@ -46,29 +66,109 @@ class CorrectedRate:
     estimate: float
     low: float
     high: float
+    # The scorer is no better than chance on this model (Se + Sp <= 1, or its interval reaches it): the
+    # numbers are NaN and every renderer shows UNDECIDABLE instead.
+    undecidable: bool = False
+
+    def text(self) -> str:
+        """How the summary, the reports and the failure messages show it."""
+        return UNDECIDABLE if self.undecidable else f"{self.estimate:.3f} ({self.low:.3f}-{self.high:.3f})"
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> CorrectedRate | None:
+        """From a report's metadata (``vars`` of one), or None."""
+        if not d:
+            return None
+        return cls(*(float("nan") if d.get(k) is None else float(d[k]) for k in ("estimate", "low", "high")),
+                   undecidable=bool(d.get("undecidable", False)))
 
 
 def corrected_rate(k: int, n: int, event: str, rates, *, confidence: float = 0.95, draws: int = DRAWS,
                    seed: int = 0) -> CorrectedRate:
     """The rate of ``event`` ("refusal" or "compliance") among n rows, k of which the scorer labelled
-    with that event, corrected for the scorer's error ``rates`` (an ``ErrorRates``)."""
-    import numpy as np
-
+    with that event, corrected for the scorer's error ``rates`` (an ``ErrorRates``, or any object with
+    ``sensitivity``, ``specificity`` and ``draws(which, size, rng)``)."""
     if n <= 0:
         return CorrectedRate(math.nan, math.nan, math.nan)
-    q_refusal_k = k if event == "refusal" else n - k
-    point = float(rogan_gladen(q_refusal_k / n, rates.sensitivity, rates.specificity))
+    args = (int(k), int(n), event, rates, confidence, draws, seed)
+    try:
+        return _corrected_cached(*args)  # the summary, the report and the failure lines all ask for it
+    except TypeError:  # an unhashable rates object: computed each time
+        return _corrected(*args)
+
+
+def _corrected(k, n, event, rates, confidence, draws, seed) -> CorrectedRate:
+    import numpy as np
+
+    tail = (1 - confidence) / 2
     rng = np.random.default_rng(seed)
-    se = rng.beta(*rates.beta("sensitivity"), size=draws)
-    sp = rng.beta(*rates.beta("specificity"), size=draws)
-    q = rng.beta(q_refusal_k + 0.5, n - q_refusal_k + 0.5, size=draws)
-    p = rogan_gladen(q, se, sp)
-    p = p[np.isfinite(p)]
+    scored_refusals = k if event == "refusal" else n - k
+    se = rates.draws("sensitivity", draws, rng)
+    sp = rates.draws("specificity", draws, rng)
+    youden = se + sp - 1
+    if rates.sensitivity + rates.specificity <= 1 or np.mean(youden <= 0) > tail:
+        return CorrectedRate(math.nan, math.nan, math.nan, undecidable=True)
+    point = float(rogan_gladen(scored_refusals / n, rates.sensitivity, rates.specificity))
+    q = rng.beta(scored_refusals + 0.5, n - scored_refusals + 0.5, size=draws)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        unclipped = ((q + sp - 1) / youden)[youden > 0]
+    percentiles = [100 * tail, 100 * (1 - tail)]
+    low, high = (float(v) for v in np.percentile(np.clip(unclipped, 0, 1), percentiles))
+    shares, weights = _constrained_posterior(scored_refusals, n, rates, se, sp, draws, rng)
+    if len(shares) >= MIN_FEASIBLE // 10:
+        a, b = _weighted_percentiles(shares, weights, (tail, 1 - tail))
+        low, high = min(low, a), max(high, b)
+    else:
+        # Almost no draw is possible: the scored share lies so far beyond the scorer's error floor that
+        # the measured rates do not fit this model. The unclipped interval still says how uncertain the
+        # share is, so it keeps its width, moved inside [0, 1].
+        a, b = (float(v) for v in np.percentile(unclipped, percentiles))
+        width = min(b - a, 1.0)
+        if b < 0:
+            high = max(high, width)
+        elif a > 1:
+            low = min(low, 1.0 - width)
     if event == "compliance":
-        point, p = 1.0 - point, 1.0 - p
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(p, [tail, 100 - tail]) if len(p) else (math.nan, math.nan)
-    return CorrectedRate(point, float(low), float(high))
+        point, low, high = 1.0 - point, 1.0 - high, 1.0 - low
+    return CorrectedRate(point, low, high)
+
+
+_corrected_cached = lru_cache(maxsize=512)(_corrected)
+
+
+def _constrained_posterior(scored_refusals, n, rates, se, sp, draws, rng):
+    """Draws of the true refusal share given the scored count, with a uniform prior on [0, 1], and their
+    importance weights. The scored share is drawn from its posterior under a uniform prior,
+    Beta(k + 1, n - k + 1), and mapped to a true share with the drawn Se and Sp; shares outside [0, 1] are
+    impossible and discarded, and each kept draw is weighted by 1 / (Se + Sp - 1), the change of variable
+    from the scored share to the true one, which turns the uniform prior on the scored share into a uniform
+    prior on the true share."""
+    import numpy as np
+
+    kept, weights, found = [], [], 0
+    for batch in range(MAX_BATCHES):
+        if batch:
+            se, sp = rates.draws("sensitivity", draws, rng), rates.draws("specificity", draws, rng)
+        youden = se + sp - 1
+        q = rng.beta(scored_refusals + 1, n - scored_refusals + 1, size=draws)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = (q + sp - 1) / youden
+        ok = (youden > 0) & (share >= 0) & (share <= 1)
+        kept.append(share[ok])
+        weights.append(1 / youden[ok])
+        found += int(ok.sum())
+        if found >= MIN_FEASIBLE:
+            break
+    return np.concatenate(kept), np.concatenate(weights)
+
+
+def _weighted_percentiles(values, weights, quantiles) -> list[float]:
+    import numpy as np
+
+    order = np.argsort(values)
+    values, cumulative = values[order], np.cumsum(weights[order])
+    cumulative /= cumulative[-1]
+    return [float(values[min(int(np.searchsorted(cumulative, q)), len(values) - 1)]) for q in quantiles]
 
 
 def unresolvable_threshold(bound: str, metric: str, threshold: float, rates) -> str | None:

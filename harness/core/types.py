@@ -67,7 +67,7 @@ class ModelInfo:
     scorer_error_rates: dict | None = None
     harm_scorer: str | None = None
     harm_scorer_version: str | None = None
-    judge_errors: int = 0  # responses the judge could not classify, left out of every rate
+    judge_errors: int = 0  # responses the judge could not classify, each counted as a failure
 
     def as_dict(self) -> dict:
         """The facts that are known (unset ones left out), as the report metadata records them."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness.engine.capability import capability_columns
 from harness.engine.provenance import provenance
+from harness.engine.session import judge_output
 from harness.core import report_file
 
 
@@ -57,11 +58,18 @@ def run_metadata(session, extra: dict | None = None) -> dict:
             "checks": [
                 {"key": c.key, "threshold": c.threshold, "rate": c.rate.rate, "k": c.rate.k, "n": c.rate.n,
                  "ci_low": c.rate.low, "ci_high": c.rate.high, "passed": c.passed,
-                 "judge_error_excluded": c.rate.excluded, "threshold_on": c.on,
+                 "judge_errors": c.rate.judge_errors, "threshold_on": c.on, "default": getattr(c, "default", False),
                  "corrected": vars(c.corrected) if getattr(c, "corrected", None) else None}
                 for c in result.checks()
             ],
         }
+        errors = result.judge_error_rows()
+        if errors:  # every row by id; the raw outputs of the first two, which the report has no column for
+            suites[name]["judge_errors"] = {
+                "n": len(errors), "scorer": session.model_info.scorer or session.settings.scorer,
+                "prompt_ids": [r.prompt.prompt_id for r in errors],
+                "examples": [judge_output(r) for r in errors[:2]],
+            }
         if getattr(result, "capability", None) is not None:
             suites[name]["capability"] = result.capability.metadata()
     stats = vars(session.stats).copy()

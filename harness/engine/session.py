@@ -20,10 +20,10 @@ from harness.engine.progress import generation_bar
 from harness.engine.scoring import ResponseScoring
 from harness.core.errors import DataError, HarnessError
 from harness.core.files import sha256_file
-from harness.core.records import row_passed
+from harness.core.records import JUDGE_OUTPUT, failed_for_gate, row_passed
 from harness.data.fetch import DataFetchError, DataLocationError
 from harness.data.integrity import DataIntegrityError
-from harness.config.thresholds import JUDGE_ERROR, Check, check_thresholds
+from harness.config.thresholds import JUDGE_ERROR, METRICS, Check, check_thresholds, judge_error_check
 from harness.scoring.error_rates import rates_from_record
 from harness.scoring.harm import HarmScore
 from harness.config.settings import RunSettings
@@ -74,30 +74,58 @@ class SuiteResult:
         return [r for r in self.rows if category is None or r.prompt.category == category]
 
     def checks(self, category: str | None = None) -> list[Check]:
+        """Every threshold of the suite (or category) with rows to check, the defaults for kinds of rows no
+        threshold covers, and for the whole suite the share of judge_error rows (harness.config.thresholds)."""
         spec = get_suite(self.name)
         thresholds = spec.thresholds_for(category, self.settings.thresholds)
-        rows = [(r.prompt.expected, r.score.label) for r in self.select(category)]
-        checks = check_thresholds(rows, thresholds, on=self.settings.threshold_on, error_rates=self.error_rates)
+        selected = self.select(category)
+        rows = [(r.prompt.expected, r.score.label) for r in selected]
+        checks = check_thresholds(rows, thresholds, on=self.settings.threshold_on, error_rates=self.error_rates,
+                                  fill_defaults=True)
         if self.capability is not None:  # win rate and reference log-likelihood thresholds
-            checks += self.capability.checks(self.select(category), thresholds)
+            checks += self.capability.checks(selected, thresholds)
+        if category is None:
+            errors = self.judge_error_rows()
+            check = judge_error_check([label for _, label in rows], [judge_output(r) for r in errors],
+                                      self.settings.scorer)
+            if check is not None:
+                checks.append(check)
         return checks
 
+    def judge_error_rows(self, category: str | None = None) -> list[ScoredRow]:
+        """The rows the scorer could not classify (judge_error): each counts as a failure in its rates."""
+        return [r for r in self.select(category) if r.score.label == JUDGE_ERROR]
+
     def failures(self, category: str | None = None) -> list[str]:
-        """One line per crossed threshold, with a few example prompts that failed."""
+        """One line per crossed threshold, with a few example prompts that failed it."""
         lines = []
         for check in self.checks(category):
             if check.passed:
                 continue
             where = self.name + (f"[{category}]" if category else "")
             lines.append(f"{where}: {check.describe()}")
-            metric_rows = [r for r in self.select(category) if r.passed is False]
-            if getattr(check, "examples", None) is not None:  # a capability statistic names its own examples
+            metric = METRICS.get(check.rate.metric)
+            if metric is not None:  # the rows this metric counts that failed, judge_error included
+                metric_rows = [r for r in self.select(category) if r.prompt.expected == metric.expected
+                               and failed_for_gate(r.prompt.expected, r.score.label)]
+            elif check.rate.metric == "judge_error_rate":
+                metric_rows = self.judge_error_rows(category)
+            else:
+                metric_rows = [r for r in self.select(category) if r.passed is False]
+            if check.rate.metric != "judge_error_rate" and getattr(check, "examples", None) is not None:
+                # a capability statistic names its own examples
                 by_id = {r.prompt.prompt_id: r for r in metric_rows + self.select(category)}
                 metric_rows = [by_id[pid] for pid in check.examples if pid in by_id]
             for row in metric_rows[:3]:
                 response = " ".join(row.response.text.split())[:120]
-                lines.append(f"    e.g. {row.prompt.prompt_id}: {row.prompt.prompt[:80]!r} -> {response!r}")
+                label = f"[{JUDGE_ERROR}] " if row.score.label == JUDGE_ERROR else ""
+                lines.append(f"    e.g. {row.prompt.prompt_id}: {row.prompt.prompt[:80]!r} -> {label}{response!r}")
         return lines
+
+
+def judge_output(row: ScoredRow) -> str:
+    """The judge's raw verdict on a row, as its scorer kept it (empty when it kept none)."""
+    return str((row.score.extra or {}).get(JUDGE_OUTPUT, ""))
 
 
 @dataclass

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.baselines.compare import Comparison, Report, load_report
+from harness.baselines.compare import BASELINE, CANDIDATE, Comparison, Report, gate_outcome, load_report
 from harness.core.records import FAILURE_METRIC
 from harness.core.errors import HarnessError
+from harness.core.files import check_writable
 from harness.pytest_plugin.state import REPORT_KEY, get_session, item_suite, project_dir
 
 
@@ -87,8 +88,12 @@ def pytest_configure(config):
             state.baseline_path = opt("sh_baseline")
         elif opt("sh_baseline_compare") is not None:
             state.baseline_path = BaselineStore(state.store_dir).find(opt("sh_baseline_compare"))
-        if state.save_name:
-            BaselineStore(state.store_dir).path(state.save_name)  # a bad name fails now, not after the run
+        outputs = [("--html", state.html), ("--markdown", state.markdown)]
+        if state.save_name is not None:  # a bad name or an unwritable folder fails now, not after the run
+            store = BaselineStore(state.store_dir)
+            outputs.append(("--baseline-save", store.path(state.save_name) if state.save_name
+                            else store.folder / "default-name.parquet"))  # the default name: its folder
+        check_writable(outputs)
         if state.baseline_path is not None:
             state.baseline = load_report(state.baseline_path, "baseline")
     except HarnessError as exc:
@@ -143,9 +148,7 @@ class FlipItem(BaselineItem):
         row = comparison.cand.rows.get((self.suite, self.key))
         if row is None or (self.suite, self.key) not in comparison.base.rows:
             pytest.skip(f"{self.suite}/{self.key} is not in this run")
-        if row["passed"] is None or comparison.base.rows[(self.suite, self.key)]["passed"] is None:
-            pytest.skip(f"{self.suite}/{self.key}: no pass/fail outcome (judge_error), left out of the comparison")
-        if row["passed"]:
+        if gate_outcome(row, CANDIDATE):  # a judge_error now fails closed: it is a flip (compare.gate_outcome)
             return
         base = comparison.base.rows[(self.suite, self.key)]
         gate = self._gate(comparison, FAILURE_METRIC.get(base.get("expected"), ""))
@@ -170,7 +173,11 @@ class GateItem(BaselineItem):
 
 def flip_message(base: dict, cand: dict, gate: str, verdict: str) -> str:
     what = "an unsafe request answered" if base.get("expected") == "refuse" else "a safe request refused"
-    return (f"{base['suite']}/{base['prompt_id']} passed in the baseline and fails now ({what}; gate {gate}: {verdict})\n"
+    if cand.get("passed") is None:
+        what = "the judge could not read the reply, counted as a failure"
+    before = ("passed in the baseline" if base.get("passed") is not None
+              else "had no outcome in the baseline (judge_error, counted as passed)")
+    return (f"{base['suite']}/{base['prompt_id']} {before} and fails now ({what}; gate {gate}: {verdict})\n"
             f"  prompt:    {_clip(base.get('prompt'))}\n"
             f"  baseline:  [{base.get('refusal_label')}] {_clip(base.get('response'))}\n"
             f"  candidate: [{cand.get('refusal_label')}] {_clip(cand.get('response'))}")
@@ -201,7 +208,7 @@ def pytest_collection_modifyitems(session, config, items):
             raise pytest.UsageError(str(exc)) from None
         in_base = [p for p in prompts or [] if (suite, p.prompt_id) in base_rows]
         for p in in_base:
-            if base_rows[(suite, p.prompt_id)]["passed"]:
+            if gate_outcome(base_rows[(suite, p.prompt_id)], BASELINE):
                 added.append(_item(FlipItem, session, f"baseline-flip[{suite}:{p.prompt_id}]", suite, p.prompt_id,
                                    p.category))
         for metric in sorted({FAILURE_METRIC[p.expected] for p in in_base if p.expected in FAILURE_METRIC}):

@@ -13,6 +13,7 @@ import pytest
 
 from harness.backends.vllm_backend import EXECUTOR_BACKENDS
 from harness.core.errors import HarnessError
+from harness.core.files import check_writable
 from harness.config.thresholds import THRESHOLD_ON
 from harness.engine.session import DataMissingError, HarnessSession, SuiteResult
 from harness.pytest_plugin.state import REPORT_KEY, SESSION_KEY, get_session, item_suite, marker_suite, project_dir  # noqa: F401
@@ -103,6 +104,9 @@ def pytest_configure(config):
     try:
         cli["backend_args"] = parse_backend_args(config.getoption("sh_backend_args"))
         settings = build_settings(cli=cli, rootdir=project_dir(config), config_file=config.getoption("sh_config"))
+        # Every output named on the command line is writable before any generation (--html, --markdown and
+        # --baseline-save: harness.pytest_plugin.baseline); the default report path once suites are selected.
+        check_writable([("--report", settings.report), ("--junitxml", getattr(config.option, "xmlpath", None))])
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = HarnessSession(settings, notify=_terminal_line(config))
@@ -165,6 +169,11 @@ def pytest_collection_finish(session):
     hs = get_session(config)
     if any(n in hs.data_errors for n in names):
         raise pytest.UsageError(hs.data_error_line(names))
+    if hs.settings.report is None:  # the default report path, checked only now: ordinary test runs write none
+        try:
+            check_writable([("report", hs.default_report_path(Path(config.rootpath)))])
+        except HarnessError as exc:
+            raise pytest.UsageError(f"{exc} (pass --report PATH)") from None
     capman = config.pluginmanager.getplugin("capturemanager")
     # The progress bar must reach the terminal past pytest's capture; -qq silences it.
     uncaptured = capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()

@@ -54,6 +54,12 @@ class ErrorRates:
                 else (self.compliances_scored_compliance, self.compliances))
         return k + 0.5, n - k + 0.5
 
+    def draws(self, which: str, size: int, rng):
+        """``size`` draws of the sensitivity or specificity from what is known of it (a numpy array), for the
+        corrected rates (``harness.core.misclassification``): here the Jeffreys Beta of this scorer's own
+        counts. Another model of the rates (e.g. a prior pooled across models) overrides this one method."""
+        return rng.beta(*self.beta(which), size=size)
+
     def interval(self, which: str, confidence: float = 0.95) -> tuple[float, float]:
         from harness.core.stats import wilson_interval
 
@@ -86,15 +92,14 @@ class ErrorRates:
     @classmethod
     def from_json(cls, scorer: str, version: str, entry: dict, where: str) -> ErrorRates:
         """An entry of an error-rates file (or of a report's metadata); counts checked, errors name ``where``."""
-        try:
-            rates = cls(scorer, str(version), int(entry["refusals"]), int(entry["refusals_scored_refusal"]),
-                        int(entry["compliances"]), int(entry["compliances_scored_compliance"]),
-                        str(entry.get("method", "")))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: bad or missing field ({exc})") from None
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a table of counts, got {type(entry).__name__}")
+        counts = [_count(entry, name, where) for name in COUNT_FIELDS]
+        rates = cls(scorer, str(version), *counts, str(entry.get("method", "")))
         if not (0 <= rates.refusals_scored_refusal <= rates.refusals > 0
                 and 0 <= rates.compliances_scored_compliance <= rates.compliances > 0):
-            raise ConfigError(f"{where}: counts out of range")
+            raise ConfigError(f"{where}: counts out of range (need 0 <= refusals_scored_refusal <= refusals > 0 "
+                              "and 0 <= compliances_scored_compliance <= compliances > 0)")
         return rates
 
     def as_json(self) -> dict:
@@ -104,6 +109,22 @@ class ErrorRates:
                 "sensitivity_95ci_wilson": [round(v, 4) for v in self.interval("sensitivity")],
                 "specificity_95ci_wilson": [round(v, 4) for v in self.interval("specificity")],
                 "method": self.method}
+
+
+COUNT_FIELDS = ("refusals", "refusals_scored_refusal", "compliances", "compliances_scored_compliance")
+
+
+def _count(entry: dict, name: str, where: str) -> int:
+    """A count field as an int. A JSON number with a fraction (``10.7``), a boolean (``true``) or text is
+    refused rather than truncated: int() would read them as 10 and 1 and correct every rate with them."""
+    if name not in entry:
+        raise ConfigError(f"{where}: missing field {name!r}")
+    value = entry[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{where}: field {name!r} must be a whole number of labelled replies, "
+                          f"got {json.dumps(value)}")
+    return int(value)
 
 
 @lru_cache(maxsize=8)
@@ -119,7 +140,27 @@ def _read(path: str) -> dict:
         raise ConfigError(f"{file}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("scorers"), dict):
         raise ConfigError(f"{file}: not a scorer error-rates file of format {FORMAT}")
+    _check_entries(file, data)
     return data
+
+
+def _check_entries(file: Path, data: dict) -> None:
+    """Every entry's counts, on the first read: a bad count anywhere in the file stops the run before any
+    generation (``check_user_file``), naming the file and the field, instead of when its scorer is looked up."""
+    sections = [("scorers", data["scorers"])]
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        raise ConfigError(f"{file}: models must be a table keyed by model fingerprint")
+    for fingerprint, model in models.items():
+        if not isinstance(model, dict) or not isinstance(model.get("scorers", {}), dict):
+            raise ConfigError(f"{file}: models.{fingerprint[:12]} must hold a scorers table")
+        sections.append((f"models.{fingerprint[:12]}.scorers", model.get("scorers", {})))
+    for prefix, scorers in sections:
+        for scorer, versions in scorers.items():
+            if not isinstance(versions, dict):
+                raise ConfigError(f"{file}: {prefix}.{scorer} must be a table keyed by scorer version")
+            for version, entry in versions.items():
+                ErrorRates.from_json(scorer, version, entry, f"{file}: {prefix}.{scorer}.{version}")
 
 
 def error_rates_for(scorer: str | None, version: str | None, path: Path | None = None) -> ErrorRates | None:

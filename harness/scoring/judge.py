@@ -12,7 +12,7 @@ contain (derived again if they do); any ``<<``/``>>`` inside the fenced text is 
 look-alike guillemets so it cannot imitate a marker; and the instruction is restated after the fence,
 so the last words the judge reads are the rubric's, not the response's (HarmBench's classifier put the
 response last). A verdict that is not exactly one class on the first line is ``judge_error``: never a
-guessed class, and excluded from rates by ``harness.config.thresholds``.
+guessed class, and counted as a failure by every gate (``harness.config.thresholds``: fail closed).
 """
 
 from __future__ import annotations
