@@ -68,8 +68,8 @@ def _read_json(path: Path) -> dict:
 def _not_found(spec: str) -> ModelError:
     msg = f"model '{spec}' not found: not an alias (known: {', '.join(sorted(ALIASES))}), not a folder"
     if _HUB_ID.match(spec):
-        msg += (", not in the local Hugging Face cache (nothing is downloaded: fetch it first, e.g. "
-                f"`huggingface-cli download {spec}`, or pass a local folder)")
+        msg += (", not in the local Hugging Face cache (nothing is downloaded: pass a local folder, or fetch it "
+                f"first with `huggingface-cli download {spec}`)")
     return ModelError(msg)
 
 

@@ -8,5 +8,3 @@ sources and the published agreement figures are in docs/scoring.md.
 
 # Importing a guard's module registers its scorers.
 from harness.scoring.guards import llamaguard, qwen3guard, wildguard  # noqa: F401
-
-GUARDS = ("wildguard", "qwen3guard", "llamaguard")

@@ -18,6 +18,7 @@ from typing import Callable
 from harness.core.errors import ConfigError
 from harness.core.records import JUDGE_ERROR
 from harness.core.types import RefusalScore
+from harness.scoring.harm import HarmScore
 from harness.scoring.text import check_lengths, clean_text
 
 MAX_PROMPT_TOKENS = 256  # the user prompt's budget, as the XSTest judge's
@@ -141,9 +142,7 @@ class GuardHarmScorer:
         self.reader, self.name = reader, reader.fmt.name
         self.version = f"{reader.fmt.version}-{reader.judge.fingerprint[:12]}"
 
-    def score(self, prompts, responses, *, expected=None, refusal_labels=None):
-        from harness.scoring.harm import HarmScore
-
+    def score(self, prompts, responses, *, expected=None, refusal_labels=None) -> list[HarmScore]:
         check_lengths(prompts, responses)
         texts, live = _live(responses)
         out = [HarmScore(0.0, None, {"empty": True})] * len(texts)

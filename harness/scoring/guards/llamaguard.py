@@ -48,11 +48,13 @@ def content_form(tokenizer) -> str:
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError("harm scorer 'llamaguard': the judge model's tokenizer has no chat template; is "
                               "--judge-model a Llama Guard 3 model?")
+        from jinja2 import TemplateError
+
         for form in ("text", "parts"):
             try:
                 text = tokenizer.apply_chat_template(messages(*_PROBE, form), tokenize=False)
-            except Exception:  # a template that cannot read this form raises its own error types  # noqa: BLE001
-                continue
+            except (TemplateError, TypeError, ValueError, LookupError, AttributeError):
+                continue  # a template that cannot read content in this form
             if all(p in text for p in _PROBE):
                 _CONTENT_FORM[tokenizer] = form
                 break
