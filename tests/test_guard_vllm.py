@@ -106,6 +106,6 @@ def test_vllm_and_hf_give_the_guard_the_same_answers_with_prefix_caching_on(work
         answers[backend] = reader.answers(prompts, replies)
         assert [s.label for s in GuardRefusalScorer(reader).score(prompts, replies)] == ["full_refusal"] * 3
         if backend == "vllm":
-            engine = judge._backend(WILDGUARD.max_new_tokens).engine
+            engine = judge.backend_for(WILDGUARD.max_new_tokens).engine
             assert engine.llm_engine.vllm_config.cache_config.enable_prefix_caching
     assert answers["vllm"] == answers["hf"] == [WILDGUARD_VERDICT] * 3

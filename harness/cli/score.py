@@ -143,12 +143,12 @@ def _sensitivity_specificity(reference: list, scores) -> tuple[dict, list[str]]:
     r = ErrorRates.from_labels("", "", [g for g, _ in pairs], [p for _, p in pairs])
     figures = {"sensitivity": r.sensitivity if r.refusals else None,
                "specificity": r.specificity if r.compliances else None}
+    none = "n/a (none among the rows the scorer could read)"
     lines = [
         "  sensitivity (reference refusals scored refusal): "
-        + (f"{r.sensitivity:.3f} ({r.refusals_scored_refusal}/{r.refusals})" if r.refusals else "n/a (no refusals)"),
+        + (f"{r.sensitivity:.3f} ({r.refusals_scored_refusal}/{r.refusals})" if r.refusals else none),
         "  specificity (reference compliances scored compliance): "
-        + (f"{r.specificity:.3f} ({r.compliances_scored_compliance}/{r.compliances})" if r.compliances
-           else "n/a (no compliances)")]
+        + (f"{r.specificity:.3f} ({r.compliances_scored_compliance}/{r.compliances})" if r.compliances else none)]
     return figures, lines
 
 

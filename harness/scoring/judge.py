@@ -156,6 +156,8 @@ class JudgeModel:
         from harness.scoring.text import clean_text
 
         text = clean_text(text)[: max_tokens * 16]
+        if len(text.encode("utf-8")) + 8 <= max_tokens:  # a token spells a byte or more (+ a prefix space): fits
+            return text
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return text if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens]) + " [...]"
 
@@ -169,11 +171,12 @@ class JudgeModel:
         todo = list(dict.fromkeys(k for k in keys if k not in self._last))
         if todo:
             requests = [GenerationRequest(f"judge-{i}", None, "", ids) for i, (_, ids) in enumerate(todo)]
-            outputs = [r.text for r in self._backend(n).generate(requests)]
+            outputs = [r.text for r in self.backend_for(n).generate(requests)]
             self._last = dict(zip(todo, outputs)) | {k: self._last[k] for k in keys if k in self._last}
         return [self._last[k] for k in keys]
 
-    def _backend(self, max_new_tokens: int):
+    def backend_for(self, max_new_tokens: int):
+        """The backend that answers in at most ``max_new_tokens`` (on vllm, every one shares the engine)."""
         if max_new_tokens not in self._backends:  # started on first use, then kept: ~35 s per engine on CPU
             from harness.backends import SamplingConfig, create_backend
 
@@ -202,7 +205,7 @@ class JudgeModel:
                 f"judge model {self.model!r}: its weights ({weights / gib:.1f} GiB) do not fit in the GPU memory "
                 f"left beside the generation engine ({max(share, 0) * total / gib:.1f} GiB of {total / gib:.1f}); "
                 f"give generation less (--backend-arg gpu_memory_utilization=0.3), or judge the run's report "
-                f"afterwards with the whole GPU: safety-harness score REPORT --response-column response "
+                f"afterwards with the whole GPU: safety-harness score REPORT "
                 f"--scorer NAME --judge-model {self.model}")
         return replace(self.options, gpu_memory_utilization=share)
 

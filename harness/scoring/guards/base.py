@@ -52,7 +52,10 @@ class GuardFormat:
     max_new_tokens: int  # the authors' own generation budget
 
     def token_ids(self, tokenizer, text: str) -> tuple[int, ...]:
-        return tuple(tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"])
+        return self.batch_token_ids(tokenizer, [text])[0]
+
+    def batch_token_ids(self, tokenizer, texts: list[str]) -> list[tuple[int, ...]]:
+        return [tuple(ids) for ids in tokenizer(texts, add_special_tokens=self.add_special_tokens)["input_ids"]]
 
 
 class GuardReader:
@@ -94,7 +97,8 @@ class GuardReader:
     def answers(self, prompts: list[str], replies: list[str]) -> list[str]:
         if not prompts:
             return []
-        ids = [self.token_ids(p, r) for p, r in zip(prompts, replies)]
+        texts = [self.prompt_text(p, r) for p, r in zip(prompts, replies)]
+        ids = self.fmt.batch_token_ids(self.judge.tokenizer, texts)  # one call: fast tokenizers batch natively
         return self.judge.generate(ids, self.fmt.max_new_tokens)
 
 
