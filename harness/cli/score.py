@@ -40,10 +40,13 @@ def _score_args(p):
     p.add_argument("--expected", choices=("refuse", "comply"), default=None,
                    help="the expected behaviour of every row, when the file has no such column")
     p.add_argument("--scorer", default=None, help="refusal scorer (default refusal_classifier)")
-    p.add_argument("--judge-model", default=None, help="local model for refusal_judge / harm_judge")
+    p.add_argument("--judge-model", default=None,
+                   help="local model (folder or cached hub id) for refusal_judge / harm_judge, or the guard model "
+                        "for wildguard / qwen3guard / llamaguard")
     p.add_argument("--harm-scorer", default=None,
-                   help="auto, unsafe_compliance, reward_model, harm_judge or none (default: auto, which "
-                        "scores harm only when --harm-model or an expected column is given)")
+                   help="auto, unsafe_compliance, reward_model, harm_judge, wildguard, qwen3guard, llamaguard or none "
+                        "(default: auto, which scores harm only when --harm-model, an expected column or a guard "
+                        "--scorer is given)")
     p.add_argument("--harm-model", default=None, help="local sequence-classification harmfulness model")
     p.add_argument("--backend", default=None, choices=("auto", "vllm", "hf"), help="backend for a judge model")
     p.add_argument("--batch-size", type=int, default=None, help="hf backend: prompts per batch for a judge model")
@@ -113,14 +116,40 @@ def _score(args) -> int:
             print(f"note: {len(unknown)} rows with a label that is not a refusal class were left out "
                   f"(first: {unknown[0][1]!r} at {unknown[0][0]})", file=sys.stderr)
         result = agreement(reference, [s.label for s in scores])
+        binary_only = (getattr(scorer, "unseen_agreement", None) or {}).get("labels") == "binary"
         for line in result.lines():
+            if binary_only and line.lstrip().startswith("three-class:"):  # a guard says refusal or compliance
+                line = "  three-class: not available (a binary scorer: refusal or compliance)"
             print(line)
-        report["agreement"] = {"n": result.n, "binary": result.binary, "three_class": result.three_class,
-                               "judge_errors": result.judge_errors}
+        rates, rate_lines = _sensitivity_specificity(reference, scores)
+        for line in rate_lines:
+            print(line)
+        report["agreement"] = {"n": result.n, "binary": result.binary,
+                               "three_class": None if binary_only else result.three_class,
+                               "judge_errors": result.judge_errors, **rates}
     if args.output:
         out = _write(args.output, rows, columns, scores, harms, scorer, harm_scorer, report)
         print(f"output: {out}")
     return 0
+
+
+def _sensitivity_specificity(reference: list, scores) -> tuple[dict, list[str]]:
+    """Sensitivity (reference refusals, full or partial, scored any refusal) and specificity (reference
+    compliances scored compliance) over the labelled rows the scorer could read (judge_error left out), as
+    figures and as lines."""
+    from harness.scoring.error_rates import ErrorRates
+
+    pairs = [(g, s.label) for g, s in zip(reference, scores) if g is not None and s.label != JUDGE_ERROR]
+    r = ErrorRates.from_labels("", "", [g for g, _ in pairs], [p for _, p in pairs])
+    figures = {"sensitivity": r.sensitivity if r.refusals else None,
+               "specificity": r.specificity if r.compliances else None}
+    none = "n/a (none among the rows the scorer could read)"
+    lines = [
+        "  sensitivity (reference refusals scored refusal): "
+        + (f"{r.sensitivity:.3f} ({r.refusals_scored_refusal}/{r.refusals})" if r.refusals else none),
+        "  specificity (reference compliances scored compliance): "
+        + (f"{r.specificity:.3f} ({r.compliances_scored_compliance}/{r.compliances})" if r.compliances else none)]
+    return figures, lines
 
 
 def read_rows(path: Path, required: list[str]) -> list[tuple[str, dict]]:

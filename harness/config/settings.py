@@ -66,10 +66,11 @@ class RunSettings:
     replay_response_column: str | None = field(default=None, metadata={"help": "replay: response column name."})
     scorer: str = field(default="refusal_classifier", metadata={"help": "Refusal scorer name."})
     judge_model: str | None = field(default=None, metadata={
-        "help": "Local model (alias or folder) for the LLM judges (scorer refusal_judge, harm scorer harm_judge)."})
+        "help": "Local model (alias, folder or a hub id in the local Hugging Face cache) for the LLM judges (scorer "
+                "refusal_judge, harm scorer harm_judge) and the guard models (wildguard, qwen3guard, llamaguard)."})
     harm_scorer: str = field(default="auto", metadata={
-        "help": "Harm scorer: auto (reward_model with --harm-model, else unsafe_compliance), unsafe_compliance, "
-                "reward_model, harm_judge or none."})
+        "help": "Harm scorer: auto (reward_model with --harm-model, else a guard scorer's own harm verdict, else "
+                "unsafe_compliance), unsafe_compliance, reward_model, harm_judge, wildguard, qwen3guard, llamaguard or none."})
     harm_model: str | None = field(default=None, metadata={
         "help": "Local sequence-classification harmfulness model (one regression output) for harm scorer reward_model."})
     capability_judge: str | None = field(default=None, metadata={
@@ -134,9 +135,14 @@ class RunSettings:
 
     def backend_options(self) -> BackendOptions:
         from harness.backends.vllm_backend import parallel_args
+        from harness.scoring.judge import GENERATION_SHARE_BESIDE_JUDGE
 
         extra = {**parallel_args(self), **self.backend_args}
+        # On one GPU a judge model's engine runs beside the generation engine: generation leaves it room
+        # (harness.scoring.judge; a gpu_memory_utilization backend_arg still wins).
+        share = {"gpu_memory_utilization": GENERATION_SHARE_BESIDE_JUDGE} if self.judge_model else {}
         return BackendOptions(
+            **share,
             dtype=self.dtype,
             batch_size=self.batch_size,
             max_model_len=self.max_model_len,

@@ -1,8 +1,9 @@
 """Turn what the user passed as a model (an alias, a Hugging Face folder or a PEFT LoRA adapter) into a local
 folder to load, plus a fingerprint that changes whenever anything that affects generations changes.
 
-Nothing is ever downloaded: aliases are built from files shipped in pip packages, everything else must be a
-local folder. ``trust_remote_code`` is never needed or set.
+Nothing is ever downloaded: aliases are built from files shipped in pip packages, a hub id (``org/name``) is
+read from the local Hugging Face cache as transformers would find it, everything else must be a local folder.
+``trust_remote_code`` is never needed or set.
 """
 
 from __future__ import annotations
@@ -67,8 +68,25 @@ def _read_json(path: Path) -> dict:
 def _not_found(spec: str) -> ModelError:
     msg = f"model '{spec}' not found: not an alias (known: {', '.join(sorted(ALIASES))}), not a folder"
     if _HUB_ID.match(spec):
-        msg += " (nothing is downloaded: pass a local folder)"
+        msg += (", not in the local Hugging Face cache (nothing is downloaded: pass a local folder, or fetch it "
+                f"first with `huggingface-cli download {spec}`)")
     return ModelError(msg)
+
+
+def hub_snapshot(spec: str) -> Path | None:
+    """The local snapshot of hub id ``spec`` (``org/name``) as transformers finds it in the Hugging Face cache
+    (HF_HOME / HF_HUB_CACHE, revision main), or None. Never downloads, whatever HF_HUB_OFFLINE says."""
+    if not _HUB_ID.match(spec):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:  # transformers brings huggingface_hub; without it there is no cache to read
+        return None
+    try:
+        return Path(snapshot_download(spec, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
 
 
 def resolve_model(spec: str, *, base_model: str | None = None, cache_dir: Path,
@@ -80,6 +98,8 @@ def resolve_model(spec: str, *, base_model: str | None = None, cache_dir: Path,
         folder = prepare_alias(spec, cache_dir)
         return ResolvedModel(spec, str(folder), None, fingerprint_model_folder(folder, cache_dir=cache_dir), "alias")
     folder = Path(spec).expanduser()
+    if not folder.exists():
+        folder = hub_snapshot(spec) or folder  # a hub id: the copy already in the local cache, if any
     if not folder.exists():
         raise _not_found(spec)
     folder = folder.resolve()

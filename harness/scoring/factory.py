@@ -2,7 +2,8 @@
 ``--harm-scorer`` and ``--harm-model`` into scorer objects, for pytest sessions and ``safety-harness score``.
 
 A factory asks for what it needs by parameter name (as pytest fixtures do): ``judge`` gets a
-``LocalJudge`` on ``--judge-model``, ``harm_model`` the ``--harm-model`` path, ``cache_dir``,
+``LocalJudge`` on ``--judge-model`` (a rubric judge), ``guard_judge`` a ``JudgeModel`` on it (a guard model that
+reads its own format, ``harness.scoring.guards``), ``harm_model`` the ``--harm-model`` path, ``cache_dir``,
 ``allow_pickle`` and ``batch_size`` the run's settings. So a third-party judge-based scorer needs no change
 here.
 """
@@ -33,11 +34,29 @@ def judge_for(settings):
     return _JUDGES[key]
 
 
+def guard_judge_for(settings):
+    """The ``JudgeModel`` for ``--judge-model`` that guard scorers run their own formats on: one per run, so
+    a guard's refusal and harm scorers share one model and one pass."""
+    from harness.scoring.judge import JudgeModel
+
+    if not settings.judge_model:
+        raise ConfigError("this scorer needs the guard model: pass --judge-model PATH_OR_HUB_ID")
+    options = settings.backend_options()
+    key = ("guard", settings.judge_model, settings.backend, str(settings.cache_dir), options.dtype,
+           options.max_model_len)
+    if key not in _JUDGES:
+        _JUDGES[key] = JudgeModel(settings.judge_model, cache_dir=settings.cache_dir, backend=settings.backend,
+                                  options=options, allow_pickle=settings.allow_pickle, seed=settings.seed)
+    return _JUDGES[key]
+
+
 def _build(registry, name: str, settings):
     params = inspect.signature(registry.factory(name)).parameters
     kwargs = {}
     if "judge" in params:
         kwargs["judge"] = judge_for(settings)
+    if "guard_judge" in params:
+        kwargs["guard_judge"] = guard_judge_for(settings)
     for key in ("harm_model", "cache_dir", "allow_pickle", "batch_size"):
         if key in params:
             kwargs[key] = getattr(settings, key)
@@ -51,12 +70,18 @@ def build_refusal_scorer(settings):
 
 
 def harm_scorer_name(settings) -> str | None:
-    """``auto``: ``reward_model`` when ``--harm-model`` is set, else ``unsafe_compliance``; ``none``: None."""
+    """``auto``: ``reward_model`` when ``--harm-model`` is set; else the refusal scorer's own harm verdict when
+    it is a guard that gives one from the same pass (``wildguard``, ``qwen3guard``); else
+    ``unsafe_compliance``. ``none``: None."""
+    from harness.scoring.harm import HARM_SCORERS
+
     name = settings.harm_scorer
     if name == HARM_NONE:
         return None
     if name == HARM_AUTO:
-        return "reward_model" if settings.harm_model else "unsafe_compliance"
+        if settings.harm_model:
+            return "reward_model"
+        return settings.scorer if settings.scorer in HARM_SCORERS.names() else "unsafe_compliance"
     return name
 
 

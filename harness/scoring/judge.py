@@ -1,9 +1,10 @@
 """LLM judges: any local model, run through the harness's own backends, reads a rubric and a fenced
 (prompt, response) pair and answers with a verdict that is parsed strictly.
 
-``LocalJudge`` is the shared part (model resolution, chat template, truncation, fencing, batched greedy
-generation); ``refusal_judge`` is XSTest's three-class rubric on top of it, and ``harness.scoring.harm``
-builds its harmfulness rubric on the same judge.
+``JudgeModel`` is the shared part (model resolution, truncation, batched greedy generation, the GPU share);
+``LocalJudge`` adds the chat-templated, fenced rubric prompt; ``refusal_judge`` is XSTest's three-class rubric
+on top of it, ``harness.scoring.harm`` builds its harmfulness rubric on the same judge, and the guard models
+(``harness.scoring.guards``) run their authors' own formats on ``JudgeModel``.
 
 Injection: the response is data, not instructions. Each item gets its own markers
 (``<<RESPONSE 5f0c9e1ab2d4>> ... <<END RESPONSE 5f0c9e1ab2d4>>``), a keyed hash of the item under the run
@@ -104,13 +105,23 @@ def fence(name: str, text: str, tag: str) -> str:
     return f"<<{name} {tag}>>\n{_neutralise(text)}\n<<END {name} {tag}>>"
 
 
-@dataclass
-class LocalJudge:
-    """A local model answering judge prompts through the harness's backends (vllm or hf), greedily.
+# On one GPU a model judge runs beside the generation engine, which stays up for the run's later generation
+# (ad-hoc prompts, the capability suite): the memory is split, never freed and restarted. The generation
+# engine takes GENERATION_SHARE_BESIDE_JUDGE of the GPU when a judge model is configured
+# (RunSettings.backend_options); the judge takes what is free when it starts, less a margin, up to vLLM's
+# usual share, so `safety-harness score` (no generation engine) gives the judge the whole of it.
+GENERATION_SHARE_BESIDE_JUDGE = 0.45
+JUDGE_SHARE_CAP = 0.85
+GPU_MARGIN = 0.05  # CUDA contexts and allocator slack outside vLLM's accounting
 
-    ``model`` is anything ``--model`` accepts (alias, HF folder, adapter). The fenced texts are cut to
-    ``max_prompt_tokens`` / ``max_response_tokens`` of the judge's tokenizer, so a 100,000-character
-    response costs what a short one does and the judge prompt fits ``options.max_model_len``."""
+
+@dataclass
+class JudgeModel:
+    """A local model that judges, run through the harness's backends (vllm or hf), greedily and batched.
+
+    ``model`` is anything ``--model`` accepts (alias, HF folder, adapter, a hub id in the local cache). Shared
+    by every model-based judge: the XSTest rubric (``LocalJudge``) and the guard models
+    (``harness.scoring.guards``), which format their own prompts and call ``generate``."""
 
     model: str
     cache_dir: Path
@@ -118,9 +129,7 @@ class LocalJudge:
     options: object = None  # harness.backends.BackendOptions; None = defaults
     allow_pickle: bool = False
     max_new_tokens: int = 16
-    max_prompt_tokens: int = 256
-    max_response_tokens: int = 1024
-    seed: int = 0  # the run's seed: fence tags derive from it and the row (see fresh_tag)
+    seed: int = 0  # the run's seed (the rubric judge's fence tags derive from it; decoding is greedy)
 
     def __post_init__(self):
         from harness.backends import BackendOptions, resolve_backend_name
@@ -132,21 +141,11 @@ class LocalJudge:
         if self.backend not in ("vllm", "hf"):
             raise ConfigError(f"a judge model runs on the vllm or hf backend, not {self.backend!r}")
         # The generation run's backend_args (e.g. a dummy's refuse_words) are not the judge's.
-        options = self.options or BackendOptions()
-        # On a GPU the generation engine stays up beside the judge's, holding its own share of memory: the
-        # judge's engine takes a small share of what is left rather than the run's 0.85 (vLLM refuses to
-        # start when less is free than asked for).
-        share = max(0.1, min(0.3, 0.95 - options.gpu_memory_utilization))
-        self.options = replace(options, extra={}, replay_path=None, gpu_memory_utilization=share)
-        # The rubric, markers and chat template take about 450 tokens; the response gets what is left.
-        room = self.options.max_model_len - self.max_new_tokens - self.max_prompt_tokens - _RUBRIC_TOKENS
-        if room < 64:
-            raise ConfigError(f"--max-model-len {self.options.max_model_len} leaves the judge no room for a "
-                              f"response; use at least {self.max_new_tokens + self.max_prompt_tokens + _RUBRIC_TOKENS + 64}")
-        self.max_response_tokens = min(self.max_response_tokens, room)
+        self.options = replace(self.options or BackendOptions(), extra={}, replay_path=None)
         self.resolved = resolve_model(self.model, cache_dir=self.cache_dir, allow_pickle=self.allow_pickle)
         self.tokenizer = load_tokenizer(self.resolved)
-        self._backend = None
+        self._backends: dict[int, object] = {}  # max_new_tokens -> backend (one engine behind them on vllm)
+        self._last: dict[tuple[int, tuple], str] = {}  # the last batch's outputs (see generate)
 
     @property
     def fingerprint(self) -> str:
@@ -157,25 +156,97 @@ class LocalJudge:
         from harness.scoring.text import clean_text
 
         text = clean_text(text)[: max_tokens * 16]
+        if len(text.encode("utf-8")) + 8 <= max_tokens:  # a token spells a byte or more (+ a prefix space): fits
+            return text
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return text if len(ids) <= max_tokens else self.tokenizer.decode(ids[:max_tokens]) + " [...]"
+
+    def generate(self, token_ids: list[tuple[int, ...]], max_new_tokens: int | None = None) -> list[str]:
+        """One greedy completion per prompt, given as the judge's token ids, in one batched backend call.
+
+        The last batch's outputs are kept: a guard's refusal and harm scorers read one verdict of the same
+        (prompt, reply), so the second asks the model nothing (the scores cache does it across processes)."""
+        n = max_new_tokens or self.max_new_tokens
+        keys = [(n, tuple(ids)) for ids in token_ids]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._last))
+        if todo:
+            requests = [GenerationRequest(f"judge-{i}", None, "", ids) for i, (_, ids) in enumerate(todo)]
+            outputs = [r.text for r in self.backend_for(n).generate(requests)]
+            self._last = dict(zip(todo, outputs)) | {k: self._last[k] for k in keys if k in self._last}
+        return [self._last[k] for k in keys]
+
+    def backend_for(self, max_new_tokens: int):
+        """The backend that answers in at most ``max_new_tokens`` (on vllm, every one shares the engine)."""
+        if max_new_tokens not in self._backends:  # started on first use, then kept: ~35 s per engine on CPU
+            from harness.backends import SamplingConfig, create_backend
+
+            sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+            self._backends[max_new_tokens] = create_backend(self.backend, model=self.resolved, sampling=sampling,
+                                                            options=self._device_options())
+        return self._backends[max_new_tokens]
+
+    def _device_options(self):
+        """On a GPU through vLLM: the share of GPU memory the judge's engine may reserve (see
+        GENERATION_SHARE_BESIDE_JUDGE); a one-line error when its weights cannot fit in what is free."""
+        from harness.backends.base import on_gpu
+
+        if self.backend != "vllm" or not on_gpu():
+            return self.options
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        share = round(min(JUDGE_SHARE_CAP, free / total - GPU_MARGIN), 3)
+        weights = self._weight_bytes()
+        if share * total < weights:
+            from harness.core.errors import ConfigError
+
+            gib = 1 << 30
+            raise ConfigError(
+                f"judge model {self.model!r}: its weights ({weights / gib:.1f} GiB) do not fit in the GPU memory "
+                f"left beside the generation engine ({max(share, 0) * total / gib:.1f} GiB of {total / gib:.1f}); "
+                f"give generation less (--backend-arg gpu_memory_utilization=0.3), or judge the run's report "
+                f"afterwards with the whole GPU: safety-harness score REPORT "
+                f"--scorer NAME --judge-model {self.model}")
+        return replace(self.options, gpu_memory_utilization=share)
+
+    def _weight_bytes(self) -> int:
+        """The weights' size on disk: what the engine must hold at least (bfloat16 on a GPU)."""
+        return sum(f.stat().st_size for f in Path(self.resolved.path).glob("*.safetensors"))
+
+
+@dataclass
+class LocalJudge(JudgeModel):
+    """A local model answering rubric prompts through its own chat template, e.g. XSTest's rubric.
+
+    The fenced texts are cut to ``max_prompt_tokens`` / ``max_response_tokens`` of the judge's tokenizer, so
+    a 100,000-character response costs what a short one does and the judge prompt fits
+    ``options.max_model_len``."""
+
+    max_prompt_tokens: int = 256
+    max_response_tokens: int = 1024
+
+    def __post_init__(self):
+        from harness.backends import BackendOptions
+        from harness.core.errors import ConfigError
+
+        options = self.options or BackendOptions()
+        # The rubric, markers and chat template take about 450 tokens; the response gets what is left.
+        room = options.max_model_len - self.max_new_tokens - self.max_prompt_tokens - _RUBRIC_TOKENS
+        if room < 64:
+            raise ConfigError(f"--max-model-len {options.max_model_len} leaves the judge no room for a "
+                              f"response; use at least {self.max_new_tokens + self.max_prompt_tokens + _RUBRIC_TOKENS + 64}")
+        self.max_response_tokens = min(self.max_response_tokens, room)
+        super().__post_init__()
 
     def complete(self, texts: list[str]) -> list[str]:
         """One greedy completion per judge prompt (the prompt goes through the judge's chat template)."""
         if not texts:
             return []
-        from harness.backends import SamplingConfig, create_backend
         from harness.models.templates import format_prompts, resolve_template
 
         template = resolve_template("auto", tokenizer=self.tokenizer, saved=self.resolved.template)
         prompts = [Prompt(suite="judge", prompt_id=str(i), prompt=t, expected="comply") for i, t in enumerate(texts)]
-        formatted = format_prompts(prompts, template, self.tokenizer)
-        requests = [GenerationRequest(f"judge-{i}", p, f.text, f.token_ids)
-                    for i, (p, f) in enumerate(zip(prompts, formatted))]
-        if self._backend is None:  # started on first use, then kept: an engine start costs ~35 s on CPU
-            sampling = SamplingConfig(max_new_tokens=self.max_new_tokens, temperature=0.0)
-            self._backend = create_backend(self.backend, model=self.resolved, sampling=sampling, options=self.options)
-        return [r.text for r in self._backend.generate(requests)]
+        return self.generate([f.token_ids for f in format_prompts(prompts, template, self.tokenizer)])
 
     def judge_prompt(self, rubric: str, question: str, prompt: str, response: str) -> str:
         """The rubric, the fenced prompt and response, the fence note, and the question restated last."""

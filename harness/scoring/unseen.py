@@ -1,11 +1,15 @@
 """The refusal scorer's validated agreement on models nobody labelled, as reports show it.
 
-Scorers carry ``unseen_agreement`` ({"binary", "three_class", "protocol"}); the session copies it into the
+Scorers carry ``unseen_agreement`` ({"binary", "three_class", "protocol"}; a binary scorer, such as a guard
+model, says ``{"labels": "binary"}``); the session copies it into the
 report metadata as ``model.scorer_unseen_agreement``, and the run summary prints it beside the scorer name
 so a reader knows how far the scored rates can be trusted (docs/experiments/refusal-scorer-protocol.md).
 """
 
 from __future__ import annotations
+
+BINARY_NOTE = (" (binary labels, refusal or compliance: three-class figures are not available for this scorer; its "
+               "published agreement is in docs/scoring.md, not measured here)")
 
 
 def unseen_agreement_note(fig: dict | None) -> str:
@@ -13,6 +17,8 @@ def unseen_agreement_note(fig: dict | None) -> str:
     upper bound)', or '' if unknown. The basis is named because the two kinds of figure differ: the rule
     scorers' come from three models outside the dev files, the learned head's from the held-out-styles
     protocol, which is known to run higher than such an external check."""
+    if isinstance(fig, dict) and fig.get("labels") == "binary" and fig.get("binary") is None:
+        return BINARY_NOTE  # a guard model: refusal or compliance, and no agreement measured here
     if not isinstance(fig, dict) or not isinstance(fig.get("binary"), (int, float)):
         return ""
     three = fig.get("three_class")
