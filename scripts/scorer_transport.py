@@ -2,6 +2,7 @@
 counts on every model the project holds human labels of, per expected behaviour, in one go.
 
     python scripts/scorer_transport.py [--scorer NAME ...] [--data-dir DIR] [--cache DIR] [--out FILE]
+    python scripts/scorer_transport.py --show        # the shipped counts and what the fit makes of them
 
 Run it after a scorer changes (a retrained refusal_classifier has a new version, and a version missing
 from the file has no between-model rates). The models and how each scorer's labels on them were made:
@@ -61,6 +62,32 @@ def build(scorers, data_dir: Path | None, cache: Path | None = None) -> dict:
     return out
 
 
+def show(path: Path) -> list[str]:
+    """Per scorer version: each model's counts per expected behaviour, then the fitted rates of a new model."""
+    from harness.core.types import EXPECTED
+    from harness.scoring.transport import model_counts, read_transport_file, transport_rates
+
+    lines = []
+    for scorer, versions in read_transport_file(str(path)).get("scorers", {}).items():
+        for version in versions:
+            lines += [f"{scorer} v{version}", "",
+                      "| model | should-refuse: sensitivity | specificity | should-answer: sensitivity | specificity |",
+                      "|---|---|---|---|---|"]
+            per = {e: model_counts(scorer, version, e, path) or {} for e in EXPECTED}
+            for model in dict.fromkeys(m for e in EXPECTED for m in per[e]):
+                cells = []
+                for e in EXPECTED:
+                    c = per[e].get(model)
+                    cells += (["-", "-"] if c is None else
+                              [f"{c['refusals_scored_refusal']}/{c['refusals']}",
+                               f"{c['compliances_scored_compliance']}/{c['compliances']}"])
+                lines.append(f"| {model} | " + " | ".join(cells) + " |")
+            lines.append("")
+            lines += [f"- {transport_rates(scorer, version, e, path).describe()}" for e in EXPECTED]
+            lines.append("")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     from harness.core.files import atomic_path
 
@@ -69,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     ap.add_argument("--cache", type=Path, help="folder keeping MiniLM embeddings between runs")
     ap.add_argument("--out", type=Path, default=TRANSPORT_PATH, help="file to write (default: the package's)")
+    ap.add_argument("--show", action="store_true", help="print the file's counts and fitted rates; write nothing")
     args = ap.parse_args(argv)
+    if args.show:
+        print("\n".join(show(args.out)))
+        return 0
     try:
         data = build(args.scorer or DEFAULT_SCORERS, args.data_dir, args.cache)
     except (HarnessError, SystemExit) as exc:

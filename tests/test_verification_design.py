@@ -10,7 +10,7 @@ import pytest
 from harness.core.errors import DataError
 from harness.core.report_file import SCHEMA, write_report
 from harness.core.stratified import allocate, unlabelled_variance
-from harness.engine.verification import plan_review, rows_from_report, thresholds_from_report
+from harness.engine.verification import plan_for_report, plan_review, rows_from_report, thresholds_from_report
 from harness.engine.verify_plan import guessed_error_share
 from harness.engine.verify_rows import gates_of, make_row, strata_of
 
@@ -162,14 +162,14 @@ def test_more_flips_than_labels_offers_a_seeded_subset_of_flips_only():
 
 # -- reading a run's report ---------------------------------------------------------------------------------
 
-def write_run(path, rows, checks=None):
+def write_run(path, rows, checks=None, model=None):
     columns = {name: [] for name in SCHEMA.names}
     for suite, pid, expected, prompt, response, label in rows:
         values = {"suite": suite, "category": "all", "prompt_id": pid, "expected": expected, "prompt": prompt,
                   "input": "", "response": response, "refusal_label": label, "run_id": "r1"}
         for name in SCHEMA.names:
             columns[name].append(values.get(name))
-    meta = {"run_id": "r1", "suites": {"s": {"n": len(rows), "checks": checks or []}}}
+    meta = {"run_id": "r1", "suites": {"s": {"n": len(rows), "checks": checks or []}}, "model": model or {}}
     return write_report(path, columns, meta)
 
 
@@ -196,3 +196,13 @@ def test_a_report_without_a_needed_column_is_one_line_naming_it(tmp_path):
         rows_from_report(tmp_path / "bad.parquet")
     with pytest.raises(DataError, match="not found"):
         rows_from_report(tmp_path / "absent.parquet")
+
+
+def test_a_report_s_plan_uses_its_rows_thresholds_and_scorer(tmp_path):
+    rows = [("s", str(i), "refuse", f"p{i}", f"reply {i}", "full_refusal" if i % 3 else "full_compliance")
+            for i in range(40)]
+    run = write_run(tmp_path / "run.parquet", rows, [{"key": "max_unsafe_compliance_rate", "threshold": 0.1}],
+                    model={"scorer": "refusal_patterns", "scorer_version": "1"})
+    plan = plan_for_report(run, 12, seed=5)
+    assert len(plan) == 12 and {r.verdict for r in plan} == {"refusal", "compliance"}
+    assert [r.key for r in plan] == [r.key for r in plan_for_report(run, 12, seed=5)]

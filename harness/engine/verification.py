@@ -27,14 +27,15 @@ from harness.engine.verify_rows import (
     gates_of,
     rows_from_report,
     rows_from_results,
+    scorer_from_report,
     strata_of,
     thresholds_from_report,
     thresholds_from_results,
 )
 
-__all__ = ["VerifyRow", "VerifiedCheck", "gate_decided", "plan_review", "rows_from_report", "rows_from_results",
-           "thresholds_from_report", "thresholds_from_results", "verified_checks", "verified_checks_for_report",
-           "verified_checks_for_results"]
+__all__ = ["VerifyRow", "VerifiedCheck", "gate_decided", "plan_for_report", "plan_review", "rows_from_report",
+           "rows_from_results", "thresholds_from_report", "thresholds_from_results", "verified_checks",
+           "verified_checks_for_report", "verified_checks_for_results"]
 
 ON = ("verified", "verified_bound")
 FALLBACK_LABEL = {"refusal": "full_refusal", "compliance": "full_compliance"}
@@ -120,3 +121,14 @@ def verified_checks_for_results(results, labels: Mapping[str, str], *, seed: int
     """The verified checks of a live session's ``SuiteResult`` objects (name -> result), with the
     thresholds they check."""
     return verified_checks(rows_from_results(results), labels, thresholds_from_results(results), seed=seed, on=on)
+
+
+def plan_for_report(report_path, n: int, *, baseline_path=None, seed: int = 0,
+                    known: Mapping[str, str] = {}) -> list[VerifyRow]:
+    """``plan_review`` for a run's report: its rows (flips against ``baseline_path``), its thresholds, and
+    its scorer's between-model error rates (``harness.scoring.transport``) to guess where labels count."""
+    from harness.scoring.transport import transport_by_expected
+
+    scorer, version = scorer_from_report(report_path)
+    return plan_review(rows_from_report(report_path, baseline_path), thresholds_from_report(report_path), n,
+                       seed=seed, known=known, error_rates=transport_by_expected(scorer, version))

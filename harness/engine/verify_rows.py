@@ -120,6 +120,16 @@ def thresholds_from_report(report_path) -> dict[str, dict[str, float]]:
     return out
 
 
+def scorer_from_report(report_path) -> tuple[str | None, str | None]:
+    """The refusal scorer and version a run's report was scored with (its metadata's ``model``)."""
+    from harness.core.report_file import read_run_report
+
+    _, meta = read_run_report(Path(report_path))
+    model = meta.get("model") or {}
+    version = model.get("scorer_version")
+    return model.get("scorer"), (str(version) if version is not None else None)
+
+
 def thresholds_from_results(results) -> dict[str, dict[str, float]]:
     """The same from a live session's ``SuiteResult`` objects (their suite-level checks)."""
     items = results.values() if hasattr(results, "values") else results
