@@ -1,7 +1,8 @@
 """Verified verdicts by simulation, with people's labels as the oracle (docs/verified-verdicts.md).
 
     python scripts/verify_simulation.py [--section validity|transport|rare|all] [--draws 200] [--n 30 60 120]
-                                        [--scorer refusal_classifier] [--cache DIR] [--data-dir DIR]
+                                        [--models MODEL ...] [--scorer refusal_classifier] [--cache DIR]
+                                        [--data-dir DIR]
 
 Every labelled model (scripts/labelled_models.py) is replayed as if its run were new: its replies, the
 scorer's labels (out of fold on the dev files), and the suites' thresholds. Its human labels are the truth.
