@@ -31,9 +31,10 @@ from harness.scoring.error_rates import ERROR_RATES_PATH, ErrorRates, write_erro
 DEFAULT_SCORERS = ("refusal_patterns", "refusal_classifier", "xstest_string_match")
 
 
-def classifier_out_of_fold(data_dir: Path, files: list[Path]) -> tuple[list[str], str]:
+def classifier_out_of_fold(data_dir: Path, files: list[Path], cache: Path | None = None) -> tuple[list[str], str]:
     """refusal_classifier: leave-one-model-out predictions from its training script (train on the other
-    dev model's rows plus the auxiliary rows, predict this model's rows), in ``files`` order."""
+    dev model's rows plus the auxiliary rows, predict this model's rows), in ``files`` order. ``cache``: a
+    folder keeping the embeddings between runs (the predictions are the same with or without it)."""
     import argparse
 
     from refusal_head_fit import leave_one_model_out
@@ -42,7 +43,7 @@ def classifier_out_of_fold(data_dir: Path, files: list[Path]) -> tuple[list[str]
     from harness.core.types import REFUSAL_LABELS
 
     # The training script's own features and folds (its defaults), so these rates describe the shipped recipe.
-    args = argparse.Namespace(data_dir=data_dir, cache=None, **DEFAULTS)
+    args = argparse.Namespace(data_dir=data_dir, cache=cache, **DEFAULTS)
     dev, X, aux, _ = build_features(args)
     logits = leave_one_model_out(X, dev, aux, dict(DEFAULTS))
     by_file = {f"xstest_v2_completions_{m}_labeled.csv": [REFUSAL_LABELS[i] for i in logits[m].argmax(1)]
