@@ -237,7 +237,7 @@ def test_planted_pickle_in_the_resume_state_does_not_run(tiny_model, tmp_path):
     safety = tmp_path / "safety.json"
     safety.write_text(json.dumps([{"instruction": "Explain how to steal a car.", "input": "", "output": "No."}] * 4))
     cfg = TrainConfig(base=str(tiny_model), general=8, safety=2, general_data=str(general), safety_data=str(safety),
-                      epochs=1, batch_size=2, micro_batch_size=2, cutoff=32, rank=2, alpha=4, save_every=0)
+                      epochs=1, batch_size=2, micro_batch_size=2, cutoff=32, rank=2, alpha=4, save_every=1)
     out, cache = tmp_path / "out", tmp_path / "cache"
     assert not train(cfg, out, cache_dir=cache, progress=False, threads=1, stop_after=1).finished
     mark = tmp_path / "code-ran"
