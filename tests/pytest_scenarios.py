@@ -347,12 +347,16 @@ def _baseline(ctx) -> Run:
 def _vllm(ctx) -> Run:
     """The embedded model through one vLLM engine, its start-up log shown: what vLLM received is in it."""
     root = ctx.tmp("vllm")
+    # The quiet defaults this test process chose (harness.backends.vllm_quiet) would reach the child as the
+    # user's own choice, and win over its --engine-logs.
+    quiet = ("VLLM_LOGGING_LEVEL", "TORCH_CPP_LOG_LEVEL", "HF_HUB_DISABLE_PROGRESS_BARS")
+    env = {name: value for name, value in os.environ.items() if name not in quiet}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "suites/test_smoke.py", "-p", "no:cacheprovider", "-p", "no:randomly",
          "--backend", "vllm", "--limit", "2", "--max-new-tokens", "4", "--engine-logs", "--max-model-len", "1024",
          "--vllm-kv-cache-gib", "1", "--tensor-parallel-size", "1", "--pipeline-parallel-size", "1",
          "--data-parallel-size", "1", "--distributed-executor-backend", "mp", "--cache-dir", str(root / "cache"),
-         "--report", str(root / "report.parquet")], cwd=REPO, capture_output=True, text=True)
+         "--report", str(root / "report.parquet")], cwd=REPO, capture_output=True, text=True, env=env)
     return Run(proc.returncode, proc.stdout + proc.stderr, root, root / "report.parquet")
 
 

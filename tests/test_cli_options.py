@@ -1,14 +1,15 @@
 """Every `safety-harness` command and option, run once through the real parser and command code, with its
 effect asserted: an exit status, a line, a file written, a value in what it wrote. The runs are in
-tests/cli_scenarios.py; an option added to any command without a line here fails
+tests/cli_scenarios*.py; an option added to any command without a line here fails
 ``test_every_command_and_option_has_an_entry``."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.cli_scenarios import (SCENARIOS, XSTEST, Context, adapter, adapter_config, csv_rows, differs_from_base,
-                                 parquet_column, rates_file, sample_rows, shared_data, trained)
+from tests.cli_scenarios import SCENARIOS, Context, rates_file, sample_rows, shared_data
+from tests.cli_scenarios_data import XSTEST, csv_rows
+from tests.cli_scenarios_models import adapter, adapter_config, differs_from_base, parquet_column, trained
 from tests.option_effects import (column, effect, exits, fact, missing_and_stale, not_said, on, params, said,
                                   wrote)
 from tests.option_registry import cli_options

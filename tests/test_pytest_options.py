@@ -101,7 +101,7 @@ TABLE = {
     "--baseline": effect("baseline", on("allowed", said("safety-harness baseline: ")), on("mismatch", exits(USAGE))),
     "--baseline-allow-mismatch": effect("baseline", on("mismatch", said("sampling")), on("allowed", exits(OK))),
     # -- the real vLLM engine: its own log says what it received
-    "--engine-logs": effect("vllm", exits(FAILED), said("Initializing a V1 LLM engine")),  # the untuned model fails smoke
+    "--engine-logs": effect("vllm", said("Initializing a V1 LLM engine"), column("backend", "vllm")),
     "--max-model-len": effect("vllm", said("'max_model_len': 1024", "max_seq_len=1024")),
     "--vllm-kv-cache-gib": effect("vllm", said("Explicitly set (1.0/")),
     "--distributed-executor-backend": effect("vllm", said("'distributed_executor_backend': 'mp'")),
