@@ -150,8 +150,12 @@ def _train_process(ctx) -> Run:
     import torch
 
     bar = _train(ctx, "bar", drop_quiet=True)
-    threads = _train(ctx, "threads", "--threads", "2")
-    facts = {"bar": bar, "quiet": ctx.run("train"), "threads": torch.get_num_threads()}
+    from harness.trainers.train import default_threads
+
+    asked = default_threads() + 1  # not what the trainer would choose by itself
+    threads = _train(ctx, "threads", "--threads", str(asked))
+    facts = {"threads": torch.get_num_threads(), "threads_asked": asked}  # before any other training sets it
+    facts.update(bar=bar, quiet=ctx.run("train"))
     torch.set_num_threads(1)  # back to what tests/conftest.py chose for this process
     root = threads.folder
     shutil.copytree(ctx.run("train").folder / "adapter", root / "held")  # the base config's adapter
