@@ -29,7 +29,7 @@ def _score(ctx) -> Run:
         return run_cli(["score", *args], root)
     return run_cli(["score", data, "--scorer", "refusal_patterns", "--output", root / "scored.parquet", "--label-column",
                     "human_label", "--expected-column", "should"], root,
-                 plain=score(data),
+                 plain=score(data, "--scorer", "refusal_patterns"),  # the default scorer's encoder is optional
                  scorer=score(data, "--scorer", "xstest_string_match"),
                  renamed=score(renamed, "--scorer", "refusal_patterns", "--prompt-column", "q", "--response-column", "a"),
                  expected=score(data, "--scorer", "refusal_patterns", "--expected", "refuse"),

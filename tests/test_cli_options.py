@@ -115,7 +115,7 @@ TABLE = {
     "review --no-browser": effect("review-serve", on("browser", said("no graphical display here")),
                                   on("no_browser", not_said("no graphical display here"))),
     # -- score: 4 replies, 2 refusals
-    "score": effect("score", on("plain", exits(0), said("scored 4 responses with refusal_classifier"))),
+    "score": effect("score", on("plain", exits(0), said("scored 4 responses with refusal_patterns (version 1)"))),
     "score --scorer": effect("score", on("scorer", said("with xstest_string_match"))),
     "score --output": effect("score", _check(lambda r: parquet_column(r.folder / "scored.parquet", "refusal_label")[0] == "full_refusal")),
     "score --prompt-column": effect("score", on("renamed", exits(0), said("scored 4 responses"))),
