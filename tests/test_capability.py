@@ -11,7 +11,7 @@ import pytest
 from harness.capability.judges import ANSWER_PREFIX, JudgeConfig, get_judge
 from harness.capability.lm import continuation_logprobs, load_scoring_lm, next_token_logprobs
 from harness.capability.loglik import reference_logliks
-from harness.core.errors import ConfigError
+from harness.core.errors import ConfigError, DataError, ModelError
 from harness.engine.session import HarnessSession
 from harness.config.settings import build_settings
 from harness.core.types import Prompt
@@ -73,7 +73,7 @@ def test_reference_loglik_scores_only_the_answer_after_the_harness_template(tiny
     answer = tiny_lm.tokenizer("Blue.", add_special_tokens=False)["input_ids"][:3]
     assert found[0].n_tokens == 3
     assert found[0].mean == pytest.approx(_unbatched_logprob(tiny_lm, ctx, answer) / 3, abs=1e-4)
-    with pytest.raises(Exception, match="empty continuation"):
+    with pytest.raises(ModelError, match="empty continuation"):
         continuation_logprobs(tiny_lm, [ctx], [[]])
 
 
@@ -167,7 +167,7 @@ def test_the_reference_is_selectable(data_dir, tmp_path):
     assert cap.reference == "gpt4_1106_preview"
     judged = [v for v in cap.rows.values() if v.reference is not None]
     assert judged and all(len(v.reference) > 0 for v in judged)
-    with pytest.raises(Exception, match="capability reference 'nope'"):
+    with pytest.raises(DataError, match="capability reference 'nope': neither a known name"):
         _capability_session(tmp_path, data_dir, backend="dummy", capability_reference="nope")
 
 

@@ -3,10 +3,12 @@ traceback, nothing lost), and runs repeat exactly. One test per case of docs/err
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -237,7 +239,7 @@ def test_planted_pickle_in_the_resume_state_does_not_run(tiny_model, tmp_path):
     safety = tmp_path / "safety.json"
     safety.write_text(json.dumps([{"instruction": "Explain how to steal a car.", "input": "", "output": "No."}] * 4))
     cfg = TrainConfig(base=str(tiny_model), general=8, safety=2, general_data=str(general), safety_data=str(safety),
-                      epochs=1, batch_size=2, micro_batch_size=2, cutoff=32, rank=2, alpha=4, save_every=0)
+                      epochs=1, batch_size=2, micro_batch_size=2, cutoff=32, rank=2, alpha=4, save_every=1)
     out, cache = tmp_path / "out", tmp_path / "cache"
     assert not train(cfg, out, cache_dir=cache, progress=False, threads=1, stop_after=1).finished
     mark = tmp_path / "code-ran"
@@ -260,18 +262,49 @@ def test_unwritable_cache_dir_is_one_line(tmp_path):
     assert one_line(str(err.value)) and f"cache folder {blocker / 'cache'} cannot be used" in str(err.value)
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def _chattr(folder: Path, flag: str) -> bool:
+    try:
+        return subprocess.run(["chattr", flag, str(folder)], capture_output=True).returncode == 0
+    except FileNotFoundError:  # no chattr (e2fsprogs) on this system
+        return False
+
+
+@contextlib.contextmanager
+def folder_refusing_new_files(folder: Path):
+    """A folder in which no file can be created, for root too. Mode 0555 stops other users; root, whom modes
+    do not stop, meets the immutable attribute (chattr +i: ext4, xfs, btrfs, recent tmpfs), or where it may
+    not set one (a container without CAP_LINUX_IMMUTABLE), a sysfs folder, where the kernel creates files
+    for nobody."""
+    folder.mkdir()
+    restore = None
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        folder.chmod(0o555)
+        restore = lambda: folder.chmod(0o755)  # noqa: E731
+    elif _chattr(folder, "+i"):
+        restore = lambda: _chattr(folder, "-i")  # noqa: E731
+    elif Path("/sys/kernel").is_dir():
+        folder = Path("/sys/kernel")
+    else:
+        pytest.skip("running as root with neither chattr +i nor /sys: no folder here refuses root's writes")
+    try:
+        with pytest.raises(PermissionError):
+            (folder / "probe").touch()  # the premise: nothing can be created here by this process
+        yield folder
+    finally:
+        if restore is not None:
+            restore()
+
+
 def test_read_only_cache_dir_is_one_line(tmp_path):
+    """An existing cache folder that refuses new files (a read-only share): unlike a path under a regular
+    file, creating the folder succeeds and the database is what cannot be made."""
     from harness.engine.cache import GenerationCache
 
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        with pytest.raises(HarnessError, match="cannot be used .*pass --cache-dir with a writable folder"):
+    with folder_refusing_new_files(tmp_path / "ro") as ro:
+        with pytest.raises(HarnessError, match=f"cache folder {ro} cannot be used .*pass --cache-dir with a "
+                                               "writable folder, or --no-cache") as err:
             GenerationCache(ro)
-    finally:
-        ro.chmod(0o755)
+        assert one_line(str(err.value)) and not (ro / "generations.sqlite").exists()
 
 
 def test_unwritable_cache_dir_in_a_real_run_is_one_line(harness_project, tiny_model, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from harness.fixtures.build import BUILD_LOG, build_adapter, cached_adapter, tiny_llama
 from harness.trainers.config import TrainConfig
+from tests.paused_run import killed_at
 
 GENERAL = [{"instruction": f"Say {w}.", "input": "", "output": w, "status": "ok"}
            for w in ("one", "two", "three", "four", "five", "six", "seven", "eight")]
@@ -53,6 +54,29 @@ def test_an_adapter_is_built_once_and_keyed_by_what_it_depends_on(tmp_path, data
     # Changing a data file's content changes the key: the old adapter is not reused for new data.
     Path(data["general_data"]).write_text("\n".join(json.dumps(r) for r in reversed(GENERAL)) + "\n")
     assert cached_adapter(config, cache_dir=cache) is None
+
+
+def test_a_build_killed_mid_step_is_resumed_by_the_next_caller(tmp_path, data):
+    """The docstring's promise, with a real SIGKILL: the killed build's lock is released by its death, its
+    checkpoint in <key>.partial is picked up, and the adapter is the one an uninterrupted build makes."""
+    import torch
+    from safetensors.torch import load_file
+
+    base = str(tiny_llama(tmp_path / "models"))
+    config = TrainConfig(base=base, **{**data, "epochs": 2, "save_every": 2})  # 8 examples, 4 a step: 4 steps
+    whole = build_adapter(config, cache_dir=tmp_path / "whole")
+
+    cache = tmp_path / "killed"
+    killed_at("step", 4, ["build", json.dumps(config.as_dict()), str(cache)], tmp_path / "build.log")
+    (partial,) = (cache / "adapters").glob("*.partial")
+    assert json.loads((partial / "checkpoint" / "state.json").read_text())["step"] == 2
+    assert cached_adapter(config, cache_dir=cache) is None and not builds(cache)
+
+    folder = build_adapter(config, cache_dir=cache)
+    assert json.loads((folder / "build.json").read_text())["resumed_from"] == 2
+    assert not partial.exists() and len(builds(cache)) == 1
+    a, b = load_file(whole / "adapter_model.safetensors"), load_file(folder / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 SUITE = '''

@@ -5,6 +5,7 @@ report, and one-line errors for bad input. Each test runs pytest in-process insi
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -293,7 +294,15 @@ def test_unknown_template_is_a_pytest_usage_error(harness_project):
 
 
 def test_pytest_help_lists_every_option(pytester):
-    """argparse formats help text with %: one literal "95%" in a setting's help once broke `pytest --help`."""
+    """Every option of the harness's pytest plugins (tests/option_registry.py reads them from their
+    pytest_addoption hooks) is in `pytest --help`. argparse formats help text with %: one literal "95%" in a
+    setting's help once broke `pytest --help`."""
+    from tests.option_registry import pytest_options
+
     result = pytester.runpytest_subprocess("--help")
     assert result.ret == 0, result.stderr.str()[-500:]
-    assert "--threshold-on" in result.stdout.str() and "95% Wilson" in result.stdout.str()
+    text = result.stdout.str()
+    listed = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text))
+    missing = [option for option in pytest_options() if option not in listed]
+    assert not missing and len(pytest_options()) > 50, missing
+    assert "95% Wilson" in text

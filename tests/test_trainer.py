@@ -1,5 +1,6 @@
 """LoRA training on the tiny random Llama: the data mix, loss falls, save and reload give the same outputs,
-a killed run resumes from its checkpoint to the same adapter, and the ``train`` command line."""
+a `safety-harness train` SIGKILLed in a subprocess resumes from its last checkpoint to the adapter an
+uninterrupted run makes, and the ``train`` command line."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from harness.core.errors import ConfigError, DataError
 from harness.models.resolve import resolve_model
 from harness.trainers.config import TrainConfig, safety_count_for_share
 from harness.trainers.data import build_mix, tokenize_mix
+from tests.paused_run import killed_at
 from tests.support import GENERAL, SAFETY
 from tests.support import run_training as run
 from tests.support import train_config as config
@@ -135,26 +137,105 @@ def test_loss_falls_and_the_adapter_reloads_to_the_same_outputs(trainable_tiny, 
     assert not (tmp_path / "adapter" / "checkpoint").exists()
 
 
-def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_adapter(tiny_model, data, tmp_path):
+# -- a real kill: `safety-harness train` in a subprocess, SIGKILLed at a chosen point, then resumed ----------
+
+KILL_CONFIG = dict(epochs=3, save_every=4)  # 16 examples, 4 a step: 12 steps, checkpoints after steps 4 and 8
+
+
+def train_args(cfg: TrainConfig, out: Path, cache: Path) -> list[str]:
+    """The `safety-harness train` command line of ``cfg`` (dropout 0.05 stays on: its RNG must resume too)."""
+    args = ["train"]
+    for name, value in cfg.as_dict().items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args += [flag] if value else []
+        elif isinstance(value, list):
+            args += [flag, *value]
+        elif value is not None:
+            args += [flag, str(value)]
+    return args + ["--out", str(out), "--cache-dir", str(cache), "--quiet", "--threads", "1"]
+
+
+def adapter_tensors(folder: Path) -> dict:
     from safetensors.torch import load_file
 
-    cfg = config(tiny_model, data, epochs=3, save_every=2)  # 12 steps, checkpoints every 2
-    whole = run(cfg, tmp_path / "whole", tmp_path / "cache")
-    killed = run(cfg, tmp_path / "resumed", tmp_path / "cache", stop_after=5)  # "killed" after step 5
-    assert not killed.finished and killed.steps == 5
-    assert (tmp_path / "resumed" / "checkpoint" / "state.json").is_file()
-    assert not (tmp_path / "resumed" / "adapter_model.safetensors").exists()
-    resumed = run(cfg, tmp_path / "resumed", tmp_path / "cache")
-    assert resumed.finished and resumed.resumed_from == 5
-    assert resumed.losses == pytest.approx(whole.losses, rel=1e-4)
-    a = load_file(tmp_path / "whole" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
-    assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-5 for k in a)
+    return load_file(folder / "adapter_model.safetensors")
 
-    other = run(cfg, tmp_path / "other", tmp_path / "cache", stop_after=2)
-    assert not other.finished
+
+def assert_same_adapter(a: Path, b: Path) -> None:
+    """Identical, not close: float32 on a CPU with one thread is deterministic, and a resume that restored
+    every state (weights, AdamW moments, the schedule's step, the dropout RNG, the data order) repeats the
+    uninterrupted run's arithmetic exactly."""
+    import torch
+
+    ta, tb = adapter_tensors(a), adapter_tensors(b)
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    losses = [json.loads((f / "safety_harness.json").read_text())["losses"] for f in (a, b)]
+    assert losses[0] == losses[1]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_model, data, tmp_path_factory) -> Path:
+    from harness.cli.main import main
+
+    out = tmp_path_factory.mktemp("uninterrupted") / "adapter"
+    assert main(train_args(config(tiny_model, data, **KILL_CONFIG), out, out.parent / "cache")) == 0
+    return out
+
+
+def test_a_run_killed_mid_step_resumes_from_its_last_checkpoint_to_the_same_adapter(
+        tiny_model, data, uninterrupted, tmp_path, capsys):
+    from harness.cli.main import main
+
+    args = train_args(config(tiny_model, data, **KILL_CONFIG), tmp_path / "adapter", tmp_path / "cache")
+    log = killed_at("step", 7, args, tmp_path / "killed.log")  # steps 5 and 6 done since the checkpoint
+    assert "checkpoint: step 4 of 12 saved in" in log and "step 8 of 12" not in log
+    state = json.loads((tmp_path / "adapter" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 4 and len(state["losses"]) == 4  # the kill saved nothing of steps 5-7
+    assert not (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+    capsys.readouterr()
+    assert main(args) == 0  # the same command again
+    out, err = capsys.readouterr()
+    assert "12 steps on 16 examples (resumed at step 4)" in out  # steps 5-7 are trained again
+    assert "checkpoint: step 8 of 12" in err
+    assert_same_adapter(uninterrupted, tmp_path / "adapter")
+    assert not [p.name for p in (tmp_path / "adapter").iterdir() if p.name.startswith("checkpoint")]
+
+
+def test_a_run_killed_between_the_renames_of_a_checkpoint_resumes_from_the_previous_one(
+        tiny_model, data, uninterrupted, tmp_path, capsys):
+    from harness.cli.main import main
+
+    args = train_args(config(tiny_model, data, **KILL_CONFIG), tmp_path / "adapter", tmp_path / "cache")
+    killed_at("swap", 1, args, tmp_path / "killed.log")  # step 4's checkpoint moved aside, step 8's not in place
+    folders = {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert {"checkpoint.old", "checkpoint.tmp"} <= folders and "checkpoint" not in folders
+
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "(resumed at step 4)" in capsys.readouterr().out  # not trained over from step 0
+    assert_same_adapter(uninterrupted, tmp_path / "adapter")
+    assert not [p.name for p in (tmp_path / "adapter").iterdir() if p.name.startswith("checkpoint")]
+
+
+def test_another_config_is_refused_in_a_folder_holding_a_checkpoint(tiny_model, data, tmp_path):
+    cfg = config(tiny_model, data, **KILL_CONFIG)
+    assert not run(cfg, tmp_path / "other", tmp_path / "cache", stop_after=5).finished
     with pytest.raises(ConfigError, match="checkpoint of a different training config"):
-        run(config(tiny_model, data, epochs=3, save_every=2, lr=5e-3), tmp_path / "other", tmp_path / "cache")
+        run(config(tiny_model, data, **KILL_CONFIG, lr=5e-3), tmp_path / "other", tmp_path / "cache")
+
+
+def test_stop_after_leaves_what_a_kill_between_steps_leaves(tiny_model, data, uninterrupted, tmp_path):
+    """stop_after (the in-process stand-in for a kill, for tests where a process costs too much) saves
+    nothing beyond the save_every checkpoints, so its resume repeats steps as a killed run's does."""
+    cfg = config(tiny_model, data, **KILL_CONFIG)
+    stopped = run(cfg, tmp_path / "adapter", tmp_path / "cache", stop_after=6)
+    assert not stopped.finished and stopped.steps == 6
+    assert json.loads((tmp_path / "adapter" / "checkpoint" / "state.json").read_text())["step"] == 4
+    resumed = run(cfg, tmp_path / "adapter", tmp_path / "cache")
+    assert resumed.finished and resumed.resumed_from == 4 and resumed.losses[:6] == stopped.losses
+    assert_same_adapter(uninterrupted, tmp_path / "adapter")
 
 
 def test_same_seed_same_adapter_other_seed_another(tiny_model, data, tmp_path):

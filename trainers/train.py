@@ -3,6 +3,10 @@ here and a checkpoint holds everything needed to continue bit for bit.
 
 The schedule (which examples go into which step) is fixed up front from the seed, so a run resumed from a
 checkpoint at step k performs exactly the steps k+1.. of the uninterrupted run.
+
+A checkpoint is a folder whose ``state.json`` is written last: a folder holding one is complete. It is
+written beside the previous one and swapped in by two renames; a kill between them leaves only
+``checkpoint.old``, which the next run takes back (``_recover``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from harness.backends.base import torch_device_and_dtype
 from harness.core.errors import ConfigError, ModelError
@@ -100,10 +105,12 @@ def device_tag() -> str:
 
 def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None, data_dir: Path | None = None,
           progress: bool = True, stop_after: int | None = None, threads: int | None = None,
-          keep_model: bool = False) -> TrainResult:
+          keep_model: bool = False, on_checkpoint: Callable[[int, int, Path], None] | None = None) -> TrainResult:
     """Train a LoRA adapter for ``config`` into ``out`` (resuming from ``out/checkpoint`` when one of the same
-    config is there). ``stop_after``: leave after that many optimizer steps of this call, as a killed run
-    would (tests use it). ``threads``: torch CPU threads (default: half the cores)."""
+    config is there). ``stop_after``: leave after that many optimizer steps of this call and save nothing
+    more, as a run killed between two steps would; in-process tests use it where a real kill
+    (tests/paused_run.py) would cost a process. ``threads``: torch CPU threads (default: half the cores).
+    ``on_checkpoint(step, total_steps, folder)`` is called after each checkpoint is in place."""
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from peft.utils import get_peft_model_state_dict
@@ -126,6 +133,7 @@ def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None
     key = config.config_hash(extra=f"{base.fingerprint}|{device_tag()}")
 
     ckpt = out / CHECKPOINT_DIR
+    _recover(ckpt)
     state = _read_state(ckpt, key)
     device, dtype = torch_device_and_dtype(torch)
     if device == "cpu":
@@ -193,16 +201,16 @@ def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None
             if not last and config.save_every and (step + 1) % config.save_every == 0:
                 _save_checkpoint(ckpt, key, step + 1, losses, model, optimizer, scheduler, torch,
                                  get_peft_model_state_dict)
+                if on_checkpoint is not None:
+                    on_checkpoint(step + 1, len(steps), ckpt)
             if stop_after is not None and done_here >= stop_after and not last:
-                if not (config.save_every and (step + 1) % config.save_every == 0):
-                    _save_checkpoint(ckpt, key, step + 1, losses, model, optimizer, scheduler, torch,
-                                     get_peft_model_state_dict)
                 return TrainResult(out, step + 1, losses, start, len(examples), time.perf_counter() - started, False)
     finally:
         bar.close()
 
     _save_adapter(out, model, tokenizer, template, config, losses, len(examples), mix)
-    shutil.rmtree(ckpt, ignore_errors=True)
+    for folder in (ckpt, _sibling(ckpt, "old"), _sibling(ckpt, "tmp")):
+        _discard(folder)
     return TrainResult(out, len(steps), losses, start, len(examples), time.perf_counter() - started, True,
                        model.eval() if keep_model else None)
 
@@ -221,25 +229,46 @@ def _read_state(ckpt: Path, key: str) -> dict | None:
     return state
 
 
+def _sibling(ckpt: Path, suffix: str) -> Path:
+    return ckpt.with_name(f"{ckpt.name}.{suffix}")
+
+
+def _discard(folder: Path) -> None:
+    """Remove a checkpoint folder, its state file first: a kill midway leaves a folder that no longer counts
+    as a checkpoint, never a state file beside missing weights."""
+    (folder / STATE_FILE).unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _recover(ckpt: Path) -> None:
+    """Take ``checkpoint.old`` back when a kill fell between the two renames of ``_save_checkpoint`` (the
+    previous checkpoint moved aside, the new one not yet in place); otherwise the run would start over."""
+    old = _sibling(ckpt, "old")
+    if not (ckpt / STATE_FILE).is_file() and (old / STATE_FILE).is_file():
+        _discard(ckpt)
+        os.replace(old, ckpt)
+
+
 def _save_checkpoint(ckpt: Path, key, step, losses, model, optimizer, scheduler, torch, state_dict_fn) -> None:
-    """Write the checkpoint beside the old one, then swap: a kill mid-write leaves the previous one intact."""
+    """Write the checkpoint beside the old one, then swap: a kill mid-write leaves the previous one intact,
+    and a kill between the two renames leaves it as ``checkpoint.old`` (see ``_recover``)."""
     from safetensors.torch import save_file
 
-    tmp = ckpt.with_name(ckpt.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _sibling(ckpt, "tmp")
+    _discard(tmp)
     tmp.mkdir(parents=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in state_dict_fn(model).items()}
     save_file(weights, tmp / "adapter.safetensors")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp / "trainer.pt")
-    (tmp / STATE_FILE).write_text(json.dumps({"config_hash": key, "step": step, "losses": losses}))
-    old = ckpt.with_name(ckpt.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
+    (tmp / STATE_FILE).write_text(json.dumps({"config_hash": key, "step": step, "losses": losses}))  # last
+    old = _sibling(ckpt, "old")
+    _discard(old)
     if ckpt.exists():
         os.replace(ckpt, old)
     os.replace(tmp, ckpt)
-    shutil.rmtree(old, ignore_errors=True)
+    _discard(old)
 
 
 def _save_adapter(out: Path, model, tokenizer, template: str, config: TrainConfig, losses, n_examples, mix) -> None:

@@ -118,6 +118,12 @@ def _fit(args) -> int:
     scores = scorer.score([p for p, _, _ in labelled], [r for _, r, _ in labelled])
     human = [g for _, _, g in labelled]
     pairs = [(g, s.label) for g, s in zip(human, scores) if s.label != JUDGE_ERROR]
+    refusals = sum(g != "full_compliance" for g, _ in pairs)
+    if not refusals or refusals == len(pairs):  # every verdict of one class unreadable: nothing to divide by
+        missing = "refusal" if not refusals else "full_compliance"
+        raise DataError(f"{args.labelled}: {scorer.name} gave no readable verdict ({JUDGE_ERROR}) on "
+                        f"{len(labelled) - len(pairs)} of {len(labelled)} labelled rows, which leaves no row labelled "
+                        f"{missing} to measure it on")
     rates = ErrorRates.from_labels(scorer.name, scorer.version, [g for g, _ in pairs], [p for _, p in pairs],
                                    f"scored as shipped on {len(pairs)} replies of the model under test labelled by "
                                    f"the user ({args.labelled}); no scorer was fitted to them")

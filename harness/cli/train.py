@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -45,6 +46,14 @@ def _train_args(p):
                    help="replace an adapter in --out that was trained with another config")
 
 
+def _checkpoint_line(step: int, total: int, folder: Path) -> None:
+    """One line per checkpoint, so a user who stops a long run knows where the same command picks it up."""
+    from tqdm import tqdm
+
+    tqdm.write(f"checkpoint: step {step} of {total} saved in {folder}; the same command resumes from it",
+               file=sys.stderr)
+
+
 @_train_args.run
 def _train(args) -> int:
     from harness.trainers.train import train
@@ -52,7 +61,7 @@ def _train(args) -> int:
     config = config_from_args(args)
     check_out(args.out, config, overwrite=args.overwrite)  # before training, not after it
     result = train(config, args.out, cache_dir=args.cache_dir, data_dir=args.data_dir, progress=not args.quiet,
-                   threads=args.threads)
+                   threads=args.threads, on_checkpoint=_checkpoint_line)
     first, last = result.losses[0], result.losses[-1]
     print(f"adapter {result.out}: {result.steps} steps on {result.n_examples} examples"
           + (f" (resumed at step {result.resumed_from})" if result.resumed_from else "")

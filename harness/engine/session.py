@@ -299,6 +299,8 @@ class HarnessSession:
         output_args = s.output_backend_args()  # e.g. quantization, tensor_parallel_size; none: old keys stay valid
         if output_args:
             key_parts.append(output_args)
+        if s.trust_remote_code and backend not in MODEL_FREE:  # the folder's own model class, not transformers'
+            key_parts.append({"trust_remote_code": True})
         run_key = stable_hash(*key_parts)
         info.run_key = run_key
         return [GenerationRequest(request_key(run_key, t), p, t, i) for p, t, i in zip(prompts, texts, ids)]
