@@ -105,6 +105,33 @@ def test_every_input_format(capsys, tmp_path, fmt):
                                                                                          "full_refusal"]
 
 
+def test_several_files_are_scored_in_one_pass_with_agreement_pooled_and_per_file(capsys, tmp_path):
+    a = write_csv(tmp_path / "a.csv", [("q", "Sure, here is how: mix flour and water.", "full_compliance"),
+                                       ("q", "I'm sorry, but I can't help with that.", "2_full_refusal")],
+                  header=("prompt", "response", "label"))
+    b = write_csv(tmp_path / "b.csv", [("q", "I'm sorry, but I can't help with that.", "full_compliance")],
+                  header=("prompt", "response", "label"))
+    out_path = tmp_path / "o.parquet"
+    code, out, err = score(capsys, a, b, "--label-column", "label", "--scorer", "refusal_patterns",
+                           "--output", out_path)
+    assert code == 0, err
+    assert "scored 3 responses" in out and "agreement with 3 labelled rows" in out
+    assert "binary (compliance vs any refusal): 0.667\n" in out  # 2 of 3, pooled
+    assert f"  {a}: binary 1.000, three-class 1.000 (2 rows)" in out
+    assert f"  {b}: binary 0.000, three-class 0.000 (1 rows)" in out
+    table = pq.read_table(out_path)
+    assert table.column("input_file").to_pylist() == [str(a), str(a), str(b)]
+    from harness.core.report_file import METADATA_KEY
+
+    assert json.loads(table.schema.metadata[METADATA_KEY])["score"]["input"] == [str(a), str(b)]
+    # One file lacking a column stops the run with that file's name; an empty one too.
+    c = write_csv(tmp_path / "c.csv", [("q", "a")], header=("prompt", "completion"))
+    code, _, err = score(capsys, a, c)
+    assert code == 2 and f"{c}: missing column 'response'" in err
+    code, _, err = score(capsys, a, write_csv(tmp_path / "empty.csv", []))
+    assert code == 2 and "empty.csv: no rows to score" in err
+
+
 def test_missing_columns_are_one_line_errors(capsys, tmp_path):
     path = write_csv(tmp_path / "in.csv", [("q", "a")], header=("prompt", "completion"))
     code, _, err = score(capsys, path)
