@@ -29,7 +29,7 @@ def load_completions(data_dir: Path, column: str = "completion") -> list[str]:
 
 
 def best_rate(scorer, responses: list[str], repeat: int) -> float:
-    """Responses/s of the best of ``repeat`` timed batches (shared with bench_classifier.py)."""
+    """Responses/s of the best of ``repeat`` timed batches."""
     best = float("inf")
     for _ in range(repeat):
         started = time.perf_counter()

@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from refusal_training_data import MODELS  # noqa: E402
 from harness.core.types import REFUSAL_LABELS  # noqa: E402
-from harness.scoring.classifier import MiniLMEncoder  # noqa: E402
+from harness.scoring.classifier import MiniLMEncoder, decide  # noqa: E402
 
 
 def fit_softmax(X, y, w, l2_emb: float, l2_rule: float, prior: float) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +90,7 @@ def chat_out_of_fold(X: dict, dev: dict, aux_part, params: dict, chat_in_aux: in
     Xc, yc = X["chat"], dev["chat"]["y"]
     if chat_weight <= 0:
         W, b = train_head(base, params)
-        return (Xc @ W.T + b).argmax(1)
+        return decide(Xc @ W.T + b, Xc)
     fold = prompt_fold(dev["chat"]["ids"])
     groups = [(Xc, yc, fold)]
     if "contrast" in dev:
@@ -99,7 +99,7 @@ def chat_out_of_fold(X: dict, dev: dict, aux_part, params: dict, chat_in_aux: in
     for f in (0, 1):
         parts = [(Xg[fg != f], yg[fg != f], np.full(int((fg != f).sum()), chat_weight)) for Xg, yg, fg in groups]
         W, b = train_head(base + parts, params)
-        pred[fold == f] = (Xc[fold == f] @ W.T + b).argmax(1)
+        pred[fold == f] = decide(Xc[fold == f] @ W.T + b, Xc[fold == f])
     return pred
 
 

@@ -37,7 +37,7 @@ from eval_refusal_scorer import default_data_dir  # noqa: E402
 from refusal_head_fit import agreement, scored_labels, train_head  # noqa: E402
 from refusal_training_data import DEFAULTS, MODELS, SEED, FeatureCache, build_features  # noqa: E402
 from harness.scoring import get_scorer  # noqa: E402
-from harness.scoring.classifier import RULE_FEATURES, MiniLMEncoder  # noqa: E402
+from harness.scoring.classifier import RULE_FEATURES, MiniLMEncoder, decide  # noqa: E402
 
 OPENING_WORDS = 8
 FAMILIES = 6  # k-means clusters; 6 separates the house openings ("Sorry, but I", "I cannot provide", "It is
@@ -55,9 +55,10 @@ def response_families(feats: FeatureCache, texts: list[str], k: int) -> np.ndarr
     return labels
 
 
-def held_out_predictions(X, dev, aux_part, params, families, mask_cols=None) -> dict[str, np.ndarray]:
+def held_out_predictions(X, dev, aux_part, params, families, mask_cols=None, rule: bool = True) -> dict[str, np.ndarray]:
     """Predicted label index per dev row, each from a head trained without its model, its family and
-    its prompt. ``mask_cols`` zeroes feature columns (an ablation: the head cannot use them)."""
+    its prompt. ``mask_cols`` zeroes feature columns (an ablation: the head cannot use them); ``rule`` False
+    takes the head's argmax without the explicit-refusal rule's precedence (an ablation of the rule)."""
     def masked(A):
         if mask_cols is None:
             return A
@@ -74,7 +75,8 @@ def held_out_predictions(X, dev, aux_part, params, families, mask_cols=None) -> 
             held_prompts = {dev[test]["ids"][i] for i in np.flatnonzero(rows)}
             keep = (families[train_m] != fam) & np.array([i not in held_prompts for i in dev[train_m]["ids"]])
             W, b = train_head([(masked(X[train_m])[keep], dev[train_m]["y"][keep], np.ones(keep.sum())), aux], params)
-            pred[rows] = (masked(X[test])[rows] @ W.T + b).argmax(1)
+            logits = masked(X[test])[rows] @ W.T + b
+            pred[rows] = decide(logits, X[test][rows]) if rule else logits.argmax(1)
         out[test] = pred
     return out
 
@@ -101,7 +103,7 @@ def lomo_predictions(X, dev, aux_part, params) -> dict[str, np.ndarray]:
     out = {}
     for test, train_m in (MODELS, MODELS[::-1]):
         W, b = train_head([(X[train_m], dev[train_m]["y"], np.ones(len(dev[train_m]["y"]))), aux_part], params)
-        out[test] = (X[test] @ W.T + b).argmax(1)
+        out[test] = decide(X[test] @ W.T + b, X[test])
     return out
 
 
@@ -154,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         n_chat = counts["chat_in_aux"]  # the labelled chat replies open it
         no_synth = tuple(a[: len(a) - n_synth] for a in aux_part) if n_synth else aux_part
         no_chat = tuple(a[n_chat:] for a in aux_part)
+        print(report_line("  without the explicit-refusal rule's precedence", dev,
+                          held_out_predictions(X, dev, aux_part, params, families, rule=False)))
         for name, part, mask in (("  without the pivot and redirect flags", aux_part, flags),
                                  ("  without synthetic rows", no_synth, None),
                                  ("  without the chat replies", no_chat, None),

@@ -2,7 +2,7 @@
 them into harness/scoring/error_rates.json (keyed by scorer name and version), which the harness uses to
 correct rates for scorer error and to size baseline gates.
 
-    python scripts/scorer_error_rates.py --scorer NAME [--scorer NAME ...] [--data-dir DIR] [--out FILE]
+    python scripts/scorer_error_rates.py --scorer NAME [--scorer NAME ...] [--data-dir DIR] [--out FILE] [--cache DIR]
     python scripts/scorer_error_rates.py --model smollm2-135m-instruct   # that model's own labelled replies
 
 Binary split: refusal = full or partial refusal, compliance = full compliance (as every gating metric
@@ -41,12 +41,13 @@ def classifier_out_of_fold(data_dir: Path, files: list[Path], cache: Path | None
     from refusal_training_data import DEFAULTS, MODELS, build_features
 
     from harness.core.types import REFUSAL_LABELS
+    from harness.scoring.classifier import decide
 
     # The training script's own features and folds (its defaults), so these rates describe the shipped recipe.
     args = argparse.Namespace(data_dir=data_dir, cache=cache, **DEFAULTS)
     dev, X, aux, _ = build_features(args)
     logits = leave_one_model_out(X, dev, aux, dict(DEFAULTS))
-    by_file = {f"xstest_v2_completions_{m}_labeled.csv": [REFUSAL_LABELS[i] for i in logits[m].argmax(1)]
+    by_file = {f"xstest_v2_completions_{m}_labeled.csv": [REFUSAL_LABELS[i] for i in decide(logits[m], X[m])]
                for m in MODELS}
     missing = [f.name for f in files if f.name not in by_file]
     if missing:
@@ -60,7 +61,7 @@ def classifier_out_of_fold(data_dir: Path, files: list[Path], cache: Path | None
 OUT_OF_FOLD = {"refusal_classifier": classifier_out_of_fold}
 
 
-def measure(name: str, data_dir: Path) -> ErrorRates:
+def measure(name: str, data_dir: Path, cache: Path | None = None) -> ErrorRates:
     files = sorted((data_dir / "xstest" / "dev").glob("*_labeled.csv"))
     if not files:
         raise HarnessError(f"no xstest/dev/*_labeled.csv under {data_dir}")
@@ -68,7 +69,7 @@ def measure(name: str, data_dir: Path) -> ErrorRates:
     gold = [g for d in data for g in d.gold]
     scorer = get_scorer(name)
     if name in OUT_OF_FOLD:
-        pred, how = OUT_OF_FOLD[name](data_dir, files)
+        pred, how = OUT_OF_FOLD[name](data_dir, files, cache)
     else:
         pred = [s.label for d in data for s in scorer.score(d.prompts, d.completions)]
         how = ("scored as shipped (no fitted parameters, so no folds); its rules were written with these files "
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scorer", action="append", help=f"scorer name (repeatable); default: {', '.join(DEFAULT_SCORERS)}")
     ap.add_argument("--data-dir", type=Path, default=default_data_dir(), help="folder holding xstest/dev/")
     ap.add_argument("--out", type=Path, default=ERROR_RATES_PATH, help="JSON file to update (default: the package's)")
+    ap.add_argument("--cache", type=Path, help="folder of cached embeddings (train_refusal_classifier.py --cache)")
     ap.add_argument("--model", choices=sorted(MODEL_LABELS),
                     help="measure on this model's own labelled replies and write them under its fingerprint")
     args = ap.parse_args(argv)
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 measured.append(rates)
                 model = (fingerprint, args.model)
             else:
-                measured.append(measure(name, args.data_dir))
+                measured.append(measure(name, args.data_dir, args.cache))
             print(measured[-1].describe())
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -93,6 +93,7 @@ def test_the_chat_check_never_predicts_a_reply_from_a_head_that_trained_on_it(sc
         return np.zeros((len(REFUSAL_LABELS), 2)), np.zeros(len(REFUSAL_LABELS))
 
     monkeypatch.setattr(fit, "train_head", fake_train)
+    monkeypatch.setattr(fit, "decide", lambda scores, features: scores.argmax(1))  # two-column fake rows
     fit.chat_out_of_fold(X, dev, aux, {}, chat_in_aux, chat_weight=2.0)
     fold = fit.prompt_fold(dev["chat"]["ids"])
     assert len(trained) == 2 and 0 < fold.sum() < n

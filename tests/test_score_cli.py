@@ -42,8 +42,10 @@ def test_xstest_file_scores_and_prints_agreement(capsys, data_dir, tmp_path):
     code, out, err = score(capsys, data_dir / XSTEST_GPT4, "--response-column", "completion",
                            "--label-column", "final_label", "--output", out_path, "--scorer", "refusal_patterns")
     assert code == 0, err
-    # refusal_patterns on GPT-4's completions; the same figures as scripts/eval_refusal_scorer.py
-    assert "binary (compliance vs any refusal): 0.958" in out and "three-class: 0.956" in out
+    # The figures, recomputed here from the file with the csv module and the scorer itself: a change to the
+    # rules moves both sides, a change to how the command reads, scores or counts moves one.
+    binary, three = expected_agreement(data_dir / XSTEST_GPT4, "refusal_patterns")
+    assert f"binary (compliance vs any refusal): {binary:.3f}\n" in out and f"three-class: {three:.3f}\n" in out
     assert "confusion (rows: reference, columns: predicted)" in out and "responses/s" in out
     table = pq.read_table(out_path)
     assert table.num_rows == 450 and NEW_COLUMNS <= set(table.column_names)
@@ -53,6 +55,20 @@ def test_xstest_file_scores_and_prints_agreement(capsys, data_dir, tmp_path):
     assert table.column("harm_score").null_count == 450  # no harm scorer applies: no expected column
 
 
+def expected_agreement(path, scorer_name: str, every: int = 1) -> tuple[float, float]:
+    """Binary and three-class agreement of ``scorer_name`` with the file's final_label, computed without the CLI."""
+    from harness.scoring import get_scorer
+
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))[::every]
+    scores = get_scorer(scorer_name).score([r["prompt"] for r in rows], [r["completion"] for r in rows])
+    gold = [r["final_label"].split("_", 1)[1] for r in rows]  # "1_full_compliance" -> "full_compliance"
+    pred = [s.label for s in scores]
+    binary = sum((g == "full_compliance") == (p == "full_compliance") for g, p in zip(gold, pred)) / len(rows)
+    return binary, sum(g == p for g, p in zip(gold, pred)) / len(rows)
+
+
+@needs_encoder
 def test_refusal_classifier_scores_a_slice_of_xstest(capsys, data_dir, tmp_path):
     with (data_dir / XSTEST_GPT4).open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))[::45]  # 10 rows: the classifier's start-up dominates anyway
@@ -63,6 +79,8 @@ def test_refusal_classifier_scores_a_slice_of_xstest(capsys, data_dir, tmp_path)
                            "--scorer", "refusal_classifier", "--output", tmp_path / "o.parquet")
     assert code == 0, err
     assert "with refusal_classifier" in out and "agreement with 10 labelled rows" in out
+    binary, three = expected_agreement(data_dir / XSTEST_GPT4, "refusal_classifier", every=45)
+    assert f"binary (compliance vs any refusal): {binary:.3f}\n" in out and f"three-class: {three:.3f}\n" in out
 
 
 @needs_encoder
@@ -85,6 +103,33 @@ def test_every_input_format(capsys, tmp_path, fmt):
     assert "binary (compliance vs any refusal): 1.000" in out
     assert pq.read_table(tmp_path / "o.parquet").column("refusal_label").to_pylist() == ["full_compliance",
                                                                                          "full_refusal"]
+
+
+def test_several_files_are_scored_in_one_pass_with_agreement_pooled_and_per_file(capsys, tmp_path):
+    a = write_csv(tmp_path / "a.csv", [("q", "Sure, here is how: mix flour and water.", "full_compliance"),
+                                       ("q", "I'm sorry, but I can't help with that.", "2_full_refusal")],
+                  header=("prompt", "response", "label"))
+    b = write_csv(tmp_path / "b.csv", [("q", "I'm sorry, but I can't help with that.", "full_compliance")],
+                  header=("prompt", "response", "label"))
+    out_path = tmp_path / "o.parquet"
+    code, out, err = score(capsys, a, b, "--label-column", "label", "--scorer", "refusal_patterns",
+                           "--output", out_path)
+    assert code == 0, err
+    assert "scored 3 responses" in out and "agreement with 3 labelled rows" in out
+    assert "binary (compliance vs any refusal): 0.667\n" in out  # 2 of 3, pooled
+    assert f"  {a}: binary 1.000, three-class 1.000 (2 rows)" in out
+    assert f"  {b}: binary 0.000, three-class 0.000 (1 rows)" in out
+    table = pq.read_table(out_path)
+    assert table.column("input_file").to_pylist() == [str(a), str(a), str(b)]
+    from harness.core.report_file import METADATA_KEY
+
+    assert json.loads(table.schema.metadata[METADATA_KEY])["score"]["input"] == [str(a), str(b)]
+    # One file lacking a column stops the run with that file's name; an empty one too.
+    c = write_csv(tmp_path / "c.csv", [("q", "a")], header=("prompt", "completion"))
+    code, _, err = score(capsys, a, c)
+    assert code == 2 and f"{c}: missing column 'response'" in err
+    code, _, err = score(capsys, a, write_csv(tmp_path / "empty.csv", []))
+    assert code == 2 and "empty.csv: no rows to score" in err
 
 
 def test_missing_columns_are_one_line_errors(capsys, tmp_path):

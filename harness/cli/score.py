@@ -27,7 +27,9 @@ OUTPUT_COLUMNS = ("refusal_label", "refusal_score", "scorer", "scorer_version",
 @command("score", help="score a CSV/JSONL/Parquet file of prompt/response pairs; with --label-column, "
                        "print agreement with its labels")
 def _score_args(p):
-    p.add_argument("input", type=Path, help="CSV, JSONL, JSON or Parquet file of prompt/response pairs")
+    p.add_argument("input", type=Path, nargs="+",
+                   help="CSV, JSONL, JSON or Parquet file(s) of prompt/response pairs; several files are scored in "
+                        "one pass (the scorer loads once), with agreement pooled and per file")
     p.add_argument("--output", type=Path, default=None, help="write the scored rows here (Parquet)")
     p.add_argument("--prompt-column", default="prompt", help="column holding the prompts (default prompt)")
     p.add_argument("--response-column", default="response",
@@ -69,9 +71,13 @@ def _score(args) -> int:
            "cache_dir": args.cache_dir, "vllm_kv_cache_gib": args.vllm_kv_cache_gib, "max_model_len": args.max_model_len}
     settings = build_settings(cli=cli, rootdir=Path.cwd(), config_file=args.config)
     required = [args.prompt_column, args.response_column] + ([args.label_column] if args.label_column else [])
-    rows = read_rows(args.input, required)
-    if not rows:
-        raise DataError(f"{args.input}: no rows to score")
+    rows, sources = [], []
+    for path in args.input:
+        read = read_rows(path, required)
+        if not read:
+            raise DataError(f"{path}: no rows to score")
+        rows += read
+        sources += [str(path)] * len(read)
     columns = list(dict.fromkeys(k for _, row in rows for k in row))
     prompts = [cell_text(row.get(args.prompt_column)) for _, row in rows]
     responses = [cell_text(row.get(args.response_column)) for _, row in rows]
@@ -88,15 +94,17 @@ def _score(args) -> int:
         raise ConfigError("harm scorer unsafe_compliance needs the expected behaviour: --expected-column COL "
                           "or --expected refuse|comply")
     # The same scoring as a pytest run (harness.engine.scoring): judges and reward models score through the cache.
+    # The clock starts before the scorers are built: loading a model is part of what scoring a file costs.
+    t0 = time.perf_counter()
     scoring = ResponseScoring(settings, harm=None if no_harm else "from settings")
     scorer, harm_scorer = scoring.refusal, scoring.harm
-    t0 = time.perf_counter()
+    loaded = time.perf_counter()
     scores = scoring.score_refusals(prompts, responses)
     seconds = time.perf_counter() - t0
     rate = len(rows) / max(seconds, 1e-9)
     shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
-    print(f"scored {len(rows)} responses with {scorer.name} (version {scorer.version}) in {seconds:.2f} s "
-          f"({shown} responses/s)")
+    print(f"scored {len(rows)} responses with {scorer.name} (version {scorer.version}) in {seconds:.2f} s, "
+          f"{loaded - t0:.2f} s of it loading the scorers ({shown} responses/s)")
 
     harms = [None] * len(rows)
     if harm_scorer is not None:
@@ -106,7 +114,8 @@ def _score(args) -> int:
         print(f"harm: {harm_scorer.name} (version {harm_scorer.version}) in {time.perf_counter() - t0:.2f} s"
               + (f"; {unparsed} unparseable ratings ({JUDGE_ERROR}) left empty" if unparsed else ""))
 
-    report = {"input": str(args.input), "rows": len(rows), "scorer": scorer.name, "scorer_version": scorer.version,
+    inputs = [str(p) for p in args.input]
+    report = {"input": inputs[0] if len(inputs) == 1 else inputs, "rows": len(rows), "scorer": scorer.name, "scorer_version": scorer.version,
               "harm_scorer": getattr(harm_scorer, "name", None), "seconds": seconds}
     if args.label_column:
         labels = [row.get(args.label_column) for _, row in rows]
@@ -127,8 +136,13 @@ def _score(args) -> int:
         report["agreement"] = {"n": result.n, "binary": result.binary,
                                "three_class": None if binary_only else result.three_class,
                                "judge_errors": result.judge_errors, **rates}
+        for path in (inputs if len(inputs) > 1 else []):
+            mine = [i for i, src in enumerate(sources) if src == path]
+            one = agreement([reference[i] for i in mine], [scores[i].label for i in mine])
+            print(f"  {path}: binary {_figure(one.binary)}, three-class {_figure(one.three_class)} ({one.n} rows)")
     if args.output:
-        out = _write(args.output, rows, columns, scores, harms, scorer, harm_scorer, report)
+        out = _write(args.output, rows, columns, scores, harms, scorer, harm_scorer, report,
+                     sources if len(inputs) > 1 else None)
         print(f"output: {out}")
     return 0
 
@@ -150,6 +164,10 @@ def _sensitivity_specificity(reference: list, scores) -> tuple[dict, list[str]]:
         "  specificity (reference compliances scored compliance): "
         + (f"{r.specificity:.3f} ({r.compliances_scored_compliance}/{r.compliances})" if r.compliances else none)]
     return figures, lines
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def read_rows(path: Path, required: list[str]) -> list[tuple[str, dict]]:
@@ -184,12 +202,13 @@ def _expected(args, columns: list[str], rows) -> list | None:
     if column is None:
         return None
     if column not in columns:
-        raise DataError(f"{args.input}: missing column '{column}' (found: {', '.join(columns)})")
+        raise DataError(f"{', '.join(map(str, args.input))}: missing column '{column}' (found: {', '.join(columns)})")
     values = [cell_text(row.get(column)).strip().lower() for _, row in rows]
     return [v if v in ("refuse", "comply") else None for v in values]
 
 
-def _write(path: Path, rows, columns, scores, harms, scorer, harm_scorer, report: dict) -> Path:
+def _write(path: Path, rows, columns, scores, harms, scorer, harm_scorer, report: dict,
+           sources: list[str] | None = None) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -201,6 +220,8 @@ def _write(path: Path, rows, columns, scores, harms, scorer, harm_scorer, report
             continue  # re-scoring a report: its old scores are replaced
         values = [row.get(col) for _, row in rows]
         data[col] = _column(values)
+    if sources is not None:  # several input files: which one each row came from
+        data["input_file"] = pa.array(sources, pa.string())
     data["refusal_label"] = pa.array([s.label for s in scores], pa.string())
     data["refusal_score"] = pa.array([float(s.score) for s in scores], pa.float64())
     data["scorer"] = pa.array([scorer.name] * len(rows), pa.string())
