@@ -16,6 +16,7 @@ import time
 from dataclasses import fields, replace
 
 from harness.backends.base import BackendOptions, SamplingConfig, generation_dtype, register_backend, require
+from harness.backends.vllm_interrupt import interruptible_start
 from harness.backends.vllm_quiet import engine_output_kwargs, engine_start_env
 from harness.core.errors import BackendError, ConfigError
 from harness.core.types import GenerationRequest, GenerationResult
@@ -157,7 +158,7 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
             os.environ[name] = value  # the configured cluster wins over the environment's
         else:
             os.environ.setdefault(name, value)
-    with engine_start_env():
+    with engine_start_env(), interruptible_start():  # Ctrl-C: no 10-minute wait (harness.backends.vllm_interrupt)
         engine = vllm.LLM(**kwargs, **quiet)
     if not _ENGINES:  # stopped before the interpreter's own teardown; see shutdown_engines
         atexit.register(shutdown_engines)
