@@ -135,16 +135,19 @@ class ReplicaPool:
             check_reachable(ray_address)
         on_gpu = _on_gpu()
         if not ray.is_initialized():
+            from harness.backends.vllm_quiet import ray_logging_level
+
+            quiet = ray_logging_level()  # Ray's start-up lines, like vLLM's, only with -v or --engine-logs
             try:
                 if ray_address:
-                    ray.init(address=ray_address, log_to_driver=False)
+                    ray.init(address=ray_address, log_to_driver=False, logging_level=quiet)
                 else:  # a private local instance sized so that every replica's actor is placed
                     # Ray's own memory monitor kills workers when the *host* passes 95% memory, whoever uses it:
                     # on a shared machine it killed engines that had their memory already. The kernel's OOM
                     # killer stays the last word, and a replica it kills is handled like any other death.
                     os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
                     ray.init(num_cpus=max(replicas, os.cpu_count() or 1), include_dashboard=False,
-                             log_to_driver=False, object_store_memory=LOCAL_OBJECT_STORE)
+                             log_to_driver=False, object_store_memory=LOCAL_OBJECT_STORE, logging_level=quiet)
             except (ConnectionError, RuntimeError) as exc:
                 raise BackendError(f"Ray cluster at {ray_address or 'local'} cannot be started or joined: "
                                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None

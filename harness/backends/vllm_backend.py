@@ -57,6 +57,8 @@ def normalize_parallel(settings):
             if values[name] != defaults[name] and values[name] != given:
                 raise ConfigError(f"{name} is set twice ({values[name]!r} and backend_args {given!r}); keep one")
             values[name] = given
+    # What the user set, before a Ray address implies the Ray executor: an error names one of these.
+    given = [name for name in PARALLEL_FIELDS if values[name] != defaults[name]]
     for name in _SIZES:
         v = values[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -73,13 +75,12 @@ def normalize_parallel(settings):
     if values["data_parallel_size"] > 1 and executor != "external_launcher":
         raise ConfigError("data_parallel_size > 1: vLLM's offline LLM runs replicas only with "
                           "distributed_executor_backend=external_launcher (one process per rank, e.g. torchrun)")
-    changed = [name for name in PARALLEL_FIELDS if values[name] != defaults[name]]
-    if changed:
+    if given:
         from harness.backends.base import resolve_backend_name
 
         backend = resolve_backend_name(settings.backend)
         if backend != "vllm":
-            raise ConfigError(f"{changed[0]} applies to the vllm backend only (backend is {backend})")
+            raise ConfigError(f"{given[0]} applies to the vllm backend only (backend is {backend})")
     return replace(settings, **values)
 
 

@@ -1,7 +1,8 @@
 """What a vLLM run prints. By default only errors: vLLM's start-up warnings (CPU tuning hints, "Model
 Runner V2 requires Triton", ...), its weight-loading bars and torch's C++ notices from the engine's worker
-processes are hidden, so that a run's output is pytest's. ``pytest -v`` or ``--engine-logs`` (or
-``VLLM_LOGGING_LEVEL`` set by the user) brings them back.
+processes are hidden, so that a run's output is pytest's; so are the lines of the Ray instance that
+``--replicas`` starts. ``pytest -v`` or ``--engine-logs`` (or ``VLLM_LOGGING_LEVEL`` set by the user) brings
+them back.
 
 These are environment variables because the engine core and its workers are separate processes that
 read them when they start; each is set only when the user has not set it.
@@ -46,6 +47,15 @@ def engine_output_kwargs() -> dict:
     if _verbose is None:
         configure(False)
     return {} if _verbose else {"use_tqdm_on_load": False}  # no per-shard weight-loading bars
+
+
+def ray_logging_level() -> int:
+    """The level of Ray's logger in this process, for ``ray.init(logging_level=...)``: errors only unless
+    verbose. Ray (2.60) says "Started a local Ray instance" and "Token authentication is enabled for
+    this Ray cluster" at every start of the pool's private instance; neither asks anything of the user."""
+    if _verbose is None:
+        configure(False)
+    return logging.INFO if _verbose else logging.ERROR
 
 
 @contextlib.contextmanager
