@@ -16,6 +16,7 @@ Nothing here imports Ray or vLLM at import time: Ray is the optional extra ``saf
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -164,13 +165,14 @@ class ReplicaPool:
         # Each replica on its own: one whose engine cannot start (twice: Ray restarts it once) is dropped, and
         # the run goes on with the others; none at all is one line.
         described, errors = {}, []
-        for i, r in enumerate(self.replicas):
-            try:
-                described[i] = ray.get(r.describe.remote())
-            except ray.exceptions.RayError as exc:
-                self.states[i] = "dead"
-                self.stats.replica_failures += 1
-                errors.append(f"replica {i} failed to start ({_first_line(exc)[:160]}); dropped")
+        with self._closed_on_interrupt():
+            for i, r in enumerate(self.replicas):
+                try:
+                    described[i] = ray.get(r.describe.remote())
+                except ray.exceptions.RayError as exc:
+                    self.states[i] = "dead"
+                    self.stats.replica_failures += 1
+                    errors.append(f"replica {i} failed to start ({_first_line(exc)[:160]}); dropped")
         if not described:
             self.close()
             raise BackendError(f"no replica's engine could start: {errors[0]}")
@@ -192,11 +194,25 @@ class ReplicaPool:
     def shard_size(self, n: int) -> int:
         return max(1, min(MAX_SHARD, math.ceil(n / (len(self.replicas) * SHARDS_PER_REPLICA))))
 
+    @contextlib.contextmanager
+    def _closed_on_interrupt(self):
+        """A Ctrl-C ends the run: the replicas (and a private Ray instance) are stopped at once, not at the
+        interpreter's exit. Finished shards are in the cache already."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.close()
+            raise
+
     def generate(self, requests: list[GenerationRequest], progress=None, on_shard=None) -> list[GenerationResult]:
         """Results in the order of ``requests``. Longest prompts first, so the last shards are the short
         ones and no replica is left with a long tail; ``on_shard({key: result})`` as each shard finishes."""
         if not requests:
             return []
+        with self._closed_on_interrupt():
+            return self._generate(requests, progress, on_shard)
+
+    def _generate(self, requests: list[GenerationRequest], progress, on_shard) -> list[GenerationResult]:
         ray = self._ray
         ordered = sorted(requests, key=lambda r: -len(r.token_ids or ()))
         size = self.shard_size(len(ordered))
