@@ -43,7 +43,8 @@ def pytest_configure(config):
 
     _announce(resolve, "_convert_gguf", "model preparation")  # the GGUF of the embedded model -> a model folder
     # vLLM has started its engine process, which now imports vLLM and loads the model
-    _announce(BaseProcess, "start", "engine start", after=True, when=lambda process: process.name.startswith("EngineCore"))
+    _announce(BaseProcess, "start", "engine start", after=True,
+              when=lambda process: process.name.startswith("EngineCore"))
     _announce(cache.GenerationCache, "put_many", "generation", after=True)  # a chunk of responses is in the cache
     _announce(scoring.ResponseScoring, "score", "scoring")
     _announce(records, "write_report", "report")

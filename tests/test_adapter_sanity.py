@@ -175,5 +175,6 @@ def test_the_hf_backend_turns_peft_s_no_matching_module_error_into_one_line(tmp_
     wrong = retarget_adapter(tiny_adapter, tmp_path / "wrong", ["qq_proj"], drop_weights=("q_proj", "v_proj"))
     with pytest.raises(ModelError) as err:
         start_backend(tmp_path, wrong)
-    assert str(err.value).startswith(f"adapter {wrong.resolve()}: Target modules {{'qq_proj'}} not found in the base model")
+    assert str(err.value).startswith(f"adapter {wrong.resolve()}: Target modules {{'qq_proj'}} not found in the "
+                                     "base model")
     assert "\n" not in str(err.value)

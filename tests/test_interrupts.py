@@ -77,7 +77,8 @@ class Run:
             line = self._phases.readline()
             if not line:
                 self.finish()
-                pytest.fail(f"the run ended (exit status {self.proc.returncode}) before {phase!r}:\n{self.output[-3000:]}")
+                pytest.fail(f"the run ended (exit status {self.proc.returncode}) before {phase!r}:\n"
+                            f"{self.output[-3000:]}")
             if line.strip() == phase:
                 return
 

@@ -412,7 +412,8 @@ def test_an_adapter_whose_targets_match_no_module_of_the_base_is_one_line(adapte
     with pytest.raises(ModelError) as err:
         resolve_model(str(wrong), cache_dir=cache)
     msg = one_line(err)
-    assert msg.startswith(f"adapter {wrong.resolve()}: its target_modules qq_proj, vv_proj match no module of the base model")
+    assert msg.startswith(f"adapter {wrong.resolve()}: its target_modules qq_proj, vv_proj match no module of "
+                          "the base model")
     assert "its linear layers: q_proj, k_proj, v_proj, o_proj" in msg and "--base-model" in msg
 
 

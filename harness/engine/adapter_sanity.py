@@ -65,7 +65,7 @@ def check_adapter(session, backend) -> None:
     if model is None or not model.adapter_path:
         return
     if getattr(session.settings, "no_adapter_sanity", False):
-        if getattr(model, "skipped_targets", ()):  # found at resolution, without any generation: said even when the check is off
+        if getattr(model, "skipped_targets", ()):  # known from resolution, no generation needed: said anyway
             _warn(f"adapter sanity: {model.adapter_path}: {skipped_targets_text(model)}; the run goes on")
         return
     marker = _marker_path(session.settings.cache_dir, model.fingerprint, backend.name)
