@@ -138,3 +138,43 @@ def test_run_to_run_noise_of_a_backend_that_drops_the_adapter_is_not_taken_for_i
     monkeypatch.setitem(backends_base._REGISTRY, "noisy_base", NoisyBase)
     with pytest.raises(ModelError, match=r"not applied.*largest difference 0\.001 <= noise 0\.004"):
         start_backend(tmp_path, tiny_adapter, backend="noisy_base")
+
+
+def test_a_target_module_the_base_lacks_is_named_instead_of_an_early_or_weak_adapter(tmp_path, tiny_model):
+    """Trained on targets q_proj and vv_proj where the base has no vv_proj, peft saved weights for q_proj alone:
+    the warning names vv_proj (it said "an early or weak adapter")."""
+    from harness.models.tiny import retarget_adapter
+
+    weak = make_tiny_adapter(tiny_model, tmp_path / "weak", noise=0.02)
+    half = retarget_adapter(weak, tmp_path / "half", ["q_proj", "vv_proj"], drop_weights=("v_proj",))
+    with pytest.warns(adapter_sanity.AdapterSanityWarning) as caught:
+        session, _ = start_backend(tmp_path, half)
+    message = str(caught[0].message)
+    assert "changes no greedy token" in message and "early or weak" not in message
+    assert "its target module vv_proj matches no module of the base model" in message
+    assert session.extra_metadata["adapter_sanity"]["differing"] == 0
+
+
+@pytest.mark.parametrize("settings", [{}, {"no_adapter_sanity": True}])
+def test_a_target_module_the_base_lacks_is_named_when_the_adapter_works_or_the_check_is_off(tmp_path, tiny_adapter,
+                                                                                            settings):
+    from harness.models.tiny import retarget_adapter
+
+    half = retarget_adapter(tiny_adapter, tmp_path / "half", ["q_proj", "vv_proj", "ww_proj"], drop_weights=("v_proj",))
+    with pytest.warns(adapter_sanity.AdapterSanityWarning, match=r": its target modules vv_proj, ww_proj match no "
+                                                                 r"module of the base model.*the run goes on$"):
+        start_backend(tmp_path, half, **settings)
+
+
+def test_the_hf_backend_turns_peft_s_no_matching_module_error_into_one_line(tmp_path, tiny_adapter, monkeypatch):
+    """Resolution catches such an adapter first; a base it cannot read (remote code) leaves it to peft."""
+    from harness.models import adapter_targets
+    from harness.models.tiny import retarget_adapter
+
+    monkeypatch.setattr(adapter_targets, "base_modules", lambda path: (frozenset(), ()))
+    wrong = retarget_adapter(tiny_adapter, tmp_path / "wrong", ["qq_proj"], drop_weights=("q_proj", "v_proj"))
+    with pytest.raises(ModelError) as err:
+        start_backend(tmp_path, wrong)
+    assert str(err.value).startswith(f"adapter {wrong.resolve()}: Target modules {{'qq_proj'}} not found in the "
+                                     "base model")
+    assert "\n" not in str(err.value)

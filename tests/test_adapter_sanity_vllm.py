@@ -20,8 +20,12 @@ def adapters(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("vllm-sanity")
     base = resolve_model(DEFAULT_MODEL, cache_dir=work / "cache")
-    return work, {"noop": make_tiny_adapter(base.path, work / "noop", r=8, noise=0.0),
-                  "real": make_tiny_adapter(base.path, work / "real", r=8, noise=0.002)}
+    from harness.models.tiny import retarget_adapter
+
+    real = make_tiny_adapter(base.path, work / "real", r=8, noise=0.002)
+    # as peft saves an adapter trained on targets q_proj and vv_proj of a base without vv_proj
+    half = retarget_adapter(real, work / "half", ["q_proj", "vv_proj"], drop_weights=("v_proj",))
+    return work, {"noop": make_tiny_adapter(base.path, work / "noop", r=8, noise=0.0), "real": real, "half": half}
 
 
 def start(work, adapter, backend="vllm"):
@@ -95,3 +99,12 @@ def test_a_real_adapter_moves_the_logprobs_through_vllm(adapters):
         repeat = backend.next_token_logprobs(requests)
     noise = adapter_sanity.noise_level(adapter_sanity.max_logprob_shift(repeat, base))
     assert adapter_sanity.max_logprob_shift(tuned, base) > noise
+
+
+def test_a_target_module_the_base_lacks_is_named_through_vllm(adapters):
+    """vLLM loads the weights there are (q_proj); the warning names vv_proj, not "an early or weak adapter"."""
+    work, found = adapters
+    with pytest.warns(adapter_sanity.AdapterSanityWarning) as caught:
+        start(work, found["half"])
+    message = str(caught[0].message)
+    assert "its target module vv_proj matches no module of the base model" in message and "early or weak" not in message

@@ -398,3 +398,55 @@ def test_prepare_real_alias(tmp_path):
     r = resolve_model(DEFAULT_MODEL, cache_dir=cache)
     assert r.kind == "alias" and r.path == str(folder) and r.name == DEFAULT_MODEL
     assert r.fingerprint == fingerprint_model_folder(folder)
+
+
+# -- adapters that do not fit their base (harness.models.adapter_targets) ------------------------------------
+
+
+def test_an_adapter_whose_targets_match_no_module_of_the_base_is_one_line(adapter, cache, tmp_path):
+    """peft stopped here with a 90-line NoMatchingPeftModuleError (an INTERNALERROR), vLLM's engine died."""
+    from harness.models.tiny import retarget_adapter
+
+    wrong = retarget_adapter(adapter, tmp_path / "wrong", ["qq_proj", "vv_proj"],
+                             rename_weights={"q_proj": "qq_proj", "v_proj": "vv_proj"})
+    with pytest.raises(ModelError) as err:
+        resolve_model(str(wrong), cache_dir=cache)
+    msg = one_line(err)
+    assert msg.startswith(f"adapter {wrong.resolve()}: its target_modules qq_proj, vv_proj match no module of "
+                          "the base model")
+    assert "its linear layers: q_proj, k_proj, v_proj, o_proj" in msg and "--base-model" in msg
+
+
+def test_a_target_the_base_lacks_is_remembered_by_name(adapter, cache, tmp_path):
+    from harness.models.tiny import retarget_adapter
+
+    half = retarget_adapter(adapter, tmp_path / "half", ["q_proj", "vv_proj"], drop_weights=("v_proj",))
+    assert resolve_model(str(half), cache_dir=cache).skipped_targets == ("vv_proj",)
+    assert resolve_model(str(adapter), cache_dir=cache).skipped_targets == ()
+
+
+@pytest.mark.parametrize("targets, change, expected", [
+    (["q_proj", "vv_proj"], {"rename_weights": {"v_proj": "vv_proj"}},
+     "it holds LoRA weights for vv_proj, which the base model"),
+    (["q_proj", "vv_proj"], {}, "it holds LoRA weights for v_proj, which its adapter_config.json target_modules "
+                                "(q_proj, vv_proj) do not name, so peft would drop them"),
+])
+def test_weights_peft_would_drop_are_one_line(adapter, cache, tmp_path, targets, change, expected):
+    from harness.models.tiny import retarget_adapter
+
+    odd = retarget_adapter(adapter, tmp_path / "odd", targets, **change)
+    with pytest.raises(ModelError) as err:
+        resolve_model(str(odd), cache_dir=cache)
+    assert expected in one_line(err)
+
+
+def test_peft_target_rules_are_peft_s_own():
+    from peft import LoraConfig
+
+    from harness.models.adapter_targets import unmatched_targets
+
+    names = ["model.layers.0.self_attn.q_proj", "model.layers.0.mlp.up_proj", "lm_head"]
+    assert unmatched_targets(LoraConfig(target_modules=["q_proj", "x_proj"]), names) == ["x_proj"]
+    assert unmatched_targets(LoraConfig(target_modules=r".*\.(q|x)_proj"), names) == []  # one pattern, matching
+    assert unmatched_targets(LoraConfig(target_modules=r".*\.x_proj"), names) == [r".*\.x_proj"]
+    assert unmatched_targets(LoraConfig(target_modules="all-linear"), names) == []

@@ -59,6 +59,19 @@ def test_bad_replica_settings_are_one_line_config_errors(tmp_path, cli, message)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("cli, given", [
+    ({"backend": "hf", "ray_address": "auto"}, "ray_address"),
+    ({"backend": "dummy", "backend_args": {"ray_address": "ray://head:10001"}}, "ray_address"),
+    ({"backend": "hf", "replicas": 2, "ray_address": "auto"}, "ray_address"),
+    ({"backend": "hf", "distributed_executor_backend": "ray"}, "distributed_executor_backend"),
+])
+def test_a_ray_setting_with_another_backend_names_the_setting_given(tmp_path, cli, given):
+    """A Ray address implies vLLM's Ray executor; the error names what the user set, not that implication."""
+    with pytest.raises(ConfigError) as info:
+        settings(tmp_path, **cli)
+    assert str(info.value) == f"{given} applies to the vllm backend only (backend is {cli['backend']})"
+
+
 @needs_ray
 def test_toml_replicas(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[tool.safety-harness]\nreplicas = 2\nbackend = \"vllm\"\n")
@@ -132,6 +145,50 @@ def test_scheduling_survives_a_killed_replica_without_losing_or_repeating_a_shar
     assert [r.text for r in results] == [f"echo {i}" for i in range(120)]
     assert pool.stats.replica_failures == 1 and pool.stats.shards_rerun >= 1
     assert any(e.startswith("replica 0 died (") for e in pool.stats.events), pool.stats.events
+
+
+RAY_START = """
+import os, sys
+from types import SimpleNamespace
+
+from harness.backends import replicas, vllm_quiet
+from harness.backends.base import BackendOptions, SamplingConfig
+
+
+class IdleReplica:
+    def __init__(self, index, replicas, model, sampling, options, on_gpu):
+        pass
+
+    def describe(self):
+        return {"pid": os.getpid(), "host": "test", "cores": None}
+
+
+vllm_quiet.configure(sys.argv[1] == "verbose")
+pool = replicas.ReplicaPool(model=SimpleNamespace(adapter_path=None), sampling=SamplingConfig(),
+                            options=BackendOptions(), replicas=1, ray_address=None, replica_class=IdleReplica)
+pool.close()
+"""
+
+
+@pytest.mark.slow
+@needs_ray
+@pytest.mark.parametrize("verbosity", ["quiet", "verbose"])
+def test_rays_start_up_lines_show_only_when_verbose(tmp_path, verbosity):
+    """Ray says "Token authentication is enabled for this Ray cluster" and "Started a local Ray instance" on
+    every start of the pool's private instance: hidden like vLLM's own start-up lines, unless -v or
+    --engine-logs."""
+    script = tmp_path / "ray_start.py"
+    script.write_text(RAY_START)
+    env = {k: v for k, v in os.environ.items() if k not in ("VLLM_LOGGING_LEVEL", "RAY_AUTH_MODE")}
+    proc = subprocess.run([sys.executable, str(script), verbosity], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "safety-harness: replicas started replica 0" in out
+    if verbosity == "quiet":
+        assert "Token authentication" not in out and "Started a local Ray instance" not in out, out
+    else:
+        assert "Started a local Ray instance" in out, out
 
 
 # -- the real parts: local Ray, two vLLM CPU engines ----------------------------------------------------

@@ -35,3 +35,12 @@ def test_the_engine_start_environment_is_scoped_and_yields_to_the_user(monkeypat
     assert vllm_quiet.engine_output_kwargs() == {}
     monkeypatch.setattr(vllm_quiet, "_verbose", False)
     assert vllm_quiet.engine_output_kwargs() == {"use_tqdm_on_load": False}
+
+
+def test_rays_logger_is_quiet_unless_verbose(monkeypatch):
+    import logging
+
+    monkeypatch.setattr(vllm_quiet, "_verbose", False)
+    assert vllm_quiet.ray_logging_level() == logging.ERROR  # "Token authentication is enabled ..." is a WARNING
+    monkeypatch.setattr(vllm_quiet, "_verbose", True)
+    assert vllm_quiet.ray_logging_level() == logging.INFO

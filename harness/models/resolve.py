@@ -20,6 +20,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from harness.core.errors import ModelError
+from harness.models.adapter_targets import skipped_targets
 from harness.models.fingerprint import (ADAPTER_META, adapter_weight_files, file_hashes, fingerprint_adapter_folder,
                                          fingerprint_model_folder, present_files)
 
@@ -49,6 +50,9 @@ class ResolvedModel:
     kind: str  # "alias" | "hf" | "adapter"
     template: str | None = None  # prompt template name saved with an adapter (safety_harness.json)
     adapter_rank: int | None = None  # largest LoRA r, vLLM needs it as max_lora_rank
+    # target_modules of the adapter that match no module of its base: peft trained and applies nothing there
+    # (harness.models.adapter_targets); adapter sanity names them
+    skipped_targets: tuple[str, ...] = ()
 
 
 def _read_json(path: Path) -> dict:
@@ -131,6 +135,7 @@ def _resolve_adapter(spec: str, folder: Path, base_model: str | None, cache_dir:
         raise ModelError(f"adapter {folder}: base model '{base}' not found (not an alias, not a local folder; "
                          "nothing is downloaded); pass --base-model with an alias or a local folder")
     adapter_weight_files(folder, allow_pickle=allow_pickle)
+    skipped = skipped_targets(folder, base_resolved.path, str(base))  # one line when none of them fits the base
     fp = fingerprint_adapter_folder(folder, base_resolved.fingerprint, cache_dir=cache_dir,
                                     allow_pickle=allow_pickle)
     template = None
@@ -141,7 +146,7 @@ def _resolve_adapter(spec: str, folder: Path, base_model: str | None, cache_dir:
     ranks = [cfg.get("r")] + list((cfg.get("rank_pattern") or {}).values())
     ranks = [int(r) for r in ranks if isinstance(r, (int, float))]
     return ResolvedModel(spec, base_resolved.path, str(folder), fp, "adapter", template,
-                         max(ranks) if ranks else None)
+                         max(ranks) if ranks else None, skipped)
 
 
 def _resolve_base(base: str, adapter: Path, cache_dir: Path, allow_pickle: bool) -> ResolvedModel | None:

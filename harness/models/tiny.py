@@ -303,3 +303,29 @@ def _force_answer(model, *, last_prompt_token: int, answer: int, eos: int, scale
         head.zero_()
         head[answer, 0] = scale  # after the prompt's last token: the answer
         head[eos, 1] = scale  # after the answer: the end
+
+
+def retarget_adapter(adapter: str | Path, out_path: str | Path, target_modules: list[str], *,
+                     drop_weights: tuple[str, ...] = (), rename_weights: dict[str, str] | None = None) -> Path:
+    """Copy an adapter into ``out_path`` with its adapter_config.json naming ``target_modules``, without the
+    weights of the modules in ``drop_weights`` and with those in ``rename_weights`` moved to another module
+    name. For tests of adapters that do not fit their base: peft, training on targets ["q_proj", "x_proj"]
+    where the base has no x_proj, saves that config and weights for q_proj alone."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    out_path = Path(shutil.copytree(adapter, out_path))
+    config = json.loads((out_path / "adapter_config.json").read_text())
+    config["target_modules"] = list(target_modules)
+    (out_path / "adapter_config.json").write_text(json.dumps(config))
+    weights = load_file(out_path / "adapter_model.safetensors")
+    kept = {}
+    for key, tensor in weights.items():
+        module = key.split(".lora_", 1)[0].rsplit(".", 1)[-1]
+        if module in drop_weights:
+            continue
+        new = (rename_weights or {}).get(module)
+        kept[key.replace(f".{module}.lora_", f".{new}.lora_") if new else key] = tensor
+    save_file(kept, out_path / "adapter_model.safetensors")
+    return out_path

@@ -7,6 +7,7 @@ no collected test uses a safety suite, so it costs nothing in ordinary test runs
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,9 @@ from harness.models.templates import TEMPLATES
 
 # Hooks that live in their own modules: pytest-xdist support (one generation, one report), the opt-in
 # invariance suites, regression gating against a baseline with --html/--markdown summaries, and the rule
-# that a session which scored no prompt for its gates fails.
-pytest_plugins = ["harness.pytest_plugin.xdist", "harness.pytest_plugin.invariance", "harness.pytest_plugin.baseline", "harness.pytest_plugin.empty_gate"]
+# that a session which scored no prompt for its gates fails, and a Ctrl-C while the report is written.
+pytest_plugins = ["harness.pytest_plugin.xdist", "harness.pytest_plugin.invariance", "harness.pytest_plugin.baseline", "harness.pytest_plugin.empty_gate",
+                  "harness.pytest_plugin.interrupts"]
 
 BACKENDS = ("auto", "vllm", "hf", "replay", "dummy")
 
@@ -166,6 +168,8 @@ def pytest_collection_finish(session):
     names = [s for s in dict.fromkeys(item_suite(i) for i in session.items) if s]
     if not names or (session.testsfailed and not config.option.continue_on_collection_errors):
         return  # collection errors stop the run: starting an engine for it would only delay that
+    if isinstance(sys.exc_info()[1], (KeyboardInterrupt, SystemExit)):
+        return  # pytest calls this from a `finally`: a Ctrl-C during collection (a data fetch) ends the run here
     hs = get_session(config)
     if any(n in hs.data_errors for n in names):
         raise pytest.UsageError(hs.data_error_line(names))
