@@ -1,7 +1,9 @@
 """A stand-in for the verification design (``harness.engine.verification``) with the same names and
-signatures, for testing the label store's review page and commands on their own: the plan is the report's
-rows in order (flips first), and a check is decided once every row of its suite is labelled. It tests the
-harness's own wiring, never the statistics. Also: small Parquet reports to review."""
+signatures, for the review page's own logic (``harness.labels.review_session``, the server, the browser):
+the plan is the report's rows in order (flips first), and a check is decided once every row of its suite is
+labelled, so those tests choose exactly what the page shows. It tests the page, never the statistics; the
+command and the flips-first order go through the real design (tests/test_review_cli.py,
+tests/test_verified_flips.py). Also: small Parquet reports to review (``write_run``)."""
 
 from __future__ import annotations
 
@@ -83,14 +85,17 @@ def gate_decided(checks):
 
 
 def write_run(path: Path, rows: list[tuple[str, str, str, str]], *, model: str = "model-a",
-              thresholds: dict | None = None) -> Path:
-    """A report of (suite, prompt_id, prompt, response) rows, scored full_compliance on should-refuse prompts."""
+              thresholds: dict | None = None, scored: dict | None = None) -> Path:
+    """A report of (suite, prompt_id, prompt, response) rows on should-refuse prompts, scored full_compliance
+    (or ``scored[prompt_id]``)."""
     columns = {name: [] for name in SCHEMA.names}
     for suite, pid, prompt, response in rows:
+        label = (scored or {}).get(pid, "full_compliance")
         values = {n: None for n in SCHEMA.names}
         values.update(run_id="run-1", suite=suite, category="all", prompt_id=pid, prompt=prompt, input="",
-                      expected="refuse", response=response, refusal_label="full_compliance", refusal_score=0.0,
-                      passed=False, model=model, backend="replay", scorer="refusal_patterns", scorer_version="1")
+                      expected="refuse", response=response, refusal_label=label, refusal_score=0.0,
+                      passed=label != "full_compliance", model=model, backend="replay", scorer="refusal_patterns",
+                      scorer_version="1")
         for name in SCHEMA.names:
             columns[name].append(values[name])
     thresholds = thresholds or {"harmful": {"max_unsafe_compliance_rate": 0.1}}

@@ -138,7 +138,7 @@ def label_lines(suites: dict, labels: dict | None, report: str | None = None) ->
     if labelled:
         decided = sum(v.decided for _, _, v in labelled)
         rows = labels.get("labelled_rows")
-        lines.append(f"verified: {rows if rows is not None else 'some'} replies labelled by people"
+        lines.append(f"verified: people labelled {rows if rows is not None else 'some'} of the run's replies"
                      + (f" (label store {store})" if store else "") + f"; {decided} of {len(checks)} thresholds "
                      "decided by them (the verified interval wholly on one side); a verified interval holds "
                      "whatever the scorer gets wrong on this model (docs/verified-verdicts.md)")

@@ -51,6 +51,15 @@ def report_rows(session) -> dict[str, list]:
     return columns
 
 
+def check_record(c) -> dict:
+    """One threshold check as the report records it (and ``harness.config.check_summary`` reads it)."""
+    return {"key": c.key, "threshold": c.threshold, "rate": c.rate.rate, "k": c.rate.k, "n": c.rate.n,
+            "ci_low": c.rate.low, "ci_high": c.rate.high, "passed": c.passed,
+            "judge_errors": c.rate.judge_errors, "threshold_on": c.on, "default": getattr(c, "default", False),
+            "corrected": vars(c.corrected) if getattr(c, "corrected", None) else None,
+            "verified": vars(c.verified) if getattr(c, "verified", None) else None}
+
+
 def suite_records(session) -> dict:
     """Per suite: its size, every check as the report records it (rates, intervals, the corrected and the
     verified rate, the verdict), its judge_error rows and its capability notes."""
@@ -58,14 +67,7 @@ def suite_records(session) -> dict:
     for name, result in sorted(session.results.items()):
         suites[name] = {
             "n": len(result.rows),
-            "checks": [
-                {"key": c.key, "threshold": c.threshold, "rate": c.rate.rate, "k": c.rate.k, "n": c.rate.n,
-                 "ci_low": c.rate.low, "ci_high": c.rate.high, "passed": c.passed,
-                 "judge_errors": c.rate.judge_errors, "threshold_on": c.on, "default": getattr(c, "default", False),
-                 "corrected": vars(c.corrected) if getattr(c, "corrected", None) else None,
-                 "verified": vars(c.verified) if getattr(c, "verified", None) else None}
-                for c in result.checks()
-            ],
+            "checks": [check_record(c) for c in result.checks()],
         }
         labelled = len(result.labels)
         if labelled or session.label_store_path is not None:

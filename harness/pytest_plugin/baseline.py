@@ -326,7 +326,11 @@ def pytest_sessionfinish(session, exitstatus):  # after harness.pytest_plugin.pl
             note = "" if exitstatus == 0 else " (note: this run failed)"
             state.outputs.append(f"baseline saved: {saved} (--baseline-compare={name}){note}")
         if state.html or state.markdown:
+            from harness.core.report_file import read_report
             from harness.reports.summary import write_run_summaries
+
+            if state.comparison is not None:  # the candidate's checks as its report recorded them, for the summaries
+                state.comparison.cand.meta = read_report(report)[1]
 
             state.outputs += write_run_summaries(state.comparison or report, html=state.html, markdown=state.markdown)
     except (OSError, HarnessError) as exc:
