@@ -292,15 +292,17 @@ def _flips_html(obj: Comparison) -> str:
         chosen = [f for f in flips if f["direction"] == direction]
         if not chosen:
             continue
+        labelled = flip_label_text(obj) is not None  # a column of "unlabelled" says nothing
         out.append(f"<h3>{title}: {len(chosen)}</h3><table><tr><th>prompt</th><th>expected</th>"
-                   "<th>baseline response</th><th>candidate response</th><th>people's labels</th></tr>")
+                   "<th>baseline response</th><th>candidate response</th>"
+                   + ("<th>people's labels</th>" if labelled else "") + "</tr>")
         for f in chosen:
             out.append(
                 f"<tr><td><b>{_e(f['suite'])}/{_e(f['prompt_id'])}</b> <span class=muted>{_e(f['category'])}</span>"
                 f"<div class=resp>{_e(f['prompt'])}</div></td><td>{_e(f['expected'])}</td>"
                 f"<td><span class=muted>{_e(f['baseline_label'])}</span><div class=resp>{_e(f['baseline_response'])}</div></td>"
                 f"<td><span class=muted>{_e(f['candidate_label'])}</span><div class=resp>{_e(f['candidate_response'])}</div></td>"
-                f"<td>{_e(human_cell(f))}</td></tr>")
+                + (f"<td>{_e(human_cell(f))}</td>" if labelled else "") + "</tr>")
         out.append("</table>")
     return "".join(out)
 

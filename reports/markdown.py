@@ -126,11 +126,13 @@ def render_markdown(obj: Comparison | RunSummary, images: dict[str, str] | None 
             chosen = [f for f in flips if f["direction"] == direction]
             if chosen:
                 lines += [f"### {title}: {len(chosen)}", ""]
-                lines += _table(["prompt", "expected", "baseline response", "candidate response", "people's labels"], [
+                labelled = flip_label_text(obj) is not None  # a column of "unlabelled" says nothing
+                lines += _table(["prompt", "expected", "baseline response", "candidate response"]
+                                + (["people's labels"] if labelled else []), [
                     [f"**{escape(f['suite'])}/{escape(f['prompt_id'])}**: {escape(f['prompt'])}", escape(f["expected"]),
                      f"*{escape(f['baseline_label'])}*: {escape(f['baseline_response'])}",
-                     f"*{escape(f['candidate_label'])}*: {escape(f['candidate_response'])}", escape(human_cell(f))]
-                    for f in chosen])
+                     f"*{escape(f['candidate_label'])}*: {escape(f['candidate_response'])}"]
+                    + ([escape(human_cell(f))] if labelled else []) for f in chosen])
                 lines.append("")
         lines += _checks(obj.cand, "Threshold checks recorded in the candidate run")
     return "\n".join(lines).rstrip() + "\n"

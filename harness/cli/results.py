@@ -63,7 +63,7 @@ def with_todays_labels(report: Path, meta: dict, store) -> dict:
                              "N": v.N, "decided": v.decided}
             if str(c.get("threshold_on", "")).startswith("verified"):
                 c["passed"] = bool(v.passed and v.n_labelled > 0)
-    meta["labels"] = {"store": str(store.path), "labelled_rows": len({r.key for r in rows} & set(labels))}
+    meta["labels"] = {"store": str(store.path), "labelled_rows": sum(r.key in labels for r in rows)}
     return meta
 
 

@@ -63,8 +63,12 @@ def corrected_text(check: dict) -> str:
 
 
 def verified_text(check: dict) -> str:
+    """The verified rate with "n labelled of N"; for a rate of a run with labels elsewhere but none among its
+    replies, "none of N labelled"; "-" for what no label can verify (judge errors, capability statistics)."""
     verified = VerifiedRate.from_dict(check.get("verified"))
-    return "-" if verified is None else verified.text()
+    if verified is not None:
+        return verified.text()
+    return f"none of {check['n']} labelled" if check["key"].partition("_")[2] in METRICS else "-"
 
 
 def threshold_text(check: dict) -> str:
@@ -161,7 +165,7 @@ def notes(suites: dict, model: dict | None, labels: dict | None = None, *, repor
     model = model or {}
     record = model.get("scorer_error_rates")
     return ([threshold_on_line(suites, default_on)]
-            + correction_lines(record, model.get("scorer"), model.get("scorer_version"))
+            + correction_lines(record, model.get("scorer"), model.get("scorer_version"), report)
             + warning_lines(suites, record) + label_lines(suites, labels, report))
 
 

@@ -330,7 +330,7 @@ def pytest_sessionfinish(session, exitstatus):  # after harness.pytest_plugin.pl
             from harness.reports.summary import write_run_summaries
 
             if state.comparison is not None:  # the candidate's checks as its report recorded them, for the summaries
-                state.comparison.cand.meta = read_report(report)[1]
+                state.comparison.cand.meta, state.comparison.cand.name = read_report(report)[1], report.name
 
             state.outputs += write_run_summaries(state.comparison or report, html=state.html, markdown=state.markdown)
     except (OSError, HarnessError) as exc:

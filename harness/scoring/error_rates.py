@@ -282,8 +282,9 @@ def describe_source(source: str | None, rates: ErrorRates | None = None) -> str:
             "replies to measure its own (safety-harness calibrate)")
 
 
-def correction_lines(record: dict | None, scorer: str | None, version: str | None) -> list[str]:
-    """The summary's lines on the rates behind the corrected column (a run's ``model.scorer_error_rates``)."""
+def correction_lines(record: dict | None, scorer: str | None, version: str | None, report: str | None = None) -> list[str]:
+    """The summary's lines on the rates behind the corrected column (a run's ``model.scorer_error_rates``);
+    ``report``, where known, names the run's report in the command that asks for labels."""
     rates = rates_from_record(record)
     if rates is None:
         return [missing_note(scorer, version)]
@@ -292,7 +293,7 @@ def correction_lines(record: dict | None, scorer: str | None, version: str | Non
                  "those labelled (none were measured on this model), per expected behaviour; the interval is for "
                  "a model like those labelled and carries how much the rates vary between them:"]
                 + [f"  {rates.describe(expected)}" for expected in BEHAVIOUR_NAMES]
-                + ["  label this model's replies to verify its rates (safety-harness review REPORT)"])
+                + [f"  label this model's replies to verify its rates (safety-harness review {report or 'REPORT'})"])
     return [f"corrected: Rogan-Gladen with {rates.describe()}; interval also carries that uncertainty",
             f"  those rates were {describe_source(record.get('source'), rates)}"]
 
