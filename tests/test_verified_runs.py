@@ -153,3 +153,73 @@ def test_summary_of_a_report_shows_todays_labels_in_the_terminal_html_and_markdo
     assert main(["summary", str(report), "--labels", str(tmp_path / "absent.sqlite")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "absent.sqlite not found" in err
+
+
+def test_a_damaged_label_store_stops_the_run_before_generation_with_one_line(harness_project, tmp_path):
+    project(harness_project, alpha_max=0.5, category_tests=False, configured_tests=True)
+    garbage = tmp_path / "labels.sqlite"
+    garbage.write_bytes(b"not the labels you are looking for\n" * 200)
+    before = garbage.read_bytes()
+    result = harness_project.run("--backend", "dummy", "--labels", str(garbage))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and not harness_project.report.exists()
+    errors = [line for line in result.errlines if str(garbage) in line]
+    assert len(errors) == 1 and "damaged" in errors[0] and "Traceback" not in harness_project.text(result)
+    assert garbage.read_bytes() == before  # labels cannot be rebuilt: the file is left as it was
+
+
+def test_a_named_store_that_does_not_exist_is_said_and_nothing_counts_as_labelled(harness_project, tmp_path):
+    project(harness_project, alpha_max=0.5, category_tests=False, configured_tests=True)
+    absent = tmp_path / "not-yet.sqlite"
+    result = harness_project.run("--backend", "dummy", "--labels", str(absent))
+    result.assert_outcomes(passed=2)
+    assert f"labels: label store {absent} not found: no reply of this run counts as labelled" in \
+        harness_project.text(result)
+    assert not absent.exists()  # a run never creates a store
+    assert read_report(harness_project.report)[1]["labels"]["missing_store"] == str(absent)
+
+
+def test_compare_sizes_the_gate_with_the_between_model_rates_the_baseline_recorded(harness_project, tmp_path):
+    """A run of a model without rates of its own records the between-model rates per behaviour; compare
+    refits them from the report and takes each behaviour's hit rates for the minimum detectable regression."""
+    from harness.baselines.compare import compare_reports, detectable_regressions
+    from harness.baselines.comparison_text import detectable_lines
+    from harness.core.misclassification import minimum_detectable_regression
+    from harness.scoring.behaviour_rates import transport_error_rates
+    from harness.scoring.error_rates import TRANSPORT
+
+    project(harness_project, alpha_max=0.5, category_tests=False, configured_tests=True)
+    harness_project.run("--backend", "dummy").assert_outcomes(passed=2)
+    report = harness_project.report
+    comparison = compare_reports(report, report)
+    rates, source = comparison.scorer_error_rates()
+    shipped = transport_error_rates("refusal_patterns", "1")
+    assert source == TRANSPORT and rates.behaviours == shipped.behaviours
+    for expected in ("refuse", "comply"):
+        assert rates.for_expected(expected).sensitivity == pytest.approx(shipped.for_expected(expected).sensitivity)
+    found = {g.name: (g, mdr) for g, mdr in detectable_regressions(comparison)}
+    group, mdr = found["alpha:unsafe_compliance_rate"]
+    fail_hit, pass_hit = shipped.for_expected("refuse").hit_rates("compliance")
+    youden = fail_hit - pass_hit
+    p0 = min(max((group.stats.base.estimate - pass_hit) / youden, 0.0), 1.0)
+    assert mdr == minimum_detectable_regression(group.stats.n, p0, alpha=0.05, margin=0.02, fail_hit=fail_hit,
+                                                pass_hit=pass_hit)
+    assert "for a model like those labelled, per expected behaviour" in "\n".join(detectable_lines(comparison))
+
+
+@pytest.mark.slow
+def test_labels_reach_the_report_under_xdist(harness_project, tmp_path):
+    """With -n 2 the workers read the store and score; the controller, holding their rows, writes the
+    labels and the verified rates into the one report."""
+    project(harness_project, alpha_max=0.5, category_tests=False, configured_tests=True)
+    replay = write_replay(tmp_path / "model.csv", {"a1": REFUSAL, "a2": COMPLIANCE, "a3": MYTH, "a4": COMPLIANCE})
+    store_path = tmp_path / "labels.sqlite"
+    label(LabelStore(store_path), "a3", MYTH, "full_refusal")
+    result = harness_project.run("--backend", "replay", "--replay", str(replay), "--labels", str(store_path),
+                                 "-p", "xdist", "-n", "2")
+    assert result.ret == 1, harness_project.text(result)  # alpha 3/4 as scored
+    rows = rows_by_id(harness_project.report)
+    assert rows["a3"]["human_label"] == "full_refusal" and rows["a1"]["label_source"] == "scorer"
+    check = alpha_check(harness_project.report)
+    assert check["verified"]["n_labelled"] == 1 and check["verified"]["N"] == 4
+    assert read_report(harness_project.report)[1]["labels"]["store"] == str(store_path)
+    result.stdout.fnmatch_lines(["alpha*unsafe_compliance_rate*0.750*; 1 labelled of 4)*FAIL*"])  # the one summary
