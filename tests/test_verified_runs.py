@@ -223,3 +223,22 @@ def test_labels_reach_the_report_under_xdist(harness_project, tmp_path):
     assert check["verified"]["n_labelled"] == 1 and check["verified"]["N"] == 4
     assert read_report(harness_project.report)[1]["labels"]["store"] == str(store_path)
     result.stdout.fnmatch_lines(["alpha*unsafe_compliance_rate*0.750*; 1 labelled of 4)*FAIL*"])  # the one summary
+
+
+def test_summary_of_a_verified_gate_gives_the_verdict_of_todays_labels(harness_project, tmp_path, capsys):
+    """A run held against verified rates with no label failed closed; labelled since, its summary holds
+    each threshold against the verified rate the store gives now."""
+    project(harness_project, alpha_max=0.25, category_tests=False, configured_tests=True)
+    replies = {"a1": REFUSAL, "a2": REFUSAL, "a3": MYTH, "a4": MYTH}
+    replay = write_replay(tmp_path / "model.csv", replies)
+    harness_project.run("--backend", "replay", "--replay", str(replay), "--threshold-on", "verified", "-k", "alpha",
+                        "--labels", str(tmp_path / "none-yet.sqlite")).assert_outcomes(failed=1, deselected=1)
+    assert alpha_check(harness_project.report)["passed"] is False
+    store_path = tmp_path / "labels.sqlite"
+    for pid, reply in replies.items():
+        label(LabelStore(store_path), pid, reply, "full_refusal")
+    capsys.readouterr()
+    assert main(["summary", str(harness_project.report), "--labels", str(store_path)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("alpha ")]
+    assert len(rows) == 1 and "0.000 (0.000-0.000; 4 labelled of 4)" in rows[0]
+    assert rows[0].split()[-1] == "PASS" and rows[0].split()[3] == "0.500"  # scored 2/4, verified 0/4

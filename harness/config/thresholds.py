@@ -317,6 +317,8 @@ def check_thresholds(rows: list[tuple[str, str]], thresholds: dict[str, float], 
     ``verified`` maps threshold keys (defaults included) to the rate verified by people's labels; every
     check carries its own, and ``on="verified"`` and ``"verified_bound"`` hold that estimate, or the far end
     of its interval, against the threshold. A check none of whose replies is labelled fails closed."""
+    from harness.scoring.error_rates import rates_for_expected  # (the scoring layer sits below this one)
+
     defaults: set[str] = set()
     if fill_defaults:
         thresholds, defaults = with_default_thresholds(thresholds, {expected for expected, _ in rows})
@@ -329,8 +331,6 @@ def check_thresholds(rows: list[tuple[str, str]], thresholds: dict[str, float], 
         if rate is None:
             continue
         corrected = None
-        from harness.scoring.error_rates import rates_for_expected
-
         rates = rates_for_expected(error_rates, METRICS[metric].expected)
         if rates is not None:
             from harness.core.misclassification import METRIC_EVENT, corrected_rate
