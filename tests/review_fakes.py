@@ -7,14 +7,13 @@ tests/test_verified_flips.py). Also: small Parquet reports to review (``write_ru
 
 from __future__ import annotations
 
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
 from harness.core.records import label_key
-from harness.core.report_file import SCHEMA, read_run_report, write_report
+from harness.core.report_file import SCHEMA, write_report
 
 
 @dataclass(frozen=True)
@@ -102,35 +101,3 @@ def write_run(path: Path, rows: list[tuple[str, str, str, str]], *, model: str =
     meta = {"run_id": "run-1", "model": {"model": model},
             "suites": {s: {"checks": [{"key": k, "threshold": v} for k, v in t.items()]} for s, t in thresholds.items()}}
     return write_report(path, {n: pa.array(v, SCHEMA.field(n).type) for n, v in columns.items()}, meta)
-
-
-def rows_from_report(report_path, baseline_path=None):
-    table, _ = read_run_report(report_path)
-    base = {}
-    if baseline_path is not None:
-        base = {(r["suite"], r["prompt_id"]): r for r in read_run_report(baseline_path)[0].to_pylist()}
-    out = []
-    for r in table.to_pylist():
-        b = base.get((r["suite"], r["prompt_id"]))
-        extra = {}
-        if b is not None and b["response"] != r["response"]:
-            extra = dict(baseline_key=label_key(b["prompt"], b["response"], b["input"] or ""),
-                         baseline_response=b["response"], baseline_scored_label=b["refusal_label"])
-        out.append(VerifyRow(label_key(r["prompt"], r["response"], r["input"] or ""), r["suite"], r["category"],
-                             r["prompt_id"], r["expected"], r["prompt"], r["input"] or "", r["response"],
-                             r["refusal_label"], **extra))
-    return out
-
-
-def thresholds_from_report(report_path):
-    _, meta = read_run_report(report_path)
-    return {s: {c["key"]: c["threshold"] for c in info["checks"]} for s, info in meta["suites"].items()}
-
-
-def module() -> types.ModuleType:
-    """This file's functions as a module named like the real one (for sys.modules)."""
-    fake = types.ModuleType("harness.engine.verification")
-    for name in ("VerifyRow", "VerifiedCheck", "rows_from_report", "thresholds_from_report", "plan_review",
-                 "verified_checks", "gate_decided"):
-        setattr(fake, name, globals()[name])
-    return fake
