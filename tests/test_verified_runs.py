@@ -242,3 +242,14 @@ def test_summary_of_a_verified_gate_gives_the_verdict_of_todays_labels(harness_p
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("alpha ")]
     assert len(rows) == 1 and "0.000 (0.000-0.000; 4 labelled of 4)" in rows[0]
     assert rows[0].split()[-1] == "PASS" and rows[0].split()[3] == "0.500"  # scored 2/4, verified 0/4
+
+
+def test_scorers_without_between_model_rates_keep_no_correction():
+    """Guards and judges have neither shipped nor between-model rates: a run of any model is not corrected,
+    and the summary says so, as before."""
+    from harness.scoring.error_rates import correction_lines, error_rates_record, resolve_error_rates
+
+    for scorer in ("wildguard", "refusal_judge"):
+        assert resolve_error_rates(scorer, "1", None, "any-model") == (None, "shipped")
+        assert error_rates_record(scorer, "1", None, "any-model") is None
+        assert correction_lines(None, scorer, "1")[0].startswith(f"no measured error rates for scorer {scorer} v1")
