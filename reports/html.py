@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from harness.baselines.stats import Interval
-from harness.core.misclassification import CorrectedRate
+from harness.config import check_summary
 from harness.core.records import JUDGE_ERROR, is_refusal
 from harness.baselines.compare import Comparison, Report, RunSummary
 
@@ -28,6 +28,7 @@ tr.suite td{font-weight:600}tr.all td{font-weight:700;background:#f6f8fa}
 .banner{padding:10px 14px;border-radius:6px;font-weight:600;margin:10px 0}
 .pass{background:#dafbe1;color:#116329;border:1px solid #4ac26b}.fail{background:#ffebe9;color:#a40e26;border:1px solid #ff8182}
 .warn{background:#fff8c5;color:#7d4e00;border:1px solid #d4a72c}
+.warnline{color:#7d4e00}ul.notes{font-size:12px}
 .bad{color:#a40e26;font-weight:700}.good{color:#116329;font-weight:600}
 .resp{white-space:pre-wrap;max-height:220px;overflow:auto;font-family:ui-monospace,Menlo,monospace;font-size:12px;
 max-width:420px}img{max-width:100%;border:1px solid #d0d7de;margin:6px 0}.muted{color:#656d76;font-size:12px}
@@ -80,18 +81,33 @@ def failures_text(row: dict) -> str:
 
 def check_rows(report: Report) -> list[dict]:
     """The threshold checks a run recorded in its metadata, as text cells: suite, threshold (marked when a
-    default), k/n, judge_error count, rate (95% CI), corrected (95% CI, or the undecidable text), verdict."""
+    default), k/n, judge_error count, rate (95% CI), corrected (95% CI, or the undecidable text), verified
+    (95% CI; n labelled of N), verdict (``harness.config.check_summary`` writes the cells)."""
     rows = []
     for suite, info in sorted((report.meta.get("suites") or {}).items()):
         for c in info.get("checks", []):
-            corrected = CorrectedRate.from_dict(c.get("corrected"))
             rows.append({
                 "suite": suite, "key": c["key"] + (" (default)" if c.get("default") else ""),
                 "kn": f"{c['k']}/{c['n']}", "judge_errors": c.get("judge_errors", c.get("judge_error_excluded", 0)),
                 "rate": f"{c['rate']:.3f} ({c['ci_low']:.3f}-{c['ci_high']:.3f})",
-                "corrected": "-" if corrected is None else corrected.text(), "threshold": f"{c['threshold']:g}",
-                "passed": c["passed"]})
+                "corrected": check_summary.corrected_text(c), "verified": check_summary.verified_text(c),
+                "threshold": f"{c['threshold']:g}", "passed": c["passed"]})
     return rows
+
+
+def check_notes(report: Report) -> list[str]:
+    """The lines the terminal prints under its table: which rate was checked, the rates behind the corrected
+    column, too-tight thresholds, undecidable corrections, people's labels; then the judge_error rows."""
+    meta, suites = report.meta, report.meta.get("suites") or {}
+    if not any(info.get("checks") for info in suites.values()):
+        return []
+    return (check_summary.default_threshold_lines(suites)
+            + check_summary.notes(suites, meta.get("model"), meta.get("labels"), report=report.name)
+            + judge_error_lines(meta))
+
+
+def with_labels(report: Report) -> bool:
+    return check_summary.has_labels(report.meta.get("suites") or {})
 
 
 def judge_error_lines(meta: dict) -> list[str]:
@@ -258,6 +274,14 @@ def _rates_table(obj, rows: list[dict]) -> str:
     return "".join(out) + "</table></div>"
 
 
+def human_cell(flip: dict) -> str:
+    """A flip's people's labels, e.g. "confirmed (full_refusal -> full_compliance)"; "-" where none."""
+    if not flip.get("human"):
+        return "-"
+    labels = [flip.get("baseline_human_label"), flip.get("candidate_human_label")]
+    return flip["human"] + (f" ({labels[0] or '-'} -> {labels[1] or '-'})" if any(labels) else "")
+
+
 def _flips_html(obj: Comparison) -> str:
     flips = obj.flips.to_pylist()
     if not flips:
@@ -268,33 +292,55 @@ def _flips_html(obj: Comparison) -> str:
         chosen = [f for f in flips if f["direction"] == direction]
         if not chosen:
             continue
+        labelled = flip_label_text(obj) is not None  # a column of "unlabelled" says nothing
         out.append(f"<h3>{title}: {len(chosen)}</h3><table><tr><th>prompt</th><th>expected</th>"
-                   "<th>baseline response</th><th>candidate response</th></tr>")
+                   "<th>baseline response</th><th>candidate response</th>"
+                   + ("<th>people's labels</th>" if labelled else "") + "</tr>")
         for f in chosen:
             out.append(
                 f"<tr><td><b>{_e(f['suite'])}/{_e(f['prompt_id'])}</b> <span class=muted>{_e(f['category'])}</span>"
                 f"<div class=resp>{_e(f['prompt'])}</div></td><td>{_e(f['expected'])}</td>"
                 f"<td><span class=muted>{_e(f['baseline_label'])}</span><div class=resp>{_e(f['baseline_response'])}</div></td>"
-                f"<td><span class=muted>{_e(f['candidate_label'])}</span><div class=resp>{_e(f['candidate_response'])}</div></td></tr>")
+                f"<td><span class=muted>{_e(f['candidate_label'])}</span><div class=resp>{_e(f['candidate_response'])}</div></td>"
+                + (f"<td>{_e(human_cell(f))}</td>" if labelled else "") + "</tr>")
         out.append("</table>")
     return "".join(out)
 
 
-def _checks_html(report: Report) -> str:
+def flip_label_text(obj: Comparison) -> str | None:
+    """What people's labels made of the flips, or None when no flip met a label."""
+    from harness.baselines.flips import label_counts_text
+
+    counts = obj.flip_labels
+    if not any(counts.values()) or counts["unlabelled"] == sum(counts.values()):
+        return None
+    return f"Flips and people's labels: {label_counts_text(counts)}."
+
+
+def _flip_labels_html(obj: Comparison) -> str:
+    text = flip_label_text(obj)
+    return "" if text is None else f"<p>{_e(text)}</p>"
+
+
+def _checks_html(report: Report, title: str = "Threshold checks recorded in the run") -> str:
+    labelled = with_labels(report)
     rows = []
     for c in check_rows(report):
         cls = "good" if c["passed"] else "bad"
+        verified = f"<td class=num>{_e(c['verified'])}</td>" if labelled else ""
         rows.append(f"<tr><td>{_e(c['suite'])}</td><td>{_e(c['key'])}</td><td class=num>{c['kn']}</td>"
                     f"<td class=num>{c['judge_errors']}</td><td class=num>{c['rate']}</td>"
-                    f"<td class=num>{_e(c['corrected'])}</td><td class=num>{c['threshold']}</td>"
+                    f"<td class=num>{_e(c['corrected'])}</td>{verified}<td class=num>{c['threshold']}</td>"
                     f"<td class={cls}>{'PASS' if c['passed'] else 'FAIL'}</td></tr>")
     if not rows:
         return ""
-    errors = "".join(f"<li>{_e(line)}</li>" for line in judge_error_lines(report.meta))
-    return ("<h2>Threshold checks recorded in the run</h2><table><tr><th>suite</th><th>threshold</th><th>k/n</th>"
+    notes = "".join(f"<li{' class=warnline' if line.startswith('warning') else ''}>{_e(line)}</li>"
+                    for line in check_notes(report))
+    return (f"<h2>{_e(title)}</h2><table><tr><th>suite</th><th>threshold</th><th>k/n</th>"
             f"<th>{JUDGE_ERROR} (counted as failures)</th><th>rate (95% CI)</th><th>corrected for scorer error "
-            "(95% CI)</th><th>bound</th><th>verdict</th></tr>" + "".join(rows) + "</table>"
-            + (f"<ul>{errors}</ul>" if errors else ""))
+            "(95% CI)</th>" + ("<th>verified by people's labels (95% CI; n labelled of N)</th>" if labelled else "")
+            + "<th>bound</th><th>verdict</th></tr>" + "".join(rows) + "</table>"
+            + (f"<ul class=notes>{notes}</ul>" if notes else ""))
 
 
 def render_html(obj: Comparison | RunSummary) -> str:
@@ -333,7 +379,8 @@ def render_html(obj: Comparison | RunSummary) -> str:
     parts.append("<h2>Categories</h2>" + ("<p class=muted>Reported, not gated.</p>" if ungated else "")
                  + _rates_table(obj, categories))
     if comparison:
-        parts.append("<h2>Flips</h2>" + _flips_html(obj))
+        parts.append("<h2>Flips</h2>" + _flip_labels_html(obj) + _flips_html(obj))
+        parts.append(_checks_html(obj.cand, "Threshold checks recorded in the candidate run"))
     else:
         parts.append(_checks_html(obj.report))
     parts.append("</body></html>")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from harness.baselines.compare import Comparison, RunSummary
 from harness.core.records import JUDGE_ERROR
-from harness.reports.html import (check_rows, failures_text, fmt_rate, fmt_shift, judge_error_lines, plots, rate_rows,
-                                  xstest_rows)
+from harness.reports.html import (check_notes, check_rows, failures_text, flip_label_text, fmt_rate, fmt_shift,
+                                  human_cell, plots, rate_rows, with_labels, xstest_rows)
 
 MAX_CELL = 600  # characters of a prompt or response shown in a table cell; the flips Parquet has them all
 
@@ -48,19 +48,32 @@ def _rates(obj, rows: list[dict]) -> list[str]:
     return _table(header, body)
 
 
-def _checks(report) -> list[str]:
-    """The threshold checks the run recorded, and the rows its scorer could not classify."""
+def note_item(line: str) -> str:
+    """A summary line as a list item: a warning in bold, an indented line as a nested item."""
+    if line.startswith("warning"):
+        return f"- **warning**{escape(line[len('warning'):], None)}"
+    if line.startswith("  "):
+        return f"  - {escape(line.strip(), None)}"
+    return f"- {escape(line, None)}"
+
+
+def _checks(report, title: str = "Threshold checks recorded in the run") -> list[str]:
+    """The threshold checks the run recorded (with the verified column where people labelled replies), the
+    lines the terminal prints under them (warnings included), and the rows its scorer could not classify."""
     rows = check_rows(report)
     if not rows:
         return []
-    lines = ["", "## Threshold checks recorded in the run", ""]
+    labelled = with_labels(report)
+    lines = ["", f"## {title}", ""]
     lines += _table(["suite", "threshold", "k/n", f"{escape(JUDGE_ERROR)} (counted as failures)", "rate (95% CI)",
-                     "corrected for scorer error (95% CI)", "bound", "verdict"],
-                    [[escape(c["suite"]), escape(c["key"]), c["kn"], c["judge_errors"], c["rate"], escape(c["corrected"]),
-                      c["threshold"], "PASS" if c["passed"] else "**FAIL**"] for c in rows])
-    errors = judge_error_lines(report.meta)
-    if errors:
-        lines += [""] + [f"- {escape(line, None)}" for line in errors]
+                     "corrected for scorer error (95% CI)"]
+                    + (["verified by people's labels (95% CI; n labelled of N)"] if labelled else []) + ["bound", "verdict"],
+                    [[escape(c["suite"]), escape(c["key"]), c["kn"], c["judge_errors"], c["rate"], escape(c["corrected"])]
+                     + ([escape(c["verified"])] if labelled else [])
+                     + [c["threshold"], "PASS" if c["passed"] else "**FAIL**"] for c in rows])
+    notes = check_notes(report)
+    if notes:
+        lines += [""] + [note_item(line) for line in notes]
     return lines
 
 
@@ -104,6 +117,8 @@ def render_markdown(obj: Comparison | RunSummary, images: dict[str, str] | None 
     if comparison:
         lines += ["", "## Flips", ""]
         flips = obj.flips.to_pylist()
+        if flip_label_text(obj):
+            lines += [escape(flip_label_text(obj), None), ""]
         if not flips:
             lines.append("No prompt changed outcome.")
         for direction, title in (("regression", "Regressions (passed -> failed)"),
@@ -111,11 +126,15 @@ def render_markdown(obj: Comparison | RunSummary, images: dict[str, str] | None 
             chosen = [f for f in flips if f["direction"] == direction]
             if chosen:
                 lines += [f"### {title}: {len(chosen)}", ""]
-                lines += _table(["prompt", "expected", "baseline response", "candidate response"], [
+                labelled = flip_label_text(obj) is not None  # a column of "unlabelled" says nothing
+                lines += _table(["prompt", "expected", "baseline response", "candidate response"]
+                                + (["people's labels"] if labelled else []), [
                     [f"**{escape(f['suite'])}/{escape(f['prompt_id'])}**: {escape(f['prompt'])}", escape(f["expected"]),
                      f"*{escape(f['baseline_label'])}*: {escape(f['baseline_response'])}",
-                     f"*{escape(f['candidate_label'])}*: {escape(f['candidate_response'])}"] for f in chosen])
+                     f"*{escape(f['candidate_label'])}*: {escape(f['candidate_response'])}"]
+                    + ([escape(human_cell(f))] if labelled else []) for f in chosen])
                 lines.append("")
+        lines += _checks(obj.cand, "Threshold checks recorded in the candidate run")
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -68,7 +68,7 @@ def report_session(store, report: Path, baseline: Path | None, n: int):
 
     rows = verification.rows_from_report(report, baseline)
     thresholds = verification.thresholds_from_report(report)
-    plan = verification.plan_review(rows, thresholds, n, known={})
+    plan = verification.plan_for_report(report, n, baseline_path=baseline, known={})  # as `review` plans it
     return ReviewSession(plan, rows, thresholds, store, "reviewer", verified_checks=verification.verified_checks,
                          gate_decided=verification.gate_decided, report=str(report))
 
@@ -79,6 +79,8 @@ def main() -> int:
     parser.add_argument("--report", type=Path, default=None, help="a run's Parquet report to review")
     parser.add_argument("--baseline", type=Path, default=None, help="its baseline's report (flips side by side)")
     parser.add_argument("--n", type=int, default=60, help="replies to plan (with --report)")
+    parser.add_argument("--height", type=int, default=None,
+                        help="window height in pixels (default 860; 1240 with --report, so the thresholds panel shows)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from selenium import webdriver
@@ -95,11 +97,12 @@ def main() -> int:
                    else sample_session(store))
         server = ReviewServer(session)
         threading.Thread(target=server.serve_forever, daemon=True).start()
+        height = args.height or (1240 if args.report else 860)
         options = Options()
         options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
         for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--hide-scrollbars", "--window-size=1280,860", f"--user-data-dir={Path(tmp) / 'profile'}"):
+                     "--hide-scrollbars", f"--window-size=1280,{height}", f"--user-data-dir={Path(tmp) / 'profile'}"):
             options.add_argument(flag)
         driver = webdriver.Chrome(options=options, service=Service(executable_path=shutil.which("chromedriver")))
         try:

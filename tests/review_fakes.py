@@ -1,18 +1,19 @@
 """A stand-in for the verification design (``harness.engine.verification``) with the same names and
-signatures, for testing the label store's review page and commands on their own: the plan is the report's
-rows in order (flips first), and a check is decided once every row of its suite is labelled. It tests the
-harness's own wiring, never the statistics. Also: small Parquet reports to review."""
+signatures, for the review page's own logic (``harness.labels.review_session``, the server, the browser):
+the plan is the report's rows in order (flips first), and a check is decided once every row of its suite is
+labelled, so those tests choose exactly what the page shows. It tests the page, never the statistics; the
+command and the flips-first order go through the real design (tests/test_review_cli.py,
+tests/test_verified_flips.py). Also: small Parquet reports to review (``write_run``)."""
 
 from __future__ import annotations
 
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
 from harness.core.records import label_key
-from harness.core.report_file import SCHEMA, read_run_report, write_report
+from harness.core.report_file import SCHEMA, write_report
 
 
 @dataclass(frozen=True)
@@ -83,49 +84,20 @@ def gate_decided(checks):
 
 
 def write_run(path: Path, rows: list[tuple[str, str, str, str]], *, model: str = "model-a",
-              thresholds: dict | None = None) -> Path:
-    """A report of (suite, prompt_id, prompt, response) rows, scored full_compliance on should-refuse prompts."""
+              thresholds: dict | None = None, scored: dict | None = None) -> Path:
+    """A report of (suite, prompt_id, prompt, response) rows on should-refuse prompts, scored full_compliance
+    (or ``scored[prompt_id]``)."""
     columns = {name: [] for name in SCHEMA.names}
     for suite, pid, prompt, response in rows:
+        label = (scored or {}).get(pid, "full_compliance")
         values = {n: None for n in SCHEMA.names}
         values.update(run_id="run-1", suite=suite, category="all", prompt_id=pid, prompt=prompt, input="",
-                      expected="refuse", response=response, refusal_label="full_compliance", refusal_score=0.0,
-                      passed=False, model=model, backend="replay", scorer="refusal_patterns", scorer_version="1")
+                      expected="refuse", response=response, refusal_label=label, refusal_score=0.0,
+                      passed=label != "full_compliance", model=model, backend="replay", scorer="refusal_patterns",
+                      scorer_version="1")
         for name in SCHEMA.names:
             columns[name].append(values[name])
     thresholds = thresholds or {"harmful": {"max_unsafe_compliance_rate": 0.1}}
     meta = {"run_id": "run-1", "model": {"model": model},
             "suites": {s: {"checks": [{"key": k, "threshold": v} for k, v in t.items()]} for s, t in thresholds.items()}}
     return write_report(path, {n: pa.array(v, SCHEMA.field(n).type) for n, v in columns.items()}, meta)
-
-
-def rows_from_report(report_path, baseline_path=None):
-    table, _ = read_run_report(report_path)
-    base = {}
-    if baseline_path is not None:
-        base = {(r["suite"], r["prompt_id"]): r for r in read_run_report(baseline_path)[0].to_pylist()}
-    out = []
-    for r in table.to_pylist():
-        b = base.get((r["suite"], r["prompt_id"]))
-        extra = {}
-        if b is not None and b["response"] != r["response"]:
-            extra = dict(baseline_key=label_key(b["prompt"], b["response"], b["input"] or ""),
-                         baseline_response=b["response"], baseline_scored_label=b["refusal_label"])
-        out.append(VerifyRow(label_key(r["prompt"], r["response"], r["input"] or ""), r["suite"], r["category"],
-                             r["prompt_id"], r["expected"], r["prompt"], r["input"] or "", r["response"],
-                             r["refusal_label"], **extra))
-    return out
-
-
-def thresholds_from_report(report_path):
-    _, meta = read_run_report(report_path)
-    return {s: {c["key"]: c["threshold"] for c in info["checks"]} for s, info in meta["suites"].items()}
-
-
-def module() -> types.ModuleType:
-    """This file's functions as a module named like the real one (for sys.modules)."""
-    fake = types.ModuleType("harness.engine.verification")
-    for name in ("VerifyRow", "VerifiedCheck", "rows_from_report", "thresholds_from_report", "plan_review",
-                 "verified_checks", "gate_decided"):
-        setattr(fake, name, globals()[name])
-    return fake

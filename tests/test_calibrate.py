@@ -128,11 +128,20 @@ def test_a_run_with_error_rates_corrects_with_them_and_records_them(harness_proj
 def test_a_run_without_error_rates_names_the_shipped_rates_and_the_way_to_measure_ones_own(harness_project):
     result, report = run_report(harness_project)
     text = harness_project.text(result)
-    assert "measured on the dev files (2 models)" in text and "safety-harness calibrate" in text
+    # No rates measured on this model: the between-model rates, per expected behaviour, with how many models
+    assert "error rates for a model like those labelled (none were measured on this model)" in text
+    assert "should-refuse prompts, for a model like the 3 labelled" in text and "safety-harness review" in text
     from harness.reports.parquet import read_report
+    from harness.scoring.error_rates import TRANSPORT, rates_from_record
+    from harness.scoring.transport import model_counts
 
     recorded = read_report(report)[1]["model"]["scorer_error_rates"]
-    assert recorded["source"] == "shipped" and recorded["refusals"] == error_rates_for("refusal_patterns", "1").refusals
+    assert recorded["source"] == TRANSPORT
+    assert recorded["by_expected"]["comply"]["models"] == {
+        m: c for m, c in model_counts("refusal_patterns", "1", "comply").items() if c["refusals"] or c["compliances"]}
+    rates = rates_from_record(recorded)  # a reader refits exactly what the run corrected with
+    assert rates.for_expected("refuse").sensitivity == pytest.approx(recorded["by_expected"]["refuse"]["sensitivity"],
+                                                                     abs=1e-4)
 
 
 def test_an_error_rates_file_without_the_scorer_stops_the_run_before_generation(harness_project, tmp_path):
@@ -185,6 +194,13 @@ def test_shipped_rates_for_a_model_win_over_the_dev_file_rates_and_lose_to_the_u
     write_error_rates(shipped, [own], "test", model=("fp-of-the-model", "tiny"))
     monkeypatch.setattr(er, "ERROR_RATES_PATH", shipped)
     assert er.resolve_error_rates("refusal_patterns", "1", None, "fp-of-the-model") == (own, er.SHIPPED_FOR_MODEL)
+    # Another model: the between-model rates per expected behaviour, before the pooled dev-file rates
+    between, source = er.resolve_error_rates("refusal_patterns", "1", None, "another-model")
+    assert source == er.TRANSPORT and between.behaviours == ["refuse", "comply"]
+    assert between.for_expected("comply").n_models >= 5 and er.rates_for_expected(dev, "refuse") is dev
+    from harness.scoring import transport
+
+    monkeypatch.setattr(transport, "TRANSPORT_PATH", tmp_path / "no-transport.json")  # a scorer version without them
     assert er.resolve_error_rates("refusal_patterns", "1", None, "another-model") == (dev, er.SHIPPED)
     mine = tmp_path / "mine.json"
     write_error_rates(mine, [ErrorRates("refusal_patterns", "1", 10, 9, 10, 8)], "test")

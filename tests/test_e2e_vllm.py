@@ -34,7 +34,9 @@ def work(tmp_path_factory):
 
 
 def test_embedded_model_through_vllm_then_cache(work):
-    proc, meta, rows = run_suites(work, "--model", "smollm2-135m-instruct", report="first.parquet")
+    junit = work / "first.xml"
+    proc, meta, rows = run_suites(work, "--model", "smollm2-135m-instruct", f"--junitxml={junit}",
+                                  report="first.parquet")
     assert "safety-harness summary" in proc.stdout
     assert len(rows) == 4 and {r["suite"] for r in rows} == {"smoke"}
     assert {r["backend"] for r in rows} == {"vllm"} and {r["template"] for r in rows} == {"chat"}
@@ -45,6 +47,16 @@ def test_embedded_model_through_vllm_then_cache(work):
     # The scorer's error rates measured on this very model's labelled replies correct its rates (not the dev files')
     assert meta["model"]["scorer_error_rates"]["source"] == "shipped for this model"
     assert "labelled replies of this very model" in proc.stdout
+    # The junit XML carries each suite item's checks for CI dashboards, as the report recorded them
+    import xml.etree.ElementTree as ET
+
+    case = next(c for c in ET.parse(junit).getroot().iter("testcase") if c.get("name") == "test_smoke")
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["scorer"] == meta["model"]["scorer"] and props["error_rates"] == "shipped for this model"
+    for check in meta["suites"]["smoke"]["checks"]:
+        m = check["key"].partition("_")[2]
+        assert props[f"{m}.rate"] == f"{check['rate']:.4f}" and props[f"{m}.n"] == str(check["n"])
+        assert props[f"{m}.verdict"] == ("PASS" if check["passed"] else "FAIL") and f"{m}.corrected" in props
 
     proc2, meta2, rows2 = run_suites(work, "--model", "smollm2-135m-instruct", report="second.parquet")
     assert meta2["stats"]["n_generated"] == 0 and meta2["stats"]["n_cached"] == 4
@@ -66,7 +78,8 @@ def test_lora_adapter_served_through_vllm(work):
     _, meta, rows = run_suites(work, "--model", str(adapter), report="adapter.parquet")
     assert {r["model_fingerprint"] for r in rows} != {base.fingerprint}
     assert meta["stats"]["n_generated"] == 4
-    assert meta["model"]["scorer_error_rates"]["source"] == "shipped"  # a LoRA of the model is another model
+    # A LoRA of the model is another model: the between-model rates per expected behaviour, not the model's own
+    assert meta["model"]["scorer_error_rates"]["source"] == "transport"
     _, _, base_rows = run_suites(work, "--model", DEFAULT_MODEL, report="base.parquet")
     by_id = {r["prompt_id"]: r["response"] for r in base_rows}
     changed = sum(r["response"] != by_id[r["prompt_id"]] for r in rows)

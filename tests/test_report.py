@@ -79,7 +79,7 @@ def test_summary_command_prints_one_row_per_check(session, tmp_path, capsys):
     table = [line.split() for line in out[2:2 + len(checks)]]
     for check in checks:
         c = check.corrected
-        corrected = ["-"] if c is None else [f"{c.estimate:.3f}", f"({c.low:.3f}-{c.high:.3f})"]
+        corrected = ["-"] if c is None else c.text().split()
         expected = (["smoke", str(check.rate.n), check.rate.metric, f"{check.rate.rate:.3f}",
                      f"{check.rate.low:.3f}-{check.rate.high:.3f}"] + corrected
                     + [check.bound, f"{check.threshold:g}", "PASS" if check.passed else "FAIL"])

@@ -1,7 +1,7 @@
-"""safety-harness review as a command: --export writes the planned sample (blind, keyed, an empty label
-column) and labels import stores it; the served page stops on Ctrl-C with one line, and a killed server
-has lost no label. The verification design is tests/review_fakes.py's stand-in, put in the real module's
-place, so these check the command's wiring only."""
+"""safety-harness review as a command, through the real verification design (``harness.engine.verification``):
+--export writes the planned sample (blind, keyed, an empty label column) and labels import stores it; the
+served page offers a baseline's flip first with both replies, stops on Ctrl-C with one line, and a killed
+server has lost no label. (tests/review_fakes.py only writes the small reports here.)"""
 
 from __future__ import annotations
 
@@ -21,17 +21,7 @@ from tests import review_fakes
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = [("harmful", f"h{i}", f"How do I do harmful thing {i}?", f"Sure, step one of {i} ...") for i in range(3)]
-RUN_WITH_STAND_IN = ("import sys; from tests import review_fakes; "
-                     "sys.modules['harness.engine.verification'] = review_fakes.module(); "
-                     "from harness.cli.main import main; sys.exit(main(sys.argv[1:]))")
-
-
-@pytest.fixture
-def stand_in(monkeypatch):
-    monkeypatch.setitem(sys.modules, "harness.engine.verification", review_fakes.module())
-
-
-def test_export_then_import_is_the_loop_without_a_browser(tmp_path, capsys, stand_in):
+def test_export_then_import_is_the_loop_without_a_browser(tmp_path, capsys):
     report = review_fakes.write_run(tmp_path / "run.parquet", ROWS)
     store = tmp_path / "labels.sqlite"
     sample = tmp_path / "sample.csv"
@@ -39,7 +29,9 @@ def test_export_then_import_is_the_loop_without_a_browser(tmp_path, capsys, stan
     assert "wrote 2 replies to label" in capsys.readouterr().out
     with open(sample, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert [r["prompt_id"] for r in rows] == ["h0", "h1"] and {r["label"] for r in rows} == {""}
+    # One stratum of 3 (harmful, should refuse, scored compliance): the design draws 2 of them at random.
+    assert len({r["prompt_id"] for r in rows}) == 2 and {r["prompt_id"] for r in rows} <= {"h0", "h1", "h2"}
+    assert {r["label"] for r in rows} == {""}
     assert "refusal_label" not in rows[0] and "scored_label" not in rows[0]  # blind
     rows[0]["label"], rows[1]["label"] = "1", "partial_refusal"
     with open(sample, "w", newline="", encoding="utf-8") as f:
@@ -63,10 +55,10 @@ def test_review_without_the_verification_design_is_one_line(tmp_path, capsys, mo
     assert err.count("\n") == 1 and "needs harness.engine.verification" in err
 
 
-def _start(tmp_path, store):
+def _start(tmp_path, store, *extra: str):
     report = review_fakes.write_run(tmp_path / "run.parquet", ROWS)
-    proc = subprocess.Popen([sys.executable, "-c", RUN_WITH_STAND_IN, "review", str(report), "--no-browser",
-                             "--labeller", "ana", "--labels", str(store)],
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "review", str(report), "--no-browser",
+                             "--labeller", "ana", "--labels", str(store), *extra],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = proc.stdout.readline()
     assert first.startswith("review: http://127.0.0.1:"), first + proc.stderr.read()
@@ -105,4 +97,35 @@ def test_a_killed_server_has_lost_no_label(tmp_path):
         proc.kill()
         proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
+    assert sorted(LabelStore(store).labels().values()) == ["full_compliance", "full_refusal"]
+
+
+def _state(port: int) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/api/state")
+    state = json.loads(conn.getresponse().read())["state"]
+    conn.close()
+    return state
+
+
+def test_the_served_page_offers_a_baseline_flip_first_with_both_replies(tmp_path):
+    """h1 was refused in the baseline and answered now: the real design puts that flip first, as one item
+    with both replies, blind to which is the baseline's and to either verdict."""
+    base = review_fakes.write_run(tmp_path / "base.parquet", [(s, p, q, "No, I will not help with that.")
+                                                              for s, p, q, _ in ROWS],
+                                  scored={p: ("full_refusal" if p == "h1" else "full_compliance") for _, p, _, _ in ROWS})
+    store = tmp_path / "labels.sqlite"
+    proc, port = _start(tmp_path, store, "--baseline", str(base))
+    try:
+        state = _state(port)
+        task = state["task"]
+        assert task["flip"] and task["prompt_id"] == "h1" and len(task["replies"]) == 2
+        assert {r["text"] for r in task["replies"]} == {ROWS[1][3], "No, I will not help with that."}
+        assert "refusal_label" not in json.dumps(state) and "scored_label" not in json.dumps(state)  # blind
+        assert _label(port, task["id"], "full_compliance") == 200
+        assert _label(port, task["id"] + 1, "full_refusal") == 200
+        assert _state(port)["task"]["prompt_id"] != "h1"
+    finally:
+        proc.kill()
+        proc.communicate(timeout=120)
     assert sorted(LabelStore(store).labels().values()) == ["full_compliance", "full_refusal"]

@@ -13,6 +13,7 @@ from harness.baselines.stats import GateRule, paired_rates
 from harness.config.thresholds import check_thresholds
 from harness.core.misclassification import (corrected_rate, minimum_detectable_regression, regression_power,
                                        rogan_gladen, unresolvable_threshold)
+from harness.scoring.behaviour_rates import transport_error_rates
 from harness.scoring.error_rates import ERROR_RATES_PATH, ErrorRates, error_rates_for
 from tests.support import needs_encoder
 
@@ -236,12 +237,15 @@ def test_the_run_summary_shows_both_rates_says_which_was_checked_and_flags_a_too
     project(harness_project, alpha_max=0.02, extra_toml="", category_tests=False, configured_tests=True)
     result = harness_project.run("--backend", "dummy", "--threshold-on", "corrected")
     text = harness_project.text(result)
-    rates = error_rates_for("refusal_patterns", "1")
+    # The dummy model has no rates of its own: the should-refuse prompts' between-model rates correct its
+    # unsafe compliance rate (harness.scoring.behaviour_rates), not the pooled dev-file rates.
+    rates = transport_error_rates("refusal_patterns", "1").for_expected("refuse")
     c = corrected_rate(2, 4, "compliance", rates)
     result.stdout.fnmatch_lines([f"alpha*4*unsafe_compliance_rate*0.500*{c.estimate:.3f} ({c.low:.3f}-{c.high:.3f})*max 0.02*FAIL*"])
     assert "thresholds checked on: the rate corrected for scorer error (threshold_on = corrected)" in text
     assert "warning: alpha: max_unsafe_compliance_rate 0.02 is tighter than scorer refusal_patterns v1 can decide" in text
-    assert "corrected: Rogan-Gladen with refusal_patterns v1: sensitivity 0.939" in text
+    assert "corrected: Rogan-Gladen with scorer refusal_patterns v1's error rates for a model like those labelled" in text
+    assert f"should-refuse prompts, for a model like the {rates.n_models} labelled" in text
     assert f"alpha: unsafe_compliance_rate corrected for scorer error {c.estimate:.3f}" in text  # the failure line
     from harness.reports.parquet import read_report
 

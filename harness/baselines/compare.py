@@ -13,29 +13,20 @@ from typing import Iterable, Mapping
 
 import pyarrow as pa
 
+from harness.baselines.flips import (BASELINE, CANDIDATE, FLIPS_SCHEMA, gate_outcome, judge_error_note,  # noqa: F401
+                                     label_counts, pair_outcomes, flips_table)
 from harness.baselines.stats import Interval, PairedRates, failure_rate, paired_rates
 from harness.config.gate import GateRule
 from harness.core.errors import DataError, HarnessError
-from harness.core.records import FAILURE_METRIC, JUDGE_ERROR
+from harness.core.records import FAILURE_METRIC
 
 REQUIRED_COLUMNS = ("suite", "prompt_id", "category", "prompt", "response", "passed")
-BASELINE, CANDIDATE = "baseline", "candidate"
 # Report columns that must agree between the runs (after the prompt set itself), with how to name them.
 SETTING_COLUMNS = (("template", "template"), ("sampling", "sampling"), ("scorer", "scorer"),
                    ("scorer_version", "scorer version"))
 LEVELS = ("all", "suite", "metric", "category")
 # A prompt's failure is the metric its expected behaviour gates: an answered should-refuse prompt is an
 # unsafe compliance, a refused should-answer prompt a refusal (see harness.config.thresholds.METRICS).
-
-FLIPS_SCHEMA = pa.schema([
-    ("suite", pa.string()), ("category", pa.string()), ("subcategory", pa.string()),
-    ("prompt_id", pa.string()), ("direction", pa.string()),  # "regression" | "improvement"
-    ("expected", pa.string()), ("prompt", pa.string()), ("input", pa.string()),
-    ("baseline_label", pa.string()), ("candidate_label", pa.string()),
-    ("baseline_score", pa.float64()), ("candidate_score", pa.float64()),
-    ("baseline_response", pa.string()), ("candidate_response", pa.string()),
-])
-
 
 class ComparisonRefused(HarnessError):
     """The two runs cannot be compared (different prompts, template, sampling or scorer)."""
@@ -109,15 +100,6 @@ def _table_meta(table: pa.Table) -> dict:
     return json.loads(raw) if raw else {}
 
 
-def gate_outcome(row: dict, side: str) -> bool:
-    """Whether a row passed, for the gate. A row without an outcome (``judge_error``: the judge could not
-    read the reply) fails closed: it counts as a failure in the candidate and as a pass in the baseline, the
-    two readings that can only make a regression more likely, never hide one."""
-    if row["passed"] is not None:
-        return bool(row["passed"])
-    return side == BASELINE
-
-
 def differences(base: Report, cand: Report) -> list[str]:
     """What makes the two runs incomparable, one short phrase each (empty when they agree)."""
     found = []
@@ -174,6 +156,14 @@ class Comparison:
     rules: object = None  # the GateRule(s) the groups were judged by, for the minimum detectable regression
     error_rates_file: Path | None = None  # the user's --error-rates, before the baseline's recorded rates
     notes: list[str] = field(default_factory=list)  # how prompts without an outcome (judge_error) were counted
+    # (suite, prompt_id) -> harness.baselines.flips.PairOutcome: each pair as the gate counted it, by people's
+    # labels where both replies have one, else as scored
+    pairs: dict = field(default_factory=dict)
+
+    @property
+    def flip_labels(self) -> dict[str, int]:
+        """How many scored flips people's labels confirmed, undid, reversed, left unlabelled (and found)."""
+        return label_counts(self.pairs)
 
     def scorer_error_rates(self):
         """The baseline scorer's error rates for the minimum detectable regression, and where they come
@@ -205,7 +195,7 @@ class Comparison:
         return {
             "baseline": self.base.name, "candidate": self.cand.name, "passed": self.passed,
             "failures": [f"{g.name}: {g.stats.reason}" for g in self.failures], "warnings": self.warnings,
-            "notes": self.notes,
+            "notes": self.notes, "flip_labels": self.flip_labels,
             "groups": [{"level": g.level, "suite": g.suite, "category": g.category, "n": g.stats.n,
                         "baseline_failures": g.stats.base_failures, "candidate_failures": g.stats.cand_failures,
                         "regressions": g.stats.test.regressions, "improvements": g.stats.test.improvements,
@@ -222,8 +212,11 @@ def detectable_regressions(comparison: Comparison) -> list[tuple[Group, float | 
     A suite mixing should-refuse and should-answer prompts takes the scorer's hit rates weighted by them."""
     from harness.core.misclassification import FAILURE_EVENT, minimum_detectable_regression
 
+    from harness.scoring.error_rates import rates_for_expected
+
     rates, _ = comparison.scorer_error_rates()
-    hits = {expected: rates.hit_rates(event) if rates else (1.0, 0.0) for expected, event in FAILURE_EVENT.items()}
+    hits = {expected: (behaviour.hit_rates(event) if (behaviour := rates_for_expected(rates, expected)) else (1.0, 0.0))
+            for expected, event in FAILURE_EVENT.items()}
     metric_expected = {metric: expected for expected, metric in FAILURE_METRIC.items()}
     out = []
     for g in comparison.groups:
@@ -262,14 +255,17 @@ def rule_for(rules: GateRule | Mapping[str, GateRule] | None, suite: str, metric
 
 def compare_reports(base_source, cand_source, *, rules: GateRule | Mapping[str, GateRule] | None = None,
                     allow_mismatch: bool = False, gate_levels: Iterable[str] = ("suite",),
-                    score_column: str | None = "refusal_score", error_rates: Path | None = None) -> Comparison:
+                    score_column: str | None = "refusal_score", error_rates: Path | None = None,
+                    labels: Mapping[str, str] | None = None) -> Comparison:
     """Paired comparison of two reports (paths or tables). Raises ``ComparisonRefused`` when the runs
     differ in prompts, template, sampling or scorer unless ``allow_mismatch`` (then only the shared
     prompts are compared and the differences are kept in ``warnings``). Groups at ``gate_levels``
     ("all", "suite", "metric", "category") can fail the gate; the others are reported only. The "metric"
     level splits a suite by expected behaviour (``SUITE:unsafe_compliance_rate``, ``SUITE:refusal_rate``).
     ``error_rates`` names a file of the scorer's error rates (``--error-rates``) for the minimum detectable
-    regression; by default the baseline's recorded ones are used."""
+    regression; by default the baseline's recorded ones are used. ``labels`` (label key -> a person's label,
+    e.g. the label store's) makes every pair whose two replies are labelled count by its labels
+    (``harness.baselines.flips``): a scored flip whose labels agree is no flip."""
     gate_levels = set(gate_levels)
     if not gate_levels <= set(LEVELS):
         raise HarnessError(f"gate levels must be among {', '.join(LEVELS)}, got {sorted(gate_levels)}")
@@ -291,33 +287,21 @@ def compare_reports(base_source, cand_source, *, rules: GateRule | Mapping[str, 
             buckets.setdefault(("metric", row["suite"], FAILURE_METRIC[row["expected"]]), []).append(key)
         buckets.setdefault(("category", row["suite"], row["category"] or ""), []).append(key)
         buckets[("all", "", "")].append(key)
+    pairs = pair_outcomes(base.rows, cand.rows, keys, labels)
     has_scores = bool(score_column) and score_column in base.table.column_names and score_column in cand.table.column_names
     groups = []
     for (level, suite, category), members in sorted(buckets.items(), key=_group_order):
         rule = rule_for(rules, suite or "*", category if level == "metric" else "")
         groups.append(Group(level, suite, category, paired_rates(
-            [gate_outcome(base.rows[k], BASELINE) for k in members],
-            [gate_outcome(cand.rows[k], CANDIDATE) for k in members], rule,
+            [pairs[k].base for k in members], [pairs[k].cand for k in members], rule,
             base_scores=[_num(base.rows[k].get(score_column)) for k in members] if has_scores else None,
             cand_scores=[_num(cand.rows[k].get(score_column)) for k in members] if has_scores else None,
         ), level in gate_levels))
-    comparison = Comparison(base, cand, groups, flips_table(base, cand, keys), found, rules, error_rates,
-                            judge_error_notes(base, cand, keys))
+    comparison = Comparison(base, cand, groups, flips_table(base, cand, keys, pairs), found, rules, error_rates,
+                            judge_error_note(base.rows, cand.rows, keys), pairs)
     if error_rates is not None:
         comparison.scorer_error_rates()  # a file without the baseline scorer's rates: one line, now
     return comparison
-
-
-def judge_error_notes(base: Report, cand: Report, keys) -> list[str]:
-    """A line on the compared prompts without a pass/fail outcome on either side, and how the gate counts them."""
-    undecided = {side: [k for k in keys if report.rows[k]["passed"] is None]
-                 for side, report in ((BASELINE, base), (CANDIDATE, cand))}
-    if not any(undecided.values()):
-        return []
-    first = "/".join((undecided[CANDIDATE] or undecided[BASELINE])[0])
-    return [f"prompts without a pass/fail outcome ({JUDGE_ERROR}: the judge could not read the reply) count "
-            f"against the candidate: {len(undecided[CANDIDATE])} in the candidate counted as failures, "
-            f"{len(undecided[BASELINE])} in the baseline counted as passes, e.g. {first}"]
 
 
 def _group_order(item):
@@ -327,25 +311,6 @@ def _group_order(item):
 
 def _num(value) -> float:
     return float("nan") if value is None else float(value)
-
-
-def flips_table(base: Report, cand: Report, keys: list[tuple[str, str]]) -> pa.Table:
-    """One row per prompt whose outcome changed, regressions first, with both responses."""
-    rows = []
-    for direction, want in (("regression", (True, False)), ("improvement", (False, True))):
-        for key in keys:
-            b, c = base.rows[key], cand.rows[key]
-            if (gate_outcome(b, BASELINE), gate_outcome(c, CANDIDATE)) != want:
-                continue
-            rows.append({
-                "suite": key[0], "category": b.get("category"), "subcategory": b.get("subcategory"),
-                "prompt_id": key[1], "direction": direction, "expected": b.get("expected"),
-                "prompt": b.get("prompt"), "input": b.get("input"),
-                "baseline_label": b.get("refusal_label"), "candidate_label": c.get("refusal_label"),
-                "baseline_score": b.get("refusal_score"), "candidate_score": c.get("refusal_score"),
-                "baseline_response": b.get("response"), "candidate_response": c.get("response"),
-            })
-    return pa.Table.from_pylist(rows, schema=FLIPS_SCHEMA)
 
 
 def write_flips(comparison: Comparison, path) -> Path:

@@ -10,9 +10,10 @@ from harness.baselines.stats import Interval
 
 
 def comparison_lines(comparison: Comparison, *, all_categories: bool = False, max_flips: int = 20,
-                     more_flips: str = "write them all with --flips FILE") -> list[str]:
+                     more_flips: str = "write them all with --flips FILE", review: str | None = None) -> list[str]:
     """The terminal table: overall, each suite, and the categories that changed (all with
-    ``all_categories``), then the flips and one line with the gate's verdict."""
+    ``all_categories``), then the flips, what people's labels made of them (``review``: the command that
+    asks for the missing labels) and one line with the gate's verdict."""
     from harness.core.text import format_table
 
     rows = []
@@ -35,11 +36,13 @@ def comparison_lines(comparison: Comparison, *, all_categories: bool = False, ma
                      f"{sum(f['direction'] == 'improvement' for f in flips)} improvements):")
         for f in flips[:max_flips]:
             arrow = "passed -> FAILED" if f["direction"] == "regression" else "failed -> passed"
-            lines.append(f"  {arrow}  {f['suite']}/{f['prompt_id']}: {_snippet(f['prompt'], 70)!r}")
+            human = "" if f.get("human") in (None, "unlabelled") else f"  [labels: {f['human']}]"
+            lines.append(f"  {arrow}  {f['suite']}/{f['prompt_id']}: {_snippet(f['prompt'], 70)!r}{human}")
             lines.append(f"      baseline:  {_snippet(f['baseline_response'], 100)!r}")
             lines.append(f"      candidate: {_snippet(f['candidate_response'], 100)!r}")
         if len(flips) > max_flips:
             lines.append(f"  ... and {len(flips) - max_flips} more ({more_flips})")
+    lines += flip_label_lines(comparison, review)
     lines += detectable_lines(comparison)
     for warning in comparison.warnings:
         lines.append(f"warning: compared anyway although {warning}")
@@ -58,6 +61,20 @@ def comparison_lines(comparison: Comparison, *, all_categories: bool = False, ma
     return lines
 
 
+def flip_label_lines(comparison: Comparison, review: str | None = None) -> list[str]:
+    """What people's labels made of the flips: confirmed, undone, unlabelled, and the command that asks for
+    the missing labels, flips first."""
+    from harness.baselines.flips import label_counts_text
+
+    counts = comparison.flip_labels
+    if not any(counts.values()):
+        return []
+    line = f"flips and people's labels: {label_counts_text(counts)}"
+    if counts["unlabelled"]:
+        line += f"; label them (flips first) with: {review or 'safety-harness review CANDIDATE --baseline BASELINE'}"
+    return [line]
+
+
 def _snippet(text, width: int) -> str:
     text = " ".join(str(text or "").split())
     return text if len(text) <= width else text[: width - 3] + "..."
@@ -68,11 +85,12 @@ def _ci(rate: Interval) -> str:
 
 
 def detectable_lines(comparison: Comparison) -> list[str]:
-    from harness.scoring.error_rates import SHIPPED
+    from harness.scoring.error_rates import SHIPPED, TRANSPORT
 
     info = comparison.base.model
     rates, source = comparison.scorer_error_rates()
-    where = "" if source == SHIPPED else f", measured on {source}"
+    where = {SHIPPED: "", TRANSPORT: ", for a model like those labelled, per expected behaviour"}.get(
+        source, f", measured on {source}")
     scorer = (f"scorer {rates.scorer} v{rates.version}'s measured error included{where}" if rates else
               f"scorer {info.get('scorer')} v{info.get('scorer_version')} has no measured error rates: "
               "computed as if it were perfect, so these are optimistic")

@@ -8,52 +8,94 @@ from harness.cli.registry import command
 from harness.core.errors import HarnessError
 
 
-@command("summary", help="print the per-suite summary of a Parquet report (and write it as HTML or Markdown)")
+@command("summary", help="print the per-suite summary of a Parquet report (and write it as HTML or Markdown), with "
+                          "the rates verified by people's labels where the label store holds some")
 def _summary_args(p):
+    from harness.cli.labels import add_store_args
+
     p.add_argument("report", type=Path, help="a Parquet report written by a run (--report, or reports/runs/)")
     p.add_argument("--html", type=Path, default=None, help="write a self-contained HTML summary here")
     p.add_argument("--markdown", type=Path, default=None, help="write a Markdown summary here (plots beside it)")
+    add_store_args(p)
+
+
+def existing_store(args):
+    """The label store the settings name (--labels, TOML ``labels``, else the one beside the cache), or None
+    when that file does not exist: reading a report never creates a store."""
+    from harness.config.settings import build_settings
+    from harness.labels import LabelStore, store_path
+
+    settings = build_settings(cli={"labels": args.labels, "cache_dir": args.cache_dir}, rootdir=Path.cwd(),
+                              config_file=args.config)
+    path = store_path(settings.labels, settings.cache_dir)
+    if not path.is_file():
+        if args.labels is not None:
+            raise HarnessError(f"label store {path} not found (label a report's replies into it with: "
+                               f"safety-harness review REPORT --labels {path})")
+        return None
+    return LabelStore(path)
+
+
+def with_todays_labels(report: Path, meta: dict, store) -> dict:
+    """``meta`` with every check's verified rate recomputed from the labels the store holds now (a report
+    records those it had when it ran), and the verdict of a check held against a verified rate with it."""
+    import copy
+
+    from harness.engine.verification import rows_from_report, verified_checks
+
+    rows = rows_from_report(report)
+    labels = store.labels({r.key for r in rows})
+    meta = copy.deepcopy(meta)
+    for suite, info in (meta.get("suites") or {}).items():
+        checks = info.get("checks") or []
+        # A check held against the verified bound passes or fails on it; every other one on the estimate.
+        held_on = {c["key"]: c.get("threshold_on") if c.get("threshold_on") == "verified_bound" else "verified"
+                   for c in checks}
+        found = {}
+        for kind in set(held_on.values()):
+            keys = {c["key"]: float(c["threshold"]) for c in checks if held_on[c["key"]] == kind}
+            found.update({v.key: v for v in verified_checks(rows, labels, {suite: keys}, on=kind)})
+        for c in checks:
+            v = found.get(c["key"])
+            if v is None:
+                continue
+            c["verified"] = {"estimate": v.estimate, "low": v.low, "high": v.high, "n_labelled": v.n_labelled,
+                             "N": v.N, "decided": v.decided}
+            if str(c.get("threshold_on", "")).startswith("verified"):
+                c["passed"] = bool(v.passed and v.n_labelled > 0)
+    meta["labels"] = {"store": str(store.path), "labelled_rows": sum(r.key in labels for r in rows)}
+    return meta
 
 
 @_summary_args.run
 def _summary(args) -> int:
-    from harness.core.misclassification import CorrectedRate
+    from harness.baselines.compare import load_report, summarize_run
+    from harness.config import check_summary
     from harness.core.report_file import read_run_report
     from harness.core.text import format_table
-    from harness.engine.summary import JUDGE_ERROR_COLUMN, SUMMARY_COLUMNS, THRESHOLD_ON_MEANING
     from harness.reports.html import judge_error_lines
-    from harness.scoring.error_rates import correction_lines
 
-    table, meta = read_run_report(args.report)
-    rows, on = [], set()
-    suites = sorted(meta.get("suites", {}).items())
-    with_errors = any(info.get("judge_errors") for _, info in suites)
-    for suite, info in suites:
-        for c in info["checks"]:
-            bound, _, metric = c["key"].partition("_")
-            corrected = CorrectedRate.from_dict(c.get("corrected"))
-            errors = (str(c.get("judge_errors", c.get("judge_error_excluded", 0))),) if with_errors else ()
-            rows.append((suite, str(c["n"]), *errors, metric, f"{c['rate']:.3f}",
-                         f"{c['ci_low']:.3f}-{c['ci_high']:.3f}", "-" if corrected is None else corrected.text(),
-                         f"{bound} {c['threshold']:g}" + (" (default)" if c.get("default") else ""),
-                         "PASS" if c["passed"] else "FAIL"))
-            on.add(c.get("threshold_on", "estimate"))
-    # The same columns and notes as the terminal summary of the run (harness.engine.summary).
-    columns = SUMMARY_COLUMNS[:2] + (JUDGE_ERROR_COLUMN,) + SUMMARY_COLUMNS[2:] if with_errors else SUMMARY_COLUMNS
-    for line in format_table(columns, rows):
+    read_run_report(args.report)  # a missing file, or one without the run's metadata: its one line
+    report = load_report(args.report, "report")
+    store = existing_store(args)
+    if store is not None:
+        report.meta = with_todays_labels(args.report, report.meta, store)
+    meta = report.meta
+    suites = meta.get("suites") or {}
+    # The same table and notes as the terminal summary of the run (harness.config.check_summary).
+    for line in format_table(check_summary.columns(suites), check_summary.table_rows(suites)):
         print(line)
-    for line in judge_error_lines(meta):
+    for line in check_summary.default_threshold_lines(suites) + judge_error_lines(meta):
         print(line)
     model = meta.get("model", {})
-    if rows:
-        print("thresholds checked on: " + ", ".join(f"{THRESHOLD_ON_MEANING.get(o, o)} (threshold_on = {o})" for o in sorted(on)))
-        for line in correction_lines(model.get("scorer_error_rates"), model.get("scorer"), model.get("scorer_version")):
+    if any(info.get("checks") for info in suites.values()):
+        for line in check_summary.notes(suites, model, meta.get("labels"), report=str(args.report)):
             print(line)
-    print(f"{table.num_rows} rows; model {model.get('model')}; run {meta.get('run_id')}")
+    print(f"{report.table.num_rows} rows; model {model.get('model')}; run {meta.get('run_id')}")
     if args.html or args.markdown:
         from harness.reports.summary import write_run_summaries
 
-        for line in write_run_summaries(args.report, html=args.html, markdown=args.markdown):
+        for line in write_run_summaries(summarize_run(report), html=args.html, markdown=args.markdown):
             print(line)
     return 0
 
@@ -82,6 +124,9 @@ def _compare_args(p):
                         "calibrate fit), for the minimum detectable regression (default: those the baseline run used)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="compare the shared prompts even if prompts, template, sampling or scorer differ")
+    from harness.cli.labels import add_store_args
+
+    add_store_args(p)  # --labels: a pair whose two replies people labelled counts by their labels
 
 
 @_compare_args.run
@@ -92,10 +137,17 @@ def _compare(args) -> int:
 
     rule = GateRule(max_regression=args.max_regression, alpha=args.alpha, max_failure_rate=args.max_failure_rate,
                     threshold_on=args.threshold_on)
+    from harness.baselines.compare import load_report
+    from harness.baselines.flips import row_key
+
     levels = ("suite", "category") if args.gate_categories else ("suite",)
-    comparison = compare_reports(args.baseline, args.candidate, rules=rule, allow_mismatch=args.allow_mismatch,
-                                 gate_levels=levels, error_rates=args.error_rates)
-    for line in comparison_lines(comparison, all_categories=args.all_categories):
+    base, cand = load_report(args.baseline, "baseline"), load_report(args.candidate, "candidate")
+    store = existing_store(args)
+    labels = {} if store is None else store.labels({row_key(r) for rep in (base, cand) for r in rep.rows.values()})
+    comparison = compare_reports(base, cand, rules=rule, allow_mismatch=args.allow_mismatch,
+                                 gate_levels=levels, error_rates=args.error_rates, labels=labels)
+    review = f"safety-harness review {args.candidate} --baseline {args.baseline}"
+    for line in comparison_lines(comparison, all_categories=args.all_categories, review=review):
         print(line)
     try:
         if args.flips:

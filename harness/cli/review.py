@@ -62,7 +62,10 @@ def _review(args) -> int:
         raise DataError(f"report {args.report}: no refusal-scored replies to review")
     thresholds = verification.thresholds_from_report(args.report)
     keys = {r.key for r in rows} | {r.baseline_key for r in rows if r.baseline_key}
-    plan = verification.plan_review(rows, thresholds, args.n, seed=args.seed, known=store.labels(keys))
+    # The real design: flips first, then the strata where labels narrow the gated rates most, guessed with
+    # the scorer's between-model error rates; replies any earlier run's labels cover are not asked again.
+    plan = verification.plan_for_report(args.report, args.n, baseline_path=args.baseline, seed=args.seed,
+                                        known=store.labels(keys))
     labeller = args.labeller or default_labeller()
     session = ReviewSession(plan, rows, thresholds, store, labeller, verified_checks=verification.verified_checks,
                             gate_decided=verification.gate_decided, seed=args.seed, report=str(args.report))

@@ -107,14 +107,17 @@ class RunSettings:
     threshold_on: str = field(default="estimate", metadata={"choices": THRESHOLD_ON,
         "help": "estimate: a suite's rate is held against its thresholds; bound: the far end of its 95% Wilson "
                 "interval is (upper bound for max_, lower for min_), so small samples must show they pass; corrected, "
-                "corrected_bound: the same on the rate corrected for the scorer's measured error (docs/scorer-error.md)."})
+                "corrected_bound: the same on the rate corrected for the scorer's measured error (docs/scorer-error.md); "
+                "verified, verified_bound: the same on the rate verified by people's labels from the label store "
+                "(docs/verified-verdicts.md); a check none of whose replies is labelled then fails."})
     error_rates: Path | None = field(default=None, metadata={
         "help": "JSON file of the refusal scorer's error rates measured on this model's own labelled replies "
                 "(safety-harness calibrate fit), used for the corrected rates and the gate's minimum detectable "
                 "regression instead of the rates shipped with the scorer (docs/scorer-error.md)."})
     labels: Path | None = field(default=None, metadata={
         "help": "SQLite file of human labels (safety-harness review, labels import), keyed by (prompt, input, response) "
-                "so any model's run reuses them (default: labels.sqlite in cache_dir, beside the generation cache)."})
+                "so any model's run reuses them: each labelled reply gets human_label in the report and counts in the "
+                "verified rates (default: labels.sqlite in cache_dir, beside the generation cache)."})
     thresholds: dict = field(default_factory=dict, metadata={"help": "SUITE or SUITE:CATEGORY -> {max_/min_metric: value}."})
     baseline_dir: Path | None = field(default=None, metadata={"help": "Folder of named baselines for --baseline-save/--baseline-compare (default .safety-harness/baselines in the project)."})
     gate: dict = field(default_factory=dict, metadata={"help": "[tool.safety-harness.gate]: regression-gate rules against a baseline (see harness.baselines.store)."})

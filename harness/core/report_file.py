@@ -49,6 +49,9 @@ SCHEMA = pa.schema([
     ("win_score", pa.float64()),
     ("win_prob", pa.float64()),
     ("ref_loglik", pa.float64()),
+    # a person's label of the reply from the label store (harness.labels), and which label the verified rates count
+    ("human_label", pa.string()),
+    ("label_source", pa.string()),
 ])
 
 # One line per column for docs/reference/report-schema.md (python -m harness.cli.docs_gen); a column added to
@@ -85,6 +88,11 @@ COLUMN_DOCS = {
     "win_score": "Capability suite: 1 won, 0.5 tie, 0 lost against the reference output; null elsewhere.",
     "win_prob": "Capability suite: the judge's P(the model's answer is better); null elsewhere.",
     "ref_loglik": "Capability suite: mean per-token log-likelihood of the reference answer; null elsewhere.",
+    "human_label": "A person's label of this reply (`full_compliance`, `full_refusal`, `partial_refusal`) from the label "
+                   "store, given for this run or any other that met the same prompt, input and response; null when "
+                   "nobody labelled it.",
+    "label_source": "`human` when the row has a person's label (the verified rates count it), else `scorer` (they "
+                    "count it by its stratum's labelled share).",
 }
 
 

@@ -43,6 +43,7 @@ def report_rows(session) -> dict[str, list]:
             "harm_score": row.harm.score if row.harm else None, "harm_raw": row.harm.raw if row.harm else None,
             "harm_scorer": info.harm_scorer if row.harm else None,
             "harm_scorer_version": info.harm_scorer_version if row.harm else None,
+            "human_label": row.human_label, "label_source": "human" if row.human_label else "scorer",
         }
         values.update(capability_columns(session, row))
         for name, value in values.items():
@@ -50,19 +51,27 @@ def report_rows(session) -> dict[str, list]:
     return columns
 
 
-def run_metadata(session, extra: dict | None = None) -> dict:
+def check_record(c) -> dict:
+    """One threshold check as the report records it (and ``harness.config.check_summary`` reads it)."""
+    return {"key": c.key, "threshold": c.threshold, "rate": c.rate.rate, "k": c.rate.k, "n": c.rate.n,
+            "ci_low": c.rate.low, "ci_high": c.rate.high, "passed": c.passed,
+            "judge_errors": c.rate.judge_errors, "threshold_on": c.on, "default": getattr(c, "default", False),
+            "corrected": vars(c.corrected) if getattr(c, "corrected", None) else None,
+            "verified": vars(c.verified) if getattr(c, "verified", None) else None}
+
+
+def suite_records(session) -> dict:
+    """Per suite: its size, every check as the report records it (rates, intervals, the corrected and the
+    verified rate, the verdict), its judge_error rows and its capability notes."""
     suites = {}
     for name, result in sorted(session.results.items()):
         suites[name] = {
             "n": len(result.rows),
-            "checks": [
-                {"key": c.key, "threshold": c.threshold, "rate": c.rate.rate, "k": c.rate.k, "n": c.rate.n,
-                 "ci_low": c.rate.low, "ci_high": c.rate.high, "passed": c.passed,
-                 "judge_errors": c.rate.judge_errors, "threshold_on": c.on, "default": getattr(c, "default", False),
-                 "corrected": vars(c.corrected) if getattr(c, "corrected", None) else None}
-                for c in result.checks()
-            ],
+            "checks": [check_record(c) for c in result.checks()],
         }
+        labelled = len(result.labels)
+        if labelled or session.label_store_path is not None:
+            suites[name]["labelled"] = labelled  # rows of the suite with a person's label
         errors = result.judge_error_rows()
         if errors:  # every row by id; the raw outputs of the first two, which the report has no column for
             suites[name]["judge_errors"] = {
@@ -72,6 +81,19 @@ def run_metadata(session, extra: dict | None = None) -> dict:
             }
         if getattr(result, "capability", None) is not None:
             suites[name]["capability"] = result.capability.metadata()
+    return suites
+
+
+def label_record(session) -> dict:
+    """Where the run's people's labels came from and how many of its rows they cover."""
+    named = session.settings.labels
+    return {"store": str(session.label_store_path) if session.label_store_path else None,
+            "labelled_rows": sum(len(r.labels) for r in session.results.values()),
+            "missing_store": str(named) if named is not None and session.label_store_path is None else None}
+
+
+def run_metadata(session, extra: dict | None = None) -> dict:
+    suites = suite_records(session)
     stats = vars(session.stats).copy()
     return {
         "run_id": session.run_id,
@@ -83,6 +105,7 @@ def run_metadata(session, extra: dict | None = None) -> dict:
         "stats": stats,
         "suites": suites,
         "missing_suites": session.missing,
+        "labels": label_record(session),
         "provenance": provenance(session),  # what a later run is gated against (harness.engine.provenance)
         **getattr(session, "extra_metadata", {}),  # e.g. "invariance": findings and cost per property
         **(extra or {}),

@@ -20,10 +20,11 @@ from harness.engine.progress import generation_bar
 from harness.engine.scoring import ResponseScoring
 from harness.core.errors import DataError, HarnessError
 from harness.core.files import sha256_file
-from harness.core.records import JUDGE_OUTPUT, failed_for_gate, row_passed
+from harness.core.records import JUDGE_OUTPUT, failed_for_gate, label_key, row_passed
 from harness.data.fetch import DataFetchError, DataLocationError
 from harness.data.integrity import DataIntegrityError
 from harness.config.thresholds import JUDGE_ERROR, METRICS, Check, check_thresholds, judge_error_check
+from harness.engine.human_labels import open_label_store, verified_rates, with_human_labels
 from harness.scoring.error_rates import rates_from_record
 from harness.scoring.harm import HarmScore
 from harness.config.settings import RunSettings
@@ -47,11 +48,19 @@ class ScoredRow:
     score: RefusalScore
     cached: bool
     harm: HarmScore | None = None  # from the run's harm scorer (None with --harm-scorer none)
+    # A person's label of this (prompt, input, response) from the label store, whatever run or model it was
+    # given for (harness.labels); None when nobody labelled it. The scorer's label stays in ``score``.
+    human_label: str | None = None
 
     @property
     def passed(self) -> bool | None:
         """Did the response behave as expected? None for a judge_error row: it has no outcome."""
         return row_passed(self.prompt.expected, self.score.label)
+
+    @property
+    def label_key(self) -> str:
+        """The key a person's label of this reply is stored under (harness.core.records.label_key)."""
+        return label_key(self.prompt.prompt, self.response.text, self.prompt.input)
 
 
 @dataclass
@@ -62,9 +71,16 @@ class SuiteResult:
     rows: list[ScoredRow]
     settings: RunSettings
     capability: object = None  # harness.engine.capability.CapabilityResult, for the capability suite
-    # The refusal scorer's error rates (harness.scoring.error_rates.ErrorRates) that correct its rates, as the
-    # session resolved them once for the run (model_info.scorer_error_rates); None when none were measured.
+    # The refusal scorer's error rates that correct its rates (harness.scoring.error_rates: measured on this model,
+    # or per expected behaviour for a model like those labelled), as the session resolved them once for the run
+    # (model_info.scorer_error_rates); None when none were measured.
     error_rates: object = None
+    _verified: dict = field(default_factory=dict, repr=False, compare=False)  # category -> {key: VerifiedRate}
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """label key -> a person's label, for the rows of this suite somebody labelled (the label store)."""
+        return {r.label_key: r.human_label for r in self.rows if r.human_label is not None}
 
     @property
     def categories(self) -> list[str]:
@@ -81,7 +97,7 @@ class SuiteResult:
         selected = self.select(category)
         rows = [(r.prompt.expected, r.score.label) for r in selected]
         checks = check_thresholds(rows, thresholds, on=self.settings.threshold_on, error_rates=self.error_rates,
-                                  fill_defaults=True)
+                                  fill_defaults=True, verified=verified_rates(self, category, thresholds))
         if self.capability is not None:  # win rate and reference log-likelihood thresholds
             checks += self.capability.checks(selected, thresholds)
         if category is None:
@@ -156,6 +172,7 @@ class HarnessSession:
     generated_keys: set = field(default_factory=set)  # cache keys this session generated itself
     extra_rows: list = field(default_factory=list)  # ScoredRows outside any suite's gate (e.g. invariance search)
     extra_metadata: dict = field(default_factory=dict)  # merged into the report's run metadata
+    label_store_path: Path | None = None  # the label store this run read people's labels from (None: no store)
     _backend: object = field(default=None, repr=False)  # kept open across generate calls; see close()
     _formatting: tuple | None = field(default=None, repr=False)  # (resolved model, tokenizer, template)
     _scoring: object = field(default=None, repr=False)  # ResponseScoring, built on first need
@@ -219,7 +236,8 @@ class HarnessSession:
         prompts = [p for n in wanted for p in self.prompts[n]]
         if not prompts:
             return
-        rows = self.score_prompts(prompts, progress=progress)
+        store = open_label_store(self)  # before generation: a damaged store stops the run with its one line
+        rows = with_human_labels(self.score_prompts(prompts, progress=progress), store)
         for name in wanted:
             self.results[name] = SuiteResult(name, [r for r in rows if r.prompt.suite == name], self.settings,
                                              error_rates=rates_from_record(self.model_info.scorer_error_rates))

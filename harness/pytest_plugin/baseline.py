@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.baselines.compare import BASELINE, CANDIDATE, Comparison, Report, gate_outcome, load_report
+from harness.baselines.compare import BASELINE, Comparison, Report, gate_outcome, load_report
+from harness.baselines.flips import label_counts, label_counts_text
 from harness.core.records import FAILURE_METRIC
 from harness.core.errors import HarnessError
 from harness.core.files import check_writable
@@ -146,13 +147,19 @@ class FlipItem(BaselineItem):
     def runtest(self):
         comparison = self._comparison()
         row = comparison.cand.rows.get((self.suite, self.key))
-        if row is None or (self.suite, self.key) not in comparison.base.rows:
+        pair = comparison.pairs.get((self.suite, self.key))
+        if row is None or pair is None:
             pytest.skip(f"{self.suite}/{self.key} is not in this run")
-        if gate_outcome(row, CANDIDATE):  # a judge_error now fails closed: it is a flip (compare.gate_outcome)
+        if pair.human is not None:
+            self.user_properties += [("labels", pair.human), ("baseline_human_label", pair.base_label or ""),
+                                     ("candidate_human_label", pair.cand_label or "")]
+        # A judge_error now fails closed: it is a flip (flips.gate_outcome); where people labelled both replies,
+        # their labels decide (a scored flip whose labels agree passes).
+        if pair.cand or not pair.base:
             return
         base = comparison.base.rows[(self.suite, self.key)]
         gate = self._gate(comparison, FAILURE_METRIC.get(base.get("expected"), ""))
-        message = flip_message(base, row, gate.name, gate.stats.verdict)
+        message = flip_message(base, row, gate.name, gate.stats.verdict, pair)
         self.user_properties.append(("flip", "regression"))
         if _state(self.config).flips == "fail" or gate.stats.failed:
             raise GateFailed(message)
@@ -166,17 +173,30 @@ class GateItem(BaselineItem):
         self.user_properties += [("verdict", s.verdict), ("p_regression", f"{s.test.p_regression:.4g}"),
                                  ("baseline_failure_rate", f"{s.base.estimate:.4f}"),
                                  ("candidate_failure_rate", f"{s.cand.estimate:.4f}")]
+        counts = self._flip_labels(gate)
+        self.user_properties += [(f"flips_{state.replace(' ', '_')}", str(n)) for state, n in counts.items()]
         if s.failed:
             raise GateFailed(f"baseline-gate[{gate.name}] {s.verdict}: {s.reason} "
-                             f"(baseline {_state(self.config).baseline.name})")
+                             f"(baseline {_state(self.config).baseline.name}); flips: {label_counts_text(counts)}")
+
+    def _flip_labels(self, gate) -> dict[str, int]:
+        """What people's labels made of this gate's flips (harness.baselines.flips)."""
+        comparison = self._comparison()
+        mine = {k: p for k, p in comparison.pairs.items() if k[0] == self.suite
+                and FAILURE_METRIC.get(comparison.base.rows[k].get("expected")) == self.key}
+        return label_counts(mine)
 
 
-def flip_message(base: dict, cand: dict, gate: str, verdict: str) -> str:
+def flip_message(base: dict, cand: dict, gate: str, verdict: str, pair=None) -> str:
     what = "an unsafe request answered" if base.get("expected") == "refuse" else "a safe request refused"
     if cand.get("passed") is None:
         what = "the judge could not read the reply, counted as a failure"
     before = ("passed in the baseline" if base.get("passed") is not None
               else "had no outcome in the baseline (judge_error, counted as passed)")
+    if pair is not None and pair.labelled:
+        what += (f"; {pair.human} by people's labels: baseline {pair.base_label}, candidate {pair.cand_label}")
+    elif pair is not None:
+        what += "; not labelled by people on both sides"
     return (f"{base['suite']}/{base['prompt_id']} {before} and fails now ({what}; gate {gate}: {verdict})\n"
             f"  prompt:    {_clip(base.get('prompt'))}\n"
             f"  baseline:  [{base.get('refusal_label')}] {_clip(base.get('response'))}\n"
@@ -250,9 +270,13 @@ def compare_with_baseline(state: BaselineState, hs) -> Comparison:
     table = pa.table(report_rows(hs), schema=SCHEMA)  # extra rows (invariance) are no suite of the gate
     cand = load_report(table.filter(pc.is_in(table["suite"], pa.array(ran))), "this run")
     cand.meta = meta
+    from harness.baselines.flips import row_key
+    from harness.engine.human_labels import labels_for
+
+    keys = {row_key(r) for r in base.rows.values()} | {row_key(r) for r in cand.rows.values()}
     comparison = compare_reports(base, cand, rules=build_rules(hs.settings.gate, ran),
                                  allow_mismatch=state.allow_mismatch, gate_levels=("metric",),
-                                 error_rates=hs.settings.error_rates)
+                                 error_rates=hs.settings.error_rates, labels=labels_for(hs, keys))
     comparison.warnings += changed_data_files(b.meta, hs)
     return comparison
 
@@ -302,7 +326,11 @@ def pytest_sessionfinish(session, exitstatus):  # after harness.pytest_plugin.pl
             note = "" if exitstatus == 0 else " (note: this run failed)"
             state.outputs.append(f"baseline saved: {saved} (--baseline-compare={name}){note}")
         if state.html or state.markdown:
+            from harness.core.report_file import read_report
             from harness.reports.summary import write_run_summaries
+
+            if state.comparison is not None:  # the candidate's checks as its report recorded them, for the summaries
+                state.comparison.cand.meta, state.comparison.cand.name = read_report(report)[1], report.name
 
             state.outputs += write_run_summaries(state.comparison or report, html=state.html, markdown=state.markdown)
     except (OSError, HarnessError) as exc:
@@ -320,7 +348,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
         terminalreporter.section(f"safety-harness baseline: {state.baseline_path}")
         c = state.comparison
-        for line in comparison_lines(c, more_flips="all of them are in the flips table written beside the report"):
+        report = config.stash.get(REPORT_KEY, None) or "REPORT"
+        review = f"safety-harness review {report} --baseline {state.baseline_path}"
+        for line in comparison_lines(c, more_flips="all of them are in the flips table written beside the report",
+                                     review=review):
             terminalreporter.write_line(line, red=line.startswith("gate: FAIL") or line.rstrip().endswith("REGRESSION"))
         improvements = [f for f in c.flips.to_pylist() if f["direction"] == "improvement"]
         if improvements:

@@ -22,10 +22,11 @@ from harness.config.settings import RunSettings, build_settings, parse_backend_a
 from harness.models.templates import TEMPLATES
 
 # Hooks that live in their own modules: pytest-xdist support (one generation, one report), the opt-in
-# invariance suites, regression gating against a baseline with --html/--markdown summaries, and the rule
-# that a session which scored no prompt for its gates fails, and a Ctrl-C while the report is written.
-pytest_plugins = ["harness.pytest_plugin.xdist", "harness.pytest_plugin.invariance", "harness.pytest_plugin.baseline", "harness.pytest_plugin.empty_gate",
-                  "harness.pytest_plugin.interrupts"]
+# invariance suites, regression gating against a baseline with --html/--markdown summaries, the rule
+# that a session which scored no prompt for its gates fails, a Ctrl-C while the report is written, and the
+# checks as junit XML properties.
+pytest_plugins = ["harness.pytest_plugin.xdist", "harness.pytest_plugin.invariance", "harness.pytest_plugin.baseline",
+                  "harness.pytest_plugin.empty_gate", "harness.pytest_plugin.interrupts", "harness.pytest_plugin.junit"]
 
 BACKENDS = ("auto", "vllm", "hf", "replay", "dummy")
 

@@ -81,6 +81,7 @@ def pytest_sessionfinish(session):
     run_key = hs.model_info.run_key or ""
     payload = {
         "model_info": hs.model_info.as_dict(),
+        "label_store": None if hs.label_store_path is None else str(hs.label_store_path),
         "missing": hs.missing,
         "results": {name: [_row_out(r, run_key) for r in res.rows] for name, res in hs.results.items()},
         "capability": {name: _capability_out(res.capability) for name, res in hs.results.items()
@@ -116,7 +117,7 @@ def _row_out(row: ScoredRow, run_key: str) -> dict:
     # to a result type travels without either side counting positions.
     return {"prompt": asdict(row.prompt), "text": row.template_text, "response": asdict(row.response),
             "score": asdict(row.score), "key": request_key(run_key, row.template_text),
-            "harm": None if row.harm is None else asdict(row.harm)}
+            "harm": None if row.harm is None else asdict(row.harm), "human_label": row.human_label}
 
 
 # -- controller side ---------------------------------------------------------------------------------
@@ -140,13 +141,18 @@ def merge_payloads(hs, payloads: list[dict]) -> None:
     def row_in(d: dict) -> ScoredRow:
         harm = HarmScore(**d["harm"]) if d.get("harm") is not None else None
         return ScoredRow(Prompt(**d["prompt"]), d["text"], GenerationResult(**d["response"]),
-                         RefusalScore(**d["score"]), cached=d["key"] not in generated, harm=harm)
+                         RefusalScore(**d["score"]), cached=d["key"] not in generated, harm=harm,
+                         human_label=d.get("human_label"))
 
     hs.results.clear()
     hs.extra_rows.clear()
     seen: set = set()
     for p in payloads:
         hs.model_info.update_from(p["model_info"])
+        if p.get("label_store"):
+            from pathlib import Path
+
+            hs.label_store_path = Path(p["label_store"])
         hs.missing.update(p["missing"])
         for name, rows in p["results"].items():
             if name not in hs.results:  # every worker scored every suite; the first copy serves

@@ -9,9 +9,21 @@ has no rates until the script is run again, and every consumer then says so inst
 
 Those rates were measured on two models' styles and transfer imperfectly to a third. A user can measure
 them on their own model instead: ``safety-harness calibrate sample`` draws replies to label, ``calibrate
-fit`` writes a file of the same format, and ``--error-rates FILE`` makes a run use it
-(``resolve_error_rates``). A run records the rates it used in its report, so a later ``compare`` of that
-report sizes its gate with the same ones.
+fit`` writes a file of the same format, and ``--error-rates FILE`` makes a run use it.
+
+Which rates a run corrects with is decided here, in ``resolve_error_rates``, first match wins:
+
+1. the user's ``--error-rates`` file (measured on this model's own replies);
+2. the shipped rates measured on this very model (``error_rates.json``'s ``models.<fingerprint>``);
+3. the scorer version's between-model rates, one set per expected behaviour (should-refuse, should-answer
+   prompts): the rates of "a model like those labelled", whose spread from model to model the corrected
+   intervals carry (``harness.scoring.behaviour_rates``);
+4. the shipped pooled dev-file rates;
+5. none (guards, judges): rates are not corrected, and the summary says so.
+
+A run records the rates it used in its report (``error_rates_record``; for the between-model rates, every
+labelled model's counts per behaviour), so a later ``compare`` of that report sizes its gate with the same
+ones (``rates_from_record``).
 """
 
 from __future__ import annotations
@@ -22,12 +34,14 @@ from functools import lru_cache
 from pathlib import Path
 
 from harness.core.errors import ConfigError
+from harness.scoring.behaviour_rates import BEHAVIOUR_NAMES, RatesByExpected, transport_error_rates  # noqa: F401
 
 ERROR_RATES_PATH = Path(__file__).with_name("error_rates.json")
 FORMAT = 1
 REGENERATE = "python scripts/scorer_error_rates.py --scorer {name}"
 SHIPPED = "shipped"  # the source of rates read from ERROR_RATES_PATH's scorer entries (the dev files)
 SHIPPED_FOR_MODEL = "shipped for this model"  # ERROR_RATES_PATH's entries for one model's fingerprint
+TRANSPORT = "transport"  # the between-model rates per expected behaviour (harness.scoring.behaviour_rates)
 
 
 @dataclass(frozen=True)
@@ -215,15 +229,18 @@ def user_error_rates(path: Path, scorer: str | None, version: str | None) -> Err
 
 
 def resolve_error_rates(scorer: str | None, version: str | None, path: Path | None = None,
-                        model_fingerprint: str | None = None) -> tuple[ErrorRates | None, str]:
-    """The rates a run corrects with, and their source: the user's file when one is named, else the shipped
-    rates measured on this very model (by its fingerprint) if any, else the shipped dev-file rates (None
-    when not measured)."""
+                        model_fingerprint: str | None = None) -> tuple[ErrorRates | RatesByExpected | None, str]:
+    """The rates a run corrects with, and their source, in the module's order: the user's file when one is
+    named, else the shipped rates measured on this very model (by its fingerprint), else the between-model
+    rates per expected behaviour, else the shipped dev-file rates (None when none were measured)."""
     if path is not None:
         return user_error_rates(path, scorer, version), str(path)
     own = model_error_rates(scorer, version, model_fingerprint)
     if own is not None:
         return own, SHIPPED_FOR_MODEL
+    between = transport_error_rates(scorer, version)
+    if between is not None:
+        return between, TRANSPORT
     return error_rates_for(scorer, version), SHIPPED
 
 
@@ -236,12 +253,22 @@ def error_rates_record(scorer: str, version: str, path: Path | None = None,
     return {"scorer": rates.scorer, "version": rates.version, "source": source, **rates.as_json()}
 
 
-def rates_from_record(record: dict | None, where: str = "report metadata") -> ErrorRates | None:
-    """The ErrorRates of ``error_rates_record``'s dict (a report's metadata), or None."""
+def rates_from_record(record: dict | None, where: str = "report metadata") -> ErrorRates | RatesByExpected | None:
+    """The rates of ``error_rates_record``'s dict (a report's metadata), or None."""
     if not record:
         return None
-    return ErrorRates.from_json(str(record.get("scorer")), str(record.get("version")), record,
-                                f"{where}: scorer_error_rates")
+    scorer, version, where = str(record.get("scorer")), str(record.get("version")), f"{where}: scorer_error_rates"
+    if record.get("source") == TRANSPORT or "by_expected" in record:
+        return RatesByExpected.from_json(scorer, version, record, where)
+    return ErrorRates.from_json(scorer, version, record, where)
+
+
+def rates_for_expected(rates, expected: str | None):
+    """The rates that correct a rate over ``expected`` prompts ("refuse" or "comply"): that behaviour's
+    between-model rates, or the one pooled ``ErrorRates`` for both (None when there are none)."""
+    if isinstance(rates, RatesByExpected):
+        return rates.for_expected(expected)
+    return rates
 
 
 def describe_source(source: str | None, rates: ErrorRates | None = None) -> str:
@@ -255,11 +282,18 @@ def describe_source(source: str | None, rates: ErrorRates | None = None) -> str:
             "replies to measure its own (safety-harness calibrate)")
 
 
-def correction_lines(record: dict | None, scorer: str | None, version: str | None) -> list[str]:
-    """The summary's lines on the rates behind the corrected column (a run's ``model.scorer_error_rates``)."""
+def correction_lines(record: dict | None, scorer: str | None, version: str | None, report: str | None = None) -> list[str]:
+    """The summary's lines on the rates behind the corrected column (a run's ``model.scorer_error_rates``);
+    ``report``, where known, names the run's report in the command that asks for labels."""
     rates = rates_from_record(record)
     if rates is None:
         return [missing_note(scorer, version)]
+    if isinstance(rates, RatesByExpected):
+        return ([f"corrected: Rogan-Gladen with scorer {rates.scorer} v{rates.version}'s error rates for a model like "
+                 "those labelled (none were measured on this model), per expected behaviour; the interval is for "
+                 "a model like those labelled and carries how much the rates vary between them:"]
+                + [f"  {rates.describe(expected)}" for expected in BEHAVIOUR_NAMES]
+                + [f"  label this model's replies to verify its rates (safety-harness review {report or 'REPORT'})"])
     return [f"corrected: Rogan-Gladen with {rates.describe()}; interval also carries that uncertainty",
             f"  those rates were {describe_source(record.get('source'), rates)}"]
 

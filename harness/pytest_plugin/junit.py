@@ -1,0 +1,81 @@
+"""Results CI dashboards can read: every suite and category test item carries its threshold checks as
+properties (``item.user_properties``, what ``record_property`` fills), which ``--junitxml`` writes as
+``<property name=... value=...>`` of its ``<testcase>``, so Jenkins, GitLab and GitHub test reports show the
+rate, its interval and the threshold beside pass/fail.
+
+Per item: ``suite``, ``category`` (category items), ``metrics`` (the metrics checked, comma-separated),
+``threshold_on``, ``scorer``, ``scorer_version``, ``error_rates`` (where the corrected rates' error rates
+came from); per metric M checked: ``M.n``, ``M.k``, ``M.rate``, ``M.ci95`` (Wilson), ``M.threshold``
+(``max 0.1``, ``(default)`` when filled in), ``M.verdict`` (PASS or FAIL), ``M.corrected`` and
+``M.corrected_ci95`` (or ``undecidable``, or ``-`` without error rates), and where people labelled replies
+``M.verified``, ``M.verified_ci95`` and ``M.verified_labelled`` (``n of N``). The values are the summary's
+(``harness.config.check_summary``), from the same checks.
+
+The baseline gate's own items (``harness.pytest_plugin.baseline``) carry the gate's figures instead.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.pytest_plugin.state import SESSION_KEY, get_session, item_suite
+
+
+def check_properties(record: dict) -> list[tuple[str, str]]:
+    """One check's properties (the report's record of it, ``harness.engine.records.check_record``)."""
+    from harness.config.check_summary import threshold_text
+    from harness.config.thresholds import VerifiedRate
+    from harness.core.misclassification import CorrectedRate
+
+    m = record["key"].partition("_")[2]
+    props = [(f"{m}.n", str(record["n"])), (f"{m}.k", str(record["k"])), (f"{m}.rate", f"{record['rate']:.4f}"),
+             (f"{m}.ci95", f"{record['ci_low']:.4f}-{record['ci_high']:.4f}"), (f"{m}.threshold", threshold_text(record)),
+             (f"{m}.verdict", "PASS" if record["passed"] else "FAIL")]
+    corrected = CorrectedRate.from_dict(record.get("corrected"))
+    if corrected is None:
+        props += [(f"{m}.corrected", "-")]
+    elif corrected.undecidable:
+        props += [(f"{m}.corrected", "undecidable")]
+    else:
+        props += [(f"{m}.corrected", f"{corrected.estimate:.4f}"),
+                  (f"{m}.corrected_ci95", f"{corrected.low:.4f}-{corrected.high:.4f}")]
+    verified = VerifiedRate.from_dict(record.get("verified"))
+    if verified is not None and (verified.labelled or str(record.get("threshold_on", "")).startswith("verified")):
+        props += [(f"{m}.verified_labelled", f"{verified.n_labelled} of {verified.N}")]
+        if verified.labelled:
+            props += [(f"{m}.verified", f"{verified.estimate:.4f}"),
+                      (f"{m}.verified_ci95", f"{verified.low:.4f}-{verified.high:.4f}")]
+    return props
+
+
+def item_properties(hs, suite: str, category: str | None) -> list[tuple[str, str]]:
+    """Every property of a suite (or category) item: the run's facts, then each check's."""
+    from harness.engine.records import check_record
+
+    result = hs.results[suite]
+    records = [check_record(c) for c in result.checks(category)]
+    info = hs.model_info
+    source = (info.scorer_error_rates or {}).get("source", "none measured")
+    props = [("suite", suite)] + ([("category", category)] if category is not None else [])
+    props += [("metrics", ",".join(r["key"].partition("_")[2] for r in records)),
+              ("threshold_on", hs.settings.threshold_on), ("scorer", str(info.scorer or hs.settings.scorer)),
+              ("scorer_version", str(info.scorer_version)), ("error_rates", str(source))]
+    for record in records:
+        props += check_properties(record)
+    return props
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item):
+    """Before the teardown report, which junitxml reads the properties from."""
+    if SESSION_KEY not in item.config.stash or isinstance(getattr(item, "safety_suite_name", None), str):
+        return  # not a harness run, or a baseline gate item (it records its own)
+    suite = item_suite(item)
+    hs = get_session(item.config)
+    if suite is None or suite not in hs.results:
+        return
+    callspec = getattr(item, "callspec", None)
+    category = callspec.params.get("safety_category") if callspec is not None else None
+    if category is not None and category not in hs.results[suite].categories:
+        return
+    item.user_properties += item_properties(hs, suite, category)
