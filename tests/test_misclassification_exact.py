@@ -31,11 +31,13 @@ def test_rogan_gladen_hand_worked(q, se, sp, expected):
     assert float(rogan_gladen(q, se, sp)) == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # 0.1 / 0 and 0 / 0 are expected, and silenced
 def test_rogan_gladen_clips_to_the_unit_interval_and_is_nan_for_a_chance_scorer():
     assert float(rogan_gladen(0.95, 0.75, 0.875)) == 1.0  # above Se: clipped to 1
     assert float(rogan_gladen(0.75, 0.75, 0.875)) == 1.0  # exactly Se: the whole share
     assert float(rogan_gladen(0.125, 0.75, 0.875)) == 0.0  # exactly 1 - Sp: none
-    assert np.isnan(rogan_gladen(0.5, 0.5, 0.5))  # Se + Sp = 1
+    assert np.isnan(rogan_gladen(0.5, 0.5, 0.5))  # Se + Sp = 1 (and 0 / 0)
+    assert np.isnan(rogan_gladen(0.6, 0.5, 0.5))  # 0.1 / 0
     assert np.isnan(rogan_gladen(0.5, 0.25, 0.5))  # Se + Sp < 1
     arr = rogan_gladen(np.array([0.125, 0.4375, 0.75]), np.array([0.75, 0.75, 0.5]), np.array([0.875, 0.875, 0.5]))
     assert arr[0] == 0.0 and arr[1] == pytest.approx(0.5) and np.isnan(arr[2])
@@ -123,6 +125,7 @@ def test_a_scorer_whose_rates_sum_to_one_is_undecidable_whatever_its_draws():
     assert result.text() == UNDECIDABLE
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # dividing by a zero Se + Sp - 1 is expected, and silenced
 @pytest.mark.parametrize("chance_draws, undecidable", [(5000, False), (5001, True)])
 def test_undecidable_when_more_than_the_tail_of_the_draws_are_no_better_than_chance(chance_draws, undecidable):
     # confidence 0.5: the tail is 1/4 of the 20000 draws; a draw with Se + Sp - 1 = 0 exactly counts as chance
@@ -131,8 +134,34 @@ def test_undecidable_when_more_than_the_tail_of_the_draws_are_no_better_than_cha
     rates = FixedRates(0.9, 0.95, {"sensitivity": se, "specificity": sp})
     result = corrected_rate(10, 40, "refusal", rates, confidence=0.5)
     assert result.undecidable is undecidable
-    if not undecidable:
-        assert 0 < result.low < result.estimate < result.high < 1
+    if not undecidable:  # the chance draws are left out: the interval is that of the 15000 others
+        expected = corrected_refusal_interval(10, 40, 0.9, 0.95, confidence=0.5)
+        assert (result.low, result.high) == pytest.approx(expected, abs=0.005)
+
+
+def test_the_constrained_posterior_weights_each_draw_by_the_change_of_variable():
+    # Sp = 1 and Se drawn as 0.5 or 1 (half each): a share p comes from q = Se * p, so with a uniform prior on
+    # p its posterior density is proportional to the mean over Se of the Beta(k + 1, n - k + 1) density at
+    # Se * p, and its CDF to the mean of F(Se * p) / Se
+    from scipy.optimize import brentq
+
+    k, n, size = 6, 20, 400_000
+    se = np.where(np.arange(size) % 2 == 0, 0.5, 1.0)
+    sp = np.ones(size)
+    shares, weights = mc._constrained_posterior(k, n, FixedRates(0.75, 1.0), se, sp, size, np.random.default_rng(3))
+    got = mc._weighted_percentiles(shares, weights, (0.025, 0.5, 0.975))
+    q = beta(k + 1, n - k + 1)
+
+    def cdf(p):
+        return (q.cdf(0.5 * p) / 0.5 + q.cdf(p)) / (q.cdf(0.5) / 0.5 + q.cdf(1.0))
+
+    expected = [brentq(lambda p: cdf(p) - u, 0, 1) for u in (0.025, 0.5, 0.975)]
+    assert got == pytest.approx(expected, abs=0.005)
+
+
+def test_a_single_row_has_a_rate():
+    result = corrected_rate(1, 1, "refusal", FixedRates(1.0, 1.0))
+    assert result.estimate == 1.0 and not result.undecidable
 
 
 def test_no_rows_give_no_rate_and_no_verdict_of_chance():
@@ -213,13 +242,29 @@ def test_pair_probabilities_enumerate_the_true_states(p0, delta, fail_hit, pass_
 
 
 @pytest.mark.parametrize("n", [1, 5, 12, 30])
-@pytest.mark.parametrize("alpha, margin", [(0.05, 0.02), (0.01, 0.0), (0.3, 0.1)])
+# 1/32 is a tail probability of the symmetric binomial (5 of 5): a p-value equal to alpha is not significant.
+# (Not 1/2: scipy's binomial tail for 8 of 15 is 0.4999999999999999, one ulp under the exact 1/2, in the gate's
+# own binomtest too, so gate and power model agree with each other there and differ from the exact sum.)
+@pytest.mark.parametrize("alpha, margin", [(0.05, 0.02), (0.01, 0.0), (0.3, 0.1), (1 / 32, 0.0), (0.6, 0.0)])
 @pytest.mark.parametrize("p0, delta, fail_hit, pass_hit", [(0.1, 0.3, 1.0, 0.0), (0.2, 0.15, 0.9, 0.05),
                                                            (0.5, 0.6, 0.85, 0.1)])
 def test_regression_power_is_the_multinomial_sum(n, alpha, margin, p0, delta, fail_hit, pass_hit):
     power = regression_power(n, p0, delta, alpha=alpha, margin=margin, fail_hit=fail_hit, pass_hit=pass_hit)
     assert power == pytest.approx(gate_power(n, p0, delta, alpha=alpha, margin=margin, fail_hit=fail_hit,
                                              pass_hit=pass_hit), abs=1e-12)
+
+
+def test_regression_power_defaults_to_a_perfect_scorer():
+    assert regression_power(12, 0.1, 0.3, alpha=0.05, margin=0.02) == \
+        pytest.approx(gate_power(12, 0.1, 0.3, alpha=0.05, margin=0.02, fail_hit=1.0, pass_hit=0.0), abs=1e-12)
+
+
+def test_regression_power_where_the_binomial_quantile_overshoots():
+    # alpha just above P(55 of 55) = 2**-55: 55 regressions of 55 are significant, though scipy's isf says 55
+    # is the quantile (so 56 would be needed): the power of a sure flip of every prompt is 1
+    alpha = 2.0 ** -55 * (1 + 1e-12)
+    assert regression_power(55, 0.0, 1.0, alpha=alpha, margin=0.0) == 1.0
+    assert gate_power(55, 0.0, 1.0, alpha=alpha, margin=0.0) == 1.0
 
 
 def test_regression_power_is_zero_without_prompts_or_discordant_pairs():

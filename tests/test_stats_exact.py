@@ -175,8 +175,15 @@ def test_an_empty_group_has_no_rates_and_passes():
 
 
 def test_outcomes_of_different_lengths_are_refused():
-    with pytest.raises(ValueError, match="one baseline and one candidate outcome per prompt"):
+    with pytest.raises(ValueError) as err:
         paired_rates([True, False], [True])
+    assert str(err.value) == "paired_rates needs one baseline and one candidate outcome per prompt"
+
+
+def test_the_rules_confidence_reaches_both_failure_rates():
+    result = paired_rates(*flips(20, regressions=5, both_fail=2), GateRule(confidence=0.8))
+    assert (result.base.low, result.base.high) == pytest.approx(wilson(2, 20, 0.8), abs=1e-12)
+    assert (result.cand.low, result.cand.high) == pytest.approx(wilson(7, 20, 0.8), abs=1e-12)
 
 
 def test_failing_verdicts_are_exactly_regression_and_over_threshold():
@@ -233,6 +240,8 @@ def test_paired_rates_carries_the_score_shift_with_the_rules_confidence_and_seed
     outcomes = flips(20)
     result = paired_rates(*outcomes, base_scores=base, cand_scores=cand, seed=3)
     assert result.score_shift == paired_bootstrap(base, cand, seed=3)
+    assert paired_rates(*outcomes, base_scores=base, cand_scores=cand).score_shift == \
+        paired_bootstrap(base, cand, seed=0)  # the default seed
     narrow = paired_rates(*outcomes, GateRule(confidence=0.8), base_scores=base, cand_scores=cand, seed=3)
     assert narrow.score_shift == paired_bootstrap(base, cand, confidence=0.8, seed=3)
     assert paired_rates(*outcomes, base_scores=base).score_shift is None
