@@ -118,6 +118,16 @@ def test_draws_are_taken_again_only_while_too_few_are_feasible():
     assert rates.calls == 2 * math.ceil(mc.MIN_FEASIBLE / (20000 * feasible))
 
 
+def test_the_constrained_posterior_stops_at_exactly_min_feasible_draws():
+    # a perfect scorer: every draw is feasible, so MIN_FEASIBLE draws fill the first batch and one fewer do not
+    rates = FixedRates(1.0, 1.0)
+    corrected_rate(5, 10, "refusal", rates, draws=mc.MIN_FEASIBLE)
+    assert rates.calls == 2
+    rates = FixedRates(1.0, 1.0)
+    corrected_rate(5, 10, "refusal", rates, draws=mc.MIN_FEASIBLE - 1)
+    assert rates.calls == 4
+
+
 def test_a_scorer_whose_rates_sum_to_one_is_undecidable_whatever_its_draws():
     good = np.full(mc.DRAWS, 0.9)
     result = corrected_rate(10, 40, "refusal", FixedRates(0.625, 0.375, {"sensitivity": good, "specificity": good}))
