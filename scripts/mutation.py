@@ -7,8 +7,8 @@ prints the score per module and every surviving mutant.
     python scripts/mutation.py --report                                     # the table of the last run
     mutmut show MUTANT_NAME                                                 # one mutant's diff
 
-Slow (tens of minutes on 2 cores), so not part of CI; docs/development.md ("Mutation testing") holds the last
-scores and why each survivor is harmless. The score counts killed and timed-out mutants over all mutants; a
+Slow (about 12 minutes for 1320 mutants on 2 busy cores), so not part of CI; docs/development.md ("Mutation
+testing") holds the last scores and why each survivor is harmless. The score counts killed and timed-out mutants over all mutants; a
 mutant no selected test reaches ("no tests") counts as surviving.
 """
 
