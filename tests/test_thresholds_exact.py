@@ -194,7 +194,7 @@ def test_threshold_on_spellings():
     assert normalize_threshold_on("corrected_bound") == "corrected_bound"
     with pytest.raises(ConfigError) as err:
         normalize_threshold_on("middle", where="--threshold-on")
-    assert str(err.value) == "--threshold-on must be one of estimate, bound, corrected, corrected_bound, got 'middle'"
+    assert str(err.value) == "--threshold-on must be one of estimate, bound, corrected, corrected_bound, verified, verified_bound, got 'middle'"
     with pytest.raises(ConfigError, match="^threshold_on must be one of estimate, bound, got 'corrected'$"):
         normalize_threshold_on("corrected", allowed=("estimate", "bound"))
 
