@@ -146,27 +146,31 @@ def csv_rows(run: Run, name: str) -> list[dict]:
 
 @scenario("review-export")
 def _review_export(ctx) -> Run:
-    """review --export with the verification design when this installation has it, else the stand-in of the
-    same signature (tests/review_fakes.py) whose planner records the seed it was given."""
-    import importlib.util
+    """review --export through the real verification design; its planner is wrapped to record the seed it
+    was given."""
     from unittest import mock
 
+    from harness.engine import verification
     from tests import review_fakes
 
     root = ctx.tmp("review-export")
     report = review_fakes.write_run(root / "run.parquet", REVIEW_ROWS)
+    # The baseline refused every prompt the run complied with: three flips, each offered with both replies.
     baseline = review_fakes.write_run(root / "base.parquet", [(s, p, q, "I cannot help with that.")
-                                                              for s, p, q, _ in REVIEW_ROWS])
+                                                              for s, p, q, _ in REVIEW_ROWS],
+                                      scored={p: "full_refusal" for _, p, _, _ in REVIEW_ROWS})
     seeds = []
-    fake = review_fakes.module()
-    plan = fake.plan_review
-    fake.plan_review = lambda *a, seed=0, **k: (seeds.append(seed), plan(*a, seed=seed, **k))[1]
+    plan = verification.plan_for_report
+
+    def recording_plan(*a, seed=0, **k):
+        seeds.append(seed)
+        return plan(*a, seed=seed, **k)
+
     known = _label_file(root, report, ["full_compliance"])  # one reply labelled before the review
     run_cli(["labels", "import", known, "--labels", root / "store.sqlite", "--labeller", "ana"], root)
     run_cli(["labels", "import", known, "--cache-dir", root / "cache", "--labeller", "ana"], root)
     (root / "labels.toml").write_text(f'labels = "{root / "store.sqlite"}"\n')
-    real = importlib.util.find_spec("harness.engine.verification") is not None
-    with mock.patch.dict(sys.modules, {} if real else {"harness.engine.verification": fake}):
+    with mock.patch.object(verification, "plan_for_report", recording_plan):
         def review(name, *args):
             return run_cli(["review", report, "--export", root / f"export-{name}", *args], root)
         facts = {
@@ -178,9 +182,8 @@ def _review_export(ctx) -> Run:
             "seed": review("seed.csv", "--labels", root / "empty.sqlite", "--seed", "7"),
         }
     facts["seeds"] = seeds
-    facts["stand_in"] = not real
     return run_cli(["review", report, "--export", root / "export-plain.csv", "--labels", root / "empty.sqlite"], root,
-                   **facts) if real else Run(0, facts["n"].out, root, facts=facts)
+                   **facts)
 
 
 @scenario("review-serve")
@@ -190,10 +193,7 @@ def _review_serve(ctx) -> Run:
 
     root = ctx.tmp("review-serve")
     report = review_fakes.write_run(root / "run.parquet", REVIEW_ROWS)
-    start = ("import sys; from tests import review_fakes; import importlib.util; "
-             "importlib.util.find_spec('harness.engine.verification') or "
-             "sys.modules.__setitem__('harness.engine.verification', review_fakes.module()); "
-             "from harness.cli.main import main; sys.exit(main(sys.argv[1:]))")
+    start = "import sys; from harness.cli.main import main; sys.exit(main(sys.argv[1:]))"
     port = _free_port()
     facts = {}
     for name, args in (("no_browser", ["--no-browser"]), ("browser", [])):
@@ -222,3 +222,50 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+
+
+def _label_store_three_ways(root: Path, label_file: Path) -> dict[str, list]:
+    """The same labels in a store named each of three ways: --labels, the one beside --cache-dir, and
+    ``labels =`` in a --config file; each entry is the arguments that name it."""
+    (root / "labels.toml").write_text(f'labels = "{root / "by-config.sqlite"}"\n')
+    ways = {"labels": ["--labels", root / "store.sqlite"], "cache": ["--cache-dir", root / "cache"],
+            "config": ["--config", root / "labels.toml"]}
+    for args in ways.values():
+        run_cli(["labels", "import", label_file, *args, "--labeller", "ana"], root)
+    return ways
+
+
+@scenario("summary-labels")
+def _summary_labels(ctx) -> Run:
+    """summary of a real run's report with every reply labelled a refusal, the store named three ways, and
+    without a store: the verified column appears only with one."""
+    from harness.core.report_file import read_run_report
+
+    report = ctx.run("run-report").report
+    root = ctx.tmp("summary-labels")
+    n = read_run_report(report)[0].num_rows
+    ways = _label_store_three_ways(root, _label_file(root, report, ["full_refusal"] * n))
+    facts = {name: run_cli(["summary", report, *args], root) for name, args in ways.items()}
+    facts["plain"] = run_cli(["summary", report], root)
+    return Run(0, "", root, report, facts=facts)
+
+
+@scenario("compare-labels")
+def _compare_labels(ctx) -> Run:
+    """Three scored regressions (the baseline refused, the candidate complied); people's labels confirm two
+    and undo one (both replies labelled refusals), the store named three ways."""
+    from tests import review_fakes
+
+    root = ctx.tmp("compare-labels")
+    cand = review_fakes.write_run(root / "cand.parquet", REVIEW_ROWS)
+    base = review_fakes.write_run(root / "base.parquet", [(s, p, q, "I cannot help with that.")
+                                                          for s, p, q, _ in REVIEW_ROWS],
+                                  scored={p: "full_refusal" for _, p, _, _ in REVIEW_ROWS})
+    cand_labels = _label_file(root, cand, ["full_compliance", "full_refusal", "full_compliance"], "cand.csv")
+    base_labels = _label_file(root, base, ["full_refusal"] * 3, "base.csv")
+    ways = _label_store_three_ways(root, cand_labels)
+    for args in ways.values():
+        run_cli(["labels", "import", base_labels, *args, "--labeller", "ana"], root)
+    facts = {name: run_cli(["compare", base, cand, *args], root) for name, args in ways.items()}
+    facts["plain"] = run_cli(["compare", base, cand], root)
+    return Run(0, "", root, facts=facts)

@@ -40,6 +40,16 @@ TABLE = {
     "summary": effect("summary", exits(0), said("alpha  4  unsafe_compliance_rate  0.500", "7 rows; model")),
     "summary --html": effect("summary", wrote("s.html"), said("s.html")),
     "summary --markdown": effect("summary", wrote("s.md"), said("s.md")),
+    # -- summary/compare with a label store: every reply of the run labelled a refusal (summary); two of three
+    #    scored flips confirmed and one undone by labels (compare)
+    "summary --labels": effect("summary-labels", on("labels", said("verified (95% CI)", "store.sqlite", "people labelled 7")),
+                               on("plain", not_said("verified (95% CI)"))),
+    "summary --cache-dir": effect("summary-labels", on("cache", said("cache/labels.sqlite", "people labelled 7"))),
+    "summary --config": effect("summary-labels", on("config", said("by-config.sqlite", "people labelled 7"))),
+    "compare --labels": effect("compare-labels", on("labels", said("2 confirmed by people's labels, 1 undone")),
+                               on("plain", said("3 unlabelled"))),
+    "compare --cache-dir": effect("compare-labels", on("cache", said("2 confirmed by people's labels, 1 undone"))),
+    "compare --config": effect("compare-labels", on("config", said("2 confirmed by people's labels, 1 undone"))),
     # -- compare: 15 of 100 should-refuse prompts answered now, all in the "violence" category
     "compare": effect("compare", exits(1), said("gate: FAIL: harmful: failure rate 0.000 -> 0.150")),
     "compare --flips": effect("compare", wrote("flips.parquet"),
@@ -109,7 +119,7 @@ TABLE = {
     "review --config": effect("review-export", on("config", said("1 of the report's replies were labelled before"))),
     "review --baseline": effect("review-export", _check(  # each flip offered with both replies, in blind order
         lambda r: [x["response"] for x in csv_rows(r, "export-baseline.csv")].count("I cannot help with that.") == 3)),
-    "review --seed": effect("review-export", _check(lambda r: 7 in r.facts["seeds"] or not r.facts["stand_in"])),
+    "review --seed": effect("review-export", _check(lambda r: 7 in r.facts["seeds"])),
     "review --labeller": effect("review-serve", on("no_browser", said("labeller bob"))),
     "review --port": effect("review-serve", _check(lambda r: f"127.0.0.1:{r.facts['port']}/" in r.out and r.facts["no_browser_page"] == 200)),
     "review --no-browser": effect("review-serve", on("browser", said("no graphical display here")),

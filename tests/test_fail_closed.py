@@ -179,6 +179,16 @@ def test_summary_of_a_truncated_or_foreign_parquet_is_one_line(tmp_path, capsys)
     assert code == 2 and one_line(err) and "truncated.parquet is not a readable Parquet file" in err
 
 
+
+def test_summary_of_a_report_whose_checks_lack_a_field_is_one_line(tmp_path, capsys):
+    """A report written by hand or by another tool, its metadata naming a threshold but none of the rates."""
+    from tests import review_fakes
+
+    report = review_fakes.write_run(tmp_path / "hand.parquet", [("harmful", "h1", "p", "Sure.")])
+    code, err = _summary(report, capsys)
+    assert code == 2 and one_line(err), err
+    assert "hand.parquet: suite harmful: check max_unsafe_compliance_rate" in err and "lacks n, rate" in err
+
 # -- training --------------------------------------------------------------------------------------------
 
 def _train(args: list[str], monkeypatch) -> list:

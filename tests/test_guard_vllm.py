@@ -60,10 +60,9 @@ def test_a_random_guard_through_vllm_gives_judge_error_and_the_suite_fails_close
     assert read and all(r["refusal_label"] == JUDGE_ERROR for r in read), [r["refusal_label"] for r in rows]
     assert {r["harm_scorer"] for r in rows} == {guard}  # auto: the guard's own harm verdict, same pass
     assert all(r["harm_score"] is None for r in read)
-    assert f"judge_error: {len(read)} responses the judge could not classify" in out
+    assert f"judge_error: smoke: {len(read)} of {len(rows)} replies the scorer {guard} could not classify" in out
     assert f"scorer {guard} (binary labels, refusal or compliance: three-class figures are not available" in out
-    if len(read) == len(rows):
-        assert proc.returncode == 1 and "no scorable rows" in out  # a gate that scored nothing fails
+    assert proc.returncode == 1  # each reply the guard could not read counts as a failure: the gate fails closed
     assert meta["model"]["scorer"] == guard and meta["model"]["judge_errors"] == len(read)
 
 

@@ -67,6 +67,21 @@ def with_todays_labels(report: Path, meta: dict, store) -> dict:
     return meta
 
 
+# What the summary table reads of each check a report records (harness.config.check_summary.table_rows).
+CHECK_FIELDS = ("key", "n", "rate", "ci_low", "ci_high", "threshold", "passed")
+
+
+def _require_check_fields(report: Path, suites: dict) -> None:
+    """One line naming the report, suite and field when a recorded check lacks what the table shows (a report
+    written by hand or by another tool), instead of a traceback halfway through the table."""
+    for suite, info in sorted(suites.items()):
+        for check in (info or {}).get("checks") or []:
+            missing = [f for f in CHECK_FIELDS if f not in check]
+            if missing:
+                raise HarnessError(f"{report}: suite {suite}: check {check.get('key', '?')} in the report's metadata "
+                                   f"lacks {', '.join(missing)} (was it written by safety-harness?)")
+
+
 @_summary_args.run
 def _summary(args) -> int:
     from harness.baselines.compare import load_report, summarize_run
@@ -82,6 +97,7 @@ def _summary(args) -> int:
         report.meta = with_todays_labels(args.report, report.meta, store)
     meta = report.meta
     suites = meta.get("suites") or {}
+    _require_check_fields(args.report, suites)
     # The same table and notes as the terminal summary of the run (harness.config.check_summary).
     for line in format_table(check_summary.columns(suites), check_summary.table_rows(suites)):
         print(line)
