@@ -5,7 +5,7 @@
 
 With --report, the page is the one `safety-harness review REPORT` serves (harness.engine.verification's plan
 and checks). Without it, the page shows the embedded model's own XSTest replies from
-scripts/labels/smollm2_135m_suites_sample.csv under their prompts (read from the XSTest data), in the
+research/labels/smollm2_135m_suites_sample.csv under their prompts (read from the XSTest data), in the
 file's order and without the thresholds panel; the first two are labelled with the file's labels, so the
 progress bar has moved. A temporary label store is used either way. Needs selenium, chromium and
 chromedriver (scripts/install.sh).
