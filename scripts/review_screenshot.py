@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "scripts" / "labels" / "smollm2_135m_suites_sample.csv"
+SAMPLE = REPO / "research" / "labels" / "smollm2_135m_suites_sample.csv"
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,6 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=None,
                         help="window height in pixels (default 860; 1240 with --report, so the thresholds panel shows)")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
