@@ -85,12 +85,18 @@ def wall(cmd: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path,
-                        default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     parser.add_argument("--cores", type=int, default=2, help="pin the commands to this many CPUs")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="also time each stage of one run")
     args = parser.parse_args()
+    from harness.core.errors import DataError
+    from harness.core.paths import data_dir_or_fail
+
+    try:  # the one data-folder resolver of the research and the benchmarks
+        args.data_dir = data_dir_or_fail(args.data_dir)
+    except DataError as exc:
+        parser.error(str(exc))
 
     files = sorted((args.data_dir / "xstest" / "dev").glob("*_labeled.csv"))
     if not files:

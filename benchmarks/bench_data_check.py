@@ -10,15 +10,12 @@ the files, the MB hashed, the seconds of each load and of the hashing alone, and
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 from harness.data import integrity
 from harness.data.manifest import manifest
 from harness.data.suites import builtin_suite_names, get_suite
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def load_all(names: list[str], data_dir: Path) -> int:
@@ -27,10 +24,16 @@ def load_all(names: list[str], data_dir: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path,
-                        default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     parser.add_argument("--repeat", type=int, default=5, help="best of this many runs of each measurement")
     args = parser.parse_args()
+    from harness.core.errors import DataError
+    from harness.core.paths import data_dir_or_fail
+
+    try:  # the one data-folder resolver of the research and the benchmarks
+        args.data_dir = data_dir_or_fail(args.data_dir)
+    except DataError as exc:
+        parser.error(str(exc))
 
     names = sorted(builtin_suite_names())
     files = [f for f in manifest().values() if set(f.used_by) & set(names)]

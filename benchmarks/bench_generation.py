@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 BENCH_SUITE = """from harness.api import test_configured_suite  # noqa: F401
 """
 
@@ -79,9 +77,15 @@ def main() -> None:
     # both makes their responses comparable token for token.
     parser.add_argument("--dtype", default="auto", help="precision of every backend and harness run")
     parser.add_argument("--hf-threads", type=int, default=1, help="torch threads for the hf backend")
-    parser.add_argument("--data-dir", type=Path,
-                        default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     args = parser.parse_args()
+    from harness.core.errors import DataError
+    from harness.core.paths import data_dir_or_fail
+
+    try:  # the one data-folder resolver of the research and the benchmarks
+        args.data_dir = data_dir_or_fail(args.data_dir)
+    except DataError as exc:
+        parser.error(str(exc))
 
     from harness.backends import create_backend
     from harness.backends.base import BackendOptions, SamplingConfig

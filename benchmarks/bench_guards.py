@@ -19,7 +19,6 @@ from pathlib import Path
 
 from bench_scorer import load_completions
 
-REPO = Path(__file__).resolve().parents[1]
 FORCED = {"wildguard": "Harmful request: no\nResponse refusal: yes\nHarmful response: no",
           "qwen3guard": "Safety: Safe\nCategories: None\nRefusal: Yes", "llamaguard": "safe"}
 
@@ -79,12 +78,18 @@ def measure(kind: str, model: Path, prompts: list[str], replies: list[str], repe
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path,
-                        default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     parser.add_argument("--replies", type=int, default=450)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--guards", nargs="*", default=list(FORCED))
     args = parser.parse_args()
+    from harness.core.errors import DataError
+    from harness.core.paths import data_dir_or_fail
+
+    try:  # the one data-folder resolver of the research and the benchmarks
+        args.data_dir = data_dir_or_fail(args.data_dir)
+    except DataError as exc:
+        parser.error(str(exc))
 
     from harness.backends.vllm_backend import shutdown_engines
     from harness.models.tiny import make_tiny_guard

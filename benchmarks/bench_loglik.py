@@ -10,22 +10,26 @@ GPU it is the difference between a busy and an idle device.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
+    ap.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    from harness.core.errors import DataError
+    from harness.core.paths import data_dir_or_fail
+
+    try:  # the one data-folder resolver of the research and the benchmarks
+        args.data_dir = data_dir_or_fail(args.data_dir)
+    except DataError as exc:
+        ap.error(str(exc))
     import torch
 
     torch.set_num_threads(args.threads)

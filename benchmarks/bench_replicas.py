@@ -128,9 +128,15 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="a folder of its own to keep the prepared model in between runs (its generation "
                              "cache is emptied before each phase); default a temporary one")
-    parser.add_argument("--data-dir", type=Path,
-                        default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     args = parser.parse_args()
+    from harness.core.errors import DataError
+    from harness.core.paths import data_dir_or_fail
+
+    try:  # the one data-folder resolver of the research and the benchmarks
+        args.data_dir = data_dir_or_fail(args.data_dir)
+    except DataError as exc:
+        parser.error(str(exc))
     ratio(args) if args.mode == "ratio" else full(args)
 
 

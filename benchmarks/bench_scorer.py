@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import time
 from pathlib import Path
 
 from harness.scoring import get_scorer
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def load_completions(data_dir: Path, column: str = "completion") -> list[str]:
@@ -40,10 +37,16 @@ def best_rate(scorer, responses: list[str], repeat: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path,
-                        default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    from harness.core.errors import DataError
+    from harness.core.paths import data_dir_or_fail
+
+    try:  # the one data-folder resolver of the research and the benchmarks
+        args.data_dir = data_dir_or_fail(args.data_dir)
+    except DataError as exc:
+        parser.error(str(exc))
     responses = load_completions(args.data_dir) * 4
     ours = best_rate(get_scorer("refusal_patterns"), responses, args.repeat)
     base = best_rate(get_scorer("xstest_string_match"), responses, args.repeat)

@@ -5,7 +5,7 @@
 
 With --report, the page is the one `safety-harness review REPORT` serves (harness.engine.verification's plan
 and checks). Without it, the page shows the embedded model's own XSTest replies from
-scripts/labels/smollm2_135m_suites_sample.csv under their prompts (read from the XSTest data), in the
+research/labels/smollm2_135m_suites_sample.csv under their prompts (read from the XSTest data), in the
 file's order and without the thresholds panel; the first two are labelled with the file's labels, so the
 progress bar has moved. A temporary label store is used either way. Needs selenium, chromium and
 chromedriver (scripts/install.sh).
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "scripts" / "labels" / "smollm2_135m_suites_sample.csv"
+SAMPLE = REPO / "research" / "labels" / "smollm2_135m_suites_sample.csv"
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,6 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=None,
                         help="window height in pixels (default 860; 1240 with --report, so the thresholds panel shows)")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service

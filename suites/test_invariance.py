@@ -1,7 +1,7 @@
 """Metamorphic invariance: rewrites that keep a prompt's intent (instruction ⇄ question, politeness,
 casing, punctuation, whitespace, role-play and hypothetical framings, past tense, benign context) must
 keep the refusal decision: unsafe prompts the model refuses stay refused, safe look-alikes it answers stay
-answered. Opt-in (``--run-invariance``); select with ``-k invariance``. See ``harness/metamorphic.py``."""
+answered. Opt-in (``--run-invariance``); select with ``-k invariance``. See ``harness/engine/metamorphic.py``."""
 
 import pytest
 

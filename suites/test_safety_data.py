@@ -6,7 +6,7 @@ It trains two LoRA adapters of one base, with 0% and about 3% safety demonstrati
 
     pytest suites/test_safety_data.py --run-training --backend vllm --limit 40 --max-new-tokens 48
 
-The training settings are the miniature sweep's (scripts/sweep.py), sized for a 2-core CPU; on a GPU, raise
+The training settings are the miniature sweep's (research/experiments/sweep.py), sized for a 2-core CPU; on a GPU, raise
 ``general`` and ``epochs`` towards the paper's 2,000+ examples and 4 epochs.
 """
 

@@ -38,7 +38,7 @@ def pytest_configure(config):
         return
     from multiprocessing.process import BaseProcess
 
-    from harness.engine import cache, records, scoring
+    from harness.engine import cache, records, response_scoring
     from harness.models import resolve
 
     _announce(resolve, "_convert_gguf", "model preparation")  # the GGUF of the embedded model -> a model folder
@@ -46,5 +46,5 @@ def pytest_configure(config):
     _announce(BaseProcess, "start", "engine start", after=True,
               when=lambda process: process.name.startswith("EngineCore"))
     _announce(cache.GenerationCache, "put_many", "generation", after=True)  # a chunk of responses is in the cache
-    _announce(scoring.ResponseScoring, "score", "scoring")
+    _announce(response_scoring.ResponseScoring, "score", "scoring")
     _announce(records, "write_report", "report")

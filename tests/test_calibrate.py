@@ -210,7 +210,7 @@ def test_shipped_rates_for_a_model_win_over_the_dev_file_rates_and_lose_to_the_u
 
 
 def test_the_embedded_model_ships_its_own_error_rates_for_the_default_scorer():
-    """scripts/scorer_error_rates.py --model smollm2-135m-instruct wrote them from its labelled replies; a new
+    """research/scorer_error_rates.py --model smollm2-135m-instruct wrote them from its labelled replies; a new
     head version without them would silently fall back to the dev-file rates for the main job's model."""
     from harness.scoring import get_scorer
     from harness.scoring.error_rates import ERROR_RATES_PATH

@@ -1,4 +1,4 @@
-"""The project's refusal labels for a guarded chat model's replies (scripts/labels/): the file is complete,
+"""The project's refusal labels for a guarded chat model's replies (research/labels/): the file is complete,
 it pairs with the upstream file only when the instructions match, and the cross-fitted check never
 predicts a reply with a head that trained on it."""
 
@@ -10,7 +10,6 @@ import importlib
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +20,17 @@ from tests.support import needs_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data"))
-LABELS = REPO / "scripts" / "labels" / "llama2_13b_chat_alpaca_eval.csv"
+LABELS = REPO / "research" / "labels" / "llama2_13b_chat_alpaca_eval.csv"
 
 
-def import_scripts(*names: str) -> list:
-    """Modules of scripts/ (which import each other by bare name), without leaving scripts/ on sys.path."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        return [importlib.import_module(name) for name in names]
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+def import_research(*names: str) -> list:
+    """Modules of the research package (research/), by name."""
+    return [importlib.import_module(f"research.{name}") for name in names]
 
 
 @pytest.fixture(scope="module")
-def scripts():
-    return tuple(import_scripts("refusal_training_data", "refusal_head_fit"))
+def research_modules():
+    return tuple(import_research("refusal_training_data", "refusal_head_fit"))
 
 
 def test_the_labels_file_has_one_well_formed_line_per_reply():
@@ -48,8 +43,8 @@ def test_the_labels_file_has_one_well_formed_line_per_reply():
     assert counts == {"full_compliance": 717, "full_refusal": 49, "partial_refusal": 39}  # as the README says
 
 
-def test_the_labels_pair_with_the_pinned_upstream_file(scripts):
-    data, _ = scripts
+def test_the_labels_pair_with_the_pinned_upstream_file(research_modules):
+    data, _ = research_modules
     if not (DATA / data.CHAT_FILE).is_file():
         pytest.skip(f"{DATA / data.CHAT_FILE} not found: set SAFETY_HARNESS_DATA to the shared data folder")
     chat = data.load_chat_labelled(DATA)
@@ -57,8 +52,8 @@ def test_the_labels_pair_with_the_pinned_upstream_file(scripts):
     assert all(t.strip() for t in chat["texts"]) and len(set(chat["ids"])) == 805
 
 
-def test_a_label_line_for_another_upstream_version_stops_with_its_file_and_line(scripts, tmp_path):
-    data, _ = scripts
+def test_a_label_line_for_another_upstream_version_stops_with_its_file_and_line(research_modules, tmp_path):
+    data, _ = research_modules
     rows = [{"instruction": "Name a colour.", "output_2": "Blue."},
             {"instruction": "Name a fruit.", "output_2": "I must point out that fruit can be a choking hazard."}]
     (tmp_path / data.CHAT_FILE).parent.mkdir(parents=True)
@@ -76,9 +71,9 @@ def test_a_label_line_for_another_upstream_version_stops_with_its_file_and_line(
     assert data.load_chat_labelled(tmp_path, labels)["y"].tolist() == [0]
 
 
-def test_the_chat_check_never_predicts_a_reply_from_a_head_that_trained_on_it(scripts, monkeypatch):
+def test_the_chat_check_never_predicts_a_reply_from_a_head_that_trained_on_it(research_modules, monkeypatch):
     """Rows carry (source, index) as features; a fake trainer records what it was given."""
-    _, fit = scripts
+    _, fit = research_modules
     n = 30
     dev = {m: {"y": np.zeros(n, int)} for m in ("gpt4", "llama2new")}
     dev["chat"] = {"ids": [f"alpaca_eval:{i}" for i in range(n)], "y": np.zeros(n, int)}
@@ -116,9 +111,9 @@ def test_the_chat_check_never_predicts_a_reply_from_a_head_that_trained_on_it(sc
     assert len(trained) == 1 and 2.0 not in set(trained[0][:, 0])
 
 
-# -- three models no scorer was trained on (scripts/refusal_unseen_check.py) ---------------------------------
+# -- three models no scorer was trained on (research/refusal_unseen_check.py) ---------------------------------
 
-UNSEEN_COUNTS = {  # as scripts/labels/README.md says
+UNSEEN_COUNTS = {  # as research/labels/README.md says
     "claude_alpaca_eval.csv": {"full_compliance": 760, "full_refusal": 36, "partial_refusal": 9},
     "guanaco_65b_alpaca_eval.csv": {"full_compliance": 785, "full_refusal": 14, "partial_refusal": 6},
     "alpaca_farm_ppo_human_alpaca_eval.csv": {"full_compliance": 804, "full_refusal": 1, "partial_refusal": 0},
@@ -140,7 +135,7 @@ def test_no_training_or_tuning_script_reads_the_unseen_model_labels():
     protocol never name them (the check itself does)."""
     for script in ("refusal_training_data.py", "train_refusal_classifier.py", "refusal_head_fit.py",
                    "refusal_protocol.py", "scorer_error_rates.py", "refusal_synthetic.py"):
-        text = (REPO / "scripts" / script).read_text()
+        text = (REPO / "research" / script).read_text()
         assert "refusal_unseen_check" not in text and not any(name in text for name in UNSEEN_COUNTS), script
         if script != "scorer_error_rates.py":  # which measures the embedded model's error rates on them
             assert "smollm2_135m_suites_sample" not in text, script
@@ -149,7 +144,7 @@ def test_no_training_or_tuning_script_reads_the_unseen_model_labels():
 def test_synthetic_templates_share_no_wording_with_the_embedded_models_labelled_replies():
     """The premise-rejection templates were written after reading these replies (an experiment); none of
     any template's wording may be in them, or the sample would check the templates against themselves."""
-    (synth,) = import_scripts("refusal_synthetic")
+    (synth,) = import_research("refusal_synthetic")
     with (LABELS.parent / "smollm2_135m_suites_sample.csv").open(newline="", encoding="utf-8") as fh:
         replies = " ".join(" ".join(r["response"].split()).lower() for r in csv.DictReader(fh))
     parts = synth.template_parts()
@@ -167,7 +162,7 @@ def test_the_embedded_models_labelled_replies_are_complete():
 
 @pytest.fixture(scope="module")
 def unseen():
-    (refusal_unseen_check,) = import_scripts("refusal_unseen_check")
+    (refusal_unseen_check,) = import_research("refusal_unseen_check")
     missing = [f for f, _ in refusal_unseen_check.UNSEEN.values() if not (DATA / f).is_file()]
     if missing:
         pytest.skip(f"{DATA / missing[0]} not found: set SAFETY_HARNESS_DATA to the shared data folder")
@@ -197,7 +192,7 @@ def test_the_default_scorer_on_the_unseen_models_keeps_its_published_figures(uns
 def test_the_default_scorer_on_the_embedded_models_replies_keeps_its_published_figures():
     """The figures in docs/experiments/refusal-scorer-protocol.md (0.808 binary, sensitivity 0.321, specificity
     0.957), as floors: implicit refusals are where this scorer is weakest, and a change must not lose more."""
-    (check,) = import_scripts("refusal_unseen_check")
+    (check,) = import_research("refusal_unseen_check")
     res = check.evaluate(check.load_smollm2(), ["refusal_classifier"])["refusal_classifier"]
     binary, _, sens, spec, _ = res["smollm2-135m (suites)"]
     assert binary >= 0.8 and sens >= 0.3 and spec >= 0.95

@@ -21,12 +21,18 @@ def _pyproject() -> dict:
     return tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
+UNINSTALLED = ("research", "benchmarks")  # top-level packages of the checkout that the wheel leaves out
+
+
 def _installed_layout(target: Path) -> Path:
-    """The package as a wheel installs it: reports/, trainers/ and fixtures/ inside harness/."""
+    """The package as a wheel installs it: reports/, trainers/ and fixtures/ inside harness/; and beside it
+    the checkout's research/ and benchmarks/, which the contracts keep harness from importing."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "harness", target / "harness", ignore=ignore)
     for package, folder in MAPPED.items():
         shutil.copytree(REPO / folder, target / "harness" / package.split(".")[1], ignore=ignore)
+    for folder in UNINSTALLED:
+        shutil.copytree(REPO / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "labels"))
     return target
 
 
@@ -60,7 +66,7 @@ def test_the_wheel_installs_nothing_outside_harness(tmp_path):
                     str(tmp_path), str(REPO)], check=True, timeout=600, capture_output=True)
     (wheel,) = tmp_path.glob("safety_harness-*.whl")
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
-    assert {t for t in tops if not t.endswith(".dist-info")} == {"harness"}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"harness"}  # research/, benchmarks/ stay out
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"harness/fixtures/plugin.py", "harness/reports/parquet.py", "harness/trainers/train.py",
             "harness/scoring/refusal_head.json", "harness/data/smoke_prompts.jsonl"} <= names

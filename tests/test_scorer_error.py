@@ -204,7 +204,7 @@ def test_the_shipped_file_has_every_scorer_of_today_at_its_current_version():
         assert name in data["scorers"], name
         version = get_scorer(name).version
         rates = error_rates_for(name, version)
-        assert rates is not None, f"{name} v{version}: run python scripts/scorer_error_rates.py --scorer {name}"
+        assert rates is not None, f"{name} v{version}: run python -m research.scorer_error_rates --scorer {name}"
         assert rates.refusals + rates.compliances == 900 and "XSTest" in rates.method
         assert 0.5 < rates.sensitivity <= 1 and 0.5 < rates.specificity <= 1
     assert "out-of-fold" in error_rates_for("refusal_classifier", get_scorer("refusal_classifier").version).method

@@ -1,7 +1,7 @@
 """The statistics a verdict rests on, against independent computations (tests/exact.py): the Wilson interval
 from its formula, McNemar's exact p-values from the binomial, and every comparison of the baseline gate at
 its boundary (a p-value equal to alpha, a rise equal to the margin, a rate equal to its ceiling, n = 0).
-The mutation run (scripts/mutation.sh, docs/development.md) checks that these tests catch a changed constant
+The mutation run (scripts/mutation.py, docs/development.md) checks that these tests catch a changed constant
 or comparison in harness/core/stats.py and harness/baselines/stats.py."""
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +72,7 @@ def test_the_shipped_file_holds_every_default_scorer_at_its_current_version():
     for name in ("refusal_classifier", "refusal_patterns", "xstest_string_match"):
         version = get_scorer(name).version
         by_expected = transport_by_expected(name, version)
-        assert set(by_expected) == {"refuse", "comply"}, f"{name} v{version}: run python scripts/scorer_transport.py"
+        assert set(by_expected) == {"refuse", "comply"}, f"{name} v{version}: run python -m research.scorer_transport"
         assert by_expected["comply"].n_models == 6 and by_expected["refuse"].n_models == 3
     assert transport_rates("refusal_classifier", "no-such-version", "refuse") is None
     with pytest.raises(ValueError):
@@ -101,12 +100,8 @@ def test_a_bad_transport_file_is_one_line_naming_it(tmp_path):
 
 @pytest.fixture(scope="module")
 def regeneration(data_dir):
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        script = importlib.import_module("scorer_transport")
-        labelled = importlib.import_module("labelled_models")
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+    script = importlib.import_module("research.scorer_transport")
+    labelled = importlib.import_module("research.labelled_models")
     return script, labelled, labelled.load_models(data_dir)
 
 

@@ -66,7 +66,7 @@ def test_worker_payload_keeps_harm_scores_and_capability_results():
     """What a worker sends (plain JSON) rebuilds the same rows, harm scores and capability statistics."""
     import json
 
-    from harness.engine.capability import CapabilityResult, CapabilityRow
+    from harness.engine.capability_metrics import CapabilityResult, CapabilityRow
     from harness.scoring.harm import HarmScore
     from harness.engine.session import HarnessSession, ScoredRow, SuiteResult
     from harness.config.settings import RunSettings

@@ -40,10 +40,6 @@ class Tokenized:
     labels: list[int]
 
 
-def default_data_dir() -> Path | None:
-    return data_dir_from_env()
-
-
 def data_path(given: str | None, relative: str, data_dir: Path | None, what: str) -> Path:
     """A path given, or a dataset of harness/data/manifest.toml named by its file name (e.g. the paper's
     ``alpaca_small.json``), or the default under the data folder; a named or default dataset that is in
@@ -96,7 +92,7 @@ def _take(records: list[dict], n: int, seed: int, what: str, path: Path) -> list
 
 def build_mix(config: TrainConfig, data_dir: Path | None = None) -> list[Example]:
     """The config's general and safety examples, shuffled together deterministically."""
-    data_dir = data_dir if data_dir is not None else default_data_dir()
+    data_dir = data_dir if data_dir is not None else data_dir_from_env()  # None: the user cache
     mix: list[Example] = []
     if config.general:
         path = data_path(config.general_data, GENERAL_DIR, data_dir, "general data")

@@ -81,9 +81,9 @@ def parse_preference(value, where: str) -> float:
 
 def load_annotations(path: str | Path) -> list[Annotation]:
     """One ``annotations.json`` of AlpacaEval (output_1 is the reference model, output_2 the other)."""
-    from harness.data.tables import _load_json
+    from harness.data.tables import load_json
 
-    path, data = _load_json(path)  # one-line DataErrors naming the file (and line, for malformed JSON)
+    path, data = load_json(path)  # one-line DataErrors naming the file (and line, for malformed JSON)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of annotations, got a JSON {type(data).__name__}")
     out = []

@@ -77,7 +77,7 @@ def render_options() -> str:
     settings_cls = _run_settings_class()
     unknown = set(SPECIAL_FIELDS) - {f.name for f in dataclasses.fields(settings_cls)}
     if unknown:  # a renamed field: fail rather than document a setting that no longer exists
-        raise SystemExit(f"harness/docs_gen.py: SPECIAL_FIELDS names no RunSettings field: {', '.join(sorted(unknown))}")
+        raise SystemExit(f"harness/cli/docs_gen.py: SPECIAL_FIELDS names no RunSettings field: {', '.join(sorted(unknown))}")
     lines = [
         "# Options",
         "",
@@ -96,7 +96,7 @@ def render_options() -> str:
         cli, toml = SPECIAL_FIELDS.get(f.name, (f"`{cli}`", f"`{f.name}`"))
         help_text = f.metadata.get("help", "")
         if not help_text:
-            raise SystemExit(f"harness/docs_gen.py: RunSettings.{f.name} has no help metadata")
+            raise SystemExit(f"harness/cli/docs_gen.py: RunSettings.{f.name} has no help metadata")
         cells = [f.name, cli or "—", toml or "— (recorded in the report)", _type(f), _default(f), help_text]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

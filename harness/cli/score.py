@@ -62,7 +62,7 @@ def _score_args(p):
 @_score_args.run
 def _score(args) -> int:
     from harness.scoring.agreement import agreement, normalize_label
-    from harness.engine.scoring import ResponseScoring
+    from harness.engine.response_scoring import ResponseScoring
     from harness.scoring.factory import HARM_AUTO, harm_scorer_name
     from harness.config.settings import build_settings
 
@@ -93,7 +93,7 @@ def _score(args) -> int:
     if harm_name == "unsafe_compliance" and expected is None and not no_harm:
         raise ConfigError("harm scorer unsafe_compliance needs the expected behaviour: --expected-column COL "
                           "or --expected refuse|comply")
-    # The same scoring as a pytest run (harness.engine.scoring): judges and reward models score through the cache.
+    # The same scoring as a pytest run (harness.engine.response_scoring): judges and reward models score through the cache.
     # The clock starts before the scorers are built: loading a model is part of what scoring a file costs.
     t0 = time.perf_counter()
     scoring = ResponseScoring(settings, harm=None if no_harm else "from settings")

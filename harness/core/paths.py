@@ -24,6 +24,20 @@ def data_dir_from_env() -> Path | None:
     return Path(value) if value else None
 
 
+def data_dir_or_fail(given: Path | str | None = None) -> Path:
+    """The datasets folder of a tool that reads whole upstream folders (the scorer research under
+    ``research/``, the benchmarks): ``given`` (its --data-dir), else SAFETY_HARNESS_DATA. Unlike a run, such a
+    tool has no user cache to fall back on, so neither being an existing folder is a one-line DataError."""
+    from harness.core.errors import DataError
+
+    found = Path(given) if given else data_dir_from_env()
+    if found is None:
+        raise DataError(f"no data folder: pass --data-dir or set {DATA_ENV} to the folder holding the datasets")
+    if not found.is_dir():
+        raise DataError(f"data folder {found} is not an existing folder (given by --data-dir or {DATA_ENV})")
+    return found
+
+
 def data_source_from_env() -> str | None:
     return os.environ.get(SOURCE_ENV) or None
 

@@ -15,7 +15,7 @@ has no uncertainty left.
 The interval (``rate_interval``) carries only the sampling of the labels, never an assumption about the
 scorer. Wald intervals fail here: a stratum labelled 0/n_h or n_h/n_h has a zero variance estimate, and such
 strata are the common case (a scorer is mostly right). Two constructions by simulation
-(``scripts/verify_simulation.py``, docs/verified-verdicts.md):
+(``research/verify_simulation.py``, docs/verified-verdicts.md):
 
 - ``bayes``: each stratum's share gets a Beta(x_h + a, n_h - x_h + a) posterior (a = 1/2: Jeffreys) and
   its N_h - n_h unlabelled rows a Beta-binomial from it; the interval is the quantiles of the total;

@@ -16,7 +16,7 @@ from harness.data.tables import (
     _found,
     _iter_jsonl,
     _jsonl_rows,
-    _load_json,
+    load_json,
     _one_line,
     _read_csv,
     _read_text,
@@ -92,7 +92,7 @@ def load_stl(
     """One of the safety-tuned-llamas evaluation files: ``{"instructions": [...], "inputs"?, "tags"?}``."""
     _check_expected(str(path), expected)
     _check_format(str(path), prompt_format)
-    p, data = _load_json(path)
+    p, data = load_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object with 'instructions', got a JSON {type(data).__name__}")
     if "instructions" not in data:
@@ -160,7 +160,7 @@ def load_xstest(path: str | Path, *, suite: str = "xstest") -> list[Prompt]:
 
 
 def _alpaca_eval_items(path: str | Path) -> tuple[Path, list[tuple[str, dict]]]:
-    p, data = _load_json(path)
+    p, data = load_json(path)
     items = []
     for i, item in enumerate(_require_list(path, data, "a JSON list of AlpacaEval records")):
         where = f"{path}: item {i}"
@@ -222,7 +222,7 @@ def load_instruction_data(
         _, text = _read_text(path)
         entries = [(f"{path}:{n}", obj) for n, obj in _iter_jsonl(str(path), text)]
     else:
-        _, data = _load_json(path)  # a whole-file JSON error cannot be skipped past
+        _, data = load_json(path)  # a whole-file JSON error cannot be skipped past
         entries = [(f"{path}: item {i}", obj) for i, obj in enumerate(_require_list(path, data, "a JSON list"))]
     records, problems = [], []
     for where, obj in entries:

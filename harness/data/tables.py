@@ -55,7 +55,7 @@ def _read_text(path: str | Path, *, replace_undecodable: bool = False) -> tuple[
         return p, raw.decode("utf-8-sig", errors="replace")
 
 
-def _load_json(path: str | Path) -> tuple[Path, object]:
+def load_json(path: str | Path) -> tuple[Path, object]:
     p, text = _read_text(path)
     try:
         return p, json.loads(text)

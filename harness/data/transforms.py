@@ -74,7 +74,7 @@ def _core(text: str) -> str:
     return core
 
 
-def _lower_first(text: str) -> str:
+def lower_first(text: str) -> str:
     """Lower the first letter of a sentence-initial capital, keeping names where they can be told apart.
 
     The fallback sees instructions, whose first word is nearly always an imperative verb, so a capital
@@ -119,7 +119,7 @@ _TO_QUESTION = [
     (r"tell me (?:whether|if) (\S.*)", lambda m: f"Is it true that {m[1]}"),
     (r"tell me about (\S.*)", lambda m: f"What can you tell me about {m[1]}"),
     (r"describe (\S.*)", lambda m: f"Can you describe {m[1]}"),
-    (r"i (?:want|need|would like) you to (\S.*)", lambda m: f"Can you {_lower_first(m[1])}"),
+    (r"i (?:want|need|would like) you to (\S.*)", lambda m: f"Can you {lower_first(m[1])}"),
     (rf"({_VERBS_CAN_YOU})\b(.*)", lambda m: f"Can you {m[1].lower()}{m[2]}"),
 ]
 
@@ -133,7 +133,7 @@ def instruction_to_question(text: str) -> str:
         m = re.fullmatch(pattern, core, flags=_FLAGS)
         if m:
             return build(m) + "?"
-    return f"Could you {_lower_first(core)}?"
+    return f"Could you {lower_first(core)}?"
 
 
 def _inflect_3rd(verb: str) -> str:

@@ -21,7 +21,7 @@ The noise is measured, not assumed: the base model's pass runs twice, and what m
 runs (prefix caching, batch-dependent kernels) is the backend's own noise. A fixed 16-bit bound (5e-2)
 called an applied weak adapter "not applied" on a GPU in bfloat16 (hf backend, H200: it moved the
 log-probabilities by 0.034), while a dropped adapter and an all-zero one differ from the base model by
-exactly 0 on every backend measured (scripts/adapter_sanity_noise.py, docs/adapter-sanity.md).
+exactly 0 on every backend measured (research/experiments/adapter_sanity_noise.py, docs/adapter-sanity.md).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from harness.engine.capability import capability_columns
+from harness.engine.capability_metrics import capability_columns
 from harness.engine.provenance import provenance
 from harness.engine.session import judge_output
 from harness.core import report_file

@@ -17,7 +17,7 @@ from harness.backends import create_backend, resolve_backend_name
 from harness.backends.base import MODEL_FREE
 from harness.engine.cache import GenerationCache, request_key, stable_hash
 from harness.engine.progress import generation_bar
-from harness.engine.scoring import ResponseScoring
+from harness.engine.response_scoring import ResponseScoring
 from harness.core.errors import DataError, HarnessError
 from harness.core.files import sha256_file
 from harness.core.records import JUDGE_OUTPUT, failed_for_gate, label_key, row_passed
@@ -70,7 +70,7 @@ class SuiteResult:
     name: str
     rows: list[ScoredRow]
     settings: RunSettings
-    capability: object = None  # harness.engine.capability.CapabilityResult, for the capability suite
+    capability: object = None  # harness.engine.capability_metrics.CapabilityResult, for the capability suite
     # The refusal scorer's error rates that correct its rates (harness.scoring.error_rates: measured on this model,
     # or per expected behaviour for a model like those labelled), as the session resolved them once for the run
     # (model_info.scorer_error_rates); None when none were measured.
@@ -242,7 +242,7 @@ class HarnessSession:
             self.results[name] = SuiteResult(name, [r for r in rows if r.prompt.suite == name], self.settings,
                                              error_rates=rates_from_record(self.model_info.scorer_error_rates))
         if "capability" in wanted:
-            from harness.engine.capability import score_capability
+            from harness.engine.capability_metrics import score_capability
 
             score_capability(self, self.results["capability"], progress=progress)
 

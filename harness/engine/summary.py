@@ -5,7 +5,7 @@ generation statistics."""
 from __future__ import annotations
 
 from harness.config import check_summary
-from harness.engine.capability import summary_lines as capability_lines
+from harness.engine.capability_metrics import summary_lines as capability_lines
 from harness.core.records import JUDGE_ERROR
 from harness.core.text import format_table
 from harness.scoring.unseen import unseen_agreement_note

@@ -1,5 +1,5 @@
 """The rubric a person labels by: XSTest's three classes (Röttger et al., NAACL 2024), worded as this
-project reads them (scripts/labels/README.md), with the key that gives each class on the review page.
+project reads them (research/labels/README.md), with the key that gives each class on the review page.
 
 ``RUBRIC_VERSION`` is stored with every label. Change it when the wording of a class changes in substance
 (a reply that one version calls a refusal and the next calls compliance), never for a typo, so that labels

@@ -103,7 +103,7 @@ def _capability_out(cap) -> dict:
 
 
 def _capability_in(d: dict):
-    from harness.engine.capability import CapabilityResult, CapabilityRow
+    from harness.engine.capability_metrics import CapabilityResult, CapabilityRow
 
     return CapabilityResult(**{**d, "rows": {pid: CapabilityRow(**row) for pid, row in d["rows"].items()}})
 

@@ -101,7 +101,7 @@ def fitted(scorer: str, version: str, expected: str, counts: tuple):
 
 def transport_error_rates(scorer: str | None, version: str | None) -> RatesByExpected | None:
     """The shipped between-model rates of this scorer version, per behaviour, or None when the transport
-    file has none (guards, judges, a retrained scorer before ``scripts/scorer_transport.py`` ran)."""
+    file has none (guards, judges, a retrained scorer before ``research/scorer_transport.py`` ran)."""
     from harness.scoring.transport import model_counts
 
     if not scorer or version is None:

@@ -12,7 +12,7 @@ embeddings, the prompt's words restated under a negation) were tried and removed
 measurable on held-out styles or on a guarded chat model's replies, and embedding the prompt cost a third
 of the scorer's time (docs/experiments/refusal-scorer-protocol.md).
 
-The head (``refusal_head.json``, trained by ``scripts/train_refusal_classifier.py``) stores the folded
+The head (``refusal_head.json``, trained by ``research/train_refusal_classifier.py``) stores the folded
 linear weights, the encoder's token budget and a softmax temperature fitted on held-out models, so
 ``score`` is a calibrated P(any refusal). One rule takes precedence over the head: a reply that opens
 with an explicit refusal or inability statement and then only offers other help is never compliance

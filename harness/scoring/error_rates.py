@@ -3,7 +3,7 @@
 
 "Refusal" is any refusal (full or partial), "compliance" is full compliance: the binary split that every
 gating metric counts (``harness.config.thresholds.METRICS``). The counts come from out-of-fold predictions on the
-human-labelled XSTest completions and are written by ``scripts/scorer_error_rates.py --scorer NAME`` into
+human-labelled XSTest completions and are written by ``research/scorer_error_rates.py --scorer NAME`` into
 ``error_rates.json`` beside this module, keyed by scorer name and version: a scorer whose version changed
 has no rates until the script is run again, and every consumer then says so instead of guessing.
 
@@ -38,7 +38,7 @@ from harness.scoring.behaviour_rates import BEHAVIOUR_NAMES, RatesByExpected, tr
 
 ERROR_RATES_PATH = Path(__file__).with_name("error_rates.json")
 FORMAT = 1
-REGENERATE = "python scripts/scorer_error_rates.py --scorer {name}"
+REGENERATE = "python -m research.scorer_error_rates --scorer {name}"
 SHIPPED = "shipped"  # the source of rates read from ERROR_RATES_PATH's scorer entries (the dev files)
 SHIPPED_FOR_MODEL = "shipped for this model"  # ERROR_RATES_PATH's entries for one model's fingerprint
 TRANSPORT = "transport"  # the between-model rates per expected behaviour (harness.scoring.behaviour_rates)

@@ -16,7 +16,7 @@ a calibrated probability; a later learned classifier provides one.
 Limits, by design of a rule-based scorer: English only; refusal wording quoted inside an answer ("you
 could reply: 'Sorry, but I can't make it'") reads as a refusal; a reply that rejects the premise without
 refusal wording ("X was not justified.") reads as compliance. Agreement with the XSTest human labels,
-and the gap to XSTest's own string-match baseline, are printed by ``scripts/eval_refusal_scorer.py``.
+and the gap to XSTest's own string-match baseline, are printed by ``research/eval_refusal_scorer.py``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ safe one). ``TransportRates`` fits the between-model spread of each rate (``harn
 and draws the rates of a new model from it: the interval of a corrected rate is then for "a model like
 those labelled", with the number of those models said beside it.
 
-Written by ``python scripts/scorer_transport.py`` (all scorers, all models, in one go: run it after a
+Written by ``python -m research.scorer_transport`` (all scorers, all models, in one go: run it after a
 scorer is retrained, whose version then changes). A scorer version missing from the file has no
 transport rates, and callers say so.
 """
@@ -26,7 +26,7 @@ from harness.core.types import EXPECTED
 
 TRANSPORT_PATH = Path(__file__).with_name("scorer_transport.json")
 FORMAT = 1
-REGENERATE = "python scripts/scorer_transport.py"
+REGENERATE = "python -m research.scorer_transport"
 COUNTS = ("refusals", "refusals_scored_refusal", "compliances", "compliances_scored_compliance")
 BEHAVIOUR = {"refuse": "should-refuse prompts", "comply": "should-answer prompts"}
 

@@ -112,7 +112,7 @@ class GuardRefusalScorer:
     ``judge_error`` (score NaN) with the raw answer in ``extra["judge_output"]``. An empty reply is
     full_refusal without asking the guard, as in every other scorer (no text is no help)."""
 
-    costly = True  # a model pass per reply: scored through the cache (harness.engine.scoring)
+    costly = True  # a model pass per reply: scored through the cache (harness.engine.response_scoring)
     # Read by the run summary (harness.scoring.unseen): a binary scorer has no three-class figure.
     unseen_agreement = {"labels": "binary"}
 

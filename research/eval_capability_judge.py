@@ -1,6 +1,6 @@
 """Validate capability judges against AlpacaEval's GPT-4 pairwise preferences.
 
-    python scripts/eval_capability_judge.py --per-file 25 --judge llm --judge longer
+    python -m research.eval_capability_judge --per-file 25 --judge llm --judge longer
 
 Reads every ``dev_annotations/*.json`` (text_davinci_003 as output_1 against four models as output_2),
 takes a seeded sample of ``--per-file`` pairs from each, judges every pair in both orders (position
@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from harness.capability.judges import JudgeConfig, available_judges, get_judge  # noqa: E402
-from harness.capability.references import load_annotations  # noqa: E402
-from harness.capability.validation import agreement, verdict_from_score  # noqa: E402
-from harness.capability.win_rate import judge_swapped  # noqa: E402
-from harness.core.errors import HarnessError  # noqa: E402
+from harness.capability.judges import JudgeConfig, available_judges, get_judge
+from harness.capability.references import load_annotations
+from harness.capability.validation import agreement, verdict_from_score
+from harness.capability.win_rate import judge_swapped
+from harness.core.errors import HarnessError
+from research.data import data_dir_arg
 
 
 def sample_annotations(folder: Path, per_file: int | None, seed: int):
@@ -43,8 +41,7 @@ def sample_annotations(folder: Path, per_file: int | None, seed: int):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = os.environ.get("SAFETY_HARNESS_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    ap.add_argument("--data-dir", type=Path, default=Path(default_data))
+    ap.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     ap.add_argument("--judge", action="append", choices=available_judges(),
                     help="judge to validate (repeatable; default: llm and longer)")
     ap.add_argument("--judge-model", default="smollm2-135m-instruct", help="model the llm judge runs")
@@ -55,6 +52,7 @@ def main(argv=None) -> int:
                     help="torch threads (1: on a shared 2-core machine two threads oversubscribe and run slower)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
+    args.data_dir = data_dir_arg(args.data_dir)
     import torch
 
     torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """Agreement of the refusal_judge (XSTest's rubric on a local model) with XSTest's human labels.
 
-    python scripts/eval_refusal_judge.py --judge-model smollm2-135m-instruct --backend vllm --limit 100
+    python -m research.eval_refusal_judge --judge-model smollm2-135m-instruct --backend vllm --limit 100
 
 Prints, per labelled file in xstest/dev: the judge_error rate, binary and three-class agreement on the
 rows the judge answered (and counting judge errors as wrong), the confusion matrix, the verdicts the judge
@@ -18,7 +18,6 @@ not a instruction to classify ...") or list all three classes. A usable judge ne
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
@@ -26,13 +25,11 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # runnable as a plain script from any directory
-
-from harness.data.loaders import read_table  # noqa: E402
-from harness.core.errors import HarnessError  # noqa: E402
-from harness.scoring.agreement import agreement, normalize_label  # noqa: E402
-from harness.config.settings import RunSettings  # noqa: E402
+from harness.config.settings import RunSettings
+from harness.core.errors import HarnessError
+from harness.data.loaders import read_table
+from harness.scoring.agreement import agreement, normalize_label
+from research.data import data_dir_arg
 
 
 def sample(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
@@ -54,12 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--judge-model", default="smollm2-135m-instruct", help="alias or local model folder")
     ap.add_argument("--backend", default="auto", choices=("auto", "vllm", "hf"))
-    ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
+    ap.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     ap.add_argument("--limit", type=int, default=None, help="rows per file (stratified by human label)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vllm-kv-cache-gib", type=float, default=1.0)
     ap.add_argument("--max-model-len", type=int, default=2048)
     args = ap.parse_args(argv)
+    args.data_dir = data_dir_arg(args.data_dir)
 
     files = sorted((args.data_dir / "xstest" / "dev").glob("*_labeled.csv"))
     if not files:

@@ -1,6 +1,6 @@
 """Every model whose replies were labelled by people for this project, row by row, with the expected
-behaviour of each prompt and each scorer's label: the oracle data of scripts/scorer_transport.py (the
-scorer's error from model to model) and scripts/verify_simulation.py (the verified rates' coverage).
+behaviour of each prompt and each scorer's label: the oracle data of research/scorer_transport.py (the
+scorer's error from model to model) and research/verify_simulation.py (the verified rates' coverage).
 
 The models:
   * gpt4, llama2new: XSTest's dev files (human final_label), 250 should-answer and 200 should-refuse
@@ -21,17 +21,13 @@ Data is read from the folder named by SAFETY_HARNESS_DATA (``harness.core.paths`
 from __future__ import annotations
 
 import csv
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+from harness.core.errors import DataError
+from harness.core.paths import data_dir_or_fail
+from research.data import LABELS
 
-from harness.core.errors import DataError  # noqa: E402
-
-LABELS = REPO / "scripts" / "labels"
 DEV_MODELS = ("gpt4", "llama2new")
 ALPACA_MODELS = {  # model -> (upstream file under the data dir, labels file)
     "claude": ("alpaca_eval/dev_annotations/claude.json", LABELS / "claude_alpaca_eval.csv"),
@@ -58,15 +54,6 @@ class LabelledReply:
     human: str  # REFUSAL_LABELS
 
 
-def data_dir_or_fail(data_dir: Path | None) -> Path:
-    from harness.core.paths import DATA_ENV, data_dir_from_env
-
-    found = data_dir or data_dir_from_env()
-    if found is None or not Path(found).is_dir():
-        raise DataError(f"no data folder: set {DATA_ENV} or pass --data-dir (got {found})")
-    return Path(found)
-
-
 def _suite_prompts(suite: str, data_dir: Path) -> dict[str, object]:
     from harness.data.suites import get_suite
 
@@ -74,7 +61,7 @@ def _suite_prompts(suite: str, data_dir: Path) -> dict[str, object]:
 
 
 def load_dev(data_dir: Path) -> dict[str, list[LabelledReply]]:
-    from eval_refusal_scorer import load_labeled
+    from research.xstest_dev import load_labeled
 
     prompts = _suite_prompts("xstest", data_dir)
     out = {}
@@ -95,7 +82,7 @@ def load_dev(data_dir: Path) -> dict[str, list[LabelledReply]]:
 
 
 def load_alpaca(data_dir: Path) -> dict[str, list[LabelledReply]]:
-    from refusal_training_data import load_chat_labelled
+    from research.refusal_training_data import load_chat_labelled
 
     from harness.core.types import REFUSAL_LABELS
 
@@ -131,7 +118,7 @@ def scored_labels(models: dict[str, list[LabelledReply]], scorer_name: str, data
                   cache: Path | None = None) -> tuple[dict[str, list[str]], dict[str, str], str]:
     """model -> scorer's label per reply, model -> how they were made, and the scorer's version. A scorer
     fitted to the dev files (scorer_error_rates.OUT_OF_FOLD) labels them out of fold."""
-    from scorer_error_rates import OUT_OF_FOLD
+    from research.scorer_error_rates import OUT_OF_FOLD
 
     from harness.scoring import get_scorer
 

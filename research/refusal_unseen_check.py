@@ -1,12 +1,12 @@
 """Refusal scorers on three chat models that no scorer was trained or tuned on, labelled for this project.
 
-    python scripts/refusal_unseen_check.py [--scorer NAME ...] [--head FILE] [--misses]
-    python scripts/refusal_unseen_check.py --calibration [--label-n 200] [--draws 200]
-    python scripts/refusal_unseen_check.py --export DIR     # per-model CSVs for safety-harness calibrate fit
+    python -m research.refusal_unseen_check [--scorer NAME ...] [--head FILE] [--misses]
+    python -m research.refusal_unseen_check --calibration [--label-n 200] [--draws 200]
+    python -m research.refusal_unseen_check --export DIR     # per-model CSVs for safety-harness calibrate fit
 
 The replies are the AlpacaEval answers of Claude, Guanaco-65B and AlpacaFarm's PPO-human LLaMA-7B in
 AlpacaEval's annotation files (``alpaca_eval/dev_annotations/*.json``, pinned like every data file), each
-labelled by the XSTest rubric (scripts/labels/README.md). Three house styles the dev files lack: a
+labelled by the XSTest rubric (research/labels/README.md). Three house styles the dev files lack: a
 commercial assistant that declines with "I apologize, but I do not feel comfortable ...", a QLoRA-tuned
 LLaMA of the kind this project's users build, and an RLHF-tuned LLaMA-7B. AlpacaEval's prompts are ordinary
 requests, so these rows measure mostly specificity (how often a compliance is called a refusal) and the
@@ -23,16 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
+from harness.scoring import get_scorer
+from research.data import LABELS, data_dir_arg
+from research.refusal_head_fit import agreement, scored_labels
+from research.refusal_training_data import load_chat_labelled
 
-from eval_refusal_scorer import default_data_dir  # noqa: E402
-from refusal_head_fit import agreement, scored_labels  # noqa: E402
-from refusal_training_data import load_chat_labelled  # noqa: E402
-from harness.scoring import get_scorer  # noqa: E402
-
-LABELS = REPO / "scripts" / "labels"
 UNSEEN = {  # model -> (upstream file under the data dir, labels file)
     "claude": ("alpaca_eval/dev_annotations/claude.json", LABELS / "claude_alpaca_eval.csv"),
     "guanaco-65b": ("alpaca_eval/dev_annotations/guanaco-65b.json", LABELS / "guanaco_65b_alpaca_eval.csv"),
@@ -146,7 +141,7 @@ def calibration(data: dict[str, dict], name: str, label_n: int, draws: int) -> l
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=default_data_dir())
+    ap.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     ap.add_argument("--scorer", nargs="+", default=["refusal_classifier", "refusal_patterns", "xstest_string_match"])
     ap.add_argument("--head", type=Path, help="refusal head file for refusal_classifier (default: the shipped one)")
     ap.add_argument("--misses", action="store_true", help="print every reply the first scorer gets wrong")
@@ -156,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label-n", type=int, default=200, help="--calibration: labelled replies per sample")
     ap.add_argument("--draws", type=int, default=200, help="--calibration: samples drawn per model")
     args = ap.parse_args(argv)
+    args.data_dir = data_dir_arg(args.data_dir)
     data = load_unseen(args.data_dir)
     if args.export:
         for path in export(data, args.export):

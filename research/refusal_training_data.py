@@ -2,7 +2,7 @@
 replies labelled for this project, the weakly labelled auxiliary rows, the synthetic rows, and their
 features as the scorer computes them.
 
-Shared by scripts/train_refusal_classifier.py (which trains and writes the head), scripts/refusal_protocol.py
+Shared by research/train_refusal_classifier.py (which trains and writes the head), research/refusal_protocol.py
 (the held-out-styles protocol) and the experiments beside them, so that every figure describes one recipe.
 Data is read from the data dir and never copied into the repo; see train_refusal_classifier.py's doc for
 what each source contributes and why.
@@ -15,19 +15,15 @@ import glob
 import hashlib
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from eval_refusal_scorer import load_labeled  # noqa: E402
-from harness.core.types import REFUSAL_LABELS  # noqa: E402
-from harness.scoring.classifier import MiniLMEncoder, clean_text, rule_features  # noqa: E402
-from harness.scoring.refusal import classify  # noqa: E402
+from harness.core.types import REFUSAL_LABELS
+from harness.scoring.classifier import MiniLMEncoder, clean_text, rule_features
+from harness.scoring.refusal import classify
+from research.data import LABELS
+from research.xstest_dev import load_labeled
 
 SEED = 20240601
 MODELS = ("gpt4", "llama2new")
@@ -50,9 +46,9 @@ DEFAULTS = {"max_tokens": 64, "l2_emb": 30.0, "l2_rule": 10.0, "prior": 5.0, "au
 
 # A guarded chat model's own replies: Llama-2-13b-chat on AlpacaEval's 805 instructions (the upstream file
 # the capability judge also reads), labelled for this project by the XSTest rubric, one line per reply, by
-# index and a hash of its instruction (scripts/labels/README.md). The text stays upstream.
+# index and a hash of its instruction (research/labels/README.md). The text stays upstream.
 CHAT_FILE = "alpaca_eval/dev_annotations/llama-2-13b-chat-hf.json"
-CHAT_LABELS = REPO / "scripts" / "labels" / "llama2_13b_chat_alpaca_eval.csv"
+CHAT_LABELS = LABELS / "llama2_13b_chat_alpaca_eval.csv"
 
 
 def load_xstest(data_dir: Path) -> dict[str, dict]:
@@ -183,8 +179,8 @@ def load_synthetic(data_dir: Path, aux_prompts: list[str], aux_texts: list[str],
                    n_premise: int = 0) -> tuple[list[str], list[str], np.ndarray]:
     """Implicit refusals over the paper's harmful prompts, clarification requests over any prompt, and the
     guarded house style (refusals, counter-statements, partials and warm answers over Alpaca answers;
-    scripts/refusal_synthetic.py); labels as REFUSAL_LABELS indices. No XSTest prompt is used."""
-    from refusal_synthetic import synthetic_rows
+    research/refusal_synthetic.py); labels as REFUSAL_LABELS indices. No XSTest prompt is used."""
+    from research.refusal_synthetic import synthetic_rows
 
     ev = data_dir / "stl" / "evaluation"
     harmful = []

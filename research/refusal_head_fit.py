@@ -1,25 +1,19 @@
 """Fitting and judging the refusal_classifier head: the weighted softmax regression, its temperature,
 leave-one-model-out folds, agreement with the human labels and calibration figures.
 
-Shared by scripts/train_refusal_classifier.py, scripts/refusal_protocol.py and the experiments beside them.
+Shared by research/train_refusal_classifier.py, research/refusal_protocol.py and the experiments beside them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
-from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from refusal_training_data import MODELS  # noqa: E402
-from harness.core.types import REFUSAL_LABELS  # noqa: E402
-from harness.scoring.classifier import MiniLMEncoder, decide  # noqa: E402
+from harness.core.types import REFUSAL_LABELS
+from harness.scoring.classifier import MiniLMEncoder, decide
+from research.refusal_training_data import MODELS
 
 
 def fit_softmax(X, y, w, l2_emb: float, l2_rule: float, prior: float) -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,12 @@
 """Regenerate harness/scoring/scorer_transport.json: every refusal scorer's sensitivity and specificity
 counts on every model the project holds human labels of, per expected behaviour, in one go.
 
-    python scripts/scorer_transport.py [--scorer NAME ...] [--data-dir DIR] [--cache DIR] [--out FILE]
-    python scripts/scorer_transport.py --show        # the shipped counts and what the fit makes of them
+    python -m research.scorer_transport [--scorer NAME ...] [--data-dir DIR] [--cache DIR] [--out FILE]
+    python -m research.scorer_transport --show        # the shipped counts and what the fit makes of them
 
 Run it after a scorer changes (a retrained refusal_classifier has a new version, and a version missing
 from the file has no between-model rates). The models and how each scorer's labels on them were made:
-scripts/labelled_models.py (refusal_classifier's labels on the dev files are out of fold, from its own
+research/labelled_models.py (refusal_classifier's labels on the dev files are out of fold, from its own
 training script; Llama-2-13b-chat is left out because it trains on those replies). The file is written
 whole, atomically: entries of scorer versions no longer shipped are dropped, since they cannot be
 reproduced. ``--cache`` keeps the MiniLM embeddings between runs (same figures, faster).
@@ -19,14 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-import labelled_models  # noqa: E402
-from harness.core.errors import HarnessError  # noqa: E402
-from harness.scoring.error_rates import ErrorRates  # noqa: E402
-from harness.scoring.transport import COUNTS, FORMAT, REGENERATE, TRANSPORT_PATH  # noqa: E402
+from harness.core.errors import HarnessError
+from harness.scoring.error_rates import ErrorRates
+from harness.scoring.transport import COUNTS, FORMAT, REGENERATE, TRANSPORT_PATH
+from research import labelled_models
 
 DEFAULT_SCORERS = ("refusal_classifier", "refusal_patterns", "xstest_string_match")
 ABOUT = ("Per scorer version, per model the project holds human labels of, per expected behaviour (refuse: "

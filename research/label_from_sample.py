@@ -1,11 +1,11 @@
 """Fill the label column of a `safety-harness review REPORT --export CSV` file from a file of replies people
-already labelled (by default the embedded model's 120, scripts/labels/smollm2_135m_suites_sample.csv), for
+already labelled (by default the embedded model's 120, research/labels/smollm2_135m_suites_sample.csv), for
 the replies whose (suite, prompt_id) and text are the same; the rest stay blank. This is how the figures in
 docs/review.md were made without a person at the keyboard: the labels are the people's, the sample is the
 review's.
 
     safety-harness review run.parquet --n 60 --export to_label.csv --labels L
-    python scripts/label_from_sample.py to_label.csv            # writes to_label.csv's labels in place
+    python -m research.label_from_sample to_label.csv            # writes to_label.csv's labels in place
     safety-harness labels import to_label.csv --labeller sample --labels L
 """
 
@@ -16,8 +16,9 @@ import csv
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "scripts" / "labels" / "smollm2_135m_suites_sample.csv"
+from research.data import LABELS
+
+SAMPLE = LABELS / "smollm2_135m_suites_sample.csv"
 
 
 def main() -> int:

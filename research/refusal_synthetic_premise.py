@@ -1,6 +1,6 @@
 """Synthetic premise rejections for the refusal head: an experiment (``train_refusal_classifier.py
 --n-premise N``), not part of the shipped recipe (docs/experiments/refusal-scorer-protocol.md, "The embedded
-model's own replies"). Built like scripts/refusal_synthetic.py's rows, from sentence pools written for this
+model's own replies"). Built like research/refusal_synthetic.py's rows, from sentence pools written for this
 project; a test keeps their wording out of the labelled samples they are judged on. It imports nothing from
 refusal_synthetic (which imports it): the topic and the moral sentences come in as arguments."""
 

@@ -1,6 +1,6 @@
 """How far an adapter moves the canaries' next-token log-probabilities, against the backend's own noise.
 
-    python scripts/adapter_sanity_noise.py [--backend hf|vllm] [--model tiny|ALIAS_OR_FOLDER] [--dtype auto]
+    python -m research.experiments.adapter_sanity_noise [--backend hf|vllm] [--model tiny|ALIAS_OR_FOLDER] [--dtype auto]
 
 For LoRA adapters whose B matrices are drawn at a range of scales (0 is peft's no-op initialisation), on
 the backend and precision a run would use, it prints: the largest log-probability difference between the
@@ -19,14 +19,11 @@ import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from harness.config.settings import RunSettings  # noqa: E402
-from harness.core.types import Prompt  # noqa: E402
-from harness.engine import adapter_sanity as sanity  # noqa: E402
-from harness.engine.session import HarnessSession  # noqa: E402
-from harness.models.tiny import make_tiny_adapter, make_tiny_llama  # noqa: E402
+from harness.config.settings import RunSettings
+from harness.core.types import Prompt
+from harness.engine import adapter_sanity as sanity
+from harness.engine.session import HarnessSession
+from harness.models.tiny import make_tiny_adapter, make_tiny_llama
 
 
 def measure(work: Path, adapter: Path, backend: str, dtype: str, drop: bool = False) -> dict:

@@ -1,7 +1,7 @@
 """A third-style check for refusal scorers: replies written by hand for this project in three house styles
 that neither labelled dev model writes, labelled by the XSTest rubric.
 
-    python scripts/refusal_style_check.py [--scorer NAME ...]
+    python -m research.refusal_style_check [--scorer NAME ...]
 
 Why: the dev files hold two models (gpt4, llama2new), and the held-out-styles protocol cannot remove what
 the rules learnt from them. On three other models the scorers agreed with humans six points lower, mostly
@@ -14,17 +14,15 @@ project's own words (no labelled completion is copied, and the prompts are new, 
   * ``careful``: a model under a short guardrail prompt that declines briefly, or counsels without saying
     "I can't".
 The rows are a check, not an unbiased estimate: the same project wrote them and the synthetic training
-templates (scripts/refusal_synthetic.py, written apart from these rows and sharing no sentence with them).
+templates (research/refusal_synthetic.py, written apart from these rows and sharing no sentence with them).
 The synthetic templates were written after these rows, and no row here is used for training.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 C, R, P = "full_compliance", "full_refusal", "partial_refusal"
 
 # (style, prompt, reply, label)
@@ -212,7 +210,6 @@ ROWS = [
 def evaluate(names: list[str], head: Path | None = None) -> dict[str, dict]:
     """Per scorer: binary and three-class agreement, overall and per style, and the misses. ``head`` is a
     refusal head file for refusal_classifier (default: the shipped one)."""
-    sys.path.insert(0, str(REPO))
     from harness.scoring import get_scorer
 
     prompts = [r[1] for r in ROWS]

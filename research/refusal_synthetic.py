@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-import refusal_synthetic_premise as premise  # the --n-premise experiment's pools
+from research import refusal_synthetic_premise as premise  # the --n-premise experiment's pools
 
 _LEAD = re.compile(
     r"^(?:please\s+|can you\s+|could you\s+|i want you to\s+)?"

@@ -1,7 +1,7 @@
 """Experiment: a cross-encoder refusal scorer, MiniLM reading (prompt, reply) as one sequence, its top
 layers fine-tuned with LoRA (peft), stacked on the rule features as the shipped head is.
 
-    python scripts/refusal_cross_encoder.py [--lomo] [--style-check] [--epochs 3] [--layers 4 5]
+    python -m research.experiments.refusal_cross_encoder [--lomo] [--style-check] [--epochs 3] [--layers 4 5]
 
 Why: every linear head over the frozen reply embedding misses the same guarded lectures about a word or a
 premise ("the term 'shoot' may be associated with violence"), whose openings look like llama2new's
@@ -12,7 +12,7 @@ prompt's. docs/experiments/refusal-scorer-protocol.md has the figures.
   * ``--lomo``: leave-one-model-out with the test rows' prompts held out too (two prompt folds), four
     trainings, comparable with the head's "prompt-disjoint" figures from train_refusal_classifier.py;
   * ``--style-check``: one model trained on everything, scored on the third-style check
-    (scripts/refusal_style_check.py), and its scoring speed on the 900 dev rows, pinned to 2 cores.
+    (research/refusal_style_check.py), and its scoring speed on the 900 dev rows, pinned to 2 cores.
 Training runs on CPU, ~2.5 minutes per epoch on 2 cores for 3,500-4,200 rows (only the top layers get gradients).
 The auxiliary and synthetic rows are the head's sources, subsampled to keep a run in minutes.
 """
@@ -27,21 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from eval_refusal_scorer import default_data_dir  # noqa: E402
-from refusal_head_fit import agreement, prompt_fold  # noqa: E402
-from refusal_training_data import MODELS, SEED, load_auxiliary, load_synthetic, load_xstest  # noqa: E402
-from harness.core.types import REFUSAL_LABELS  # noqa: E402
-from harness.scoring.classifier import (  # noqa: E402
+from harness.core.types import REFUSAL_LABELS
+from harness.scoring.classifier import (
     RULE_FEATURES,
     MiniLMEncoder,
     clean_text,
     encoder_dir,
     rule_features,
 )
+from research.data import data_dir_arg
+from research.refusal_head_fit import agreement, prompt_fold
+from research.refusal_training_data import MODELS, SEED, load_auxiliary, load_synthetic, load_xstest
 
 PROMPT_TOKENS, REPLY_TOKENS = 32, 64  # the reply budget is the head's; the prompt's covers most prompts
 PRIOR = 5.0  # the rule one-hot columns start at PRIOR * identity: "trust refusal_patterns unless ..."
@@ -147,7 +143,7 @@ def predict(model, pairs, rules, batch_size: int = 64) -> np.ndarray:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=default_data_dir())
+    ap.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     ap.add_argument("--lomo", action="store_true", help="prompt-disjoint leave-one-model-out (4 trainings)")
     ap.add_argument("--style-check", action="store_true", help="train on everything; third-style check and speed")
     ap.add_argument("--epochs", type=int, default=3)
@@ -159,6 +155,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-source", type=int, default=500, help="rows from each auxiliary source")
     ap.add_argument("--weight", type=float, default=0.25, help="auxiliary and synthetic row weight")
     args = ap.parse_args(argv)
+    args.data_dir = data_dir_arg(args.data_dir)
     cpus = sorted(os.sched_getaffinity(0))[:2]
     os.sched_setaffinity(0, cpus)
     import torch
@@ -198,7 +195,7 @@ def main(argv=None) -> int:
         y = np.concatenate([dev[m]["y"] for m in MODELS])
         print(f"  pooled: {agreement(y, np.concatenate([preds[m] for m in MODELS]))}")
     if args.style_check:
-        from refusal_style_check import ROWS
+        from research.refusal_style_check import ROWS
 
         model = train(joined(*(dev_part(m, np.ones(len(dev[m]["y"]), bool)) for m in MODELS), aux), args, SEED)
         texts = [clean_text(r[2]) for r in ROWS]

@@ -1,6 +1,6 @@
 """The sweep's table (Markdown) and plot (PNG), regenerated from its Parquet reports alone.
 
-    python scripts/sweep_report.py --sweep reports/runs/sweep --markdown docs/experiments/sweep.md --plot docs/experiments/sweep.png
+    python -m research.experiments.sweep_report --sweep reports/runs/sweep --markdown docs/experiments/sweep.md --plot docs/experiments/sweep.png
 
 Metrics per model, with Wilson 95% intervals:
 - unsafe compliance on the I- sets (malicious_instructions) and on Q-Harm: share of harmful prompts fully
@@ -17,11 +17,10 @@ import re
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 
-from harness.core.stats import wilson_interval  # noqa: E402
-from harness.reports.parquet import read_report  # noqa: E402
+from harness.core.stats import wilson_interval
+from harness.reports.parquet import read_report
 
 # column title -> (suite, expected behaviour, what counts as a failure)
 METRICS = {

@@ -1,8 +1,8 @@
 """The paper's experiment in miniature, in one command: LoRA-tune one base on fixed general data plus 0 to N
 safety demonstrations (and the 3% point in question format), evaluate the untuned base and every adapter
-through vLLM, then write the table and the plot (scripts/sweep_report.py).
+through vLLM, then write the table and the plot (research/experiments/sweep_report.py).
 
-    python scripts/sweep.py --out reports/runs/sweep
+    python -m research.experiments.sweep --out reports/runs/sweep
 
 Each phase is resumable: a finished adapter or report is reused, a killed training resumes from its
 checkpoint. Evaluation runs in two child processes, one per vLLM engine: the base model's, then one LoRA
@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 
-from harness.core.errors import HarnessError  # noqa: E402
-from harness.trainers.config import TrainConfig, safety_count_for_share  # noqa: E402
+from harness.core.errors import HarnessError
+from harness.trainers.config import TrainConfig, safety_count_for_share
+from research.data import data_dir_arg
 
 SUITES = ("malicious_instructions", "sweep_q_harm", "xstest", "physical_safety_safe", "capability")
 BASE_NAME = "base"
@@ -110,9 +109,10 @@ def main(argv=None) -> int:
     p.add_argument("--backend", choices=("vllm", "hf"), default="vllm",
                    help="evaluation backend: hf where vLLM is missing (e.g. a GPU image with torch only)")
     p.add_argument("--eval-batch-size", type=int, default=16, help="prompts per generate call (hf backend)")
-    p.add_argument("--data-dir", default=os.environ.get("SAFETY_HARNESS_DATA", str(REPO.parent / "shared" / "data")))
+    p.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     p.add_argument("--evaluate", nargs="+", default=None, help=argparse.SUPPRESS)  # child process mode
     args = p.parse_args(argv)
+    args.data_dir = data_dir_arg(args.data_dir)
     out = args.out.resolve()
     try:
         if args.evaluate:
@@ -143,11 +143,11 @@ def run_sweep(out: Path, args, argv: list[str]) -> int:
               f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}) in {result.seconds:.0f} s", flush=True)
     _record(out, {"phase:train": round(time.perf_counter() - t0, 1)})
     t1 = time.perf_counter()
-    child = [sys.executable, __file__, *argv, "--evaluate"]
+    child = [sys.executable, "-m", "research.experiments.sweep", *argv, "--evaluate"]
     for group in ([BASE_NAME], list(runs)):  # one engine per child: the base's, then the LoRA one
         subprocess.run(child + group, check=True)
     _record(out, {"phase:eval": round(time.perf_counter() - t1, 1)})
-    subprocess.run([sys.executable, str(REPO / "scripts" / "sweep_report.py"), "--sweep", str(out)], check=True)
+    subprocess.run([sys.executable, "-m", "research.experiments.sweep_report", "--sweep", str(out)], check=True)
     _record(out, {"phase:total": round(time.perf_counter() - t0, 1)})
     return 0
 

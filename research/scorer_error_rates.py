@@ -2,8 +2,8 @@
 them into harness/scoring/error_rates.json (keyed by scorer name and version), which the harness uses to
 correct rates for scorer error and to size baseline gates.
 
-    python scripts/scorer_error_rates.py --scorer NAME [--scorer NAME ...] [--data-dir DIR] [--out FILE] [--cache DIR]
-    python scripts/scorer_error_rates.py --model smollm2-135m-instruct   # that model's own labelled replies
+    python -m research.scorer_error_rates --scorer NAME [--scorer NAME ...] [--data-dir DIR] [--out FILE] [--cache DIR]
+    python -m research.scorer_error_rates --model smollm2-135m-instruct   # that model's own labelled replies
 
 Binary split: refusal = full or partial refusal, compliance = full compliance (as every gating metric
 counts). Predictions are out-of-fold where the scorer is fitted to these files: a scorer listed in
@@ -20,13 +20,12 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
 
-from eval_refusal_scorer import default_data_dir, load_labeled  # noqa: E402
-from harness.core.errors import HarnessError  # noqa: E402
-from harness.scoring import get_scorer  # noqa: E402
-from harness.scoring.error_rates import ERROR_RATES_PATH, ErrorRates, write_error_rates  # noqa: E402
+from harness.core.errors import HarnessError
+from harness.scoring import get_scorer
+from harness.scoring.error_rates import ERROR_RATES_PATH, ErrorRates, write_error_rates
+from research.data import LABELS, data_dir_arg
+from research.xstest_dev import load_labeled
 
 DEFAULT_SCORERS = ("refusal_patterns", "refusal_classifier", "xstest_string_match")
 
@@ -37,8 +36,8 @@ def classifier_out_of_fold(data_dir: Path, files: list[Path], cache: Path | None
     folder keeping the embeddings between runs (the predictions are the same with or without it)."""
     import argparse
 
-    from refusal_head_fit import leave_one_model_out
-    from refusal_training_data import DEFAULTS, MODELS, build_features
+    from research.refusal_head_fit import leave_one_model_out
+    from research.refusal_training_data import DEFAULTS, MODELS, build_features
 
     from harness.core.types import REFUSAL_LABELS
     from harness.scoring.classifier import decide
@@ -53,7 +52,7 @@ def classifier_out_of_fold(data_dir: Path, files: list[Path], cache: Path | None
     if missing:
         raise HarnessError(f"refusal_classifier's folds cover {', '.join(by_file)}, not {', '.join(missing)}")
     return ([label for f in files for label in by_file[f.name]],
-            "out-of-fold, leave-one-model-out: the head retrained by scripts/train_refusal_classifier.py on the "
+            "out-of-fold, leave-one-model-out: the head retrained by research/train_refusal_classifier.py on the "
             "other dev model's rows plus its auxiliary rows (default settings), predicting the held-out model's")
 
 
@@ -80,9 +79,9 @@ def measure(name: str, data_dir: Path, cache: Path | None = None) -> ErrorRates:
     return ErrorRates.from_labels(scorer.name, scorer.version, gold, pred, method)
 
 
-# Models whose own replies were labelled for this project: alias -> labels file (scripts/labels/README.md).
+# Models whose own replies were labelled for this project: alias -> labels file (research/labels/README.md).
 # Their rates are written under the model's fingerprint, and a run of that model corrects with them.
-MODEL_LABELS = {"smollm2-135m-instruct": REPO / "scripts" / "labels" / "smollm2_135m_suites_sample.csv"}
+MODEL_LABELS = {"smollm2-135m-instruct": LABELS / "smollm2_135m_suites_sample.csv"}
 
 
 def measure_model(name: str, alias: str) -> tuple[ErrorRates, str]:
@@ -108,16 +107,17 @@ def measure_model(name: str, alias: str) -> tuple[ErrorRates, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scorer", action="append", help=f"scorer name (repeatable); default: {', '.join(DEFAULT_SCORERS)}")
-    ap.add_argument("--data-dir", type=Path, default=default_data_dir(), help="folder holding xstest/dev/")
+    ap.add_argument("--data-dir", type=Path, help="folder holding xstest/dev/ (default: $SAFETY_HARNESS_DATA)")
     ap.add_argument("--out", type=Path, default=ERROR_RATES_PATH, help="JSON file to update (default: the package's)")
     ap.add_argument("--cache", type=Path, help="folder of cached embeddings (train_refusal_classifier.py --cache)")
     ap.add_argument("--model", choices=sorted(MODEL_LABELS),
                     help="measure on this model's own labelled replies and write them under its fingerprint")
     args = ap.parse_args(argv)
+    args.data_dir = data_dir_arg(args.data_dir)
 
     about = ("Refusal scorers' sensitivity (human refusal, full or partial, scored as a refusal) and "
              "specificity (human full compliance scored as compliance), by scorer name and version; written "
-             "by scripts/scorer_error_rates.py. Each entry's method says how its predictions were made.")
+             "by research/scorer_error_rates.py. Each entry's method says how its predictions were made.")
     measured, model = [], None
     try:
         for name in args.scorer or DEFAULT_SCORERS:

@@ -6,7 +6,7 @@ scored count with ``harness.core.misclassification.corrected_rate``. The table g
 of runs whose interval covers p, the median interval width, the mean bias of the corrected estimate and of
 the rate as scored, and how many runs came out undecidable (Se + Sp - 1 not clear of 0).
 
-    python scripts/corrected_rate_coverage.py [--runs 300] [--draws 4000]
+    python -m research.corrected_rate_coverage [--runs 300] [--draws 4000]
 
 tests/test_scorer_error.py runs the first six cases with the same seeds and bounds.
 """
@@ -14,15 +14,11 @@ tests/test_scorer_error.py runs the first six cases with the same seeds and boun
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from harness.core.misclassification import corrected_rate  # noqa: E402
-from harness.scoring.error_rates import ErrorRates  # noqa: E402
+from harness.core.misclassification import corrected_rate
+from harness.scoring.error_rates import ErrorRates
 
 # (label, true refusal share p, n, Se, Sp, calibration refusals, calibration compliances)
 CASES = [

@@ -1,10 +1,10 @@
 """Verified verdicts by simulation, with people's labels as the oracle (docs/verified-verdicts.md).
 
-    python scripts/verify_simulation.py [--section validity|transport|rare|all] [--draws 200] [--n 30 60 120]
+    python -m research.verify_simulation [--section validity|transport|rare|all] [--draws 200] [--n 30 60 120]
                                         [--models MODEL ...] [--scorer refusal_classifier] [--cache DIR]
                                         [--data-dir DIR]
 
-Every labelled model (scripts/labelled_models.py) is replayed as if its run were new: its replies, the
+Every labelled model (research/labelled_models.py) is replayed as if its run were new: its replies, the
 scorer's labels (out of fold on the dev files), and the suites' thresholds. Its human labels are the truth.
 
 * validity: for n labels, over seeded draws, does the verified interval cover each gated rate as all the
@@ -26,18 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-import labelled_models  # noqa: E402
-from harness.config.thresholds import METRICS  # noqa: E402
-from harness.core.misclassification import METRIC_EVENT, corrected_rate, rogan_gladen  # noqa: E402
-from harness.core.records import is_refusal  # noqa: E402
-from harness.engine.verification import plan_review, verified_checks  # noqa: E402
-from harness.engine.verify_rows import gates_of, make_row  # noqa: E402
-from harness.scoring.error_rates import ErrorRates, error_rates_for  # noqa: E402
-from harness.scoring.transport import rates_from_counts, transport_rates  # noqa: E402
+from harness.config.thresholds import METRICS
+from harness.core.misclassification import METRIC_EVENT, corrected_rate, rogan_gladen
+from harness.core.records import is_refusal
+from harness.engine.verification import plan_review, verified_checks
+from harness.engine.verify_rows import gates_of, make_row
+from harness.scoring.error_rates import ErrorRates, error_rates_for
+from harness.scoring.transport import rates_from_counts, transport_rates
+from research import labelled_models
 
 CORRECTION_DRAWS = 20000
 TRANSPORT_SCORERS = ("refusal_classifier", "refusal_patterns", "xstest_string_match")

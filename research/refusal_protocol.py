@@ -1,7 +1,7 @@
 """The held-out-style protocol for refusal scorers: agreement with XSTest's human labels on response
 styles the trained scorer never saw. Written down in docs/experiments/refusal-scorer-protocol.md.
 
-    python scripts/refusal_protocol.py [--data-dir DIR] [--cache DIR] [--families 6] [--variants]
+    python -m research.refusal_protocol [--data-dir DIR] [--cache DIR] [--families 6] [--variants]
 
 Why not leave-one-model-out alone: with two labelled models, a fold trains on one model's house style and
 tests on the other's; the figures (0.951-0.969 binary) overstated agreement on three other models by
@@ -29,15 +29,11 @@ from pathlib import Path
 import numpy as np
 from scipy.cluster.vq import kmeans2
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from eval_refusal_scorer import default_data_dir  # noqa: E402
-from refusal_head_fit import agreement, scored_labels, train_head  # noqa: E402
-from refusal_training_data import DEFAULTS, MODELS, SEED, FeatureCache, build_features  # noqa: E402
-from harness.scoring import get_scorer  # noqa: E402
-from harness.scoring.classifier import RULE_FEATURES, MiniLMEncoder, decide  # noqa: E402
+from harness.scoring import get_scorer
+from harness.scoring.classifier import RULE_FEATURES, MiniLMEncoder, decide
+from research.data import data_dir_arg
+from research.refusal_head_fit import agreement, scored_labels, train_head
+from research.refusal_training_data import DEFAULTS, MODELS, SEED, FeatureCache, build_features
 
 OPENING_WORDS = 8
 FAMILIES = 6  # k-means clusters; 6 separates the house openings ("Sorry, but I", "I cannot provide", "It is
@@ -120,7 +116,7 @@ def report_line(name: str, dev, pred) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=default_data_dir())
+    ap.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     ap.add_argument("--cache", type=Path, help="folder to cache embeddings in between runs")
     ap.add_argument("--families", type=int, default=FAMILIES, help="response families (k-means clusters of openings)")
     ap.add_argument("--variants", action="store_true",
@@ -128,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, val in DEFAULTS.items():
         ap.add_argument(f"--{key.replace('_', '-')}", type=type(val), default=val)
     args = ap.parse_args(argv)
+    args.data_dir = data_dir_arg(args.data_dir)
 
     t0 = time.perf_counter()
     dev, X, aux_part, counts = build_features(args)

@@ -1,4 +1,4 @@
-# Figures from `python scripts/eval_refusal_scorer.py` (data: ../shared/data), 450 rows per file:
+# Figures from `python -m research.eval_refusal_scorer` (data: ../shared/data), 450 rows per file:
 #
 #   scorer                file        binary  three-class
 #   refusal_patterns v1   gpt4         0.958        0.956
@@ -27,62 +27,15 @@ agreement and a 3x3 confusion matrix; the files' own GPT-4 judge (gpt4_label) is
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # runnable as a plain script from any directory
-
-from harness.core.errors import HarnessError  # noqa: E402
-from harness.scoring import available_scorers, get_scorer  # noqa: E402
-from harness.scoring.agreement import agreement as agreement_of  # noqa: E402
-
-# final_label values in the XSTest files -> our labels
-GOLD = {
-    "1_full_compliance": "full_compliance",
-    "2_full_refusal": "full_refusal",
-    "3_partial_refusal": "partial_refusal",
-}
-
-
-def default_data_dir() -> Path:
-    env = os.environ.get("SAFETY_HARNESS_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
-
-
-class Labeled(NamedTuple):
-    ids: list[str]
-    prompts: list[str]
-    completions: list[str]
-    gold: list[str]  # human final_label, mapped to REFUSAL_LABELS
-    judge: list[str | None]  # the file's gpt4_label (XSTest's automatic judge), for reference
-
-
-def load_labeled(path: Path) -> Labeled:
-    """Read one XSTest labelled file with the csv module (completions hold quotes, commas and newlines)."""
-    csv.field_size_limit(sys.maxsize)
-    data = Labeled([], [], [], [], [])
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"prompt", "completion", "final_label"} - set(reader.fieldnames or ())
-        if missing:
-            raise HarnessError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        for line, row in enumerate(reader, start=2):
-            label = GOLD.get((row["final_label"] or "").strip())
-            if label is None:
-                print(f"{path}:{line}: skipped, unknown final_label {row['final_label']!r}", file=sys.stderr)
-                continue
-            data.ids.append(row.get("id") or str(line))
-            data.prompts.append(row["prompt"] or "")
-            data.completions.append(row["completion"] or "")
-            data.gold.append(label)
-            data.judge.append(GOLD.get((row.get("gpt4_label") or "").strip()))
-    return data
-
+from harness.core.errors import HarnessError
+from harness.scoring import available_scorers, get_scorer
+from harness.scoring.agreement import agreement as agreement_of
+from research.data import data_dir_arg
+from research.xstest_dev import load_labeled
 
 def agreement(gold: list[str], pred: list[str]) -> tuple[float, float]:
     """(binary: compliance vs any refusal, three-class) agreement."""
@@ -92,10 +45,11 @@ def agreement(gold: list[str], pred: list[str]) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=default_data_dir(), help="folder holding xstest/dev/")
+    ap.add_argument("--data-dir", type=Path, help="folder holding xstest/dev/ (default: $SAFETY_HARNESS_DATA)")
     ap.add_argument("--scorer", action="append", help="scorer name (repeatable); default: all registered")
     ap.add_argument("--show-errors", type=int, default=0, metavar="N", help="print N disagreements per file")
     args = ap.parse_args(argv)
+    args.data_dir = data_dir_arg(args.data_dir)
 
     files = sorted((args.data_dir / "xstest" / "dev").glob("*_labeled.csv"))
     if not files:

@@ -1,11 +1,11 @@
 """Train the refusal_classifier head and print its leave-one-model-out agreement with human labels.
 
-    python scripts/train_refusal_classifier.py --out harness/scoring/refusal_head.json [--data-dir DIR]
+    python -m research.train_refusal_classifier --out harness/scoring/refusal_head.json [--data-dir DIR]
 
 Data (read from the data dir, never copied into the repo):
   * xstest/dev/*_labeled.csv: human final_label for two models' completions (gpt4, llama2new);
   * alpaca_eval/dev_annotations/llama-2-13b-chat-hf.json: a guarded chat model's 805 replies, labelled
-    for this project by the XSTest rubric (scripts/labels/), at ``chat_weight``: the house style the
+    for this project by the XSTest rubric (research/labels/), at ``chat_weight``: the house style the
     scorers missed most on unseen models, in a model's own words;
   * stl/training/safety_only_data_Instructions.json: safety demonstrations. Not all are refusals in
     XSTest's sense ("No, it is not safe to ..." answers; "As an AI I have no opinions. However, <answer>"),
@@ -15,7 +15,7 @@ Data (read from the data dir, never copied into the repo):
   * alpaca_libre/*.jsonl (status ok) and alpaca_eval reference outputs: compliance, minus the ~0.4% the
     rule scorer flags (mostly real refusals in gpt4_1106's outputs: label noise we would rather drop).
   * synthetic implicit refusals, clarification requests and guarded-style rows (refusals, partials, warm
-    answers, terse refusals; scripts/refusal_synthetic.py), at ``synth_weight``: the dominant error on
+    answers, terse refusals; research/refusal_synthetic.py), at ``synth_weight``: the dominant error on
     unseen models is a refusal with no refusal phrase.
 Auxiliary rows are subsampled deterministically and down-weighted so that the human labels dominate.
 
@@ -35,7 +35,7 @@ the explicit-refusal rule, harness/scoring/classifier.decide, as the scorer give
     llama2new  refusal_classifier    0.953    0.864  (0.944 0.856)
                refusal_patterns      0.953    0.867
                xstest_string_match   0.924    0.856
-    held-out styles (model, response family and prompt held out; scripts/refusal_protocol.py):
+    held-out styles (model, response family and prompt held out; research/refusal_protocol.py):
                refusal_classifier    0.958    0.910  (pooled over both models; stored in the head file)
     guarded chat replies (805, project labels; two folds, each predicted by a head trained without it):
                refusal_classifier    0.911    0.896  (0.884 0.860 for the recipe without them)
@@ -59,12 +59,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from eval_refusal_scorer import default_data_dir  # noqa: E402
-from refusal_head_fit import (  # noqa: E402
+from harness.core.types import REFUSAL_LABELS
+from harness.scoring import get_scorer
+from harness.scoring.classifier import EXPLICIT_COLUMN, HEAD_FORMAT, RULE_FEATURES, RefusalHead, decide
+from research.data import data_dir_arg
+from research.refusal_head_fit import (
     agreement,
     calibration_figures,
     chat_out_of_fold,
@@ -78,11 +77,8 @@ from refusal_head_fit import (  # noqa: E402
     softmax,
     train_head,
 )
-from refusal_protocol import FAMILIES, held_out_figures  # noqa: E402
-from refusal_training_data import DEFAULTS, MODELS, SEED, build_features  # noqa: E402
-from harness.core.types import REFUSAL_LABELS  # noqa: E402
-from harness.scoring import get_scorer  # noqa: E402
-from harness.scoring.classifier import EXPLICIT_COLUMN, HEAD_FORMAT, RULE_FEATURES, RefusalHead, decide  # noqa: E402
+from research.refusal_protocol import FAMILIES, held_out_figures
+from research.refusal_training_data import DEFAULTS, MODELS, SEED, build_features
 
 
 def head_spec(W, b, temperature: float, max_tokens: int, extra: dict) -> dict:
@@ -97,7 +93,7 @@ def head_spec(W, b, temperature: float, max_tokens: int, extra: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=default_data_dir())
+    ap.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     ap.add_argument("--out", type=Path, help="write the head trained on all data here (JSON)")
     ap.add_argument("--cache", type=Path, help="folder to cache embeddings in between runs")
     for key, val in DEFAULTS.items():
@@ -109,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="experiment: N synthetic premise rejections (full refusal) and N/2 corrected premises "
                          "before an answer (compliance), refusal_synthetic.premise_rejection; not shipped")
     args = ap.parse_args(argv)
+    args.data_dir = data_dir_arg(args.data_dir)
 
     t0 = time.perf_counter()
     dev, X, aux_part, aux_counts = build_features(args)
@@ -167,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     chat_pred = chat_out_of_fold(X, dev, aux_part, params, aux_counts["chat_in_aux"], args.chat_weight)
     chat = {"rows": len(chat_y), "refusal_classifier": [round(v, 4) for v in agreement(chat_y, chat_pred)],
             "method": "two folds, each predicted by the recipe trained without it" if args.chat_weight > 0
-            else "not trained on", "labels": "scripts/labels/llama2_13b_chat_alpaca_eval.csv"}
+            else "not trained on", "labels": "research/labels/llama2_13b_chat_alpaca_eval.csv"}
     print(f"\nguarded chat replies (Llama-2-13b-chat on AlpacaEval, {len(chat_y)} labelled; {chat['method']})")
     print(f"  {'refusal_classifier':24} {chat['refusal_classifier'][0]:7.3f} {chat['refusal_classifier'][1]:8.3f}")
     for name, scorer in baselines.items():
