@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +49,9 @@ def main() -> None:
     parser.add_argument("--early-stopping", default="false", choices=("false", "never"))
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--batch-size", type=int, default=8, help="hf backend batch size")
+    parser.add_argument("--vllm-block-size", type=int, default=16,
+                        help="vLLM KV-cache block size: vLLM's beam search sends every beam again each step, and only "
+                             "whole blocks of it come from the prefix cache (vLLM's CPU default is 128)")
     parser.add_argument("--data-dir", type=Path,
                         default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
     args = parser.parse_args()
@@ -69,7 +73,8 @@ def main() -> None:
     options = BackendOptions(dtype=args.dtype, batch_size=args.batch_size)
     results, seconds = {}, {}
     for name in ("vllm", "hf"):
-        backend = create_backend(name, model=model, sampling=sampling, options=options)
+        extra = {"block_size": args.vllm_block_size} if name == "vllm" else {}
+        backend = create_backend(name, model=model, sampling=sampling, options=replace(options, extra=extra))
         started = time.perf_counter()
         results[name] = backend.generate(requests)
         seconds[name] = time.perf_counter() - started
@@ -79,7 +84,8 @@ def main() -> None:
     n, k = len(same), sum(same)
     print(f"{args.model}, {args.dtype}, num_beams={args.num_beams}, max_new_tokens={args.max_new_tokens}, "
           f"length_penalty={args.length_penalty}, early_stopping={args.early_stopping}")
-    print(f"search time: vllm {seconds['vllm']:.0f} s, hf {seconds['hf']:.0f} s (batch {args.batch_size})")
+    print(f"search time: vllm {seconds['vllm']:.0f} s (block size {args.vllm_block_size}), hf {seconds['hf']:.0f} s "
+          f"(batch {args.batch_size})")
     print()
     print("| prompts | same top beam | share | differ |")
     print("|---:|---:|---:|---:|")

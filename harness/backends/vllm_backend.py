@@ -148,8 +148,10 @@ def engine_kwargs(model_path: str, options: BackendOptions, *, seed: int, max_lo
         # no attribute 'finalize_loading'") and compiles the model again at every start (~50 s on one core).
         # Without AOT compilation, inductor's own cache serves a second start: 55 s instead of 100 s.
         env["VLLM_USE_AOT_COMPILE"] = "0"
-    if options.batch_invariant:  # checked against the GPU when the settings were built (check_batch_invariant)
-        env["VLLM_BATCH_INVARIANT"] = "1"
+    # --batch-invariant is the one switch (checked against the GPU when the settings were built): an engine
+    # started beside another in this process, or a variable left in the environment, must not change it
+    # behind the report's layout record.
+    env["VLLM_BATCH_INVARIANT"] = "1" if options.batch_invariant else "0"
     address = extra.pop("ray_address", None)
     if address:  # vLLM's Ray executor calls ray.init(), which joins the cluster named by RAY_ADDRESS
         env["RAY_ADDRESS"] = address
@@ -189,7 +191,7 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
         check_devices(kwargs, torch.cuda.device_count())
     for name, value in env.items():
         if name in ("RAY_ADDRESS", "VLLM_BATCH_INVARIANT"):
-            os.environ[name] = value  # the configured cluster wins over the environment's
+            os.environ[name] = value  # the configured cluster and kernel mode win over the environment's
         else:
             os.environ.setdefault(name, value)
     try:
