@@ -2,6 +2,11 @@
 
     HF_HUB_OFFLINE=1 python scripts/beam_agreement.py [--prompts 64] [--num-beams 4] [--max-new-tokens 64]
 
+or each backend in its own process, side by side, then the table:
+
+    python scripts/beam_agreement.py --only vllm --save vllm.json & python scripts/beam_agreement.py --only hf --save hf.json
+    python scripts/beam_agreement.py --load vllm.json hf.json
+
 Both backends get the same token ids (the chat template of the embedded model) in the same precision
 (float32 by default: bfloat16 rounding alone moves beams). The prompts are the smoke suite's, then XSTest's
 from $SAFETY_HARNESS_DATA, as benchmarks/bench_generation.py picks them. Prints the agreement table and,
@@ -12,6 +17,7 @@ the figures and why they differ.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from dataclasses import replace
@@ -49,9 +55,14 @@ def main() -> None:
     parser.add_argument("--early-stopping", default="false", choices=("false", "never"))
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--batch-size", type=int, default=8, help="hf backend batch size")
-    parser.add_argument("--vllm-block-size", type=int, default=16,
+    parser.add_argument("--vllm-block-size", type=int, default=32,
                         help="vLLM KV-cache block size: vLLM's beam search sends every beam again each step, and only "
-                             "whole blocks of it come from the prefix cache (vLLM's CPU default is 128)")
+                             "whole blocks of it come from the prefix cache (vLLM's CPU default is 128; CPU attention needs a "
+                             "multiple of 32)")
+    parser.add_argument("--only", choices=("vllm", "hf"), help="search with one backend and --save its results")
+    parser.add_argument("--save", type=Path, help="JSON file for --only's results")
+    parser.add_argument("--load", type=Path, nargs=2, metavar=("VLLM_JSON", "HF_JSON"),
+                        help="compare two --save files instead of searching (e.g. two --only runs side by side)")
     parser.add_argument("--data-dir", type=Path,
                         default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
     args = parser.parse_args()
@@ -59,7 +70,7 @@ def main() -> None:
     from harness.backends import create_backend
     from harness.backends.base import BackendOptions, SamplingConfig
     from harness.core.paths import default_cache_dir
-    from harness.core.types import GenerationRequest
+    from harness.core.types import GenerationRequest, GenerationResult
     from harness.models.resolve import load_tokenizer, resolve_model
     from harness.models.templates import format_prompts
 
@@ -72,13 +83,21 @@ def main() -> None:
                               length_penalty=args.length_penalty, early_stopping=args.early_stopping)
     options = BackendOptions(dtype=args.dtype, batch_size=args.batch_size)
     results, seconds = {}, {}
-    for name in ("vllm", "hf"):
+    if args.load:
+        for name, path in zip(("vllm", "hf"), args.load):
+            saved = json.loads(path.read_text())
+            results[name] = [GenerationResult(**r) for r in saved["results"]]
+            seconds[name] = saved["seconds"]
+    for name in () if args.load else [args.only] if args.only else ["vllm", "hf"]:
         extra = {"block_size": args.vllm_block_size} if name == "vllm" else {}
         backend = create_backend(name, model=model, sampling=sampling, options=replace(options, extra=extra))
         started = time.perf_counter()
         results[name] = backend.generate(requests)
         seconds[name] = time.perf_counter() - started
         backend.close()
+    if args.only:
+        args.save.write_text(json.dumps({"seconds": seconds[args.only], "results": [vars(r) for r in results[args.only]]}))
+        return
 
     same = [v.text == h.text for v, h in zip(results["vllm"], results["hf"])]
     n, k = len(same), sum(same)
