@@ -179,6 +179,25 @@ def _hf_sampled(ctx) -> Run:
     return run
 
 
+@scenario("hf-beams")
+def _hf_beams(ctx) -> Run:
+    """Beam search on the tiny Llama (3 beams, transformers' length penalty and stopping), then the
+    safety-tuned-llamas preset on the same prompts with its token count overridden."""
+    root = project(ctx, "hf-beams", loose=True)
+    common = ["--backend", "hf", "--model", ctx.tiny_model, "--max-new-tokens", "4"]
+    run = run_pytest(ctx, root, *common, "--template", "raw", "--num-beams", "3", "--length-penalty", "0.5", "--early-stopping", "never")
+    run.facts["preset"] = run_pytest(ctx, root, *common, "--preset", "safety-tuned-llamas",
+                                     "--report", root / "preset.parquet")
+    return run
+
+
+@scenario("batch-invariant")
+def _batch_invariant(ctx) -> Run:
+    """vLLM's batch-invariant mode asked for on a machine whose torch sees no GPU: refused before any model."""
+    root = project(ctx, "batch-invariant")
+    return run_pytest(ctx, root, "--backend", "vllm", "--batch-invariant", env={"CUDA_VISIBLE_DEVICES": ""})
+
+
 def _adapter_without_its_base(ctx, root: Path) -> Path:
     adapter = Path(shutil.copytree(ctx.tiny_adapter, root / "adapter"))
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -345,7 +364,8 @@ def _baseline(ctx) -> Run:
 
 @scenario("vllm", *vllm_run)
 def _vllm(ctx) -> Run:
-    """The embedded model through one vLLM engine, its start-up log shown: what vLLM received is in it."""
+    """The embedded model through one vLLM engine, its start-up log shown: what vLLM received is in it. Its
+    replies come from vLLM's beam search (2 beams), so the one engine checks that too."""
     root = ctx.tmp("vllm")
     # The quiet defaults this test process chose (harness.backends.vllm_quiet) would reach the child as the
     # user's own choice, and win over its --engine-logs.
@@ -355,7 +375,8 @@ def _vllm(ctx) -> Run:
         [sys.executable, "-m", "pytest", "suites/test_smoke.py", "-p", "no:cacheprovider", "-p", "no:randomly",
          "--backend", "vllm", "--limit", "2", "--max-new-tokens", "4", "--engine-logs", "--max-model-len", "1024",
          "--vllm-kv-cache-gib", "1", "--tensor-parallel-size", "1", "--pipeline-parallel-size", "1",
-         "--data-parallel-size", "1", "--distributed-executor-backend", "mp", "--cache-dir", str(root / "cache"),
+         "--data-parallel-size", "1", "--distributed-executor-backend", "mp", "--num-beams", "2",
+         "--cache-dir", str(root / "cache"),
          "--report", str(root / "report.parquet")], cwd=REPO, capture_output=True, text=True, env=env)
     return Run(proc.returncode, proc.stdout + proc.stderr, root, root / "report.parquet")
 

@@ -69,6 +69,18 @@ TABLE = {
     "--temperature": effect("hf-sampled", exits(OK), _check(lambda r: responses(r) != responses(r.facts["greedy"]))),
     "--top-p": effect("hf-sampled", column("sampling", lambda v: '"top_p": 0.9' in v[0])),
     "--seed": effect("hf-sampled", column("sampling", lambda v: '"seed": 5' in v[0])),
+    # the top beam of 3, scored as transformers scores beams; the preset's 4 beams and Alpaca template, its
+    # 128 tokens overridden by --max-new-tokens 4 given beside it
+    "--num-beams": effect("vllm", column("sampling", lambda v: set(v) == {'{"early_stopping": "false", "length_penalty": 1.0, '
+                                          '"max_new_tokens": 4, "num_beams": 2, "seed": 0, "temperature": 0.0, "top_p": 1.0}'}),
+                          column("n_response_tokens", lambda v: 0 < max(v) <= 4),  # the prompt's tokens cut off
+                          column("response", lambda v: all(x.strip() for x in v))),
+    "--length-penalty": effect("hf-beams", exits(OK), column("sampling", lambda v: '"length_penalty": 0.5' in v[0])),
+    "--early-stopping": effect("hf-beams", column("sampling", lambda v: '"early_stopping": "never"' in v[0] and '"num_beams": 3' in v[0])),
+    "--preset": effect("hf-beams", on("preset", exits(OK), meta("settings.preset", "safety-tuned-llamas"), column("template", "alpaca"),
+                                      column("sampling", lambda v: '"num_beams": 4' in v[0] and '"max_new_tokens": 4' in v[0]))),
+    "--batch-invariant": effect("batch-invariant", exits(USAGE), said("--batch-invariant needs an NVIDIA GPU of compute capability >= 8.0"),
+                                not_said("Traceback")),
     "--no-cache": effect("hf-sampled", meta("stats.n_cached", 0), _check(lambda r: not (r.folder / "cache" / "generations.sqlite").exists())),
     "--base-model": effect("adapters", on("gone", exits(USAGE), said("/gone/base")), on("base_model", exits(OK))),
     "--no-adapter-sanity": effect("adapters", on("noop", exits(USAGE), said("no-op")), on("no_sanity", exits(OK))),

@@ -24,14 +24,26 @@ class SamplingConfig:
     temperature: float = field(default=0.0, metadata={"help": "0 means greedy decoding (the default)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass; ignored when greedy."})
     seed: int = field(default=0, metadata={"help": "Sampling seed, recorded so sampled runs can be repeated."})
+    num_beams: int = field(default=1, metadata={"help": "Beam search with this many beams; 1 is no beam search."})
+    length_penalty: float = field(default=1.0, metadata={
+        "help": "Beam search: a finished beam's score is its log-probability over length ** length_penalty."})
+    early_stopping: str = field(default="false", metadata={
+        "help": "Beam search stopping, as transformers' early_stopping: false (heuristic), true, never."})
+
+    @property
+    def beam_search(self) -> bool:
+        return self.num_beams > 1
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": self.seed,
         }
+        if self.beam_search:  # only then: greedy and sampled runs keep the cache keys and records they had
+            out.update(num_beams=self.num_beams, length_penalty=self.length_penalty, early_stopping=self.early_stopping)
+        return out
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,7 @@ class BackendOptions:
     replay_path: str | None = field(default=None, metadata={"help": "replay: file holding the responses."})
     replay_response_column: str | None = field(default=None, metadata={"help": "replay: the response column."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run a model folder's own code."})
+    batch_invariant: bool = field(default=False, metadata={"help": "vllm: VLLM_BATCH_INVARIANT=1 (NVIDIA, sm >= 80)."})
     extra: dict = field(default_factory=dict, metadata={"help": "Backend-specific keyword arguments."})
 
 
@@ -54,6 +67,10 @@ def auto_dtype(dtype: str, on_gpu: bool) -> str:
     forward-pass scoring, training and hf generation; vllm generation adds one case (generation_dtype)."""
     return dtype if dtype != "auto" else ("bfloat16" if on_gpu else "float32")
 
+
+# Precisions whose greedy responses were measured the same whatever the batch a request shares, so whatever
+# the engine layout (docs/parallel.md, "Layout and precision"); bfloat16 and float16 ones were not.
+LAYOUT_FREE_DTYPES = ("float32",)
 
 # CPU flags (Linux /proc/cpuinfo names) of native bfloat16 arithmetic, which vLLM's CPU kernels use.
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")

@@ -60,7 +60,12 @@ class HFBackend:
             mask[row, width - len(req.token_ids) :] = 1
         s = self.sampling
         kwargs = dict(max_new_tokens=s.max_new_tokens, pad_token_id=pad_id)
-        if s.temperature > 0:
+        if s.beam_search:  # the top beam; transformers' own rules for its length penalty and stopping
+            stop = {"true": True, "false": False}.get(s.early_stopping, s.early_stopping)
+            kwargs.update(do_sample=False, num_beams=s.num_beams, num_return_sequences=1,
+                          length_penalty=s.length_penalty, early_stopping=stop,
+                          temperature=None, top_p=None, top_k=None)
+        elif s.temperature > 0:
             torch.manual_seed(s.seed)
             kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
         else:

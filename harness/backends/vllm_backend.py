@@ -106,6 +106,35 @@ def check_devices(extra: dict, n_gpus: int) -> None:
                            f"{n_gpus} visible; use distributed_executor_backend=ray with a Ray cluster to span hosts")
 
 
+# vLLM 0.32's batch-invariant kernels (VLLM_BATCH_INVARIANT=1) run on NVIDIA GPUs of this compute capability on.
+BATCH_INVARIANT_CAPABILITY = (8, 0)
+
+
+def check_batch_invariant(backend: str, *, capability: tuple[int, int] | None | str = "probe") -> None:
+    """Refuse --batch-invariant, with one line, where vLLM has no batch-invariant mode. ``capability``: the
+    GPU's compute capability (None: no NVIDIA GPU); probed with torch when not given."""
+    if backend != "vllm":
+        raise ConfigError(f"--batch-invariant is vLLM's batch-invariant mode: it needs --backend vllm (backend is {backend})")
+    if capability == "probe":
+        capability = _gpu_capability()
+    if capability is None:
+        raise ConfigError("--batch-invariant needs an NVIDIA GPU of compute capability >= 8.0 (vLLM's "
+                          "VLLM_BATCH_INVARIANT); this machine has none: use --dtype float32 for layout-independent reports")
+    if tuple(capability) < BATCH_INVARIANT_CAPABILITY:
+        raise ConfigError(f"--batch-invariant needs an NVIDIA GPU of compute capability >= 8.0; this one is "
+                          f"{capability[0]}.{capability[1]}: use --dtype float32 for layout-independent reports")
+
+
+def _gpu_capability() -> tuple[int, int] | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available() or getattr(torch.version, "hip", None):  # ROCm: no NVIDIA capability
+        return None
+    return tuple(torch.cuda.get_device_capability(0))
+
+
 def engine_kwargs(model_path: str, options: BackendOptions, *, seed: int, max_lora_rank: int | None,
                   on_gpu: bool) -> tuple[dict, dict]:
     """The keyword arguments for ``vllm.LLM`` and the environment variables to set first; pure, so the
@@ -119,6 +148,10 @@ def engine_kwargs(model_path: str, options: BackendOptions, *, seed: int, max_lo
         # no attribute 'finalize_loading'") and compiles the model again at every start (~50 s on one core).
         # Without AOT compilation, inductor's own cache serves a second start: 55 s instead of 100 s.
         env["VLLM_USE_AOT_COMPILE"] = "0"
+    # --batch-invariant is the one switch (checked against the GPU when the settings were built): an engine
+    # started beside another in this process, or a variable left in the environment, must not change it
+    # behind the report's layout record.
+    env["VLLM_BATCH_INVARIANT"] = "1" if options.batch_invariant else "0"
     address = extra.pop("ray_address", None)
     if address:  # vLLM's Ray executor calls ray.init(), which joins the cluster named by RAY_ADDRESS
         env["RAY_ADDRESS"] = address
@@ -142,7 +175,7 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
     on_gpu = _on_gpu()
     kwargs, env = engine_kwargs(model_path, options, seed=seed, max_lora_rank=max_lora_rank, on_gpu=on_gpu)
     # extra holds TOML/JSON values (lists, tables), which are not hashable: key on their JSON text.
-    key = (model_path, kwargs["dtype"], options.max_model_len, max_lora_rank, seed,
+    key = (model_path, kwargs["dtype"], options.max_model_len, max_lora_rank, seed, options.batch_invariant,
            json.dumps(options.extra, sort_keys=True, default=str))
     if key in _ENGINES:
         return _ENGINES[key]
@@ -157,8 +190,8 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
 
         check_devices(kwargs, torch.cuda.device_count())
     for name, value in env.items():
-        if name == "RAY_ADDRESS":
-            os.environ[name] = value  # the configured cluster wins over the environment's
+        if name in ("RAY_ADDRESS", "VLLM_BATCH_INVARIANT"):
+            os.environ[name] = value  # the configured cluster and kernel mode win over the environment's
         else:
             os.environ.setdefault(name, value)
     try:
@@ -249,6 +282,8 @@ class VLLMBackend:
         if not requests:
             return []
         prompts = [TokensPrompt(prompt_token_ids=list(r.token_ids)) for r in requests]
+        if self.sampling.beam_search:
+            return self._beam_search(prompts, progress)
         # vLLM reports each finished request to its progress bar: given ours, the bar moves per request.
         with _stopped_on_interrupt():
             outputs = self.engine.generate(
@@ -260,6 +295,28 @@ class VLLMBackend:
             completion = out.outputs[0]
             results.append(GenerationResult(completion.text, len(completion.token_ids), completion.finish_reason or ""))
         return results
+
+    def _beam_search(self, prompts, progress) -> list[GenerationResult]:
+        """The top beam of vLLM's beam search for each prompt. vLLM searches until max_new_tokens (there is no
+        early stop) and divides a beam's log-probability by its whole length, prompt included, to the power
+        length_penalty, where transformers divides by the generated length: docs/generation.md."""
+        from vllm.sampling_params import BeamSearchParams
+
+        s = self.sampling
+        params = BeamSearchParams(beam_width=s.num_beams, max_tokens=s.max_new_tokens, length_penalty=s.length_penalty)
+        with _stopped_on_interrupt():
+            outputs = self.engine.beam_search(prompts, params, lora_request=self.lora_request)
+        results = [beam_result(p["prompt_token_ids"], out.sequences[0], self._eos_id(), self._decode)
+                   for p, out in zip(prompts, outputs)]
+        if progress:
+            progress(len(results))
+        return results
+
+    def _eos_id(self) -> int | None:
+        return self.engine.get_tokenizer().eos_token_id
+
+    def _decode(self, token_ids: list[int]) -> str:
+        return self.engine.get_tokenizer().decode(token_ids, skip_special_tokens=True)
 
     def next_token_logprobs(self, requests: list[GenerationRequest], top_k: int = 20) -> list[dict[int, float]]:
         """Each request's top ``top_k`` next-token log-probabilities (token id -> log-probability), from one
@@ -277,6 +334,14 @@ class VLLMBackend:
 
     def close(self) -> None:
         pass  # the engine stays cached for this process; see _ENGINES
+
+
+def beam_result(prompt_ids, beam, eos_id: int | None, decode) -> GenerationResult:
+    """A beam of vLLM's beam search as a response: its tokens hold the prompt's first, which are cut off; a
+    beam that ended in EOS stopped (the EOS counted, as generate() counts it), any other ran out of tokens."""
+    generated = list(beam.tokens[len(prompt_ids):])
+    stopped = bool(generated) and generated[-1] == eos_id
+    return GenerationResult(decode(generated), len(generated), "stop" if stopped else "length")
 
 
 def _finished_requests(progress):

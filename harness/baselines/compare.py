@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from harness.baselines.flips import (BASELINE, CANDIDATE, FLIPS_SCHEMA, gate_outcome, judge_error_note,  # noqa: F401
                                      label_counts, pair_outcomes, flips_table)
+from harness.baselines.layout import layout_differences
 from harness.baselines.stats import Interval, PairedRates, failure_rate, paired_rates
 from harness.config.gate import GateRule
 from harness.core.errors import DataError, HarnessError
@@ -117,6 +118,8 @@ def differences(base: Report, cand: Report) -> list[str]:
         a, b = base.values(column), cand.values(column)
         if a != b:
             found.append(f"{label} differs (baseline {_show(a)}, candidate {_show(b)})")
+    # Responses that may differ for the engine layout or the precision alone: flips there can be noise.
+    found += layout_differences(base.meta, cand.meta)
     return found
 
 

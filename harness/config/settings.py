@@ -37,6 +37,7 @@ from harness.models.resolve import DEFAULT_MODEL
 from harness.data.suites import SuiteSpec, add_suite
 from harness.config.checks import check_value
 from harness.models.templates import TEMPLATES
+from harness.config.presets import EARLY_STOPPING, PRESETS, apply_preset, check_decoding
 
 
 
@@ -52,6 +53,19 @@ class RunSettings:
     temperature: float = field(default=0.0, metadata={"ge": 0, "help": "0 = greedy decoding."})
     top_p: float = field(default=1.0, metadata={"gt": 0, "le": 1, "help": "Nucleus sampling mass when temperature > 0."})
     seed: int = field(default=0, metadata={"ge": 0, "le": 2**32 - 1, "help": "Sampling seed and sampling seed for --limit."})
+    num_beams: int = field(default=1, metadata={"ge": 1, "help": "Beam search with N beams (vllm: vLLM's beam search; hf: "
+                                                "generate(num_beams=N)); 1 = no beam search. Not with temperature > 0."})
+    length_penalty: float = field(default=1.0, metadata={
+        "help": "Beam search (num_beams > 1): a finished beam scores its log-probability / length ** length_penalty "
+                "(as transformers defines it); > 1 favours longer replies."})
+    early_stopping: str = field(default="false", metadata={"choices": EARLY_STOPPING,
+        "help": "Beam search (num_beams > 1), as transformers defines it: false (stop when no better beam is "
+                "likely), true (stop once num_beams beams are finished; hf only), never (stop when no better beam "
+                "can be found)."})
+    preset: str | None = field(default=None, metadata={"choices": tuple(PRESETS),
+        "help": "Template and decoding of a paper in one setting: safety-tuned-llamas = the Alpaca template with "
+                "4-beam search and 128 new tokens (Bianchi et al.'s generation/generate_answers.py). Settings given "
+                "beside it win; the report records it."})
     limit: int | None = field(default=None, metadata={"ge": 1, "help": "Deterministic category-stratified sample of N prompts per suite."})
     data_dir: Path | None = field(default=None, metadata={"help": "Folder holding the upstream datasets."})
     data_source: str | None = field(default=None, metadata={
@@ -101,6 +115,10 @@ class RunSettings:
     replicas: int = field(default=1, metadata={
         "help": "vllm: N engines as Ray actors on a local Ray instance (or the cluster at ray_address), fed shards "
                 "of prompts; needs the ray extra (pip install 'safety-harness[ray]'). See docs/parallel.md."})
+    batch_invariant: bool = field(default=False, metadata={
+        "help": "vllm: batch-invariant kernels (VLLM_BATCH_INVARIANT=1), so a response does not depend on the batch "
+                "it shares and bfloat16 reports do not depend on the layout; NVIDIA GPUs of compute capability "
+                ">= 8.0 only, refused elsewhere (docs/parallel.md)."})
     backend_args: dict = field(default_factory=dict, metadata={
         "help": "Backend-specific KEY=VALUE setting (repeatable), e.g. tensor_parallel_size=2 for vllm; "
                 "VALUE is parsed as JSON when possible. TOML: [tool.safety-harness.backend_args]."})
@@ -126,7 +144,8 @@ class RunSettings:
 
     @property
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed)
+        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed,
+                              self.num_beams, self.length_penalty, self.early_stopping)
 
     def output_backend_args(self) -> dict:
         """The backend settings that can change responses: what the generation cache key includes."""
@@ -153,6 +172,7 @@ class RunSettings:
             replay_path=str(self.replay) if self.replay else None,
             replay_response_column=self.replay_response_column,
             trust_remote_code=self.trust_remote_code,
+            batch_invariant=self.batch_invariant,
             extra=extra,
         )
 
@@ -274,10 +294,18 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
                                                           label=DATA_ENV, source="environment"))
     given = {k: check_value(FIELDS[k], RunSettings, v, label="--" + k.replace("_", "-"), source="command line")
              for k, v in cli.items() if v is not None and k in OPTION_FIELDS}
+    preset = given.get("preset", settings.preset)
+    if preset is not None:  # under every setting given by name, in a TOML file or on the command line
+        named = set(given)
+        for path, top in ((pyproject, False), (config_file, True)):
+            if path is not None and Path(path).is_file():
+                named |= {key.replace("-", "_") for key in _read_table(Path(path), allow_top_level=top)}
+        settings = apply_preset(settings, preset, keep=named)
     settings = replace(settings, **given)
+    check_decoding(settings)  # e.g. beams with sampling: one line, before any model loads
     if cli.get("backend_args"):  # merged key by key over the TOML table
         settings = replace(settings, backend_args={**settings.backend_args, **cli["backend_args"]})
-    from harness.backends.vllm_backend import normalize_parallel
+    from harness.backends.vllm_backend import check_batch_invariant, normalize_parallel
     from harness.backends.replicas import validate_replicas
     from harness.capability.judges import check_capability_options
 
@@ -287,5 +315,9 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
 
         check_user_file(settings.error_rates, settings.scorer)
     settings = normalize_parallel(settings)
+    if settings.batch_invariant:  # a platform without it: one line, before any model loads
+        from harness.backends.base import resolve_backend_name
+
+        check_batch_invariant(resolve_backend_name(settings.backend))
     validate_replicas(settings)  # Ray missing or a bad count: one line, before any model loads
     return settings

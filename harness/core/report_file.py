@@ -74,7 +74,7 @@ COLUMN_DOCS = {
     "model_fingerprint": "Hash of the model's config, tokenizer and weight files (and an adapter's files).",
     "backend": "The backend that produced the response: `vllm`, `hf`, `replay` or `dummy`.",
     "template": "The prompt template used: `chat`, `alpaca` or `raw`.",
-    "sampling": "The sampling settings as JSON (max_new_tokens, temperature, top_p, seed).",
+    "sampling": "The sampling settings as JSON (max_new_tokens, temperature, top_p, seed; with beam search also num_beams, length_penalty, early_stopping).",
     "n_response_tokens": "Tokens in the response.",
     "finish_reason": "Why generation stopped: `stop`, `length`, or `replay`.",
     "cached": "True when the response came from the generation cache.",

@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from harness.engine.capability_metrics import capability_columns
+from harness.engine.layout import layout_record
 from harness.engine.provenance import provenance
 from harness.engine.session import judge_output
 from harness.core import report_file
@@ -92,6 +93,12 @@ def label_record(session) -> dict:
             "missing_store": str(named) if named is not None and session.label_store_path is None else None}
 
 
+def run_layout(session) -> dict:
+    """The engine layout and precision the run generated with (harness.engine.layout)."""
+    info = session.model_info
+    return layout_record(session.settings, info.backend, info.dtype)
+
+
 def run_metadata(session, extra: dict | None = None) -> dict:
     suites = suite_records(session)
     stats = vars(session.stats).copy()
@@ -102,6 +109,7 @@ def run_metadata(session, extra: dict | None = None) -> dict:
         "versions": package_versions(),
         "settings": session.settings.public_dict(),
         "model": session.model_info.as_dict(),
+        "layout": run_layout(session),  # what a comparison checks before pairing runs (harness.baselines.layout)
         "stats": stats,
         "suites": suites,
         "missing_suites": session.missing,

@@ -314,6 +314,13 @@ class HarnessSession:
         key_parts = [info.model_fingerprint, backend, info.template, s.sampling.as_dict()]
         if info.dtype:  # greedy outputs differ between precisions
             key_parts.append({"dtype": info.dtype})
+        if s.batch_invariant:  # other kernels than the default ones: other numerics
+            key_parts.append({"batch_invariant": True})
+        from harness.engine.layout import layout_key_part
+
+        layout = layout_key_part(s, backend, info.dtype)  # bfloat16 responses depend on the layout
+        if layout:
+            key_parts.append({"layout": layout})
         output_args = s.output_backend_args()  # e.g. quantization, tensor_parallel_size; none: old keys stay valid
         if output_args:
             key_parts.append(output_args)

@@ -266,7 +266,9 @@ def compare_with_baseline(state: BaselineState, hs) -> Comparison:
     b = state.baseline
     base = Report(b.name, b.table.filter(pc.is_in(b.table["suite"], pa.array(ran))), b.meta,
                   {k: v for k, v in b.rows.items() if k[0] in ran})
-    meta = {"run_id": hs.run_id, "model": hs.model_info.as_dict()}
+    from harness.engine.records import run_layout
+
+    meta = {"run_id": hs.run_id, "model": hs.model_info.as_dict(), "layout": run_layout(hs)}
     table = pa.table(report_rows(hs), schema=SCHEMA)  # extra rows (invariance) are no suite of the gate
     cand = load_report(table.filter(pc.is_in(table["suite"], pa.array(ran))), "this run")
     cand.meta = meta

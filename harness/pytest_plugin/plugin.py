@@ -20,6 +20,7 @@ from harness.engine.session import DataMissingError, HarnessSession, SuiteResult
 from harness.pytest_plugin.state import REPORT_KEY, SESSION_KEY, get_session, item_suite, marker_suite, project_dir  # noqa: F401
 from harness.config.settings import RunSettings, build_settings, parse_backend_args
 from harness.models.templates import TEMPLATES
+from harness.config.presets import EARLY_STOPPING, PRESETS
 
 # Hooks that live in their own modules: pytest-xdist support (one generation, one report), the opt-in
 # invariance suites, regression gating against a baseline with --html/--markdown summaries, the rule
@@ -40,6 +41,10 @@ _OPTIONS = [
     ("--temperature", "temperature", float, None),
     ("--top-p", "top_p", float, None),
     ("--seed", "seed", int, None),
+    ("--num-beams", "num_beams", int, None),
+    ("--length-penalty", "length_penalty", float, None),
+    ("--early-stopping", "early_stopping", str, EARLY_STOPPING),
+    ("--preset", "preset", str, tuple(PRESETS)),
     ("--limit", "limit", int, None),
     ("--data-dir", "data_dir", Path, None),
     ("--cache-dir", "cache_dir", Path, None),
@@ -71,7 +76,7 @@ _OPTIONS = [
 ]
 _FLAGS = [("--allow-pickle", "allow_pickle"), ("--trust-remote-code", "trust_remote_code"), ("--no-cache", "no_cache"),
           ("--no-ref-loglik", "no_ref_loglik"), ("--no-adapter-sanity", "no_adapter_sanity"),
-          ("--allow-missing-data", "allow_missing_data")]
+          ("--allow-missing-data", "allow_missing_data"), ("--batch-invariant", "batch_invariant")]
 
 
 def pytest_addoption(parser):

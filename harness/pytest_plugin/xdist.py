@@ -22,6 +22,9 @@ from dataclasses import asdict, fields
 import pytest
 
 from harness.backends.base import MODEL_FREE, resolve_backend_name
+from harness.baselines.layout import layout_differences
+from harness.core.errors import HarnessError
+from harness.engine.records import run_layout
 from harness.engine.cache import request_key
 from harness.engine.session import RunStats, ScoredRow, SuiteResult
 from harness.core.types import GenerationResult, Prompt, RefusalScore
@@ -81,6 +84,7 @@ def pytest_sessionfinish(session):
     run_key = hs.model_info.run_key or ""
     payload = {
         "model_info": hs.model_info.as_dict(),
+        "layout": run_layout(hs),
         "label_store": None if hs.label_store_path is None else str(hs.label_store_path),
         "missing": hs.missing,
         "results": {name: [_row_out(r, run_key) for r in res.rows] for name, res in hs.results.items()},
@@ -144,6 +148,7 @@ def merge_payloads(hs, payloads: list[dict]) -> None:
                          RefusalScore(**d["score"]), cached=d["key"] not in generated, harm=harm,
                          human_label=d.get("human_label"))
 
+    check_one_layout(payloads)
     hs.results.clear()
     hs.extra_rows.clear()
     seen: set = set()
@@ -173,6 +178,19 @@ def merge_payloads(hs, payloads: list[dict]) -> None:
                 hs.extra_metadata[key] = value
     hs.generated_keys = generated
     hs.stats = merge_stats(payloads)
+
+
+def check_one_layout(payloads: list[dict]) -> None:
+    """One report holds one layout and precision: workers that generated otherwise (e.g. another --dtype
+    in a worker's environment) are refused, as a comparison of such runs is (harness.baselines.layout)."""
+    layouts = [p["layout"] for p in payloads if p.get("layout")]
+    for other in layouts[1:]:
+        found = layout_differences({"layout": layouts[0]}, {"layout": other})
+        if other.get("dtype") != layouts[0].get("dtype"):
+            found.insert(0, f"precision differs ({layouts[0].get('dtype')} and {other.get('dtype')}): align --dtype")
+        if found:
+            raise HarnessError("pytest-xdist workers cannot be merged into one report: " + found[0].replace(
+                "in the baseline", "in one worker").replace("in the candidate", "in another"))
 
 
 def merge_stats(payloads: list[dict]) -> RunStats:
