@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def prompts_for(n: int, data_dir: Path):
@@ -63,9 +61,15 @@ def main() -> None:
     parser.add_argument("--save", type=Path, help="JSON file for --only's results")
     parser.add_argument("--load", type=Path, nargs=2, metavar=("VLLM_JSON", "HF_JSON"),
                         help="compare two --save files instead of searching (e.g. two --only runs side by side)")
-    parser.add_argument("--data-dir", type=Path,
-                        default=Path(os.environ.get("SAFETY_HARNESS_DATA", REPO.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     args = parser.parse_args()
+    from harness.core.errors import DataError
+    from harness.core.paths import data_dir_or_fail
+
+    try:  # the one data-folder resolver of the research, the benchmarks and these tools
+        args.data_dir = data_dir_or_fail(args.data_dir)
+    except DataError as exc:
+        parser.error(str(exc))
 
     from harness.backends import create_backend
     from harness.backends.base import BackendOptions, SamplingConfig
