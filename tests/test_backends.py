@@ -1,5 +1,5 @@
-"""Backends and templates: the ``hf`` backend on the tiny random Llama (order, determinism, left padding, token
-counts), the backend registry, the dummy and replay backends, and prompt templates."""
+"""Backends and templates: the ``hf`` backend on the tiny random Llama (order, determinism, seeded sampling, left
+padding, token counts), the backend registry, the dummy and replay backends, and prompt templates."""
 
 from __future__ import annotations
 
@@ -140,6 +140,26 @@ def test_hf_greedy_is_deterministic(backend, tokenizer):
     requests = requests_for(TEXTS, tokenizer)
     assert backend.generate(requests) == backend.generate(requests)
     assert backend.generate(requests[:2]) == backend.generate(requests)[:2]
+
+
+def test_hf_sampling_with_a_seed_is_reproducible_and_is_not_greedy(resolved, tokenizer, backend):
+    """temperature > 0 runs the sampling branch (do_sample with the seed set before each batch): the same seed
+    gives the same replies on a second call and on a fresh backend, another seed other replies, and neither is
+    the greedy answer."""
+    requests = requests_for(TEXTS, tokenizer)
+
+    def sampler(seed):
+        return create_backend("hf", model=resolved, options=BackendOptions(batch_size=16, dtype="float32"),
+                              sampling=SamplingConfig(max_new_tokens=12, temperature=0.8, top_p=0.95, seed=seed))
+
+    seven = sampler(7)
+    first = seven.generate(requests)
+    assert seven.generate(requests) == first  # not one global generator drawn on from call to call
+    assert sampler(7).generate(requests) == first
+    other = sampler(8).generate(requests)
+    greedy = backend.generate(requests)  # the same model, 12 new tokens, greedy
+    assert sum(a.text != b.text for a, b in zip(other, first)) >= 4  # of 5
+    assert sum(a.text != b.text for a, b in zip(first, greedy)) >= 4
 
 
 def test_left_padding_gives_the_same_tokens_alone_and_in_a_batch(backend, tokenizer):

@@ -97,6 +97,23 @@ def test_get_engine_hands_the_kwargs_to_vllm_llm(monkeypatch):
     assert seen["tensor_parallel_size"] == 2 and seen["distributed_executor_backend"] == "mp" and seen["seed"] == 3
 
 
+@pytest.mark.vllm
+def test_a_parallel_size_the_model_cannot_take_is_refused_by_real_vllm_in_one_line(tiny_model, monkeypatch):
+    """The real ``vllm.LLM`` receives tensor_parallel_size=3 and checks it against the model (4 attention heads)
+    before it starts any process: its reason, with the size it received, comes back as one BackendError."""
+    monkeypatch.setattr(vllm_backend, "_ENGINES", {})
+    for name in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_USE_AOT_COMPILE"):  # get_engine sets them for the engine
+        monkeypatch.delenv(name, raising=False)
+    options = BackendOptions(max_model_len=256, extra={"tensor_parallel_size": 3})
+    with pytest.raises(BackendError) as caught:
+        vllm_backend.get_engine(str(tiny_model), options, seed=0, max_lora_rank=None)
+    message = str(caught.value)
+    assert message == (f"vLLM refused the engine settings for {tiny_model}: Total number of attention heads (4) must "
+                       "be divisible by tensor parallel size (3). (given: dtype=float32, max_model_len=256, "
+                       "tensor_parallel_size=3)")
+    assert vllm_backend._ENGINES == {}
+
+
 def test_cli_options_reach_the_report_metadata(harness_project):
     harness_project.write('[tool.safety-harness.suites.p]\npath = "p.csv"\nexpected = "comply"\n',
                           files={"p.csv": "prompt\nhello\n"},

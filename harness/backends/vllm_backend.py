@@ -197,6 +197,12 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
     try:
         with engine_start_env(), interruptible_start():  # Ctrl-C: no 10-minute wait (harness.backends.vllm_interrupt)
             engine = vllm.LLM(**kwargs, **quiet)
+    except ValueError as exc:
+        # vLLM checks its arguments against the model before it starts anything (a pydantic ValidationError,
+        # e.g. "Total number of attention heads (9) must be divisible by tensor parallel size (2)"): the
+        # user's settings do not fit this model, which is theirs to change, not a crash to show.
+        raise BackendError(f"vLLM refused the engine settings for {model_path}: {_first_reason(exc)} "
+                           f"(given: {_given(kwargs)})") from None
     except KeyboardInterrupt:
         # vLLM's imported heap, as after a start (below): on the way out, pytest's and the interpreter's last
         # collections would walk it, most of the time the process took to exit (docs/errors.md, Ctrl-C)
@@ -210,6 +216,24 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
     gc.freeze()
     _ENGINES[key] = engine
     return engine
+
+
+def _first_reason(exc: ValueError) -> str:
+    """The first reason vLLM gives, without pydantic's input dump and help link."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            msg = errors()[0]["msg"]
+            return msg.removeprefix("Value error, ")
+        except (TypeError, KeyError, IndexError):
+            pass
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _given(kwargs: dict) -> str:
+    """The engine settings a user chooses (window, precision, parallel sizes), as vllm.LLM received them."""
+    chosen = ("dtype", "max_model_len", *PARALLEL_FIELDS)
+    return ", ".join(f"{k}={kwargs[k]}" for k in chosen if kwargs.get(k) is not None)
 
 
 def shutdown_engines(grace_s: float | None = None) -> None:
