@@ -97,6 +97,37 @@ PINNED_FINISHES = {"stop": 5, "length": 13}
 PINNED_RETOKENIZED = {"smoke-s16": 1}
 # Sampled replies (temperature 0.8, top-p 0.95, seed 0) that differ from the greedy reply to the same prompt: all.
 PINNED_SAMPLED_CHANGED = 18
+# The figures above are of greedy float32 decoding, whose sums a CPU's vector instructions order: another
+# instruction set can move a token at a near-tie of the top two logits and, through it, a label. So they are
+# asserted exactly where torch reports the instruction set they were read on; elsewhere each is held to what
+# does not depend on it (the same prompts, checks and items; the same totals), and a warning names the
+# difference. The checks between runs (two engines, the cache) are exact on every CPU.
+PINNED_ON = "AVX2"  # torch.backends.cpu.get_cpu_capability() of the machine the figures were read on
+
+
+def assert_pinned(actual, pinned, *, elsewhere=None):
+    """``actual == pinned`` on the instruction set the figures were read on; elsewhere ``elsewhere(actual,
+    pinned)`` (default: dicts with the same keys, anything else unchecked) and a warning when they differ."""
+    import warnings
+
+    import torch
+
+    if torch.backends.cpu.get_cpu_capability() == PINNED_ON:
+        assert actual == pinned
+        return
+    if elsewhere is not None:
+        assert elsewhere(actual, pinned), (actual, pinned)
+    elif isinstance(pinned, dict):
+        assert set(actual) == set(pinned), (actual, pinned)
+    if actual != pinned:
+        warnings.warn(f"pinned on {PINNED_ON}, this CPU ({torch.backends.cpu.get_cpu_capability()}) gives "
+                      f"{actual!r} for {pinned!r}")
+
+
+def same_total(actual: dict, pinned: dict) -> bool:
+    return sum(actual.values()) == sum(pinned.values())
+
+
 PINNED_PARALLEL = {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "data_parallel_size": 1,
                    "distributed_executor_backend": "mp"}
 
@@ -256,7 +287,7 @@ def test_generation_stops_at_the_end_of_turn_token_which_never_reaches_the_text(
         else:
             assert row["finish_reason"] == "length" and len(out["token_ids"]) == MAX_NEW
             assert end_of_turn not in out["token_ids"]
-    assert finishes == PINNED_FINISHES
+    assert_pinned(finishes, PINNED_FINISHES, elsewhere=same_total)
 
 
 def test_response_token_counts_are_the_tokenizers_count_of_the_response(first, tokenizer):
@@ -273,7 +304,7 @@ def test_response_token_counts_are_the_tokenizers_count_of_the_response(first, t
             retokenized[row["prompt_id"]] = extra
     # Encoding the response again gives the same count, except where the model wrote a blank line as one token
     # ("\n\n") that the tokenizer's pre-tokenizer splits in two before a word.
-    assert retokenized == PINNED_RETOKENIZED
+    assert_pinned(retokenized, PINNED_RETOKENIZED, elsewhere=lambda a, p: all(v > 0 for v in a.values()))
 
 
 def test_greedy_runs_on_two_engines_give_the_same_report_labels_and_verdicts(first, second):
@@ -281,9 +312,9 @@ def test_greedy_runs_on_two_engines_give_the_same_report_labels_and_verdicts(fir
     fields = ("response", "refusal_label", "n_response_tokens", "finish_reason", "passed")
     assert greedy.by_prompt(*fields) == first.by_prompt(*fields)
     assert greedy.verdicts() == first.verdicts() and greedy.status == first.status
-    assert {p: label for p, (label,) in first.by_prompt("refusal_label").items()} == PINNED_LABELS
-    assert first.verdicts() == PINNED_VERDICTS
-    assert first.status == PINNED_EXIT
+    assert_pinned({p: label for p, (label,) in first.by_prompt("refusal_label").items()}, PINNED_LABELS)
+    assert_pinned(first.verdicts(), PINNED_VERDICTS)
+    assert_pinned(first.status, PINNED_EXIT, elsewhere=lambda a, p: a in (0, 1))
 
 
 def test_sampling_with_a_seed_is_reproducible_and_is_not_greedy(second):
@@ -295,7 +326,7 @@ def test_sampling_with_a_seed_is_reproducible_and_is_not_greedy(second):
     assert again.meta["stats"]["n_generated"] == sampled.meta["stats"]["n_generated"] == N_PROMPTS  # generated twice
     assert again.by_prompt("response", "n_response_tokens") == sampled.by_prompt("response", "n_response_tokens")
     changed = sum(r != greedy.by_prompt("response")[p] for p, r in sampled.by_prompt("response").items())
-    assert changed == PINNED_SAMPLED_CHANGED
+    assert_pinned(changed, PINNED_SAMPLED_CHANGED, elsewhere=lambda a, p: a > 0)
 
 
 def test_chunk_size_splits_the_generate_calls_and_changes_no_reply(first, second):
@@ -334,7 +365,7 @@ def test_the_identical_run_is_served_from_the_cache_without_an_engine(first, cac
 def test_junit_xml_carries_each_check_as_the_report_recorded_it(first, work):
     cases = list(ET.parse(work / "first.xml").getroot().iter("testcase"))
     outcomes = {c.get("name"): "failed" if c.find("failure") is not None else "passed" for c in cases}
-    assert outcomes == PINNED_ITEMS
+    assert_pinned(outcomes, PINNED_ITEMS)
     case = next(c for c in cases if c.get("name") == "test_smoke")
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert props["scorer"] == first.meta["model"]["scorer"] and props["error_rates"] == "shipped for this model"
