@@ -91,7 +91,7 @@ def test_get_engine_hands_the_kwargs_to_vllm_llm(monkeypatch):
     seen = {}
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=lambda **kw: seen.update(kw) or object()))
     monkeypatch.setattr(vllm_backend, "_ENGINES", {})
-    monkeypatch.setattr(vllm_backend, "_on_gpu", lambda: False)
+    monkeypatch.setattr(vllm_backend, "on_gpu_platform", lambda: False)
     options = BackendOptions(extra={"tensor_parallel_size": 2, "distributed_executor_backend": "mp"})
     vllm_backend.get_engine("/m", options, seed=3, max_lora_rank=None)
     assert seen["tensor_parallel_size"] == 2 and seen["distributed_executor_backend"] == "mp" and seen["seed"] == 3

@@ -145,7 +145,7 @@ class ReplicaPool:
                  replica_class=None):  # another class only in tests of the scheduling itself
         import ray  # noqa: F401  (the extra; validate_replicas said so already when missing)
 
-        from harness.backends.vllm_backend import _on_gpu
+        from harness.backends.vllm_backend import on_gpu_platform
 
         self.stats = ReplicaStats(replicas=replicas)
         self.sampling = sampling
@@ -155,7 +155,7 @@ class ReplicaPool:
         self._started_ray = False
         if ray_address:
             check_reachable(ray_address)
-        on_gpu = _on_gpu()
+        on_gpu = on_gpu_platform()
         self.replicas = []
         with _sigint_deferred() as ctrl_c:
             self._start_ray(ray_address, replicas)

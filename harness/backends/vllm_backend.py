@@ -30,7 +30,7 @@ _LORA_IDS: dict[str, int] = {}  # adapter fingerprint -> LoRARequest id, unique 
 INTERRUPTED_GRACE_S = 1.0  # after a Ctrl-C, how long an engine process may take to exit before it is killed
 
 
-def _on_gpu() -> bool:
+def on_gpu_platform() -> bool:
     from harness.backends.base import on_gpu
 
     return on_gpu()
@@ -172,7 +172,7 @@ def engine_kwargs(model_path: str, options: BackendOptions, *, seed: int, max_lo
 
 
 def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_rank: int | None):
-    on_gpu = _on_gpu()
+    on_gpu = on_gpu_platform()
     kwargs, env = engine_kwargs(model_path, options, seed=seed, max_lora_rank=max_lora_rank, on_gpu=on_gpu)
     # extra holds TOML/JSON values (lists, tables), which are not hashable: key on their JSON text.
     key = (model_path, kwargs["dtype"], options.max_model_len, max_lora_rank, seed, options.batch_invariant,

@@ -397,7 +397,7 @@ class HarnessSession:
         else:
             backend = create_backend(self.model_info.backend, model=self.resolved_model,
                                      sampling=s.sampling, options=s.backend_options())
-        try:  # an adapter must change the outputs: fail loudly when it does not (harness/adapter_sanity.py)
+        try:  # an adapter must change the outputs: fail loudly when it does not (harness/engine/adapter_sanity.py)
             from harness.engine.adapter_sanity import check_adapter
 
             check_adapter(self, backend)
