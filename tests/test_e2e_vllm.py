@@ -234,10 +234,14 @@ def second(work) -> dict[str, Run]:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(work, first):
-    from harness.models.resolve import DEFAULT_MODEL, load_tokenizer, resolve_model
+def tokenizer(first):
+    """The tokenizer of the folder the engine was given (resolving the model again would fingerprint it again)."""
+    from transformers import AutoTokenizer
 
-    return load_tokenizer(resolve_model(DEFAULT_MODEL, cache_dir=work / "cache"))  # prepared by ``first``
+    kwargs = first.starts[0]["kwargs"]
+    return AutoTokenizer.from_pretrained(kwargs.get("tokenizer") or kwargs["model"])
+
+
 def sampling_of(run: Run) -> dict:
     return next(e for e in run.received if e["event"] == "sampling")
 
