@@ -30,6 +30,7 @@ from harness.core.errors import HarnessError
 from harness.data.loaders import read_table
 from harness.scoring.agreement import agreement, normalize_label
 from research.data import data_dir_arg
+from research.xstest_dev import dev_files
 
 
 def sample(rows: list[dict], limit: int | None, seed: int) -> list[dict]:
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.data_dir = data_dir_arg(args.data_dir)
 
-    files = sorted((args.data_dir / "xstest" / "dev").glob("*_labeled.csv"))
+    files = dev_files(args.data_dir)
     if not files:
         print(f"error: no xstest/dev/*_labeled.csv under {args.data_dir}", file=sys.stderr)
         return 2

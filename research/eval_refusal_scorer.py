@@ -35,7 +35,7 @@ from harness.core.errors import HarnessError
 from harness.scoring import available_scorers, get_scorer
 from harness.scoring.agreement import agreement as agreement_of
 from research.data import data_dir_arg
-from research.xstest_dev import load_labeled
+from research.xstest_dev import dev_files, load_labeled
 
 def agreement(gold: list[str], pred: list[str]) -> tuple[float, float]:
     """(binary: compliance vs any refusal, three-class) agreement."""
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.data_dir = data_dir_arg(args.data_dir)
 
-    files = sorted((args.data_dir / "xstest" / "dev").glob("*_labeled.csv"))
+    files = dev_files(args.data_dir)
     if not files:
         print(f"error: no xstest/dev/*_labeled.csv under {args.data_dir}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from harness.core.errors import HarnessError
 from harness.scoring import get_scorer
 from harness.scoring.error_rates import ERROR_RATES_PATH, ErrorRates, write_error_rates
 from research.data import LABELS, data_dir_arg
-from research.xstest_dev import load_labeled
+from research.xstest_dev import dev_files, load_labeled
 
 DEFAULT_SCORERS = ("refusal_patterns", "refusal_classifier", "xstest_string_match")
 
@@ -61,7 +61,7 @@ OUT_OF_FOLD = {"refusal_classifier": classifier_out_of_fold}
 
 
 def measure(name: str, data_dir: Path, cache: Path | None = None) -> ErrorRates:
-    files = sorted((data_dir / "xstest" / "dev").glob("*_labeled.csv"))
+    files = dev_files(data_dir)
     if not files:
         raise HarnessError(f"no xstest/dev/*_labeled.csv under {data_dir}")
     data = [load_labeled(f) for f in files]

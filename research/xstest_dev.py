@@ -26,6 +26,11 @@ class Labeled(NamedTuple):
     judge: list[str | None]  # the file's gpt4_label (XSTest's automatic judge), for reference
 
 
+def dev_files(data_dir: Path) -> list[Path]:
+    """XSTest's labelled completion files under the data folder, in a fixed order (empty when none is there)."""
+    return sorted((data_dir / "xstest" / "dev").glob("*_labeled.csv"))
+
+
 def load_labeled(path: Path) -> Labeled:
     """Read one XSTest labelled file with the csv module (completions hold quotes, commas and newlines)."""
     csv.field_size_limit(sys.maxsize)

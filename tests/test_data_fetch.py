@@ -22,8 +22,7 @@ from harness.data.manifest import manifest, select
 
 REPO = Path(__file__).resolve().parents[1]
 XSTEST = "xstest/xstest_prompts.csv"
-sys.path.insert(0, str(Path(__file__).parent))
-from data_mirror import Mirror  # noqa: E402
+from tests.data_mirror import Mirror
 
 
 @pytest.fixture

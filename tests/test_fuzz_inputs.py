@@ -194,10 +194,7 @@ def test_any_mirror_answer_is_installed_only_when_it_is_the_pinned_file(data_dir
     """A mirror answers stl/configs/alpaca.json (541 bytes) with the file itself, random bytes (shorter or
     longer than the file) or an edit of it: only the file is installed; anything else is one line, is asked
     for once (no retry of a wrong answer) and leaves nothing in the cache."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from data_mirror import Mirror
+    from tests.data_mirror import Mirror
     from harness.data.fetch import DataFetchError, fetch
     from harness.data.manifest import manifest
 

@@ -25,9 +25,8 @@ import pytest
 
 from harness.reports.parquet import read_report
 
-sys.path.insert(0, str(Path(__file__).parent))
-from data_mirror import Mirror  # noqa: E402
-from interrupt_phases import PHASE_FD_ENV  # noqa: E402
+from tests.data_mirror import Mirror
+from tests.interrupt_phases import PHASE_FD_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 # Guards only stop a hung run from hanging the test session; they are never a measure of speed, so they are
