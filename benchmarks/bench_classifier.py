@@ -90,13 +90,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="also time each stage of one run")
     args = parser.parse_args()
-    from harness.core.errors import DataError
-    from harness.core.paths import data_dir_or_fail
+    from harness.core.paths import data_dir_for_parser
 
-    try:  # the one data-folder resolver of the research and the benchmarks
-        args.data_dir = data_dir_or_fail(args.data_dir)
-    except DataError as exc:
-        parser.error(str(exc))
+    args.data_dir = data_dir_for_parser(parser, args.data_dir)  # the one data-folder resolver
 
     files = sorted((args.data_dir / "xstest" / "dev").glob("*_labeled.csv"))
     if not files:

@@ -27,13 +27,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     parser.add_argument("--repeat", type=int, default=5, help="best of this many runs of each measurement")
     args = parser.parse_args()
-    from harness.core.errors import DataError
-    from harness.core.paths import data_dir_or_fail
+    from harness.core.paths import data_dir_for_parser
 
-    try:  # the one data-folder resolver of the research and the benchmarks
-        args.data_dir = data_dir_or_fail(args.data_dir)
-    except DataError as exc:
-        parser.error(str(exc))
+    args.data_dir = data_dir_for_parser(parser, args.data_dir)  # the one data-folder resolver
 
     names = sorted(builtin_suite_names())
     files = [f for f in manifest().values() if set(f.used_by) & set(names)]

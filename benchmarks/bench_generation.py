@@ -79,13 +79,9 @@ def main() -> None:
     parser.add_argument("--hf-threads", type=int, default=1, help="torch threads for the hf backend")
     parser.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     args = parser.parse_args()
-    from harness.core.errors import DataError
-    from harness.core.paths import data_dir_or_fail
+    from harness.core.paths import data_dir_for_parser
 
-    try:  # the one data-folder resolver of the research and the benchmarks
-        args.data_dir = data_dir_or_fail(args.data_dir)
-    except DataError as exc:
-        parser.error(str(exc))
+    args.data_dir = data_dir_for_parser(parser, args.data_dir)  # the one data-folder resolver
 
     from harness.backends import create_backend
     from harness.backends.base import BackendOptions, SamplingConfig

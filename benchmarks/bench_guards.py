@@ -83,13 +83,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--guards", nargs="*", default=list(FORCED))
     args = parser.parse_args()
-    from harness.core.errors import DataError
-    from harness.core.paths import data_dir_or_fail
+    from harness.core.paths import data_dir_for_parser
 
-    try:  # the one data-folder resolver of the research and the benchmarks
-        args.data_dir = data_dir_or_fail(args.data_dir)
-    except DataError as exc:
-        parser.error(str(exc))
+    args.data_dir = data_dir_for_parser(parser, args.data_dir)  # the one data-folder resolver
 
     from harness.backends.vllm_backend import shutdown_engines
     from harness.models.tiny import make_tiny_guard

@@ -23,13 +23,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    from harness.core.errors import DataError
-    from harness.core.paths import data_dir_or_fail
+    from harness.core.paths import data_dir_for_parser
 
-    try:  # the one data-folder resolver of the research and the benchmarks
-        args.data_dir = data_dir_or_fail(args.data_dir)
-    except DataError as exc:
-        ap.error(str(exc))
+    args.data_dir = data_dir_for_parser(ap, args.data_dir)  # the one data-folder resolver
     import torch
 
     torch.set_num_threads(args.threads)

@@ -130,13 +130,9 @@ def main() -> None:
                              "cache is emptied before each phase); default a temporary one")
     parser.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     args = parser.parse_args()
-    from harness.core.errors import DataError
-    from harness.core.paths import data_dir_or_fail
+    from harness.core.paths import data_dir_for_parser
 
-    try:  # the one data-folder resolver of the research and the benchmarks
-        args.data_dir = data_dir_or_fail(args.data_dir)
-    except DataError as exc:
-        parser.error(str(exc))
+    args.data_dir = data_dir_for_parser(parser, args.data_dir)  # the one data-folder resolver
     ratio(args) if args.mode == "ratio" else full(args)
 
 

@@ -63,13 +63,9 @@ def main() -> None:
                         help="compare two --save files instead of searching (e.g. two --only runs side by side)")
     parser.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     args = parser.parse_args()
-    from harness.core.errors import DataError
-    from harness.core.paths import data_dir_or_fail
+    from harness.core.paths import data_dir_for_parser
 
-    try:  # the one data-folder resolver of the research, the benchmarks and these tools
-        args.data_dir = data_dir_or_fail(args.data_dir)
-    except DataError as exc:
-        parser.error(str(exc))
+    args.data_dir = data_dir_for_parser(parser, args.data_dir)  # the one data-folder resolver
 
     from harness.backends import create_backend
     from harness.backends.base import BackendOptions, SamplingConfig

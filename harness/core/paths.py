@@ -24,6 +24,17 @@ def data_dir_from_env() -> Path | None:
     return Path(value) if value else None
 
 
+def data_dir_for_parser(parser, given: Path | str | None = None) -> Path:
+    """``data_dir_or_fail`` for a command-line tool (a benchmark, a script): a missing folder is the parser's
+    own one-line usage error (exit 2)."""
+    from harness.core.errors import DataError
+
+    try:
+        return data_dir_or_fail(given)
+    except DataError as exc:
+        parser.error(str(exc))
+
+
 def data_dir_or_fail(given: Path | str | None = None) -> Path:
     """The datasets folder of a tool that reads whole upstream folders (the scorer research under
     ``research/``, the benchmarks): ``given`` (its --data-dir), else SAFETY_HARNESS_DATA. Unlike a run, such a
