@@ -67,13 +67,11 @@ def with_todays_labels(report: Path, meta: dict, store) -> dict:
     return meta
 
 
-# What the summary table reads of each check a report records (harness.config.check_summary.table_rows).
-CHECK_FIELDS = ("key", "n", "rate", "ci_low", "ci_high", "threshold", "passed")
-
-
 def _require_check_fields(report: Path, suites: dict) -> None:
     """One line naming the report, suite and field when a recorded check lacks what the table shows (a report
     written by hand or by another tool), instead of a traceback halfway through the table."""
+    from harness.config.check_summary import CHECK_FIELDS
+
     for suite, info in sorted(suites.items()):
         for check in (info or {}).get("checks") or []:
             missing = [f for f in CHECK_FIELDS if f not in check]

@@ -76,6 +76,10 @@ def threshold_text(check: dict) -> str:
     return f"{bound} {check['threshold']:g}" + (" (default)" if check.get("default") else "")
 
 
+# What table_rows reads of every recorded check (a report's metadata is checked against it before a table).
+CHECK_FIELDS = ("key", "n", "rate", "ci_low", "ci_high", "threshold", "passed")
+
+
 def table_rows(suites: dict, *, sizes: dict | None = None) -> list[tuple[str, ...]]:
     """One row per recorded check, in ``columns(suites)``'s order; a suite without a check gets one row saying
     so (its size from ``sizes``, suite -> rows, or the record's ``n``)."""
