@@ -205,3 +205,21 @@ def test_a_locked_store_refuses_the_label_and_the_page_stays_on_the_reply(tmp_pa
         assert body["state"]["task"]["id"] == 0 and store.labels() == {}
         status, body = post(server, "/api/label", {"task": 0, "label": "full_refusal"})  # pressed again
         assert status == 200 and store.labels() == {rows[0].key: "full_refusal"}
+
+
+def test_a_client_that_went_away_is_quiet_and_any_other_failure_is_one_line(tmp_path, capsys):
+    """socketserver prints a traceback for any exception of a request's thread; a browser closing its
+    keep-alive connection (or a client reset at Ctrl-C) must print nothing, anything else one line."""
+    store = LabelStore(tmp_path / "labels.sqlite")
+    with serving(make_session(store, [row("a", "x")])) as server:
+        for gone in (ConnectionResetError(104, "Connection reset by peer"), BrokenPipeError(32, "Broken pipe")):
+            try:
+                raise gone
+            except OSError:
+                server.handle_error(None, ("127.0.0.1", 5000))
+        assert capsys.readouterr().err == ""
+        try:
+            raise ValueError("bad body")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 5000))
+    assert capsys.readouterr().err == "review: a request from 127.0.0.1 failed (ValueError: bad body)\n"

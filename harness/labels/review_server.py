@@ -16,6 +16,7 @@ not JSON from this origin (a cross-site form) are refused.
 from __future__ import annotations
 
 import json
+import sys
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -44,6 +45,15 @@ class ReviewServer(ThreadingHTTPServer):
             super().__init__((HOST, port), _Handler)
         except OSError as exc:
             raise HarnessError(f"cannot serve the review page on {HOST}:{port} ({exc.strerror or exc})") from None
+
+    def handle_error(self, request, client_address):
+        """A browser (or a test's client) that closed its connection while its request was answered, or while
+        the keep-alive connection waited, is nothing to report; anything else is one line, not socketserver's
+        traceback on the terminal the reviewer reads."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        print(f"review: a request from {client_address[0]} failed ({type(exc).__name__}: {exc})", file=sys.stderr)
 
     @property
     def port(self) -> int:
