@@ -221,3 +221,14 @@ def test_user_suites_cannot_replace_builtins_but_can_replace_each_other():
     assert get_suite("settings_replaceable").description == "two"
     with pytest.raises(ConfigError, match="unknown suite 'no_such_suite'"):
         get_suite("no_such_suite")
+
+
+def test_defaults_are_stated_once_on_the_options_objects():
+    """Default settings give the options objects' own defaults (harness.config.options states them once)."""
+    from harness.config.options import BackendOptions, ParallelOptions, SamplingConfig
+    from harness.engine.preflight import parallel_options
+
+    s = RunSettings()
+    assert s.sampling == SamplingConfig()
+    assert parallel_options(s) == ParallelOptions()
+    assert backend_options(s) == BackendOptions()
