@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from harness.baselines.stats import Interval
-from harness.config import check_summary
+from harness.scoring import check_summary
 from harness.core.records import JUDGE_ERROR, is_refusal
 from harness.baselines.compare import Comparison, Report, RunSummary
 
@@ -82,7 +82,7 @@ def failures_text(row: dict) -> str:
 def check_rows(report: Report) -> list[dict]:
     """The threshold checks a run recorded in its metadata, as text cells: suite, threshold (marked when a
     default), k/n, judge_error count, rate (95% CI), corrected (95% CI, or the undecidable text), verified
-    (95% CI; n labelled of N), verdict (``harness.config.check_summary`` writes the cells)."""
+    (95% CI; n labelled of N), verdict (``harness.scoring.check_summary`` writes the cells)."""
     rows = []
     for suite, info in sorted((report.meta.get("suites") or {}).items()):
         for c in info.get("checks", []):

@@ -64,13 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print(f"error: no xstest/dev/*_labeled.csv under {args.data_dir}", file=sys.stderr)
         return 2
+    from harness.engine.preflight import scorer_options
     from harness.scoring.factory import build_refusal_scorer
 
     settings = replace(RunSettings(), scorer="refusal_judge", judge_model=args.judge_model, backend=args.backend,
                        vllm_kv_cache_gib=args.vllm_kv_cache_gib, max_model_len=args.max_model_len)
     try:
         t0 = time.perf_counter()
-        scorer = build_refusal_scorer(settings)
+        scorer = build_refusal_scorer(scorer_options(settings))
         rows_by_file = {f: sample([r for _, r in read_table(f, ("prompt", "completion", "final_label"))],
                                   args.limit, args.seed) for f in files}
     except HarnessError as exc:

@@ -72,7 +72,7 @@ def _run_report(ctx) -> Run:
     (root / "beta.jsonl").write_text(BETA_JSONL)
     settings = build_settings(cli={"backend": "dummy", "cache_dir": root / "cache"}, rootdir=root, config_file=None)
     session = HarnessSession(settings, notify=lambda line: None)
-    session.run(settings.user_suites, progress=False)
+    session.run(settings.user_suite_names, progress=False)
     return Run(0, "", root, write_report(session, root / "run.parquet"))
 
 

@@ -246,9 +246,10 @@ def test_error_rate_counts_that_are_not_whole_numbers_are_refused_naming_file_an
     path = tmp_path / "rates.json"
     path.write_text(json.dumps({"format": 1, "scorers": {"refusal_patterns": {"1": entry}}}))
     from harness.config.settings import build_settings
+    from harness.engine.preflight import preflight
 
     with pytest.raises(ConfigError) as info:
-        build_settings(cli={"error_rates": path, "scorer": "refusal_patterns"}, rootdir=tmp_path, config_file=None)
+        preflight(build_settings(cli={"error_rates": path, "scorer": "refusal_patterns"}, rootdir=tmp_path, config_file=None))
     assert str(info.value) == (f"{path}: scorers.refusal_patterns.1: field {field!r} must be a whole number of "
                                f"labelled replies, got {shown}")
     entry[field] = whole  # a whole number written with a point is still a count

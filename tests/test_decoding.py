@@ -12,6 +12,7 @@ from harness.backends.base import BackendOptions, SamplingConfig
 from harness.backends.vllm_backend import beam_result
 from harness.config.presets import PRESETS
 from harness.config.settings import DATA_ENV, build_settings
+from harness.engine.preflight import preflight
 from harness.core.errors import ConfigError
 from harness.core.types import GenerationRequest, Prompt
 from harness.engine.cache import stable_hash
@@ -23,7 +24,7 @@ def clean_env(monkeypatch):
 
 
 def settings(root: Path, config: Path | None = None, **cli):
-    return build_settings(cli=cli, rootdir=root, config_file=config)
+    return preflight(build_settings(cli=cli, rootdir=root, config_file=config)).settings
 
 
 def test_preset_is_the_papers_template_and_decoding(tmp_path):

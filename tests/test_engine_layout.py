@@ -16,6 +16,7 @@ from harness.baselines.compare import ComparisonRefused, compare_reports
 from harness.baselines.layout import layout_differences
 from harness.cli.main import main
 from harness.config.settings import RunSettings, build_settings
+from harness.engine.preflight import preflight
 from harness.core.errors import ConfigError, HarnessError
 from harness.engine.layout import layout_key_part, layout_record
 from harness.pytest_plugin.xdist import check_one_layout
@@ -117,7 +118,7 @@ def test_batch_invariant_is_refused_without_the_platform(backend, capability, ph
 
 def test_batch_invariant_on_this_cpu_is_one_line(tmp_path):
     with pytest.raises(ConfigError) as info:
-        build_settings(cli={"batch_invariant": True, "backend": "vllm"}, rootdir=tmp_path, config_file=None)
+        preflight(build_settings(cli={"batch_invariant": True, "backend": "vllm"}, rootdir=tmp_path, config_file=None))
     assert "compute capability >= 8.0" in str(info.value) and "\n" not in str(info.value)
 
 

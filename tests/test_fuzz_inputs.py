@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from harness.core.errors import HarnessError
 from harness.engine.session import HarnessSession
 from harness.config.settings import OPTION_FIELDS, build_settings
+from harness.engine.preflight import preflight
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=bool(os.environ.get("CI")),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -61,6 +62,7 @@ def one_line_or_clean(run) -> None:
 
 def dummy_run(s) -> None:
     """A real (dummy-backend) run of the smoke suite with these settings: nothing may crash past the build."""
+    preflight(s)  # the checks across packages a run makes of these settings, before the dummy run replaces some
     hs = HarnessSession(replace(s, backend="dummy", no_cache=True, report=None, user_suites=[]))
     hs.run(["smoke"], progress=False)
     assert hs.results["smoke"].rows

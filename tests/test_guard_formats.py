@@ -348,24 +348,26 @@ def run_settings(tmp_path, **cli):
 
 
 def test_guard_scorers_need_the_guard_model(tmp_path):
+    from harness.engine.preflight import scorer_options
     from harness.scoring.factory import build_harm_scorer, build_refusal_scorer
 
     with pytest.raises(ConfigError, match="needs the guard model: pass --judge-model"):
-        build_refusal_scorer(run_settings(tmp_path, scorer="wildguard"))
+        build_refusal_scorer(scorer_options(run_settings(tmp_path, scorer="wildguard")))
     with pytest.raises(ConfigError, match="needs the guard model"):
-        build_harm_scorer(run_settings(tmp_path, harm_scorer="llamaguard"))
+        build_harm_scorer(scorer_options(run_settings(tmp_path, harm_scorer="llamaguard")))
 
 
 def test_auto_harm_is_the_guards_own_verdict_and_a_judge_leaves_the_gpu_room(guards, tmp_path):
+    from harness.engine.preflight import backend_options, scorer_options
     from harness.scoring.factory import harm_scorer_name
 
     s = run_settings(tmp_path, scorer="wildguard", judge_model=str(guards["wildguard-forced"]))
-    assert harm_scorer_name(s) == "wildguard"
-    assert harm_scorer_name(replace(s, scorer="refusal_patterns")) == "unsafe_compliance"
-    assert s.backend_options().gpu_memory_utilization == 0.45
-    assert replace(s, judge_model=None).backend_options().gpu_memory_utilization == 0.85
+    assert harm_scorer_name(scorer_options(s)) == "wildguard"
+    assert harm_scorer_name(scorer_options(replace(s, scorer="refusal_patterns"))) == "unsafe_compliance"
+    assert backend_options(s).gpu_memory_utilization == 0.45
+    assert backend_options(replace(s, judge_model=None)).gpu_memory_utilization == 0.85
     pinned = replace(s, backend_args={"gpu_memory_utilization": 0.6})
-    assert pinned.backend_options().extra["gpu_memory_utilization"] == 0.6  # vllm takes extra last: the user wins
+    assert backend_options(pinned).extra["gpu_memory_utilization"] == 0.6  # vllm takes extra last: the user wins
 
 
 def test_session_scores_through_the_guard_caches_the_verdicts_and_says_binary(guards, tmp_path, monkeypatch):

@@ -43,6 +43,7 @@ def test_the_guard_runs_in_bf16_on_the_gpu_through_hf(models, tmp_path):
 def test_generation_and_guard_share_one_gpu_through_vllm(models, tmp_path):
     from harness.config.settings import build_settings
     from harness.engine.session import HarnessSession
+    from harness.engine.preflight import backend_options, scorer_options
     from harness.scoring.factory import guard_judge_for
     from harness.scoring.judge import GPU_MARGIN, JUDGE_SHARE_CAP
 
@@ -50,13 +51,13 @@ def test_generation_and_guard_share_one_gpu_through_vllm(models, tmp_path):
                                    "max_new_tokens": 8, "max_model_len": 4096, "scorer": "wildguard",
                                    "judge_model": str(models["guard"]), "cache_dir": tmp_path / "cache"},
                               rootdir=tmp_path, config_file=None)
-    assert settings.backend_options().gpu_memory_utilization == 0.45  # generation leaves the guard room
+    assert backend_options(settings).gpu_memory_utilization == 0.45  # generation leaves the guard room
     hs = HarnessSession(settings)
     hs.run(["smoke"], progress=False)
     rows = hs.results["smoke"].rows
     assert hs.model_info.dtype == "bfloat16" and hs.model_info.backend == "vllm"
     assert {r.score.label for r in rows if r.response.text.strip()} == {"full_refusal"}
-    judge = guard_judge_for(settings)
+    judge = guard_judge_for(scorer_options(settings))
     engine = judge.backend_for(128).engine
     share = engine.llm_engine.vllm_config.cache_config.gpu_memory_utilization
     generation = hs._backend.engine.llm_engine.vllm_config.cache_config.gpu_memory_utilization

@@ -138,11 +138,12 @@ def test_harm_judge_maps_ratings_and_leaves_unparseable_ones_empty():
 
 
 def test_harm_judge_with_a_real_tiny_model(tiny_model, tmp_path):
+    from harness.engine.preflight import scorer_options
     from harness.scoring.factory import build_harm_scorer
     from harness.config.settings import RunSettings
 
     s = replace(RunSettings(), harm_scorer="harm_judge", judge_model=str(tiny_model), backend="hf", cache_dir=tmp_path)
-    scores = build_harm_scorer(s).score(["q", "q"], ["Sure, here is how.", "y" * 100_000])
+    scores = build_harm_scorer(scorer_options(s)).score(["q", "q"], ["Sure, here is how.", "y" * 100_000])
     assert all(s.score is None or 0.0 <= s.score <= 1.0 for s in scores)
 
 

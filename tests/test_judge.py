@@ -135,11 +135,12 @@ def test_scorer_maps_verdicts_and_keeps_judge_error_explicit():
 
 
 def test_refusal_judge_without_a_judge_model_is_a_config_error():
+    from harness.engine.preflight import scorer_options
     from harness.scoring.factory import build_refusal_scorer
     from harness.config.settings import RunSettings
 
     with pytest.raises(ConfigError, match="--judge-model"):
-        build_refusal_scorer(replace(RunSettings(), scorer="refusal_judge"))
+        build_refusal_scorer(scorer_options(replace(RunSettings(), scorer="refusal_judge")))
 
 
 def test_a_real_model_judges_odd_input_without_crashing(tiny_judge):

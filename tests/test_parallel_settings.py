@@ -12,16 +12,17 @@ from harness.backends import vllm_backend
 from harness.backends.base import BackendOptions
 from harness.core.errors import BackendError, ConfigError
 from harness.config.settings import build_settings
+from harness.engine.preflight import backend_options, output_backend_args, preflight
 from harness.reports.parquet import read_report
 
 
 def settings(tmp_path, toml: str = "", **cli):
     (tmp_path / "pyproject.toml").write_text("[tool.safety-harness]\n" + toml)
-    return build_settings(cli={"backend": "vllm", **cli}, rootdir=tmp_path, config_file=None)
+    return preflight(build_settings(cli={"backend": "vllm", **cli}, rootdir=tmp_path, config_file=None)).settings
 
 
 def kwargs_of(s, on_gpu=False):
-    return vllm_backend.engine_kwargs("/m", s.backend_options(), seed=0, max_lora_rank=None, on_gpu=on_gpu)
+    return vllm_backend.engine_kwargs("/m", backend_options(s), seed=0, max_lora_rank=None, on_gpu=on_gpu)
 
 
 def test_first_class_options_reach_vllm_llm(tmp_path):
@@ -37,7 +38,7 @@ def test_one_device_run_passes_no_parallel_kwargs_and_keeps_its_cache_key(tmp_pa
     s = settings(tmp_path)
     kwargs, _ = kwargs_of(s)
     assert not set(vllm_backend.PARALLEL_FIELDS) & set(kwargs)
-    assert s.output_backend_args() == {}  # so keys written before these options existed stay valid
+    assert output_backend_args(s) == {}  # so keys written before these options existed stay valid
 
 
 def test_toml_ray_address_implies_ray_and_becomes_the_environment(tmp_path):
@@ -52,12 +53,12 @@ def test_backend_arg_spelling_is_adopted_and_gives_the_same_cache_key(tmp_path):
     first = settings(tmp_path, tensor_parallel_size=2)
     second = settings(tmp_path, backend_args={"tensor_parallel_size": 2})
     assert second.tensor_parallel_size == 2 and second.backend_args == {"tensor_parallel_size": 2}
-    assert first.output_backend_args() == second.output_backend_args() == {"tensor_parallel_size": 2}
+    assert output_backend_args(first) == output_backend_args(second) == {"tensor_parallel_size": 2}
 
 
 def test_only_output_changing_settings_join_the_cache_key(tmp_path):
     s = settings(tmp_path, tensor_parallel_size=2, pipeline_parallel_size=3, distributed_executor_backend="ray")
-    assert s.output_backend_args() == {"tensor_parallel_size": 2, "pipeline_parallel_size": 3}
+    assert output_backend_args(s) == {"tensor_parallel_size": 2, "pipeline_parallel_size": 3}
 
 
 @pytest.mark.parametrize("cli, message", [
@@ -161,6 +162,6 @@ def test_cpu_engine_skips_vllms_broken_aot_compile_cache(tmp_path, monkeypatch):
     assert kwargs["dtype"] == "float32"
     kwargs, env = kwargs_of(settings(tmp_path), on_gpu=True)
     assert "VLLM_USE_AOT_COMPILE" not in env
-    kwargs, _ = vllm_backend.engine_kwargs("/m", settings(tmp_path).backend_options(), seed=0, max_lora_rank=8,
+    kwargs, _ = vllm_backend.engine_kwargs("/m", backend_options(settings(tmp_path)), seed=0, max_lora_rank=8,
                                            on_gpu=False)
     assert kwargs["dtype"] == "float32"  # an adapter on a CPU

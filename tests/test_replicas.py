@@ -23,6 +23,7 @@ from harness.backends import replicas
 from harness.backends.engine_replica import replica_cores
 from harness.core.errors import ConfigError
 from harness.config.settings import build_settings
+from harness.engine.preflight import output_backend_args, preflight
 from harness.reports.parquet import read_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ needs_ray = pytest.mark.skipif(
 
 def settings(tmp_path, **cli):
     (tmp_path / "pyproject.toml").write_text("[tool.safety-harness]\n")
-    return build_settings(cli={"backend": "vllm", **cli}, rootdir=tmp_path, config_file=None)
+    return preflight(build_settings(cli={"backend": "vllm", **cli}, rootdir=tmp_path, config_file=None)).settings
 
 
 # -- settings: no Ray instance, no engine ---------------------------------------------------------------
@@ -74,9 +75,9 @@ def test_a_ray_setting_with_another_backend_names_the_setting_given(tmp_path, cl
 @needs_ray
 def test_toml_replicas(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[tool.safety-harness]\nreplicas = 2\nbackend = \"vllm\"\n")
-    s = build_settings(cli={}, rootdir=tmp_path, config_file=None)
+    s = preflight(build_settings(cli={}, rootdir=tmp_path, config_file=None)).settings
     assert s.replicas == 2
-    assert s.output_backend_args() == {}  # replicas do not change responses: the one-engine cache serves them
+    assert output_backend_args(s) == {}  # replicas do not change responses: the one-engine cache serves them
 
 
 def test_each_replica_gets_its_own_cores():

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from harness.core.errors import ConfigError
-from harness.models.resolve import DEFAULT_MODEL
+from harness.config.options import DEFAULT_MODEL
 from harness.config.settings import DATA_ENV, RunSettings, build_settings, parse_backend_args
+from harness.engine.preflight import backend_options, preflight
 from harness.data.suites import SuiteSpec, add_suite, get_suite
 
 
@@ -26,7 +27,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def settings(root: Path, config: Path | None = None, **cli) -> RunSettings:
-    return build_settings(cli=cli, rootdir=root, config_file=config)
+    return preflight(build_settings(cli=cli, rootdir=root, config_file=config)).settings
 
 
 PYPROJECT = """
@@ -118,7 +119,7 @@ thresholds = { max_refusal_rate = 0.25 }
     s = settings(tmp_path, config)
     assert s.cache_dir == tmp_path / "conf" / ".." / "cache"
     assert s.replay == tmp_path / "conf" / "runs" / "old.parquet"
-    assert s.user_suites == ["settings_suite"]
+    assert s.user_suite_names == ["settings_suite"]
     assert s.thresholds["settings_suite"] == {"max_refusal_rate": 0.25}
     spec = get_suite("settings_suite")
     assert not spec.builtin and spec.thresholds == {}  # each kind of row gets its default at check time
@@ -203,7 +204,7 @@ def test_parse_backend_args():
 def test_backend_args_reach_the_backend_options(tmp_path):
     s = settings(tmp_path, backend="vllm", backend_args={"tensor_parallel_size": 2}, replay_response_column="answer",
                  batch_size=3)
-    options = s.backend_options()
+    options = backend_options(s)
     # The replay column is the replay backend's own field: extra goes to vllm.LLM(**extra) untouched.
     assert options.extra == {"tensor_parallel_size": 2}
     assert options.replay_response_column == "answer"
@@ -220,3 +221,14 @@ def test_user_suites_cannot_replace_builtins_but_can_replace_each_other():
     assert get_suite("settings_replaceable").description == "two"
     with pytest.raises(ConfigError, match="unknown suite 'no_such_suite'"):
         get_suite("no_such_suite")
+
+
+def test_defaults_are_stated_once_on_the_options_objects():
+    """Default settings give the options objects' own defaults (harness.config.options states them once)."""
+    from harness.config.options import BackendOptions, ParallelOptions, SamplingConfig
+    from harness.engine.preflight import parallel_options
+
+    s = RunSettings()
+    assert s.sampling == SamplingConfig()
+    assert parallel_options(s) == ParallelOptions()
+    assert backend_options(s) == BackendOptions()

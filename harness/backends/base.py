@@ -9,57 +9,11 @@ from __future__ import annotations
 
 import functools
 
-from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from harness.config.options import BackendOptions, SamplingConfig  # noqa: F401  (the backend interface's own types)
 from harness.core.errors import BackendError, ConfigError
 from harness.core.types import GenerationRequest, GenerationResult
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Decoding parameters; recorded in every report row and part of the cache key."""
-
-    max_new_tokens: int = field(default=256, metadata={"help": "Most tokens generated per response."})
-    temperature: float = field(default=0.0, metadata={"help": "0 means greedy decoding (the default)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass; ignored when greedy."})
-    seed: int = field(default=0, metadata={"help": "Sampling seed, recorded so sampled runs can be repeated."})
-    num_beams: int = field(default=1, metadata={"help": "Beam search with this many beams; 1 is no beam search."})
-    length_penalty: float = field(default=1.0, metadata={
-        "help": "Beam search: a finished beam's score is its log-probability over length ** length_penalty."})
-    early_stopping: str = field(default="false", metadata={
-        "help": "Beam search stopping, as transformers' early_stopping: false (heuristic), true, never."})
-
-    @property
-    def beam_search(self) -> bool:
-        return self.num_beams > 1
-
-    def as_dict(self) -> dict:
-        out = {
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-        }
-        if self.beam_search:  # only then: greedy and sampled runs keep the cache keys and records they had
-            out.update(num_beams=self.num_beams, length_penalty=self.length_penalty, early_stopping=self.early_stopping)
-        return out
-
-
-@dataclass(frozen=True)
-class BackendOptions:
-    """Settings a backend may use; each backend ignores what it does not need."""
-
-    dtype: str = field(default="auto", metadata={"help": "auto: see generation_dtype."})
-    batch_size: int = field(default=16, metadata={"help": "hf backend: prompts per generate() call."})
-    max_model_len: int = field(default=2048, metadata={"help": "vllm: longest prompt+response in tokens."})
-    kv_cache_gib: float = field(default=2.0, metadata={"help": "vllm on CPU: KV cache size (GiB)."})
-    gpu_memory_utilization: float = field(default=0.85, metadata={"help": "vllm on GPU: memory fraction."})
-    replay_path: str | None = field(default=None, metadata={"help": "replay: file holding the responses."})
-    replay_response_column: str | None = field(default=None, metadata={"help": "replay: the response column."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Run a model folder's own code."})
-    batch_invariant: bool = field(default=False, metadata={"help": "vllm: VLLM_BATCH_INVARIANT=1 (NVIDIA, sm >= 80)."})
-    extra: dict = field(default_factory=dict, metadata={"help": "Backend-specific keyword arguments."})
 
 
 def auto_dtype(dtype: str, on_gpu: bool) -> str:

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
+from harness.config.options import ParallelOptions
 from harness.core.errors import BackendError, ConfigError
 from harness.core.types import GenerationRequest, GenerationResult
 from harness.backends.engine_replica import EngineReplica
@@ -43,27 +44,28 @@ LOCAL_OBJECT_STORE = 256 * 1024**2
 IN_FLIGHT_PER_REPLICA = 4
 
 
-def validate_replicas(settings) -> None:
-    """One-line ConfigError for a bad ``replicas``, a non-vLLM backend, or Ray missing (before any model loads)."""
-    n = settings.replicas
+def validate_replicas(parallel: ParallelOptions, backend: str) -> None:
+    """One-line ConfigError for a bad ``replicas``, a non-vLLM ``backend`` (``auto`` allowed), or Ray missing
+    (before any model loads)."""
+    n = parallel.replicas
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"replicas must be a whole number of at least 1, got {n!r}")
     if n == 1:
         return
     from harness.backends.base import resolve_backend_name
 
-    backend = resolve_backend_name(settings.backend)
+    backend = resolve_backend_name(backend)
     if backend != "vllm":
         raise ConfigError(f"replicas applies to the vllm backend only (backend is {backend})")
-    if settings.data_parallel_size > 1 or settings.tensor_parallel_size > 1 or settings.pipeline_parallel_size > 1:
+    if parallel.data_parallel_size > 1 or parallel.tensor_parallel_size > 1 or parallel.pipeline_parallel_size > 1:
         raise ConfigError("replicas > 1 runs one single-device engine per replica; drop tensor/pipeline/data_parallel_size")
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:
         raise ConfigError(f"--replicas {n} needs Ray, an optional extra: {RAY_EXTRA}")
-    if settings.ray_address:  # an unreachable cluster fails here, before any model is resolved or loaded
+    if parallel.ray_address:  # an unreachable cluster fails here, before any model is resolved or loaded
         try:
-            check_reachable(settings.ray_address)
+            check_reachable(parallel.ray_address)
         except BackendError as exc:
             raise ConfigError(str(exc)) from None
 
@@ -355,6 +357,6 @@ def _first_line(exc) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def start_replicas(settings, *, model, sampling, options) -> ReplicaPool:
-    return ReplicaPool(model=model, sampling=sampling, options=options, replicas=settings.replicas,
-                       ray_address=settings.ray_address)
+def start_replicas(parallel: ParallelOptions, *, model, sampling, options) -> ReplicaPool:
+    return ReplicaPool(model=model, sampling=sampling, options=options, replicas=parallel.replicas,
+                       ray_address=parallel.ray_address)

@@ -19,6 +19,7 @@ from dataclasses import fields, replace
 from harness.backends.base import BackendOptions, SamplingConfig, generation_dtype, register_backend, require
 from harness.backends.vllm_interrupt import interruptible_start
 from harness.backends.vllm_quiet import engine_output_kwargs, engine_start_env
+from harness.config.options import ParallelOptions
 from harness.core.errors import BackendError, ConfigError
 from harness.core.types import GenerationRequest, GenerationResult
 
@@ -37,6 +38,7 @@ def on_gpu_platform() -> bool:
 
 
 # -- multi-device settings (first-class RunSettings fields, also accepted as --backend-arg) -------------
+# The ParallelOptions fields vllm.LLM takes (replicas are the harness's own pool: harness.backends.replicas).
 PARALLEL_FIELDS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
                    "distributed_executor_backend", "ray_address")
 _SIZES = PARALLEL_FIELDS[:3]
@@ -44,23 +46,23 @@ EXECUTOR_BACKENDS = ("mp", "ray", "uni", "external_launcher")
 # Splitting one forward pass differently changes the order of floating-point sums, so these can change
 # greedy outputs: they join the cache key. Replicas (data parallel) and executors do not.
 _OUTPUT_CHANGING = ("tensor_parallel_size", "pipeline_parallel_size")
+_DEFAULTS = {f.name: f.default for f in fields(ParallelOptions) if f.name in PARALLEL_FIELDS}
 
 
-def normalize_parallel(settings):
-    """Validate the parallel settings, adopting any given as ``--backend-arg KEY=VALUE`` into their fields
-    (both spellings then give the same engine and cache key; backend_args keeps it as given). Raises
-    ConfigError with a one-line reason."""
-    defaults = {f.name: f.default for f in fields(settings) if f.name in PARALLEL_FIELDS}
-    args = settings.backend_args
-    values = {name: getattr(settings, name) for name in PARALLEL_FIELDS}
+def normalize_parallel(parallel: ParallelOptions, backend_args: dict, backend: str) -> ParallelOptions:
+    """Validate the parallel settings, adopting any given as ``--backend-arg KEY=VALUE`` (``backend_args``)
+    into their fields (both spellings then give the same engine and cache key; backend_args keeps it as
+    given). ``backend``: the backend asked for (``auto`` allowed). Raises ConfigError with a one-line reason."""
+    args = backend_args
+    values = {name: getattr(parallel, name) for name in PARALLEL_FIELDS}
     for name in PARALLEL_FIELDS:
         if name in args:
             given = args[name]
-            if values[name] != defaults[name] and values[name] != given:
+            if values[name] != _DEFAULTS[name] and values[name] != given:
                 raise ConfigError(f"{name} is set twice ({values[name]!r} and backend_args {given!r}); keep one")
             values[name] = given
     # What the user set, before a Ray address implies the Ray executor: an error names one of these.
-    given = [name for name in PARALLEL_FIELDS if values[name] != defaults[name]]
+    given = [name for name in PARALLEL_FIELDS if values[name] != _DEFAULTS[name]]
     for name in _SIZES:
         v = values[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -80,21 +82,27 @@ def normalize_parallel(settings):
     if given:
         from harness.backends.base import resolve_backend_name
 
-        backend = resolve_backend_name(settings.backend)
+        backend = resolve_backend_name(backend)
         if backend != "vllm":
             raise ConfigError(f"{given[0]} applies to the vllm backend only (backend is {backend})")
-    return replace(settings, **values)
+    return replace(parallel, **values)
 
 
-def parallel_args(settings) -> dict:
+def parallel_args(parallel: ParallelOptions) -> dict:
     """The parallel settings that differ from vLLM's defaults, as ``vllm.LLM`` keyword arguments (plus
     ``ray_address``, which ``engine_kwargs`` turns into RAY_ADDRESS). Empty for a one-device run."""
-    defaults = {f.name: f.default for f in fields(settings) if f.name in PARALLEL_FIELDS}
-    return {name: getattr(settings, name) for name in PARALLEL_FIELDS if getattr(settings, name) != defaults[name]}
+    return {name: getattr(parallel, name) for name in PARALLEL_FIELDS if getattr(parallel, name) != _DEFAULTS[name]}
 
 
-def output_parallel_args(settings) -> dict:
-    return {k: v for k, v in parallel_args(settings).items() if k in _OUTPUT_CHANGING}
+def output_parallel_args(parallel: ParallelOptions) -> dict:
+    return {k: v for k, v in parallel_args(parallel).items() if k in _OUTPUT_CHANGING}
+
+
+def check_sampling(sampling: SamplingConfig) -> None:
+    """Decoding vLLM cannot do: a one-line ConfigError, before any model loads."""
+    if sampling.beam_search and sampling.early_stopping == "true":
+        raise ConfigError("--early-stopping true: vLLM's beam search has no early stop (it searches until no better "
+                          "beam can be found, as 'never' does); use false or never, or --backend hf")
 
 
 def check_devices(extra: dict, n_gpus: int) -> None:

@@ -106,15 +106,16 @@ def _scored_rows(path: Path, suites: list[str] | None) -> list[dict]:
 
 def _fit(args) -> int:
     from harness.config.settings import build_settings
+    from harness.engine.preflight import preflight
     from harness.core.records import JUDGE_ERROR
     from harness.scoring.factory import build_refusal_scorer
     from harness.scoring.agreement import agreement
     from harness.scoring.error_rates import ErrorRates, error_rates_for, write_error_rates
 
     labelled = _labelled_rows(args)
-    settings = build_settings(cli={"scorer": args.scorer, "judge_model": args.judge_model}, rootdir=Path.cwd(),
-                              config_file=args.config)
-    scorer = build_refusal_scorer(settings)
+    plan = preflight(build_settings(cli={"scorer": args.scorer, "judge_model": args.judge_model},
+                                    rootdir=Path.cwd(), config_file=args.config))
+    scorer = build_refusal_scorer(plan.scorer_options)
     scores = scorer.score([p for p, _, _ in labelled], [r for _, r, _ in labelled])
     human = [g for _, _, g in labelled]
     pairs = [(g, s.label) for g, s in zip(human, scores) if s.label != JUDGE_ERROR]

@@ -17,7 +17,8 @@ def _prepare_args(p):
 
 @_prepare_args.run
 def _prepare(args) -> int:
-    from harness.models.resolve import DEFAULT_MODEL, resolve_model
+    from harness.config.options import DEFAULT_MODEL
+    from harness.models.resolve import resolve_model
     from harness.core.paths import default_cache_dir
 
     model = resolve_model(args.model or DEFAULT_MODEL, base_model=args.base_model,

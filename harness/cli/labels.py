@@ -38,10 +38,11 @@ def add_store_args(p) -> None:
 def open_store(args):
     """The store the settings name: --labels, else TOML ``labels``, else <cache_dir>/labels.sqlite."""
     from harness.config.settings import build_settings
+    from harness.engine.preflight import preflight
     from harness.labels import LabelStore, store_path
 
-    settings = build_settings(cli={"labels": args.labels, "cache_dir": args.cache_dir}, rootdir=Path.cwd(),
-                              config_file=args.config)
+    settings = preflight(build_settings(cli={"labels": args.labels, "cache_dir": args.cache_dir},
+                                        rootdir=Path.cwd(), config_file=args.config)).settings
     return LabelStore(store_path(settings.labels, settings.cache_dir))
 
 

@@ -23,10 +23,11 @@ def existing_store(args):
     """The label store the settings name (--labels, TOML ``labels``, else the one beside the cache), or None
     when that file does not exist: reading a report never creates a store."""
     from harness.config.settings import build_settings
+    from harness.engine.preflight import preflight
     from harness.labels import LabelStore, store_path
 
-    settings = build_settings(cli={"labels": args.labels, "cache_dir": args.cache_dir}, rootdir=Path.cwd(),
-                              config_file=args.config)
+    settings = preflight(build_settings(cli={"labels": args.labels, "cache_dir": args.cache_dir},
+                                        rootdir=Path.cwd(), config_file=args.config)).settings
     path = store_path(settings.labels, settings.cache_dir)
     if not path.is_file():
         if args.labels is not None:
@@ -70,7 +71,7 @@ def with_todays_labels(report: Path, meta: dict, store) -> dict:
 def _require_check_fields(report: Path, suites: dict) -> None:
     """One line naming the report, suite and field when a recorded check lacks what the table shows (a report
     written by hand or by another tool), instead of a traceback halfway through the table."""
-    from harness.config.check_summary import CHECK_FIELDS
+    from harness.scoring.check_summary import CHECK_FIELDS
 
     for suite, info in sorted(suites.items()):
         for check in (info or {}).get("checks") or []:
@@ -83,7 +84,7 @@ def _require_check_fields(report: Path, suites: dict) -> None:
 @_summary_args.run
 def _summary(args) -> int:
     from harness.baselines.compare import load_report, summarize_run
-    from harness.config import check_summary
+    from harness.scoring import check_summary
     from harness.core.report_file import read_run_report
     from harness.core.text import format_table
     from harness.reports.html import judge_error_lines
@@ -96,7 +97,7 @@ def _summary(args) -> int:
     meta = report.meta
     suites = meta.get("suites") or {}
     _require_check_fields(args.report, suites)
-    # The same table and notes as the terminal summary of the run (harness.config.check_summary).
+    # The same table and notes as the terminal summary of the run (harness.scoring.check_summary).
     for line in format_table(check_summary.columns(suites), check_summary.table_rows(suites)):
         print(line)
     for line in check_summary.default_threshold_lines(suites) + judge_error_lines(meta):

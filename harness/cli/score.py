@@ -65,11 +65,13 @@ def _score(args) -> int:
     from harness.engine.response_scoring import ResponseScoring
     from harness.scoring.factory import HARM_AUTO, harm_scorer_name
     from harness.config.settings import build_settings
+    from harness.engine.preflight import preflight
 
     cli = {"scorer": args.scorer, "judge_model": args.judge_model, "harm_scorer": args.harm_scorer,
            "harm_model": args.harm_model, "backend": args.backend, "batch_size": args.batch_size,
            "cache_dir": args.cache_dir, "vllm_kv_cache_gib": args.vllm_kv_cache_gib, "max_model_len": args.max_model_len}
-    settings = build_settings(cli=cli, rootdir=Path.cwd(), config_file=args.config)
+    plan = preflight(build_settings(cli=cli, rootdir=Path.cwd(), config_file=args.config))
+    settings = plan.settings
     required = [args.prompt_column, args.response_column] + ([args.label_column] if args.label_column else [])
     rows, sources = [], []
     for path in args.input:
@@ -87,7 +89,7 @@ def _score(args) -> int:
     if empty:
         print(f"note: {empty} empty responses (scored as the scorer defines: refusal_patterns and the "
               "classifier and judge label them full_refusal)", file=sys.stderr)
-    harm_name = harm_scorer_name(settings)
+    harm_name = harm_scorer_name(plan.scorer_options)
     no_harm = harm_name is None or (harm_name == "unsafe_compliance" and settings.harm_scorer == HARM_AUTO
                                     and expected is None)  # auto, and nothing says which prompts should be refused
     if harm_name == "unsafe_compliance" and expected is None and not no_harm:

@@ -32,9 +32,8 @@ def apply_preset(settings, name: str, *, keep: set[str]):
 
 
 def check_decoding(settings) -> None:
-    """Decoding settings that cannot go together: a ConfigError naming the options, before any model loads."""
-    from harness.backends.base import resolve_backend_name
-
+    """Decoding settings that cannot go together: a ConfigError naming the options, before any model loads.
+    What one backend cannot do is the engine's preflight's to say (harness.backends.vllm_backend.check_sampling)."""
     s = settings
     if s.num_beams == 1:
         if s.length_penalty != 1.0:
@@ -47,6 +46,3 @@ def check_decoding(settings) -> None:
                           f"{s.temperature:g} (or set it to 0) or --num-beams")
     if s.replicas > 1:
         raise ConfigError(f"--num-beams {s.num_beams} runs on one engine: drop --replicas {s.replicas} or --num-beams")
-    if s.early_stopping == "true" and resolve_backend_name(s.backend) == "vllm":
-        raise ConfigError("--early-stopping true: vLLM's beam search has no early stop (it searches until no better "
-                          "beam can be found, as 'never' does); use false or never, or --backend hf")

@@ -29,15 +29,28 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from harness.backends.base import BackendOptions, SamplingConfig
 from harness.core.errors import ConfigError
 from harness.core.paths import CACHE_ENV, DATA_ENV, data_dir_from_env, default_cache_dir  # noqa: F401  (re-exported)
 from harness.config.thresholds import THRESHOLD_ON, validate_thresholds
-from harness.models.resolve import DEFAULT_MODEL
-from harness.data.suites import SuiteSpec, add_suite
 from harness.config.checks import check_value
-from harness.models.templates import TEMPLATES
+from harness.config.options import DEFAULT_MODEL, TEMPLATES, BackendOptions, ParallelOptions, SamplingConfig
 from harness.config.presets import EARLY_STOPPING, PRESETS, apply_preset, check_decoding
+
+# Defaults are stated once, on the options objects the engine builds from these settings (harness.config.options).
+_S, _B, _P = SamplingConfig, BackendOptions, ParallelOptions
+
+
+@dataclass(frozen=True)
+class UserSuite:
+    """A suite declared in TOML (``[tool.safety-harness.suites.NAME]``), checked here and registered by the
+    engine's preflight (harness.engine.preflight), which builds its loader."""
+
+    name: str
+    file: Path  # the prompt file, resolved against the folder of the TOML file that names it
+    expected: str | None  # "refuse" or "comply" for rows whose `expected` cell is empty
+    description: str
+    prompt_column: str
+    where: str  # "CONFIG: suites.NAME", for an error about it
 
 
 
@@ -48,17 +61,17 @@ class RunSettings:
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "Model folder, LoRA adapter folder or alias."})
     base_model: str | None = field(default=None, metadata={"help": "Base model for an adapter (overrides adapter_config.json)."})
     backend: str = field(default="auto", metadata={"help": "auto (vllm if installed, else hf), vllm, hf, replay, dummy."})
-    template: str = field(default="auto", metadata={"choices": TEMPLATES, "help": "auto, chat, alpaca or raw."})
-    max_new_tokens: int = field(default=256, metadata={"ge": 1, "help": "Most tokens generated per response."})
-    temperature: float = field(default=0.0, metadata={"ge": 0, "help": "0 = greedy decoding."})
-    top_p: float = field(default=1.0, metadata={"gt": 0, "le": 1, "help": "Nucleus sampling mass when temperature > 0."})
-    seed: int = field(default=0, metadata={"ge": 0, "le": 2**32 - 1, "help": "Sampling seed and sampling seed for --limit."})
-    num_beams: int = field(default=1, metadata={"ge": 1, "help": "Beam search with N beams (vllm: vLLM's beam search; hf: "
+    template: str = field(default=TEMPLATES[0], metadata={"choices": TEMPLATES, "help": "auto, chat, alpaca or raw."})
+    max_new_tokens: int = field(default=_S.max_new_tokens, metadata={"ge": 1, "help": "Most tokens generated per response."})
+    temperature: float = field(default=_S.temperature, metadata={"ge": 0, "help": "0 = greedy decoding."})
+    top_p: float = field(default=_S.top_p, metadata={"gt": 0, "le": 1, "help": "Nucleus sampling mass when temperature > 0."})
+    seed: int = field(default=_S.seed, metadata={"ge": 0, "le": 2**32 - 1, "help": "Sampling seed and sampling seed for --limit."})
+    num_beams: int = field(default=_S.num_beams, metadata={"ge": 1, "help": "Beam search with N beams (vllm: vLLM's beam search; hf: "
                                                 "generate(num_beams=N)); 1 = no beam search. Not with temperature > 0."})
-    length_penalty: float = field(default=1.0, metadata={
+    length_penalty: float = field(default=_S.length_penalty, metadata={
         "help": "Beam search (num_beams > 1): a finished beam scores its log-probability / length ** length_penalty "
                 "(as transformers defines it); > 1 favours longer replies."})
-    early_stopping: str = field(default="false", metadata={"choices": EARLY_STOPPING,
+    early_stopping: str = field(default=_S.early_stopping, metadata={"choices": EARLY_STOPPING,
         "help": "Beam search (num_beams > 1), as transformers defines it: false (stop when no better beam is "
                 "likely), true (stop once num_beams beams are finished; hf only), never (stop when no better beam "
                 "can be found)."})
@@ -95,27 +108,27 @@ class RunSettings:
     no_ref_loglik: bool = field(default=False, metadata={"help": "Skip the reference log-likelihood of the capability suite."})
     ref_loglik_max_tokens: int = field(default=256, metadata={"ge": 1, "help": "Reference answers are scored on their first N tokens."})
     allow_pickle: bool = field(default=False, metadata={"help": "Accept pickled (.bin) weights."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Let a model folder run its own code."})
+    trust_remote_code: bool = field(default=_B.trust_remote_code, metadata={"help": "Let a model folder run its own code."})
     no_adapter_sanity: bool = field(default=False, metadata={
         "help": "Skip the check that an adapter's outputs differ from its base model's on a few canary prompts."})
-    dtype: str = field(default="auto", metadata={"choices": ("auto", "float32", "bfloat16", "float16"),
+    dtype: str = field(default=_B.dtype, metadata={"choices": ("auto", "float32", "bfloat16", "float16"),
                                                  "help": "auto (bfloat16 on a GPU, and for vllm on a CPU with native bfloat16 such as AVX512-BF16 unless it serves a LoRA adapter; float32 otherwise), float32, bfloat16, float16."})
-    batch_size: int = field(default=16, metadata={"ge": 1, "help": "hf backend batch size."})
+    batch_size: int = field(default=_B.batch_size, metadata={"ge": 1, "help": "hf backend batch size."})
     chunk_size: int = field(default=256, metadata={"ge": 1, "help": "Prompts per generation chunk; each chunk is cached as it finishes."})
-    max_model_len: int = field(default=2048, metadata={"ge": 1, "help": "vllm: longest prompt plus response, in tokens."})
-    vllm_kv_cache_gib: float = field(default=2.0, metadata={"gt": 0, "help": "vllm on CPU: KV cache GiB (keep small)."})
-    tensor_parallel_size: int = field(default=1, metadata={"ge": 1, "help": "vllm: GPUs one model copy is split across (tensor parallel)."})
-    pipeline_parallel_size: int = field(default=1, metadata={"ge": 1, "help": "vllm: pipeline stages (layers split across GPUs or nodes)."})
-    data_parallel_size: int = field(default=1, metadata={"ge": 1,
+    max_model_len: int = field(default=_B.max_model_len, metadata={"ge": 1, "help": "vllm: longest prompt plus response, in tokens."})
+    vllm_kv_cache_gib: float = field(default=_B.kv_cache_gib, metadata={"gt": 0, "help": "vllm on CPU: KV cache GiB (keep small)."})
+    tensor_parallel_size: int = field(default=_P.tensor_parallel_size, metadata={"ge": 1, "help": "vllm: GPUs one model copy is split across (tensor parallel)."})
+    pipeline_parallel_size: int = field(default=_P.pipeline_parallel_size, metadata={"ge": 1, "help": "vllm: pipeline stages (layers split across GPUs or nodes)."})
+    data_parallel_size: int = field(default=_P.data_parallel_size, metadata={"ge": 1,
         "help": "vllm: engine replicas; above 1 vLLM's offline LLM needs distributed_executor_backend=external_launcher."})
-    distributed_executor_backend: str | None = field(default=None, metadata={
+    distributed_executor_backend: str | None = field(default=_P.distributed_executor_backend, metadata={
         "help": "vllm: mp, ray, uni or external_launcher (default: vLLM picks mp on one host)."})
-    ray_address: str | None = field(default=None, metadata={
+    ray_address: str | None = field(default=_P.ray_address, metadata={
         "help": "vllm: a running Ray cluster's address (e.g. ray://head:10001); implies distributed_executor_backend=ray."})
-    replicas: int = field(default=1, metadata={
+    replicas: int = field(default=_P.replicas, metadata={
         "help": "vllm: N engines as Ray actors on a local Ray instance (or the cluster at ray_address), fed shards "
                 "of prompts; needs the ray extra (pip install 'safety-harness[ray]'). See docs/parallel.md."})
-    batch_invariant: bool = field(default=False, metadata={
+    batch_invariant: bool = field(default=_B.batch_invariant, metadata={
         "help": "vllm: batch-invariant kernels (VLLM_BATCH_INVARIANT=1), so a response does not depend on the batch "
                 "it shares and bfloat16 reports do not depend on the layout; NVIDIA GPUs of compute capability "
                 ">= 8.0 only, refused elsewhere (docs/parallel.md)."})
@@ -139,7 +152,8 @@ class RunSettings:
     thresholds: dict = field(default_factory=dict, metadata={"help": "SUITE or SUITE:CATEGORY -> {max_/min_metric: value}."})
     baseline_dir: Path | None = field(default=None, metadata={"help": "Folder of named baselines for --baseline-save/--baseline-compare (default .safety-harness/baselines in the project)."})
     gate: dict = field(default_factory=dict, metadata={"help": "[tool.safety-harness.gate]: regression-gate rules against a baseline (see harness.baselines.store)."})
-    user_suites: list = field(default_factory=list, metadata={"help": "Suites declared in TOML (names)."})
+    user_suites: list = field(default_factory=list, metadata={
+        "help": "Suites declared in TOML (UserSuite records; the report records their names)."})
     sources: list = field(default_factory=list, metadata={"help": "TOML files read, for the report."})
 
     @property
@@ -147,37 +161,14 @@ class RunSettings:
         return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed,
                               self.num_beams, self.length_penalty, self.early_stopping)
 
-    def output_backend_args(self) -> dict:
-        """The backend settings that can change responses: what the generation cache key includes."""
-        from harness.backends.vllm_backend import PARALLEL_FIELDS, output_parallel_args
-
-        # Parallel settings enter only through output_parallel_args, whichever way they were spelled.
-        others = {k: v for k, v in self.backend_args.items() if k not in PARALLEL_FIELDS}
-        return {**others, **output_parallel_args(self)}
-
-    def backend_options(self) -> BackendOptions:
-        from harness.backends.vllm_backend import parallel_args
-        from harness.scoring.judge import GENERATION_SHARE_BESIDE_JUDGE
-
-        extra = {**parallel_args(self), **self.backend_args}
-        # On one GPU a judge model's engine runs beside the generation engine: generation leaves it room
-        # (harness.scoring.judge; a gpu_memory_utilization backend_arg still wins).
-        share = {"gpu_memory_utilization": GENERATION_SHARE_BESIDE_JUDGE} if self.judge_model else {}
-        return BackendOptions(
-            **share,
-            dtype=self.dtype,
-            batch_size=self.batch_size,
-            max_model_len=self.max_model_len,
-            kv_cache_gib=self.vllm_kv_cache_gib,
-            replay_path=str(self.replay) if self.replay else None,
-            replay_response_column=self.replay_response_column,
-            trust_remote_code=self.trust_remote_code,
-            batch_invariant=self.batch_invariant,
-            extra=extra,
-        )
+    @property
+    def user_suite_names(self) -> list[str]:
+        return [suite.name for suite in self.user_suites]
 
     def public_dict(self) -> dict:
-        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
+        """The settings as the report records them: plain values, paths as text, user suites by name."""
+        out = {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
+        return {**out, "user_suites": self.user_suite_names}
 
 
 OPTION_FIELDS = {f.name for f in fields(RunSettings)} - {"thresholds", "user_suites", "sources", "backend_args", "gate"}
@@ -226,7 +217,7 @@ def apply_toml(settings: RunSettings, path: Path, *, allow_top_level: bool) -> R
     backend_args.update(table_args)
     user_suites = list(settings.user_suites)
     for name, spec in table.get("suites", {}).items():
-        user_suites.append(_register_user_suite(name, spec, base, path))
+        user_suites.append(_declare_user_suite(name, spec, base, path))
         if spec.get("thresholds"):
             thresholds.setdefault(name, {}).update(
                 validate_thresholds(spec["thresholds"], where=f"{path}: suites.{name}.thresholds")
@@ -238,7 +229,7 @@ def apply_toml(settings: RunSettings, path: Path, *, allow_top_level: bool) -> R
                    backend_args=backend_args, sources=settings.sources + [str(path)])
 
 
-def _register_user_suite(name: str, spec: dict, base: Path, config_path: Path) -> str:
+def _declare_user_suite(name: str, spec: dict, base: Path, config_path: Path) -> UserSuite:
     where = f"{config_path}: suites.{name}"
     if not isinstance(spec, dict) or "path" not in spec:
         raise ConfigError(f"{where}: needs path = \"prompts.csv\" (a CSV, JSONL or Parquet file)")
@@ -249,21 +240,8 @@ def _register_user_suite(name: str, spec: dict, base: Path, config_path: Path) -
     if expected not in (None, "refuse", "comply"):
         raise ConfigError(f"{where}: expected must be 'refuse' or 'comply', got {expected!r}")
     file = base / spec["path"]
-    column = spec.get("prompt_column", "prompt")
-
-    def load(data_dir, file=file, name=name, expected=expected, column=column):
-        from harness.data.loaders import load_prompt_file
-
-        return load_prompt_file(file, suite=name, expected=expected, prompt_column=column)
-
-    # No thresholds of its own here: its table's thresholds come through settings.thresholds[name], and each
-    # kind of row it holds (whatever its `expected` column says) that none covers is checked against the
-    # default bound for that kind, marked as a default in the summary (harness.config.thresholds).
-    try:
-        add_suite(SuiteSpec(name, spec.get("description", f"user suite from {file}"), load, {}, builtin=False))
-    except ConfigError as exc:  # e.g. a built-in suite's name: say which file declared it
-        raise ConfigError(f"{where}: {exc}") from None
-    return name
+    return UserSuite(name, file, expected, spec.get("description", f"user suite from {file}"),
+                     spec.get("prompt_column", "prompt"), where)
 
 
 def parse_backend_args(items: list[str] | None) -> dict:
@@ -282,7 +260,10 @@ def parse_backend_args(items: list[str] | None) -> dict:
 
 
 def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> RunSettings:
-    """Defaults < pyproject.toml at the rootdir < --config file < environment < command line."""
+    """Defaults < pyproject.toml at the rootdir < --config file < environment < command line, each field
+    checked (type, range, choices) and the decoding rules held. What a setting means to another package
+    (a backend, the replica pool, the scorer's error rates, a user suite's registration) is checked by the
+    engine's preflight (``harness.engine.preflight.preflight``), which a run calls next."""
     settings = RunSettings()
     pyproject = rootdir / "pyproject.toml"
     if pyproject.is_file():
@@ -305,19 +286,4 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
     check_decoding(settings)  # e.g. beams with sampling: one line, before any model loads
     if cli.get("backend_args"):  # merged key by key over the TOML table
         settings = replace(settings, backend_args={**settings.backend_args, **cli["backend_args"]})
-    from harness.backends.vllm_backend import check_batch_invariant, normalize_parallel
-    from harness.backends.replicas import validate_replicas
-    from harness.capability.judges import check_capability_options
-
-    check_capability_options(settings.capability_judge, settings.ref_loglik_max_tokens)  # before any generation
-    if settings.error_rates is not None:  # a file the user named must hold this scorer's rates, before any generation
-        from harness.scoring.error_rates import check_user_file
-
-        check_user_file(settings.error_rates, settings.scorer)
-    settings = normalize_parallel(settings)
-    if settings.batch_invariant:  # a platform without it: one line, before any model loads
-        from harness.backends.base import resolve_backend_name
-
-        check_batch_invariant(resolve_backend_name(settings.backend))
-    validate_replicas(settings)  # Ray missing or a bad count: one line, before any model loads
-    return settings
+    return settings  # the checks across packages (backend, replicas, error rates): harness.engine.preflight

@@ -296,6 +296,14 @@ def normalize_threshold_on(value: str, *, where: str = "threshold_on", allowed: 
     return value
 
 
+def rates_for_expected(rates, expected: str | None):
+    """The rates that correct a rate over ``expected`` prompts ("refuse" or "comply"): that behaviour's
+    between-model rates where ``rates`` has them per behaviour (``for_expected``, as
+    ``harness.scoring.behaviour_rates.RatesByExpected``), else the one pooled set for both (None when none)."""
+    for_expected = getattr(rates, "for_expected", None)
+    return for_expected(expected) if for_expected is not None else rates
+
+
 def check_thresholds(rows: list[tuple[str, str]], thresholds: dict[str, float], *,
                      on: str = "estimate", error_rates=None, fill_defaults: bool = False,
                      verified: dict[str, VerifiedRate] | None = None) -> list[Check]:
@@ -317,8 +325,6 @@ def check_thresholds(rows: list[tuple[str, str]], thresholds: dict[str, float], 
     ``verified`` maps threshold keys (defaults included) to the rate verified by people's labels; every
     check carries its own, and ``on="verified"`` and ``"verified_bound"`` hold that estimate, or the far end
     of its interval, against the threshold. A check none of whose replies is labelled fails closed."""
-    from harness.scoring.error_rates import rates_for_expected  # (the scoring layer sits below this one)
-
     defaults: set[str] = set()
     if fill_defaults:
         thresholds, defaults = with_default_thresholds(thresholds, {expected for expected, _ in rows})

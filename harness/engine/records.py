@@ -53,7 +53,7 @@ def report_rows(session) -> dict[str, list]:
 
 
 def check_record(c) -> dict:
-    """One threshold check as the report records it (and ``harness.config.check_summary`` reads it)."""
+    """One threshold check as the report records it (and ``harness.scoring.check_summary`` reads it)."""
     return {"key": c.key, "threshold": c.threshold, "rate": c.rate.rate, "k": c.rate.k, "n": c.rate.n,
             "ci_low": c.rate.low, "ci_high": c.rate.high, "passed": c.passed,
             "judge_errors": c.rate.judge_errors, "threshold_on": c.on, "default": getattr(c, "default", False),

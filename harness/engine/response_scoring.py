@@ -14,11 +14,13 @@ from harness.scoring.harm import HarmScore
 class ResponseScoring:
     def __init__(self, settings, *, refusal=None, harm="from settings"):
         """The scorers are built from ``settings`` unless given (``harm=None``: no harm scores)."""
+        from harness.engine.preflight import scorer_options
         from harness.scoring.factory import build_harm_scorer, build_refusal_scorer
 
         self.settings = settings
-        self.refusal = refusal if refusal is not None else build_refusal_scorer(settings)
-        self.harm = build_harm_scorer(settings) if harm == "from settings" else harm
+        options = scorer_options(settings)
+        self.refusal = refusal if refusal is not None else build_refusal_scorer(options)
+        self.harm = build_harm_scorer(options) if harm == "from settings" else harm
 
     def score_refusals(self, questions: list[str], texts: list[str]) -> list[RefusalScore]:
         scorer = self.refusal

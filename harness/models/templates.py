@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.config.options import TEMPLATES  # noqa: F401  (the names are settings data; built here)
 from harness.core.errors import ConfigError
 from harness.core.types import Prompt
 
-TEMPLATES = ("auto", "chat", "alpaca", "raw")
 
 # The Alpaca-LoRA template the paper trained and evaluated with
 # (vinid/safety-tuned-llamas, configs/alpaca.json, MIT).

@@ -9,7 +9,7 @@ came from); per metric M checked: ``M.n``, ``M.k``, ``M.rate``, ``M.ci95`` (Wils
 (``max 0.1``, ``(default)`` when filled in), ``M.verdict`` (PASS or FAIL), ``M.corrected`` and
 ``M.corrected_ci95`` (or ``undecidable``, or ``-`` without error rates), and where people labelled replies
 ``M.verified``, ``M.verified_ci95`` and ``M.verified_labelled`` (``n of N``). The values are the summary's
-(``harness.config.check_summary``), from the same checks.
+(``harness.scoring.check_summary``), from the same checks.
 
 The baseline gate's own items (``harness.pytest_plugin.baseline``) carry the gate's figures instead.
 """
@@ -23,7 +23,7 @@ from harness.pytest_plugin.state import SESSION_KEY, get_session, item_suite
 
 def check_properties(record: dict) -> list[tuple[str, str]]:
     """One check's properties (the report's record of it, ``harness.engine.records.check_record``)."""
-    from harness.config.check_summary import threshold_text
+    from harness.scoring.check_summary import threshold_text
     from harness.config.thresholds import VerifiedRate
     from harness.core.misclassification import CorrectedRate
 

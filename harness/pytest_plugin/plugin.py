@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends import available_backends
 from harness.backends.vllm_backend import EXECUTOR_BACKENDS
 from harness.core.errors import HarnessError
 from harness.core.files import check_writable
@@ -19,7 +20,8 @@ from harness.config.thresholds import THRESHOLD_ON
 from harness.engine.session import DataMissingError, HarnessSession, SuiteResult
 from harness.pytest_plugin.state import REPORT_KEY, SESSION_KEY, get_session, item_suite, marker_suite, project_dir  # noqa: F401
 from harness.config.settings import RunSettings, build_settings, parse_backend_args
-from harness.models.templates import TEMPLATES
+from harness.config.options import TEMPLATES
+from harness.engine.preflight import preflight
 from harness.config.presets import EARLY_STOPPING, PRESETS
 
 # Hooks that live in their own modules: pytest-xdist support (one generation, one report), the opt-in
@@ -29,7 +31,7 @@ from harness.config.presets import EARLY_STOPPING, PRESETS
 pytest_plugins = ["harness.pytest_plugin.xdist", "harness.pytest_plugin.invariance", "harness.pytest_plugin.baseline",
                   "harness.pytest_plugin.empty_gate", "harness.pytest_plugin.interrupts", "harness.pytest_plugin.junit"]
 
-BACKENDS = ("auto", "vllm", "hf", "replay", "dummy")
+BACKENDS = ("auto", *available_backends())  # the backend registry is the one list of names
 
 # (option, settings field, type, choices)
 _OPTIONS = [
@@ -111,13 +113,14 @@ def pytest_configure(config):
     cli["data_source"] = config.getoption("sh_data_source")
     try:
         cli["backend_args"] = parse_backend_args(config.getoption("sh_backend_args"))
-        settings = build_settings(cli=cli, rootdir=project_dir(config), config_file=config.getoption("sh_config"))
+        plan = preflight(build_settings(cli=cli, rootdir=project_dir(config), config_file=config.getoption("sh_config")))
+        settings = plan.settings
         # Every output named on the command line is writable before any generation (--html, --markdown and
         # --baseline-save: harness.pytest_plugin.baseline); the default report path once suites are selected.
         check_writable([("--report", settings.report), ("--junitxml", getattr(config.option, "xmlpath", None))])
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[SESSION_KEY] = HarnessSession(settings, notify=_terminal_line(config))
+    config.stash[SESSION_KEY] = HarnessSession(settings, plan=plan, notify=_terminal_line(config))
 
 
 def _terminal_line(config):
@@ -138,7 +141,7 @@ def _terminal_line(config):
 def pytest_generate_tests(metafunc):
     hs = get_session(metafunc.config)
     if "safety_suite_name" in metafunc.fixturenames:
-        names = hs.settings.user_suites
+        names = hs.settings.user_suite_names
         metafunc.parametrize("safety_suite_name", names, ids=names)
     if "safety_category" in metafunc.fixturenames:
         suite = marker_suite(metafunc.definition)

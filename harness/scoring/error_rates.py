@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from harness.config.thresholds import rates_for_expected  # noqa: F401  (re-exported: one rule for both layers)
 from harness.core.errors import ConfigError
 from harness.scoring.behaviour_rates import BEHAVIOUR_NAMES, RatesByExpected, transport_error_rates  # noqa: F401
 
@@ -261,14 +262,6 @@ def rates_from_record(record: dict | None, where: str = "report metadata") -> Er
     if record.get("source") == TRANSPORT or "by_expected" in record:
         return RatesByExpected.from_json(scorer, version, record, where)
     return ErrorRates.from_json(scorer, version, record, where)
-
-
-def rates_for_expected(rates, expected: str | None):
-    """The rates that correct a rate over ``expected`` prompts ("refuse" or "comply"): that behaviour's
-    between-model rates, or the one pooled ``ErrorRates`` for both (None when there are none)."""
-    if isinstance(rates, RatesByExpected):
-        return rates.for_expected(expected)
-    return rates
 
 
 def describe_source(source: str | None, rates: ErrorRates | None = None) -> str:

@@ -1,17 +1,20 @@
-"""Scorers built from ``RunSettings``: the one place that turns ``--scorer``, ``--judge-model``,
+"""Scorers built from ``ScorerOptions`` (the engine's preflight builds them from the run's settings): the one place that turns ``--scorer``, ``--judge-model``,
 ``--harm-scorer`` and ``--harm-model`` into scorer objects, for pytest sessions and ``safety-harness score``.
 
 A factory asks for what it needs by parameter name (as pytest fixtures do): ``judge`` gets a
 ``LocalJudge`` on ``--judge-model`` (a rubric judge), ``guard_judge`` a ``JudgeModel`` on it (a guard model that
 reads its own format, ``harness.scoring.guards``), ``harm_model`` the ``--harm-model`` path, ``cache_dir``,
-``allow_pickle`` and ``batch_size`` the run's settings. So a third-party judge-based scorer needs no change
+``allow_pickle`` and ``batch_size`` the run's options. So a third-party judge-based scorer needs no change
 here.
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from harness.config.options import BackendOptions
 from harness.core.errors import ConfigError
 
 # --harm-scorer values besides the registered names
@@ -19,13 +22,29 @@ HARM_AUTO, HARM_NONE = "auto", "none"
 _JUDGES: dict[tuple, object] = {}  # one judge per (model, backend, ...) per process: refusal and harm share it
 
 
-def judge_for(settings):
+@dataclass(frozen=True)
+class ScorerOptions:
+    """What building the scorers reads of a run's settings (harness.engine.preflight.scorer_options)."""
+
+    scorer: str = field(metadata={"help": "Refusal scorer name (--scorer)."})
+    harm_scorer: str = field(metadata={"help": "Harm scorer name, auto or none (--harm-scorer)."})
+    harm_model: str | None = field(metadata={"help": "Harmfulness model for the reward_model harm scorer."})
+    judge_model: str | None = field(metadata={"help": "Model of the LLM judges and guard scorers (--judge-model)."})
+    backend: str = field(metadata={"help": "Backend a judge model runs on (as asked: auto allowed)."})
+    cache_dir: Path = field(metadata={"help": "Prepared models (and a judge's own)."})
+    allow_pickle: bool = field(metadata={"help": "Accept pickled (.bin) weights."})
+    batch_size: int = field(metadata={"help": "Batch size of model-backed scorers."})
+    seed: int = field(metadata={"help": "A judge's sampling seed."})
+    backend_options: BackendOptions = field(metadata={"help": "The run's backend options, which a judge model shares."})
+
+
+def judge_for(settings: ScorerOptions):
     """The ``LocalJudge`` for ``--judge-model``; a ConfigError when none is set."""
     from harness.scoring.judge import LocalJudge
 
     if not settings.judge_model:
         raise ConfigError("this scorer needs a judge model: pass --judge-model PATH_OR_ALIAS")
-    options = settings.backend_options()
+    options = settings.backend_options
     key = (settings.judge_model, settings.backend, str(settings.cache_dir), options.dtype, options.max_model_len,
            settings.seed)
     if key not in _JUDGES:
@@ -34,14 +53,14 @@ def judge_for(settings):
     return _JUDGES[key]
 
 
-def guard_judge_for(settings):
+def guard_judge_for(settings: ScorerOptions):
     """The ``JudgeModel`` for ``--judge-model`` that guard scorers run their own formats on: one per run, so
     a guard's refusal and harm scorers share one model and one pass."""
     from harness.scoring.judge import JudgeModel
 
     if not settings.judge_model:
         raise ConfigError("this scorer needs the guard model: pass --judge-model PATH_OR_HUB_ID")
-    options = settings.backend_options()
+    options = settings.backend_options
     key = ("guard", settings.judge_model, settings.backend, str(settings.cache_dir), options.dtype,
            options.max_model_len)
     if key not in _JUDGES:
@@ -50,7 +69,7 @@ def guard_judge_for(settings):
     return _JUDGES[key]
 
 
-def _build(registry, name: str, settings):
+def _build(registry, name: str, settings: ScorerOptions):
     params = inspect.signature(registry.factory(name)).parameters
     kwargs = {}
     if "judge" in params:
@@ -63,13 +82,13 @@ def _build(registry, name: str, settings):
     return registry.get(name, **kwargs)
 
 
-def build_refusal_scorer(settings):
+def build_refusal_scorer(settings: ScorerOptions):
     from harness.scoring.base import REFUSAL_SCORERS
 
     return _build(REFUSAL_SCORERS, settings.scorer, settings)
 
 
-def harm_scorer_name(settings) -> str | None:
+def harm_scorer_name(settings: ScorerOptions) -> str | None:
     """``auto``: ``reward_model`` when ``--harm-model`` is set; else the refusal scorer's own harm verdict when
     it is a guard that gives one from the same pass (``wildguard``, ``qwen3guard``); else
     ``unsafe_compliance``. ``none``: None."""
@@ -85,8 +104,8 @@ def harm_scorer_name(settings) -> str | None:
     return name
 
 
-def build_harm_scorer(settings):
-    """The harm scorer the settings ask for, or None (``--harm-scorer none``)."""
+def build_harm_scorer(settings: ScorerOptions):
+    """The harm scorer the options ask for, or None (``--harm-scorer none``)."""
     from harness.scoring.harm import HARM_SCORERS
 
     name = harm_scorer_name(settings)

@@ -108,7 +108,7 @@ def fence(name: str, text: str, tag: str) -> str:
 # On one GPU a model judge runs beside the generation engine, which stays up for the run's later generation
 # (ad-hoc prompts, the capability suite): the memory is split, never freed and restarted. The generation
 # engine takes GENERATION_SHARE_BESIDE_JUDGE of the GPU when a judge model is configured
-# (RunSettings.backend_options); the judge takes what is free when it starts, less a margin, up to vLLM's
+# (harness.engine.preflight.backend_options); the judge takes what is free when it starts, less a margin, up to vLLM's
 # usual share, so `safety-harness score` (no generation engine) gives the judge the whole of it.
 GENERATION_SHARE_BESIDE_JUDGE = 0.45
 JUDGE_SHARE_CAP = 0.85

@@ -1,0 +1,117 @@
+"""Preflight: a run's settings (parsed and checked field by field in ``harness.config``) turned into a
+checked run plan, before any model loads.
+
+Here the settings meet the packages they speak of: the user's own suites are registered with the suite
+registry, the checks that need another package run (the backend's decoding, the parallel settings, the
+replica pool, the capability judge, a user's error-rates file, batch invariance), and each part of the run
+gets its own options object (``SamplingConfig``, ``BackendOptions``, ``ParallelOptions``, ``ScorerOptions``),
+so no backend or scorer factory reads ``RunSettings``. Each failed check is one ``ConfigError`` line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from harness.backends.base import resolve_backend_name
+from harness.config.options import BackendOptions, ParallelOptions, SamplingConfig
+from harness.config.settings import RunSettings, UserSuite
+from harness.core.errors import ConfigError
+from harness.scoring.factory import ScorerOptions
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The checked settings and the options each part of the run receives."""
+
+    settings: RunSettings = field(metadata={"help": "The settings, parallel ones adopted from backend_args."})
+    sampling: SamplingConfig = field(metadata={"help": "Decoding: the backends' and the cache key's."})
+    backend_options: BackendOptions = field(metadata={"help": "What the generation backend is built with."})
+    parallel: ParallelOptions = field(metadata={"help": "vLLM's parallel settings and the replica pool's."})
+    output_backend_args: dict = field(metadata={"help": "Backend settings that can change responses (cache key)."})
+    scorer_options: ScorerOptions = field(metadata={"help": "What the refusal and harm scorers are built with."})
+
+
+def preflight(settings: RunSettings) -> RunPlan:
+    """Register the user's suites, run the checks across packages (in the order a run meets them) and build
+    the run's options. Raises ConfigError (one line) for settings no run could use."""
+    from harness.backends import vllm_backend
+    from harness.backends.replicas import validate_replicas
+    from harness.capability.judges import check_capability_options
+
+    for suite in settings.user_suites:
+        register_user_suite(suite)
+    if resolve_backend_name(settings.backend) == "vllm":
+        vllm_backend.check_sampling(settings.sampling)  # e.g. an early stop vLLM's beam search lacks
+    check_capability_options(settings.capability_judge, settings.ref_loglik_max_tokens)  # before any generation
+    if settings.error_rates is not None:  # a file the user named must hold this scorer's rates, before any generation
+        from harness.scoring.error_rates import check_user_file
+
+        check_user_file(settings.error_rates, settings.scorer)
+    parallel = vllm_backend.normalize_parallel(parallel_options(settings), settings.backend_args, settings.backend)
+    settings = replace(settings, **{name: getattr(parallel, name) for name in vllm_backend.PARALLEL_FIELDS})
+    if settings.batch_invariant:  # a platform without it: one line, before any model loads
+        vllm_backend.check_batch_invariant(resolve_backend_name(settings.backend))
+    validate_replicas(parallel, settings.backend)  # Ray missing or a bad count: one line, before any model loads
+    return RunPlan(settings, settings.sampling, backend_options(settings), parallel,
+                   output_backend_args(settings), scorer_options(settings))
+
+
+def register_user_suite(suite: UserSuite) -> None:
+    """Add a TOML-declared suite to the suite registry; its loader reads the file when the suite is loaded."""
+    from harness.data.suites import SuiteSpec, add_suite
+
+    def load(data_dir, file=suite.file, name=suite.name, expected=suite.expected, column=suite.prompt_column):
+        from harness.data.loaders import load_prompt_file
+
+        return load_prompt_file(file, suite=name, expected=expected, prompt_column=column)
+
+    # No thresholds of its own here: its table's thresholds come through settings.thresholds[name], and each
+    # kind of row it holds (whatever its `expected` column says) that none covers is checked against the
+    # default bound for that kind, marked as a default in the summary (harness.config.thresholds).
+    try:
+        add_suite(SuiteSpec(suite.name, suite.description, load, {}, builtin=False))
+    except ConfigError as exc:  # e.g. a built-in suite's name: say which file declared it
+        raise ConfigError(f"{suite.where}: {exc}") from None
+
+
+def parallel_options(settings: RunSettings) -> ParallelOptions:
+    return ParallelOptions(settings.tensor_parallel_size, settings.pipeline_parallel_size, settings.data_parallel_size,
+                           settings.distributed_executor_backend, settings.ray_address, settings.replicas)
+
+
+def output_backend_args(settings: RunSettings) -> dict:
+    """The backend settings that can change responses: what the generation cache key includes."""
+    from harness.backends.vllm_backend import PARALLEL_FIELDS, output_parallel_args
+
+    # Parallel settings enter only through output_parallel_args, whichever way they were spelled.
+    others = {k: v for k, v in settings.backend_args.items() if k not in PARALLEL_FIELDS}
+    return {**others, **output_parallel_args(parallel_options(settings))}
+
+
+def backend_options(settings: RunSettings) -> BackendOptions:
+    from harness.backends.vllm_backend import parallel_args
+    from harness.scoring.judge import GENERATION_SHARE_BESIDE_JUDGE
+
+    extra = {**parallel_args(parallel_options(settings)), **settings.backend_args}
+    # On one GPU a judge model's engine runs beside the generation engine: generation leaves it room
+    # (harness.scoring.judge; a gpu_memory_utilization backend_arg still wins).
+    share = {"gpu_memory_utilization": GENERATION_SHARE_BESIDE_JUDGE} if settings.judge_model else {}
+    return BackendOptions(
+        **share,
+        dtype=settings.dtype,
+        batch_size=settings.batch_size,
+        max_model_len=settings.max_model_len,
+        kv_cache_gib=settings.vllm_kv_cache_gib,
+        replay_path=str(settings.replay) if settings.replay else None,
+        replay_response_column=settings.replay_response_column,
+        trust_remote_code=settings.trust_remote_code,
+        batch_invariant=settings.batch_invariant,
+        extra=extra,
+    )
+
+
+def scorer_options(settings: RunSettings) -> ScorerOptions:
+    return ScorerOptions(scorer=settings.scorer, harm_scorer=settings.harm_scorer, harm_model=settings.harm_model,
+                         judge_model=settings.judge_model, backend=settings.backend, cache_dir=settings.cache_dir,
+                         allow_pickle=settings.allow_pickle, batch_size=settings.batch_size, seed=settings.seed,
+                         backend_options=backend_options(settings))
