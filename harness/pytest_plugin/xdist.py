@@ -153,7 +153,7 @@ def merge_payloads(hs, payloads: list[dict]) -> None:
     hs.extra_rows.clear()
     seen: set = set()
     for p in payloads:
-        hs.model_info.update_from(p["model_info"])
+        hs.model_info = hs.model_info.merged(p["model_info"])
         if p.get("label_store"):
             from pathlib import Path
 
