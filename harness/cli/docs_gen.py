@@ -116,7 +116,7 @@ def render_report_schema() -> str:
     extra = sorted(set(column_docs) - set(schema.names))
     if missing or extra:
         raise SystemExit(
-            "reports/parquet.py: COLUMN_DOCS must describe exactly the SCHEMA columns"
+            "harness/core/report_file.py: COLUMN_DOCS must describe exactly the SCHEMA columns"
             + (f"; undocumented: {', '.join(missing)}" if missing else "")
             + (f"; not in SCHEMA: {', '.join(extra)}" if extra else "")
         )

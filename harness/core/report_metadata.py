@@ -69,7 +69,7 @@ class RunMetadata:
         "`--replicas N` (N > 1)", optional=True)
     invariance: dict | None = _key(
         "The invariance checks' findings and cost: anchored `bases` per side, and per property its flips.",
-        "the `invariance` suite (`--invariance-examples`)", optional=True)
+        "the invariance suites (`--run-invariance`)", optional=True)
     # Run facts the caller of write_report adds.
     exitstatus: int | None = _key("pytest's exit status of the run.", "`pytest` (the plugin's report)", optional=True)
     sweep: str | None = _key("The sweep entry the report belongs to.", "`research/experiments/sweep.py`",
