@@ -3,7 +3,7 @@
 writes it. ``docs/reference/report-metadata.md`` is generated from these fields (``python -m
 harness.cli.docs_gen``), so the page cannot drift from what a report holds.
 
-The engine builds the record when it writes a report (``harness.engine.records.run_metadata``): the fixed
+The engine builds the record when it writes a report (``harness.engine.run_report.run_metadata``): the fixed
 sections from the session, the optional ones from the session's section store (``extra_metadata``, written by
 the adapter sanity check, the replica pool and the invariance checks) and the caller's run facts
 (``exitstatus``, ``sweep``). A section store key that is not declared here fails there, naming it, so a new

@@ -24,7 +24,7 @@ import pytest
 from harness.backends.base import MODEL_FREE, resolve_backend_name
 from harness.baselines.layout import layout_differences
 from harness.core.errors import HarnessError
-from harness.engine.records import run_layout
+from harness.engine.run_report import run_layout
 from harness.engine.cache import request_key
 from harness.engine.session import RunStats, ScoredRow, SuiteResult
 from harness.core.types import GenerationResult, Prompt, RefusalScore

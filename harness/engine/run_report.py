@@ -1,5 +1,7 @@
-"""A finished session as report records: one row per (suite, prompt) in the columns of the report schema,
-and the run-level metadata (settings, model, statistics, per-suite checks, provenance)."""
+"""A finished session as its report: one row per (suite, prompt) in the columns of the report schema, and the
+run-level metadata as a ``harness.core.report_metadata.RunMetadata`` record (settings, model, statistics,
+per-suite checks, provenance, the optional sections). (``harness.core.records`` is something else: the
+vocabulary of one scored row.)"""
 
 from __future__ import annotations
 
