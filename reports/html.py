@@ -112,7 +112,7 @@ def with_labels(report: Report) -> bool:
 
 def judge_error_lines(meta: dict) -> list[str]:
     """Per suite, the rows its scorer could not classify (counted as failures), as the run's metadata
-    recorded them (``harness.engine.records``)."""
+    recorded them (``harness.engine.run_report``)."""
     from harness.config.thresholds import judge_error_line
 
     return [judge_error_line(suite, e.get("prompt_ids", []), info.get("n", 0), e.get("scorer"), e.get("examples", []))

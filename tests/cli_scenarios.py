@@ -61,7 +61,7 @@ def write_csv(path: Path, header: list[str], rows: list[tuple]) -> Path:
 @scenario("run-report")
 def _run_report(ctx) -> Run:
     from harness.config.settings import build_settings
-    from harness.engine.records import write_report
+    from harness.engine.run_report import write_report
     from harness.engine.session import HarnessSession
     from tests.conftest import PROJECT_TOML
     from tests.support import ALPHA_CSV, ANIMALS_LOOSE, BETA_JSONL, SUITES_TOML

@@ -15,7 +15,7 @@ from harness.core.errors import ConfigError, DataError, ModelError
 from harness.engine.session import HarnessSession
 from harness.config.settings import build_settings
 from harness.core.types import Prompt
-from harness.engine.records import write_report
+from harness.engine.run_report import write_report
 from harness.reports.parquet import read_report
 
 

@@ -57,3 +57,22 @@ def test_command_line_spellings_are_real_pytest_options(pytestconfig):
     flags = set(re.findall(r"`(--[a-z][a-z0-9-]*)", docs_gen.render_options()))
     assert len(flags) > 30
     assert sorted(flags - known) == []
+
+
+def test_every_metadata_key_and_model_fact_is_on_its_page(monkeypatch):
+    import dataclasses
+
+    run_metadata, model_info = docs_gen._metadata_records()
+    page = docs_gen.render_report_metadata()
+    for f in dataclasses.fields(run_metadata):
+        assert f"\n| `{f.name}` |" in page and f.metadata["written_by"]
+    for f in dataclasses.fields(model_info):
+        assert f"\n| `model.{f.name}` |" in page
+
+    @dataclasses.dataclass(frozen=True)
+    class Wider(run_metadata):
+        gpu: str | None = None  # declared without its meaning
+
+    monkeypatch.setattr(docs_gen, "_metadata_records", lambda: (Wider, model_info))
+    with pytest.raises(SystemExit, match="no help metadata for gpu"):
+        docs_gen.render_report_metadata()

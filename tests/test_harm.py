@@ -155,7 +155,7 @@ def test_harm_judge_with_a_real_tiny_model(tiny_model, tmp_path):
 def test_session_rows_and_report_carry_harm_scores(tmp_path, harm, reward_model):
     from harness.engine.session import HarnessSession
     from harness.config.settings import build_settings
-    from harness.engine.records import write_report
+    from harness.engine.run_report import write_report
     from harness.reports.parquet import read_report
 
     cli = {"backend": "dummy", "no_cache": True, "harm_scorer": harm, "cache_dir": tmp_path,

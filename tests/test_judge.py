@@ -178,7 +178,7 @@ def test_session_and_report_keep_judge_error_rows_without_an_outcome_and_fail_th
     from harness.scoring.base import REFUSAL_SCORERS, register_scorer
     from harness.engine.session import HarnessSession
     from harness.config.settings import build_settings
-    from harness.engine.records import write_report
+    from harness.engine.run_report import write_report
     from harness.reports.parquet import read_report
 
     class EveryOtherUnparseable:

@@ -13,7 +13,7 @@ from harness.cli.main import main
 from harness.engine.session import HarnessSession
 from harness.config.settings import build_settings
 from harness.core import report_file as report_module
-from harness.engine.records import write_report
+from harness.engine.run_report import write_report
 from harness.reports.parquet import SCHEMA, read_report
 from tests.support import needs_encoder
 

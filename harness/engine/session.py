@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -168,6 +168,8 @@ class HarnessSession:
     data_unusable: set = field(default_factory=set)  # suites whose data_errors line is a changed file or bad folder
     results: dict[str, SuiteResult] = field(default_factory=dict)
     stats: RunStats = field(default_factory=RunStats)
+    # Frozen facts of the model and scorers for the report, replaced (never changed) by ``_record_model``. The
+    # model the run names has one source, ``settings.model``; ``model_info.model`` is the report's copy of it.
     model_info: ModelInfo = field(default_factory=ModelInfo)
     resolved_model: object = field(default=None, repr=False)  # the live ResolvedModel (None: model-free backend)
     generated_keys: set = field(default_factory=set)  # cache keys this session generated itself
@@ -271,27 +273,31 @@ class HarnessSession:
         if self._scoring is None:  # built once: a judge or reward model loads once per session
             self._scoring = ResponseScoring(self.settings)
         scores, harms = self._scoring.score([p.prompt for p in prompts], texts, [p.expected for p in prompts])
-        scoring = self._scoring
-        self.model_info.scorer, self.model_info.scorer_version = scoring.refusal.name, scoring.refusal.version
-        self.model_info.scorer_unseen_agreement = getattr(scoring.refusal, "unseen_agreement", None)
-        if self.model_info.scorer_error_rates is None:  # resolved once; the report records which rates were used
+        scoring, info = self._scoring, self.model_info
+        facts = {"scorer": scoring.refusal.name, "scorer_version": scoring.refusal.version,
+                 "scorer_unseen_agreement": getattr(scoring.refusal, "unseen_agreement", None),
+                 "judge_errors": info.judge_errors + sum(s.label == JUDGE_ERROR for s in scores)}
+        if info.scorer_error_rates is None:  # resolved once; the report records which rates were used
             from harness.scoring.error_rates import error_rates_record
 
-            self.model_info.scorer_error_rates = error_rates_record(
-                scoring.refusal.name, scoring.refusal.version, self.settings.error_rates, self.model_info.model_fingerprint)
-        self.model_info.judge_errors += sum(s.label == JUDGE_ERROR for s in scores)
+            facts["scorer_error_rates"] = error_rates_record(
+                scoring.refusal.name, scoring.refusal.version, self.settings.error_rates, info.model_fingerprint)
         if scoring.harm is not None:
-            self.model_info.harm_scorer, self.model_info.harm_scorer_version = scoring.harm.name, scoring.harm.version
+            facts.update(harm_scorer=scoring.harm.name, harm_scorer_version=scoring.harm.version)
+        self._record_model(**facts)
         return scores, harms
+
+    def _record_model(self, **facts) -> None:
+        """The one place the run's ``ModelInfo`` changes: a new frozen record with these facts."""
+        self.model_info = replace(self.model_info, **facts)
 
     def _build_requests(self, prompts: list[Prompt]) -> list[GenerationRequest]:
         s = self.settings
         backend = resolve_backend_name(s.backend)
         if backend in MODEL_FREE:
             fingerprint = _file_digest(s.replay) if backend == "replay" and s.replay else backend
-            info = self.model_info
-            info.model = str(s.replay or s.model) if backend == "replay" else s.model
-            info.model_fingerprint, info.backend, info.template = fingerprint, backend, "raw"
+            self._record_model(model=str(s.replay or s.model) if backend == "replay" else s.model,
+                               model_fingerprint=fingerprint, backend=backend, template="raw")
             self.resolved_model = None
             texts = [p.prompt for p in prompts]
             ids = [None] * len(prompts)
@@ -313,10 +319,9 @@ class HarnessSession:
             check_prompt_lengths([GenerationRequest("", p, t, i) for p, t, i in zip(prompts, texts, ids)],
                                  window=backend_window(backend, model.path, s.max_model_len),
                                  max_new_tokens=s.max_new_tokens, backend=backend)
-            info = self.model_info
-            info.model, info.model_fingerprint, info.backend, info.template = s.model, model.fingerprint, backend, template
+            self._record_model(model=s.model, model_fingerprint=model.fingerprint, backend=backend, template=template,
+                               dtype=_generation_dtype(backend, s.dtype, adapter=bool(model.adapter_path)))
             self.resolved_model = model
-            info.dtype = _generation_dtype(backend, s.dtype, adapter=bool(model.adapter_path))
         info = self.model_info
         key_parts = [info.model_fingerprint, backend, info.template, s.sampling.as_dict()]
         if info.dtype:  # greedy outputs differ between precisions
@@ -334,7 +339,7 @@ class HarnessSession:
         if s.trust_remote_code and backend not in MODEL_FREE:  # the folder's own model class, not transformers'
             key_parts.append({"trust_remote_code": True})
         run_key = stable_hash(*key_parts)
-        info.run_key = run_key
+        self._record_model(run_key=run_key)
         return [GenerationRequest(request_key(run_key, t), p, t, i) for p, t, i in zip(prompts, texts, ids)]
 
     def _generate(self, requests, *, progress: bool):

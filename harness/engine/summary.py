@@ -29,7 +29,7 @@ def judge_error_lines(session) -> list[str]:
 def check_lines(session, suites: dict, report_path=None) -> list[str]:
     """The table of checks and the lines under it, as ``harness.scoring.check_summary`` writes them for every
     summary of a report: the rates behind the corrected column, warnings, people's labels."""
-    from harness.engine.records import label_record
+    from harness.engine.run_report import label_record
 
     lines = format_table(check_summary.columns(suites), check_summary.table_rows(suites)) if suites else []
     lines += check_summary.default_threshold_lines(suites)
@@ -43,7 +43,7 @@ def check_lines(session, suites: dict, report_path=None) -> list[str]:
 
 
 def summary_lines(session, report_path=None) -> list[str]:
-    from harness.engine.records import suite_records
+    from harness.engine.run_report import suite_records
 
     lines = check_lines(session, suite_records(session), report_path)
     lines += capability_lines(session)

@@ -259,14 +259,14 @@ def compare_with_baseline(state: BaselineState, hs) -> Comparison:
 
     from harness.baselines.store import build_rules
     from harness.baselines.compare import compare_reports
-    from harness.engine.records import report_rows
+    from harness.engine.run_report import report_rows
     from harness.core.report_file import SCHEMA
 
     ran = sorted(hs.results)
     b = state.baseline
     base = Report(b.name, b.table.filter(pc.is_in(b.table["suite"], pa.array(ran))), b.meta,
                   {k: v for k, v in b.rows.items() if k[0] in ran})
-    from harness.engine.records import run_layout
+    from harness.engine.run_report import run_layout
 
     meta = {"run_id": hs.run_id, "model": hs.model_info.as_dict(), "layout": run_layout(hs)}
     table = pa.table(report_rows(hs), schema=SCHEMA)  # extra rows (invariance) are no suite of the gate

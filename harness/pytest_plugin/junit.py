@@ -22,7 +22,7 @@ from harness.pytest_plugin.state import SESSION_KEY, get_session, item_suite
 
 
 def check_properties(record: dict) -> list[tuple[str, str]]:
-    """One check's properties (the report's record of it, ``harness.engine.records.check_record``)."""
+    """One check's properties (the report's record of it, ``harness.engine.run_report.check_record``)."""
     from harness.scoring.check_summary import threshold_text
     from harness.config.thresholds import VerifiedRate
     from harness.core.misclassification import CorrectedRate
@@ -50,7 +50,7 @@ def check_properties(record: dict) -> list[tuple[str, str]]:
 
 def item_properties(hs, suite: str, category: str | None) -> list[tuple[str, str]]:
     """Every property of a suite (or category) item: the run's facts, then each check's."""
-    from harness.engine.records import check_record
+    from harness.engine.run_report import check_record
 
     result = hs.results[suite]
     records = [check_record(c) for c in result.checks(category)]

@@ -236,7 +236,7 @@ def pytest_sessionfinish(session, exitstatus):
     if not hs.results and not hs.extra_rows:
         return
     path = hs.settings.report or hs.default_report_path(Path(config.rootpath))
-    from harness.engine.records import write_report
+    from harness.engine.run_report import write_report
 
     try:
         config.stash[REPORT_KEY] = write_report(hs, path, {"exitstatus": int(exitstatus)})

@@ -24,7 +24,7 @@ import pytest
 from harness.backends.base import MODEL_FREE, resolve_backend_name
 from harness.baselines.layout import layout_differences
 from harness.core.errors import HarnessError
-from harness.engine.records import run_layout
+from harness.engine.run_report import run_layout
 from harness.engine.cache import request_key
 from harness.engine.session import RunStats, ScoredRow, SuiteResult
 from harness.core.types import GenerationResult, Prompt, RefusalScore
@@ -153,7 +153,7 @@ def merge_payloads(hs, payloads: list[dict]) -> None:
     hs.extra_rows.clear()
     seen: set = set()
     for p in payloads:
-        hs.model_info.update_from(p["model_info"])
+        hs.model_info = hs.model_info.merged(p["model_info"])
         if p.get("label_store"):
             from pathlib import Path
 

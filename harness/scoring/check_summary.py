@@ -1,5 +1,5 @@
 """How a run's threshold checks read, from the record a report keeps of them (``suites.SUITE.checks`` and
-``model.scorer_error_rates`` in its metadata, written by ``harness.engine.records``): the summary table's
+``model.scorer_error_rates`` in its metadata, written by ``harness.engine.run_report``): the summary table's
 rows and the lines under it. One place, so that the terminal summary of a run, ``safety-harness summary``,
 the HTML and Markdown summaries and the junit properties say the same thing:
 

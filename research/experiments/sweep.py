@@ -59,7 +59,7 @@ def evaluate(out: Path, names: list[str], args) -> None:
     """Evaluate models in this process (one vLLM engine serves them all) and write one report each."""
     from harness.engine.session import HarnessSession
     from harness.config.settings import RunSettings
-    from harness.engine.records import write_report
+    from harness.engine.run_report import write_report
 
     register_sweep_suites()
     timings = {}

@@ -1,5 +1,7 @@
-"""A finished session as report records: one row per (suite, prompt) in the columns of the report schema,
-and the run-level metadata (settings, model, statistics, per-suite checks, provenance)."""
+"""A finished session as its report: one row per (suite, prompt) in the columns of the report schema, and the
+run-level metadata as a ``harness.core.report_metadata.RunMetadata`` record (settings, model, statistics,
+per-suite checks, provenance, the optional sections). (``harness.core.records`` is something else: the
+vocabulary of one scored row.)"""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from harness.engine.layout import layout_record
 from harness.engine.provenance import provenance
 from harness.engine.session import judge_output
 from harness.core import report_file
+from harness.core.report_metadata import RUN_FACT_KEYS, SECTION_KEYS, RunMetadata, check_keys
 
 
 def package_versions() -> dict:
@@ -99,27 +102,32 @@ def run_layout(session) -> dict:
     return layout_record(session.settings, info.backend, info.dtype)
 
 
-def run_metadata(session, extra: dict | None = None) -> dict:
-    suites = suite_records(session)
-    stats = vars(session.stats).copy()
-    return {
-        "run_id": session.run_id,
-        "started": session.started,
-        "finished": time.time(),
-        "versions": package_versions(),
-        "settings": session.settings.public_dict(),
-        "model": session.model_info.as_dict(),
-        "layout": run_layout(session),  # what a comparison checks before pairing runs (harness.baselines.layout)
-        "stats": stats,
-        "suites": suites,
-        "missing_suites": session.missing,
-        "labels": label_record(session),
-        "provenance": provenance(session),  # what a later run is gated against (harness.engine.provenance)
-        **getattr(session, "extra_metadata", {}),  # e.g. "invariance": findings and cost per property
-        **(extra or {}),
-    }
+def run_metadata(session, run_facts: dict | None = None) -> RunMetadata:
+    """The run's metadata record: the fixed sections from the session, the optional ones from its section store
+    (``session.extra_metadata``: adapter_sanity, replicas, invariance) and the caller's ``run_facts``
+    (exitstatus, sweep). A key ``RunMetadata`` does not declare is a ``MetadataKeyError`` naming it."""
+    sections = getattr(session, "extra_metadata", {})
+    check_keys(sections, "the session's metadata sections (HarnessSession.extra_metadata)", SECTION_KEYS)
+    check_keys(run_facts or {}, "write_report's run facts", RUN_FACT_KEYS)
+    return RunMetadata(
+        run_id=session.run_id,
+        started=session.started,
+        finished=time.time(),
+        versions=package_versions(),
+        settings=session.settings.public_dict(),
+        model=session.model_info,
+        layout=run_layout(session),  # what a comparison checks before pairing runs (harness.baselines.layout)
+        stats=vars(session.stats).copy(),
+        suites=suite_records(session),
+        missing_suites=session.missing,
+        labels=label_record(session),
+        provenance=provenance(session),  # what a later run is gated against (harness.engine.provenance)
+        **sections,  # e.g. "invariance": findings and cost per property
+        **(run_facts or {}),
+    )
 
 
-def write_report(session, path: Path, extra_metadata: dict | None = None) -> Path:
-    """The session's Parquet report at ``path`` (see ``harness.core.report_file``)."""
-    return report_file.write_report(path, report_rows(session), run_metadata(session, extra_metadata))
+def write_report(session, path: Path, run_facts: dict | None = None) -> Path:
+    """The session's Parquet report at ``path`` (see ``harness.core.report_file``), its metadata the
+    ``RunMetadata`` record as JSON (``run_facts``: the record's exitstatus or sweep)."""
+    return report_file.write_report(path, report_rows(session), run_metadata(session, run_facts).as_dict())
