@@ -154,7 +154,7 @@ def test_scheduling_survives_a_killed_replica_without_losing_or_repeating_a_shar
         pid0 = int(pool.stats.events[0].split("replica 0 (pid ", 1)[1].split(" ", 1)[0])
         requests = [GenerationRequest(f"k{i}", None, "", (i,) * (1 + i % 5)) for i in range(120)]
         committed: list[str] = []
-        results = pool.generate(requests, on_shard=lambda done: committed.extend(done))
+        results = pool.generate(requests, on_results=lambda done: committed.extend(done))
     finally:
         finished.set()
         killer.join()
