@@ -93,6 +93,48 @@ def test_engine_options_drop_the_pools_ray_address():
     assert replicas._engine_options(options).extra == {"distributed_executor_backend": "uni", "quantization": "fp8"}
 
 
+def test_the_session_commits_each_shard_a_backend_hands_back_and_records_its_facts(tmp_path, monkeypatch):
+    """The session's one generation loop with a backend that, like the pool, answers in shards out of order
+    and has facts for the run's metadata: every result is committed once, the statistics count each, and
+    the facts reach the metadata and the terminal summary. No Ray: the pool's own scheduling is tested below."""
+    from harness.core.types import GenerationResult, Prompt
+    from harness.engine import session as session_module
+    from harness.engine.summary import summary_lines
+
+    handed: list[list[str]] = []
+
+    class ShardingBackend:
+        name = "dummy"
+
+        def generate(self, requests, *, progress=None, on_results=None, chunk_size=None):
+            results = {r.key: GenerationResult(f"Sure: {r.prompt.prompt}", 3, "stop") for r in requests}
+            shards = [requests[i : i + 2] for i in range(0, len(requests), 2)][::-1]  # the last shard first
+            for shard in shards:
+                handed.append([r.key for r in shard])
+                on_results({r.key: results[r.key] for r in shard})
+                progress(len(shard))
+            return [results[r.key] for r in requests]
+
+        def run_facts(self):
+            return {"replicas": {"replicas": 2, "shards": 3, "shards_rerun": 1, "replica_failures": 1,
+                                 "events": ["replica 0 died (test); Ray restarts it"]}}
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(session_module, "create_backend", lambda name, **kwargs: ShardingBackend())
+    hs = session_module.HarnessSession(settings(tmp_path, backend="dummy"))
+    prompts = [Prompt("adhoc", f"p{i}", f"Say {i}.", expected="comply") for i in range(5)]
+    responses, _ = hs._generate(hs._build_requests(prompts), progress=False)  # generation only: no scorer to load
+    assert [r.text for r in responses] == [f"Sure: Say {i}." for i in range(5)]
+    assert sorted(k for shard in handed for k in shard) == sorted(hs.generated_keys) and len(hs.generated_keys) == 5
+    assert hs.stats.n_generated == 5 and hs.stats.n_response_tokens_generated == 15
+    assert hs.extra_metadata["replicas"]["shards_rerun"] == 1
+    lines = summary_lines(hs)
+    assert "replicas 2: 3 shards, 1 replica failure(s), 1 shard(s) generated again" in lines
+    assert "  replica 0 died (test); Ray restarts it" in lines
+
+
 @needs_ray
 def test_unreachable_cluster_is_one_error_line_before_any_model_loads(tmp_path):
     proc = subprocess.run(
