@@ -166,7 +166,8 @@ class BatchBackend:
     """The ``Backend`` protocol for a backend that generates a list of requests in one call of its own
     (``generate_batch``): chunks of ``chunk_size``, each handed to ``on_results`` as it finishes."""
 
-    def generate_batch(self, requests: list[GenerationRequest], progress: ProgressFn | None = None) -> list[GenerationResult]:
+    def generate_batch(self, requests: list[GenerationRequest],
+                       progress: ProgressFn | None = None) -> list[GenerationResult]:
         raise NotImplementedError
 
     def generate(self, requests: list[GenerationRequest], *, progress: ProgressFn | None = None,

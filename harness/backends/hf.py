@@ -3,7 +3,8 @@ reference that vLLM's outputs are compared against."""
 
 from __future__ import annotations
 
-from harness.backends.base import BackendOptions, BatchBackend, SamplingConfig, register_backend, require, torch_device_and_dtype
+from harness.backends.base import (BackendOptions, BatchBackend, SamplingConfig, register_backend, require,
+                                   torch_device_and_dtype)
 from harness.core.errors import ModelError
 from harness.core.types import GenerationRequest, GenerationResult
 

@@ -73,9 +73,10 @@ def merge_payloads(session: HarnessSession, payloads: list[str | dict]) -> None:
         for name, rows in p["results"].items():
             if name not in session.results:  # every worker scored every suite; the first copy serves
                 capability = p.get("capability", {}).get(name)
-                session.results[name] = session.suite_result(
-                    name, [row_in(d) for d in rows], capability=None if capability is None else _capability_in(capability))
-                session.prompts[name] = [r.prompt for r in session.results[name].rows]  # e.g. the data files' provenance
+                session.results[name] = session.suite_result(name, [row_in(d) for d in rows], capability=(
+                    None if capability is None else _capability_in(capability)))
+                # e.g. for the data files' provenance
+                session.prompts[name] = [r.prompt for r in session.results[name].rows]
         for d in p["extra_rows"]:  # rows two workers both recorded (shared base prompts) are kept once
             ident = (d["prompt"]["suite"], d["prompt"]["category"], d["prompt"]["prompt_id"])
             if ident not in seen:
