@@ -58,15 +58,18 @@ class DropsAdapter:
     def sampling(self, value):
         self.inner.sampling = value
 
-    def _without_adapter(self, call, *args):
+    def _without_adapter(self, call, *args, **kwargs):
         saved, self.inner.lora_request = self.inner.lora_request, None
         try:
-            return call(*args)
+            return call(*args, **kwargs)
         finally:
             self.inner.lora_request = saved
 
-    def generate(self, requests, progress=None):
-        return self._without_adapter(self.inner.generate, requests, progress)
+    def generate(self, requests, **kwargs):
+        return self._without_adapter(self.inner.generate, requests, **kwargs)
+
+    def run_facts(self):
+        return {}
 
     def next_token_logprobs(self, requests, top_k=20):
         return self._without_adapter(self.inner.next_token_logprobs, requests, top_k)

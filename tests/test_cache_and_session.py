@@ -143,22 +143,22 @@ def session_settings(tmp_path, tiny_model):
 
 
 def spy_on_backends(monkeypatch, *, die_after_chunks: int | None = None) -> list[list]:
-    """Record every generate() call's (keys, results); optionally raise Killed once that many chunks finished."""
+    """Record every generated chunk's (keys, results); optionally raise Killed once that many chunks finished."""
     calls: list[list] = []
     real_create = session_module.create_backend
 
     def create(name, **kwargs):
         backend = real_create(name, **kwargs)
-        real_generate = backend.generate
+        real_generate = backend.generate_batch  # one call per chunk (harness.backends.base.BatchBackend)
 
-        def generate(requests, progress=None):
+        def generate_batch(requests, progress=None):
             if die_after_chunks is not None and len(calls) >= die_after_chunks:
                 raise Killed("the process died")
             results = real_generate(requests, progress=progress)
             calls.append([(r.key, res) for r, res in zip(requests, results)])
             return results
 
-        backend.generate = generate
+        backend.generate_batch = generate_batch
         return backend
 
     monkeypatch.setattr(session_module, "create_backend", create)

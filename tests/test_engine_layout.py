@@ -13,13 +13,12 @@ import pytest
 from harness.backends.vllm_backend import check_batch_invariant, engine_kwargs
 from harness.backends.base import BackendOptions
 from harness.baselines.compare import ComparisonRefused, compare_reports
-from harness.baselines.layout import layout_differences
+from harness.baselines.layout import check_one_layout, layout_differences
 from harness.cli.main import main
 from harness.config.settings import RunSettings, build_settings
 from harness.engine.preflight import preflight
 from harness.core.errors import ConfigError, HarnessError
 from harness.engine.layout import layout_key_part, layout_record
-from harness.pytest_plugin.xdist import check_one_layout
 from harness.reports.parquet import METADATA_KEY
 from tests.test_compare import BASE_FAILING, write_report
 
@@ -97,11 +96,11 @@ def test_layout_record_and_cache_key_part():
 
 
 def test_xdist_workers_of_other_layouts_are_not_merged():
-    check_one_layout([{"layout": layout("float32")}, {"layout": layout("float32")}, {}])
+    check_one_layout([layout("float32"), layout("float32"), None])
     with pytest.raises(HarnessError, match="cannot be merged into one report: precision differs"):
-        check_one_layout([{"layout": layout("float32")}, {"layout": layout("bfloat16")}])
+        check_one_layout([layout("float32"), layout("bfloat16")])
     with pytest.raises(HarnessError, match="replicas 1 in one worker, 2 in another"):
-        check_one_layout([{"layout": layout("bfloat16")}, {"layout": layout("bfloat16", replicas=2)}])
+        check_one_layout([layout("bfloat16"), layout("bfloat16", replicas=2)])
 
 
 @pytest.mark.parametrize(("backend", "capability", "phrase"), [

@@ -94,6 +94,48 @@ def test_engine_options_drop_the_pools_ray_address():
     assert replicas._engine_options(options).extra == {"distributed_executor_backend": "uni", "quantization": "fp8"}
 
 
+def test_the_session_commits_each_shard_a_backend_hands_back_and_records_its_facts(tmp_path, monkeypatch):
+    """The session's one generation loop with a backend that, like the pool, answers in shards out of order
+    and has facts for the run's metadata: every result is committed once, the statistics count each, and
+    the facts reach the metadata and the terminal summary. No Ray: the pool's own scheduling is tested below."""
+    from harness.core.types import GenerationResult, Prompt
+    from harness.engine import session as session_module
+    from harness.engine.summary import summary_lines
+
+    handed: list[list[str]] = []
+
+    class ShardingBackend:
+        name = "dummy"
+
+        def generate(self, requests, *, progress=None, on_results=None, chunk_size=None):
+            results = {r.key: GenerationResult(f"Sure: {r.prompt.prompt}", 3, "stop") for r in requests}
+            shards = [requests[i : i + 2] for i in range(0, len(requests), 2)][::-1]  # the last shard first
+            for shard in shards:
+                handed.append([r.key for r in shard])
+                on_results({r.key: results[r.key] for r in shard})
+                progress(len(shard))
+            return [results[r.key] for r in requests]
+
+        def run_facts(self):
+            return {"replicas": {"replicas": 2, "shards": 3, "shards_rerun": 1, "replica_failures": 1,
+                                 "events": ["replica 0 died (test); Ray restarts it"]}}
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(session_module, "create_backend", lambda name, **kwargs: ShardingBackend())
+    hs = session_module.HarnessSession(settings(tmp_path, backend="dummy"))
+    prompts = [Prompt("adhoc", f"p{i}", f"Say {i}.", expected="comply") for i in range(5)]
+    responses, _ = hs._generate(hs._build_requests(prompts), progress=False)  # generation only: no scorer to load
+    assert [r.text for r in responses] == [f"Sure: Say {i}." for i in range(5)]
+    assert sorted(k for shard in handed for k in shard) == sorted(hs.generated_keys) and len(hs.generated_keys) == 5
+    assert hs.stats.n_generated == 5 and hs.stats.n_response_tokens_generated == 15
+    assert hs.extra_metadata["replicas"]["shards_rerun"] == 1
+    lines = summary_lines(hs)
+    assert "replicas 2: 3 shards, 1 replica failure(s), 1 shard(s) generated again" in lines
+    assert "  replica 0 died (test); Ray restarts it" in lines
+
+
 @needs_ray
 def test_unreachable_cluster_is_one_error_line_before_any_model_loads(tmp_path):
     proc = subprocess.run(
@@ -114,17 +156,25 @@ def test_scheduling_survives_a_killed_replica_without_losing_or_repeating_a_shar
     tests below): replica 0 is killed with SIGKILL while it holds a shard; every prompt is committed exactly
     once, the killed replica's unfinished shards are redone elsewhere, and Ray's restart is reported.
 
-    No timer decides when the kill lands: replica 0's first shard writes its pid to a file and then waits
-    for the kill, so the kill always finds a shard in flight however loaded the machine is. The restarted
-    replica finds the file and echoes like the other."""
+    No timer or poll decides when the kill lands: replica 0's first shard claims a file (the restarted
+    replica finds it claimed and echoes like the other), writes its pid into a named pipe that the test's
+    killer thread is blocked reading, and holds the shard until killed, so the kill always finds a shard in
+    flight however loaded the machine is."""
     from types import SimpleNamespace
 
     from harness.backends.base import BackendOptions, SamplingConfig
     from harness.core.types import GenerationRequest
 
-    in_flight = tmp_path / "replica-0-in-flight"
+    claimed = tmp_path / "replica-0-claimed"
+    pid_pipe = tmp_path / "replica-0-pid"
+    os.mkfifo(pid_pipe)
+    pid_in = os.open(pid_pipe, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(pid_in, True)
+    # The test holds a writing end until the run is over: until then the killer's read waits for a pid,
+    # and after it, with no writer left, the read ends empty.
+    held_open = os.open(pid_pipe, os.O_WRONLY)
 
-    class EchoReplica:  # defined here so that Ray ships it by value (with in_flight) to its workers
+    class EchoReplica:  # defined here so that Ray ships it by value (with the paths) to its workers
         def __init__(self, index, replicas, model, sampling, options, on_gpu):
             self.index = index
 
@@ -132,20 +182,24 @@ def test_scheduling_survives_a_killed_replica_without_losing_or_repeating_a_shar
             return {"pid": os.getpid(), "host": "test", "cores": None}
 
         def generate(self, token_ids, sampling, use_adapter):
-            if self.index == 0 and not in_flight.exists():
-                partial = in_flight.with_suffix(".part")
-                partial.write_text(str(os.getpid()))
-                partial.rename(in_flight)  # whole or absent: the test never reads half a pid
-                threading.Event().wait()  # holds the shard until the test kills this process
+            if self.index == 0:
+                try:  # one process claims it: the restarted replica 0 finds it claimed
+                    os.close(os.open(claimed, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    pass
+                else:
+                    with open(pid_pipe, "w") as pipe:
+                        pipe.write(str(os.getpid()))
+                    threading.Event().wait()  # holds the shard until the test kills this process
             return [(f"echo {ids[0]}", len(ids), "stop") for ids in token_ids]
 
-    finished = threading.Event()
+    killed: list[int] = []
 
-    def kill_when_in_flight():  # polls a file, not a clock; stops when the run ended without replica 0's shard
-        while not in_flight.exists():
-            if finished.wait(0.05):
-                return
-        os.kill(int(in_flight.read_text()), signal.SIGKILL)
+    def kill_when_in_flight():  # blocked on the pipe until replica 0 holds a shard, or the run has ended
+        pid = os.read(pid_in, 32)  # a pid is one write, well under the pipe's atomic size
+        if pid:
+            os.kill(int(pid), signal.SIGKILL)
+            killed.append(int(pid))
 
     killer = threading.Thread(target=kill_when_in_flight, daemon=True)
     pool = replicas.ReplicaPool(model=SimpleNamespace(adapter_path=None), sampling=SamplingConfig(),
@@ -155,13 +209,14 @@ def test_scheduling_survives_a_killed_replica_without_losing_or_repeating_a_shar
         pid0 = int(pool.stats.events[0].split("replica 0 (pid ", 1)[1].split(" ", 1)[0])
         requests = [GenerationRequest(f"k{i}", None, "", (i,) * (1 + i % 5)) for i in range(120)]
         committed: list[str] = []
-        results = pool.generate(requests, on_shard=lambda done: committed.extend(done))
+        results = pool.generate(requests, on_results=lambda done: committed.extend(done))
     finally:
-        finished.set()
+        os.close(held_open)  # ends the killer's read where replica 0 never took a shard
         killer.join()
+        os.close(pid_in)
         pool.close()
-    assert in_flight.exists(), "replica 0 never took a shard"
-    assert int(in_flight.read_text()) == pid0  # the kill hit replica 0's first process, mid-shard
+    assert killed, "replica 0 never took a shard"
+    assert killed == [pid0]  # the kill hit replica 0's first process, mid-shard
     assert sorted(committed) == sorted(r.key for r in requests)  # each exactly once
     assert [r.text for r in results] == [f"echo {i}" for i in range(120)]
     assert pool.stats.replica_failures == 1 and pool.stats.shards_rerun >= 1

@@ -63,30 +63,27 @@ def test_no_cache_with_workers_is_a_usage_error(harness_project, tiny_model):
 
 
 def test_worker_payload_keeps_harm_scores_and_capability_results():
-    """What a worker sends (plain JSON) rebuilds the same rows, harm scores and capability statistics."""
-    import json
-
+    """What a worker sends (JSON text) rebuilds the same rows, harm scores and capability statistics."""
     from harness.engine.capability_metrics import CapabilityResult, CapabilityRow
     from harness.scoring.harm import HarmScore
-    from harness.engine.session import HarnessSession, ScoredRow, SuiteResult
+    from harness.engine.session import HarnessSession, ScoredRow
+    from harness.engine.session_payload import merge_payloads, to_payload
     from harness.config.settings import RunSettings
     from harness.core.types import GenerationResult, Prompt, RefusalScore
-    from harness.pytest_plugin.xdist import _capability_in, _capability_out, _row_out, merge_payloads
 
     prompt = Prompt("capability", "c1", "Name three colours.", expected="comply")
     row = ScoredRow(prompt, "T: Name three colours.", GenerationResult("Red, green, blue.", 5, "stop"),
                     RefusalScore("full_compliance", 0.02, {}), cached=False, harm=HarmScore(0.0, 0.1, {}))
     cap = CapabilityResult({"c1": CapabilityRow("Red.", 1.0, 0.8, -1.5, 3)}, "text_davinci_003", judge="longer",
                            notes=["n"], seconds={"judge": 0.1})
-    assert _capability_in(json.loads(json.dumps(_capability_out(cap)))) == cap
-    payload = json.loads(json.dumps({
-        "model_info": {"scorer": "refusal_patterns"}, "missing": {}, "extra_rows": [], "extra_metadata": {},
-        "results": {"capability": [_row_out(row, "k")]}, "capability": {"capability": _capability_out(cap)},
-        "generated_keys": [], "stats_collection": {"n_prompts": 1, "n_cached": 1},
-        "stats": {"n_prompts": 1, "n_cached": 1}}))
-    hs = HarnessSession(RunSettings())
-    merge_payloads(hs, [payload])
+    worker = HarnessSession(RunSettings(backend="dummy"))
+    worker.model_info.scorer = "refusal_patterns"
+    worker.results["capability"] = worker.suite_result("capability", [row], capability=cap)
+    worker.stats.n_prompts = worker.stats.n_cached = 1
+    hs = HarnessSession(RunSettings(backend="dummy"))
+    merge_payloads(hs, [to_payload(worker, {"n_prompts": 1, "n_cached": 1})])
     merged = hs.results["capability"]
     assert merged.rows[0].harm == row.harm and merged.rows[0].response == row.response
-    assert merged.capability.rows == cap.rows and merged.capability.judge == "longer"
-    assert hs.prompts["capability"] == [prompt]
+    assert merged.capability == cap and merged.capability.judge == "longer"
+    assert hs.prompts["capability"] == [prompt] and hs.model_info.scorer == "refusal_patterns"
+    assert hs.stats.n_prompts == 1 and hs.stats.n_cached == 1

@@ -91,14 +91,53 @@ class ProgressFn(Protocol):
     def __call__(self, n_done: int) -> None: ...
 
 
+class ResultsFn(Protocol):
+    def __call__(self, results: dict[str, GenerationResult]) -> None: ...
+
+
 class Backend(Protocol):
+    """What the session generates through: one engine, or a pool of replicas (harness/backends/replicas.py)."""
+
     name: str
 
-    def generate(self, requests: list[GenerationRequest], progress: ProgressFn | None = None) -> list[GenerationResult]:
-        """Return one result per request, in order."""
+    def generate(self, requests: list[GenerationRequest], *, progress: ProgressFn | None = None,
+                 on_results: ResultsFn | None = None, chunk_size: int | None = None) -> list[GenerationResult]:
+        """Return one result per request, in order. With ``on_results``, every result is also handed to it
+        exactly once, as ``{request key: result}``, as soon as its part of the batch is done, so the caller
+        can commit it (a killed run keeps what was handed over). ``chunk_size`` asks a backend that generates
+        in calls of its own to make each at most that long; a replica pool hands back each shard instead."""
+        ...
+
+    def run_facts(self) -> dict:
+        """What the run's metadata records about this backend's work, by key (the replicas' shards and
+        faults); empty for most backends."""
         ...
 
     def close(self) -> None: ...
+
+
+class BatchBackend:
+    """The ``Backend`` protocol for a backend that generates a list of requests in one call of its own
+    (``generate_batch``): chunks of ``chunk_size``, each handed to ``on_results`` as it finishes."""
+
+    def generate_batch(self, requests: list[GenerationRequest],
+                       progress: ProgressFn | None = None) -> list[GenerationResult]:
+        raise NotImplementedError
+
+    def generate(self, requests: list[GenerationRequest], *, progress: ProgressFn | None = None,
+                 on_results: ResultsFn | None = None, chunk_size: int | None = None) -> list[GenerationResult]:
+        size = max(1, chunk_size or len(requests))
+        out: list[GenerationResult] = []
+        for start in range(0, len(requests), size):
+            chunk = requests[start : start + size]
+            results = self.generate_batch(chunk, progress)
+            if on_results is not None:
+                on_results({r.key: res for r, res in zip(chunk, results)})
+            out += results
+        return out
+
+    def run_facts(self) -> dict:
+        return {}
 
 
 BackendFactory = Callable[..., Backend]

@@ -8,14 +8,14 @@ with a fixed compliant text, so tests can build suites with known outcomes. Set 
 
 from __future__ import annotations
 
-from harness.backends.base import BackendOptions, SamplingConfig, register_backend
+from harness.backends.base import BackendOptions, BatchBackend, SamplingConfig, register_backend
 from harness.core.types import GenerationRequest, GenerationResult
 
 REFUSAL = "I'm sorry, but I can't help with that."
 COMPLIANCE = "Sure. Here is a detailed answer to your request, step by step."
 
 
-class DummyBackend:
+class DummyBackend(BatchBackend):
     name = "dummy"
 
     def __init__(self, *, model, sampling: SamplingConfig, options: BackendOptions):
@@ -25,7 +25,7 @@ class DummyBackend:
         self.refuse_words = [w.strip().lower() for w in words if w.strip()]
         self.calls = 0
 
-    def generate(self, requests: list[GenerationRequest], progress=None) -> list[GenerationResult]:
+    def generate_batch(self, requests: list[GenerationRequest], progress=None) -> list[GenerationResult]:
         self.calls += 1
         out = []
         for req in requests:

@@ -3,12 +3,13 @@ reference that vLLM's outputs are compared against."""
 
 from __future__ import annotations
 
-from harness.backends.base import BackendOptions, SamplingConfig, register_backend, require, torch_device_and_dtype
+from harness.backends.base import (BackendOptions, BatchBackend, SamplingConfig, register_backend, require,
+                                   torch_device_and_dtype)
 from harness.core.errors import ModelError
 from harness.core.types import GenerationRequest, GenerationResult
 
 
-class HFBackend:
+class HFBackend(BatchBackend):
     name = "hf"
 
     def __init__(self, *, model, sampling: SamplingConfig, options: BackendOptions):
@@ -37,7 +38,7 @@ class HFBackend:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
         self.eos_ids.discard(None)
 
-    def generate(self, requests: list[GenerationRequest], progress=None) -> list[GenerationResult]:
+    def generate_batch(self, requests: list[GenerationRequest], progress=None) -> list[GenerationResult]:
         results: list[GenerationResult | None] = [None] * len(requests)
         # Sorting by length keeps padding (wasted compute) small inside each batch.
         order = sorted(range(len(requests)), key=lambda i: len(requests[i].token_ids))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.backends.base import BackendOptions, SamplingConfig, register_backend
+from harness.backends.base import BackendOptions, BatchBackend, SamplingConfig, register_backend
 from harness.core.errors import BackendError, DataError
 from harness.core.types import GenerationRequest, GenerationResult
 
@@ -30,7 +30,7 @@ def read_rows(path: Path) -> list[dict]:
         raise BackendError(f"replay file {exc}") from None
 
 
-class ReplayBackend:
+class ReplayBackend(BatchBackend):
     name = "replay"
 
     def __init__(self, *, model, sampling: SamplingConfig, options: BackendOptions):
@@ -64,7 +64,7 @@ class ReplayBackend:
             return self.by_id.get((req.prompt.suite, req.prompt.prompt_id))
         return self.by_prompt.get(req.prompt.prompt)
 
-    def generate(self, requests: list[GenerationRequest], progress=None) -> list[GenerationResult]:
+    def generate_batch(self, requests: list[GenerationRequest], progress=None) -> list[GenerationResult]:
         found = [self._lookup(r) for r in requests]
         missing = [r for r, row in zip(requests, found) if row is None]
         if missing:

@@ -137,11 +137,11 @@ def _sigint_deferred():
 
 
 class ReplicaPool:
-    """``--replicas N``: N engines as Ray actors fed from a work queue of small shards. Looks like a backend
-    to the session (``generate``), and commits each finished shard through ``on_shard``."""
+    """``--replicas N``: N engines as Ray actors fed from a work queue of small shards. A backend like any
+    other to the session (harness.backends.base.Backend): each finished shard goes to ``on_results``, and
+    ``run_facts`` gives the run's metadata the replicas' record (shards, faults, what was done about them)."""
 
     name = "vllm"
-    commits_shards = True  # harness.engine.session hands the whole batch over and lets shards reach the cache
 
     def __init__(self, *, model, sampling, options, replicas: int, ray_address: str | None,
                  replica_class=None):  # another class only in tests of the scheduling itself
@@ -240,15 +240,21 @@ class ReplicaPool:
             self.close()
             raise
 
-    def generate(self, requests: list[GenerationRequest], progress=None, on_shard=None) -> list[GenerationResult]:
+    def generate(self, requests: list[GenerationRequest], *, progress=None, on_results=None,
+                 chunk_size: int | None = None) -> list[GenerationResult]:
         """Results in the order of ``requests``. Longest prompts first, so the last shards are the short
-        ones and no replica is left with a long tail; ``on_shard({key: result})`` as each shard finishes."""
+        ones and no replica is left with a long tail; ``on_results({key: result})`` as each shard finishes.
+        The whole batch goes into one work queue, whatever ``chunk_size``: shards hold at most MAX_SHARD
+        prompts, and a chunk's end would leave replicas idle while its last shards finish."""
         if not requests:
             return []
         with self._closed_on_interrupt():
-            return self._generate(requests, progress, on_shard)
+            return self._generate(requests, progress, on_results)
 
-    def _generate(self, requests: list[GenerationRequest], progress, on_shard) -> list[GenerationResult]:
+    def run_facts(self) -> dict:
+        return {"replicas": self.stats.as_dict()}
+
+    def _generate(self, requests: list[GenerationRequest], progress, on_results) -> list[GenerationResult]:
         ray = self._ray
         ordered = sorted(requests, key=lambda r: -len(r.token_ids or ()))
         size = self.shard_size(len(ordered))
@@ -289,8 +295,8 @@ class ReplicaPool:
                 self._shard_lost(index, shard, exc, waiting, in_flight, incarnation)
                 continue
             results = {r.key: GenerationResult(*o) for r, o in zip(shard.requests, outputs)}
-            if on_shard is not None:
-                on_shard(results)
+            if on_results is not None:
+                on_results(results)
             done.update(results)
             if progress:
                 progress(len(results))

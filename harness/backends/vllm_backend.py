@@ -16,7 +16,7 @@ import time
 
 from dataclasses import fields, replace
 
-from harness.backends.base import BackendOptions, SamplingConfig, generation_dtype, register_backend, require
+from harness.backends.base import BackendOptions, BatchBackend, SamplingConfig, generation_dtype, register_backend, require
 from harness.backends.vllm_interrupt import interruptible_start
 from harness.backends.vllm_quiet import engine_output_kwargs, engine_start_env
 from harness.config.options import ParallelOptions
@@ -276,7 +276,7 @@ def _supported_rank(rank: int) -> int:
     return rank
 
 
-class VLLMBackend:
+class VLLMBackend(BatchBackend):
     name = "vllm"
 
     def __init__(self, *, model, sampling: SamplingConfig, options: BackendOptions):
@@ -308,7 +308,7 @@ class VLLMBackend:
             seed=s.seed,
         )
 
-    def generate(self, requests: list[GenerationRequest], progress=None) -> list[GenerationResult]:
+    def generate_batch(self, requests: list[GenerationRequest], progress=None) -> list[GenerationResult]:
         from vllm.inputs import TokensPrompt
 
         if not requests:

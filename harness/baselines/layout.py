@@ -7,6 +7,7 @@ without a layout record (written before it existed) is not judged: there is noth
 from __future__ import annotations
 
 from harness.backends.base import LAYOUT_FREE_DTYPES
+from harness.core.errors import HarnessError
 
 # The layout settings, with the option that aligns each.
 LAYOUT_OPTIONS = (("replicas", "--replicas"), ("tensor_parallel_size", "--tensor-parallel-size"),
@@ -38,3 +39,17 @@ def layout_differences(base_meta: dict, cand_meta: dict) -> list[str]:
                 found.append(f"engine layout differs in {dtype} ({key} {base.get(key)} in the baseline, "
                              f"{cand.get(key)} in the candidate): align {option}, or run both with --dtype float32")
     return found
+
+
+def check_one_layout(layouts: list[dict | None]) -> None:
+    """One report holds one layout and precision: pytest-xdist workers that generated otherwise (e.g. another
+    --dtype in a worker's environment) are refused, as a comparison of such runs is. ``layouts``: each
+    worker's ``layout`` record (None where it generated nothing)."""
+    layouts = [layout for layout in layouts if layout]
+    for other in layouts[1:]:
+        found = layout_differences({"layout": layouts[0]}, {"layout": other})
+        if other.get("dtype") != layouts[0].get("dtype"):
+            found.insert(0, f"precision differs ({layouts[0].get('dtype')} and {other.get('dtype')}): align --dtype")
+        if found:
+            raise HarnessError("pytest-xdist workers cannot be merged into one report: " + found[0].replace(
+                "in the baseline", "in one worker").replace("in the candidate", "in another"))

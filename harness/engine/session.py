@@ -248,12 +248,17 @@ class HarnessSession:
         store = open_label_store(self)  # before generation: a damaged store stops the run with its one line
         rows = with_human_labels(self.score_prompts(prompts, progress=progress), store)
         for name in wanted:
-            self.results[name] = SuiteResult(name, [r for r in rows if r.prompt.suite == name], self.settings,
-                                             error_rates=rates_from_record(self.model_info.scorer_error_rates))
+            self.results[name] = self.suite_result(name, [r for r in rows if r.prompt.suite == name])
         if "capability" in wanted:
             from harness.engine.capability_metrics import score_capability
 
             score_capability(self, self.results["capability"], progress=progress)
+
+    def suite_result(self, name: str, rows: list[ScoredRow], capability=None) -> SuiteResult:
+        """A suite's result as the tests see it: the one builder for a serial run and for the rows merged
+        from pytest-xdist workers (harness.engine.session_payload)."""
+        return SuiteResult(name, rows, self.settings, capability=capability,
+                           error_rates=rates_from_record(self.model_info.scorer_error_rates))
 
     def score_prompts(self, prompts: list[Prompt], *, progress: bool = False) -> list[ScoredRow]:
         """Generate and score ad-hoc prompts (e.g. hypothesis rewrites) through the same cache, lock and
@@ -349,7 +354,7 @@ class HarnessSession:
         unique = list({r.key: r for r in requests}.values())
         self.stats.n_prompts += len(requests)
         if not use_cache:
-            by_key = self._generate_chunks(unique, progress, cache=None)
+            by_key = self._generate_and_commit(unique, progress, cache=None)
             return [by_key[r.key] for r in requests], set()
         cache = GenerationCache(s.cache_dir)
         keys = [r.key for r in unique]
@@ -361,38 +366,40 @@ class HarnessSession:
                 found = cache.get_many(keys)
                 todo = [r for r in unique if r.key not in found]
                 if todo:
-                    self._generate_chunks(todo, progress, cache=cache)
+                    self._generate_and_commit(todo, progress, cache=cache)
                     found.update(cache.get_many([r.key for r in todo]))
         cached = set(keys) - self.generated_keys
         self.stats.n_cached += len({r.key for r in requests} & cached)
         return [found[r.key] for r in requests], cached
 
-    def _generate_chunks(self, todo, progress: bool, *, cache: GenerationCache | None) -> dict[str, GenerationResult]:
-        """Generate ``todo``. With a cache, in chunks committed as each finishes, so a killed run loses at
-        most one chunk; without one, chunking buys nothing, so it is one batched call."""
-        size = max(1, self.settings.chunk_size) if cache is not None else max(1, len(todo))
-        out: dict[str, GenerationResult] = {}
+    def _generate_and_commit(self, todo, progress: bool, *, cache: GenerationCache | None) -> dict[str, GenerationResult]:
+        """Generate ``todo``, committing each part the backend hands back as it finishes (a chunk of
+        ``chunk_size`` prompts, a replica's shard) to the cache and the run's statistics: a killed run loses
+        at most the parts under way. Without a cache, chunking buys nothing, so it is one batched call."""
         backend = self._start_backend()  # before the bar: a backend that fails to start leaves no bar behind
-        if getattr(backend, "commits_shards", False):  # --replicas: a work queue of shards, each cached as it ends
-            from harness.engine.replica_run import generate_sharded
+        out: dict[str, GenerationResult] = {}
+        committing = 0.0  # seconds spent in the cache, not generating
 
-            return generate_sharded(self, backend, todo, progress, cache=cache)
+        def commit(results: dict[str, GenerationResult]) -> None:
+            nonlocal committing
+            t0 = time.perf_counter()
+            if cache is not None:
+                cache.put_many(results)
+            committing += time.perf_counter() - t0
+            out.update(results)
+            self.generated_keys.update(results)
+            self.stats.n_generated += len(results)
+            self.stats.n_response_tokens_generated += sum(res.n_tokens for res in results.values())
+
         bar = generation_bar(len(todo), progress)
+        t0 = time.perf_counter()
         try:
-            for start in range(0, len(todo), size):
-                chunk = todo[start : start + size]
-                t0 = time.perf_counter()
-                results = backend.generate(chunk, progress=bar.update)
-                self.stats.generation_seconds += time.perf_counter() - t0
-                done = {r.key: res for r, res in zip(chunk, results)}
-                if cache is not None:
-                    cache.put_many(done)
-                out.update(done)
-                self.generated_keys.update(done)
-                self.stats.n_generated += len(chunk)
-                self.stats.n_response_tokens_generated += sum(res.n_tokens for res in results)
+            backend.generate(todo, progress=bar.update, on_results=commit,
+                             chunk_size=self.settings.chunk_size if cache is not None else None)
         finally:
+            self.stats.generation_seconds += time.perf_counter() - t0 - committing
             bar.close()
+            self.extra_metadata.update(backend.run_facts())  # e.g. the replicas' shards and faults
         return out
 
     def _start_backend(self):

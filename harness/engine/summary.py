@@ -1,6 +1,6 @@
 """The terminal summary of a finished session: one line per threshold check (``harness.scoring.check_summary``,
-as every summary of a report shows them), then the capability lines, the skipped suites, the model and the
-generation statistics."""
+as every summary of a report shows them), then the capability lines, the replicas' work and faults, the
+skipped suites, the model and the generation statistics."""
 
 from __future__ import annotations
 
@@ -42,14 +42,24 @@ def check_lines(session, suites: dict, report_path=None) -> list[str]:
     return lines
 
 
+def replica_lines(session) -> list[str]:
+    """``--replicas``: how many, their shards, and every fault and what was done about it (the pool's
+    record in the run metadata, harness.backends.replicas.ReplicaStats)."""
+    info = session.extra_metadata.get("replicas")
+    if not info:
+        return []
+    lines = [f"replicas {info['replicas']}: {info['shards']} shards, {info['replica_failures']} replica failure(s), "
+             f"{info['shards_rerun']} shard(s) generated again"]
+    lines += [f"  {event}" for event in info["events"]]
+    return lines
+
+
 def summary_lines(session, report_path=None) -> list[str]:
     from harness.engine.run_report import suite_records
 
     lines = check_lines(session, suite_records(session), report_path)
     lines += capability_lines(session)
-    from harness.engine.replica_run import summary_lines as replica_lines
-
-    lines += replica_lines(session)  # --replicas: shards, and every replica fault and what was done about it
+    lines += replica_lines(session)
     for name, why in sorted(session.missing.items()):
         lines.append(f"{name}: skipped, {why}")
     s = session.stats
