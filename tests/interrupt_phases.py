@@ -38,7 +38,7 @@ def pytest_configure(config):
         return
     from multiprocessing.process import BaseProcess
 
-    from harness.engine import cache, records, response_scoring
+    from harness.engine import cache, response_scoring, run_report
     from harness.models import resolve
 
     _announce(resolve, "_convert_gguf", "model preparation")  # the GGUF of the embedded model -> a model folder
@@ -47,4 +47,4 @@ def pytest_configure(config):
               when=lambda process: process.name.startswith("EngineCore"))
     _announce(cache.GenerationCache, "put_many", "generation", after=True)  # a chunk of responses is in the cache
     _announce(response_scoring.ResponseScoring, "score", "scoring")
-    _announce(records, "write_report", "report")
+    _announce(run_report, "write_report", "report")

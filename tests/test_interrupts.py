@@ -202,21 +202,6 @@ def test_interrupt_during_data_fetch(tmp_path, run_env, data_dir, target):
         assert mirror.hits_for(physical) == 1 and verify(manifest()[xstest], data / xstest) == "verified"
 
 
-@pytest.mark.slow
-@pytest.mark.default_model
-def test_interrupt_during_model_preparation(tmp_path, run_env):
-    """Preparing the embedded model from its GGUF: no half-built model folder, and the lock is free."""
-    args = smoke_args(tmp_path, "--backend", "hf", "--scorer", "refusal_patterns")
-    run = Run(args, run_env)
-    run.wait_for("model preparation")
-    run.interrupt("group")
-    assert_interrupted(run, "model preparation", "group")
-    models = tmp_path / "cache" / "models"
-    assert not [p for p in models.iterdir() if p.is_dir()], list(models.iterdir())  # neither temporary nor partial
-    assert_completes(args, run_env)
-    assert len([p for p in models.iterdir() if p.is_dir()]) == 1
-
-
 @pytest.mark.parametrize("target", ["group", "main"])
 def test_interrupt_during_scoring(tmp_path, run_env, target):
     args = smoke_args(tmp_path, "--backend", "dummy")
@@ -243,19 +228,29 @@ def test_interrupt_while_the_report_is_written(tmp_path, run_env, target):
 
 @pytest.mark.slow
 @pytest.mark.default_model
-def test_interrupt_during_generation_keeps_finished_chunks(tmp_path, run_env):
-    """The hf backend, SIGINT to the main process once the first chunk of responses is in the cache: that
-    chunk is served from the cache by the next run."""
+def test_interrupt_during_model_preparation_then_generation_keeps_finished_chunks(tmp_path, run_env):
+    """The hf backend, one sequence so that the model is prepared and loaded twice rather than three times:
+    (1) Ctrl-C (process group) while the embedded model is prepared from its GGUF: no half-built model
+    folder, and the lock is free; (2) the next run prepares it whole, and a SIGINT to its main process once the
+    first chunk of responses is in the cache keeps that chunk; (3) a last run serves that chunk from the cache."""
     args = smoke_args(tmp_path, "--backend", "hf", "--scorer", "refusal_patterns", "--chunk-size", "2")
     run = Run(args, run_env)
-    run.wait_for("generation")
-    run.interrupt("main")
-    assert_interrupted(run, "generation", "main")
+    run.wait_for("model preparation")
+    run.interrupt("group")
+    assert_interrupted(run, "model preparation", "group")
+    models = tmp_path / "cache" / "models"
+    assert not [p for p in models.iterdir() if p.is_dir()], list(models.iterdir())  # neither temporary nor partial
+
+    second = Run(args, run_env)
+    second.wait_for("generation")
+    second.interrupt("main")
+    assert_interrupted(second, "generation", "main")
+    assert len([p for p in models.iterdir() if p.is_dir()]) == 1
     committed = cached_responses(tmp_path / "cache")
     assert committed >= 2
-    second = assert_completes(args, run_env)
+    last = assert_completes(args, run_env)
     _, meta = read_report(tmp_path / "report.parquet")
-    assert meta["stats"]["n_cached"] >= committed, second.output[-3000:]
+    assert meta["stats"]["n_cached"] >= committed, last.output[-3000:]
 
 
 def cached_responses(cache_dir: Path) -> int:

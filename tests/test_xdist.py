@@ -77,7 +77,7 @@ def test_worker_payload_keeps_harm_scores_and_capability_results():
     cap = CapabilityResult({"c1": CapabilityRow("Red.", 1.0, 0.8, -1.5, 3)}, "text_davinci_003", judge="longer",
                            notes=["n"], seconds={"judge": 0.1})
     worker = HarnessSession(RunSettings(backend="dummy"))
-    worker.model_info.scorer = "refusal_patterns"
+    worker.model_info = worker.model_info.merged({"scorer": "refusal_patterns"})
     worker.results["capability"] = worker.suite_result("capability", [row], capability=cap)
     worker.stats.n_prompts = worker.stats.n_cached = 1
     hs = HarnessSession(RunSettings(backend="dummy"))
