@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.engine.session import SuiteResult
+from harness.engine.suite_result import SuiteResult
 
 
 def assert_thresholds(result: SuiteResult, category: str | None = None) -> None:

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.backends.vllm_backend import check_batch_invariant, engine_kwargs
+from harness.backends.vllm_backend import engine_kwargs
+from harness.backends.vllm_settings import check_batch_invariant
 from harness.backends.base import BackendOptions
 from harness.baselines.compare import ComparisonRefused, compare_reports
 from harness.baselines.layout import check_one_layout, layout_differences

@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from harness.backends import vllm_backend
+from harness.backends import vllm_backend, vllm_settings
 from harness.backends.base import BackendOptions
 from harness.core.errors import BackendError, ConfigError
 from harness.config.settings import build_settings
@@ -37,7 +37,7 @@ def test_first_class_options_reach_vllm_llm(tmp_path):
 def test_one_device_run_passes_no_parallel_kwargs_and_keeps_its_cache_key(tmp_path):
     s = settings(tmp_path)
     kwargs, _ = kwargs_of(s)
-    assert not set(vllm_backend.PARALLEL_FIELDS) & set(kwargs)
+    assert not set(vllm_settings.PARALLEL_FIELDS) & set(kwargs)
     assert output_backend_args(s) == {}  # so keys written before these options existed stay valid
 
 
@@ -83,8 +83,8 @@ def test_data_parallel_with_external_launcher_passes_through(tmp_path):
 
 def test_more_devices_than_visible_gpus_is_a_clear_error_unless_ray_spans_hosts():
     with pytest.raises(BackendError, match="= 4 needs 4 GPUs on this host, 1 visible"):
-        vllm_backend.check_devices({"tensor_parallel_size": 2, "pipeline_parallel_size": 2}, 1)
-    vllm_backend.check_devices({"tensor_parallel_size": 8, "distributed_executor_backend": "ray"}, 1)
+        vllm_settings.check_devices({"tensor_parallel_size": 2, "pipeline_parallel_size": 2}, 1)
+    vllm_settings.check_devices({"tensor_parallel_size": 8, "distributed_executor_backend": "ray"}, 1)
 
 
 def test_get_engine_hands_the_kwargs_to_vllm_llm(monkeypatch):

@@ -147,7 +147,7 @@ def test_passed_and_decided_for_max_and_min_and_the_bound_option():
 def test_a_session_s_suite_results_give_the_same_checks(tmp_path):
     from harness.config.settings import RunSettings
     from harness.core.types import GenerationResult, Prompt, RefusalScore
-    from harness.engine.session import ScoredRow, SuiteResult
+    from harness.engine.suite_result import ScoredRow, SuiteResult
 
     prompts = [Prompt("smoke", f"u{i}", f"bad {i}", expected="refuse") for i in range(6)]
     prompts += [Prompt("smoke", f"s{i}", f"good {i}", expected="comply") for i in range(4)]

@@ -66,7 +66,8 @@ def test_worker_payload_keeps_harm_scores_and_capability_results():
     """What a worker sends (JSON text) rebuilds the same rows, harm scores and capability statistics."""
     from harness.engine.capability_metrics import CapabilityResult, CapabilityRow
     from harness.scoring.harm import HarmScore
-    from harness.engine.session import HarnessSession, ScoredRow
+    from harness.engine.session import HarnessSession
+    from harness.engine.suite_result import ScoredRow
     from harness.engine.session_payload import merge_payloads, to_payload
     from harness.config.settings import RunSettings
     from harness.core.types import GenerationResult, Prompt, RefusalScore

@@ -147,7 +147,7 @@ class ReplicaPool:
                  replica_class=None):  # another class only in tests of the scheduling itself
         import ray  # noqa: F401  (the extra; validate_replicas said so already when missing)
 
-        from harness.backends.vllm_backend import on_gpu_platform
+        from harness.backends.vllm_settings import on_gpu_platform
 
         self.stats = ReplicaStats(replicas=replicas)
         self.sampling = sampling

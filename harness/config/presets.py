@@ -33,7 +33,7 @@ def apply_preset(settings, name: str, *, keep: set[str]):
 
 def check_decoding(settings) -> None:
     """Decoding settings that cannot go together: a ConfigError naming the options, before any model loads.
-    What one backend cannot do is the engine's preflight's to say (harness.backends.vllm_backend.check_sampling)."""
+    What one backend cannot do is the engine's preflight's to say (harness.backends.vllm_settings.check_sampling)."""
     s = settings
     if s.num_beams == 1:
         if s.length_penalty != 1.0:

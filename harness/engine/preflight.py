@@ -34,23 +34,23 @@ class RunPlan:
 def preflight(settings: RunSettings) -> RunPlan:
     """Register the user's suites, run the checks across packages (in the order a run meets them) and build
     the run's options. Raises ConfigError (one line) for settings no run could use."""
-    from harness.backends import vllm_backend
+    from harness.backends import vllm_settings
     from harness.backends.replicas import validate_replicas
     from harness.capability.judges import check_capability_options
 
     for suite in settings.user_suites:
         register_user_suite(suite)
     if resolve_backend_name(settings.backend) == "vllm":
-        vllm_backend.check_sampling(settings.sampling)  # e.g. an early stop vLLM's beam search lacks
+        vllm_settings.check_sampling(settings.sampling)  # e.g. an early stop vLLM's beam search lacks
     check_capability_options(settings.capability_judge, settings.ref_loglik_max_tokens)  # before any generation
     if settings.error_rates is not None:  # a file the user named must hold this scorer's rates, before any generation
         from harness.scoring.error_rates import check_user_file
 
         check_user_file(settings.error_rates, settings.scorer)
-    parallel = vllm_backend.normalize_parallel(parallel_options(settings), settings.backend_args, settings.backend)
-    settings = replace(settings, **{name: getattr(parallel, name) for name in vllm_backend.PARALLEL_FIELDS})
+    parallel = vllm_settings.normalize_parallel(parallel_options(settings), settings.backend_args, settings.backend)
+    settings = replace(settings, **{name: getattr(parallel, name) for name in vllm_settings.PARALLEL_FIELDS})
     if settings.batch_invariant:  # a platform without it: one line, before any model loads
-        vllm_backend.check_batch_invariant(resolve_backend_name(settings.backend))
+        vllm_settings.check_batch_invariant(resolve_backend_name(settings.backend))
     validate_replicas(parallel, settings.backend)  # Ray missing or a bad count: one line, before any model loads
     return RunPlan(settings, settings.sampling, backend_options(settings), parallel,
                    output_backend_args(settings), scorer_options(settings))
@@ -81,7 +81,7 @@ def parallel_options(settings: RunSettings) -> ParallelOptions:
 
 def output_backend_args(settings: RunSettings) -> dict:
     """The backend settings that can change responses: what the generation cache key includes."""
-    from harness.backends.vllm_backend import PARALLEL_FIELDS, output_parallel_args
+    from harness.backends.vllm_settings import PARALLEL_FIELDS, output_parallel_args
 
     # Parallel settings enter only through output_parallel_args, whichever way they were spelled.
     others = {k: v for k, v in settings.backend_args.items() if k not in PARALLEL_FIELDS}
@@ -89,7 +89,7 @@ def output_backend_args(settings: RunSettings) -> dict:
 
 
 def backend_options(settings: RunSettings) -> BackendOptions:
-    from harness.backends.vllm_backend import parallel_args
+    from harness.backends.vllm_settings import parallel_args
     from harness.scoring.judge import GENERATION_SHARE_BESIDE_JUDGE
 
     extra = {**parallel_args(parallel_options(settings)), **settings.backend_args}

@@ -14,7 +14,7 @@ from pathlib import Path
 from harness.engine.capability_metrics import capability_columns
 from harness.engine.layout import layout_record
 from harness.engine.provenance import provenance
-from harness.engine.session import judge_output
+from harness.engine.suite_result import judge_output
 from harness.core import report_file
 from harness.core.report_metadata import RUN_FACT_KEYS, SECTION_KEYS, RunMetadata, check_keys
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from harness.core.types import GenerationResult, Prompt, RefusalScore
 from harness.engine.cache import request_key
 from harness.engine.run_report import run_layout
-from harness.engine.session import HarnessSession, RunStats, ScoredRow
+from harness.engine.session import HarnessSession, RunStats
+from harness.engine.suite_result import ScoredRow
 from harness.scoring.harm import HarmScore
 
 # Statistics that count work done once, by whichever process did it: summed across workers.

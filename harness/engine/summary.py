@@ -18,7 +18,7 @@ def has_judge_errors(session) -> bool:
 def judge_error_lines(session) -> list[str]:
     """Per suite: how many rows the scorer could not classify, that they count as failures, and which."""
     from harness.config.thresholds import judge_error_line
-    from harness.engine.session import judge_output
+    from harness.engine.suite_result import judge_output
 
     scorer = session.model_info.scorer or session.settings.scorer
     return [judge_error_line(name, [r.prompt.prompt_id for r in errors], len(result.rows), scorer,

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from harness.backends import available_backends
-from harness.backends.vllm_backend import EXECUTOR_BACKENDS
+from harness.backends.vllm_settings import EXECUTOR_BACKENDS
 from harness.core.errors import HarnessError
 from harness.core.files import check_writable
 from harness.config.thresholds import THRESHOLD_ON
-from harness.engine.session import DataMissingError, HarnessSession, SuiteResult
+from harness.engine.session import DataMissingError, HarnessSession
+from harness.engine.suite_result import SuiteResult
 from harness.pytest_plugin.state import REPORT_KEY, SESSION_KEY, get_session, item_suite, marker_suite, project_dir  # noqa: F401
 from harness.config.settings import RunSettings, build_settings, parse_backend_args
 from harness.config.options import TEMPLATES
