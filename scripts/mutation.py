@@ -4,6 +4,7 @@ prints the score per module and every surviving mutant.
 
     python -m pip install -e ".[mutation]"
     SAFETY_HARNESS_DATA=/path/to/data python scripts/mutation.py            # a fresh run, then the table
+    python scripts/mutation.py --only harness/core/stratified.py            # one module's mutants only
     python scripts/mutation.py --report                                     # the table of the last run
     mutmut show MUTANT_NAME                                                 # one mutant's diff
 
@@ -31,20 +32,27 @@ SURVIVED = {0: "survived", 5: "no tests", 33: "no tests"}
 LOG = ROOT / "mutants" / "mutmut-run.log"
 
 
-def run(children: int) -> int:
+def run(children: int, only: str | None = None) -> int:
     shutil.rmtree(ROOT / "mutants", ignore_errors=True)  # a cached result must not stand for a changed test
     (ROOT / "mutants").mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     start = time.monotonic()
     with open(LOG, "w", encoding="utf-8") as log:
-        proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children)], cwd=ROOT,
+        names = [module_name(only) + ".*"] if only else []  # mutmut names a mutant MODULE.FUNCTION__mutmut_N
+        proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *names], cwd=ROOT,
                               env=env, stdout=log, stderr=subprocess.STDOUT)
     print(f"mutmut run: exit status {proc.returncode}, {time.monotonic() - start:.0f} s (its output: {LOG})")
     return proc.returncode
 
 
-def report() -> int:
+def module_name(path: str) -> str:
+    return path.removesuffix(".py").replace("/", ".")
+
+
+def report(only: str | None = None) -> int:
     metas = sorted((ROOT / "mutants").rglob("*.py.meta"))
+    if only:  # the other modules' mutants were generated but not run
+        metas = [m for m in metas if str(m.relative_to(ROOT / "mutants")).removesuffix(".meta") == only]
     if not metas:
         print("scripts/mutation.py: no mutmut results under mutants/ (run without --report first)", file=sys.stderr)
         return 2
@@ -79,11 +87,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="store_true", help="only print the table of the last run")
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument("--only", metavar="PATH", help="run and report one module of [tool.mutmut] only_mutate, "
+                        "e.g. harness/core/stratified.py")
     args = parser.parse_args()
-    if not args.report and run(args.children) != 0:
+    if not args.report and run(args.children, args.only) != 0:
         print(f"scripts/mutation.py: mutmut run failed, see {LOG}", file=sys.stderr)
         return 2
-    return report()
+    return report(args.only)
 
 
 if __name__ == "__main__":
