@@ -8,7 +8,7 @@ imported inside each factory, so ``import harness`` stays cheap and a missing li
 from __future__ import annotations
 
 import functools
-
+from abc import ABC, abstractmethod
 from typing import Callable, Protocol
 
 from harness.config.options import BackendOptions, SamplingConfig  # noqa: F401  (the backend interface's own types)
@@ -116,13 +116,15 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class BatchBackend:
+class BatchBackend(ABC):
     """The ``Backend`` protocol for a backend that generates a list of requests in one call of its own
-    (``generate_batch``): chunks of ``chunk_size``, each handed to ``on_results`` as it finishes."""
+    (``generate_batch``): chunks of ``chunk_size``, each handed to ``on_results`` as it finishes. A subclass
+    without ``generate_batch`` cannot be instantiated."""
 
+    @abstractmethod
     def generate_batch(self, requests: list[GenerationRequest],
                        progress: ProgressFn | None = None) -> list[GenerationResult]:
-        raise NotImplementedError
+        """One result per request, in order."""
 
     def generate(self, requests: list[GenerationRequest], *, progress: ProgressFn | None = None,
                  on_results: ResultsFn | None = None, chunk_size: int | None = None) -> list[GenerationResult]:
