@@ -31,7 +31,8 @@ def _run_settings_class():
 def _report_schema():
     from harness.reports.parquet import COLUMN_DOCS, METADATA_KEY, SCHEMA
 
-    return SCHEMA, COLUMN_DOCS, METADATA_KEY
+    key = METADATA_KEY.decode() if isinstance(METADATA_KEY, bytes) else str(METADATA_KEY)
+    return SCHEMA, COLUMN_DOCS, key
 
 
 def _metadata_records():
@@ -111,7 +112,7 @@ def render_options() -> str:
 
 
 def render_report_schema() -> str:
-    schema, column_docs, metadata_key = _report_schema()
+    schema, column_docs, key = _report_schema()
     missing = [name for name in schema.names if not column_docs.get(name)]
     extra = sorted(set(column_docs) - set(schema.names))
     if missing or extra:
@@ -120,7 +121,6 @@ def render_report_schema() -> str:
             + (f"; undocumented: {', '.join(missing)}" if missing else "")
             + (f"; not in SCHEMA: {', '.join(extra)}" if extra else "")
         )
-    key = metadata_key.decode() if isinstance(metadata_key, bytes) else str(metadata_key)
     lines = [
         "# Report schema",
         "",
@@ -148,8 +148,7 @@ def _described(record) -> list[dataclasses.Field]:
 
 def render_report_metadata() -> str:
     run_metadata, model_info = _metadata_records()
-    _, _, metadata_key = _report_schema()
-    key = metadata_key.decode() if isinstance(metadata_key, bytes) else str(metadata_key)
+    _, _, key = _report_schema()
     lines = [
         "# Report metadata",
         "",
