@@ -98,7 +98,7 @@ def _score(args) -> int:
     # The same scoring as a pytest run (harness.engine.response_scoring): judges and reward models score through the cache.
     # The clock starts before the scorers are built: loading a model is part of what scoring a file costs.
     t0 = time.perf_counter()
-    scoring = ResponseScoring(settings, harm=None if no_harm else "from settings")
+    scoring = ResponseScoring(plan, harm=None if no_harm else "from settings")
     scorer, harm_scorer = scoring.refusal, scoring.harm
     loaded = time.perf_counter()
     scores = scoring.score_refusals(prompts, responses)

@@ -12,15 +12,14 @@ from harness.scoring.harm import HarmScore
 
 
 class ResponseScoring:
-    def __init__(self, settings, *, refusal=None, harm="from settings"):
-        """The scorers are built from ``settings`` unless given (``harm=None``: no harm scores)."""
-        from harness.engine.preflight import scorer_options
+    def __init__(self, plan, *, refusal=None, harm="from settings"):
+        """The scorers are built from the run plan's scorer options (harness.engine.preflight) unless given
+        (``harm=None``: no harm scores)."""
         from harness.scoring.factory import build_harm_scorer, build_refusal_scorer
 
-        self.settings = settings
-        options = scorer_options(settings)
-        self.refusal = refusal if refusal is not None else build_refusal_scorer(options)
-        self.harm = build_harm_scorer(options) if harm == "from settings" else harm
+        self.settings = plan.settings
+        self.refusal = refusal if refusal is not None else build_refusal_scorer(plan.scorer_options)
+        self.harm = build_harm_scorer(plan.scorer_options) if harm == "from settings" else harm
 
     def score_refusals(self, questions: list[str], texts: list[str]) -> list[RefusalScore]:
         scorer = self.refusal

@@ -171,7 +171,7 @@ class HarnessSession:
     def _score(self, prompts: list[Prompt], texts: list[str]) -> tuple[list[RefusalScore], list]:
         """Refusal labels, then harm scores (which may read the labels), by the scorers the settings name."""
         if self._scoring is None:  # built once: a judge or reward model loads once per session
-            self._scoring = ResponseScoring(self.settings)
+            self._scoring = ResponseScoring(self.plan)
         scores, harms = self._scoring.score([p.prompt for p in prompts], texts, [p.expected for p in prompts])
         scoring, info = self._scoring, self.model_info
         facts = {"scorer": scoring.refusal.name, "scorer_version": scoring.refusal.version,
