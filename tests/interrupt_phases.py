@@ -36,15 +36,14 @@ def _announce(owner, name: str, phase: str, *, after: bool = False, when=None) -
 def pytest_configure(config):
     if PHASE_FD_ENV not in os.environ:
         return
-    from multiprocessing.process import BaseProcess
-
+    from harness.backends import vllm_backend
     from harness.engine import cache, response_scoring, run_report
     from harness.models import resolve
 
     _announce(resolve, "_convert_gguf", "model preparation")  # the GGUF of the embedded model -> a model folder
-    # vLLM has started its engine process, which now imports vLLM and loads the model
-    _announce(BaseProcess, "start", "engine start", after=True,
-              when=lambda process: process.name.startswith("EngineCore"))
+    # vllm.LLM is about to start: the interrupt lands while vLLM imports, loads the model and sizes its KV
+    # cache (in this process on CPU; in the engine processes it spawns on a GPU or for a parallel split)
+    _announce(vllm_backend, "interruptible_start", "engine start", after=True)
     _announce(cache.GenerationCache, "put_many", "generation", after=True)  # a chunk of responses is in the cache
     _announce(response_scoring.ResponseScoring, "score", "scoring")
     _announce(run_report, "write_report", "report")

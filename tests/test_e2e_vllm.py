@@ -346,11 +346,12 @@ def test_vllm_receives_the_window_and_the_parallel_settings(first, second):
     assert start["kwargs"]["distributed_executor_backend"] == "mp"
     assert {k: start["resolved"][k] for k in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
                                               "distributed_executor_backend")} == PINNED_PARALLEL
-    # Without the options nothing is passed (vLLM's CPU build then picks the same executor, mp, on its own).
+    # Without the options no split is passed, and the one engine runs in the run's own process, uncompiled
+    # (harness.backends.vllm_backend.in_process_engine).
     plain = second["greedy"].starts[0]
-    assert not {"distributed_executor_backend", "tensor_parallel_size", "pipeline_parallel_size",
-                "data_parallel_size"} & set(plain["kwargs"])
-    assert plain["resolved"]["distributed_executor_backend"] == "mp"
+    assert not {"tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"} & set(plain["kwargs"])
+    assert (plain["kwargs"]["distributed_executor_backend"], plain["kwargs"]["enforce_eager"]) == ("uni", True)
+    assert plain["resolved"]["distributed_executor_backend"] == "uni"
     # vLLM's own start-up log (--engine-logs) says the same
     assert "Initializing a V1 LLM engine" in first.out and "max_seq_len=1024" in first.out
     assert "'distributed_executor_backend': 'mp'" in first.out

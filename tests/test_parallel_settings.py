@@ -36,9 +36,21 @@ def test_first_class_options_reach_vllm_llm(tmp_path):
 
 def test_one_device_run_passes_no_parallel_kwargs_and_keeps_its_cache_key(tmp_path):
     s = settings(tmp_path)
-    kwargs, _ = kwargs_of(s)
+    kwargs, _ = kwargs_of(s, on_gpu=True)
     assert not set(vllm_settings.PARALLEL_FIELDS) & set(kwargs)
     assert output_backend_args(s) == {}  # so keys written before these options existed stay valid
+
+
+def test_one_cpu_engine_runs_in_this_process_uncompiled_and_a_split_one_keeps_vllms_processes(tmp_path):
+    kwargs, env = kwargs_of(settings(tmp_path))
+    assert (kwargs["distributed_executor_backend"], kwargs["enforce_eager"]) == ("uni", True)
+    assert (env["VLLM_ENABLE_V1_MULTIPROCESSING"], env["VLLM_CPU_OMP_THREADS_BIND"]) == ("0", "nobind")
+    kwargs, env = kwargs_of(settings(tmp_path, tensor_parallel_size=2, distributed_executor_backend="mp"))
+    assert kwargs["distributed_executor_backend"] == "mp" and kwargs["enforce_eager"] is True
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in env and "VLLM_CPU_OMP_THREADS_BIND" not in env
+    kwargs, env = kwargs_of(settings(tmp_path, backend_args={"enforce_eager": False}))
+    assert kwargs["enforce_eager"] is False  # the user's choice wins: compiled, on a machine where it pays
+    assert output_backend_args(settings(tmp_path)) == {}  # none of this joins the cache key
 
 
 def test_toml_ray_address_implies_ray_and_becomes_the_environment(tmp_path):

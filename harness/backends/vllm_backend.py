@@ -42,6 +42,19 @@ def engine_kwargs(model_path: str, options: BackendOptions, *, seed: int, max_lo
         # no attribute 'finalize_loading'") and compiles the model again at every start (~50 s on one core).
         # Without AOT compilation, inductor's own cache serves a second start: 55 s instead of 100 s.
         env["VLLM_USE_AOT_COMPILE"] = "0"
+        # Compiling does not pay on CPU: the embedded model generated 161 tokens/s compiled and 160 eager
+        # (64 XSTest prompts x 128 tokens, float32, one core), and the compile took 23 s of a 54 s start.
+        extra.setdefault("enforce_eager", True)
+        if in_process_engine(extra):
+            # One engine, in this process: no engine-core and worker processes to spawn (each imports vLLM
+            # again, ~10 s apiece), and no core reserved for a scheduler process. vLLM's automatic binding
+            # would then pin the engine to one core less than this process has; ``nobind`` leaves its
+            # threads to torch's pool, which follows this process's own thread count (all its cores by
+            # default, one per pytest-xdist worker under the tests' conftest). Measured on 2 cores, bare
+            # vllm.LLM, 64 prompts x 128 tokens: start 54 -> 12.6 s, generation 161 -> 255 tokens/s.
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+            extra["distributed_executor_backend"] = "uni"
     # --batch-invariant is the one switch (checked against the GPU when the settings were built): an engine
     # started beside another in this process, or a variable left in the environment, must not change it
     # behind the report's layout record.
@@ -65,6 +78,13 @@ def engine_kwargs(model_path: str, options: BackendOptions, *, seed: int, max_lo
     return kwargs, env
 
 
+def in_process_engine(extra: dict) -> bool:
+    """Whether a CPU engine runs inside this process: one engine (no tensor, pipeline or data parallel
+    split) with no executor chosen by the user. Parallel engines keep vLLM's processes, which they need."""
+    sizes = (extra.get(name, 1) for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"))
+    return all(int(size) == 1 for size in sizes) and extra.get("distributed_executor_backend") is None
+
+
 def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_rank: int | None):
     on_gpu = on_gpu_platform()
     kwargs, env = engine_kwargs(model_path, options, seed=seed, max_lora_rank=max_lora_rank, on_gpu=on_gpu)
@@ -84,7 +104,7 @@ def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_
 
         check_devices(kwargs, torch.cuda.device_count())
     for name, value in env.items():
-        if name in ("RAY_ADDRESS", "VLLM_BATCH_INVARIANT"):
+        if name in ("RAY_ADDRESS", "VLLM_BATCH_INVARIANT", "VLLM_ENABLE_V1_MULTIPROCESSING"):
             os.environ[name] = value  # the configured cluster and kernel mode win over the environment's
         else:
             os.environ.setdefault(name, value)
