@@ -6,7 +6,8 @@ One hook wrapper, the innermost (``trylast``): its start runs right before every
 (whose own work, e.g. another plugin importing itself for its summary, is no part of the report). The wall
 time stops there too: what comes after (the summaries, closing the engine at unconfigure) is not counted.
 On a pytest-xdist controller the report time also holds pytest-xdist's shutdown of its workers, which happens
-in the same hook (0.6 s of a 17.8 s two-worker dummy run).
+in the same hook (`pytest suites/test_smoke.py --backend dummy --scorer refusal_patterns --limit 5 -n 2`: 0.6 s
+of 17.8 s).
 """
 
 from __future__ import annotations
