@@ -12,7 +12,8 @@ import pytest
 from harness.reports.parquet import read_report
 from tests.support import project
 
-TIMING = {"generation_seconds", "backend_start_seconds", "scoring_seconds"}
+TIMING = {"generation_seconds", "backend_start_seconds", "scoring_seconds", "startup_seconds", "data_seconds",
+          "model_prep_seconds", "report_seconds", "wall_seconds"}
 
 
 def comparable(path):

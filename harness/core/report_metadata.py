@@ -47,8 +47,18 @@ class RunMetadata:
                         "`tensor_parallel_size`, `pipeline_parallel_size`, `data_parallel_size`, `batch_cap`, "
                         "`batch_invariant`. A comparison refuses runs whose responses may differ for these alone.",
                         EVERY_RUN)
-    stats: dict = _key("Counts and timings: `n_prompts`, `n_generated`, `n_cached`, `n_response_tokens_generated`, "
-                       "`generation_seconds`, `backend_start_seconds`, `scoring_seconds`, `backend_starts`.",
+    stats: dict = _key("Counts: `n_prompts`, `n_generated`, `n_cached`, `n_response_tokens_generated`, "
+                       "`backend_starts`. Where the wall time went, phase by phase, none overlapping another: "
+                       "`startup_seconds` (process start to the session: interpreter, imports, settings), "
+                       "`data_seconds` (fetching, verifying and loading the suites' data), `model_prep_seconds` "
+                       "(resolving the model and its tokenizer and template, formatting the prompts), "
+                       "`backend_start_seconds`, `generation_seconds`, `scoring_seconds`, then the capability "
+                       "suite's `suites.capability.capability.seconds`, then `report_seconds`; `wall_seconds` is "
+                       "process start to the report. `report_seconds` and `wall_seconds` stop where this metadata "
+                       "is written: the Parquet file's own write, the outputs after it and the teardown are not in "
+                       "them (the terminal summary's `time:` line counts them). With pytest-xdist, engine start and "
+                       "generation are summed over the workers (they take turns), the other phases are the slowest "
+                       "worker's, the startup adds the controller's own, and report and wall are the controller's.",
                        EVERY_RUN)
     suites: dict = _key("Per suite: `n`, `checks` (each check's rate, interval, threshold, `threshold_on`, verdict, "
                         "`corrected` and `verified` rates), `labelled`, `judge_errors` (row ids and two raw "

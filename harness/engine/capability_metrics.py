@@ -129,6 +129,7 @@ def score_capability(session, result, *, progress: bool = True) -> None:
     from harness.models.templates import user_message
 
     s = session.settings
+    started = time.perf_counter()
     try:
         references = load_references(s.capability_reference, s.data_dir)
     except SuiteDataMissing as exc:
@@ -136,6 +137,8 @@ def score_capability(session, result, *, progress: bool = True) -> None:
         note = f"no reference outputs ({exc})"
     else:
         note = None
+    finally:  # the reference outputs are the suite's data
+        session.stats.data_seconds += time.perf_counter() - started
     rows = result.rows
     refs = [references.get(r.prompt.prompt) if not r.prompt.input else None for r in rows]
     cap = CapabilityResult({}, s.capability_reference, notes=[note] if note else [])

@@ -109,6 +109,12 @@ def run_metadata(session, run_facts: dict | None = None) -> RunMetadata:
     sections = getattr(session, "extra_metadata", {})
     check_keys(sections, "the session's metadata sections (HarnessSession.extra_metadata)", SECTION_KEYS)
     check_keys(run_facts or {}, "write_report's run facts", RUN_FACT_KEYS)
+    suites = suite_records(session)
+    run_provenance = provenance(session)  # hashes the data files read: part of the report's time
+    if hasattr(session, "stop_clock"):
+        # The wall and report times as they stand now: the Parquet file's own write, the outputs after it
+        # (--html, --markdown, junit XML) and the teardown come later, and only the terminal summary counts them.
+        session.stop_clock()
     return RunMetadata(
         run_id=session.run_id,
         started=session.started,
@@ -118,10 +124,10 @@ def run_metadata(session, run_facts: dict | None = None) -> RunMetadata:
         model=session.model_info,
         layout=run_layout(session),  # what a comparison checks before pairing runs (harness.baselines.layout)
         stats=vars(session.stats).copy(),
-        suites=suite_records(session),
+        suites=suites,
         missing_suites=session.missing,
         labels=label_record(session),
-        provenance=provenance(session),  # what a later run is gated against (harness.engine.provenance)
+        provenance=run_provenance,  # what a later run is gated against (harness.engine.provenance)
         **sections,  # e.g. "invariance": findings and cost per property
         **(run_facts or {}),
     )
@@ -129,5 +135,14 @@ def run_metadata(session, run_facts: dict | None = None) -> RunMetadata:
 
 def write_report(session, path: Path, run_facts: dict | None = None) -> Path:
     """The session's Parquet report at ``path`` (see ``harness.core.report_file``), its metadata the
-    ``RunMetadata`` record as JSON (``run_facts``: the record's exitstatus or sweep)."""
-    return report_file.write_report(path, report_rows(session), run_metadata(session, run_facts).as_dict())
+    ``RunMetadata`` record as JSON (``run_facts``: the record's exitstatus or sweep). Its ``report_seconds``
+    count from ``session.report_started`` (the plugin sets it where pytest's session finishing begins), else
+    from here."""
+    own_start = getattr(session, "report_started", False) is None
+    if own_start:
+        session.report_started = time.perf_counter()
+    try:
+        return report_file.write_report(path, report_rows(session), run_metadata(session, run_facts).as_dict())
+    finally:
+        if own_start:  # a second write times itself again
+            session.report_started = None

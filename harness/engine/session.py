@@ -19,6 +19,7 @@ from harness.engine.cache import GenerationCache, request_key, stable_hash
 from harness.engine.preflight import RunPlan, preflight
 from harness.engine.progress import generation_bar
 from harness.engine.response_scoring import ResponseScoring
+from harness.core.clock import run_origin
 from harness.core.errors import DataError, HarnessError
 from harness.core.files import sha256_file
 from harness.data.fetch import DataFetchError, DataLocationError
@@ -50,6 +51,13 @@ class RunStats:
     backend_start_seconds: float = 0.0
     scoring_seconds: float = 0.0
     backend_starts: int = 0  # backends (engines) this session created; one per run, however many calls
+    # Where the wall time went, phase by phase (harness.engine.summary.time_line adds them up). Each is measured
+    # where it happens, and no two overlap: a phase inside another is not part of it.
+    startup_seconds: float = 0.0  # process start (harness.core.clock) to this session: interpreter, imports, settings
+    data_seconds: float = 0.0  # fetching, verifying and loading the suites' data (load_suite)
+    model_prep_seconds: float = 0.0  # resolving the model (fingerprint, GGUF to safetensors), tokenizer, prompt formatting
+    report_seconds: float = 0.0  # writing the report and the other outputs, as far as measured so far
+    wall_seconds: float = 0.0  # process start to the report (or to the terminal summary); 0 until then
 
 
 @dataclass
@@ -76,11 +84,25 @@ class HarnessSession:
     _scoring: object = field(default=None, repr=False)  # ResponseScoring, built on first need
     notify: object = field(default=_stderr_line, repr=False)  # one line of progress news (dataset fetches)
     plan: RunPlan | None = field(default=None, repr=False)  # the checked settings and options (engine.preflight)
+    # perf_counter() readings: where the run's wall time starts (harness.core.clock) and when writing the
+    # report began (None: not yet).
+    origin: float = field(default_factory=run_origin, repr=False)
+    report_started: float | None = field(default=None, repr=False)
+    own_startup_seconds: float = field(default=0.0, init=False, repr=False)  # this process's, whatever a merge adds
 
     def __post_init__(self):
         if self.plan is None:  # settings from build_settings: run the checks across packages here
             self.plan = preflight(self.settings)
         self.settings = self.plan.settings
+        self.stats.startup_seconds = self.own_startup_seconds = time.perf_counter() - self.origin
+
+    def stop_clock(self) -> None:
+        """Bring ``wall_seconds`` and ``report_seconds`` up to now (the report's metadata and the terminal summary
+        each call this when they are written)."""
+        now = time.perf_counter()
+        self.stats.wall_seconds = now - self.origin
+        if self.report_started is not None:
+            self.stats.report_seconds = now - self.report_started
 
     # -- prompts -------------------------------------------------------------------------------------
     def load_suite(self, name: str) -> list[Prompt] | None:
@@ -91,6 +113,13 @@ class HarnessSession:
             return None
         if name in self.data_errors:
             raise DataMissingError(self.data_error_line([name]))
+        started = time.perf_counter()
+        try:
+            return self._load_suite(name)
+        finally:
+            self.stats.data_seconds += time.perf_counter() - started
+
+    def _load_suite(self, name: str) -> list[Prompt] | None:
         spec = get_suite(name)
         try:
             if spec.builtin:  # a first run fetches the files its suites read (harness/data/manifest.toml)
@@ -192,6 +221,13 @@ class HarnessSession:
         self.model_info = replace(self.model_info, **facts)
 
     def _build_requests(self, prompts: list[Prompt]) -> list[GenerationRequest]:
+        started = time.perf_counter()
+        try:
+            return self._requests(prompts)
+        finally:
+            self.stats.model_prep_seconds += time.perf_counter() - started
+
+    def _requests(self, prompts: list[Prompt]) -> list[GenerationRequest]:
         s = self.settings
         backend = resolve_backend_name(s.backend)
         if backend in MODEL_FREE:

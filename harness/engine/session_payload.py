@@ -19,9 +19,13 @@ from harness.engine.session import HarnessSession, RunStats
 from harness.engine.suite_result import ScoredRow
 from harness.scoring.harm import HarmScore
 
-# Statistics that count work done once, by whichever process did it: summed across workers.
+# Statistics that count work done once, by whichever process did it: summed across workers. (Engine start and
+# generation happen under the run's generation lock, one worker at a time, so their seconds add up in wall time.)
 SUMMED_STATS = ("n_generated", "n_response_tokens_generated", "generation_seconds", "backend_start_seconds",
-                "scoring_seconds", "backend_starts")
+                "backend_starts")
+# Phases every worker goes through at the same time as the others (each starts, loads the suites' data, prepares
+# the model and scores every row): the slowest worker's seconds are what the run waited, not their sum.
+SIDE_BY_SIDE_STATS = ("startup_seconds", "data_seconds", "model_prep_seconds", "scoring_seconds")
 
 
 def has_payload(session: HarnessSession) -> bool:
@@ -89,14 +93,22 @@ def merge_payloads(session: HarnessSession, payloads: list[str | dict]) -> None:
             else:
                 session.extra_metadata[key] = value
     session.generated_keys = generated
-    session.stats = merge_stats(payloads)
+    session.stats = merge_stats(payloads, controller=session)
 
 
-def merge_stats(payloads: list[dict]) -> RunStats:
+def merge_stats(payloads: list[dict], controller=None) -> RunStats:
     """Work done once is summed; the collection-time counts, which every worker repeats, are those of the
-    worker that saw the cache least filled (the one that generated), plus each worker's later ad-hoc work."""
+    worker that saw the cache least filled (the one that generated), plus each worker's later ad-hoc work.
+    Phases the workers go through side by side take the slowest worker's seconds; the startup is the
+    ``controller`` session's own (before it started the workers) plus the slowest worker's, and the report and
+    wall times are the controller's (the workers write no report)."""
     names = [f.name for f in fields(RunStats)]
     merged = {name: sum(p["stats"].get(name, 0) for p in payloads) for name in names if name in SUMMED_STATS}
+    merged.update({name: max(p["stats"].get(name, 0.0) for p in payloads) for name in SIDE_BY_SIDE_STATS})
+    if controller is not None:
+        merged["startup_seconds"] += controller.own_startup_seconds
+        merged["report_seconds"] = controller.stats.report_seconds
+        merged["wall_seconds"] = controller.stats.wall_seconds
     first = [p["stats_collection"] for p in payloads]
     merged["n_prompts"] = max(s["n_prompts"] for s in first)
     merged["n_cached"] = min(s["n_cached"] for s in first)

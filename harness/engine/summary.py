@@ -1,6 +1,6 @@
 """The terminal summary of a finished session: one line per threshold check (``harness.scoring.check_summary``,
 as every summary of a report shows them), then the capability lines, the replicas' work and faults, the
-skipped suites, the model and the generation statistics."""
+skipped suites, the model, the generation statistics and where the wall time went."""
 
 from __future__ import annotations
 
@@ -84,6 +84,44 @@ def summary_lines(session, report_path=None) -> list[str]:
             line += (f"; {s.n_response_tokens_generated} tokens in {s.generation_seconds:.1f} s "
                      f"({s.n_response_tokens_generated / s.generation_seconds:.1f} tokens/s)")
         lines.append(line)
+    timing = time_line(s, capability_seconds(session))
+    if timing:
+        lines.append(timing)
     if report_path:
         lines.append(f"report: {report_path}")
     return lines
+
+
+# The run's phases in the order a run goes through them: (label, RunStats field). No two overlap.
+PHASES = (("startup", "startup_seconds"), ("data", "data_seconds"), ("model", "model_prep_seconds"),
+          ("engine start", "backend_start_seconds"), ("generation", "generation_seconds"),
+          ("scoring", "scoring_seconds"))
+# The capability suite's own timings (CapabilityResult.seconds), which come after scoring.
+CAPABILITY_PHASES = (("log-likelihood", "ref_loglik"), ("capability judge", "judge"))
+
+
+def capability_seconds(session) -> dict[str, float]:
+    """The capability suites' timed steps (reference log-likelihood, judge), summed over suites."""
+    out: dict[str, float] = {}
+    for result in session.results.values():
+        for step, seconds in (getattr(getattr(result, "capability", None), "seconds", None) or {}).items():
+            out[step] = out.get(step, 0.0) + seconds
+    return out
+
+
+def time_line(stats, capability: dict[str, float]) -> str | None:
+    """One line: the wall time and each phase's share of it, what no phase accounts for as "other", and the
+    share accounted for. None before the run's clock stopped (``HarnessSession.stop_clock``)."""
+    wall = stats.wall_seconds
+    if wall <= 0:
+        return None
+    parts = [(label, getattr(stats, name)) for label, name in PHASES]
+    parts += [(label, capability[step]) for label, step in CAPABILITY_PHASES if step in capability]
+    parts.append(("report", stats.report_seconds))
+    accounted = sum(seconds for _, seconds in parts)
+    line = f"time: {wall:.1f} s wall = " + " + ".join(f"{label} {seconds:.1f}" for label, seconds in parts)
+    other = wall - accounted
+    if other >= 0:
+        return line + f" + other {other:.1f} ({100 * accounted / wall:.1f}% accounted)"
+    # Only pytest-xdist workers overlap: each runs data, model and scoring at the same time as the others.
+    return line + f" (the phases overlap by {-other:.1f} s: pytest-xdist workers run side by side)"

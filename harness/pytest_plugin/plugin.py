@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import harness.core.clock  # noqa: F401  first: where /proc cannot tell, the run's clock starts at this import
 from harness.backends import available_backends
 from harness.backends.vllm_settings import EXECUTOR_BACKENDS
 from harness.core.errors import HarnessError
@@ -28,9 +29,10 @@ from harness.config.presets import EARLY_STOPPING, PRESETS
 # Hooks that live in their own modules: pytest-xdist support (one generation, one report), the opt-in
 # invariance suites, regression gating against a baseline with --html/--markdown summaries, the rule
 # that a session which scored no prompt for its gates fails, a Ctrl-C while the report is written, and the
-# checks as junit XML properties.
+# checks as junit XML properties; and the report phase of the run's clock.
 pytest_plugins = ["harness.pytest_plugin.xdist", "harness.pytest_plugin.invariance", "harness.pytest_plugin.baseline",
-                  "harness.pytest_plugin.empty_gate", "harness.pytest_plugin.interrupts", "harness.pytest_plugin.junit"]
+                  "harness.pytest_plugin.empty_gate", "harness.pytest_plugin.interrupts", "harness.pytest_plugin.junit",
+                  "harness.pytest_plugin.clock"]
 
 BACKENDS = ("auto", *available_backends())  # the backend registry is the one list of names
 
