@@ -8,6 +8,8 @@ read from the local Hugging Face cache as transformers would find it, everything
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -214,12 +216,41 @@ def prepare_alias(alias: str, cache_dir: Path) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """While a GGUF is converted: one parse of the file, one tensor-name map.
+
+    transformers (5.x) parses the whole GGUF (every field, the 49k-entry vocabulary included) each time it
+    reads it, for the tokenizer, the config and the tensors: 5.7 s a parse for the embedded model here.
+    Its weights map then rebuilds gguf's tensor-name table once per module, 397 times, 6.4 s in all. Both
+    are pure functions of their arguments (a read-only memory map, an architecture and a layer count), so
+    within one conversion the first answer serves every later call. transformers imports both from the
+    ``gguf`` package inside its functions, so that is where they are held for the conversion."""
+    import gguf
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict = {}
+
+    def read_once(path, *args, **kwargs):
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = reader(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = read_once, functools.lru_cache(maxsize=None)(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+
+
 def _convert_gguf(gguf: Path, out: Path, alias: str) -> None:
     """Dequantize the GGUF with transformers and save it as a plain model that loads without gguf."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with _gguf_parsed_once():
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # save_pretrained refuses a model that carries the GGUF quantization_config, and _name_or_path would
     # point into site-packages; rebuild the same architecture from a clean config and copy the weights in.
     cfg = loaded.config.to_dict()
