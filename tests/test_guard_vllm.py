@@ -42,6 +42,7 @@ def run_suites(work: Path, model: str, *args: str, report: str):
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     out = proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout, out[-4000:]
+    assert (work / report).exists(), f"exit status {proc.returncode}, no report:\n{out[-4000:]}"
     table, meta = read_report(work / report)
     return proc, out, table.to_pylist(), meta
 
