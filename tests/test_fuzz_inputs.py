@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from harness.core.errors import HarnessError
@@ -175,6 +175,7 @@ sources = st.one_of(
 
 @FUZZ
 @given(sources)
+@example("FILE://[")  # urlparse's "Invalid IPv6 URL" was a traceback (found by this test in CI)
 def test_any_data_source_is_one_line_or_a_usable_source(source):
     """--source / $SAFETY_HARNESS_DATA_SOURCE: an http(s) URL or an existing folder, else one line."""
     from harness.data.fetch import DataLocationError, resolve_source

@@ -80,7 +80,11 @@ def resolve_source(source: str | None = None) -> str | None:
         if scheme != "file":
             raise DataLocationError(f"data source {shown(source)}: unsupported URL scheme {(scheme + '://')!r} "
                                     "(give an http:// or https:// mirror, a local folder, or file:///path/to/folder)")
-        parsed = urlparse(source)
+        try:
+            parsed = urlparse(source)
+        except ValueError as exc:  # e.g. "Invalid IPv6 URL" for file://[
+            raise DataLocationError(f"data source {shown(source)}: not a usable file:// URL ({exc}); "
+                                    "give file:///path/to/folder") from None
         if parsed.netloc not in ("", "localhost"):
             raise DataLocationError(f"data source {shown(source)}: a file:// URL must name a local folder "
                                     f"(file:///path), not host {parsed.netloc!r}")
