@@ -13,7 +13,7 @@ import pytest
 
 from harness.core import clock
 from harness.engine.session import RunStats
-from harness.engine.summary import time_line
+from harness.engine.summary import recorded_time_line, time_line
 from harness.reports.parquet import read_report
 from tests.support import project
 
@@ -42,6 +42,23 @@ def test_a_run_times_every_phase_and_accounts_for_most_of_its_wall_time(harness_
     assert match, lines[0]
     # The summary's wall goes on past the metadata's, to the last output written.
     assert float(match[1]) >= round(stats["wall_seconds"], 1) - 0.05
+    # `safety-harness summary` of the report prints the line as the metadata recorded it.
+    later = subprocess.run([sys.executable, "-m", "harness.cli.main", "summary", str(harness_project.report)],
+                           capture_output=True, text=True, timeout=120)
+    assert later.returncode == 0, later.stdout + later.stderr
+    recorded = [line for line in later.stdout.splitlines() if line.startswith("time: ")]
+    assert recorded == [recorded_time_line(read_report(harness_project.report)[1])], later.stdout
+    assert recorded[0].startswith(f"time: {stats['wall_seconds']:.1f} s wall = startup {stats['startup_seconds']:.1f} + ")
+
+
+def test_a_report_without_timed_phases_has_no_time_line():
+    assert recorded_time_line({"stats": {"generation_seconds": 3.0}}) is None  # written before wall_seconds
+    assert recorded_time_line({}) is None
+    meta = {"stats": {"generation_seconds": 3.0, "wall_seconds": 4.0, "unknown": "x"},
+            "suites": {"capability": {"capability": {"seconds": {"ref_loglik": 0.5}}}}}
+    assert recorded_time_line(meta) == ("time: 4.0 s wall = startup 0.0 + data 0.0 + model 0.0 + engine start 0.0 + "
+                                        "generation 3.0 + scoring 0.0 + log-likelihood 0.5 + report 0.0 + other 0.5 "
+                                        "(87.5% accounted)")
 
 
 def test_time_line_adds_the_phases_up_to_the_wall():

@@ -106,6 +106,11 @@ def _summary(args) -> int:
     if any(info.get("checks") for info in suites.values()):
         for line in check_summary.notes(suites, model, meta.get("labels"), report=str(args.report)):
             print(line)
+    from harness.engine.summary import recorded_time_line
+
+    timing = recorded_time_line(meta)  # absent from reports written before the run's phases were timed
+    if timing:
+        print(timing)
     print(f"{report.table.num_rows} rows; model {model.get('model')}; run {meta.get('run_id')}")
     if args.html or args.markdown:
         from harness.reports.summary import write_run_summaries

@@ -109,6 +109,25 @@ def capability_seconds(session) -> dict[str, float]:
     return out
 
 
+def recorded_time_line(meta: dict) -> str | None:
+    """The ``time:`` line of a finished run, from its report's metadata (``safety-harness summary``): the
+    phases as the metadata recorded them, so up to the report's write, not the last output after it."""
+    from dataclasses import fields
+
+    from harness.engine.session import RunStats
+
+    recorded = meta.get("stats") or {}
+    stats = RunStats(**{f.name: recorded[f.name] for f in fields(RunStats)
+                        if isinstance(recorded.get(f.name), (int, float))})
+    capability: dict[str, float] = {}
+    for suite in (meta.get("suites") or {}).values():
+        seconds = ((suite or {}).get("capability") or {}).get("seconds") or {}
+        for step, value in seconds.items():
+            if isinstance(value, (int, float)):
+                capability[step] = capability.get(step, 0.0) + value
+    return time_line(stats, capability)
+
+
 def time_line(stats, capability: dict[str, float]) -> str | None:
     """One line: the wall time and each phase's share of it, what no phase accounts for as "other", and the
     share accounted for. None before the run's clock stopped (``HarnessSession.stop_clock``)."""
