@@ -16,17 +16,16 @@ def _note(phase: str) -> None:
     os.write(int(os.environ[PHASE_FD_ENV]), f"{phase}\n".encode())
 
 
-def _announce(owner, name: str, phase: str, *, after: bool = False, when=None) -> None:
+def _announce(owner, name: str, phase: str, *, after: bool = False) -> None:
     """Wrap ``owner.name`` so that calling it notes ``phase`` (before the call, or once it returned)."""
     original = getattr(owner, name)
 
     @functools.wraps(original)
     def announced(*args, **kwargs):
-        wanted = when is None or when(*args, **kwargs)
-        if wanted and not after:
+        if not after:
             _note(phase)
         result = original(*args, **kwargs)
-        if wanted and after:
+        if after:
             _note(phase)
         return result
 

@@ -17,7 +17,7 @@ import time
 from harness.backends.base import BackendOptions, BatchBackend, SamplingConfig, generation_dtype, register_backend, require
 from harness.backends.vllm_interrupt import interruptible_start
 from harness.backends.vllm_quiet import engine_output_kwargs, engine_start_env
-from harness.backends.vllm_settings import PARALLEL_FIELDS, check_devices, on_gpu_platform
+from harness.backends.vllm_settings import PARALLEL_FIELDS, SIZE_FIELDS, check_devices, on_gpu_platform
 from harness.core.errors import BackendError
 from harness.core.types import GenerationRequest, GenerationResult
 
@@ -81,8 +81,8 @@ def engine_kwargs(model_path: str, options: BackendOptions, *, seed: int, max_lo
 def in_process_engine(extra: dict) -> bool:
     """Whether a CPU engine runs inside this process: one engine (no tensor, pipeline or data parallel
     split) with no executor chosen by the user. Parallel engines keep vLLM's processes, which they need."""
-    sizes = (extra.get(name, 1) for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"))
-    return all(int(size) == 1 for size in sizes) and extra.get("distributed_executor_backend") is None
+    return (all(int(extra.get(name, 1)) == 1 for name in SIZE_FIELDS)
+            and extra.get("distributed_executor_backend") is None)
 
 
 def get_engine(model_path: str, options: BackendOptions, *, seed: int, max_lora_rank: int | None):

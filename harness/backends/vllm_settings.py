@@ -23,7 +23,7 @@ def on_gpu_platform() -> bool:
 # The ParallelOptions fields vllm.LLM takes (replicas are the harness's own pool: harness.backends.replicas).
 PARALLEL_FIELDS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
                    "distributed_executor_backend", "ray_address")
-_SIZES = PARALLEL_FIELDS[:3]
+SIZE_FIELDS = PARALLEL_FIELDS[:3]  # the three ways to split one model or run it as replicas
 EXECUTOR_BACKENDS = ("mp", "ray", "uni", "external_launcher")
 # Splitting one forward pass differently changes the order of floating-point sums, so these can change
 # greedy outputs: they join the cache key. Replicas (data parallel) and executors do not.
@@ -45,7 +45,7 @@ def normalize_parallel(parallel: ParallelOptions, backend_args: dict, backend: s
             values[name] = given
     # What the user set, before a Ray address implies the Ray executor: an error names one of these.
     given = [name for name in PARALLEL_FIELDS if values[name] != _DEFAULTS[name]]
-    for name in _SIZES:
+    for name in SIZE_FIELDS:
         v = values[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{name} must be a whole number of at least 1, got {v!r}")

@@ -102,10 +102,17 @@ CAPABILITY_PHASES = (("log-likelihood", "ref_loglik"), ("capability judge", "jud
 
 def capability_seconds(session) -> dict[str, float]:
     """The capability suites' timed steps (reference log-likelihood, judge), summed over suites."""
+    return _summed_steps(getattr(getattr(result, "capability", None), "seconds", None)
+                         for result in session.results.values())
+
+
+def _summed_steps(per_suite) -> dict[str, float]:
+    """Each step's seconds summed over the suites' ``{step: seconds}`` records (None: a suite without any)."""
     out: dict[str, float] = {}
-    for result in session.results.values():
-        for step, seconds in (getattr(getattr(result, "capability", None), "seconds", None) or {}).items():
-            out[step] = out.get(step, 0.0) + seconds
+    for seconds in per_suite:
+        for step, value in (seconds or {}).items():
+            if isinstance(value, (int, float)):
+                out[step] = out.get(step, 0.0) + value
     return out
 
 
@@ -119,12 +126,8 @@ def recorded_time_line(meta: dict) -> str | None:
     recorded = meta.get("stats") or {}
     stats = RunStats(**{f.name: recorded[f.name] for f in fields(RunStats)
                         if isinstance(recorded.get(f.name), (int, float))})
-    capability: dict[str, float] = {}
-    for suite in (meta.get("suites") or {}).values():
-        seconds = ((suite or {}).get("capability") or {}).get("seconds") or {}
-        for step, value in seconds.items():
-            if isinstance(value, (int, float)):
-                capability[step] = capability.get(step, 0.0) + value
+    capability = _summed_steps(((suite or {}).get("capability") or {}).get("seconds")
+                               for suite in (meta.get("suites") or {}).values())
     return time_line(stats, capability)
 
 
