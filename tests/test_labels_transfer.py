@@ -154,3 +154,27 @@ def test_cohen_kappa_against_a_case_worked_by_hand(tmp_path, capsys):
                            "FILE --conflicts)")
     assert out[3].split() == ["ana", "11", "5", "4", "2"] and out[4].split() == ["ben", "10", "5", "3", "2"]
     assert out[-1].split() == ["ana", "/", "ben", "10", "0.700", "0.516", "0.800", "0.600"]
+
+
+def test_a_labeller_option_the_files_labeller_column_contradicts_is_refused(tmp_path, capsys):
+    """A second person fills in a full export (which names the first labeller on every row) and imports it
+    under their own name: storing it as the first person's latest labels would replace that person's vote."""
+    store = LabelStore(tmp_path / "labels.sqlite")
+    fill(store)
+    before = comparable(store)
+    out = tmp_path / "labels.csv"
+    assert main(["labels", "export", str(out), "--labels", str(store.path)]) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    with out.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "label": "partial_refusal", "labelled_at": ""} for r in rows)
+    capsys.readouterr()
+    assert main(["labels", "import", str(out), "--labeller", "cara", "--labels", str(store.path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}:2: the file's labeller column names 'ana', but --labeller cara was given" in err
+    assert len(err.strip().splitlines()) == 1
+    assert comparable(store) == before  # nothing stored
+    # The labeller's own name in the column is no contradiction.
+    assert main(["labels", "import", str(out), "--labeller", "ana", "--labels", str(store.path)]) == 2
+    assert "names 'ben'" in capsys.readouterr().err

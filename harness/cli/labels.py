@@ -114,9 +114,11 @@ def _import(args) -> int:
     from harness.data.tables import read_table
     from harness.labels import default_labeller
     from harness.labels.records import latest_per_labeller
-    from harness.labels.transfer import plan_import
+    from harness.labels.transfer import check_labeller_cells, plan_import
 
     rows = read_table(args.file, ["prompt", "response"])
+    if args.labeller:
+        check_labeller_cells(rows, args.labeller)
     report_keys = _report_keys(args.report) if args.report else None
     plan = plan_import(args.file, rows, labeller=args.labeller or default_labeller(), source=args.source,
                        report_keys=report_keys, report=args.report)

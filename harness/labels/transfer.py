@@ -90,11 +90,26 @@ def label_column(path: Path, columns: set[str]) -> str:
     return found[0]
 
 
+def check_labeller_cells(rows: list[tuple[str, dict]], labeller: str) -> None:
+    """Refuse a file whose ``labeller`` cells name someone other than the ``--labeller`` given. The cells win
+    over a default labeller (an export imported elsewhere keeps who labelled it), so a second person who fills
+    in a full export and imports it under their own name would otherwise store their labels as the first
+    person's latest ones: replacing that person's vote, with no agreement left to measure."""
+    for where, row in rows:
+        named = _text(row.get("labeller")).strip()
+        if named and named != labeller:
+            raise HarnessError(f"{where}: the file's labeller column names {named!r}, but --labeller {labeller} was "
+                               "given; nothing was stored (to label these replies as a second labeller, start from "
+                               "labels export FILE --blank, or empty the labeller column; to keep the file's labellers, "
+                               "leave out --labeller)")
+
+
 def plan_import(path: Path, rows: list[tuple[str, dict]], *, labeller: str, source: str,
                 report_keys: set[str] | None = None, report: Path | None = None) -> ImportPlan:
     """Check ``rows`` (``(where, row)`` pairs, as ``harness.data.tables.read_table`` gives them) and return
     the labels to store. A row's own ``labeller``, ``labelled_at``, ``rubric_version`` and ``source`` cells
-    win over the defaults (an export imported elsewhere keeps who labelled it)."""
+    win over the defaults (an export imported elsewhere keeps who labelled it); a ``--labeller`` the cells
+    contradict is refused first (``check_labeller_cells``)."""
     plan = ImportPlan()
     column = label_column(path, {c for _, row in rows for c in row})
     imported_at = now_iso()
