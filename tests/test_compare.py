@@ -264,6 +264,22 @@ def test_reports_with_nothing_in_common_are_refused_even_when_allowed(base, tmp_
         compare_reports(base, cand, allow_mismatch=True)
 
 
+def test_a_passed_column_of_text_is_refused_not_read_as_all_passed(base, tmp_path, capsys):
+    """A report rewritten through a CSV or a data frame holds "True"/"False" text in passed: read as truth
+    values, every row passed and a candidate failing 40 prompts looked like an improvement."""
+    table, meta = read_report(candidate(tmp_path, {f"h{i:03d}" for i in range(40)}))
+    as_text = pa.array([str(v) for v in table["passed"].to_pylist()], pa.string())
+    rewritten = tmp_path / "rewritten.parquet"
+    pq.write_table(table.set_column(table.column_names.index("passed"), "passed", as_text)
+                   .replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), rewritten)
+    assert main(["compare", str(base), str(rewritten)]) == 2
+    err = capsys.readouterr().err
+    assert "candidate report rewritten.parquet: column passed holds string, expected true/false" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["compare", str(rewritten), str(base)]) == 2
+    assert "baseline report rewritten.parquet: column passed holds string" in capsys.readouterr().err
+
+
 def _bad_inputs(tmp_path, base):
     text = tmp_path / "notes.parquet"
     text.write_text("not parquet at all\n")
