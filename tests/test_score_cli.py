@@ -132,6 +132,17 @@ def test_several_files_are_scored_in_one_pass_with_agreement_pooled_and_per_file
     assert code == 2 and "empty.csv: no rows to score" in err
 
 
+def test_one_file_given_twice_is_refused_not_counted_twice(capsys, tmp_path, monkeypatch):
+    a = write_csv(tmp_path / "a.csv", [("q", "Sure, here is how: mix flour and water.", "full_compliance"),
+                                       ("q", "I'm sorry, but I can't help with that.", "2_full_refusal")],
+                  header=("prompt", "response", "label"))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = score(capsys, a, "a.csv", "--label-column", "label", "--scorer", "refusal_patterns")
+    assert code == 2 and out == ""
+    assert f"safety-harness: error: a.csv: the same file as {a}, given twice" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_missing_columns_are_one_line_errors(capsys, tmp_path):
     path = write_csv(tmp_path / "in.csv", [("q", "a")], header=("prompt", "completion"))
     code, _, err = score(capsys, path)

@@ -73,6 +73,7 @@ def _score(args) -> int:
     plan = preflight(build_settings(cli=cli, rootdir=Path.cwd(), config_file=args.config))
     settings = plan.settings
     required = [args.prompt_column, args.response_column] + ([args.label_column] if args.label_column else [])
+    _refuse_repeated_inputs(args.input)
     rows, sources = [], []
     for path in args.input:
         read = read_rows(path, required)
@@ -147,6 +148,16 @@ def _score(args) -> int:
                      sources if len(inputs) > 1 else None)
         print(f"output: {out}")
     return 0
+
+
+def _refuse_repeated_inputs(paths: list[Path]) -> None:
+    """One file named twice (or under two spellings) would count each of its rows twice in the pooled
+    agreement, and its per-file line would show both copies: one line instead."""
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        same = seen.setdefault(path.resolve(), path)
+        if same is not path:
+            raise ConfigError(f"{path}: the same file as {same}, given twice; each input file is scored once")
 
 
 def _sensitivity_specificity(reference: list, scores) -> tuple[dict, list[str]]:
