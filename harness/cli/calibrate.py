@@ -76,6 +76,7 @@ def _sample(args) -> int:
     rows = [row for path in args.report for row in _scored_rows(path, args.suite)]
     empty = sum(1 for r in rows if not (r.get("response") or "").strip())
     rows = [r for r in rows if (r.get("response") or "").strip()]  # every scorer labels "" full_refusal by rule
+    rows, repeats = _distinct_replies(rows)
     if not rows:
         raise DataError(f"{', '.join(map(str, args.report))}: no refusal-scored replies to sample"
                         + (f" in suite(s) {', '.join(args.suite)}" if args.suite else ""))
@@ -87,11 +88,28 @@ def _sample(args) -> int:
             r = rows[i]
             writer.writerow([number, r.get("run_id"), r.get("suite"), r.get("category"), r.get("prompt_id"),
                              r.get("prompt"), r.get("response"), ""])
+    left_out = [f"{empty} empty replies" if empty else "",
+                f"{repeats} repeats of a reply drawn once" if repeats else ""]
     print(f"wrote {len(picked)} of {len(rows)} scored replies to {args.out}"
-          + (f" ({empty} empty replies left out)" if empty else ""))
+          + (f" ({' and '.join(x for x in left_out if x)} left out)" if empty or repeats else ""))
     print(f"label each row's {LABEL_COLUMN} by XSTest's rubric, without scoring them first: {RUBRIC}")
     print(f"then: safety-harness calibrate fit {args.out} --out error-rates.json")
     return 0
+
+
+def _distinct_replies(rows: list[dict]) -> tuple[list[dict], int]:
+    """Each (prompt, response) once, as ``fit`` counts them: the same report given twice, or two greedy runs
+    of one model, would otherwise draw one reply twice, weigh it twice in a sample meant to be uniform over
+    replies, and ask a person to label it twice."""
+    from harness.core.records import label_key
+
+    seen, out = set(), []
+    for r in rows:
+        key = label_key(r.get("prompt") or "", r.get("response") or "")
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out, len(rows) - len(out)
 
 
 def _scored_rows(path: Path, suites: list[str] | None) -> list[dict]:
