@@ -178,3 +178,22 @@ def test_a_labeller_option_the_files_labeller_column_contradicts_is_refused(tmp_
     # The labeller's own name in the column is no contradiction.
     assert main(["labels", "import", str(out), "--labeller", "ana", "--labels", str(store.path)]) == 2
     assert "names 'ben'" in capsys.readouterr().err
+
+
+def test_reading_a_store_that_is_not_there_is_an_error_and_creates_nothing(tmp_path, capsys, monkeypatch):
+    """A mistyped --labels read as an empty store ("no labels yet", an export of 0 labels) and left a new
+    empty store behind."""
+    missing = tmp_path / "typo.sqlite"
+    for argv in (["labels", "stats"], ["labels", "export", str(tmp_path / "out.csv")]):
+        assert main([*argv, "--labels", str(missing)]) == 2
+        err = capsys.readouterr().err
+        assert f"label store {missing} not found" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # The default store (beside the cache) not there yet: stats says so; export has nothing to write.
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "cache"
+    assert main(["labels", "stats", "--cache-dir", str(cache)]) == 0
+    assert "no labels yet" in capsys.readouterr().out
+    assert main(["labels", "export", str(tmp_path / "out.csv"), "--cache-dir", str(cache)]) == 2
+    assert "no labels to export" in capsys.readouterr().err
+    assert not (cache / "labels.sqlite").exists() and not (tmp_path / "out.csv").exists()
