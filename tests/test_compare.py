@@ -280,6 +280,14 @@ def test_a_passed_column_of_text_is_refused_not_read_as_all_passed(base, tmp_pat
     assert "baseline report rewritten.parquet: column passed holds string" in capsys.readouterr().err
 
 
+def test_summary_of_a_report_without_rows_names_it_once(tmp_path, capsys):
+    table, meta = read_report(write_report(tmp_path / "run.parquet", set()))
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(table.slice(0, 0).replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), empty)
+    assert main(["summary", str(empty)]) == 2
+    assert capsys.readouterr().err == "safety-harness: error: the report empty.parquet has no rows\n"
+
+
 def _bad_inputs(tmp_path, base):
     text = tmp_path / "notes.parquet"
     text.write_text("not parquet at all\n")

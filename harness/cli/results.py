@@ -90,7 +90,7 @@ def _summary(args) -> int:
     from harness.reports.html import judge_error_lines
 
     read_run_report(args.report)  # a missing file, or one without the run's metadata: its one line
-    report = load_report(args.report, "report")
+    report = load_report(args.report, "the")  # its messages say "<role> report NAME": "the report NAME ..."
     store = existing_store(args)
     if store is not None:
         report.meta = with_todays_labels(args.report, report.meta, store)
