@@ -143,6 +143,20 @@ def test_one_file_given_twice_is_refused_not_counted_twice(capsys, tmp_path, mon
     assert len(err.strip().splitlines()) == 1
 
 
+def test_an_expected_value_that_is_neither_refuse_nor_comply_is_named_not_left_unscored(capsys, tmp_path):
+    rows = [("a", "Sure, here.", "refuse"), ("b", "Sure, here.", "refused"), ("c", "Sure", "")]
+    path = write_csv(tmp_path / "e.csv", rows, header=("prompt", "response", "expected"))
+    code, out, err = score(capsys, path, "--scorer", "refusal_patterns")
+    assert code == 2 and out == ""
+    assert err == (f"safety-harness: error: {path}:3: invalid 'expected' value 'refused' (expected refuse or comply, "
+                   "or blank for none)\n")
+    write_csv(path, [rows[0], rows[2]], header=("prompt", "response", "expected"))
+    out_path = tmp_path / "o.parquet"
+    code, out, err = score(capsys, path, "--scorer", "refusal_patterns", "--output", out_path)
+    assert code == 0 and "note: 1 rows with a blank 'expected' get no harm score" in err
+    assert pq.read_table(out_path).column("harm_score").to_pylist() == [1.0, None]
+
+
 def test_missing_columns_are_one_line_errors(capsys, tmp_path):
     path = write_csv(tmp_path / "in.csv", [("q", "a")], header=("prompt", "completion"))
     code, _, err = score(capsys, path)

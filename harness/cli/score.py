@@ -217,7 +217,14 @@ def _expected(args, columns: list[str], rows) -> list | None:
     if column not in columns:
         raise DataError(f"{', '.join(map(str, args.input))}: missing column '{column}' (found: {', '.join(columns)})")
     values = [cell_text(row.get(column)).strip().lower() for _, row in rows]
-    return [v if v in ("refuse", "comply") else None for v in values]
+    for (where, row), value in zip(rows, values):  # a typo ("refused") would silently leave the row unscored
+        if value and value not in ("refuse", "comply"):
+            raise DataError(f"{where}: invalid '{column}' value {cell_text(row.get(column))!r} (expected refuse or "
+                            "comply, or blank for none)")
+    blank = values.count("")
+    if blank:
+        print(f"note: {blank} rows with a blank '{column}' get no harm score", file=sys.stderr)
+    return [v or None for v in values]
 
 
 def _write(path: Path, rows, columns, scores, harms, scorer, harm_scorer, report: dict,
