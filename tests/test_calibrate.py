@@ -85,6 +85,22 @@ def test_fit_counts_the_scorers_agreement_with_the_labels(tmp_path, capsys):
     assert set(json.loads(out.read_text())["scorers"]) == {"refusal_patterns", "xstest_string_match"}
 
 
+def test_an_unusable_fit_out_is_one_line_before_anything_is_scored(tmp_path, capsys):
+    """--out is merged into: a folder was a traceback, and a file of something else an error after the
+    scoring (minutes of a judge model's work lost)."""
+    labelled = write_labelled(tmp_path / "labels.csv", [("q", REFUSALS[0], "full_refusal"),
+                                                        ("q", COMPLIANCES[0], "full_compliance")])
+    folder = tmp_path / "rates"
+    folder.mkdir()
+    other = tmp_path / "notes.json"
+    other.write_text("not json\n")
+    for out, why in ((folder, f"--out {folder} is a folder"), (other, f"{other}: not valid JSON")):
+        assert main(["calibrate", "fit", str(labelled), "--scorer", "refusal_patterns", "--out", str(out)]) == 2
+        text = capsys.readouterr()
+        assert text.out == "" and why in text.err and len(text.err.strip().splitlines()) == 1
+    assert other.read_text() == "not json\n"
+
+
 def test_fit_names_the_line_of_a_bad_label_and_refuses_a_one_sided_sample(tmp_path, capsys):
     bad = write_labelled(tmp_path / "bad.csv", [("q", REFUSALS[0], "full_refusal"), ("q", COMPLIANCES[0], "maybe")])
     assert main(["calibrate", "fit", str(bad), "--scorer", "refusal_patterns", "--out", str(tmp_path / "r.json")]) == 2

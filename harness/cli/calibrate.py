@@ -134,6 +134,7 @@ def _fit(args) -> int:
     plan = preflight(build_settings(cli={"scorer": args.scorer, "judge_model": args.judge_model},
                                     rootdir=Path.cwd(), config_file=args.config))
     scorer = build_refusal_scorer(plan.scorer_options)
+    _check_out(args.out, scorer)  # before the scoring, which a judge model makes minutes long
     scores = scorer.score([p for p, _, _ in labelled], [r for _, r, _ in labelled])
     human = [g for _, _, g in labelled]
     pairs = [(g, s.label) for g, s in zip(human, scores) if s.label != JUDGE_ERROR]
@@ -151,10 +152,24 @@ def _fit(args) -> int:
     print(rates.describe())
     for line in _compared_with_shipped(rates, error_rates_for(rates.scorer, rates.version)):
         print(line)
-    write_error_rates(args.out, [rates], "Refusal scorers' sensitivity and specificity measured with safety-harness "
-                                         "calibrate fit on labelled replies of the model under test.")
+    try:
+        write_error_rates(args.out, [rates], "Refusal scorers' sensitivity and specificity measured with "
+                                             "safety-harness calibrate fit on labelled replies of the model under test.")
+    except OSError as exc:
+        raise HarnessError(f"cannot write --out {args.out}: {exc.strerror or exc}") from None
     print(f"wrote {args.out}; use it with: pytest suites/ --model MODEL --error-rates {args.out}")
     return 0
+
+
+def _check_out(path: Path, scorer) -> None:
+    """--out is merged into, so it must be a file of error rates or not there yet: a folder or a file of
+    something else is one line before the replies are scored, not a traceback (or an error) after."""
+    from harness.scoring.error_rates import error_rates_for
+
+    if path.is_dir():
+        raise HarnessError(f"--out {path} is a folder; name the error-rates JSON file to write or update")
+    if path.exists():
+        error_rates_for(scorer.name, scorer.version, path)  # reads and checks it; a ConfigError names the file
 
 
 def _labelled_rows(args) -> list[tuple[str, str, str]]:
