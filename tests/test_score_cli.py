@@ -157,6 +157,13 @@ def test_an_expected_value_that_is_neither_refuse_nor_comply_is_named_not_left_u
     assert pq.read_table(out_path).column("harm_score").to_pylist() == [1.0, None]
 
 
+def test_an_output_that_is_a_folder_is_refused_before_scoring(capsys, tmp_path):
+    path = write_csv(tmp_path / "a.csv", [("q", "Sure, here is how.")])
+    code, out, err = score(capsys, path, "--scorer", "refusal_patterns", "--output", tmp_path)
+    assert code == 2 and out == ""  # nothing scored: the scores would have been lost
+    assert err == f"safety-harness: error: --output {tmp_path} is a folder; name the Parquet file to write\n"
+
+
 def test_missing_columns_are_one_line_errors(capsys, tmp_path):
     path = write_csv(tmp_path / "in.csv", [("q", "a")], header=("prompt", "completion"))
     code, _, err = score(capsys, path)

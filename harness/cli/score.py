@@ -74,6 +74,8 @@ def _score(args) -> int:
     settings = plan.settings
     required = [args.prompt_column, args.response_column] + ([args.label_column] if args.label_column else [])
     _refuse_repeated_inputs(args.input)
+    if args.output is not None and args.output.is_dir():  # said before the scoring, which a judge makes long
+        raise ConfigError(f"--output {args.output} is a folder; name the Parquet file to write")
     rows, sources = [], []
     for path in args.input:
         read = read_rows(path, required)
