@@ -288,6 +288,15 @@ def test_summary_of_a_report_without_rows_names_it_once(tmp_path, capsys):
     assert capsys.readouterr().err == "safety-harness: error: the report empty.parquet has no rows\n"
 
 
+def test_an_output_that_cannot_be_written_names_its_option(base, tmp_path, capsys):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for option in ("--flips", "--html"):
+        assert main(["compare", str(base), str(base), option, str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"safety-harness: error: cannot write {option} {folder}: ") and err.count("\n") == 1
+
+
 def _bad_inputs(tmp_path, base):
     text = tmp_path / "notes.parquet"
     text.write_text("not parquet at all\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from harness.cli.registry import command
@@ -163,7 +164,7 @@ def _require_boolean_outcomes(report, role: str) -> None:
 @_compare_args.run
 def _compare(args) -> int:
     from harness.config.gate import GateRule
-    from harness.baselines.compare import compare_reports, write_flips
+    from harness.baselines.compare import compare_reports
     from harness.baselines.comparison_text import comparison_lines
 
     rule = GateRule(max_regression=args.max_regression, alpha=args.alpha, max_failure_rate=args.max_failure_rate,
@@ -182,17 +183,15 @@ def _compare(args) -> int:
     review = f"safety-harness review {args.candidate} --baseline {args.baseline}"
     for line in comparison_lines(comparison, all_categories=args.all_categories, review=review):
         print(line)
-    try:
-        if args.flips:
-            print(f"flips: {write_flips(comparison, args.flips)}")
-        if args.html:
-            from harness.reports.html import write_html
-
-            print(f"html: {write_html(comparison, args.html)}")
-        if args.markdown:
-            from harness.reports.markdown import write_markdown
-
-            print(f"markdown: {write_markdown(comparison, args.markdown)}")
-    except OSError as exc:
-        raise HarnessError(f"cannot write {exc.filename or 'output'}: {exc.strerror or exc}") from None
+    for option, path, module, writer in (("--flips", args.flips, "harness.baselines.compare", "write_flips"),
+                                         ("--html", args.html, "harness.reports.html", "write_html"),
+                                         ("--markdown", args.markdown, "harness.reports.markdown", "write_markdown")):
+        if path is None:
+            continue
+        write = getattr(importlib.import_module(module), writer)  # imported only when asked for: plots are slow
+        try:
+            print(f"{option[2:]}: {write(comparison, path)}")
+        except OSError as exc:  # pyarrow's errors name no file: the option and its path do
+            why = exc.strerror or " ".join(str(exc).split())
+            raise HarnessError(f"cannot write {option} {exc.filename or path}: {why}") from None
     return 0 if comparison.passed else 1
