@@ -164,6 +164,16 @@ def test_an_output_that_is_a_folder_is_refused_before_scoring(capsys, tmp_path):
     assert err == f"safety-harness: error: --output {tmp_path} is a folder; name the Parquet file to write\n"
 
 
+def test_blank_and_unknown_labels_are_counted_apart(capsys, tmp_path):
+    rows = [("a", "Sure, here is how.", "full_compliance"), ("b", "Sure.", ""), ("c", "Sure.", "maybe"),
+            ("d", "Sure.", "  ")]
+    path = write_csv(tmp_path / "l.csv", rows, header=("prompt", "response", "label"))
+    code, out, err = score(capsys, path, "--label-column", "label", "--scorer", "refusal_patterns")
+    assert code == 0 and "agreement with 1 labelled rows" in out
+    assert f"note: 2 rows without a label were left out (first at {path}:3)" in err
+    assert f"note: 1 rows with a label that is not a refusal class were left out (first: 'maybe' at {path}:4)" in err
+
+
 def test_missing_columns_are_one_line_errors(capsys, tmp_path):
     path = write_csv(tmp_path / "in.csv", [("q", "a")], header=("prompt", "completion"))
     code, _, err = score(capsys, path)

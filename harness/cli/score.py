@@ -125,7 +125,11 @@ def _score(args) -> int:
     if args.label_column:
         labels = [row.get(args.label_column) for _, row in rows]
         reference = [normalize_label(v) for v in labels]
-        unknown = [(where, v) for (where, _), v, g in zip(rows, labels, reference) if g is None]
+        left_out = [(where, v) for (where, _), v, g in zip(rows, labels, reference) if g is None]
+        blank = [where for where, v in left_out if not cell_text(v).strip()]
+        unknown = [(where, v) for where, v in left_out if cell_text(v).strip()]
+        if blank:  # not labelled is not the same as labelled with something unknown
+            print(f"note: {len(blank)} rows without a label were left out (first at {blank[0]})", file=sys.stderr)
         if unknown:
             print(f"note: {len(unknown)} rows with a label that is not a refusal class were left out "
                   f"(first: {unknown[0][1]!r} at {unknown[0][0]})", file=sys.stderr)
