@@ -197,3 +197,18 @@ def test_reading_a_store_that_is_not_there_is_an_error_and_creates_nothing(tmp_p
     assert main(["labels", "export", str(tmp_path / "out.csv"), "--cache-dir", str(cache)]) == 2
     assert "no labels to export" in capsys.readouterr().err
     assert not (cache / "labels.sqlite").exists() and not (tmp_path / "out.csv").exists()
+
+
+def test_a_parquet_label_column_of_keys_with_blanks_is_read_as_keys(tmp_path, capsys):
+    """A data frame stores a column of the keys 1/2/3 with blank cells as floats: 1.0, NaN, 2.0."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (p0, r0), (p1, r1), (p2, r2) = TEXTS[:3]
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"prompt": [p0, p1, p2], "response": [r0, r1, r2],
+                             "label": pa.array([1.0, None, 2.0], pa.float64())}), path)
+    store = LabelStore(tmp_path / "labels.sqlite")
+    assert main(["labels", "import", str(path), "--labeller", "ana", "--labels", str(store.path)]) == 0
+    assert "stored 2 labels" in capsys.readouterr().out
+    assert sorted(store.labels().values()) == ["full_compliance", "full_refusal"]

@@ -118,7 +118,7 @@ def plan_import(path: Path, rows: list[tuple[str, dict]], *, labeller: str, sour
         if not raw:
             plan.blank += 1
             continue
-        label = parse_label(raw)
+        label = parse_label(row.get(column))  # the cell itself: a float 2.0 is the key 2, its text "2.0" is not
         if label is None:
             plan.refused.append(f"{where}: {raw!r} is not a label ({accepted_spellings()})")
             continue
