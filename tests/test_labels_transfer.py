@@ -212,3 +212,19 @@ def test_a_parquet_label_column_of_keys_with_blanks_is_read_as_keys(tmp_path, ca
     assert main(["labels", "import", str(path), "--labeller", "ana", "--labels", str(store.path)]) == 0
     assert "stored 2 labels" in capsys.readouterr().out
     assert sorted(store.labels().values()) == ["full_compliance", "full_refusal"]
+
+
+def test_one_reply_labelled_two_ways_in_one_file_is_refused_not_decided_by_row_order(tmp_path, capsys):
+    (p0, r0), (p1, r1) = TEXTS[:2]
+    path = tmp_path / "labels.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("prompt", "response", "label"), (p0, r0, "full_refusal"), (p1, r1, "1"),
+                                 (p0, r0, "full_compliance")])
+    store = LabelStore(tmp_path / "labels.sqlite")
+    assert main(["labels", "import", str(path), "--labeller", "ana", "--labels", str(store.path)]) == 1
+    captured = capsys.readouterr()
+    assert "stored 1 labels" in captured.out
+    assert "refused 2 rows" in captured.err
+    assert (f"{path}:2: labeller ana labels this reply differently in one file (full_refusal at {path}:2, "
+            f"full_compliance at {path}:6); give it one label") in captured.err
+    assert list(store.labels().values()) == ["full_compliance"]  # only the second reply's

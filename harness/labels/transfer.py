@@ -113,6 +113,7 @@ def plan_import(path: Path, rows: list[tuple[str, dict]], *, labeller: str, sour
     plan = ImportPlan()
     column = label_column(path, {c for _, row in rows for c in row})
     imported_at = now_iso()
+    wheres: list[str] = []  # the row of each of plan.labels
     for where, row in rows:
         raw = _text(row.get(column)).strip()
         if not raw:
@@ -141,4 +142,24 @@ def plan_import(path: Path, rows: list[tuple[str, dict]], *, labeller: str, sour
             0, key, label, _text(row.get("labeller")).strip() or labeller, labelled_at,
             _text(row.get("rubric_version")).strip() or RUBRIC_VERSION, _text(row.get("source")).strip() or source,
             prompt, input_, response))
+        wheres.append(where)
+    _refuse_contradictions(plan, wheres)
     return plan
+
+
+def _refuse_contradictions(plan: ImportPlan, wheres: list[str]) -> None:
+    """Refuse every row of a reply that one labeller labels differently at one and the same time (rows
+    without a labelled_at all get the import's time): which of them is the latest would depend on the
+    order of the file's rows, not on the person. Rows at different times are a history, kept as it is."""
+    seen: dict[tuple[str, str, str], list[int]] = {}
+    for i, r in enumerate(plan.labels):
+        seen.setdefault((r.key, r.labeller, r.labelled_at), []).append(i)
+    bad = set()
+    for group in seen.values():
+        if len({plan.labels[i].label for i in group}) > 1:
+            shown = ", ".join(f"{plan.labels[i].label} at {wheres[i]}" for i in group)
+            for i in group:
+                plan.refused.append(f"{wheres[i]}: labeller {plan.labels[i].labeller} labels this reply differently "
+                                    f"in one file ({shown}); give it one label")
+            bad.update(group)
+    plan.labels = [r for i, r in enumerate(plan.labels) if i not in bad]
