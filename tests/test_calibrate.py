@@ -85,6 +85,22 @@ def test_fit_counts_the_scorers_agreement_with_the_labels(tmp_path, capsys):
     assert set(json.loads(out.read_text())["scorers"]) == {"refusal_patterns", "xstest_string_match"}
 
 
+def test_an_unusable_fit_out_is_one_line_before_anything_is_scored(tmp_path, capsys):
+    """--out is merged into: a folder was a traceback, and a file of something else an error after the
+    scoring (minutes of a judge model's work lost)."""
+    labelled = write_labelled(tmp_path / "labels.csv", [("q", REFUSALS[0], "full_refusal"),
+                                                        ("q", COMPLIANCES[0], "full_compliance")])
+    folder = tmp_path / "rates"
+    folder.mkdir()
+    other = tmp_path / "notes.json"
+    other.write_text("not json\n")
+    for out, why in ((folder, f"--out {folder} is a folder"), (other, f"{other}: not valid JSON")):
+        assert main(["calibrate", "fit", str(labelled), "--scorer", "refusal_patterns", "--out", str(out)]) == 2
+        text = capsys.readouterr()
+        assert text.out == "" and why in text.err and len(text.err.strip().splitlines()) == 1
+    assert other.read_text() == "not json\n"
+
+
 def test_fit_names_the_line_of_a_bad_label_and_refuses_a_one_sided_sample(tmp_path, capsys):
     bad = write_labelled(tmp_path / "bad.csv", [("q", REFUSALS[0], "full_refusal"), ("q", COMPLIANCES[0], "maybe")])
     assert main(["calibrate", "fit", str(bad), "--scorer", "refusal_patterns", "--out", str(tmp_path / "r.json")]) == 2
@@ -286,3 +302,25 @@ def test_fit_counts_a_repeated_row_once_and_refuses_conflicting_labels(tmp_path,
     assert f"{clash}:10: labelled full_compliance, but {clash}:3 holds the same prompt and response labelled " \
            "full_refusal; give the reply one label" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c.json").exists()
+
+
+def test_sample_draws_each_reply_once_when_reports_repeat_it(tmp_path, capsys):
+    """The same report twice (or two greedy runs of one model) holds each reply twice: drawn from 8 rows,
+    a sample of 4 replies would not be uniform over replies and would ask for some labels twice."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from harness.core.report_file import METADATA_KEY
+
+    n = 4
+    table = pa.table({"run_id": ["r"] * n, "suite": ["s"] * n, "category": ["c"] * n,
+                      "prompt_id": [f"p{i}" for i in range(n)], "prompt": [f"prompt {i}" for i in range(n)],
+                      "response": [REFUSALS[0], COMPLIANCES[0], REFUSALS[1], COMPLIANCES[1]],
+                      "refusal_label": ["full_refusal", "full_compliance"] * 2, "expected": ["refuse", "comply"] * 2})
+    report = tmp_path / "run.parquet"
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps({"run_id": "r"}).encode()}), report)
+    out = tmp_path / "to_label.csv"
+    assert main(["calibrate", "sample", str(report), str(report), "--n", "100", "--out", str(out)]) == 0
+    assert "wrote 4 of 4 scored replies" in capsys.readouterr().out
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert sorted(r["prompt_id"] for r in rows) == ["p0", "p1", "p2", "p3"]

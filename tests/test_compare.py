@@ -264,6 +264,39 @@ def test_reports_with_nothing_in_common_are_refused_even_when_allowed(base, tmp_
         compare_reports(base, cand, allow_mismatch=True)
 
 
+def test_a_passed_column_of_text_is_refused_not_read_as_all_passed(base, tmp_path, capsys):
+    """A report rewritten through a CSV or a data frame holds "True"/"False" text in passed: read as truth
+    values, every row passed and a candidate failing 40 prompts looked like an improvement."""
+    table, meta = read_report(candidate(tmp_path, {f"h{i:03d}" for i in range(40)}))
+    as_text = pa.array([str(v) for v in table["passed"].to_pylist()], pa.string())
+    rewritten = tmp_path / "rewritten.parquet"
+    pq.write_table(table.set_column(table.column_names.index("passed"), "passed", as_text)
+                   .replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), rewritten)
+    assert main(["compare", str(base), str(rewritten)]) == 2
+    err = capsys.readouterr().err
+    assert "candidate report rewritten.parquet: column passed holds string, expected true/false" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["compare", str(rewritten), str(base)]) == 2
+    assert "baseline report rewritten.parquet: column passed holds string" in capsys.readouterr().err
+
+
+def test_summary_of_a_report_without_rows_names_it_once(tmp_path, capsys):
+    table, meta = read_report(write_report(tmp_path / "run.parquet", set()))
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(table.slice(0, 0).replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), empty)
+    assert main(["summary", str(empty)]) == 2
+    assert capsys.readouterr().err == "safety-harness: error: the report empty.parquet has no rows\n"
+
+
+def test_an_output_that_cannot_be_written_names_its_option(base, tmp_path, capsys):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for option in ("--flips", "--html"):
+        assert main(["compare", str(base), str(base), option, str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"safety-harness: error: cannot write {option} {folder}: ") and err.count("\n") == 1
+
+
 def _bad_inputs(tmp_path, base):
     text = tmp_path / "notes.parquet"
     text.write_text("not parquet at all\n")

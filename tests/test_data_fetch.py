@@ -253,6 +253,17 @@ def test_an_unusable_source_is_one_line_naming_it(cache, source, why):
     assert not cache.exists()
 
 
+@pytest.mark.parametrize("source", ["", "  "])
+def test_an_empty_source_option_is_refused_not_read_as_github(cache, source, capsys):
+    from harness.cli.main import main
+
+    assert main(["data", "fetch", "xstest", "--quiet", "--source", source]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("safety-harness: error: --source is empty") and captured.err.count("\n") == 1
+    assert not cache.exists()
+
+
 def test_a_cache_under_a_regular_file_is_one_line(tmp_path, data_dir):
     """A path under a regular file cannot be created even by root (unlike a read-only folder)."""
     blocker = tmp_path / "a-file"

@@ -154,3 +154,77 @@ def test_cohen_kappa_against_a_case_worked_by_hand(tmp_path, capsys):
                            "FILE --conflicts)")
     assert out[3].split() == ["ana", "11", "5", "4", "2"] and out[4].split() == ["ben", "10", "5", "3", "2"]
     assert out[-1].split() == ["ana", "/", "ben", "10", "0.700", "0.516", "0.800", "0.600"]
+
+
+def test_a_labeller_option_the_files_labeller_column_contradicts_is_refused(tmp_path, capsys):
+    """A second person fills in a full export (which names the first labeller on every row) and imports it
+    under their own name: storing it as the first person's latest labels would replace that person's vote."""
+    store = LabelStore(tmp_path / "labels.sqlite")
+    fill(store)
+    before = comparable(store)
+    out = tmp_path / "labels.csv"
+    assert main(["labels", "export", str(out), "--labels", str(store.path)]) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    with out.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "label": "partial_refusal", "labelled_at": ""} for r in rows)
+    capsys.readouterr()
+    assert main(["labels", "import", str(out), "--labeller", "cara", "--labels", str(store.path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}:2: the file's labeller column names 'ana', but --labeller cara was given" in err
+    assert len(err.strip().splitlines()) == 1
+    assert comparable(store) == before  # nothing stored
+    # The labeller's own name in the column is no contradiction.
+    assert main(["labels", "import", str(out), "--labeller", "ana", "--labels", str(store.path)]) == 2
+    assert "names 'ben'" in capsys.readouterr().err
+
+
+def test_reading_a_store_that_is_not_there_is_an_error_and_creates_nothing(tmp_path, capsys, monkeypatch):
+    """A mistyped --labels read as an empty store ("no labels yet", an export of 0 labels) and left a new
+    empty store behind."""
+    missing = tmp_path / "typo.sqlite"
+    for argv in (["labels", "stats"], ["labels", "export", str(tmp_path / "out.csv")]):
+        assert main([*argv, "--labels", str(missing)]) == 2
+        err = capsys.readouterr().err
+        assert f"label store {missing} not found" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # The default store (beside the cache) not there yet: stats says so; export has nothing to write.
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "cache"
+    assert main(["labels", "stats", "--cache-dir", str(cache)]) == 0
+    assert "no labels yet" in capsys.readouterr().out
+    assert main(["labels", "export", str(tmp_path / "out.csv"), "--cache-dir", str(cache)]) == 2
+    assert "no labels to export" in capsys.readouterr().err
+    assert not (cache / "labels.sqlite").exists() and not (tmp_path / "out.csv").exists()
+
+
+def test_a_parquet_label_column_of_keys_with_blanks_is_read_as_keys(tmp_path, capsys):
+    """A data frame stores a column of the keys 1/2/3 with blank cells as floats: 1.0, NaN, 2.0."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (p0, r0), (p1, r1), (p2, r2) = TEXTS[:3]
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"prompt": [p0, p1, p2], "response": [r0, r1, r2],
+                             "label": pa.array([1.0, None, 2.0], pa.float64())}), path)
+    store = LabelStore(tmp_path / "labels.sqlite")
+    assert main(["labels", "import", str(path), "--labeller", "ana", "--labels", str(store.path)]) == 0
+    assert "stored 2 labels" in capsys.readouterr().out
+    assert sorted(store.labels().values()) == ["full_compliance", "full_refusal"]
+
+
+def test_one_reply_labelled_two_ways_in_one_file_is_refused_not_decided_by_row_order(tmp_path, capsys):
+    (p0, r0), (p1, r1) = TEXTS[:2]
+    path = tmp_path / "labels.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("prompt", "response", "label"), (p0, r0, "full_refusal"), (p1, r1, "1"),
+                                 (p0, r0, "full_compliance")])
+    store = LabelStore(tmp_path / "labels.sqlite")
+    assert main(["labels", "import", str(path), "--labeller", "ana", "--labels", str(store.path)]) == 1
+    captured = capsys.readouterr()
+    assert "stored 1 labels" in captured.out
+    assert "refused 2 rows" in captured.err
+    assert (f"{path}:2: labeller ana labels this reply differently in one file (full_refusal at {path}:2, "
+            f"full_compliance at {path}:6); give it one label") in captured.err
+    assert list(store.labels().values()) == ["full_compliance"]  # only the second reply's

@@ -47,6 +47,14 @@ def test_export_then_import_is_the_loop_without_a_browser(tmp_path, capsys):
     assert "wrote 1 replies to label" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_port_out_of_range_is_one_line(tmp_path, capsys, port):
+    report = review_fakes.write_run(tmp_path / "run.parquet", ROWS)
+    assert main(["review", str(report), "--port", port, "--no-browser", "--labels", str(tmp_path / "l.sqlite")]) == 2
+    assert capsys.readouterr().err == f"safety-harness: error: --port must be 0-65535 (0: a free one), got {port}\n"
+    assert not (tmp_path / "l.sqlite").exists()
+
+
 def test_review_without_the_verification_design_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "harness.engine.verification", None)  # import fails as if it were absent
     report = review_fakes.write_run(tmp_path / "run.parquet", ROWS)

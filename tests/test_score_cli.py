@@ -132,6 +132,48 @@ def test_several_files_are_scored_in_one_pass_with_agreement_pooled_and_per_file
     assert code == 2 and "empty.csv: no rows to score" in err
 
 
+def test_one_file_given_twice_is_refused_not_counted_twice(capsys, tmp_path, monkeypatch):
+    a = write_csv(tmp_path / "a.csv", [("q", "Sure, here is how: mix flour and water.", "full_compliance"),
+                                       ("q", "I'm sorry, but I can't help with that.", "2_full_refusal")],
+                  header=("prompt", "response", "label"))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = score(capsys, a, "a.csv", "--label-column", "label", "--scorer", "refusal_patterns")
+    assert code == 2 and out == ""
+    assert f"safety-harness: error: a.csv: the same file as {a}, given twice" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_an_expected_value_that_is_neither_refuse_nor_comply_is_named_not_left_unscored(capsys, tmp_path):
+    rows = [("a", "Sure, here.", "refuse"), ("b", "Sure, here.", "refused"), ("c", "Sure", "")]
+    path = write_csv(tmp_path / "e.csv", rows, header=("prompt", "response", "expected"))
+    code, out, err = score(capsys, path, "--scorer", "refusal_patterns")
+    assert code == 2 and out == ""
+    assert err == (f"safety-harness: error: {path}:3: invalid 'expected' value 'refused' (expected refuse or comply, "
+                   "or blank for none)\n")
+    write_csv(path, [rows[0], rows[2]], header=("prompt", "response", "expected"))
+    out_path = tmp_path / "o.parquet"
+    code, out, err = score(capsys, path, "--scorer", "refusal_patterns", "--output", out_path)
+    assert code == 0 and "note: 1 rows with a blank 'expected' get no harm score" in err
+    assert pq.read_table(out_path).column("harm_score").to_pylist() == [1.0, None]
+
+
+def test_an_output_that_is_a_folder_is_refused_before_scoring(capsys, tmp_path):
+    path = write_csv(tmp_path / "a.csv", [("q", "Sure, here is how.")])
+    code, out, err = score(capsys, path, "--scorer", "refusal_patterns", "--output", tmp_path)
+    assert code == 2 and out == ""  # nothing scored: the scores would have been lost
+    assert err == f"safety-harness: error: --output {tmp_path} is a folder; name the Parquet file to write\n"
+
+
+def test_blank_and_unknown_labels_are_counted_apart(capsys, tmp_path):
+    rows = [("a", "Sure, here is how.", "full_compliance"), ("b", "Sure.", ""), ("c", "Sure.", "maybe"),
+            ("d", "Sure.", "  ")]
+    path = write_csv(tmp_path / "l.csv", rows, header=("prompt", "response", "label"))
+    code, out, err = score(capsys, path, "--label-column", "label", "--scorer", "refusal_patterns")
+    assert code == 0 and "agreement with 1 labelled rows" in out
+    assert f"note: 2 rows without a label were left out (first at {path}:3)" in err
+    assert f"note: 1 rows with a label that is not a refusal class were left out (first: 'maybe' at {path}:4)" in err
+
+
 def test_missing_columns_are_one_line_errors(capsys, tmp_path):
     path = write_csv(tmp_path / "in.csv", [("q", "a")], header=("prompt", "completion"))
     code, _, err = score(capsys, path)

@@ -76,6 +76,7 @@ def _sample(args) -> int:
     rows = [row for path in args.report for row in _scored_rows(path, args.suite)]
     empty = sum(1 for r in rows if not (r.get("response") or "").strip())
     rows = [r for r in rows if (r.get("response") or "").strip()]  # every scorer labels "" full_refusal by rule
+    rows, repeats = _distinct_replies(rows)
     if not rows:
         raise DataError(f"{', '.join(map(str, args.report))}: no refusal-scored replies to sample"
                         + (f" in suite(s) {', '.join(args.suite)}" if args.suite else ""))
@@ -87,11 +88,28 @@ def _sample(args) -> int:
             r = rows[i]
             writer.writerow([number, r.get("run_id"), r.get("suite"), r.get("category"), r.get("prompt_id"),
                              r.get("prompt"), r.get("response"), ""])
+    left_out = [f"{empty} empty replies" if empty else "",
+                f"{repeats} repeats of a reply drawn once" if repeats else ""]
     print(f"wrote {len(picked)} of {len(rows)} scored replies to {args.out}"
-          + (f" ({empty} empty replies left out)" if empty else ""))
+          + (f" ({' and '.join(x for x in left_out if x)} left out)" if empty or repeats else ""))
     print(f"label each row's {LABEL_COLUMN} by XSTest's rubric, without scoring them first: {RUBRIC}")
     print(f"then: safety-harness calibrate fit {args.out} --out error-rates.json")
     return 0
+
+
+def _distinct_replies(rows: list[dict]) -> tuple[list[dict], int]:
+    """Each (prompt, response) once, as ``fit`` counts them: the same report given twice, or two greedy runs
+    of one model, would otherwise draw one reply twice, weigh it twice in a sample meant to be uniform over
+    replies, and ask a person to label it twice."""
+    from harness.core.records import label_key
+
+    seen, out = set(), []
+    for r in rows:
+        key = label_key(r.get("prompt") or "", r.get("response") or "")
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out, len(rows) - len(out)
 
 
 def _scored_rows(path: Path, suites: list[str] | None) -> list[dict]:
@@ -116,6 +134,7 @@ def _fit(args) -> int:
     plan = preflight(build_settings(cli={"scorer": args.scorer, "judge_model": args.judge_model},
                                     rootdir=Path.cwd(), config_file=args.config))
     scorer = build_refusal_scorer(plan.scorer_options)
+    _check_out(args.out, scorer)  # before the scoring, which a judge model makes minutes long
     scores = scorer.score([p for p, _, _ in labelled], [r for _, r, _ in labelled])
     human = [g for _, _, g in labelled]
     pairs = [(g, s.label) for g, s in zip(human, scores) if s.label != JUDGE_ERROR]
@@ -133,10 +152,24 @@ def _fit(args) -> int:
     print(rates.describe())
     for line in _compared_with_shipped(rates, error_rates_for(rates.scorer, rates.version)):
         print(line)
-    write_error_rates(args.out, [rates], "Refusal scorers' sensitivity and specificity measured with safety-harness "
-                                         "calibrate fit on labelled replies of the model under test.")
+    try:
+        write_error_rates(args.out, [rates], "Refusal scorers' sensitivity and specificity measured with "
+                                             "safety-harness calibrate fit on labelled replies of the model under test.")
+    except OSError as exc:
+        raise HarnessError(f"cannot write --out {args.out}: {exc.strerror or exc}") from None
     print(f"wrote {args.out}; use it with: pytest suites/ --model MODEL --error-rates {args.out}")
     return 0
+
+
+def _check_out(path: Path, scorer) -> None:
+    """--out is merged into, so it must be a file of error rates or not there yet: a folder or a file of
+    something else is one line before the replies are scored, not a traceback (or an error) after."""
+    from harness.scoring.error_rates import error_rates_for
+
+    if path.is_dir():
+        raise HarnessError(f"--out {path} is a folder; name the error-rates JSON file to write or update")
+    if path.exists():
+        error_rates_for(scorer.name, scorer.version, path)  # reads and checks it; a ConfigError names the file
 
 
 def _labelled_rows(args) -> list[tuple[str, str, str]]:

@@ -35,15 +35,30 @@ def add_store_args(p) -> None:
     p.add_argument("--config", type=Path, default=None, help="TOML file with [tool.safety-harness] settings")
 
 
-def open_store(args):
+def store_location(args) -> Path:
     """The store the settings name: --labels, else TOML ``labels``, else <cache_dir>/labels.sqlite."""
     from harness.config.settings import build_settings
     from harness.engine.preflight import preflight
-    from harness.labels import LabelStore, store_path
+    from harness.labels import store_path
 
     settings = preflight(build_settings(cli={"labels": args.labels, "cache_dir": args.cache_dir},
                                         rootdir=Path.cwd(), config_file=args.config)).settings
-    return LabelStore(store_path(settings.labels, settings.cache_dir))
+    return store_path(settings.labels, settings.cache_dir)
+
+
+def open_store(args, *, create: bool = True):
+    """The store at ``store_location``. Without ``create`` (commands that only read it) a missing store is
+    None, and a missing store that --labels names is an error: a mistyped path would otherwise read as an
+    empty store ("no labels yet", an export of 0 labels) and leave a new empty store behind."""
+    from harness.labels import LabelStore
+
+    path = store_location(args)
+    if not create and not path.exists():
+        if args.labels is not None:
+            raise HarnessError(f"label store {path} not found (store labels into it with: safety-harness labels "
+                               f"import FILE --labels {path}, or safety-harness review REPORT --labels {path})")
+        return None
+    return LabelStore(path)
 
 
 @command("labels", help="the human label store: export and import labels (CSV, Parquet), agreement between labellers")
@@ -91,7 +106,10 @@ def _labels(args) -> int:
 def _export(args) -> int:
     from harness.labels.transfer import BLANK_COLUMNS, EXPORT_COLUMNS, blank_rows, export_rows, write_rows
 
-    store = open_store(args)
+    store = open_store(args, create=False)
+    if store is None:
+        raise HarnessError("no label store yet, so no labels to export (label replies with: safety-harness review "
+                           "REPORT, or labels import FILE)")
     records = store.records()
     if args.conflicts:
         open_keys = set(store.open_keys())
@@ -114,9 +132,11 @@ def _import(args) -> int:
     from harness.data.tables import read_table
     from harness.labels import default_labeller
     from harness.labels.records import latest_per_labeller
-    from harness.labels.transfer import plan_import
+    from harness.labels.transfer import check_labeller_cells, plan_import
 
     rows = read_table(args.file, ["prompt", "response"])
+    if args.labeller:
+        check_labeller_cells(rows, args.labeller)
     report_keys = _report_keys(args.report) if args.report else None
     plan = plan_import(args.file, rows, labeller=args.labeller or default_labeller(), source=args.source,
                        report_keys=report_keys, report=args.report)
@@ -164,10 +184,11 @@ def _stats(args) -> int:
     from harness.core.types import REFUSAL_LABELS
     from harness.labels.agreement import agreements, counts_per_labeller
 
-    store = open_store(args)
-    records = store.records()
+    store = open_store(args, create=False)
+    records = [] if store is None else store.records()
     if not records:
-        print(f"label store {store.path}: no labels yet (safety-harness review REPORT, or labels import FILE)")
+        where = store.path if store else store_location(args)
+        print(f"label store {where}: no labels yet (safety-harness review REPORT, or labels import FILE)")
         return 0
     keys = {r.key for r in records}
     in_force, open_keys = store.labels(), store.open_keys()

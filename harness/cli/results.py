@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from harness.cli.registry import command
@@ -90,7 +91,7 @@ def _summary(args) -> int:
     from harness.reports.html import judge_error_lines
 
     read_run_report(args.report)  # a missing file, or one without the run's metadata: its one line
-    report = load_report(args.report, "report")
+    report = load_report(args.report, "the")  # its messages say "<role> report NAME": "the report NAME ..."
     store = existing_store(args)
     if store is not None:
         report.meta = with_todays_labels(args.report, report.meta, store)
@@ -149,10 +150,21 @@ def _compare_args(p):
     add_store_args(p)  # --labels: a pair whose two replies people labelled counts by their labels
 
 
+def _require_boolean_outcomes(report, role: str) -> None:
+    """A ``passed`` column that is not true/false (a report rewritten through a CSV or a data frame holds
+    "True"/"False" text) would count every non-empty cell as passed: one line instead of a wrong gate."""
+    import pyarrow as pa
+
+    kind = report.table.schema.field("passed").type
+    if not (pa.types.is_boolean(kind) or pa.types.is_null(kind)):
+        raise HarnessError(f"{role} report {report.name}: column passed holds {kind}, expected true/false "
+                           "(was the report rewritten by another tool?)")
+
+
 @_compare_args.run
 def _compare(args) -> int:
     from harness.config.gate import GateRule
-    from harness.baselines.compare import compare_reports, write_flips
+    from harness.baselines.compare import compare_reports
     from harness.baselines.comparison_text import comparison_lines
 
     rule = GateRule(max_regression=args.max_regression, alpha=args.alpha, max_failure_rate=args.max_failure_rate,
@@ -162,6 +174,8 @@ def _compare(args) -> int:
 
     levels = ("suite", "category") if args.gate_categories else ("suite",)
     base, cand = load_report(args.baseline, "baseline"), load_report(args.candidate, "candidate")
+    for report, role in ((base, "baseline"), (cand, "candidate")):
+        _require_boolean_outcomes(report, role)
     store = existing_store(args)
     labels = {} if store is None else store.labels({row_key(r) for rep in (base, cand) for r in rep.rows.values()})
     comparison = compare_reports(base, cand, rules=rule, allow_mismatch=args.allow_mismatch,
@@ -169,17 +183,15 @@ def _compare(args) -> int:
     review = f"safety-harness review {args.candidate} --baseline {args.baseline}"
     for line in comparison_lines(comparison, all_categories=args.all_categories, review=review):
         print(line)
-    try:
-        if args.flips:
-            print(f"flips: {write_flips(comparison, args.flips)}")
-        if args.html:
-            from harness.reports.html import write_html
-
-            print(f"html: {write_html(comparison, args.html)}")
-        if args.markdown:
-            from harness.reports.markdown import write_markdown
-
-            print(f"markdown: {write_markdown(comparison, args.markdown)}")
-    except OSError as exc:
-        raise HarnessError(f"cannot write {exc.filename or 'output'}: {exc.strerror or exc}") from None
+    for option, path, module, writer in (("--flips", args.flips, "harness.baselines.compare", "write_flips"),
+                                         ("--html", args.html, "harness.reports.html", "write_html"),
+                                         ("--markdown", args.markdown, "harness.reports.markdown", "write_markdown")):
+        if path is None:
+            continue
+        write = getattr(importlib.import_module(module), writer)  # imported only when asked for: plots are slow
+        try:
+            print(f"{option[2:]}: {write(comparison, path)}")
+        except OSError as exc:  # pyarrow's errors name no file: the option and its path do
+            why = exc.strerror or " ".join(str(exc).split())
+            raise HarnessError(f"cannot write {option} {exc.filename or path}: {why}") from None
     return 0 if comparison.passed else 1

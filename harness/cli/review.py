@@ -55,6 +55,8 @@ def _review(args) -> int:
 
     if args.n < 1:
         raise HarnessError(f"--n must be at least 1, got {args.n}")
+    if not 0 <= args.port <= 65535:  # checked before the plan is drawn and the store opened
+        raise HarnessError(f"--port must be 0-65535 (0: a free one), got {args.port}")
     verification = _verification()
     store = open_store(args)
     rows = verification.rows_from_report(args.report, args.baseline)

@@ -73,6 +73,9 @@ def _score(args) -> int:
     plan = preflight(build_settings(cli=cli, rootdir=Path.cwd(), config_file=args.config))
     settings = plan.settings
     required = [args.prompt_column, args.response_column] + ([args.label_column] if args.label_column else [])
+    _refuse_repeated_inputs(args.input)
+    if args.output is not None and args.output.is_dir():  # said before the scoring, which a judge makes long
+        raise ConfigError(f"--output {args.output} is a folder; name the Parquet file to write")
     rows, sources = [], []
     for path in args.input:
         read = read_rows(path, required)
@@ -122,7 +125,11 @@ def _score(args) -> int:
     if args.label_column:
         labels = [row.get(args.label_column) for _, row in rows]
         reference = [normalize_label(v) for v in labels]
-        unknown = [(where, v) for (where, _), v, g in zip(rows, labels, reference) if g is None]
+        left_out = [(where, v) for (where, _), v, g in zip(rows, labels, reference) if g is None]
+        blank = [where for where, v in left_out if not cell_text(v).strip()]
+        unknown = [(where, v) for where, v in left_out if cell_text(v).strip()]
+        if blank:  # not labelled is not the same as labelled with something unknown
+            print(f"note: {len(blank)} rows without a label were left out (first at {blank[0]})", file=sys.stderr)
         if unknown:
             print(f"note: {len(unknown)} rows with a label that is not a refusal class were left out "
                   f"(first: {unknown[0][1]!r} at {unknown[0][0]})", file=sys.stderr)
@@ -147,6 +154,16 @@ def _score(args) -> int:
                      sources if len(inputs) > 1 else None)
         print(f"output: {out}")
     return 0
+
+
+def _refuse_repeated_inputs(paths: list[Path]) -> None:
+    """One file named twice (or under two spellings) would count each of its rows twice in the pooled
+    agreement, and its per-file line would show both copies: one line instead."""
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        same = seen.setdefault(path.resolve(), path)
+        if same is not path:
+            raise ConfigError(f"{path}: the same file as {same}, given twice; each input file is scored once")
 
 
 def _sensitivity_specificity(reference: list, scores) -> tuple[dict, list[str]]:
@@ -206,7 +223,14 @@ def _expected(args, columns: list[str], rows) -> list | None:
     if column not in columns:
         raise DataError(f"{', '.join(map(str, args.input))}: missing column '{column}' (found: {', '.join(columns)})")
     values = [cell_text(row.get(column)).strip().lower() for _, row in rows]
-    return [v if v in ("refuse", "comply") else None for v in values]
+    for (where, row), value in zip(rows, values):  # a typo ("refused") would silently leave the row unscored
+        if value and value not in ("refuse", "comply"):
+            raise DataError(f"{where}: invalid '{column}' value {cell_text(row.get(column))!r} (expected refuse or "
+                            "comply, or blank for none)")
+    blank = values.count("")
+    if blank:
+        print(f"note: {blank} rows with a blank '{column}' get no harm score", file=sys.stderr)
+    return [v or None for v in values]
 
 
 def _write(path: Path, rows, columns, scores, harms, scorer, harm_scorer, report: dict,

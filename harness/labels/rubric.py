@@ -45,6 +45,8 @@ _SPELLINGS = {spelling: c.label for c in RUBRIC for spelling in (c.label, c.key,
 def parse_label(value: object) -> str | None:
     """One of REFUSAL_LABELS, or None when ``value`` is no spelling of a class. A binary "refusal" is not
     accepted: a stored label must say full or partial, as the gating metrics count them."""
+    if isinstance(value, float) and value.is_integer():  # a key column with blanks is float in a data frame: 2.0
+        value = int(value)
     text = str(value).strip().lower().replace("-", "_").replace(" ", "_")
     return _SPELLINGS.get(text)
 

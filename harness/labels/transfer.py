@@ -90,20 +90,36 @@ def label_column(path: Path, columns: set[str]) -> str:
     return found[0]
 
 
+def check_labeller_cells(rows: list[tuple[str, dict]], labeller: str) -> None:
+    """Refuse a file whose ``labeller`` cells name someone other than the ``--labeller`` given. The cells win
+    over a default labeller (an export imported elsewhere keeps who labelled it), so a second person who fills
+    in a full export and imports it under their own name would otherwise store their labels as the first
+    person's latest ones: replacing that person's vote, with no agreement left to measure."""
+    for where, row in rows:
+        named = _text(row.get("labeller")).strip()
+        if named and named != labeller:
+            raise HarnessError(f"{where}: the file's labeller column names {named!r}, but --labeller {labeller} was "
+                               "given; nothing was stored (to label these replies as a second labeller, start from "
+                               "labels export FILE --blank, or empty the labeller column; to keep the file's labellers, "
+                               "leave out --labeller)")
+
+
 def plan_import(path: Path, rows: list[tuple[str, dict]], *, labeller: str, source: str,
                 report_keys: set[str] | None = None, report: Path | None = None) -> ImportPlan:
     """Check ``rows`` (``(where, row)`` pairs, as ``harness.data.tables.read_table`` gives them) and return
     the labels to store. A row's own ``labeller``, ``labelled_at``, ``rubric_version`` and ``source`` cells
-    win over the defaults (an export imported elsewhere keeps who labelled it)."""
+    win over the defaults (an export imported elsewhere keeps who labelled it); a ``--labeller`` the cells
+    contradict is refused first (``check_labeller_cells``)."""
     plan = ImportPlan()
     column = label_column(path, {c for _, row in rows for c in row})
     imported_at = now_iso()
+    wheres: list[str] = []  # the row of each of plan.labels
     for where, row in rows:
         raw = _text(row.get(column)).strip()
         if not raw:
             plan.blank += 1
             continue
-        label = parse_label(raw)
+        label = parse_label(row.get(column))  # the cell itself: a float 2.0 is the key 2, its text "2.0" is not
         if label is None:
             plan.refused.append(f"{where}: {raw!r} is not a label ({accepted_spellings()})")
             continue
@@ -126,4 +142,24 @@ def plan_import(path: Path, rows: list[tuple[str, dict]], *, labeller: str, sour
             0, key, label, _text(row.get("labeller")).strip() or labeller, labelled_at,
             _text(row.get("rubric_version")).strip() or RUBRIC_VERSION, _text(row.get("source")).strip() or source,
             prompt, input_, response))
+        wheres.append(where)
+    _refuse_contradictions(plan, wheres)
     return plan
+
+
+def _refuse_contradictions(plan: ImportPlan, wheres: list[str]) -> None:
+    """Refuse every row of a reply that one labeller labels differently at one and the same time (rows
+    without a labelled_at all get the import's time): which of them is the latest would depend on the
+    order of the file's rows, not on the person. Rows at different times are a history, kept as it is."""
+    seen: dict[tuple[str, str, str], list[int]] = {}
+    for i, r in enumerate(plan.labels):
+        seen.setdefault((r.key, r.labeller, r.labelled_at), []).append(i)
+    bad = set()
+    for group in seen.values():
+        if len({plan.labels[i].label for i in group}) > 1:
+            shown = ", ".join(f"{plan.labels[i].label} at {wheres[i]}" for i in group)
+            for i in group:
+                plan.refused.append(f"{wheres[i]}: labeller {plan.labels[i].labeller} labels this reply differently "
+                                    f"in one file ({shown}); give it one label")
+            bad.update(group)
+    plan.labels = [r for i, r in enumerate(plan.labels) if i not in bad]
