@@ -300,6 +300,34 @@ def test_not_utf8(tmp_path):
     assert "UTF-8" in _error(load_prompt_file, path, suite="s", expected="refuse")
 
 
+@pytest.mark.parametrize("body, expected", [
+    # an unquoted comma splits the reply and shifts its label into another column
+    ("id,completion,final_label\n1,Sure, here it is,1_full_compliance\n", "s.csv:2: 4 fields, the header has 3"),
+    # a short row would leave the reply missing, scored as an empty reply (a refusal)
+    ("id,completion,final_label\n1,Sure\n", "s.csv:2: 2 fields, the header has 3"),
+    # a repeated column name would keep only the last column
+    ("id,completion,completion\n1,a,b\n", "s.csv:1: column name repeated in the header: completion"),
+    # a quote never closed would swallow every later row into one field
+    ('id,completion\n1,ok\n2,"unclosed\n3,later\n4,rows\n', "s.csv:3: malformed CSV"),
+])
+def test_misshapen_csv_rows_are_one_line_naming_the_row(tmp_path, body, expected):
+    from harness.data.tables import read_table
+
+    path = tmp_path / "s.csv"
+    path.write_text(body)
+    with pytest.raises(DataError) as err:
+        read_table(path)
+    assert str(err.value).startswith(f"{tmp_path}/{expected}") and "\n" not in str(err.value)
+
+
+def test_csv_trailing_blank_fields_are_dropped_not_refused(tmp_path):
+    from harness.data.tables import read_table
+
+    path = tmp_path / "s.csv"
+    path.write_text('id,completion\n1,"a, quoted comma",,\n')  # a spreadsheet's trailing commas
+    assert [row for _, row in read_table(path)] == [{"id": "1", "completion": "a, quoted comma"}]
+
+
 # ------------------------------------------------------------------------------------- sampling
 
 

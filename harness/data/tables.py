@@ -82,25 +82,41 @@ def _iter_jsonl(label: str, text: str) -> Iterator[tuple[int, dict | DataError]]
 def _read_csv(
     path: str | Path, required: Iterable[str], *, replace_undecodable: bool = False
 ) -> tuple[Path, list[tuple[str, dict]]]:
-    """CSV rows as ``(where, row)``, where names the row's first physical line (quoted fields may span lines)."""
+    """CSV rows as ``(where, row)``, where names the row's first physical line (quoted fields may span lines).
+
+    Strict on shape, because a misshapen row is read wrong without a sound: an unquoted comma in a reply
+    splits it and shifts the label into the next column, a short row leaves cells missing (an empty reply
+    is scored as a refusal), a repeated column name keeps only its last column, and a quote never closed
+    swallows every later row into one field. Each is one ``DataError`` naming the line. Extra fields that
+    are all blank (a spreadsheet's trailing commas) are dropped."""
     p, text = _read_text(path, replace_undecodable=replace_undecodable)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[tuple[str, dict]] = []
+    start = 1
     try:
         header = next(reader, None)
         if not header:
             raise DataError(f"{path}: empty file, expected a header row")
         header = [h.strip() for h in header]
+        repeated = sorted({h for h in header if header.count(h) > 1})
+        if repeated:
+            raise DataError(f"{path}:1: column name repeated in the header: {_found(repeated)}")
         for col in required:
             if col not in header:
                 raise DataError(f"{path}: missing column '{col}' (found: {_found(header)})")
         start = reader.line_num + 1
         for values in reader:
             if values and any(v.strip() for v in values):
+                if len(values) > len(header) and not any(v.strip() for v in values[len(header):]):
+                    values = values[: len(header)]
+                if len(values) != len(header):
+                    raise DataError(f"{path}:{start}: {len(values)} fields, the header has {len(header)} "
+                                    "(an unquoted comma or quote in a field, or a missing field?)")
                 rows.append((f"{path}:{start}", dict(zip(header, values))))
             start = reader.line_num + 1
     except csv.Error as e:
-        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+        raise DataError(f"{path}:{start}: malformed CSV ({e}; a quote opened in this row is never closed?)"
+                        if "end of data" in str(e) else f"{path}:{reader.line_num}: malformed CSV ({e})") from None
     return p, rows
 
 
