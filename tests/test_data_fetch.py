@@ -245,12 +245,23 @@ def test_a_file_url_source_is_read_as_a_local_folder(cache, data_dir):
                          "or file:///path/to/folder)"),
     ("file://fileserver/data", "a file:// URL must name a local folder (file:///path), not host 'fileserver'"),
     ("file:///no/such/folder", "no such folder (give a folder or an http(s) mirror URL)"),
+    # each file would otherwise fail apart, as "No such file or directory: 'http:/...'"
+    ("http://", "no host in the URL (give http://HOST/path)"),
+    ("https:///data", "no host in the URL (give https://HOST/path)"),
 ])
 def test_an_unusable_source_is_one_line_naming_it(cache, source, why):
     with pytest.raises(DataLocationError) as err:
         fetch(entries(XSTEST), source=source, notify=lambda line: None)
     assert str(err.value) == f"data source {source}: {why}"
     assert not cache.exists()
+
+
+@pytest.mark.parametrize("source", ["", "  "])
+def test_an_empty_source_is_refused_where_the_data_is_fetched(cache, source):
+    """The pytest run's --source reaches the fetch without the CLI's own check."""
+    with pytest.raises(DataLocationError) as err:
+        fetch(entries(XSTEST), source=source, notify=lambda line: None)
+    assert str(err.value).startswith("data source '': empty") and not cache.exists()
 
 
 @pytest.mark.parametrize("source", ["", "  "])

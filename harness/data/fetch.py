@@ -69,6 +69,9 @@ def resolve_source(source: str | None = None) -> str | None:
     """Where to fetch from: ``source``, else $SAFETY_HARNESS_DATA_SOURCE, else None (GitHub). An http(s) URL
     is a mirror; a local folder, or a ``file://`` URL naming one, is read as a folder. Any other scheme, or a
     folder that does not exist, is a :class:`DataLocationError`."""
+    if source is not None and not source.strip():  # not "no source": fetching from upstream would surprise
+        raise DataLocationError("data source '': empty (give a folder or an http(s) mirror URL, or leave the "
+                                "option out to fetch from the upstream repositories)")
     source = source or data_source_from_env()
     if source is None:
         return None
@@ -76,6 +79,12 @@ def resolve_source(source: str | None = None) -> str | None:
     if "://" in source:
         scheme = source.split("://", 1)[0].lower()
         if scheme in WEB_SCHEMES:
+            try:
+                host = urlparse(source).netloc
+            except ValueError as exc:  # "Invalid IPv6 URL" for http://[
+                raise DataLocationError(f"data source {shown(source)}: not a usable URL ({exc})") from None
+            if not host:  # each file would fail apart, as "No such file or directory: 'http:/...'"
+                raise DataLocationError(f"data source {shown(source)}: no host in the URL (give {scheme}://HOST/path)")
             return source
         if scheme != "file":
             raise DataLocationError(f"data source {shown(source)}: unsupported URL scheme {(scheme + '://')!r} "
