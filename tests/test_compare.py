@@ -278,6 +278,8 @@ def test_a_passed_column_of_text_is_refused_not_read_as_all_passed(base, tmp_pat
     assert len(err.strip().splitlines()) == 1
     assert main(["compare", str(rewritten), str(base)]) == 2
     assert "baseline report rewritten.parquet: column passed holds string" in capsys.readouterr().err
+    with pytest.raises(DataError, match="baseline report rewritten.parquet: column passed holds string"):
+        load_report(rewritten, "baseline")  # where the pytest baseline gate and review --baseline read it too
 
 
 def test_summary_of_a_report_without_rows_names_it_once(tmp_path, capsys):

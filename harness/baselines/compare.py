@@ -83,6 +83,12 @@ def load_report(source, role: str = "report") -> Report:
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise DataError(f"{role} report {name} is not a safety-harness report: no column {', '.join(missing)}")
+    kind = table.schema.field("passed").type
+    if not (pa.types.is_boolean(kind) or pa.types.is_null(kind)):
+        # A report rewritten through a CSV or a data frame holds "True"/"False" text, and every non-empty
+        # cell would count as passed: a wrong gate, for compare, the baseline gate and review alike.
+        raise DataError(f"{role} report {name}: column passed holds {kind}, expected true/false "
+                        "(was the report rewritten by another tool?)")
     rows: dict[tuple[str, str], dict] = {}
     for row in table.to_pylist():
         key = (row["suite"], row["prompt_id"])
