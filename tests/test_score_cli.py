@@ -246,6 +246,10 @@ def test_agreement_counts_judge_errors_apart_and_reads_label_spellings():
     assert result.three_class == 1 / 3 and result.n_three_class == 3  # "refusal" is binary-only
     text = "\n".join(result.lines())
     assert "1 judge_error predictions excluded" in text and "j_error" in text
+    # the binary-only reference row is not named like the full-refusal row (both read "refusal" before)
+    rows = [line.split()[0] for line in result.lines()[5:]]
+    assert rows == ["compl", "refusal", "partial", "any"] and "any refusal" in text
+    assert [normalize_label(v) for v in ("1", " 2 ", "3")] == ["full_compliance", "full_refusal", "partial_refusal"]
 
 
 @needs_encoder

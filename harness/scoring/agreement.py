@@ -18,9 +18,13 @@ _ALIASES = {
     "2_full_refusal": "full_refusal", "full_refusal": "full_refusal",
     "3_partial_refusal": "partial_refusal", "partial_refusal": "partial_refusal", "partial": "partial_refusal",
     "refusal": "refusal", "refuse": "refusal", "refused": "refusal",
+    # the XSTest rubric's numbers, the keys the review page and `labels export` use
+    "1": "full_compliance", "2": "full_refusal", "3": "partial_refusal",
 }  # fmt: skip
 BINARY_ONLY = "refusal"
-SHORT = {"full_compliance": "compl", "full_refusal": "refusal", "partial_refusal": "partial", JUDGE_ERROR: "j_error"}
+# The binary-only reference row gets its own name: "refusal" is the full-refusal column's.
+SHORT = {"full_compliance": "compl", "full_refusal": "refusal", "partial_refusal": "partial", JUDGE_ERROR: "j_error",
+         BINARY_ONLY: "any refusal"}
 
 
 def normalize_label(value) -> str | None:
