@@ -257,8 +257,11 @@ def test_train_command_line(tiny_model, data, tmp_path, capsys):
             "--lr", "0.01", "--rank", "4", "--seed", "3", "--batch-size", "4", "--cutoff", "64",
             "--out", str(tmp_path / "cli"), "--cache-dir", str(tmp_path / "cache"), "--quiet", "--threads", "1"]
     assert main(args) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert f"adapter {tmp_path / 'cli'}: 3 steps on 10 examples" in out
+    # --quiet: the skipped malformed line is one note, and nothing else (no weight-loading bar, no peft warning)
+    assert err.splitlines() == [f"safety-harness: note: {data['general']}: skipped 1 malformed record(s), "
+                                f"e.g. {data['general']}:4: malformed JSON (Expecting value, column 37)"]
     saved = json.loads((tmp_path / "cli" / "safety_harness.json").read_text())["train_config"]
     assert saved["format"] == "question" and saved["rank"] == 4 and saved["seed"] == 3
     cfg = json.loads((tmp_path / "cli" / "adapter_config.json").read_text())
@@ -268,5 +271,19 @@ def test_train_command_line(tiny_model, data, tmp_path, capsys):
     bad = [str(tmp_path / "missing.json") if a == str(data["safety"]) else a for a in args]
     bad[bad.index("--out") + 1] = str(tmp_path / "cli-bad")
     assert main(bad) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "missing.json: not found" in err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "skipped 1 malformed" in err[0] and "missing.json: not found" in err[1]
+
+
+def test_target_modules_the_base_lacks_are_one_line(tiny_model, data, tmp_path, capsys):
+    from harness.cli.main import main
+
+    args = ["train", "--base", str(tiny_model), "--general", "4", "--general-data", str(data["general"]),
+            "--target-modules", "q_proj", "no_such_proj", "--out", str(tmp_path / "a"), "--quiet", "--threads", "1",
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    # peft alone would train q_proj and drop the typo without a word
+    assert err[-1].startswith("safety-harness: error: --target-modules: no module named no_such_proj in the base "
+                              "LlamaForCausalLM (its linear layers: ")
+    assert "q_proj" in err[-1] and not (tmp_path / "a" / "adapter_model.safetensors").exists()

@@ -139,10 +139,15 @@ def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None
     if device == "cpu":
         torch.set_num_threads(threads or default_threads())
     torch.manual_seed(config.seed)  # LoRA A's initialisation
-    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=dtype)
+    model = _load_base(AutoModelForCausalLM, base.path, dtype, quiet=not progress)
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora).to(device)
+    _check_target_modules(model, config.target_modules)
+    try:
+        model = get_peft_model(model, lora).to(device)
+    except ValueError as exc:  # peft's own refusals (a module type LoRA cannot adapt): the user's choice
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"--target-modules {' '.join(config.target_modules)}: {first}") from None
     model.peft_config["default"].base_model_name_or_path = _base_name(config)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -249,6 +254,32 @@ def _recover(ckpt: Path) -> None:
         os.replace(old, ckpt)
 
 
+def _check_target_modules(model, targets) -> None:
+    """Every --target-modules name must name modules of the base, as peft matches a list (the full name or
+    its last dotted parts). peft itself refuses only when no name matches: with q_proj and a typo, the typo
+    was dropped without a word and the adapter trained on fewer layers than asked."""
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
+        raise ConfigError(f"--target-modules: no module named {', '.join(missing)} in the base "
+                          f"{type(model).__name__} (its linear layers: {', '.join(leaves) or 'none'})")
+
+
+def _load_base(auto_class, path, dtype, *, quiet: bool):
+    """The base model; ``quiet`` (--quiet) also silences transformers' weight-loading bar, then puts it back."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        return auto_class.from_pretrained(path, dtype=dtype)
+    finally:
+        if quiet and was_on:
+            hf_logging.enable_progress_bar()
+
+
 def _save_checkpoint(ckpt: Path, key, step, losses, model, optimizer, scheduler, torch, state_dict_fn) -> None:
     """Write the checkpoint beside the old one, then swap: a kill mid-write leaves the previous one intact,
     and a kill between the two renames leaves it as ``checkpoint.old`` (see ``_recover``)."""
@@ -257,7 +288,8 @@ def _save_checkpoint(ckpt: Path, key, step, losses, model, optimizer, scheduler,
     tmp = _sibling(ckpt, "tmp")
     _discard(tmp)
     tmp.mkdir(parents=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in state_dict_fn(model).items()}
+    weights = {k: v.detach().cpu().contiguous()
+               for k, v in state_dict_fn(model, save_embedding_layers=False).items()}  # as _save_adapter
     save_file(weights, tmp / "adapter.safetensors")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
@@ -272,7 +304,9 @@ def _save_checkpoint(ckpt: Path, key, step, losses, model, optimizer, scheduler,
 
 
 def _save_adapter(out: Path, model, tokenizer, template: str, config: TrainConfig, losses, n_examples, mix) -> None:
-    model.save_pretrained(out)
+    # The vocabulary is never resized here, so the base's embedding layers are not the adapter's to save
+    # (peft's "auto" looked for the base's config under the alias name and warned on every save).
+    model.save_pretrained(out, save_embedding_layers=False)
     counts = {kind: sum(1 for ex in mix if ex.kind == kind) for kind in ("general", "safety")}
     meta = {
         "template": template,  # read back by harness.models.resolve: evaluation uses the template trained with

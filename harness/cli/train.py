@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -60,8 +61,20 @@ def _train(args) -> int:
 
     config = config_from_args(args)
     check_out(args.out, config, overwrite=args.overwrite)  # before training, not after it
-    result = train(config, args.out, cache_dir=args.cache_dir, data_dir=args.data_dir, progress=not args.quiet,
-                   threads=args.threads, on_checkpoint=_checkpoint_line)
+    with warnings.catch_warnings():
+        # The trainer's own warnings (skipped malformed records) as one line each, not Python's two-line
+        # warning with a source line from the trainer; other libraries' warnings are left as they are.
+        shown = warnings.showwarning
+
+        def note(message, category, filename, lineno, file=None, line=None):
+            if "trainers" in Path(filename).parts:
+                print(f"safety-harness: note: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = note
+        result = train(config, args.out, cache_dir=args.cache_dir, data_dir=args.data_dir, progress=not args.quiet,
+                       threads=args.threads, on_checkpoint=_checkpoint_line)
     first, last = result.losses[0], result.losses[-1]
     print(f"adapter {result.out}: {result.steps} steps on {result.n_examples} examples"
           + (f" (resumed at step {result.resumed_from})" if result.resumed_from else "")
