@@ -86,6 +86,21 @@ def test_too_few_examples_and_missing_files_are_one_line_errors(tiny_model, data
         config(tiny_model, data, format="essay")
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("lr", float("nan"), "lr must be a positive number, got nan"),  # passed `lr <= 0` and trained NaNs
+    ("epochs", float("inf"), "epochs must be a positive number, got inf"),
+    ("dropout", 1.0, "dropout must be in [0, 1), got 1.0"),
+    ("warmup_ratio", -0.1, "warmup_ratio must be in [0, 1], got -0.1"),
+    ("weight_decay", float("nan"), "weight_decay must be >= 0, got nan"),
+    ("alpha", 0, "alpha must be > 0, got 0"),
+    ("save_every", -1, "save_every must be >= 0, got -1"),
+])
+def test_out_of_range_hyperparameters_are_one_line(tiny_model, data, field, value, message):
+    with pytest.raises(ConfigError) as err:
+        config(tiny_model, data, **{field: value})
+    assert str(err.value) == message
+
+
 def test_loss_is_only_on_the_response(tiny_model, data):
     from transformers import AutoTokenizer
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from harness.core.errors import ConfigError
@@ -73,8 +74,20 @@ class TrainConfig:
         if self.batch_size % self.micro_batch_size:
             raise ConfigError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size "
                               f"{self.micro_batch_size}")
-        if self.epochs <= 0 or self.lr <= 0:
-            raise ConfigError("epochs and lr must be positive")
+        # NaN passes every comparison, so a NaN learning rate trained a NaN adapter without a word
+        for name in ("epochs", "lr"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.alpha <= 0:
+            raise ConfigError(f"alpha must be > 0, got {self.alpha}")
+        if self.save_every < 0:
+            raise ConfigError(f"save_every must be >= 0, got {self.save_every}")
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
 
     def as_dict(self) -> dict:
