@@ -81,14 +81,14 @@ def failures_text(row: dict) -> str:
 
 def check_rows(report: Report) -> list[dict]:
     """The threshold checks a run recorded in its metadata, as text cells: suite, threshold (marked when a
-    default), k/n, judge_error count, rate (95% CI), corrected (95% CI, or the undecidable text), verified
+    default), k/n (n=N for a statistic), judge_error count, rate (95% CI), corrected (95% CI, or the undecidable text), verified
     (95% CI; n labelled of N), verdict (``harness.scoring.check_summary`` writes the cells)."""
     rows = []
     for suite, info in sorted((report.meta.get("suites") or {}).items()):
         for c in info.get("checks", []):
             rows.append({
                 "suite": suite, "key": c["key"] + (" (default)" if c.get("default") else ""),
-                "kn": f"{c['k']}/{c['n']}", "judge_errors": c.get("judge_errors", c.get("judge_error_excluded", 0)),
+                "kn": check_summary.count_text(c), "judge_errors": c.get("judge_errors", c.get("judge_error_excluded", 0)),
                 "rate": f"{c['rate']:.3f} ({c['ci_low']:.3f}-{c['ci_high']:.3f})",
                 "corrected": check_summary.corrected_text(c), "verified": check_summary.verified_text(c),
                 "threshold": f"{c['threshold']:g}", "passed": c["passed"]})

@@ -154,3 +154,17 @@ def test_run_summary_renders_in_headless_chromium(tmp_path):
     assert pixels[..., :3].std() > 0.05
     assert _near(pixels, (0xD9, 0x60, 0x3B)) > 2000  # the run's bars in the embedded plots
     assert _near(pixels, (0xFF, 0xEB, 0xE9)) == 0  # no gate banner for a single run
+
+
+def test_the_checks_table_shows_k_of_n_only_for_counted_rates(tmp_path):
+    from harness.baselines.compare import load_report
+    from harness.reports.html import check_rows
+
+    path = write_report(tmp_path / "run.parquet", set(), "one")
+    report = load_report(path)
+    report.meta["suites"]["harmful"]["checks"].append(
+        {"key": "min_win_rate", "threshold": 0.3, "rate": 0.4, "k": 3, "n": 10, "ci_low": 0.2, "ci_high": 0.6,
+         "passed": True})  # 3 won and 2 tied of 10: a win rate of 0.4, not 3/10
+    cells = {c["key"]: c["kn"] for c in check_rows(report)}
+    assert cells == {"max_unsafe_compliance_rate": "4/40", "min_win_rate": "n=10"}
+    assert "<td class=num>n=10</td>" in render_html(summarize_run(report)) and "| n=10 |" in render_markdown(summarize_run(report))

@@ -14,7 +14,7 @@ The verified column appears only where the run has labels; each cell says "n lab
 
 from __future__ import annotations
 
-from harness.config.thresholds import KIND_NAMES, METRICS, UNLABELLED_HINT, VerifiedRate
+from harness.config.thresholds import KIND_NAMES, METRICS, STATISTICS, UNLABELLED_HINT, VerifiedRate
 
 THRESHOLD_ON_MEANING = {
     "estimate": "the rate as scored", "bound": "the far end of the rate's 95% Wilson interval, as scored",
@@ -69,6 +69,18 @@ def verified_text(check: dict) -> str:
     if verified is not None:
         return verified.text()
     return f"none of {check['n']} labelled" if check["key"].partition("_")[2] in METRICS else "-"
+
+
+def is_count(check: dict) -> bool:
+    """Whether the check's rate is k of n rows (a rate counted from labels, the judge_error share), not a
+    statistic (``STATISTICS``: a win rate counts ties as halves, a mean log-likelihood is no share at all),
+    whose k is no numerator of its value."""
+    return check["key"].partition("_")[2] not in STATISTICS
+
+
+def count_text(check: dict) -> str:
+    """The check's "k/n" cell: "k/n" for a counted rate, "n=N" for a statistic (``is_count``)."""
+    return f"{check['k']}/{check['n']}" if is_count(check) else f"n={check['n']}"
 
 
 def threshold_text(check: dict) -> str:
