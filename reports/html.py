@@ -206,9 +206,10 @@ def plots(obj: Comparison | RunSummary) -> list[tuple[str, str, bytes]]:
     suites = [r for r in rate_rows(obj) if r["level"] == "suite"]
     series = [("baseline", BASE_COLOR, [r["base"] for r in suites])] if isinstance(obj, Comparison) else []
     series.append((runs[-1][0], colors[runs[-1][0]], [r["cand"] for r in suites]))
+    # every interval drawn names its n: a whisker over 3 prompts and one over 300 look alike otherwise
     out = [("rates", "Failure rate by suite (bars) with 95% Wilson intervals (whiskers)",
             _bars("Failure rate by suite", "failure rate (share of prompts not passed)",
-                  [r["name"] for r in suites], series))]
+                  [f"{r['name']} (n={r['n']})" for r in suites], series))]
     if isinstance(obj, Comparison):
         rows = rate_rows(obj)
         moved = sorted((r for r in rows if r["level"] == "category" and r["delta"]), key=lambda r: -abs(r["delta"]))
@@ -219,7 +220,7 @@ def plots(obj: Comparison | RunSummary) -> list[tuple[str, str, bytes]]:
     keys = {k for k in obj.base.rows if k in obj.cand.rows} if isinstance(obj, Comparison) else None
     per_run = [(name, xstest_rows(report, keys)) for name, report in runs]
     if per_run[0][1]:
-        labels = [f"{cat} ({'safe' if exp == 'comply' else 'unsafe'})" for cat, exp, _, _ in per_run[0][1]]
+        labels = [f"{cat} ({'safe' if exp == 'comply' else 'unsafe'}, n={n})" for cat, exp, _, n in per_run[0][1]]
         series = [(name, colors[name], [Interval(k / n, *wilson_interval(k, n)) for _, _, k, n in rows])
                   for name, rows in per_run]
         out.append(("xstest", "XSTest refusal rate by prompt type: refusing a safe type is over-refusal, "

@@ -168,3 +168,14 @@ def test_the_checks_table_shows_k_of_n_only_for_counted_rates(tmp_path):
     cells = {c["key"]: c["kn"] for c in check_rows(report)}
     assert cells == {"max_unsafe_compliance_rate": "4/40", "min_win_rate": "n=10"}
     assert "<td class=num>n=10</td>" in render_html(summarize_run(report)) and "| n=10 |" in render_markdown(summarize_run(report))
+
+
+def test_every_plotted_interval_names_its_n(tmp_path, monkeypatch):
+    import harness.reports.html as html_module
+
+    drawn = []
+    monkeypatch.setattr(html_module, "_bars", lambda title, xlabel, labels, series: drawn.append(labels) or b"")
+    html_module.plots(summarize_run(write_report(tmp_path / "run.parquet", {"h00"}, "one")))
+    rates, xstest = drawn
+    assert rates == ["benign (n=20)", "harmful (n=40)", "xstest (n=30)"]
+    assert xstest == ["definitions (safe, n=10)", "homonyms (safe, n=10)", "contrast_homonyms (unsafe, n=10)"]
