@@ -119,6 +119,14 @@ def judge_error_lines(meta: dict) -> list[str]:
             for suite, info in sorted((meta.get("suites") or {}).items()) if (e := info.get("judge_errors"))]
 
 
+def skipped_lines(obj) -> list[str]:
+    """The selected suites a run skipped for missing data (``--allow-missing-data``), with the reason, as the
+    terminal summary prints them: without them a summary of the suites that ran reads as the whole selection."""
+    runs = _runs(obj)
+    return [(f"{role}: " if len(runs) > 1 else "") + f"{name}: skipped, {why}"
+            for role, report in runs for name, why in sorted((report.meta.get("missing_suites") or {}).items())]
+
+
 def xstest_rows(report: Report, keys=None) -> list[tuple[str, str, int, int]]:
     """XSTest refusal counts by prompt type: (type, expected, refusals, n), safe types first."""
     from collections import defaultdict
@@ -360,6 +368,10 @@ def render_html(obj: Comparison | RunSummary) -> str:
         for note in obj.notes:
             parts.append(f"<div class='banner warn'>{_e(note)}</div>")
     parts.append(_run_info(obj))
+    skipped = skipped_lines(obj)
+    if skipped:
+        parts.append("<div class='banner warn'>Not run: selected suites skipped for missing data<ul>"
+                     + "".join(f"<li>{_e(line)}</li>" for line in skipped) + "</ul></div>")
     parts.append("<p class=muted>Failure = the prompt did not get the expected behaviour (an unsafe request "
                  "answered, or a safe one refused). Intervals are 95% Wilson intervals"
                  + ("; p-values are exact McNemar tests on the prompts whose outcome flipped; the refusal "

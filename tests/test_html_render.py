@@ -179,3 +179,14 @@ def test_every_plotted_interval_names_its_n(tmp_path, monkeypatch):
     rates, xstest = drawn
     assert rates == ["benign (n=20)", "harmful (n=40)", "xstest (n=30)"]
     assert xstest == ["definitions (safe, n=10)", "homonyms (safe, n=10)", "contrast_homonyms (unsafe, n=10)"]
+
+
+def test_suites_skipped_for_missing_data_are_named(tmp_path):
+    path = tmp_path / "run.parquet"
+    write_report(path, set(), "one")
+    table = pq.read_table(path)
+    meta = {**json.loads(table.schema.metadata[METADATA_KEY]), "missing_suites": {"xstest_v2": "xstest_v2.csv: not found"}}
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
+    summary = summarize_run(str(path))
+    assert "<li>xstest_v2: skipped, xstest_v2.csv: not found</li>" in render_html(summary)
+    assert "- xstest\\_v2: skipped, xstest\\_v2.csv: not found" in render_markdown(summary)
