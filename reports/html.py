@@ -97,13 +97,14 @@ def check_rows(report: Report) -> list[dict]:
 
 def check_notes(report: Report) -> list[str]:
     """The lines the terminal prints under its table: which rate was checked, the rates behind the corrected
-    column, too-tight thresholds, undecidable corrections, people's labels; then the judge_error rows."""
+    column, too-tight thresholds, undecidable corrections, people's labels; then the judge_error rows and the
+    capability statistics."""
     meta, suites = report.meta, report.meta.get("suites") or {}
     if not any(info.get("checks") for info in suites.values()):
         return []
     return (check_summary.default_threshold_lines(suites)
             + check_summary.notes(suites, meta.get("model"), meta.get("labels"), report=report.name)
-            + judge_error_lines(meta))
+            + judge_error_lines(meta) + check_summary.capability_lines(suites))
 
 
 def with_labels(report: Report) -> bool:

@@ -190,3 +190,34 @@ def test_suites_skipped_for_missing_data_are_named(tmp_path):
     summary = summarize_run(str(path))
     assert "<li>xstest_v2: skipped, xstest_v2.csv: not found</li>" in render_html(summary)
     assert "- xstest\\_v2: skipped, xstest\\_v2.csv: not found" in render_markdown(summary)
+
+
+def test_the_capability_statistics_read_alike_in_every_summary(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.engine.capability_metrics import CapabilityResult, CapabilityRow
+    from harness.engine.run_report import capability_statistics
+    from harness.scoring.check_summary import capability_lines
+
+    rows = [SimpleNamespace(prompt=SimpleNamespace(prompt_id=f"c{i}")) for i in range(3)]
+    cap = CapabilityResult({"c0": CapabilityRow(ref_loglik=-1.0), "c1": CapabilityRow(ref_loglik=-2.0),
+                            "c2": CapabilityRow()}, "text_davinci_003", notes=["reference log-likelihood: 2 of 2 from the cache"])
+    statistics = capability_statistics(cap, rows)  # no judge: no win rate
+    assert list(statistics) == ["mean_ref_loglik"] and statistics["mean_ref_loglik"]["value"] == -1.5
+    assert statistics["mean_ref_loglik"]["n"] == 2 and statistics["mean_ref_loglik"]["detail"] == "n=2 references"
+    record = {**cap.metadata(), "statistics": statistics}
+    path = tmp_path / "run.parquet"
+    write_report(path, set(), "one")
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[METADATA_KEY])
+    meta["suites"]["harmful"]["capability"] = record
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
+    line = ("harmful vs text_davinci_003, no judge: mean_ref_loglik -1.500 (95% CI [-2.000, -1.000]; "
+            "n=2 references)")
+    assert capability_lines(meta["suites"]) == [line, "harmful: reference log-likelihood: 2 of 2 from the cache"]
+    summary = summarize_run(str(path))
+    assert f"<li>{line}</li>" in render_html(summary)
+    assert "- harmful vs text\\_davinci\\_003, no judge: mean\\_ref\\_loglik -1.500 (95% CI \\[-2.000, -1.000\\]; " \
+           "n=2 references)" in render_markdown(summary)
+    # a report written before the statistics were recorded: its notes, and no "nothing measured"
+    assert capability_lines({"s": {"capability": cap.metadata()}}) == ["s: reference log-likelihood: 2 of 2 from the cache"]

@@ -92,8 +92,24 @@ def suite_records(session) -> dict:
                 "examples": [judge_output(r) for r in errors[:2]],
             }
         if getattr(result, "capability", None) is not None:
-            suites[name]["capability"] = result.capability.metadata()
+            suites[name]["capability"] = {**result.capability.metadata(),
+                                          "statistics": capability_statistics(result.capability, result.rows)}
     return suites
+
+
+CAPABILITY_STATISTICS = ("win_rate", "lc_win_rate", "mean_ref_loglik")
+
+
+def capability_statistics(capability, rows) -> dict:
+    """The capability statistics measured over a suite's ``rows``, each with its 95% interval, n and detail
+    (``harness.scoring.check_summary.capability_lines`` shows them in every summary); none when not measured."""
+    out = {}
+    for metric in CAPABILITY_STATISTICS:
+        found = capability.statistic(metric, rows)
+        if found is not None:
+            rate, detail = found
+            out[metric] = {"value": rate.rate, "low": rate.low, "high": rate.high, "n": rate.n, "detail": detail}
+    return out
 
 
 def label_record(session) -> dict:

@@ -195,3 +195,22 @@ def default_threshold_lines(suites: dict) -> list[str]:
             lines.append(f"default threshold: {suite}: {' and '.join(parts)}, which no threshold covered (set your "
                          f"own under [tool.safety-harness.thresholds.{suite}])")
     return lines
+
+
+def capability_lines(suites: dict) -> list[str]:
+    """Per capability suite, its statistics against the reference answers (value, 95% interval, n) and why a
+    signal is absent, as the run recorded them (``harness.engine.run_report.capability_statistics``). A report
+    written before the statistics were recorded shows only the notes."""
+    lines = []
+    for suite, info in sorted((suites or {}).items()):
+        cap = info.get("capability")
+        if not cap:
+            continue
+        if "statistics" in cap:
+            judge = (f"judge {cap['judge']}" + (f" ({cap['judge_model']})" if cap.get("judge_model") else "")
+                     if cap.get("judge") else "no judge")
+            parts = [f"{metric} {s['value']:.3f} (95% CI [{s['low']:.3f}, {s['high']:.3f}]; {s['detail']})"
+                     for metric, s in cap["statistics"].items()]
+            lines.append(f"{suite} vs {cap.get('reference')}, {judge}: " + ("; ".join(parts) or "nothing measured"))
+        lines += [f"{suite}: {note}" for note in cap.get("notes") or []]
+    return lines
