@@ -81,14 +81,14 @@ def failures_text(row: dict) -> str:
 
 def check_rows(report: Report) -> list[dict]:
     """The threshold checks a run recorded in its metadata, as text cells: suite, threshold (marked when a
-    default), k/n, judge_error count, rate (95% CI), corrected (95% CI, or the undecidable text), verified
+    default), k/n (n=N for a statistic), judge_error count, rate (95% CI), corrected (95% CI, or the undecidable text), verified
     (95% CI; n labelled of N), verdict (``harness.scoring.check_summary`` writes the cells)."""
     rows = []
     for suite, info in sorted((report.meta.get("suites") or {}).items()):
         for c in info.get("checks", []):
             rows.append({
                 "suite": suite, "key": c["key"] + (" (default)" if c.get("default") else ""),
-                "kn": f"{c['k']}/{c['n']}", "judge_errors": c.get("judge_errors", c.get("judge_error_excluded", 0)),
+                "kn": check_summary.count_text(c), "judge_errors": c.get("judge_errors", c.get("judge_error_excluded", 0)),
                 "rate": f"{c['rate']:.3f} ({c['ci_low']:.3f}-{c['ci_high']:.3f})",
                 "corrected": check_summary.corrected_text(c), "verified": check_summary.verified_text(c),
                 "threshold": f"{c['threshold']:g}", "passed": c["passed"]})
@@ -97,13 +97,14 @@ def check_rows(report: Report) -> list[dict]:
 
 def check_notes(report: Report) -> list[str]:
     """The lines the terminal prints under its table: which rate was checked, the rates behind the corrected
-    column, too-tight thresholds, undecidable corrections, people's labels; then the judge_error rows."""
+    column, too-tight thresholds, undecidable corrections, people's labels; then the judge_error rows and the
+    capability statistics."""
     meta, suites = report.meta, report.meta.get("suites") or {}
     if not any(info.get("checks") for info in suites.values()):
         return []
     return (check_summary.default_threshold_lines(suites)
             + check_summary.notes(suites, meta.get("model"), meta.get("labels"), report=report.name)
-            + judge_error_lines(meta))
+            + judge_error_lines(meta) + check_summary.capability_lines(suites))
 
 
 def with_labels(report: Report) -> bool:
@@ -117,6 +118,14 @@ def judge_error_lines(meta: dict) -> list[str]:
 
     return [judge_error_line(suite, e.get("prompt_ids", []), info.get("n", 0), e.get("scorer"), e.get("examples", []))
             for suite, info in sorted((meta.get("suites") or {}).items()) if (e := info.get("judge_errors"))]
+
+
+def skipped_lines(obj) -> list[str]:
+    """The selected suites a run skipped for missing data (``--allow-missing-data``), with the reason, as the
+    terminal summary prints them: without them a summary of the suites that ran reads as the whole selection."""
+    runs = _runs(obj)
+    return [(f"{role}: " if len(runs) > 1 else "") + f"{name}: skipped, {why}"
+            for role, report in runs for name, why in sorted((report.meta.get("missing_suites") or {}).items())]
 
 
 def xstest_rows(report: Report, keys=None) -> list[tuple[str, str, int, int]]:
@@ -206,9 +215,10 @@ def plots(obj: Comparison | RunSummary) -> list[tuple[str, str, bytes]]:
     suites = [r for r in rate_rows(obj) if r["level"] == "suite"]
     series = [("baseline", BASE_COLOR, [r["base"] for r in suites])] if isinstance(obj, Comparison) else []
     series.append((runs[-1][0], colors[runs[-1][0]], [r["cand"] for r in suites]))
+    # every interval drawn names its n: a whisker over 3 prompts and one over 300 look alike otherwise
     out = [("rates", "Failure rate by suite (bars) with 95% Wilson intervals (whiskers)",
             _bars("Failure rate by suite", "failure rate (share of prompts not passed)",
-                  [r["name"] for r in suites], series))]
+                  [f"{r['name']} (n={r['n']})" for r in suites], series))]
     if isinstance(obj, Comparison):
         rows = rate_rows(obj)
         moved = sorted((r for r in rows if r["level"] == "category" and r["delta"]), key=lambda r: -abs(r["delta"]))
@@ -219,7 +229,7 @@ def plots(obj: Comparison | RunSummary) -> list[tuple[str, str, bytes]]:
     keys = {k for k in obj.base.rows if k in obj.cand.rows} if isinstance(obj, Comparison) else None
     per_run = [(name, xstest_rows(report, keys)) for name, report in runs]
     if per_run[0][1]:
-        labels = [f"{cat} ({'safe' if exp == 'comply' else 'unsafe'})" for cat, exp, _, _ in per_run[0][1]]
+        labels = [f"{cat} ({'safe' if exp == 'comply' else 'unsafe'}, n={n})" for cat, exp, _, n in per_run[0][1]]
         series = [(name, colors[name], [Interval(k / n, *wilson_interval(k, n)) for _, _, k, n in rows])
                   for name, rows in per_run]
         out.append(("xstest", "XSTest refusal rate by prompt type: refusing a safe type is over-refusal, "
@@ -359,6 +369,10 @@ def render_html(obj: Comparison | RunSummary) -> str:
         for note in obj.notes:
             parts.append(f"<div class='banner warn'>{_e(note)}</div>")
     parts.append(_run_info(obj))
+    skipped = skipped_lines(obj)
+    if skipped:
+        parts.append("<div class='banner warn'>Not run: selected suites skipped for missing data<ul>"
+                     + "".join(f"<li>{_e(line)}</li>" for line in skipped) + "</ul></div>")
     parts.append("<p class=muted>Failure = the prompt did not get the expected behaviour (an unsafe request "
                  "answered, or a safe one refused). Intervals are 95% Wilson intervals"
                  + ("; p-values are exact McNemar tests on the prompts whose outcome flipped; the refusal "

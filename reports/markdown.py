@@ -11,7 +11,7 @@ from pathlib import Path
 from harness.baselines.compare import Comparison, RunSummary
 from harness.core.records import JUDGE_ERROR
 from harness.reports.html import (check_notes, check_rows, failures_text, flip_label_text, fmt_rate, fmt_shift,
-                                  human_cell, plots, rate_rows, with_labels, xstest_rows)
+                                  human_cell, plots, rate_rows, skipped_lines, with_labels, xstest_rows)
 
 MAX_CELL = 600  # characters of a prompt or response shown in a table cell; the flips Parquet has them all
 
@@ -97,6 +97,9 @@ def render_markdown(obj: Comparison | RunSummary, images: dict[str, str] | None 
          escape(r.model.get("backend")), escape(r.model.get("template")),
          f"{escape(r.model.get('scorer'))} v{escape(r.model.get('scorer_version'))}", len(r.rows)]
         for role, r in runs])
+    skipped = skipped_lines(obj)
+    if skipped:
+        lines += ["", "**Not run**: selected suites skipped for missing data:"] + [f"- {escape(line, None)}" for line in skipped]
     lines += ["", "Failure = the prompt did not get the expected behaviour. Intervals: 95% Wilson"
               + ("; p: exact McNemar on the flipped prompts (one-sided for a regression)." if comparison else "."), ""]
     for slug, file in (images or {}).items():

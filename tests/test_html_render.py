@@ -154,3 +154,70 @@ def test_run_summary_renders_in_headless_chromium(tmp_path):
     assert pixels[..., :3].std() > 0.05
     assert _near(pixels, (0xD9, 0x60, 0x3B)) > 2000  # the run's bars in the embedded plots
     assert _near(pixels, (0xFF, 0xEB, 0xE9)) == 0  # no gate banner for a single run
+
+
+def test_the_checks_table_shows_k_of_n_only_for_counted_rates(tmp_path):
+    from harness.baselines.compare import load_report
+    from harness.reports.html import check_rows
+
+    path = write_report(tmp_path / "run.parquet", set(), "one")
+    report = load_report(path)
+    report.meta["suites"]["harmful"]["checks"].append(
+        {"key": "min_win_rate", "threshold": 0.3, "rate": 0.4, "k": 3, "n": 10, "ci_low": 0.2, "ci_high": 0.6,
+         "passed": True})  # 3 won and 2 tied of 10: a win rate of 0.4, not 3/10
+    cells = {c["key"]: c["kn"] for c in check_rows(report)}
+    assert cells == {"max_unsafe_compliance_rate": "4/40", "min_win_rate": "n=10"}
+    assert "<td class=num>n=10</td>" in render_html(summarize_run(report)) and "| n=10 |" in render_markdown(summarize_run(report))
+
+
+def test_every_plotted_interval_names_its_n(tmp_path, monkeypatch):
+    import harness.reports.html as html_module
+
+    drawn = []
+    monkeypatch.setattr(html_module, "_bars", lambda title, xlabel, labels, series: drawn.append(labels) or b"")
+    html_module.plots(summarize_run(write_report(tmp_path / "run.parquet", {"h00"}, "one")))
+    rates, xstest = drawn
+    assert rates == ["benign (n=20)", "harmful (n=40)", "xstest (n=30)"]
+    assert xstest == ["definitions (safe, n=10)", "homonyms (safe, n=10)", "contrast_homonyms (unsafe, n=10)"]
+
+
+def test_suites_skipped_for_missing_data_are_named(tmp_path):
+    path = tmp_path / "run.parquet"
+    write_report(path, set(), "one")
+    table = pq.read_table(path)
+    meta = {**json.loads(table.schema.metadata[METADATA_KEY]), "missing_suites": {"xstest_v2": "xstest_v2.csv: not found"}}
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
+    summary = summarize_run(str(path))
+    assert "<li>xstest_v2: skipped, xstest_v2.csv: not found</li>" in render_html(summary)
+    assert "- xstest\\_v2: skipped, xstest\\_v2.csv: not found" in render_markdown(summary)
+
+
+def test_the_capability_statistics_read_alike_in_every_summary(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.engine.capability_metrics import CapabilityResult, CapabilityRow
+    from harness.engine.run_report import capability_statistics
+    from harness.scoring.check_summary import capability_lines
+
+    rows = [SimpleNamespace(prompt=SimpleNamespace(prompt_id=f"c{i}")) for i in range(3)]
+    cap = CapabilityResult({"c0": CapabilityRow(ref_loglik=-1.0), "c1": CapabilityRow(ref_loglik=-2.0),
+                            "c2": CapabilityRow()}, "text_davinci_003", notes=["reference log-likelihood: 2 of 2 from the cache"])
+    statistics = capability_statistics(cap, rows)  # no judge: no win rate
+    assert list(statistics) == ["mean_ref_loglik"] and statistics["mean_ref_loglik"]["value"] == -1.5
+    assert statistics["mean_ref_loglik"]["n"] == 2 and statistics["mean_ref_loglik"]["detail"] == "n=2 references"
+    record = {**cap.metadata(), "statistics": statistics}
+    path = tmp_path / "run.parquet"
+    write_report(path, set(), "one")
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[METADATA_KEY])
+    meta["suites"]["harmful"]["capability"] = record
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
+    line = ("harmful vs text_davinci_003, no judge: mean_ref_loglik -1.500 (95% CI [-2.000, -1.000]; "
+            "n=2 references)")
+    assert capability_lines(meta["suites"]) == [line, "harmful: reference log-likelihood: 2 of 2 from the cache"]
+    summary = summarize_run(str(path))
+    assert f"<li>{line}</li>" in render_html(summary)
+    assert "- harmful vs text\\_davinci\\_003, no judge: mean\\_ref\\_loglik -1.500 (95% CI \\[-2.000, -1.000\\]; " \
+           "n=2 references)" in render_markdown(summary)
+    # a report written before the statistics were recorded: its notes, and no "nothing measured"
+    assert capability_lines({"s": {"capability": cap.metadata()}}) == ["s: reference log-likelihood: 2 of 2 from the cache"]

@@ -89,3 +89,22 @@ def test_every_suite_and_category_item_carries_its_checks(data_dir, tmp_path):
                 assert f"{m}.verified" not in props and f"{m}.verified_labelled" not in props
     smoke = properties(next(c for c in cases if c.get("name") == "test_smoke"))
     assert sum(int(smoke.get(f"{m}.verified_labelled", "0").split()[0]) for m in smoke["metrics"].split(",")) == 3
+
+
+def record(key: str, k: int, n: int, rate: float, **extra) -> dict:
+    return {"key": key, "threshold": 0.5, "rate": rate, "k": k, "n": n, "ci_low": 0.1, "ci_high": 0.9,
+            "passed": True, "judge_errors": 0, "threshold_on": "estimate", "default": False, "corrected": None,
+            "verified": None, **extra}
+
+
+def test_a_statistic_has_no_k_and_judge_errors_are_named():
+    from harness.pytest_plugin.junit import check_properties
+
+    # 3 won, 2 tied of 10: the win rate 0.4 is no 3 of 10, so no k is shown beside it
+    props = dict(check_properties(record("min_win_rate", 3, 10, 0.4)))
+    assert props["win_rate.n"] == "10" and props["win_rate.rate"] == "0.4000" and "win_rate.k" not in props
+    assert "mean_ref_loglik.k" not in dict(check_properties(record("min_mean_ref_loglik", 5, 5, -1.5)))
+    # 2 of the 3 unsafe compliances are replies the scorer could not classify, counted as failures
+    props = dict(check_properties(record("max_unsafe_compliance_rate", 3, 4, 0.75, judge_errors=2)))
+    assert (props["unsafe_compliance_rate.k"], props["unsafe_compliance_rate.judge_errors"]) == ("3", "2")
+    assert "refusal_rate.judge_errors" not in dict(check_properties(record("max_refusal_rate", 1, 4, 0.25)))

@@ -3,6 +3,7 @@ its metadata, and summarised by ``safety-harness summary``."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pyarrow as pa
@@ -168,7 +169,10 @@ def test_judge_errors_and_an_undecidable_correction_show_alike_everywhere(judged
     report = write_report(hs, tmp_path / "run.parquet")
     _, meta = read_report(report)
     checks = {c["key"]: c for c in meta["suites"]["smoke"]["checks"]}
-    assert checks["max_unsafe_compliance_rate"]["corrected"]["undecidable"] is True
+    assert checks["max_unsafe_compliance_rate"]["corrected"] == {"estimate": None, "low": None, "high": None,
+                                                                  "undecidable": True}
+    raw = pq.read_schema(report).metadata[report_module.METADATA_KEY]
+    json.loads(raw, parse_constant=lambda name: pytest.fail(f"the metadata holds {name}, which JSON has not"))
     assert sum(checks[k]["judge_errors"] for k in ("max_unsafe_compliance_rate", "max_refusal_rate")) == 8
     assert meta["suites"]["smoke"]["judge_errors"]["prompt_ids"] == [r.prompt.prompt_id for r in errors]
 

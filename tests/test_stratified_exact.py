@@ -123,3 +123,14 @@ def test_small_strata_are_labelled_in_full_smallest_first_while_the_budget_allow
 def test_no_stratum_gets_more_labels_than_rows():
     assert allocate(6, [1, 5], weighted([100, 1])) == [1, 5]
     assert allocate(6, [1, 5], weighted([100, 1]), lower=[1, 0]) == [1, 5]
+
+
+@pytest.mark.parametrize("strata, exact", [
+    ([Stratum(8, 5, 4), Stratum(18, 18, 17)], 0.9),  # (4 + 3 * 4/5 + 17) / 26: 0.8999999999999999 in floats
+    ([Stratum(6, 1, 0), Stratum(6, 5, 1)], 0.1),  # (0 + 1 + 1/5) / 12
+    ([Stratum(7, 3, 1), Stratum(7, 3, 2)], 0.5),
+])
+def test_an_estimate_equal_to_a_threshold_is_that_threshold(strata, exact):
+    # summed in exact arithmetic and rounded once, so a verified rate of exactly 0.9 meets min 0.9
+    assert stratified_estimate(strata) == exact
+    assert rate_interval(strata).estimate == exact

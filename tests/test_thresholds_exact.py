@@ -78,6 +78,20 @@ def test_on_the_corrected_rate_with_a_perfect_scorer_the_estimate_is_the_share()
     assert not one(rows, "min_compliance_rate", 0.76, on="corrected", error_rates=PERFECT).passed
 
 
+@pytest.mark.parametrize("rows, key, threshold, rates", [
+    (refuse(C, *[R] * 9), "max_unsafe_compliance_rate", 0.1, PERFECT),  # in floats (0.1 + 1 - 1) / 1 > 0.1
+    (comply(*[C] * 7, R, R, R), "min_compliance_rate", 0.7, PERFECT),
+    (comply(*[C] * 3, *[R] * 7), "max_compliance_rate", 0.3, PERFECT),
+    # 5 of 16 scored refusals through Se 0.75, Sp 0.875: (5/16 - 1/8) / (5/8) = 0.3 refusals, 0.7 compliances
+    (refuse(*[C] * 11, *[R] * 5), "max_unsafe_compliance_rate", 0.7, FixedRates(0.75, 0.875)),
+    (comply(*[R] * 5, *[C] * 11), "max_refusal_rate", 0.3, FixedRates(0.75, 0.875)),
+])
+def test_a_corrected_rate_exactly_at_its_threshold_passes_and_reads_as_the_threshold(rows, key, threshold, rates):
+    check = one(rows, key, threshold, on="corrected", error_rates=rates)
+    assert check.corrected.estimate == threshold and check.passed
+    assert check.corrected.text().startswith(f"{threshold:.3f} ")
+
+
 def test_on_the_corrected_bound_the_far_end_of_the_corrected_interval_is_held():
     rows = refuse(C, R, R, R)
     c = one(rows, "max_unsafe_compliance_rate", 1.0, on="corrected_bound", error_rates=PERFECT).corrected

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 
 # The event each gating metric counts, in the scorer's binary split (harness.config.thresholds.METRICS).
@@ -108,7 +109,7 @@ def _corrected(k, n, event, rates, confidence, draws, seed) -> CorrectedRate:
     youden = se + sp - 1
     if rates.sensitivity + rates.specificity <= 1 or np.mean(youden <= 0) > tail:
         return CorrectedRate(math.nan, math.nan, math.nan, undecidable=True)
-    point = float(rogan_gladen(scored_refusals / n, rates.sensitivity, rates.specificity))
+    point = _exact_point(scored_refusals, n, rates.sensitivity, rates.specificity)
     q = rng.beta(scored_refusals + 0.5, n - scored_refusals + 0.5, size=draws)
     with np.errstate(divide="ignore", invalid="ignore"):
         unclipped = ((q + sp - 1) / youden)[youden > 0]
@@ -129,8 +130,16 @@ def _corrected(k, n, event, rates, confidence, draws, seed) -> CorrectedRate:
         elif a > 1:
             low = min(low, 1.0 - width)
     if event == "compliance":
-        point, low, high = 1.0 - point, 1.0 - high, 1.0 - low
-    return CorrectedRate(point, low, high)
+        point, low, high = float(1 - point), 1.0 - high, 1.0 - low
+    return CorrectedRate(float(point), low, high)
+
+
+def _exact_point(scored_refusals: int, n: int, sensitivity: float, specificity: float) -> Fraction:
+    """``rogan_gladen`` of the scored share k / n in exact arithmetic, rounded once when shown: in floats,
+    (0.1 + 1.0 - 1.0) / 1.0 is 0.10000000000000009, so a perfect scorer's corrected rate of exactly a max
+    threshold would read "0.100" and fail it. The caller has checked Se + Sp > 1."""
+    se, sp = Fraction(float(sensitivity)), Fraction(float(specificity))
+    return min(max((Fraction(scored_refusals, n) + sp - 1) / (se + sp - 1), Fraction(0)), Fraction(1))
 
 
 _corrected_cached = lru_cache(maxsize=512)(_corrected)

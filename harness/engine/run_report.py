@@ -6,6 +6,7 @@ vocabulary of one scored row.)"""
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from importlib import metadata
@@ -60,8 +61,15 @@ def check_record(c) -> dict:
     return {"key": c.key, "threshold": c.threshold, "rate": c.rate.rate, "k": c.rate.k, "n": c.rate.n,
             "ci_low": c.rate.low, "ci_high": c.rate.high, "passed": c.passed,
             "judge_errors": c.rate.judge_errors, "threshold_on": c.on, "default": getattr(c, "default", False),
-            "corrected": vars(c.corrected) if getattr(c, "corrected", None) else None,
+            "corrected": _without_nan(vars(c.corrected)) if getattr(c, "corrected", None) else None,
             "verified": vars(c.verified) if getattr(c, "verified", None) else None}
+
+
+def _without_nan(record: dict) -> dict:
+    """``record`` with null for each NaN (an undecidable corrected rate has no numbers): the metadata stays
+    JSON that every reader takes (jq, JavaScript and DuckDB reject NaN), and ``CorrectedRate.from_dict``
+    reads null back as NaN."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}
 
 
 def suite_records(session) -> dict:
@@ -84,8 +92,24 @@ def suite_records(session) -> dict:
                 "examples": [judge_output(r) for r in errors[:2]],
             }
         if getattr(result, "capability", None) is not None:
-            suites[name]["capability"] = result.capability.metadata()
+            suites[name]["capability"] = {**result.capability.metadata(),
+                                          "statistics": capability_statistics(result.capability, result.rows)}
     return suites
+
+
+CAPABILITY_STATISTICS = ("win_rate", "lc_win_rate", "mean_ref_loglik")
+
+
+def capability_statistics(capability, rows) -> dict:
+    """The capability statistics measured over a suite's ``rows``, each with its 95% interval, n and detail
+    (``harness.scoring.check_summary.capability_lines`` shows them in every summary); none when not measured."""
+    out = {}
+    for metric in CAPABILITY_STATISTICS:
+        found = capability.statistic(metric, rows)
+        if found is not None:
+            rate, detail = found
+            out[metric] = {"value": rate.rate, "low": rate.low, "high": rate.high, "n": rate.n, "detail": detail}
+    return out
 
 
 def label_record(session) -> dict:

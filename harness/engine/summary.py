@@ -1,11 +1,10 @@
 """The terminal summary of a finished session: one line per threshold check (``harness.scoring.check_summary``,
-as every summary of a report shows them), then the capability lines, the replicas' work and faults, the
+as every summary of a report shows them), then the capability statistics, the replicas' work and faults, the
 skipped suites, the model, the generation statistics and where the wall time went."""
 
 from __future__ import annotations
 
 from harness.scoring import check_summary
-from harness.engine.capability_metrics import summary_lines as capability_lines
 from harness.core.records import JUDGE_ERROR
 from harness.core.text import format_table
 from harness.scoring.unseen import unseen_agreement_note
@@ -57,8 +56,9 @@ def replica_lines(session) -> list[str]:
 def summary_lines(session, report_path=None) -> list[str]:
     from harness.engine.run_report import suite_records
 
-    lines = check_lines(session, suite_records(session), report_path)
-    lines += capability_lines(session)
+    suites = suite_records(session)
+    lines = check_lines(session, suites, report_path)
+    lines += check_summary.capability_lines(suites)  # as the report records them, for every summary of it
     lines += replica_lines(session)
     for name, why in sorted(session.missing.items()):
         lines.append(f"{name}: skipped, {why}")

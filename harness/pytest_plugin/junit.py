@@ -5,7 +5,9 @@ rate, its interval and the threshold beside pass/fail.
 
 Per item: ``suite``, ``category`` (category items), ``metrics`` (the metrics checked, comma-separated),
 ``threshold_on``, ``scorer``, ``scorer_version``, ``error_rates`` (where the corrected rates' error rates
-came from); per metric M checked: ``M.n``, ``M.k``, ``M.rate``, ``M.ci95`` (Wilson), ``M.threshold``
+came from); per metric M checked: ``M.n``, ``M.k`` (not for a statistic such as a win rate, whose value is
+no k of n), ``M.judge_errors`` (where any: of the n, replies the scorer could not classify, counted as
+failures), ``M.rate``, ``M.ci95`` (Wilson for the rates), ``M.threshold``
 (``max 0.1``, ``(default)`` when filled in), ``M.verdict`` (PASS or FAIL), ``M.corrected`` and
 ``M.corrected_ci95`` (or ``undecidable``, or ``-`` without error rates), and where people labelled replies
 ``M.verified``, ``M.verified_ci95`` and ``M.verified_labelled`` (``n of N``). The values are the summary's
@@ -23,14 +25,17 @@ from harness.pytest_plugin.state import SESSION_KEY, get_session, item_suite
 
 def check_properties(record: dict) -> list[tuple[str, str]]:
     """One check's properties (the report's record of it, ``harness.engine.run_report.check_record``)."""
-    from harness.scoring.check_summary import threshold_text
+    from harness.scoring.check_summary import is_count, threshold_text
     from harness.config.thresholds import VerifiedRate
     from harness.core.misclassification import CorrectedRate
 
     m = record["key"].partition("_")[2]
-    props = [(f"{m}.n", str(record["n"])), (f"{m}.k", str(record["k"])), (f"{m}.rate", f"{record['rate']:.4f}"),
-             (f"{m}.ci95", f"{record['ci_low']:.4f}-{record['ci_high']:.4f}"), (f"{m}.threshold", threshold_text(record)),
-             (f"{m}.verdict", "PASS" if record["passed"] else "FAIL")]
+    props = [(f"{m}.n", str(record["n"]))]
+    props += [(f"{m}.k", str(record["k"]))] if is_count(record) else []  # a statistic's value is no k of n
+    if record.get("judge_errors") and m != "judge_error_rate":  # of the k (or n), counted as failures
+        props += [(f"{m}.judge_errors", str(record["judge_errors"]))]
+    props += [(f"{m}.rate", f"{record['rate']:.4f}"), (f"{m}.ci95", f"{record['ci_low']:.4f}-{record['ci_high']:.4f}"),
+              (f"{m}.threshold", threshold_text(record)), (f"{m}.verdict", "PASS" if record["passed"] else "FAIL")]
     corrected = CorrectedRate.from_dict(record.get("corrected"))
     if corrected is None:
         props += [(f"{m}.corrected", "-")]

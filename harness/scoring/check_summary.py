@@ -14,7 +14,7 @@ The verified column appears only where the run has labels; each cell says "n lab
 
 from __future__ import annotations
 
-from harness.config.thresholds import KIND_NAMES, METRICS, UNLABELLED_HINT, VerifiedRate
+from harness.config.thresholds import KIND_NAMES, METRICS, STATISTICS, UNLABELLED_HINT, VerifiedRate
 
 THRESHOLD_ON_MEANING = {
     "estimate": "the rate as scored", "bound": "the far end of the rate's 95% Wilson interval, as scored",
@@ -69,6 +69,18 @@ def verified_text(check: dict) -> str:
     if verified is not None:
         return verified.text()
     return f"none of {check['n']} labelled" if check["key"].partition("_")[2] in METRICS else "-"
+
+
+def is_count(check: dict) -> bool:
+    """Whether the check's rate is k of n rows (a rate counted from labels, the judge_error share), not a
+    statistic (``STATISTICS``: a win rate counts ties as halves, a mean log-likelihood is no share at all),
+    whose k is no numerator of its value."""
+    return check["key"].partition("_")[2] not in STATISTICS
+
+
+def count_text(check: dict) -> str:
+    """The check's "k/n" cell: "k/n" for a counted rate, "n=N" for a statistic (``is_count``)."""
+    return f"{check['k']}/{check['n']}" if is_count(check) else f"n={check['n']}"
 
 
 def threshold_text(check: dict) -> str:
@@ -182,4 +194,23 @@ def default_threshold_lines(suites: dict) -> list[str]:
         if parts:
             lines.append(f"default threshold: {suite}: {' and '.join(parts)}, which no threshold covered (set your "
                          f"own under [tool.safety-harness.thresholds.{suite}])")
+    return lines
+
+
+def capability_lines(suites: dict) -> list[str]:
+    """Per capability suite, its statistics against the reference answers (value, 95% interval, n) and why a
+    signal is absent, as the run recorded them (``harness.engine.run_report.capability_statistics``). A report
+    written before the statistics were recorded shows only the notes."""
+    lines = []
+    for suite, info in sorted((suites or {}).items()):
+        cap = info.get("capability")
+        if not cap:
+            continue
+        if "statistics" in cap:
+            judge = (f"judge {cap['judge']}" + (f" ({cap['judge_model']})" if cap.get("judge_model") else "")
+                     if cap.get("judge") else "no judge")
+            parts = [f"{metric} {s['value']:.3f} (95% CI [{s['low']:.3f}, {s['high']:.3f}]; {s['detail']})"
+                     for metric, s in cap["statistics"].items()]
+            lines.append(f"{suite} vs {cap.get('reference')}, {judge}: " + ("; ".join(parts) or "nothing measured"))
+        lines += [f"{suite}: {note}" for note in cap.get("notes") or []]
     return lines
