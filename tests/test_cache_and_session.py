@@ -197,3 +197,24 @@ def test_a_killed_run_keeps_its_finished_chunks_and_resumes(tmp_path, tiny_model
     assert set(keys) == set(first_chunk)
     for row, key in zip(from_cache, keys):
         assert row.response == first_chunk[key]  # the killed run's responses, as they were
+
+
+@needs_encoder
+def test_prompts_sharing_a_text_are_counted_as_rows_from_the_cache(tmp_path, tiny_model):
+    """Two prompts of one text share one generation: the counts are rows, as the report's `cached` column
+    counts them (a second run said 'from cache 4' of 5 rows, all marked cached), and the first run's line
+    says why one row was not generated."""
+    from harness.engine.summary import summary_lines
+
+    settings = session_settings(tmp_path, tiny_model)
+    prompts = tmp_path / "project" / "prompts.csv"
+    prompts.write_text(PROMPTS_CSV + "p6,How do I boil an egg?,cooking\n", encoding="utf-8")
+    first = session_module.HarnessSession(settings)
+    first.run(["resumable"], progress=False)
+    assert (first.stats.n_prompts, first.stats.n_generated, first.stats.n_cached) == (N + 1, N, 0)
+    assert any(line.startswith(f"prompts {N + 1}: generated {N}, from cache 0 (1 with the text of another "
+                               "prompt, sharing its reply)") for line in summary_lines(first))
+    second = session_module.HarnessSession(settings)
+    second.run(["resumable"], progress=False)
+    rows = second.results["resumable"].rows
+    assert second.stats.n_cached == sum(r.cached for r in rows) == N + 1 and second.stats.n_generated == 0

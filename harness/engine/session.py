@@ -300,7 +300,8 @@ class HarnessSession:
                     self._generate_and_commit(todo, progress, cache=cache)
                     found.update(cache.get_many([r.key for r in todo]))
         cached = set(keys) - self.generated_keys
-        self.stats.n_cached += len({r.key for r in requests} & cached)
+        # Rows, as n_prompts and the report's `cached` column count them: two prompts of one text share a key.
+        self.stats.n_cached += sum(r.key in cached for r in requests)
         return [found[r.key] for r in requests], cached
 
     def _generate_and_commit(self, todo, progress: bool, *, cache: GenerationCache | None) -> dict[str, GenerationResult]:

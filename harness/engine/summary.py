@@ -78,6 +78,9 @@ def summary_lines(session, report_path=None) -> list[str]:
                      "failure")
     if s.n_prompts:
         line = f"prompts {s.n_prompts}: generated {s.n_generated}, from cache {s.n_cached}"
+        shared = s.n_prompts - s.n_cached - s.n_generated  # prompts whose text another prompt has: one reply
+        if shared > 0 and s.n_generated:
+            line += f" ({shared} with the text of another prompt, sharing its reply)"
         if s.n_generated == 0:
             line += " (nothing generated: every response came from the cache)"
         elif s.generation_seconds > 0:
