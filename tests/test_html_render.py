@@ -181,6 +181,19 @@ def test_every_plotted_interval_names_its_n(tmp_path, monkeypatch):
     assert xstest == ["definitions (safe, n=10)", "homonyms (safe, n=10)", "contrast_homonyms (unsafe, n=10)"]
 
 
+def cli_summary(path) -> str:
+    """What `safety-harness summary REPORT` prints, as the run's own terminal summary would."""
+    import contextlib
+    import io
+
+    from harness.cli.main import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["summary", str(path)]) == 0
+    return out.getvalue()
+
+
 def test_suites_skipped_for_missing_data_are_named(tmp_path):
     path = tmp_path / "run.parquet"
     write_report(path, set(), "one")
@@ -190,6 +203,7 @@ def test_suites_skipped_for_missing_data_are_named(tmp_path):
     summary = summarize_run(str(path))
     assert "<li>xstest_v2: skipped, xstest_v2.csv: not found</li>" in render_html(summary)
     assert "- xstest\\_v2: skipped, xstest\\_v2.csv: not found" in render_markdown(summary)
+    assert "xstest_v2: skipped, xstest_v2.csv: not found" in cli_summary(path)  # and `safety-harness summary`
 
 
 def test_the_capability_statistics_read_alike_in_every_summary(tmp_path):
@@ -219,5 +233,6 @@ def test_the_capability_statistics_read_alike_in_every_summary(tmp_path):
     assert f"<li>{line}</li>" in render_html(summary)
     assert "- harmful vs text\\_davinci\\_003, no judge: mean\\_ref\\_loglik -1.500 (95% CI \\[-2.000, -1.000\\]; " \
            "n=2 references)" in render_markdown(summary)
+    assert line in cli_summary(path).splitlines()
     # a report written before the statistics were recorded: its notes, and no "nothing measured"
     assert capability_lines({"s": {"capability": cap.metadata()}}) == ["s: reference log-likelihood: 2 of 2 from the cache"]

@@ -88,7 +88,7 @@ def _summary(args) -> int:
     from harness.scoring import check_summary
     from harness.core.report_file import read_run_report
     from harness.core.text import format_table
-    from harness.reports.html import judge_error_lines
+    from harness.reports.html import judge_error_lines, skipped_lines
 
     read_run_report(args.report)  # a missing file, or one without the run's metadata: its one line
     report = load_report(args.report, "the")  # its messages say "<role> report NAME": "the report NAME ..."
@@ -107,6 +107,10 @@ def _summary(args) -> int:
     if any(info.get("checks") for info in suites.values()):
         for line in check_summary.notes(suites, model, meta.get("labels"), report=str(args.report)):
             print(line)
+    # Then, as the run's own summary: the capability statistics and the selected suites it skipped (without
+    # them a summary of the suites that ran reads as the whole selection).
+    for line in check_summary.capability_lines(suites) + skipped_lines(summarize_run(report)):
+        print(line)
     from harness.engine.summary import recorded_time_line
 
     timing = recorded_time_line(meta)  # absent from reports written before the run's phases were timed

@@ -4,7 +4,8 @@ outputs (when ``--capability-judge`` is set) and the reference log-likelihood (u
 ``min_lc_win_rate``, ``min_mean_ref_loglik``) can gate on.
 
 ``HarnessSession.run`` calls ``score_capability`` once the suite's responses are scored; the report and
-the terminal summary read the result through ``capability_columns`` and ``summary_lines``.
+the summaries read the result through ``capability_columns`` and the statistics the report records
+(``harness.engine.run_report.capability_statistics``, printed by ``check_summary.capability_lines``).
 """
 
 from __future__ import annotations
@@ -256,23 +257,6 @@ def capability_columns(session, row) -> dict:
     if values is None:
         return dict.fromkeys(COLUMNS)
     return {"win_score": values.win_score, "win_prob": values.win_prob, "ref_loglik": values.ref_loglik}
-
-
-def summary_lines(session) -> list[str]:
-    result = session.results.get(SUITE)
-    cap = getattr(result, "capability", None)
-    if cap is None:
-        return []
-    parts = []
-    for metric in ("win_rate", "lc_win_rate", "mean_ref_loglik"):
-        found = cap.statistic(metric, result.rows)
-        if found is not None:
-            rate, detail = found
-            parts.append(f"{metric} {rate.rate:.3f} (95% CI [{rate.low:.3f}, {rate.high:.3f}]; {detail})")
-    judge = f"judge {cap.judge}" + (f" ({cap.judge_model})" if cap.judge_model else "") if cap.judge else "no judge"
-    lines = [f"capability vs {cap.reference}, {judge}: " + ("; ".join(parts) if parts else "nothing measured")]
-    lines += [f"capability: {note}" for note in cap.notes]
-    return lines
 
 
 def _scoring_dtype(dtype: str) -> str:
