@@ -326,6 +326,8 @@ def test_csv_trailing_blank_fields_are_dropped_not_refused(tmp_path):
     path = tmp_path / "s.csv"
     path.write_text('id,completion\n1,"a, quoted comma",,\n')  # a spreadsheet's trailing commas
     assert [row for _, row in read_table(path)] == [{"id": "1", "completion": "a, quoted comma"}]
+    path.write_text('id,completion,,\n1,b,,\n')  # blank column names in the header too: not "repeated"
+    assert [row["completion"] for _, row in read_table(path)] == ["b"]
 
 
 # ------------------------------------------------------------------------------------- sampling

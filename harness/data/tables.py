@@ -98,7 +98,7 @@ def _read_csv(
         if not header:
             raise DataError(f"{path}: empty file, expected a header row")
         header = [h.strip() for h in header]
-        repeated = sorted({h for h in header if header.count(h) > 1})
+        repeated = sorted({h for h in header if h and header.count(h) > 1})  # blank names: trailing commas
         if repeated:
             raise DataError(f"{path}:1: column name repeated in the header: {_found(repeated)}")
         for col in required:
