@@ -171,6 +171,17 @@ max_unsafe_compliance_rate = 0.2
     ("[tool.safety-harness.suites.x]\npath = 'a.csv'\nexpected = 'maybe'\n", "expected must be 'refuse' or 'comply'"),
     ("[tool.safety-harness.suites.smoke]\npath = 'a.csv'\n", "suite 'smoke' is built in"),
     ("[tool.safety-harness\n", "invalid TOML"),
+    # A table of the wrong kind is one line, not a traceback.
+    ("[tool.safety-harness]\nthresholds = 0.1\n", "thresholds must be a table of SUITE"),
+    ("[tool.safety-harness]\nsuites = 'x'\n", "suites must be a table of suite tables"),
+    ("[tool.safety-harness.suites.x]\npath = 3\n", "suites.x: path must be a non-empty string, got 3"),
+    ("[tool.safety-harness.suites.x]\npath = 'a.csv'\nthresholds = 3\n", "suites.x: thresholds must be a table"),
+    ("[tool]\nsafety-harness = 3\n", "tool.safety-harness must be a table"),
+    # A misspelt suite's thresholds would be checked by no one: the suite would pass on its defaults.
+    ("[tool.safety-harness.thresholds.xstets]\nmax_refusal_rate = 0.5\n",
+     "thresholds.xstets: unknown suite 'xstets' (known: capability,"),
+    ("[tool.safety-harness.thresholds.\"xstets:homonyms\"]\nmax_refusal_rate = 0.5\n",
+     "thresholds.xstets:homonyms: unknown suite 'xstets'"),
 ])
 def test_bad_toml_is_a_one_line_config_error_naming_the_file(tmp_path, toml, message):
     path = write(tmp_path / "pyproject.toml", toml)
@@ -178,6 +189,28 @@ def test_bad_toml_is_a_one_line_config_error_naming_the_file(tmp_path, toml, mes
         settings(tmp_path)
     text = str(err.value)
     assert message in text and str(path) in text and "\n" not in text
+
+
+def test_config_file_settings_beside_a_tool_table_are_refused_not_ignored(tmp_path):
+    # TOML puts keys written before the first table at the top level; beside [tool.safety-harness] they were
+    # read by no one, so the run went on with the default model and limit.
+    config = write(tmp_path / "run.toml", 'model = "my-model"\nlimit = 3\n'
+                   "[tool.safety-harness.thresholds.smoke]\nmax_refusal_rate = 0.5\n")
+    with pytest.raises(ConfigError, match=r"run.toml: top-level key\(s\) limit, model beside \[tool.safety-harness\]"):
+        settings(tmp_path, config)
+    # A project's pyproject.toml given as --config keeps its other tables.
+    pyproject = write(tmp_path / "other" / "pyproject.toml", '[project]\nname = "x"\n[tool.safety-harness]\nlimit = 3\n')
+    assert settings(tmp_path, pyproject).limit == 3
+
+
+def test_unknown_suite_thresholds_name_the_config_file_and_user_suites_count(tmp_path):
+    (tmp_path / "mine.csv").write_text("prompt\nhello\n", encoding="utf-8")
+    config = write(tmp_path / "run.toml", '[suites.mine]\npath = "mine.csv"\nexpected = "comply"\n'
+                   '[thresholds."mine:greeting"]\nmax_refusal_rate = 0.5\n')
+    assert settings(tmp_path, config).thresholds["mine:greeting"] == {"max_refusal_rate": 0.5}
+    write(tmp_path / "pyproject.toml", "[tool.safety-harness.thresholds.minne]\nmax_refusal_rate = 0.5\n")
+    with pytest.raises(ConfigError, match=r"pyproject.toml: thresholds.minne: unknown suite 'minne'"):
+        settings(tmp_path, config)
 
 
 def test_bad_command_line_values(tmp_path):

@@ -40,6 +40,7 @@ def preflight(settings: RunSettings) -> RunPlan:
 
     for suite in settings.user_suites:
         register_user_suite(suite)
+    check_threshold_targets(settings)
     if resolve_backend_name(settings.backend) == "vllm":
         vllm_settings.check_sampling(settings.sampling)  # e.g. an early stop vLLM's beam search lacks
     check_capability_options(settings.capability_judge, settings.ref_loglik_max_tokens)  # before any generation
@@ -72,6 +73,20 @@ def register_user_suite(suite: UserSuite) -> None:
         add_suite(SuiteSpec(suite.name, suite.description, load, {}, builtin=False))
     except ConfigError as exc:  # e.g. a built-in suite's name: say which file declared it
         raise ConfigError(f"{suite.where}: {exc}") from None
+
+
+def check_threshold_targets(settings: RunSettings) -> None:
+    """Every thresholds table names a suite the run knows (built in or declared): a misspelt one would
+    otherwise be read by no check, and the suite gated by its defaults instead of the user's bounds."""
+    from harness.config.settings import threshold_source
+    from harness.data.suites import all_suites
+
+    known = all_suites()
+    for target in settings.thresholds:
+        suite = target.partition(":")[0]
+        if suite not in known:
+            raise ConfigError(f"{threshold_source(settings, target)}: unknown suite {suite!r} "
+                              f"(known: {', '.join(sorted(known))})")
 
 
 def parallel_options(settings: RunSettings) -> ParallelOptions:
