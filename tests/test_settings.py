@@ -213,6 +213,22 @@ def test_unknown_suite_thresholds_name_the_config_file_and_user_suites_count(tmp
         settings(tmp_path, config)
 
 
+def test_capability_statistics_on_another_suite_are_refused(tmp_path):
+    # Only the capability suite computes win rates and reference log-likelihoods: on another suite such a
+    # threshold was skipped by every check, so the suite passed whatever its win rate.
+    (tmp_path / "mine.csv").write_text("prompt\nhello\n", encoding="utf-8")
+    config = write(tmp_path / "run.toml", '[suites.mine]\npath = "mine.csv"\nexpected = "comply"\n'
+                   "thresholds = { min_win_rate = 0.5 }\n")
+    with pytest.raises(ConfigError, match=r"run.toml: suites.mine.thresholds: min_win_rate is computed for the "
+                                          r"capability suite only"):
+        settings(tmp_path, config)
+    write(config, '[thresholds."xstest:homonyms"]\nmin_mean_ref_loglik = -2.0\n')
+    with pytest.raises(ConfigError, match=r"thresholds.xstest:homonyms: min_mean_ref_loglik is computed"):
+        settings(tmp_path, config)
+    write(config, '[thresholds."capability:I-Alpaca"]\nmin_mean_ref_loglik = -2.0\n')
+    assert settings(tmp_path, config).thresholds["capability:I-Alpaca"] == {"min_mean_ref_loglik": -2.0}
+
+
 def test_bad_command_line_values(tmp_path):
     with pytest.raises(ConfigError, match="--limit must be an integer >= 1, got 0"):
         settings(tmp_path, limit=0)

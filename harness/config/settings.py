@@ -273,8 +273,10 @@ def threshold_source(settings: RunSettings, target: str) -> str:
     for source in reversed(settings.sources):
         # A [tool.safety-harness] table where there is one (pyproject.toml always has), else the top level.
         table = _read_table(Path(source), allow_top_level=False) or _read_table(Path(source), allow_top_level=True)
-        if target in table.get("thresholds", {}) or target in table.get("suites", {}):
+        if target in table.get("thresholds", {}):
             return f"{source}: thresholds.{target}"
+        if target in table.get("suites", {}):
+            return f"{source}: suites.{target}.thresholds"
     return f"thresholds.{target}"
 
 

@@ -41,6 +41,7 @@ def preflight(settings: RunSettings) -> RunPlan:
     for suite in settings.user_suites:
         register_user_suite(suite)
     check_threshold_targets(settings)
+    check_statistic_thresholds(settings)
     if resolve_backend_name(settings.backend) == "vllm":
         vllm_settings.check_sampling(settings.sampling)  # e.g. an early stop vLLM's beam search lacks
     check_capability_options(settings.capability_judge, settings.ref_loglik_max_tokens)  # before any generation
@@ -87,6 +88,20 @@ def check_threshold_targets(settings: RunSettings) -> None:
         if suite not in known:
             raise ConfigError(f"{threshold_source(settings, target)}: unknown suite {suite!r} "
                               f"(known: {', '.join(sorted(known))})")
+
+
+def check_statistic_thresholds(settings: RunSettings) -> None:
+    """A threshold on a capability statistic (win_rate, lc_win_rate, mean_ref_loglik) for another suite would be
+    checked by no one, since only the capability suite computes them, and that suite would pass: refuse it
+    before any generation."""
+    from harness.config.settings import threshold_source
+    from harness.config.thresholds import STATISTICS
+
+    for target, values in settings.thresholds.items():
+        wrong = [key for key in values if key.partition("_")[2] in STATISTICS]
+        if wrong and target.partition(":")[0] != "capability":
+            raise ConfigError(f"{threshold_source(settings, target)}: {wrong[0]} is computed for the capability "
+                              "suite only, so here it could never fail; move it to thresholds.capability or drop it")
 
 
 def parallel_options(settings: RunSettings) -> ParallelOptions:
