@@ -229,6 +229,18 @@ def test_capability_statistics_on_another_suite_are_refused(tmp_path):
     assert settings(tmp_path, config).thresholds["capability:I-Alpaca"] == {"min_mean_ref_loglik": -2.0}
 
 
+def test_a_user_suite_whose_file_is_missing_names_its_toml_table(tmp_path):
+    from harness.core.errors import DataError
+
+    config = write(tmp_path / "run.toml", '[suites.gone]\npath = "prompts/gone.jsonl"\n')
+    settings(tmp_path, config)
+    with pytest.raises(DataError, match=r"run.toml: suites.gone: path .*prompts/gone.jsonl not found$"):
+        get_suite("gone").load(None)  # before: "prompts/gone.jsonl: not found", no word of where it was named
+    (tmp_path / "prompts" / "gone.jsonl").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"run.toml: suites.gone: path .*gone.jsonl is a folder$"):
+        get_suite("gone").load(None)
+
+
 def test_bad_command_line_values(tmp_path):
     with pytest.raises(ConfigError, match="--limit must be an integer >= 1, got 0"):
         settings(tmp_path, limit=0)
@@ -237,6 +249,12 @@ def test_bad_command_line_values(tmp_path):
     with pytest.raises(ConfigError, match=r"config file .*nope.toml not found"):
         settings(tmp_path, tmp_path / "nope.toml")
     assert settings(tmp_path, limit=1).limit == 1
+    with pytest.raises(ConfigError, match=r"config file .* is a folder; name a TOML file"):  # was IsADirectoryError
+        settings(tmp_path, tmp_path)
+    binary = tmp_path / "weights.toml"
+    binary.write_bytes(b"\x80\x81 = 1\n")
+    with pytest.raises(ConfigError, match=r"weights.toml: not UTF-8 text, so not TOML"):  # was UnicodeDecodeError
+        settings(tmp_path, binary)
 
 
 def test_parse_backend_args():

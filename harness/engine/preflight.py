@@ -63,8 +63,11 @@ def register_user_suite(suite: UserSuite) -> None:
     from harness.data.suites import SuiteSpec, add_suite
 
     def load(data_dir, file=suite.file, name=suite.name, expected=suite.expected, column=suite.prompt_column):
+        from harness.core.errors import DataError
         from harness.data.loaders import load_prompt_file
 
+        if not file.is_file():  # name the TOML table that points at it, not the bare relative path
+            raise DataError(f"{suite.where}: path {file} {'is a folder' if file.is_dir() else 'not found'}")
         return load_prompt_file(file, suite=name, expected=expected, prompt_column=column)
 
     # No thresholds of its own here: its table's thresholds come through settings.thresholds[name], and each
