@@ -107,6 +107,20 @@ def check_statistic_thresholds(settings: RunSettings) -> None:
                               "suite only, so here it could never fail; move it to thresholds.capability or drop it")
 
 
+def check_scorer_names(settings: RunSettings) -> None:
+    """The refusal and harm scorers the settings name are registered. Not part of ``preflight``: a project may
+    register its own scorer in a conftest.py that pytest imports during collection, so the plugin calls this
+    once collection is done, before any generation (else a misspelt --scorer costs a whole generation first)."""
+    from harness.scoring.base import REFUSAL_SCORERS
+    from harness.scoring.factory import harm_scorer_name
+    from harness.scoring.harm import HARM_SCORERS
+
+    REFUSAL_SCORERS.factory(settings.scorer)
+    harm = harm_scorer_name(scorer_options(settings))
+    if harm is not None:
+        HARM_SCORERS.factory(harm)
+
+
 def parallel_options(settings: RunSettings) -> ParallelOptions:
     return ParallelOptions(settings.tensor_parallel_size, settings.pipeline_parallel_size, settings.data_parallel_size,
                            settings.distributed_executor_backend, settings.ray_address, settings.replicas)

@@ -23,7 +23,7 @@ from harness.engine.suite_result import SuiteResult
 from harness.pytest_plugin.state import REPORT_KEY, SESSION_KEY, get_session, item_suite, marker_suite, project_dir  # noqa: F401
 from harness.config.settings import RunSettings, build_settings, parse_backend_args
 from harness.config.options import TEMPLATES
-from harness.engine.preflight import preflight
+from harness.engine.preflight import check_scorer_names, preflight
 from harness.config.presets import EARLY_STOPPING, PRESETS
 
 # Hooks that live in their own modules: pytest-xdist support (one generation, one report), the opt-in
@@ -185,6 +185,10 @@ def pytest_collection_finish(session):
     hs = get_session(config)
     if any(n in hs.data_errors for n in names):
         raise pytest.UsageError(hs.data_error_line(names))
+    try:  # every conftest.py has been imported by now, with any scorer a project registers there
+        check_scorer_names(hs.settings)
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
     if hs.settings.report is None:  # the default report path, checked only now: ordinary test runs write none
         try:
             check_writable([("report", hs.default_report_path(Path(config.rootpath)))])
