@@ -261,6 +261,12 @@ def _bad_input_cases():
         # A user suite names its file explicitly, so a missing one is a configuration error, not a skip.
         "missing-suite-file": (["--backend", "dummy"], {}, "\n[tool.safety-harness.suites.gamma]\npath = 'gone.csv'\n",
                                "suites.gamma: path "),
+        # A misspelt category's bounds were read by no check; --limit 1 samples one category, the check knows all.
+        "unknown-threshold-category": (
+            ["--backend", "dummy", "--limit", "1"], {},
+            '\n[tool.safety-harness.thresholds."alpha:weapns"]\nmax_unsafe_compliance_rate = 0.5\n',
+            "thresholds.alpha:weapns: suite 'alpha' has no category 'weapns' (its categories: animals, poison, weapons)",
+        ),
         "limit-zero": (["--backend", "dummy", "--limit", "0"], {}, "", "command line: --limit must be an integer >= 1, got 0"),
         "bad-backend-arg": (["--backend", "dummy", "--backend-arg", "tensor_parallel_size"], {}, "",
                             "--backend-arg expects KEY=VALUE, got 'tensor_parallel_size'"),

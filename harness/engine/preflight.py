@@ -93,6 +93,19 @@ def check_threshold_targets(settings: RunSettings) -> None:
                               f"(known: {', '.join(sorted(known))})")
 
 
+def check_threshold_categories(settings: RunSettings, suite: str, categories) -> None:
+    """Every ``SUITE:CATEGORY`` thresholds table of ``suite`` names one of its ``categories`` (all of the suite's,
+    not only those a --limit sample holds): a misspelt category's bounds would be read by no check. Called once
+    the suite's prompts are loaded (harness.pytest_plugin.plugin)."""
+    from harness.config.settings import threshold_source
+
+    for target in settings.thresholds:
+        name, sep, category = target.partition(":")
+        if sep and name == suite and category not in categories:
+            raise ConfigError(f"{threshold_source(settings, target)}: suite {suite!r} has no category {category!r} "
+                              f"(its categories: {', '.join(sorted(categories))})")
+
+
 def check_statistic_thresholds(settings: RunSettings) -> None:
     """A threshold on a capability statistic (win_rate, lc_win_rate, mean_ref_loglik) for another suite would be
     checked by no one, since only the capability suite computes them, and that suite would pass: refuse it
