@@ -241,6 +241,15 @@ def test_a_user_suite_whose_file_is_missing_names_its_toml_table(tmp_path):
         get_suite("gone").load(None)
 
 
+def test_dummy_refuse_words_of_another_type_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"refuse_words \(dummy backend\) must be a list of words .* got 3$"):
+        settings(tmp_path, backend="dummy", backend_args={"refuse_words": 3})  # was a TypeError traceback
+    with pytest.raises(ConfigError, match=r"got \[1\]$"):
+        settings(tmp_path, backend="dummy", backend_args={"refuse_words": [1]})
+    for words in ("bomb,poison", ["bomb"]):
+        assert settings(tmp_path, backend="dummy", backend_args={"refuse_words": words}).backend_args["refuse_words"] == words
+
+
 def test_bad_command_line_values(tmp_path):
     with pytest.raises(ConfigError, match="--limit must be an integer >= 1, got 0"):
         settings(tmp_path, limit=0)

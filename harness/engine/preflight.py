@@ -45,6 +45,8 @@ def preflight(settings: RunSettings) -> RunPlan:
     if resolve_backend_name(settings.backend) == "vllm":
         vllm_settings.check_sampling(settings.sampling)  # e.g. an early stop vLLM's beam search lacks
     check_capability_options(settings.capability_judge, settings.ref_loglik_max_tokens)  # before any generation
+    if resolve_backend_name(settings.backend) == "dummy":
+        check_refuse_words(settings.backend_args.get("refuse_words", []))
     if settings.error_rates is not None:  # a file the user named must hold this scorer's rates, before any generation
         from harness.scoring.error_rates import check_user_file
 
@@ -91,6 +93,14 @@ def check_threshold_targets(settings: RunSettings) -> None:
         if suite not in known:
             raise ConfigError(f"{threshold_source(settings, target)}: unknown suite {suite!r} "
                               f"(known: {', '.join(sorted(known))})")
+
+
+def check_refuse_words(words) -> None:
+    """The dummy backend's refuse_words are a list of words or one comma-separated string; anything else (a
+    number, a list holding one) was a TypeError traceback when the backend started."""
+    if not isinstance(words, str) and not (isinstance(words, list) and all(isinstance(w, str) for w in words)):
+        raise ConfigError("backend_args refuse_words (dummy backend) must be a list of words or one comma-separated "
+                          f"string, e.g. --backend-arg 'refuse_words=[\"bomb\"]', got {words!r}")
 
 
 def check_threshold_categories(settings: RunSettings, suite: str, categories) -> None:
