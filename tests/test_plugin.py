@@ -314,6 +314,10 @@ def test_scorer_names_are_checked_before_generation_after_the_conftests(harness_
     assert result.ret == pytest.ExitCode.USAGE_ERROR, text
     assert "ERROR: unknown scorer 'refusal_clasifier'; known scorers: " in text
     assert "generating" not in text and "Traceback" not in text
+    result = harness_project.run("--backend", "dummy", "--harm-model", str(harness_project.path / "no-such-model"))
+    text = harness_project.text(result)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "no-such-model' not found" in text, text
+    assert "generating" not in text
     # One a project registers in a conftest.py (imported during collection, after pytest_configure) still counts.
     harness_project.pytester.makeconftest(CONFTEST_SCORER)
     result = harness_project.run("--backend", "dummy", "--scorer", "project_scorer", "--harm-scorer", "none",

@@ -131,9 +131,10 @@ def check_statistic_thresholds(settings: RunSettings) -> None:
 
 
 def check_scorer_names(settings: RunSettings) -> None:
-    """The refusal and harm scorers the settings name are registered. Not part of ``preflight``: a project may
-    register its own scorer in a conftest.py that pytest imports during collection, so the plugin calls this
-    once collection is done, before any generation (else a misspelt --scorer costs a whole generation first)."""
+    """The refusal and harm scorers the settings name are registered, and a --harm-model exists. Not part of
+    ``preflight``: a project may register its own scorer in a conftest.py that pytest imports during collection,
+    so the plugin calls this once collection is done, before any generation (else a misspelt --scorer or
+    --harm-model costs a whole generation first)."""
     from harness.scoring.base import REFUSAL_SCORERS
     from harness.scoring.factory import harm_scorer_name
     from harness.scoring.harm import HARM_SCORERS
@@ -142,6 +143,10 @@ def check_scorer_names(settings: RunSettings) -> None:
     harm = harm_scorer_name(scorer_options(settings))
     if harm is not None:
         HARM_SCORERS.factory(harm)
+    if harm == "reward_model" and settings.harm_model:  # loaded only to score the replies, after generation
+        from harness.models.resolve import check_model_found
+
+        check_model_found(settings.harm_model)
 
 
 def parallel_options(settings: RunSettings) -> ParallelOptions:
