@@ -250,6 +250,13 @@ def test_dummy_refuse_words_of_another_type_are_one_line(tmp_path):
         assert settings(tmp_path, backend="dummy", backend_args={"refuse_words": words}).backend_args["refuse_words"] == words
 
 
+def test_a_label_store_path_naming_a_folder_is_refused(tmp_path):
+    # A run reads no store where there is no file; a folder named there meant every label went unused, silently.
+    with pytest.raises(ConfigError, match=r"labels .* is a folder; name the label store's SQLite file"):
+        settings(tmp_path, labels=tmp_path)
+    assert settings(tmp_path, labels=tmp_path / "labels.sqlite").labels == tmp_path / "labels.sqlite"
+
+
 def test_bad_command_line_values(tmp_path):
     with pytest.raises(ConfigError, match="--limit must be an integer >= 1, got 0"):
         settings(tmp_path, limit=0)

@@ -51,6 +51,9 @@ def preflight(settings: RunSettings) -> RunPlan:
         from harness.scoring.error_rates import check_user_file
 
         check_user_file(settings.error_rates, settings.scorer)
+    if settings.labels is not None and settings.labels.is_dir():  # else read as "no store yet": labels silently unused
+        raise ConfigError(f"labels {settings.labels} is a folder; name the label store's SQLite file (safety-harness "
+                          "review creates it)")
     parallel = vllm_settings.normalize_parallel(parallel_options(settings), settings.backend_args, settings.backend)
     settings = replace(settings, **{name: getattr(parallel, name) for name in vllm_settings.PARALLEL_FIELDS})
     if settings.batch_invariant:  # a platform without it: one line, before any model loads
