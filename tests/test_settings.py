@@ -257,6 +257,15 @@ def test_a_label_store_path_naming_a_folder_is_refused(tmp_path):
     assert settings(tmp_path, labels=tmp_path / "labels.sqlite").labels == tmp_path / "labels.sqlite"
 
 
+def test_an_unknown_capability_reference_is_refused_before_the_run(tmp_path):
+    from harness.core.errors import DataError
+
+    with pytest.raises(DataError, match=r"capability reference 'davinci': neither a known name \(text_davinci_003"):
+        settings(tmp_path, capability_reference="davinci")  # was said only after generation, at capability scoring
+    refs = write(tmp_path / "refs.json", "[]")
+    assert settings(tmp_path, capability_reference=str(refs)).capability_reference == str(refs)
+
+
 def test_bad_command_line_values(tmp_path):
     with pytest.raises(ConfigError, match="--limit must be an integer >= 1, got 0"):
         settings(tmp_path, limit=0)

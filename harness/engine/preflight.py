@@ -45,6 +45,7 @@ def preflight(settings: RunSettings) -> RunPlan:
     if resolve_backend_name(settings.backend) == "vllm":
         vllm_settings.check_sampling(settings.sampling)  # e.g. an early stop vLLM's beam search lacks
     check_capability_options(settings.capability_judge, settings.ref_loglik_max_tokens)  # before any generation
+    check_capability_reference(settings.capability_reference)
     if resolve_backend_name(settings.backend) == "dummy":
         check_refuse_words(settings.backend_args.get("refuse_words", []))
     if settings.error_rates is not None:  # a file the user named must hold this scorer's rates, before any generation
@@ -96,6 +97,19 @@ def check_threshold_targets(settings: RunSettings) -> None:
         if suite not in known:
             raise ConfigError(f"{threshold_source(settings, target)}: unknown suite {suite!r} "
                               f"(known: {', '.join(sorted(known))})")
+
+
+def check_capability_reference(reference: str) -> None:
+    """A known reference name or a file, before any generation (the capability scoring would say it only after,
+    in the same words)."""
+    from pathlib import Path
+
+    from harness.capability.references import REFERENCES
+    from harness.core.errors import DataError
+
+    if reference not in REFERENCES and not Path(reference).is_file():
+        raise DataError(f"capability reference {reference!r}: neither a known name ({', '.join(REFERENCES)}) nor "
+                        "an existing file")
 
 
 def check_refuse_words(words) -> None:
