@@ -266,6 +266,12 @@ def test_an_unknown_capability_reference_is_refused_before_the_run(tmp_path):
     assert settings(tmp_path, capability_reference=str(refs)).capability_reference == str(refs)
 
 
+def test_an_unknown_backend_in_toml_names_the_file_before_the_run(tmp_path):
+    config = write(tmp_path / "run.toml", 'backend = "vlm"\n')
+    with pytest.raises(ConfigError, match=r"run.toml: unknown backend 'vlm' \(choose one of: auto, dummy, hf,"):
+        settings(tmp_path, config)  # was said once the model was being loaded, naming no file
+
+
 def test_bad_command_line_values(tmp_path):
     with pytest.raises(ConfigError, match="--limit must be an integer >= 1, got 0"):
         settings(tmp_path, limit=0)

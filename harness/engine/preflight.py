@@ -38,6 +38,7 @@ def preflight(settings: RunSettings) -> RunPlan:
     from harness.backends.replicas import validate_replicas
     from harness.capability.judges import check_capability_options
 
+    check_backend_name(settings)
     for suite in settings.user_suites:
         register_user_suite(suite)
     check_threshold_targets(settings)
@@ -83,6 +84,17 @@ def register_user_suite(suite: UserSuite) -> None:
         add_suite(SuiteSpec(suite.name, suite.description, load, {}, builtin=False))
     except ConfigError as exc:  # e.g. a built-in suite's name: say which file declared it
         raise ConfigError(f"{suite.where}: {exc}") from None
+
+
+def check_backend_name(settings: RunSettings) -> None:
+    """A backend named in TOML (the command line's --backend has argparse's choices) is a registered one, before
+    any model loads: else the run loaded the data and the model first, and the line named no file."""
+    from harness.backends import available_backends
+
+    if settings.backend != "auto" and settings.backend not in available_backends():
+        where = " or ".join(settings.sources) or "the settings"
+        raise ConfigError(f"{where}: unknown backend {settings.backend!r} "
+                          f"(choose one of: auto, {', '.join(available_backends())})")
 
 
 def check_threshold_targets(settings: RunSettings) -> None:
