@@ -177,6 +177,9 @@ max_unsafe_compliance_rate = 0.2
     ("[tool.safety-harness.suites.x]\npath = 3\n", "suites.x: path must be a non-empty string, got 3"),
     ("[tool.safety-harness.suites.x]\npath = 'a.csv'\nthresholds = 3\n", "suites.x: thresholds must be a table"),
     ("[tool]\nsafety-harness = 3\n", "tool.safety-harness must be a table"),
+    # Every setting and threshold under the underscore spelling was read by no one: the run used the defaults.
+    ("[tool.safety_harness.thresholds.xstest]\nmax_refusal_rate = 0.5\n",
+     "[tool.safety_harness] is spelt [tool.safety-harness] (with a hyphen)"),
     # A misspelt suite's thresholds would be checked by no one: the suite would pass on its defaults.
     ("[tool.safety-harness.thresholds.xstets]\nmax_refusal_rate = 0.5\n",
      "thresholds.xstets: unknown suite 'xstets' (known: capability,"),

@@ -194,6 +194,8 @@ def _read_table(path: Path, *, allow_top_level: bool) -> dict:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
     tool = doc.get("tool", {})
     table = tool.get("safety-harness") if isinstance(tool, dict) else None
+    if table is None and isinstance(tool, dict) and "safety_harness" in tool:  # read by no one, silently
+        raise ConfigError(f"{path}: [tool.safety_harness] is spelt [tool.safety-harness] (with a hyphen)")
     if table is None and allow_top_level:
         table = doc
     elif allow_top_level and (stray := sorted(k for k in doc if k.replace("-", "_") in _TABLE_KEYS)):
