@@ -181,7 +181,7 @@ def test_mismatched_runs_are_refused_unless_allowed(gate_project, baseline):
     result = replay_run(gate_project, BASE_FAILING, "cand", "--baseline", str(baseline), "--max-new-tokens", "32")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = [line for line in result.errlines if "sampling differs" in line]
-    assert len(err) == 1 and "--allow-mismatch" in err[0]
+    assert len(err) == 1 and "(--baseline-allow-mismatch compares the shared prompts anyway)" in err[0]
     result = replay_run(gate_project, BASE_FAILING, "cand", "--baseline", str(baseline), "--limit", "50")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert any("prompt sets differ" in line for line in result.errlines)
@@ -194,6 +194,17 @@ def test_mismatched_runs_are_refused_unless_allowed(gate_project, baseline):
     changed = replay_run(gate_project, BASE_FAILING, "cand", "--baseline", str(baseline))
     assert changed.ret == 0
     assert "warning: compared anyway although data file safe.csv differs (sha256 " in gate_project.text(changed)
+
+
+def test_a_baseline_of_other_suites_says_so(gate_project, baseline):
+    # Before: "prompt sets differ (baseline 0 prompts ...); template differs (baseline , candidate 'raw'); ..."
+    replay_run(gate_project, BASE_FAILING, "other", "-k", "harm").assert_outcomes(passed=1)
+    result = replay_run(gate_project, BASE_FAILING, "cand", "--baseline", str(gate_project.path / "other.parquet"),
+                        "-k", "safe and not harm")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert [line for line in result.errlines if "baseline" in line] == [
+        f"ERROR: baseline {gate_project.path / 'other.parquet'}: holds no row of the suite(s) this run scored (safe); "
+        "it holds harm: gate against a report of the same suites"]
 
 
 def test_a_suite_selected_with_k_is_compared_alone(gate_project, baseline):

@@ -260,7 +260,13 @@ def _bad_input_cases():
         ),
         # A user suite names its file explicitly, so a missing one is a configuration error, not a skip.
         "missing-suite-file": (["--backend", "dummy"], {}, "\n[tool.safety-harness.suites.gamma]\npath = 'gone.csv'\n",
-                               "gone.csv: not found"),
+                               "suites.gamma: path "),
+        # A misspelt category's bounds were read by no check; --limit 1 samples one category, the check knows all.
+        "unknown-threshold-category": (
+            ["--backend", "dummy", "--limit", "1"], {},
+            '\n[tool.safety-harness.thresholds."alpha:weapns"]\nmax_unsafe_compliance_rate = 0.5\n',
+            "thresholds.alpha:weapns: suite 'alpha' has no category 'weapns' (its categories: animals, poison, weapons)",
+        ),
         "limit-zero": (["--backend", "dummy", "--limit", "0"], {}, "", "command line: --limit must be an integer >= 1, got 0"),
         "bad-backend-arg": (["--backend", "dummy", "--backend-arg", "tensor_parallel_size"], {}, "",
                             "--backend-arg expects KEY=VALUE, got 'tensor_parallel_size'"),
@@ -282,6 +288,41 @@ def test_bad_input_is_one_error_line_without_traceback(harness_project, case):
     errors = [line for line in text.splitlines() if line.startswith("ERROR:")]
     assert len(errors) == 1 and message in errors[0], text
     assert not harness_project.report.exists()
+
+
+CONFTEST_SCORER = """
+from harness.core.types import RefusalScore
+from harness.scoring.base import register_scorer
+
+
+class EveryReplyRefuses:
+    name, version = "project_scorer", "1"
+
+    def score(self, prompts, responses):
+        return [RefusalScore("full_refusal", 1.0) for _ in responses]
+
+
+register_scorer("project_scorer")(EveryReplyRefuses)
+"""
+
+
+def test_scorer_names_are_checked_before_generation_after_the_conftests(harness_project):
+    project(harness_project, configured_tests=True)
+    # A misspelt scorer used to stop the run only after every prompt was generated.
+    result = harness_project.run("--backend", "dummy", "--scorer", "refusal_clasifier")
+    text = harness_project.text(result)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, text
+    assert "ERROR: unknown scorer 'refusal_clasifier'; known scorers: " in text
+    assert "generating" not in text and "Traceback" not in text
+    result = harness_project.run("--backend", "dummy", "--harm-model", str(harness_project.path / "no-such-model"))
+    text = harness_project.text(result)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "no-such-model' not found" in text, text
+    assert "generating" not in text
+    # One a project registers in a conftest.py (imported during collection, after pytest_configure) still counts.
+    harness_project.pytester.makeconftest(CONFTEST_SCORER)
+    result = harness_project.run("--backend", "dummy", "--scorer", "project_scorer", "--harm-scorer", "none",
+                                 "-k", "beta")
+    assert "generating" in harness_project.text(result) and result.ret == pytest.ExitCode.TESTS_FAILED
 
 
 def test_unknown_template_is_a_pytest_usage_error(harness_project):

@@ -171,6 +171,20 @@ max_unsafe_compliance_rate = 0.2
     ("[tool.safety-harness.suites.x]\npath = 'a.csv'\nexpected = 'maybe'\n", "expected must be 'refuse' or 'comply'"),
     ("[tool.safety-harness.suites.smoke]\npath = 'a.csv'\n", "suite 'smoke' is built in"),
     ("[tool.safety-harness\n", "invalid TOML"),
+    # A table of the wrong kind is one line, not a traceback.
+    ("[tool.safety-harness]\nthresholds = 0.1\n", "thresholds must be a table of SUITE"),
+    ("[tool.safety-harness]\nsuites = 'x'\n", "suites must be a table of suite tables"),
+    ("[tool.safety-harness.suites.x]\npath = 3\n", "suites.x: path must be a non-empty string, got 3"),
+    ("[tool.safety-harness.suites.x]\npath = 'a.csv'\nthresholds = 3\n", "suites.x: thresholds must be a table"),
+    ("[tool]\nsafety-harness = 3\n", "tool.safety-harness must be a table"),
+    # Every setting and threshold under the underscore spelling was read by no one: the run used the defaults.
+    ("[tool.safety_harness.thresholds.xstest]\nmax_refusal_rate = 0.5\n",
+     "[tool.safety_harness] is spelt [tool.safety-harness] (with a hyphen)"),
+    # A misspelt suite's thresholds would be checked by no one: the suite would pass on its defaults.
+    ("[tool.safety-harness.thresholds.xstets]\nmax_refusal_rate = 0.5\n",
+     "thresholds.xstets: unknown suite 'xstets' (known: capability,"),
+    ("[tool.safety-harness.thresholds.\"xstets:homonyms\"]\nmax_refusal_rate = 0.5\n",
+     "thresholds.xstets:homonyms: unknown suite 'xstets'"),
 ])
 def test_bad_toml_is_a_one_line_config_error_naming_the_file(tmp_path, toml, message):
     path = write(tmp_path / "pyproject.toml", toml)
@@ -178,6 +192,87 @@ def test_bad_toml_is_a_one_line_config_error_naming_the_file(tmp_path, toml, mes
         settings(tmp_path)
     text = str(err.value)
     assert message in text and str(path) in text and "\n" not in text
+
+
+def test_config_file_settings_beside_a_tool_table_are_refused_not_ignored(tmp_path):
+    # TOML puts keys written before the first table at the top level; beside [tool.safety-harness] they were
+    # read by no one, so the run went on with the default model and limit.
+    config = write(tmp_path / "run.toml", 'model = "my-model"\nlimit = 3\n'
+                   "[tool.safety-harness.thresholds.smoke]\nmax_refusal_rate = 0.5\n")
+    with pytest.raises(ConfigError, match=r"run.toml: top-level key\(s\) limit, model beside \[tool.safety-harness\]"):
+        settings(tmp_path, config)
+    # A project's pyproject.toml given as --config keeps its other tables.
+    pyproject = write(tmp_path / "other" / "pyproject.toml", '[project]\nname = "x"\n[tool.safety-harness]\nlimit = 3\n')
+    assert settings(tmp_path, pyproject).limit == 3
+
+
+def test_unknown_suite_thresholds_name_the_config_file_and_user_suites_count(tmp_path):
+    (tmp_path / "mine.csv").write_text("prompt\nhello\n", encoding="utf-8")
+    config = write(tmp_path / "run.toml", '[suites.mine]\npath = "mine.csv"\nexpected = "comply"\n'
+                   '[thresholds."mine:greeting"]\nmax_refusal_rate = 0.5\n')
+    assert settings(tmp_path, config).thresholds["mine:greeting"] == {"max_refusal_rate": 0.5}
+    write(tmp_path / "pyproject.toml", "[tool.safety-harness.thresholds.minne]\nmax_refusal_rate = 0.5\n")
+    with pytest.raises(ConfigError, match=r"pyproject.toml: thresholds.minne: unknown suite 'minne'"):
+        settings(tmp_path, config)
+
+
+def test_capability_statistics_on_another_suite_are_refused(tmp_path):
+    # Only the capability suite computes win rates and reference log-likelihoods: on another suite such a
+    # threshold was skipped by every check, so the suite passed whatever its win rate.
+    (tmp_path / "mine.csv").write_text("prompt\nhello\n", encoding="utf-8")
+    config = write(tmp_path / "run.toml", '[suites.mine]\npath = "mine.csv"\nexpected = "comply"\n'
+                   "thresholds = { min_win_rate = 0.5 }\n")
+    with pytest.raises(ConfigError, match=r"run.toml: suites.mine.thresholds: min_win_rate is computed for the "
+                                          r"capability suite only"):
+        settings(tmp_path, config)
+    write(config, '[thresholds."xstest:homonyms"]\nmin_mean_ref_loglik = -2.0\n')
+    with pytest.raises(ConfigError, match=r"thresholds.xstest:homonyms: min_mean_ref_loglik is computed"):
+        settings(tmp_path, config)
+    write(config, '[thresholds."capability:I-Alpaca"]\nmin_mean_ref_loglik = -2.0\n')
+    assert settings(tmp_path, config).thresholds["capability:I-Alpaca"] == {"min_mean_ref_loglik": -2.0}
+
+
+def test_a_user_suite_whose_file_is_missing_names_its_toml_table(tmp_path):
+    from harness.core.errors import DataError
+
+    config = write(tmp_path / "run.toml", '[suites.gone]\npath = "prompts/gone.jsonl"\n')
+    settings(tmp_path, config)
+    with pytest.raises(DataError, match=r"run.toml: suites.gone: path .*prompts/gone.jsonl not found$"):
+        get_suite("gone").load(None)  # before: "prompts/gone.jsonl: not found", no word of where it was named
+    (tmp_path / "prompts" / "gone.jsonl").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"run.toml: suites.gone: path .*gone.jsonl is a folder$"):
+        get_suite("gone").load(None)
+
+
+def test_dummy_refuse_words_of_another_type_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"refuse_words \(dummy backend\) must be a list of words .* got 3$"):
+        settings(tmp_path, backend="dummy", backend_args={"refuse_words": 3})  # was a TypeError traceback
+    with pytest.raises(ConfigError, match=r"got \[1\]$"):
+        settings(tmp_path, backend="dummy", backend_args={"refuse_words": [1]})
+    for words in ("bomb,poison", ["bomb"]):
+        assert settings(tmp_path, backend="dummy", backend_args={"refuse_words": words}).backend_args["refuse_words"] == words
+
+
+def test_a_label_store_path_naming_a_folder_is_refused(tmp_path):
+    # A run reads no store where there is no file; a folder named there meant every label went unused, silently.
+    with pytest.raises(ConfigError, match=r"labels .* is a folder; name the label store's SQLite file"):
+        settings(tmp_path, labels=tmp_path)
+    assert settings(tmp_path, labels=tmp_path / "labels.sqlite").labels == tmp_path / "labels.sqlite"
+
+
+def test_an_unknown_capability_reference_is_refused_before_the_run(tmp_path):
+    from harness.core.errors import DataError
+
+    with pytest.raises(DataError, match=r"capability reference 'davinci': neither a known name \(text_davinci_003"):
+        settings(tmp_path, capability_reference="davinci")  # was said only after generation, at capability scoring
+    refs = write(tmp_path / "refs.json", "[]")
+    assert settings(tmp_path, capability_reference=str(refs)).capability_reference == str(refs)
+
+
+def test_an_unknown_backend_in_toml_names_the_file_before_the_run(tmp_path):
+    config = write(tmp_path / "run.toml", 'backend = "vlm"\n')
+    with pytest.raises(ConfigError, match=r"run.toml: unknown backend 'vlm' \(choose one of: auto, dummy, hf,"):
+        settings(tmp_path, config)  # was said once the model was being loaded, naming no file
 
 
 def test_bad_command_line_values(tmp_path):
@@ -188,6 +283,12 @@ def test_bad_command_line_values(tmp_path):
     with pytest.raises(ConfigError, match=r"config file .*nope.toml not found"):
         settings(tmp_path, tmp_path / "nope.toml")
     assert settings(tmp_path, limit=1).limit == 1
+    with pytest.raises(ConfigError, match=r"config file .* is a folder; name a TOML file"):  # was IsADirectoryError
+        settings(tmp_path, tmp_path)
+    binary = tmp_path / "weights.toml"
+    binary.write_bytes(b"\x80\x81 = 1\n")
+    with pytest.raises(ConfigError, match=r"weights.toml: not UTF-8 text, so not TOML"):  # was UnicodeDecodeError
+        settings(tmp_path, binary)
 
 
 def test_parse_backend_args():

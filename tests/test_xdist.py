@@ -63,6 +63,19 @@ def test_no_cache_with_workers_is_a_usage_error(harness_project, tiny_model):
     assert "--no-cache cannot be combined with pytest-xdist" in harness_project.text(result)
 
 
+def test_a_usage_error_on_the_workers_is_the_serial_runs_one_line(harness_project):
+    # Raised at a worker's collection-time run (here a malformed prompt file), it used to kill the worker after
+    # xdist had its items, and the controller ended in an INTERNALERROR traceback ("assert not crashitem").
+    project(harness_project, configured_tests=True)
+    (harness_project.path / "beta.jsonl").write_text('{"prompt": "hi"}\n{"prompt": "x"\n', encoding="utf-8")
+    result = harness_project.run("--backend", "dummy", "-p", "xdist", "-n", "2", subprocess=True)
+    text = harness_project.text(result)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, text
+    assert "INTERNALERROR" not in text and "no prompt was scored" not in text
+    assert [line for line in text.splitlines() if line.startswith("ERROR:")] == [
+        f"ERROR: {harness_project.path / 'beta.jsonl'}:2: malformed JSON (Expecting ',' delimiter, column 15)"]
+
+
 def test_worker_payload_keeps_harm_scores_and_capability_results():
     """What a worker sends (JSON text) rebuilds the same rows, harm scores and capability statistics."""
     from harness.engine.capability_metrics import CapabilityResult, CapabilityRow

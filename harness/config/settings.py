@@ -176,17 +176,44 @@ PATH_FIELDS = {"data_dir", "cache_dir", "report", "replay", "baseline_dir", "err
 FIELDS = {f.name: f for f in fields(RunSettings)}
 
 
+_TABLE_KEYS = OPTION_FIELDS | {"thresholds", "suites", "backend_args", "gate"}  # what [tool.safety-harness] holds
+
+
 def _read_table(path: Path, *, allow_top_level: bool) -> dict:
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; name a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text, so not TOML ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
-    table = doc.get("tool", {}).get("safety-harness")
+    tool = doc.get("tool", {})
+    table = tool.get("safety-harness") if isinstance(tool, dict) else None
+    if table is None and isinstance(tool, dict) and "safety_harness" in tool:  # read by no one, silently
+        raise ConfigError(f"{path}: [tool.safety_harness] is spelt [tool.safety-harness] (with a hyphen)")
     if table is None and allow_top_level:
         table = doc
+    elif allow_top_level and (stray := sorted(k for k in doc if k.replace("-", "_") in _TABLE_KEYS)):
+        # Settings beside a [tool.safety-harness] table would be read by no one: say so rather than run without
+        # them (other tables, e.g. a pyproject.toml's [project], are not the harness's).
+        raise ConfigError(f"{path}: top-level key(s) {', '.join(stray)} beside [tool.safety-harness]; put them "
+                          "inside that table (or drop the table and keep every key at the top level)")
+    if table is not None and not isinstance(table, dict):
+        raise ConfigError(f"{path}: tool.safety-harness must be a table")
     return table or {}
+
+
+def _subtable(table: dict, key: str, where: str, what: str) -> dict:
+    """``table[key]`` (a TOML table), {} when absent; anything else is one line naming it."""
+    value = table.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {key} must be a table of {what}, got {value!r}")
+    return value
 
 
 def apply_toml(settings: RunSettings, path: Path, *, allow_top_level: bool) -> RunSettings:
@@ -205,7 +232,7 @@ def apply_toml(settings: RunSettings, path: Path, *, allow_top_level: bool) -> R
         value = check_value(FIELDS[name], RunSettings, value, label=key, source=str(path))
         changes[name] = (base / value) if name in PATH_FIELDS and value is not None else value
     thresholds = {k: dict(v) for k, v in settings.thresholds.items()}
-    for target, values in table.get("thresholds", {}).items():
+    for target, values in _subtable(table, "thresholds", str(path), "SUITE = { max_/min_ metrics }").items():
         where = f"{path}: thresholds.{target}"
         if not isinstance(values, dict):
             raise ConfigError(f"{where} must be a table of max_/min_ metrics")
@@ -216,11 +243,12 @@ def apply_toml(settings: RunSettings, path: Path, *, allow_top_level: bool) -> R
         raise ConfigError(f"{path}: backend_args must be a table of KEY = VALUE")
     backend_args.update(table_args)
     user_suites = list(settings.user_suites)
-    for name, spec in table.get("suites", {}).items():
+    for name, spec in _subtable(table, "suites", str(path), "suite tables").items():
         user_suites.append(_declare_user_suite(name, spec, base, path))
         if spec.get("thresholds"):
+            suite_thresholds = _subtable(spec, "thresholds", f"{path}: suites.{name}", "max_/min_ metrics")
             thresholds.setdefault(name, {}).update(
-                validate_thresholds(spec["thresholds"], where=f"{path}: suites.{name}.thresholds")
+                validate_thresholds(suite_thresholds, where=f"{path}: suites.{name}.thresholds")
             )
     from harness.config.gate import merge_gate_tables
 
@@ -239,9 +267,25 @@ def _declare_user_suite(name: str, spec: dict, base: Path, config_path: Path) ->
     expected = spec.get("expected")
     if expected not in (None, "refuse", "comply"):
         raise ConfigError(f"{where}: expected must be 'refuse' or 'comply', got {expected!r}")
+    for key in ("path", "description", "prompt_column"):
+        if key in spec and (not isinstance(spec[key], str) or not spec[key].strip()):
+            raise ConfigError(f"{where}: {key} must be a non-empty string, got {spec[key]!r}")
     file = base / spec["path"]
     return UserSuite(name, file, expected, spec.get("description", f"user suite from {file}"),
                      spec.get("prompt_column", "prompt"), where)
+
+
+def threshold_source(settings: RunSettings, target: str) -> str:
+    """The TOML file that set thresholds for ``target`` (SUITE or SUITE:CATEGORY), the last one read that names
+    it, for an error about them; "thresholds" when none can be found again."""
+    for source in reversed(settings.sources):
+        # A [tool.safety-harness] table where there is one (pyproject.toml always has), else the top level.
+        table = _read_table(Path(source), allow_top_level=False) or _read_table(Path(source), allow_top_level=True)
+        if target in table.get("thresholds", {}):
+            return f"{source}: thresholds.{target}"
+        if target in table.get("suites", {}):
+            return f"{source}: suites.{target}.thresholds"
+    return f"thresholds.{target}"
 
 
 def parse_backend_args(items: list[str] | None) -> dict:

@@ -38,15 +38,24 @@ def preflight(settings: RunSettings) -> RunPlan:
     from harness.backends.replicas import validate_replicas
     from harness.capability.judges import check_capability_options
 
+    check_backend_name(settings)
     for suite in settings.user_suites:
         register_user_suite(suite)
+    check_threshold_targets(settings)
+    check_statistic_thresholds(settings)
     if resolve_backend_name(settings.backend) == "vllm":
         vllm_settings.check_sampling(settings.sampling)  # e.g. an early stop vLLM's beam search lacks
     check_capability_options(settings.capability_judge, settings.ref_loglik_max_tokens)  # before any generation
+    check_capability_reference(settings.capability_reference)
+    if resolve_backend_name(settings.backend) == "dummy":
+        check_refuse_words(settings.backend_args.get("refuse_words", []))
     if settings.error_rates is not None:  # a file the user named must hold this scorer's rates, before any generation
         from harness.scoring.error_rates import check_user_file
 
         check_user_file(settings.error_rates, settings.scorer)
+    if settings.labels is not None and settings.labels.is_dir():  # else read as "no store yet": labels silently unused
+        raise ConfigError(f"labels {settings.labels} is a folder; name the label store's SQLite file (safety-harness "
+                          "review creates it)")
     parallel = vllm_settings.normalize_parallel(parallel_options(settings), settings.backend_args, settings.backend)
     settings = replace(settings, **{name: getattr(parallel, name) for name in vllm_settings.PARALLEL_FIELDS})
     if settings.batch_invariant:  # a platform without it: one line, before any model loads
@@ -61,8 +70,11 @@ def register_user_suite(suite: UserSuite) -> None:
     from harness.data.suites import SuiteSpec, add_suite
 
     def load(data_dir, file=suite.file, name=suite.name, expected=suite.expected, column=suite.prompt_column):
+        from harness.core.errors import DataError
         from harness.data.loaders import load_prompt_file
 
+        if not file.is_file():  # name the TOML table that points at it, not the bare relative path
+            raise DataError(f"{suite.where}: path {file} {'is a folder' if file.is_dir() else 'not found'}")
         return load_prompt_file(file, suite=name, expected=expected, prompt_column=column)
 
     # No thresholds of its own here: its table's thresholds come through settings.thresholds[name], and each
@@ -72,6 +84,98 @@ def register_user_suite(suite: UserSuite) -> None:
         add_suite(SuiteSpec(suite.name, suite.description, load, {}, builtin=False))
     except ConfigError as exc:  # e.g. a built-in suite's name: say which file declared it
         raise ConfigError(f"{suite.where}: {exc}") from None
+
+
+def check_backend_name(settings: RunSettings) -> None:
+    """A backend named in TOML (the command line's --backend has argparse's choices) is a registered one, before
+    any model loads: else the run loaded the data and the model first, and the line named no file."""
+    from harness.backends import available_backends
+
+    if settings.backend != "auto" and settings.backend not in available_backends():
+        where = " or ".join(settings.sources) or "the settings"
+        raise ConfigError(f"{where}: unknown backend {settings.backend!r} "
+                          f"(choose one of: auto, {', '.join(available_backends())})")
+
+
+def check_threshold_targets(settings: RunSettings) -> None:
+    """Every thresholds table names a suite the run knows (built in or declared): a misspelt one would
+    otherwise be read by no check, and the suite gated by its defaults instead of the user's bounds."""
+    from harness.config.settings import threshold_source
+    from harness.data.suites import all_suites
+
+    known = all_suites()
+    for target in settings.thresholds:
+        suite = target.partition(":")[0]
+        if suite not in known:
+            raise ConfigError(f"{threshold_source(settings, target)}: unknown suite {suite!r} "
+                              f"(known: {', '.join(sorted(known))})")
+
+
+def check_capability_reference(reference: str) -> None:
+    """A known reference name or a file, before any generation (the capability scoring would say it only after,
+    in the same words)."""
+    from pathlib import Path
+
+    from harness.capability.references import REFERENCES
+    from harness.core.errors import DataError
+
+    if reference not in REFERENCES and not Path(reference).is_file():
+        raise DataError(f"capability reference {reference!r}: neither a known name ({', '.join(REFERENCES)}) nor "
+                        "an existing file")
+
+
+def check_refuse_words(words) -> None:
+    """The dummy backend's refuse_words are a list of words or one comma-separated string; anything else (a
+    number, a list holding one) was a TypeError traceback when the backend started."""
+    if not isinstance(words, str) and not (isinstance(words, list) and all(isinstance(w, str) for w in words)):
+        raise ConfigError("backend_args refuse_words (dummy backend) must be a list of words or one comma-separated "
+                          f"string, e.g. --backend-arg 'refuse_words=[\"bomb\"]', got {words!r}")
+
+
+def check_threshold_categories(settings: RunSettings, suite: str, categories) -> None:
+    """Every ``SUITE:CATEGORY`` thresholds table of ``suite`` names one of its ``categories`` (all of the suite's,
+    not only those a --limit sample holds): a misspelt category's bounds would be read by no check. Called once
+    the suite's prompts are loaded (harness.pytest_plugin.plugin)."""
+    from harness.config.settings import threshold_source
+
+    for target in settings.thresholds:
+        name, sep, category = target.partition(":")
+        if sep and name == suite and category not in categories:
+            raise ConfigError(f"{threshold_source(settings, target)}: suite {suite!r} has no category {category!r} "
+                              f"(its categories: {', '.join(sorted(categories))})")
+
+
+def check_statistic_thresholds(settings: RunSettings) -> None:
+    """A threshold on a capability statistic (win_rate, lc_win_rate, mean_ref_loglik) for another suite would be
+    checked by no one, since only the capability suite computes them, and that suite would pass: refuse it
+    before any generation."""
+    from harness.config.settings import threshold_source
+    from harness.config.thresholds import STATISTICS
+
+    for target, values in settings.thresholds.items():
+        wrong = [key for key in values if key.partition("_")[2] in STATISTICS]
+        if wrong and target.partition(":")[0] != "capability":
+            raise ConfigError(f"{threshold_source(settings, target)}: {wrong[0]} is computed for the capability "
+                              "suite only, so here it could never fail; move it to thresholds.capability or drop it")
+
+
+def check_scorer_names(settings: RunSettings) -> None:
+    """The refusal and harm scorers the settings name are registered, and a --harm-model exists. Not part of
+    ``preflight``: a project may register its own scorer in a conftest.py that pytest imports during collection,
+    so the plugin calls this once collection is done, before any generation (else a misspelt --scorer or
+    --harm-model costs a whole generation first)."""
+    from harness.scoring.base import REFUSAL_SCORERS
+    from harness.scoring.factory import harm_scorer_name
+    from harness.scoring.harm import HARM_SCORERS
+
+    REFUSAL_SCORERS.factory(settings.scorer)
+    harm = harm_scorer_name(scorer_options(settings))
+    if harm is not None:
+        HARM_SCORERS.factory(harm)
+    if harm == "reward_model" and settings.harm_model:  # loaded only to score the replies, after generation
+        from harness.models.resolve import check_model_found
+
+        check_model_found(settings.harm_model)
 
 
 def parallel_options(settings: RunSettings) -> ParallelOptions:

@@ -95,6 +95,13 @@ def hub_snapshot(spec: str) -> Path | None:
         return None
 
 
+def check_model_found(spec: str) -> None:
+    """Raise ``resolve_model``'s one-line ModelError when ``spec`` is neither an alias, nor a path, nor a hub id
+    in the local cache: cheap (nothing is read or fingerprinted), for a model a run loads only after generation."""
+    if spec not in ALIASES and not Path(spec).expanduser().exists() and hub_snapshot(spec) is None:
+        raise _not_found(spec)
+
+
 def resolve_model(spec: str, *, base_model: str | None = None, cache_dir: Path,
                   allow_pickle: bool = False) -> ResolvedModel:
     """Resolve an alias, HF model folder or LoRA adapter folder. ``base_model`` overrides an adapter's

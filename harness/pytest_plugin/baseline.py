@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.baselines.compare import BASELINE, Comparison, Report, gate_outcome, load_report
+from harness.baselines.compare import BASELINE, Comparison, ComparisonRefused, Report, gate_outcome, load_report
 from harness.baselines.flips import label_counts, label_counts_text
 from harness.core.records import FAILURE_METRIC
 from harness.core.errors import HarnessError
@@ -264,6 +264,10 @@ def compare_with_baseline(state: BaselineState, hs) -> Comparison:
 
     ran = sorted(hs.results)
     b = state.baseline
+    held = sorted({suite for suite, _ in b.rows})
+    if not set(ran) & set(held):  # else every field of the empty selection "differs", which says nothing
+        raise HarnessError(f"holds no row of the suite(s) this run scored ({', '.join(ran)}); it holds "
+                           f"{', '.join(held) or 'no rows'}: gate against a report of the same suites")
     base = Report(b.name, b.table.filter(pc.is_in(b.table["suite"], pa.array(ran))), b.meta,
                   {k: v for k, v in b.rows.items() if k[0] in ran})
     from harness.engine.run_report import run_layout
@@ -276,9 +280,12 @@ def compare_with_baseline(state: BaselineState, hs) -> Comparison:
     from harness.engine.human_labels import labels_for
 
     keys = {row_key(r) for r in base.rows.values()} | {row_key(r) for r in cand.rows.values()}
-    comparison = compare_reports(base, cand, rules=build_rules(hs.settings.gate, ran),
-                                 allow_mismatch=state.allow_mismatch, gate_levels=("metric",),
-                                 error_rates=hs.settings.error_rates, labels=labels_for(hs, keys))
+    try:
+        comparison = compare_reports(base, cand, rules=build_rules(hs.settings.gate, ran),
+                                     allow_mismatch=state.allow_mismatch, gate_levels=("metric",),
+                                     error_rates=hs.settings.error_rates, labels=labels_for(hs, keys))
+    except ComparisonRefused as exc:  # its hint names the CLI's flag; pytest's is --baseline-allow-mismatch
+        raise ComparisonRefused(str(exc).replace("(--allow-mismatch ", "(--baseline-allow-mismatch ")) from None
     comparison.warnings += changed_data_files(b.meta, hs)
     return comparison
 

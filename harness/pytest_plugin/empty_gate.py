@@ -67,6 +67,8 @@ def pytest_sessionfinish(session, exitstatus):
     if hasattr(config, "workerinput"):  # the controller decides; a worker reports what it gates
         config.workeroutput[PAYLOAD_KEY] = sorted(gated)
         return
+    if session.exitstatus == pytest.ExitCode.USAGE_ERROR:
+        return  # the run stopped on a usage error (under xdist, a worker's): that line says why nothing was scored
     verdict = zero_prompt_verdict(gated, _session(config))
     if verdict is None:
         return

@@ -23,7 +23,7 @@ from harness.engine.suite_result import SuiteResult
 from harness.pytest_plugin.state import REPORT_KEY, SESSION_KEY, get_session, item_suite, marker_suite, project_dir  # noqa: F401
 from harness.config.settings import RunSettings, build_settings, parse_backend_args
 from harness.config.options import TEMPLATES
-from harness.engine.preflight import preflight
+from harness.engine.preflight import check_scorer_names, check_threshold_categories, preflight
 from harness.config.presets import EARLY_STOPPING, PRESETS
 
 # Hooks that live in their own modules: pytest-xdist support (one generation, one report), the opt-in
@@ -185,6 +185,11 @@ def pytest_collection_finish(session):
     hs = get_session(config)
     if any(n in hs.data_errors for n in names):
         raise pytest.UsageError(hs.data_error_line(names))
+    try:  # every conftest.py has been imported by now, with any scorer a project registers there
+        check_scorer_names(hs.settings)
+        _check_category_thresholds(hs, names)
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
     if hs.settings.report is None:  # the default report path, checked only now: ordinary test runs write none
         try:
             check_writable([("report", hs.default_report_path(Path(config.rootpath)))])
@@ -200,6 +205,24 @@ def pytest_collection_finish(session):
         raise pytest.UsageError(str(exc)) from None
     except OSError as exc:  # a file or folder the run needs (cache, report, model) cannot be used: name it
         raise pytest.UsageError(f"{exc.filename or 'a file'}: {exc.strerror or exc}") from None
+
+
+def _check_category_thresholds(hs: HarnessSession, names: list[str]) -> None:
+    """The SUITE:CATEGORY thresholds of the selected suites name categories they have, before any generation."""
+    from harness.data.suites import get_suite
+
+    targeted = {t.partition(":")[0] for t in hs.settings.thresholds if ":" in t} & set(names)
+    for suite in sorted(targeted):
+        try:
+            prompts = hs.load_suite(suite)
+        except HarnessError:
+            continue  # a data error: the run says it in its own line
+        if prompts is None:
+            continue  # data missing, the suite skipped
+        categories = {p.category for p in prompts}
+        if hs.settings.limit is not None:  # a sample may lack a category the suite has
+            categories |= {p.category for p in get_suite(suite).load(hs.settings.data_dir)}
+        check_threshold_categories(hs.settings, suite, categories)
 
 
 @pytest.fixture

@@ -26,8 +26,10 @@ from harness.baselines.layout import check_one_layout
 from harness.engine.session_payload import has_payload, merge_payloads, to_payload
 
 PAYLOAD_KEY = "safety_harness"
+ERROR_KEY = "safety_harness_usage_error"
 _COLLECTION_STATS = pytest.StashKey[dict]()
 _PAYLOADS = pytest.StashKey[list]()
+_USAGE_ERROR = pytest.StashKey[str]()
 
 
 def is_worker(config) -> bool:
@@ -58,6 +60,28 @@ def pytest_configure(config):
 
 # -- worker side -------------------------------------------------------------------------------------
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # around every other wrapper (harness.pytest_plugin.baseline's)
+def pytest_collection_finish(session):
+    """A usage error at the collection-time run (a bad model, a malformed prompt file, a refused baseline) stops
+    a worker cleanly. Raised there, it would kill the worker after xdist sent its items, and the controller would
+    end in an INTERNALERROR traceback ("assert not crashitem") instead of the serial run's one line: so the
+    worker runs no test, stops, and hands the line to the controller, which prints it and exits 4."""
+    try:
+        return (yield)
+    except pytest.UsageError as exc:
+        if not is_worker(session.config):
+            raise
+        session.config.stash[_USAGE_ERROR] = str(exc)
+        session.shouldstop = str(exc)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item):
+    if _USAGE_ERROR in item.config.stash:
+        return True  # the worker stopped at collection: its items are not run
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session):
     """Remember the statistics of the collection-time generation, which every worker repeats (all but
@@ -67,8 +91,15 @@ def pytest_runtestloop(session):
         session.config.stash[_COLLECTION_STATS] = vars(hs.stats).copy()
 
 
+@pytest.hookimpl(tryfirst=True)  # the usage error's exit status before harness.pytest_plugin.empty_gate reads it
 def pytest_sessionfinish(session):
     config = session.config
+    if is_worker(config) and _USAGE_ERROR in config.stash:
+        config.workeroutput[ERROR_KEY] = config.stash[_USAGE_ERROR]
+        return
+    if not is_worker(config) and _USAGE_ERROR in config.stash:
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR  # as the serial run's, not "interrupted"
+        return
     hs = _session(config)
     if hs is None or not is_worker(config) or not has_payload(hs):
         return
@@ -80,6 +111,9 @@ def pytest_sessionfinish(session):
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error):
     config = node.config
+    error = getattr(node, "workeroutput", {}).get(ERROR_KEY)
+    if error is not None:
+        config.stash.setdefault(_USAGE_ERROR, error)  # every worker stops on the same line: print it once
     hs = _session(config)
     raw = getattr(node, "workeroutput", {}).get(PAYLOAD_KEY)
     if hs is None or raw is None:
@@ -88,3 +122,9 @@ def pytest_testnodedown(node, error):
     payloads.append(json.loads(raw))
     check_one_layout([p.get("layout") for p in payloads])
     merge_payloads(hs, payloads)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, config):
+    if not is_worker(config) and _USAGE_ERROR in config.stash:
+        terminalreporter.write_line(f"ERROR: {config.stash[_USAGE_ERROR]}", red=True)
