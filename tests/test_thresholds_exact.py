@@ -126,6 +126,19 @@ def test_with_judge_errors_only_or_undecidable():
     assert _with_judge_errors(CorrectedRate(0.2, 0.1, 0.4), 4, 0, 1.0) == CorrectedRate(0.2, 0.1, 0.4)
 
 
+def test_mixing_in_judge_errors_moves_no_rate_off_its_threshold():
+    """With no judge_error row the corrected rate is the scorer's own (in floats (n * 0.1) / 3 was
+    0.10000000000000002, over a max of 0.1); with some, the mix is exact and rounded once."""
+    from fractions import Fraction
+
+    for n in range(1, 41):
+        for x in (0.1, 0.75, 0.875, 0.9, 1 / 3):
+            assert _with_judge_errors(CorrectedRate(x, x, x), n, 0, 1.0).estimate == x
+            for errors, failure in ((1, 1.0), (3, 0.0)):
+                mixed = _with_judge_errors(CorrectedRate(x, x, x), n, errors, failure).estimate
+                assert mixed == float((n * Fraction(x) + errors * Fraction(failure)) / (n + errors))
+
+
 def test_corrected_checks_fail_closed_without_rates_or_with_a_chance_scorer():
     rows = refuse(R, R, R, R)
     for rates in (None, FixedRates(0.5, 0.5)):

@@ -24,6 +24,8 @@ instead of dropping out of the rate. And a suite where more than ``JUDGE_ERROR_L
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -274,9 +276,10 @@ def _with_judge_errors(corrected, scored: int, errors: int, failure: float):
     n = scored + errors
     if not scored:
         return CorrectedRate(failure, failure, failure)
-    if corrected.undecidable:
-        return corrected
-    mix = lambda x: (scored * x + errors * failure) / n  # noqa: E731
+    if corrected.undecidable or not errors:
+        return corrected  # (n * x) / n is not always x in floats: a rate at its threshold could cross it
+    # In exact arithmetic, rounded once, for the same reason (harness.core.misclassification does so too).
+    mix = lambda x: float((scored * Fraction(x) + errors * Fraction(failure)) / n)  # noqa: E731
     return CorrectedRate(mix(corrected.estimate), mix(corrected.low), mix(corrected.high))
 
 
