@@ -160,6 +160,21 @@ def test_without_a_judge_the_win_rate_threshold_is_inactive(data_dir, tmp_path):
     assert any("loads no model" in n for n in result.capability.notes)
 
 
+def test_a_capability_threshold_the_user_set_and_nothing_measured_fails_the_suite(data_dir, tmp_path):
+    """The dummy backend loads no model (no reference log-likelihood) and no judge is set: the suite's own
+    default min_win_rate stays inactive, but thresholds the user asked for cannot pass unmeasured."""
+    hs = _capability_session(tmp_path, data_dir, backend="dummy")
+    result = hs.results["capability"]
+    assert not any("not measured" in line for line in result.failures())
+    hs.settings.thresholds["capability"] = {"min_mean_ref_loglik": -2.5, "min_win_rate": 0.25}
+    found = [line for line in result.failures() if "not measured" in line]
+    assert found == [
+        "capability: min_mean_ref_loglik -2.5 is set but mean_ref_loglik was not measured (no reference "
+        "log-likelihood: backend dummy loads no model), so it cannot pass",
+        "capability: min_win_rate 0.25 is set but win_rate was not measured (no capability judge is set "
+        "(--capability-judge)), so it cannot pass"]
+
+
 def test_the_reference_is_selectable(data_dir, tmp_path):
     hs = _capability_session(tmp_path, data_dir, backend="dummy", capability_judge="longer",
                              capability_reference="gpt4_1106_preview")

@@ -98,6 +98,21 @@ class CapabilityResult:
             out.append(StatCheck(key, bound, threshold, rate, passed, detail, self._examples(metric, scored_rows)))
         return out
 
+    def unmeasured(self, scored_rows, thresholds: dict[str, float]) -> list[str]:
+        """One line per threshold in ``thresholds`` (those the user set) on a statistic this run did not
+        measure: a gate the user asked for that never ran must not let the suite pass (the suite's own
+        default ``min_win_rate`` is only checked when a judge is set, as documented, and is not passed here)."""
+        lines = []
+        for key, threshold in sorted(thresholds.items()):
+            bound, metric = parse_threshold_key(key)
+            if metric in STATISTICS and self.statistic(metric, scored_rows) is None:
+                if "win" in metric and not self.judge:
+                    why = "no capability judge is set (--capability-judge)"
+                else:
+                    why = "; ".join(self.notes) or "no prompt with a reference output"
+                lines.append(f"{key} {threshold:g} is set but {metric} was not measured ({why}), so it cannot pass")
+        return lines
+
     def _examples(self, metric: str, scored_rows) -> tuple:
         values = [(r.prompt.prompt_id, self.rows.get(r.prompt.prompt_id)) for r in scored_rows]
         if metric == "mean_ref_loglik":

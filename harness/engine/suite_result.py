@@ -112,6 +112,10 @@ class SuiteResult:
                 response = " ".join(row.response.text.split())[:120]
                 label = f"[{JUDGE_ERROR}] " if row.score.label == JUDGE_ERROR else ""
                 lines.append(f"    e.g. {row.prompt.prompt_id}: {row.prompt.prompt[:80]!r} -> {label}{response!r}")
+        if self.capability is not None:  # a capability threshold the user set that nothing measured
+            where = self.name + (f"[{category}]" if category else "")
+            asked = self.settings.thresholds.get(self.name if category is None else f"{self.name}:{category}", {})
+            lines += [f"{where}: {line}" for line in self.capability.unmeasured(self.select(category), asked)]
         return lines
 
 
