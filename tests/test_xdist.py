@@ -102,3 +102,32 @@ def test_worker_payload_keeps_harm_scores_and_capability_results():
     assert merged.capability == cap and merged.capability.judge == "longer"
     assert hs.prompts["capability"] == [prompt] and hs.model_info.scorer == "refusal_patterns"
     assert hs.stats.n_prompts == 1 and hs.stats.n_cached == 1
+
+
+def test_workers_that_each_generated_every_prompt_count_it_once():
+    """A model-free backend keeps no cache, so each worker generates every prompt itself, at the same time:
+    the merged run generated each prompt once (it read 'prompts 2: generated 4'), in the slowest worker's time."""
+    import json
+
+    from harness.config.settings import RunSettings
+    from harness.core.types import GenerationResult, Prompt, RefusalScore
+    from harness.engine.session import HarnessSession
+    from harness.engine.session_payload import merge_payloads, to_payload
+    from harness.engine.suite_result import ScoredRow
+
+    def worker(seconds: float) -> str:
+        hs = HarnessSession(RunSettings(backend="dummy"))
+        hs.model_info = hs.model_info.merged({"scorer": "refusal_patterns", "run_key": "r"})
+        rows = [ScoredRow(Prompt("smoke", f"p{i}", f"Prompt {i}", expected="comply"), f"T{i}",
+                          GenerationResult("Sure.", 3 + i, "stop"), RefusalScore("full_compliance", 0.0, {}),
+                          cached=False) for i in range(2)]
+        hs.results["smoke"] = hs.suite_result("smoke", rows)
+        hs.generated_keys = {r["key"] for r in json.loads(to_payload(hs))["results"]["smoke"]}
+        hs.stats.n_prompts, hs.stats.n_generated, hs.stats.n_response_tokens_generated = 2, 2, 7
+        hs.stats.generation_seconds = seconds
+        return to_payload(hs, {"n_prompts": 2, "n_cached": 0})
+
+    hs = HarnessSession(RunSettings(backend="dummy"))
+    merge_payloads(hs, [worker(1.0), worker(1.5)])
+    assert (hs.stats.n_prompts, hs.stats.n_generated, hs.stats.n_response_tokens_generated) == (2, 2, 7)
+    assert hs.stats.generation_seconds == 1.5

@@ -109,6 +109,7 @@ def merge_stats(payloads: list[dict], controller=None) -> RunStats:
         merged["startup_seconds"] += controller.own_startup_seconds
         merged["report_seconds"] = controller.stats.report_seconds
         merged["wall_seconds"] = controller.stats.wall_seconds
+    _count_shared_work_once(merged, payloads)
     first = [p["stats_collection"] for p in payloads]
     merged["n_prompts"] = max(s["n_prompts"] for s in first)
     merged["n_cached"] = min(s["n_cached"] for s in first)
@@ -116,6 +117,23 @@ def merge_stats(payloads: list[dict], controller=None) -> RunStats:
         merged["n_prompts"] += p["stats"]["n_prompts"] - p["stats_collection"]["n_prompts"]
         merged["n_cached"] += p["stats"]["n_cached"] - p["stats_collection"]["n_cached"]
     return RunStats(**merged)
+
+
+def _count_shared_work_once(merged: dict, payloads: list[dict]) -> None:
+    """Without a cache to share (--no-cache, or a backend that keeps none: dummy, replay), every worker
+    generates every prompt itself, at the same time as the others: the run generated each distinct prompt
+    once as far as its report goes ("prompts 30: generated 60" read as a double count), and its generation
+    took the slowest worker's seconds, not their sum."""
+    per_worker = [set(p.get("generated_keys", ())) for p in payloads]
+    union = set().union(*per_worker)
+    if sum(map(len, per_worker)) <= len(union):  # no prompt generated twice: the sums stand
+        return
+    tokens = {d["key"]: d["response"].get("n_tokens", 0) or 0
+              for p in payloads for rows in [*p.get("results", {}).values(), p.get("extra_rows", [])] for d in rows}
+    merged["n_generated"] = len(union)
+    merged["n_response_tokens_generated"] = sum(tokens.get(key, 0) for key in union)
+    for name in ("generation_seconds", "backend_start_seconds"):
+        merged[name] = max(p["stats"].get(name, 0.0) for p in payloads)
 
 
 def _row_out(row: ScoredRow, run_key: str) -> dict:
