@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in these tests may reach the Hub
+# A test run started in the background of a shell without job control (`cmd &`, nohup) inherits SIGINT
+# ignored, and so would every process the tests start: the Ctrl-C tests (tests/test_interrupts.py, the review
+# server's) would then wait forever for an interrupt that is never delivered. Python's own handler here is
+# reset to the default in each child at exec, so they can be interrupted again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ.setdefault("SAFETY_HARNESS_OFFLINE", "1")  # nor fetch datasets (tests/test_data_fetch.py serves its own)
 
 pytest_plugins = ["pytester"]
