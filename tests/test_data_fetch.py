@@ -271,7 +271,7 @@ def test_an_empty_source_option_is_refused_not_read_as_github(cache, source, cap
     assert main(["data", "fetch", "xstest", "--quiet", "--source", source]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.startswith("safety-harness: error: --source is empty") and captured.err.count("\n") == 1
+    assert captured.err.startswith("safety-harness: error: data source '': empty") and captured.err.count("\n") == 1
     assert not cache.exists()
 
 

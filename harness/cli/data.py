@@ -7,7 +7,6 @@ import argparse
 from pathlib import Path
 
 from harness.cli.registry import command
-from harness.core.errors import ConfigError
 
 EPILOG = """\
 The files are fetched from their upstream repositories at pinned commits and checked against their
@@ -89,9 +88,6 @@ def _fetch(args) -> int:
 
     entries = (list(manifest().values()) if args.all
                else select(args.names or None, default_users=builtin_suite_names()))
-    if args.source is not None and not args.source.strip():  # "" would fall back to GitHub, unasked
-        raise ConfigError("--source is empty: give an http(s) mirror URL or a folder, or leave the option out "
-                          "to fetch from the upstream repositories")
     # A source or cache that cannot be used is one line for the whole command, not one per file.
     source = resolve_source(args.source)
     prepare_cache(data_cache())

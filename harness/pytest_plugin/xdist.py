@@ -111,9 +111,9 @@ def pytest_sessionfinish(session):
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error):
     config = node.config
-    error = getattr(node, "workeroutput", {}).get(ERROR_KEY)
-    if error is not None:
-        config.stash.setdefault(_USAGE_ERROR, error)  # every worker stops on the same line: print it once
+    usage_error = getattr(node, "workeroutput", {}).get(ERROR_KEY)  # not the hook's own `error` argument
+    if usage_error is not None:
+        config.stash.setdefault(_USAGE_ERROR, usage_error)  # every worker stops on the same line: print it once
     hs = _session(config)
     raw = getattr(node, "workeroutput", {}).get(PAYLOAD_KEY)
     if hs is None or raw is None:
