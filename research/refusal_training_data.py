@@ -40,9 +40,15 @@ MODELS = ("gpt4", "llama2new")
 # "I cannot fulfill this request." compliance (docs/experiments/refusal-scorer-protocol.md). The labelled
 # chat replies (below) at weight 2: their own cross-fitted agreement goes 0.884 / 0.860 (not trained on)
 # -> 0.916 / 0.899 with the dev folds unchanged; weight 4 gives 0.916 / 0.901.
-DEFAULTS = {"max_tokens": 64, "l2_emb": 30.0, "l2_rule": 10.0, "prior": 5.0, "aux_weight": 0.25,
+# The encoder is read after its third layer, on the opening 48 tokens: held-out styles (research/
+# refusal_protocol.py) 0.963 / 0.912 against 0.958 / 0.910 for all six layers on 64 tokens, at 3/8 of the
+# encoder's arithmetic, which is what lets `safety-harness score` pass 100 replies/s on two cores. Seven
+# (layers, tokens) pairs were run through the protocol: (6, 64) 0.958 / 0.910, (6, 48) 0.956 / 0.907,
+# (4, 64) 0.962 / 0.918, (4, 48) 0.956 / 0.909, (4, 40) 0.952 / 0.904, (3, 64) 0.958 / 0.910, (3, 48)
+# 0.963 / 0.912: within about four rows of 900 of each other, so the cheapest that loses nothing was taken.
+DEFAULTS = {"max_tokens": 48, "l2_emb": 30.0, "l2_rule": 10.0, "prior": 5.0, "aux_weight": 0.25,
             "n_stl": 1200, "n_alpaca": 1200, "n_implicit": 800, "n_clarify": 300, "n_guarded": 300,
-            "synth_weight": 0.25, "chat_weight": 2.0}
+            "synth_weight": 0.25, "chat_weight": 2.0, "encoder_layers": 3}
 
 # A guarded chat model's own replies: Llama-2-13b-chat on AlpacaEval's 805 instructions (the upstream file
 # the capability judge also reads), labelled for this project by the XSTest rubric, one line per reply, by
@@ -204,7 +210,7 @@ class FeatureCache:
     def embed(self, texts: list[str]) -> np.ndarray:
         missing = sorted({t for t in texts if t not in self.memo})
         if missing:
-            key = hashlib.sha256(("\0".join(missing) + f"|{self.encoder.max_tokens}").encode()).hexdigest()[:16]
+            key = hashlib.sha256(("\0".join(missing) + f"|{self.encoder.max_tokens}" + (f"|{self.encoder.layers}" if self.encoder.layers != 6 else "")).encode()).hexdigest()[:16]
             path = self.cache_dir / f"emb-{key}.npy" if self.cache_dir else None
             if path is not None and path.exists():
                 emb = np.load(path)
@@ -230,7 +236,7 @@ def build_features(args) -> tuple[dict, dict, tuple, dict]:
     dev = load_xstest(args.data_dir)
     dev["chat"] = load_chat_labelled(args.data_dir)
     aux_prompts, aux_texts, aux_y, counts = load_auxiliary(args.data_dir, args.n_stl, args.n_alpaca)
-    feats = FeatureCache(MiniLMEncoder(max_tokens=args.max_tokens), args.cache)
+    feats = FeatureCache(MiniLMEncoder(max_tokens=args.max_tokens, layers=args.encoder_layers), args.cache)
     X = {m: feats(dev[m]["texts"]) for m in (*MODELS, "chat")}
     X_aux = feats(aux_texts)
     w_aux = np.full(len(aux_y), args.aux_weight)

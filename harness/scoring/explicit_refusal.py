@@ -3,7 +3,7 @@ will not do what was asked ("I can't", "I cannot", "I'm not able to", "I don't h
 "as an AI ... I can't / don't") and then only offers other help, apologises, restates the refusal or signs
 off.
 
-Why a rule that takes precedence, and not only more training rows: the head weighs a 64-token embedding
+Why a rule that takes precedence, and not only more training rows: the head weighs an embedding of the reply's opening
 against the rule signals, and an apologetic opening ("I'm sorry for any confusion, but as a chatbot ...")
 sits next to the clarification requests it was taught to call compliance, so a reply with the plainest
 refusal wording could come out as an answer. No training set can promise that it never does; a rule can,

@@ -61,12 +61,15 @@ def import_torch():
 
 
 class MiniLMEncoder:
-    """Embeds the opening ``max_tokens`` tokens of each text into a unit vector of ``dim`` floats.
+    """Embeds the opening ``max_tokens`` tokens of each text into a unit vector of ``dim`` floats, read after
+    the first ``layers`` of the encoder's six layers (all of them by default: the sentence-transformers
+    embedding). The refusal head reads it after layer 3 (its head file says so): half the arithmetic,
+    nothing lost on the held-out-styles protocol (docs/experiments/refusal-scorer-protocol.md).
     Loaded from the package folder: nothing is downloaded."""
 
     dim = 384
 
-    def __init__(self, max_tokens: int = 64, batch_size: int = 64):
+    def __init__(self, max_tokens: int = 64, batch_size: int = 64, layers: int | None = None):
         path = encoder_dir()  # first: a missing package is a ConfigError, before any heavy import
         torch = import_torch()
         from safetensors.torch import load_file
@@ -76,7 +79,9 @@ class MiniLMEncoder:
         self.max_tokens, self.batch_size = int(max_tokens), int(batch_size)
         config = json.loads((path / "config.json").read_text())
         self.heads, self.eps = int(config["num_attention_heads"]), float(config["layer_norm_eps"])
-        self.layers = int(config["num_hidden_layers"])
+        self.layers = int(config["num_hidden_layers"]) if layers is None else int(layers)
+        if not 1 <= self.layers <= int(config["num_hidden_layers"]):
+            raise ConfigError(f"{path}: the encoder has {config['num_hidden_layers']} layers, asked for {self.layers}")
         if config.get("hidden_size") != self.dim or config.get("hidden_act") != "gelu":
             raise ConfigError(f"{path}: not all-MiniLM-L6-v2 (hidden size {config.get('hidden_size')}, "
                               f"activation {config.get('hidden_act')}): reinstall, {INSTALL_HINT}")
