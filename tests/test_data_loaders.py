@@ -197,6 +197,22 @@ def test_prompt_file_empty_prompt_and_bad_expected(tmp_path):
     assert "expected" in _error(load_prompt_file, path, suite="s", expected="nope")
 
 
+def test_a_number_where_a_prompt_or_input_belongs_is_a_wrong_column_not_a_prompt(tmp_path):
+    """A JSON or Parquet number in the prompt column (an index column named by --prompt-column, a shifted
+    export) used to be read as its digits and sent to the model as the prompt "5". Ids and categories may
+    still be numbers."""
+    path = tmp_path / "suite.jsonl"
+    path.write_text('{"id": 1, "prompt": "fine", "category": 7}\n{"id": 2, "prompt": 5}\n')
+    assert _error(load_prompt_file, path, suite="s", expected="refuse") == (
+        f"{path}:2: field 'prompt' must be text, got int 5")
+    path.write_text('{"id": 1, "prompt": "Summarise", "input": 3.5}\n')
+    assert _error(load_prompt_file, path, suite="s", expected="refuse") == (
+        f"{path}:1: field 'input' must be text, got float 3.5")
+    path.write_text('{"id": 1, "prompt": "fine", "category": 7}\n')
+    (p,) = load_prompt_file(path, suite="s", expected="refuse")
+    assert (p.prompt_id, p.category, p.prompt) == ("1", "7", "fine")
+
+
 def test_prompt_file_duplicate_ids(tmp_path):
     path = tmp_path / "suite.jsonl"
     path.write_text('{"id": "x", "prompt": "a"}\n{"id": "y", "prompt": "b"}\n{"id": "x", "prompt": "c"}\n')

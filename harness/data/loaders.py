@@ -42,13 +42,15 @@ SMOKE_FILE = "smoke_prompts.jsonl"
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _field(where: str, row: dict, key: str) -> str:
-    """A row's value as text; None/NaN (empty Parquet/CSV cells) read as empty."""
+def _field(where: str, row: dict, key: str, *, numbers: bool = True) -> str:
+    """A row's value as text; None/NaN (empty Parquet/CSV cells) read as empty. ``numbers``: a JSON or
+    Parquet number is read as its digits (ids, categories); off for the texts a model reads, where a number
+    is a wrong column (an index), not a prompt."""
     v = row.get(key)
     if v is None or (isinstance(v, float) and v != v):
         return ""
-    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-        raise DataError(f"{where}: field '{key}' must be text, got {type(v).__name__}")
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)) or (not numbers and not isinstance(v, str)):
+        raise DataError(f"{where}: field '{key}' must be text, got {type(v).__name__} {repr(v)[:60]}")
     if isinstance(v, float) and v.is_integer():
         v = int(v)  # pandas writes integer ids with gaps as floats; "3.0" would be a surprising id
     return str(v)
@@ -262,7 +264,7 @@ def _rows_to_prompts(
         # JSONL has no header, so the required column is checked on every record instead.
         if per_row_columns and prompt_column not in row:
             raise DataError(f"{where}: missing column '{prompt_column}' (found: {_found(row)})")
-        text = _field(where, row, prompt_column)
+        text = _field(where, row, prompt_column, numbers=False)
         if not text.strip():
             raise DataError(f"{where}: empty '{prompt_column}'")
         exp = _field(where, row, "expected").strip().lower() or expected
@@ -280,7 +282,7 @@ def _rows_to_prompts(
                 suite=suite,
                 prompt_id=pid,
                 prompt=text,
-                input=_field(where, row, "input"),
+                input=_field(where, row, "input", numbers=False),
                 category=_field(where, row, "category").strip() or "all",
                 subcategory=_field(where, row, "subcategory").strip(),
                 prompt_format=fmt,
