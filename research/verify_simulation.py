@@ -127,7 +127,9 @@ class Tally:
         self.halves = {m: [] for m in METHODS}
 
     def add(self, method: str, interval, truth: float) -> None:
-        if interval is None:  # calibrate refused the sample: no interval, a miss
+        # calibrate refused the sample (None), or its scorer could not be told from chance on it (NaN bounds,
+        # "undecidable"): no interval, a miss. A NaN kept in the half-widths would make their mean NaN.
+        if interval is None or any(np.isnan(v) for v in interval):
             self.covers[method].append(False)
             return
         low, high = interval
