@@ -1,6 +1,6 @@
 """Verified verdicts by simulation, with people's labels as the oracle (docs/verified-verdicts.md).
 
-    python -m research.verify_simulation [--section validity|transport|rare|all] [--draws 200] [--n 30 60 120]
+    python -m research.verify_simulation [--section validity|transport|rare|oracle|all] [--draws 200] [--n 30 60 120]
                                         [--models MODEL ...] [--scorer refusal_classifier] [--cache DIR]
                                         [--data-dir DIR]
 
@@ -16,6 +16,8 @@ scorer's labels (out of fold on the dev files), and the suites' thresholds. Its 
   interval from the other models' rates covers its human rate per expected behaviour, or not; today's
   pooled Rogan-Gladen (the other models' counts pooled over both behaviours) beside it.
 * rare: on AlpacaFarm PPO-human's replies (1 refusal in 805), how often the design's n labels include it.
+* oracle (not part of "all"): the same draws with the allocation told every stratum's true share of scorer
+  errors instead of guessing it: the narrowest verified interval any allocation of n labels could give.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from harness.config.thresholds import METRICS
 from harness.core.misclassification import METRIC_EVENT, corrected_rate, rogan_gladen
 from harness.core.records import is_refusal
 from harness.engine.verification import plan_review, verified_checks
+from harness.engine.verify_plan import human_disagrees
 from harness.engine.verify_rows import gates_of, make_row
 from harness.scoring.error_rates import ErrorRates, error_rates_for
 from harness.scoring.transport import rates_from_counts, transport_rates
@@ -196,6 +199,38 @@ def validity(models, scored, scorer, version, ns, draws) -> list[str]:
     return lines
 
 
+def oracle_allocation(models, scored, scorer, version, ns, draws) -> list[str]:
+    """Verified intervals when the design knows each stratum's true error share (no allocation can know
+    more), beside the shipped design's guess, on the same seeds."""
+    lines = ["| model | n | gates | design (guessed shares): lowest coverage / mean half-width "
+             "| design (true shares): lowest coverage / mean half-width |", "|---|---|---|---|---|"]
+    for model, rows in models.items():
+        vrows, truth = replay_rows(rows, scored[model])
+        thresholds = thresholds_for(model, rows)
+        gates = gates_of(thresholds)
+        rates = {e: t for e in ("refuse", "comply")
+                 if (t := transport_rates(scorer, version, e, leave_out=(model,))) is not None}
+        truths = {(g.suite, g.key): true_rate(vrows, truth, g) for g in gates}
+
+        def true_share(verdict, members):
+            return float(np.mean([human_disagrees(verdict, truth[r.key]) for r in members]))
+
+        for n in ns:
+            cells = []
+            for share in (None, true_share):
+                tallies = {k: Tally() for k in truths}
+                for seed in range(draws):
+                    offered = plan_review(vrows, thresholds, n, seed=seed, error_rates=rates, error_share=share)
+                    labels = {r.key: truth[r.key] for r in offered}
+                    for c in verified_checks(vrows, labels, thresholds, method="bounds"):
+                        tallies[(c.suite, c.key)].add("verified", (c.low, c.high), truths[(c.suite, c.key)])
+                cells.append(f"{min(t.coverage('verified') for t in tallies.values()):.1%} / "
+                             f"{np.mean([t.half_width('verified') for t in tallies.values()]):.3f}")
+            lines.append(f"| {model} | {n} | {len(gates)} | {cells[0]} | {cells[1]} |")
+            print(f"  {model} n={n} done", file=sys.stderr, flush=True)
+    return lines
+
+
 def _covers(interval, truth) -> str:
     if interval is None:
         return "-"
@@ -275,11 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     from harness.core.errors import HarnessError
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--section", choices=("validity", "transport", "rare", "all"), default="all")
+    ap.add_argument("--section", choices=("validity", "transport", "rare", "oracle", "all"), default="all")
     ap.add_argument("--draws", type=int, default=200, help="seeded draws per case")
     ap.add_argument("--n", type=int, nargs="+", default=[30, 60, 120], help="labels per draw")
     ap.add_argument("--scorer", default="refusal_classifier")
-    ap.add_argument("--models", nargs="+", choices=labelled_models.MODELS, help="validity: only these models")
+    ap.add_argument("--models", nargs="+", choices=labelled_models.MODELS, help="validity, oracle: only these models")
     ap.add_argument("--data-dir", type=Path, help="data folder (default: $SAFETY_HARNESS_DATA)")
     ap.add_argument("--cache", type=Path, help="folder keeping MiniLM embeddings between runs")
     args = ap.parse_args(argv)
@@ -298,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.section in ("transport", "all"):
             print("## transport: leave one model out\n")
             print("\n".join(transport_check(models, {s: scored_by[s] for s in TRANSPORT_SCORERS})) + "\n")
+        if args.section == "oracle":
+            print(f"## oracle allocation: {args.scorer} v{version}, {args.draws} draws per case\n")
+            print("\n".join(oracle_allocation(chosen, scored, args.scorer, version, args.n, args.draws)) + "\n")
         if args.section in ("rare", "all"):
             print(f"## rare refusals: {args.scorer} v{version}, {args.draws} seeds\n")
             print("\n".join(rare(models, scored, args.scorer, version, RARE_N, args.draws)))

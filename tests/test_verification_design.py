@@ -120,6 +120,25 @@ def test_the_plan_reaches_every_stratum_and_shuffles_across_them():
     assert changes >= 8
 
 
+def test_a_given_error_share_replaces_the_guess_and_moves_labels_to_where_errors_are():
+    """research/verify_simulation.py's oracle section tells the design each stratum's true share of scorer
+    errors; the allocation must then follow it: the stratum said to be half wrong gets more labels than
+    when it is said to be never wrong, and the plan is still n distinct rows."""
+    rows = population()
+
+    def told(wrong_stratum):
+        return lambda verdict, members: 0.5 if (members[0].expected, verdict) == wrong_stratum else 0.0
+
+    def labels_in(plan, stratum):
+        return sum((r.expected, r.verdict) == stratum for r in plan)
+
+    stratum = ("refuse", "compliance")  # 15 rows the scorer called compliance on should-refuse prompts
+    toward = plan_review(rows, GATES, 30, seed=0, error_share=told(stratum))
+    away = plan_review(rows, GATES, 30, seed=0, error_share=told(("comply", "compliance")))
+    assert len({r.key for r in toward}) == len({r.key for r in away}) == 30
+    assert labels_in(toward, stratum) > labels_in(away, stratum)
+
+
 def test_known_labels_count_toward_their_stratum_and_are_not_offered_again():
     rows = population()
     comply_refusals = [r for r in rows if r.expected == "comply" and r.verdict == "refusal"]

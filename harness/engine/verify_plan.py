@@ -81,9 +81,11 @@ def flips_to_offer(strata: dict, known: Mapping[str, str], n: int, rng) -> list[
     return [flips[i] for i in rng.permutation(len(flips))][: max(n, 0)]
 
 
-def stratum_costs(strata: dict, gates, known: Mapping[str, str], error_rates):
+def stratum_costs(strata: dict, gates, known: Mapping[str, str], error_rates, error_share=None):
     """Per stratum (in ``strata``'s order): its guessed share of scorer errors, moved by the labels it has,
-    and its weight in the objective (sum of 1 / N_g^2 over the gated rates g it is part of)."""
+    and its weight in the objective (sum of 1 / N_g^2 over the gated rates g it is part of).
+    ``error_share(verdict, members)``, when given, replaces the guess (research: an oracle that knows every
+    label measures the best any allocation could do)."""
     groups = {(g.suite, g.category, g.expected): g for g in gates}  # rates over the same rows count once
     group_sizes = {gk: sum(1 for rs in strata.values() for r in rs if g.holds(r)) for gk, g in groups.items()}
     scored = {}
@@ -95,21 +97,25 @@ def stratum_costs(strata: dict, gates, known: Mapping[str, str], error_rates):
     shares, scales = [], []
     for (suite, _, expected, verdict, _), members in strata.items():
         refused, total = scored[(suite, expected)]
-        guess = guessed_error_share(verdict, refused / total, (error_rates or {}).get(expected))
-        labelled = [known[r.key] for r in members if r.key in known]
-        wrong = sum(human_disagrees(verdict, label) for label in labelled)
-        shares.append(_clip((guess * PRIOR_LABELS + wrong) / (PRIOR_LABELS + len(labelled))))
+        if error_share is not None:
+            shares.append(_clip(error_share(verdict, members)))
+        else:
+            guess = guessed_error_share(verdict, refused / total, (error_rates or {}).get(expected))
+            labelled = [known[r.key] for r in members if r.key in known]
+            wrong = sum(human_disagrees(verdict, label) for label in labelled)
+            shares.append(_clip((guess * PRIOR_LABELS + wrong) / (PRIOR_LABELS + len(labelled))))
         scales.append(sum(1.0 / group_sizes[gk] ** 2 for gk, g in groups.items() if g.holds(members[0])))
     return shares, scales
 
 
 def plan_review(rows: list[VerifyRow], thresholds: dict[str, dict[str, float]], n: int, *, seed: int = 0,
                 known: Mapping[str, str] = {}, error_rates: Mapping[str, object] | None = None,
-                floor: int = FLOOR) -> list[VerifyRow]:
+                floor: int = FLOOR, error_share=None) -> list[VerifyRow]:
     """The rows to offer, in order (module doc): flips first, then the allocated draw, at most ``n`` rows.
     ``error_rates`` maps an expected behaviour ("refuse", "comply") to the scorer's rates for it (an object
     with ``sensitivity`` and ``specificity``, e.g. ``harness.scoring.transport.transport_by_expected``) to
-    guess each stratum's spread; without it a generic guess. Deterministic for a seed."""
+    guess each stratum's spread; without it a generic guess. ``error_share``: see ``stratum_costs``.
+    Deterministic for a seed."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -118,7 +124,7 @@ def plan_review(rows: list[VerifyRow], thresholds: dict[str, dict[str, float]], 
     flips = flips_to_offer(strata, known, n, rng)
     offered = {r.key for r in flips}
     keys = list(strata)
-    shares, scales = stratum_costs(strata, gates, known, error_rates)
+    shares, scales = stratum_costs(strata, gates, known, error_rates, error_share)
     # A stratum's labels so far: known ones and the flips offered above. A flip stratum gets no more.
     lower = [sum(1 for r in strata[k] if r.key in known or r.key in offered) for k in keys]
     sizes = [low if k[-1] else len(strata[k]) for k, low in zip(keys, lower)]
