@@ -210,7 +210,10 @@ class FeatureCache:
     def embed(self, texts: list[str]) -> np.ndarray:
         missing = sorted({t for t in texts if t not in self.memo})
         if missing:
-            key = hashlib.sha256(("\0".join(missing) + f"|{self.encoder.max_tokens}" + (f"|{self.encoder.layers}" if self.encoder.layers != 6 else "")).encode()).hexdigest()[:16]
+            # The depth joins the key only when it is not all six layers: caches written before the setting
+            # existed (six layers) keep their keys.
+            depth = f"|{self.encoder.layers}" if self.encoder.layers != 6 else ""
+            key = hashlib.sha256(("\0".join(missing) + f"|{self.encoder.max_tokens}{depth}").encode()).hexdigest()[:16]
             path = self.cache_dir / f"emb-{key}.npy" if self.cache_dir else None
             if path is not None and path.exists():
                 emb = np.load(path)
