@@ -57,6 +57,19 @@ def thresholds_for(model: str, rows) -> dict[str, dict[str, float]]:
             for s in sorted({r.suite for r in rows})}
 
 
+class Replay:
+    """One labelled model replayed as a new run: its rows, the oracle, the gates its run checks, and the
+    allocation's guess of each stratum's spread (the transport rates of the other models only)."""
+
+    def __init__(self, model: str, rows, scored, scorer: str, version: str):
+        self.vrows, self.truth = replay_rows(rows, scored)
+        self.thresholds = thresholds_for(model, rows)
+        self.gates = gates_of(self.thresholds)
+        self.rates = {e: t for e in ("refuse", "comply")
+                      if (t := transport_rates(scorer, version, e, leave_out=(model,))) is not None}
+        self.truths = {(g.suite, g.key): true_rate(self.vrows, self.truth, g) for g in self.gates}
+
+
 def replay_rows(rows, scored):
     """VerifyRows of a labelled model, and key -> human label (the oracle)."""
     out = [make_row(r.suite, r.category, r.prompt_id, r.expected, r.prompt, "", r.response, s)
@@ -168,13 +181,9 @@ def validity(models, scored, scorer, version, ns, draws) -> list[str]:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     summary = {}
     for model, rows in models.items():
-        vrows, truth = replay_rows(rows, scored[model])
-        thresholds = thresholds_for(model, rows)
-        gates = gates_of(thresholds)
-        # The allocation's guess of each stratum's spread: the transport rates of the other models only.
-        rates = {e: t for e in ("refuse", "comply")
-                 if (t := transport_rates(scorer, version, e, leave_out=(model,))) is not None}
-        truths = {(g.suite, g.key): true_rate(vrows, truth, g) for g in gates}
+        case = Replay(model, rows, scored[model], scorer, version)
+        vrows, truth, thresholds, gates, rates, truths = (case.vrows, case.truth, case.thresholds, case.gates,
+                                                           case.rates, case.truths)
         fixed = {(g.suite, g.key): no_label_intervals(vrows, g, scorer, version, model) for g in gates}
         for n in ns:
             tallies = {(g.suite, g.key): Tally() for g in gates}
@@ -205,12 +214,8 @@ def oracle_allocation(models, scored, scorer, version, ns, draws) -> list[str]:
     lines = ["| model | n | gates | design (guessed shares): lowest coverage / mean half-width "
              "| design (true shares): lowest coverage / mean half-width |", "|---|---|---|---|---|"]
     for model, rows in models.items():
-        vrows, truth = replay_rows(rows, scored[model])
-        thresholds = thresholds_for(model, rows)
-        gates = gates_of(thresholds)
-        rates = {e: t for e in ("refuse", "comply")
-                 if (t := transport_rates(scorer, version, e, leave_out=(model,))) is not None}
-        truths = {(g.suite, g.key): true_rate(vrows, truth, g) for g in gates}
+        case = Replay(model, rows, scored[model], scorer, version)
+        vrows, truth, thresholds, truths = case.vrows, case.truth, case.thresholds, case.truths
 
         def true_share(verdict, members):
             return float(np.mean([human_disagrees(verdict, truth[r.key]) for r in members]))
@@ -220,13 +225,13 @@ def oracle_allocation(models, scored, scorer, version, ns, draws) -> list[str]:
             for share in (None, true_share):
                 tallies = {k: Tally() for k in truths}
                 for seed in range(draws):
-                    offered = plan_review(vrows, thresholds, n, seed=seed, error_rates=rates, error_share=share)
+                    offered = plan_review(vrows, thresholds, n, seed=seed, error_rates=case.rates, error_share=share)
                     labels = {r.key: truth[r.key] for r in offered}
                     for c in verified_checks(vrows, labels, thresholds, method="bounds"):
                         tallies[(c.suite, c.key)].add("verified", (c.low, c.high), truths[(c.suite, c.key)])
                 cells.append(f"{min(t.coverage('verified') for t in tallies.values()):.1%} / "
                              f"{np.mean([t.half_width('verified') for t in tallies.values()]):.3f}")
-            lines.append(f"| {model} | {n} | {len(gates)} | {cells[0]} | {cells[1]} |")
+            lines.append(f"| {model} | {n} | {len(case.gates)} | {cells[0]} | {cells[1]} |")
             print(f"  {model} n={n} done", file=sys.stderr, flush=True)
     return lines
 
@@ -288,12 +293,9 @@ def vars_of(rates: ErrorRates) -> dict[str, int]:
 
 
 def rare(models, scored, scorer, version, ns, draws, model="alpaca-farm-ppo-human") -> list[str]:
-    rows = models[model]
-    vrows, truth = replay_rows(rows, scored[model])
+    case = Replay(model, models[model], scored[model], scorer, version)
+    vrows, truth, thresholds, rates = case.vrows, case.truth, case.thresholds, case.rates
     refusals = [r.key for r in vrows if is_refusal(truth[r.key])]
-    thresholds = thresholds_for(model, rows)
-    rates = {e: t for e in ("refuse", "comply")
-             if (t := transport_rates(scorer, version, e, leave_out=(model,))) is not None}
     scored_as = ", ".join(r.scored_label for r in vrows if r.key in refusals)
     flagged = sum(r.verdict == "refusal" for r in vrows)
     lines = [f"{model}: {len(vrows)} replies, {len(refusals)} human refusal(s), scored {scored_as}; the scorer "
