@@ -1,5 +1,6 @@
 """A Ctrl-C after the tests ran, while the run's report is written or its summary printed: one line and
-pytest's exit status for an interrupt (2), not a traceback.
+pytest's exit status for an interrupt (2), not a traceback. And a Ctrl-C at any moment: pytest's own report
+of it must not fail (``pytest_keyboard_interrupt`` below).
 
 Until then pytest reports a KeyboardInterrupt itself, in one line. ``pytest_sessionfinish`` is the
 exception: pytest calls it outside its own KeyboardInterrupt handling, so an interrupt there would end the
@@ -25,3 +26,30 @@ def pytest_sessionfinish(session):
         where = f"after writing report {report}" if report else "while writing the report; no report written"
         session.config.get_terminal_writer().line(f"safety-harness: KeyboardInterrupt {where}", red=True)
         return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_keyboard_interrupt(excinfo):
+    """Unlink the traceback entries that have no line number, before pytest formats the interrupt.
+
+    Why: on CPython 3.11+ a SIGINT can land on an instruction that has no line number (seen while the
+    embedded model is prepared from its GGUF), and the traceback entry made there reads ``tb_lineno`` None.
+    pytest's report of the interrupt computes ``tb_lineno - 1`` and fails with a TypeError, so the run ends
+    with exit status 1 and a page of pytest's own traceback instead of 2 and one line. Such an entry names
+    no line to show; the entries around it stay."""
+    seen: set[int] = set()
+    exc = excinfo.value
+    while exc is not None and id(exc) not in seen:  # the exception and those it was raised from or during
+        seen.add(id(exc))
+        _unlink_unnumbered(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+    _unlink_unnumbered(excinfo.tb)
+
+
+def _unlink_unnumbered(tb) -> None:
+    # The first entry is the frame that caught the exception, always at a line; the rest can be unlinked.
+    while tb is not None and tb.tb_next is not None:
+        if tb.tb_next.tb_lineno is None:
+            tb.tb_next = tb.tb_next.tb_next
+        else:
+            tb = tb.tb_next
