@@ -95,11 +95,22 @@ def hub_snapshot(spec: str) -> Path | None:
         return None
 
 
+def _existing_path(spec: str) -> Path:
+    """``spec`` as a path that exists: the path itself, else a hub id's copy in the local cache; else
+    the one-line ModelError saying where it was looked for."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        path = hub_snapshot(spec) or path  # a hub id: the copy already in the local cache, if any
+    if not path.exists():
+        raise _not_found(spec)
+    return path
+
+
 def check_model_found(spec: str) -> None:
     """Raise ``resolve_model``'s one-line ModelError when ``spec`` is neither an alias, nor a path, nor a hub id
     in the local cache: cheap (nothing is read or fingerprinted), for a model a run loads only after generation."""
-    if spec not in ALIASES and not Path(spec).expanduser().exists() and hub_snapshot(spec) is None:
-        raise _not_found(spec)
+    if spec not in ALIASES:
+        _existing_path(spec)
 
 
 def resolve_model(spec: str, *, base_model: str | None = None, cache_dir: Path,
@@ -110,12 +121,7 @@ def resolve_model(spec: str, *, base_model: str | None = None, cache_dir: Path,
     if spec in ALIASES:  # aliases win; write ./name to mean a folder of the same name
         folder = prepare_alias(spec, cache_dir)
         return ResolvedModel(spec, str(folder), None, fingerprint_model_folder(folder, cache_dir=cache_dir), "alias")
-    folder = Path(spec).expanduser()
-    if not folder.exists():
-        folder = hub_snapshot(spec) or folder  # a hub id: the copy already in the local cache, if any
-    if not folder.exists():
-        raise _not_found(spec)
-    folder = folder.resolve()
+    folder = _existing_path(spec).resolve()
     if not folder.is_dir():
         raise ModelError(f"model '{spec}': {folder} is a file, not a model folder (a Hugging Face folder with "
                          "config.json or a PEFT adapter folder with adapter_config.json)")
