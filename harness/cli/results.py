@@ -109,7 +109,8 @@ def _summary(args) -> int:
             print(line)
     # Then, as the run's own summary: the capability statistics and the selected suites it skipped (without
     # them a summary of the suites that ran reads as the whole selection).
-    for line in check_summary.capability_lines(suites) + skipped_lines(summarize_run(report)):
+    run = summarize_run(report)
+    for line in check_summary.capability_lines(suites) + skipped_lines(run):
         print(line)
     from harness.engine.summary import recorded_time_line
 
@@ -120,7 +121,7 @@ def _summary(args) -> int:
     if args.html or args.markdown:
         from harness.reports.summary import write_run_summaries
 
-        for line in write_run_summaries(summarize_run(report), html=args.html, markdown=args.markdown):
+        for line in write_run_summaries(run, html=args.html, markdown=args.markdown):
             print(line)
     return 0
 
