@@ -38,12 +38,11 @@ def pytest_keyboard_interrupt(excinfo):
     with exit status 1 and a page of pytest's own traceback instead of 2 and one line. Such an entry names
     no line to show; the entries around it stay."""
     seen: set[int] = set()
-    exc = excinfo.value
+    exc = excinfo.value  # its __traceback__ is excinfo.tb (pytest takes both from sys.exc_info())
     while exc is not None and id(exc) not in seen:  # the exception and those it was raised from or during
         seen.add(id(exc))
         _unlink_unnumbered(exc.__traceback__)
         exc = exc.__cause__ or exc.__context__
-    _unlink_unnumbered(excinfo.tb)
 
 
 def _unlink_unnumbered(tb) -> None:
