@@ -196,6 +196,8 @@ def test_replaying_a_report_gives_the_same_labels(harness_project, tmp_path):
     # Change the backend args: replay must take its responses from the file, not from the dummy.
     result = harness_project.run("--backend", "replay", "--replay", str(first), "--backend-arg", "refuse_words=")
     result.assert_outcomes(passed=4)
+    # ... and say that it did not read the dummy's setting, rather than seem to have used it.
+    result.stdout.fnmatch_lines(["warning: backend replay does not read backend_args refuse_words: they were ignored"])
     before, after = rows_by_id(first), rows_by_id(harness_project.report)
     assert sorted(after) == sorted(before)
     for pid in before:

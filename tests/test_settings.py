@@ -335,3 +335,19 @@ def test_defaults_are_stated_once_on_the_options_objects():
     assert s.sampling == SamplingConfig()
     assert parallel_options(s) == ParallelOptions()
     assert backend_options(s) == BackendOptions()
+
+
+def test_backend_args_a_backend_does_not_read_are_named_and_kept_out_of_the_cache_key(tmp_path):
+    from harness.engine.preflight import preflight
+
+    def plan(**cli):
+        return preflight(build_settings(cli=cli, rootdir=tmp_path, config_file=None))
+
+    hf = plan(backend="hf", backend_args={"quantization": "awq", "enforce_eager": True})
+    assert hf.ignored_backend_args == ("enforce_eager", "quantization")
+    assert hf.output_backend_args == {}  # the replies were not made with them: their cache key must not say so
+    vllm = plan(backend="vllm", backend_args={"quantization": "awq"})
+    assert vllm.ignored_backend_args == () and vllm.output_backend_args == {"quantization": "awq"}
+    dummy = plan(backend="dummy", backend_args={"refuse_words": ["bomb"], "quantization": "awq"})
+    assert dummy.ignored_backend_args == ("quantization",)
+    assert dummy.output_backend_args == {"refuse_words": ["bomb"]}

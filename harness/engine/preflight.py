@@ -28,6 +28,7 @@ class RunPlan:
     backend_options: BackendOptions = field(metadata={"help": "What the generation backend is built with."})
     parallel: ParallelOptions = field(metadata={"help": "vLLM's parallel settings and the replica pool's."})
     output_backend_args: dict = field(metadata={"help": "Backend settings that can change responses (cache key)."})
+    ignored_backend_args: tuple = field(metadata={"help": "backend_args keys the chosen backend does not read (warned)."})
     scorer_options: ScorerOptions = field(metadata={"help": "What the refusal and harm scorers are built with."})
 
 
@@ -62,7 +63,7 @@ def preflight(settings: RunSettings) -> RunPlan:
         vllm_settings.check_batch_invariant(resolve_backend_name(settings.backend))
     validate_replicas(parallel, settings.backend)  # Ray missing or a bad count: one line, before any model loads
     return RunPlan(settings, settings.sampling, backend_options(settings), parallel,
-                   output_backend_args(settings), scorer_options(settings))
+                   output_backend_args(settings), ignored_backend_args(settings), scorer_options(settings))
 
 
 def register_user_suite(suite: UserSuite) -> None:
@@ -183,12 +184,31 @@ def parallel_options(settings: RunSettings) -> ParallelOptions:
                            settings.distributed_executor_backend, settings.ray_address, settings.replicas)
 
 
+# The backend_args keys each built-in backend reads; a backend not named here (vLLM takes any engine argument,
+# a user's registered backend its own) is taken to read them all.
+BACKEND_ARGS_READ = {"dummy": ("refuse_words",), "hf": (), "replay": ()}
+
+
+def ignored_backend_args(settings: RunSettings) -> tuple[str, ...]:
+    """The backend_args keys the chosen backend never reads (e.g. vLLM's ``quantization`` in a pyproject.toml,
+    on a run with ``--backend hf``): the summary warns of them, and they stay out of the cache key, whose
+    entries would otherwise claim a setting the replies were not made with. Parallel settings are checked
+    against the backend on their own (``normalize_parallel``)."""
+    from harness.backends.vllm_settings import PARALLEL_FIELDS
+
+    read = BACKEND_ARGS_READ.get(resolve_backend_name(settings.backend))
+    if read is None:
+        return ()
+    return tuple(sorted(k for k in settings.backend_args if k not in read and k not in PARALLEL_FIELDS))
+
+
 def output_backend_args(settings: RunSettings) -> dict:
     """The backend settings that can change responses: what the generation cache key includes."""
     from harness.backends.vllm_settings import PARALLEL_FIELDS, output_parallel_args
 
     # Parallel settings enter only through output_parallel_args, whichever way they were spelled.
-    others = {k: v for k, v in settings.backend_args.items() if k not in PARALLEL_FIELDS}
+    ignored = set(ignored_backend_args(settings))
+    others = {k: v for k, v in settings.backend_args.items() if k not in PARALLEL_FIELDS and k not in ignored}
     return {**others, **output_parallel_args(parallel_options(settings))}
 
 

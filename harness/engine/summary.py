@@ -70,6 +70,10 @@ def summary_lines(session, report_path=None) -> list[str]:
             + (f" ({info.dtype})" if info.dtype else "") + ", "
             f"template {info.template}, scorer {info.scorer}" + unseen_agreement_note(info.scorer_unseen_agreement)
         )
+    ignored = getattr(getattr(session, "plan", None), "ignored_backend_args", ())
+    if ignored:
+        lines.append(f"warning: backend {info.backend or session.settings.backend} does not read backend_args "
+                     f"{', '.join(ignored)}: they were ignored")
     sanity = session.extra_metadata.get("adapter_sanity") or {}
     if sanity.get("warning"):
         lines.append(f"warning: {sanity['warning']}")
