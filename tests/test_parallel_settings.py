@@ -9,7 +9,7 @@ import types
 import pytest
 
 from harness.backends import vllm_backend, vllm_settings
-from harness.backends.base import BackendOptions
+from harness.backends.base import BackendOptions, generation_dtype
 from harness.core.errors import BackendError, ConfigError
 from harness.config.settings import build_settings
 from harness.engine.preflight import backend_options, output_backend_args, preflight
@@ -121,8 +121,9 @@ def test_a_parallel_size_the_model_cannot_take_is_refused_by_real_vllm_in_one_li
     with pytest.raises(BackendError) as caught:
         vllm_backend.get_engine(str(tiny_model), options, seed=0, max_lora_rank=None)
     message = str(caught.value)
+    dtype = generation_dtype("vllm", options.dtype, on_gpu=False)  # bfloat16 on a CPU with native bf16, else float32
     assert message == (f"vLLM refused the engine settings for {tiny_model}: Total number of attention heads (4) must "
-                       "be divisible by tensor parallel size (3). (given: dtype=float32, max_model_len=256, "
+                       f"be divisible by tensor parallel size (3). (given: dtype={dtype}, max_model_len=256, "
                        "tensor_parallel_size=3)")
     assert vllm_backend._ENGINES == {}
 
