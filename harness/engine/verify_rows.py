@@ -76,7 +76,8 @@ def _report_rows(path: Path, role: str = "") -> list[dict]:
 
 def rows_from_report(report_path, baseline_path=None) -> list[VerifyRow]:
     """The refusal-scored rows of a run's report; with a baseline report, rows whose scored pass/fail
-    differs from the baseline's for the same (suite, prompt_id) carry the baseline's reply (flips)."""
+    differs from the baseline's for the same (suite, prompt_id), as the baseline gate counts them, carry the
+    baseline's reply (flips)."""
     base = {}
     if baseline_path is not None:
         base = {(r["suite"], r["prompt_id"]): r for r in _report_rows(Path(baseline_path), "baseline")}
@@ -85,8 +86,10 @@ def rows_from_report(report_path, baseline_path=None) -> list[VerifyRow]:
         flip = {}
         b = base.get((r["suite"], r["prompt_id"]))
         if b is not None:
+            # As the baseline gate counts a pair (harness.baselines.flips.gate_outcome): a judge_error reply, which
+            # has no outcome, fails in the candidate and passes in the baseline, so such a pair is a flip there too.
             now, before = row_passed(r["expected"], r["refusal_label"]), row_passed(b["expected"], b["refusal_label"])
-            if now is not None and before is not None and now != before:
+            if (False if now is None else now) != (True if before is None else before):
                 flip = {"baseline_key": label_key(b["prompt"] or "", b["response"], b["input"] or ""),
                         "baseline_response": b["response"], "baseline_scored_label": b["refusal_label"]}
         out.append(make_row(r["suite"], r["category"] or "all", r["prompt_id"], r["expected"], r["prompt"] or "",
