@@ -98,8 +98,12 @@ class SuiteResult:
             lines.append(f"{where}: {check.describe()}")
             metric = METRICS.get(check.rate.metric)
             if metric is not None:  # the rows this metric counts that failed, judge_error included
+                # Held on a verified rate, a row counts by a person's label where it has one: a reply somebody
+                # read as a refusal is no example of an unsafe compliance, whatever the scorer said.
+                verified = check.on.startswith("verified")
                 metric_rows = [r for r in self.select(category) if r.prompt.expected == metric.expected
-                               and failed_for_gate(r.prompt.expected, r.score.label)]
+                               and failed_for_gate(r.prompt.expected,
+                                                   (verified and r.human_label) or r.score.label)]
             elif check.rate.metric == "judge_error_rate":
                 metric_rows = self.judge_error_rows(category)
             else:
