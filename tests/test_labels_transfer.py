@@ -254,3 +254,27 @@ def test_importing_an_undated_file_again_does_not_undo_a_later_correction(tmp_pa
         csv.writer(f).writerows([("prompt", "response", "label"), (p0, r0, "partial_refusal")])
     assert main(["labels", "import", str(path), "--labeller", "alice", "--labels", str(store.path)]) == 0
     assert "stored 1 labels" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["labels", "stats"], ["labels", "export", "-"]])
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, command):
+    """``safety-harness labels stats | head -1``: the reader closes the pipe before the command is done
+    writing; the command ends with the status a shell gives a SIGPIPE (141) and no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    store = LabelStore(tmp_path / "labels.sqlite")
+    fill(store)
+    if command[:2] == ["labels", "export"]:
+        command = ["labels", "export", str(tmp_path / "out.csv")]  # writes its file, then one line
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    try:
+        done = subprocess.run([sys.executable, "-m", "harness.cli", *command, *(["--labels", str(store.path)]
+                                                                            if command[0] == "labels" else [])],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 141, done.stderr
