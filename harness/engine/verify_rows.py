@@ -106,20 +106,32 @@ def rows_from_results(results) -> list[VerifyRow]:
 
 
 def thresholds_from_report(report_path) -> dict[str, dict[str, float]]:
-    """suite -> {threshold key: value} as the run checked them (its metadata's ``suites.*.checks``); only
-    the rates counted from refusal labels, which a person's labels can verify."""
+    """suite (or ``SUITE:CATEGORY``) -> {threshold key: value} as the run checked them (its metadata's
+    ``suites.*.checks``, and ``suites.*.category_checks`` for the categories the run held checks of; a report
+    written before those were recorded has none); only the rates counted from refusal labels, which a
+    person's labels can verify."""
     from harness.core.report_file import read_run_report
 
     _, meta = read_run_report(Path(report_path))
+    return thresholds_from_metadata(meta, f"report {report_path}")
+
+
+def thresholds_from_metadata(meta: dict, where: str) -> dict[str, dict[str, float]]:
+    """``thresholds_from_report`` for a report's metadata dict (``where`` names it in errors)."""
     out = {}
     for suite, entry in (meta.get("suites") or {}).items():
-        try:
-            checks = {str(c["key"]): float(c["threshold"]) for c in entry.get("checks") or []}
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DataError(f"report {report_path}: suites.{suite}.checks unreadable ({exc})") from None
-        checks = {k: v for k, v in checks.items() if _rate_metric(k)}
-        if checks:
-            out[suite] = checks
+        held = (entry or {}).get("category_checks") or {}
+        if not isinstance(held, dict):
+            raise DataError(f"{where}: suites.{suite}.category_checks unreadable (not a mapping of categories)")
+        for name, records, field in ((suite, (entry or {}).get("checks"), "checks"),
+                                     *((f"{suite}:{c}", held[c], f"category_checks.{c}") for c in sorted(held))):
+            try:
+                checks = {str(c["key"]): float(c["threshold"]) for c in records or []}
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise DataError(f"{where}: suites.{suite}.{field} unreadable ({exc})") from None
+            checks = {k: v for k, v in checks.items() if _rate_metric(k)}
+            if checks:
+                out[name] = checks
     return out
 
 
@@ -134,13 +146,15 @@ def scorer_from_report(report_path) -> tuple[str | None, str | None]:
 
 
 def thresholds_from_results(results) -> dict[str, dict[str, float]]:
-    """The same from a live session's ``SuiteResult`` objects (their suite-level checks)."""
+    """The same from a live session's ``SuiteResult`` objects (their suite's checks and those of the
+    categories the run holds checks of, ``held_categories``)."""
     items = results.values() if hasattr(results, "values") else results
     out = {}
     for result in items:
-        checks = {c.key: c.threshold for c in result.checks() if _rate_metric(c.key)}
-        if checks:
-            out[result.name] = checks
+        for category in (None, *(c for c in result.held_categories if result.select(c))):
+            checks = {c.key: c.threshold for c in result.checks(category) if _rate_metric(c.key)}
+            if checks:
+                out[result.name if category is None else f"{result.name}:{category}"] = checks
     return out
 
 
