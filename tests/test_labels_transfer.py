@@ -228,3 +228,53 @@ def test_one_reply_labelled_two_ways_in_one_file_is_refused_not_decided_by_row_o
     assert (f"{path}:2: labeller ana labels this reply differently in one file (full_refusal at {path}:2, "
             f"full_compliance at {path}:6); give it one label") in captured.err
     assert list(store.labels().values()) == ["full_compliance"]  # only the second reply's
+
+
+def test_importing_an_undated_file_again_does_not_undo_a_later_correction(tmp_path, capsys):
+    # alice imports C for a reply, then labels it R on the page; the same file again (no labelled_at, so
+    # each import would stamp its own time) must not make C her latest label once more.
+    (p0, r0), (p1, r1) = TEXTS[:2]
+    path = tmp_path / "labels.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("prompt", "response", "label"), (p0, r0, "full_compliance"), (p1, r1, "2")])
+    store = LabelStore(tmp_path / "labels.sqlite")
+    assert main(["labels", "import", str(path), "--labeller", "alice", "--labels", str(store.path)]) == 0
+    assert "stored 2 labels" in capsys.readouterr().out
+    key = label_key(p0, r0)
+    store.add(key, "full_refusal", labeller="alice", prompt=p0, response=r0, source="review")
+    assert store.labels([key]) == {key: "full_refusal"}
+    assert main(["labels", "import", str(path), "--labeller", "alice", "--labels", str(store.path)]) == 0
+    assert "stored 0 labels from" in capsys.readouterr().out
+    assert store.labels([key]) == {key: "full_refusal"}  # her correction stands
+    assert len(store.records()) == 3
+    # Another labeller's vote of the same class is a new vote, and a new class from alice is a new label.
+    assert main(["labels", "import", str(path), "--labeller", "bob", "--labels", str(store.path)]) == 0
+    assert "stored 2 labels" in capsys.readouterr().out
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("prompt", "response", "label"), (p0, r0, "partial_refusal")])
+    assert main(["labels", "import", str(path), "--labeller", "alice", "--labels", str(store.path)]) == 0
+    assert "stored 1 labels" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["labels", "stats"], ["labels", "export", "-"]])
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, command):
+    """``safety-harness labels stats | head -1``: the reader closes the pipe before the command is done
+    writing; the command ends with the status a shell gives a SIGPIPE (141) and no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    store = LabelStore(tmp_path / "labels.sqlite")
+    fill(store)
+    if command[:2] == ["labels", "export"]:
+        command = ["labels", "export", str(tmp_path / "out.csv")]  # writes its file, then one line
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    try:
+        done = subprocess.run([sys.executable, "-m", "harness.cli", *command, *(["--labels", str(store.path)]
+                                                                            if command[0] == "labels" else [])],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 141, done.stderr

@@ -253,3 +253,50 @@ def test_scorers_without_between_model_rates_keep_no_correction():
         assert resolve_error_rates(scorer, "1", None, "any-model") == (None, "shipped")
         assert error_rates_record(scorer, "1", None, "any-model") is None
         assert correction_lines(None, scorer, "1")[0].startswith(f"no measured error rates for scorer {scorer} v1")
+
+
+def test_the_per_category_checks_a_run_holds_are_recorded_reviewed_and_summarised(harness_project, tmp_path, capsys):
+    """test_alpha_by_category holds a check per category (weapons, poison: one reply each; animals: two).
+    The report records them beside the suite's, review offers a reply of every category (each is a stratum
+    of its own), and once those are labelled no per-category item fails closed under threshold_on = verified;
+    summary --labels shows each category's verified rate as the run itself counted it."""
+    import csv
+
+    from harness.engine.verification import thresholds_from_report
+
+    project(harness_project, alpha_max=0.5)
+    replay = write_replay(tmp_path / "model.csv", {"a1": MYTH, "a2": COMPLIANCE, "a3": MYTH, "a4": REFUSAL})
+    report = tmp_path / "run.parquet"
+    harness_project.run("--backend", "replay", "--replay", str(replay), "--report", str(report))
+    held = read_report(report)[1]["suites"]["alpha"]["category_checks"]
+    assert sorted(held) == ["animals", "poison", "weapons"]
+    assert {k for k in thresholds_from_report(report) if k.startswith("alpha")} == {
+        "alpha", "alpha:animals", "alpha:poison", "alpha:weapons"}
+
+    store_path, sample = tmp_path / "labels.sqlite", tmp_path / "to_label.csv"
+    assert main(["review", str(report), "--n", "3", "--export", str(sample), "--labels", str(store_path)]) == 0
+    with sample.open(newline="", encoding="utf-8") as f:
+        offered = list(csv.DictReader(f))
+    assert sorted(r["category"] for r in offered) == ["animals", "poison", "weapons"]
+    for r in offered:
+        r["label"] = "full_refusal"
+    with sample.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(offered[0]))
+        writer.writeheader()
+        writer.writerows(offered)
+    assert main(["labels", "import", str(sample), "--labeller", "ana", "--labels", str(store_path)]) == 0
+
+    verified = tmp_path / "verified.parquet"
+    result = harness_project.run("--backend", "replay", "--replay", str(replay), "--labels", str(store_path),
+                                 "--threshold-on", "verified", "--report", str(verified))
+    assert "none of its" not in harness_project.text(result)
+    capsys.readouterr()
+    assert main(["summary", str(report), "--labels", str(store_path)]) == 0
+    out = capsys.readouterr().out
+    recorded = read_report(verified)[1]["suites"]["alpha"]["category_checks"]
+    for category in ("weapons", "poison"):
+        (check,) = recorded[category]
+        assert check["verified"]["n_labelled"] == 1 and check["verified"]["N"] == 1
+        line = next(line for line in out.splitlines() if line.startswith(f"alpha[{category}] "))
+        assert f"{check['verified']['estimate']:.3f} (" in line and "1 labelled of 1" in line
+    assert "of 4 thresholds decided by them" in out  # alpha's own and its three categories'

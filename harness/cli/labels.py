@@ -142,12 +142,17 @@ def _import(args) -> int:
                        report_keys=report_keys, report=args.report)
     store = open_store(args)
     # A row whose labeller's latest stored label of that reply is the same label adds nothing (a file imported
-    # again after fixing a refused row).
+    # again after fixing a refused row). Nor does a row without a labelled_at of its own whose vote (reply,
+    # labeller, label) the store already holds: stamped with this import's time, it would become that
+    # labeller's latest label again and undo a correction made since the file was first imported.
+    records = store.records(r.key for r in plan.labels)
     stored = {}
-    for key_records in _group(store.records(r.key for r in plan.labels)).values():
+    for key_records in _group(records).values():
         for labeller, r in latest_per_labeller(key_records).items():
             stored[(r.key, labeller)] = r.label
-    new = [r for r in plan.labels if stored.get((r.key, r.labeller)) != r.label]
+    held = {_vote(r) for r in records}
+    new = [r for r in plan.labels if stored.get((r.key, r.labeller)) != r.label
+           and not (r.labelled_at == plan.imported_at and _vote(r) in held)]
     added, already = store.add_many(new)
     already += len(plan.labels) - len(new)
     print(f"stored {added} labels from {args.file} in {store.path}"
@@ -170,6 +175,13 @@ def _report_keys(path: Path) -> set[str]:
     table, _ = read_run_report(path)
     columns = table.select([c for c in ("prompt", "input", "response") if c in table.column_names]).to_pylist()
     return {label_key(r.get("prompt") or "", r.get("response") or "", r.get("input") or "") for r in columns}
+
+
+def _vote(record) -> tuple:
+    """What one label says: who labelled which reply as what (an adjudication settles, so it is another vote)."""
+    from harness.labels import ADJUDICATION
+
+    return record.key, record.labeller, record.label, record.source == ADJUDICATION
 
 
 def _group(records) -> dict:

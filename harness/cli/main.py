@@ -39,13 +39,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The exit status when whoever reads the output stops reading (``safety-harness ... | head -1``): what a shell
+# reports for a command ended by SIGPIPE (128 + 13). Not 0: ``compare | head`` must not read as "no regression".
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except HarnessError as exc:
-        print(f"safety-harness: error: {exc}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)  # --help writes too
+        try:
+            status = args.func(args)
+        except HarnessError as exc:
+            print(f"safety-harness: error: {exc}", file=sys.stderr)
+            return 2
+        sys.stdout.flush()  # a write into a closed pipe fails here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:
+        # Python's recipe: the reader went away, so say nothing more; pointing stdout at devnull keeps the
+        # interpreter's last flush of what is still buffered from raising again on the way out.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

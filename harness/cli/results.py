@@ -44,21 +44,20 @@ def with_todays_labels(report: Path, meta: dict, store) -> dict:
     import copy
 
     from harness.engine.verification import rows_from_report, verified_checks
+    from harness.engine.verify_rows import thresholds_from_metadata
 
     rows = rows_from_report(report)
     labels = store.labels({r.key for r in rows})
     meta = copy.deepcopy(meta)
-    for suite, info in (meta.get("suites") or {}).items():
-        checks = info.get("checks") or []
-        # A check held against the verified bound passes or fails on it; every other one on the estimate.
-        held_on = {c["key"]: c.get("threshold_on") if c.get("threshold_on") == "verified_bound" else "verified"
-                   for c in checks}
-        found = {}
-        for kind in set(held_on.values()):
-            keys = {c["key"]: float(c["threshold"]) for c in checks if held_on[c["key"]] == kind}
-            found.update({v.key: v for v in verified_checks(rows, labels, {suite: keys}, on=kind)})
+    # Every check of the run (the suites' and the categories' it held) over one set of strata, as the run and
+    # review count them; a check held against the verified bound passes or fails on it, every other on the estimate.
+    thresholds = thresholds_from_metadata(meta, f"report {report}")
+    found = {(v.suite, v.category, v.key, kind): v for kind in ("verified", "verified_bound")
+             for v in verified_checks(rows, labels, thresholds, on=kind)}
+    for suite, category, checks in _recorded_checks(meta.get("suites") or {}):
         for c in checks:
-            v = found.get(c["key"])
+            kind = "verified_bound" if c.get("threshold_on") == "verified_bound" else "verified"
+            v = found.get((suite, category, c["key"], kind))
             if v is None:
                 continue
             c["verified"] = {"estimate": v.estimate, "low": v.low, "high": v.high, "n_labelled": v.n_labelled,
@@ -69,15 +68,24 @@ def with_todays_labels(report: Path, meta: dict, store) -> dict:
     return meta
 
 
+def _recorded_checks(suites: dict):
+    """(suite, category or None, its check records) for each suite's checks and each held category's."""
+    for suite, info in sorted(suites.items()):
+        yield suite, None, (info or {}).get("checks") or []
+        for category, checks in sorted(((info or {}).get("category_checks") or {}).items()):
+            yield suite, category, checks or []
+
+
 def _require_check_fields(report: Path, suites: dict) -> None:
     """One line naming the report, suite and field when a recorded check lacks what the table shows (a report
     written by hand or by another tool), instead of a traceback halfway through the table."""
     from harness.scoring.check_summary import CHECK_FIELDS
 
-    for suite, info in sorted(suites.items()):
-        for check in (info or {}).get("checks") or []:
+    for suite, category, checks in _recorded_checks(suites):
+        for check in checks:
             missing = [f for f in CHECK_FIELDS if f not in check]
             if missing:
+                suite = suite if category is None else f"{suite}[{category}]"
                 raise HarnessError(f"{report}: suite {suite}: check {check.get('key', '?')} in the report's metadata "
                                    f"lacks {', '.join(missing)} (was it written by safety-harness?)")
 
@@ -99,7 +107,8 @@ def _summary(args) -> int:
     suites = meta.get("suites") or {}
     _require_check_fields(args.report, suites)
     # The same table and notes as the terminal summary of the run (harness.scoring.check_summary).
-    for line in format_table(check_summary.columns(suites), check_summary.table_rows(suites)):
+    # With each suite's rows, those of the categories it held checks of (its SUITE[CATEGORY] test items).
+    for line in format_table(check_summary.columns(suites), check_summary.table_rows(suites, categories=True)):
         print(line)
     for line in check_summary.default_threshold_lines(suites) + judge_error_lines(meta):
         print(line)

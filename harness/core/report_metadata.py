@@ -61,8 +61,10 @@ class RunMetadata:
                        "worker's, the startup adds the controller's own, and report and wall are the controller's.",
                        EVERY_RUN)
     suites: dict = _key("Per suite: `n`, `checks` (each check's rate, interval, threshold, `threshold_on`, verdict, "
-                        "`corrected` and `verified` rates), `labelled`, `judge_errors` (row ids and two raw "
-                        "outputs) and `capability` notes.", EVERY_RUN)
+                        "`corrected` and `verified` rates), `category_checks` (category -> its checks, alike, for "
+                        "each category whose own test item the run held; absent in reports written before it and "
+                        "in runs that held none), `labelled`, `judge_errors` (row ids and two raw outputs) and "
+                        "`capability` notes.", EVERY_RUN)
     missing_suites: dict = _key("Selected suites skipped for missing data, with the reason.",
                                 "every report; filled with `--allow-missing-data`")
     labels: dict = _key("The label store read (`store`), the rows with a person's label (`labelled_rows`), and "

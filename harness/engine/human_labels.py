@@ -49,20 +49,36 @@ def with_human_labels(rows: list, store) -> list:
 def verified_rates(result, category: str | None, thresholds: dict[str, float]) -> dict | None:
     """Threshold key -> ``VerifiedRate`` for a ``SuiteResult`` (or one of its categories), its default
     thresholds filled in as its checks fill them; None when no row of the suite is labelled and no
-    threshold is held against a verified rate (nothing to show, nothing to compute). Computed once per
-    result and category: the summary, the report and the test items all ask."""
+    threshold is held against a verified rate (nothing to show, nothing to compute). The suite's rates and
+    those of the categories the run holds checks of (``result.held_categories``) are computed together, over
+    the same strata, split by those categories, as ``review`` plans them and ``summary`` recomputes them
+    (harness.engine.verify_rows). Computed once per result: the summary, the report and the test items all ask."""
     if category in result._verified:
         return result._verified[category]
     labels = result.labels
     if not labels and not result.settings.threshold_on.startswith("verified"):
         return None
-    if category not in result._verified:
-        from harness.config.thresholds import VerifiedRate, with_default_thresholds
-        from harness.engine.verification import rows_from_results, verified_checks
-
-        filled, _ = with_default_thresholds(thresholds, {r.prompt.expected for r in result.select(category)})
-        where = result.name if category is None else f"{result.name}:{category}"
-        checks = verified_checks(rows_from_results({result.name: result}), labels, {where: filled})
-        result._verified[category] = {c.key: VerifiedRate(c.estimate, c.low, c.high, c.n_labelled, c.N, c.decided)
-                                      for c in checks}
+    held = tuple(result.held_categories)
+    if category is None or category in held:
+        wanted = {None: thresholds if category is None else result.thresholds(None)}
+        wanted.update({c: thresholds if c == category else result.thresholds(c) for c in held})
+    else:  # a category no test item of the run holds (the suite API called directly): on its own strata
+        wanted = {category: thresholds}
+    result._verified.update(_verified_group(result, labels, wanted))
     return result._verified[category]
+
+
+def _verified_group(result, labels: dict, wanted: dict) -> dict:
+    """category (None: the suite) -> {key: VerifiedRate}, for the thresholds ``wanted`` of each, in one
+    computation (one set of strata)."""
+    from harness.config.thresholds import VerifiedRate, with_default_thresholds
+    from harness.engine.verification import rows_from_results, verified_checks
+
+    gated = {}
+    for category, thresholds in wanted.items():
+        filled, _ = with_default_thresholds(thresholds, {r.prompt.expected for r in result.select(category)})
+        gated[result.name if category is None else f"{result.name}:{category}"] = filled
+    out = {category: {} for category in wanted}
+    for c in verified_checks(rows_from_results({result.name: result}), labels, gated):
+        out[c.category].setdefault(c.key, VerifiedRate(c.estimate, c.low, c.high, c.n_labelled, c.N, c.decided))
+    return out

@@ -74,13 +74,20 @@ def _without_nan(record: dict) -> dict:
 
 def suite_records(session) -> dict:
     """Per suite: its size, every check as the report records it (rates, intervals, the corrected and the
-    verified rate, the verdict), its judge_error rows and its capability notes."""
+    verified rate, the verdict), those of each category the run held checks of, its judge_error rows and its
+    capability notes."""
     suites = {}
     for name, result in sorted(session.results.items()):
         suites[name] = {
             "n": len(result.rows),
             "checks": [check_record(c) for c in result.checks()],
         }
+        # The per-category checks the run held (its SUITE[CATEGORY] test items): what review targets and
+        # what a verified gate's "decided" covers, beside the suite's own checks.
+        held = {c: [check_record(check) for check in result.checks(c)]
+                for c in result.held_categories if result.select(c)}
+        if held:
+            suites[name]["category_checks"] = held
         labelled = len(result.labels)
         if labelled or session.label_store_path is not None:
             suites[name]["labelled"] = labelled  # rows of the suite with a person's label

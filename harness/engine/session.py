@@ -79,6 +79,10 @@ class HarnessSession:
     extra_rows: list = field(default_factory=list)  # ScoredRows outside any suite's gate (e.g. invariance search)
     extra_metadata: dict = field(default_factory=dict)  # merged into the report's run metadata
     label_store_path: Path | None = None  # the label store this run read people's labels from (None: no store)
+    # suite -> the categories whose own checks the run holds (the per-category test items pytest selected,
+    # ``assert_thresholds(suite, category)``): recorded in the report beside the suite's checks, and the
+    # categories that split the suite's strata of verified rates (harness.engine.verify_rows).
+    held_categories: dict[str, list[str]] = field(default_factory=dict)
     _backend: object = field(default=None, repr=False)  # kept open across generate calls; see close()
     _formatting: tuple | None = field(default=None, repr=False)  # (resolved model, tokenizer, template)
     _scoring: object = field(default=None, repr=False)  # ResponseScoring, built on first need
@@ -182,7 +186,8 @@ class HarnessSession:
         """A suite's result as the tests see it: the one builder for a serial run and for the rows merged
         from pytest-xdist workers (harness.engine.session_payload)."""
         return SuiteResult(name, rows, self.settings, capability=capability,
-                           error_rates=rates_from_record(self.model_info.scorer_error_rates))
+                           error_rates=rates_from_record(self.model_info.scorer_error_rates),
+                           held_categories=tuple(self.held_categories.get(name, ())))
 
     def score_prompts(self, prompts: list[Prompt], *, progress: bool = False) -> list[ScoredRow]:
         """Generate and score ad-hoc prompts (e.g. hypothesis rewrites) through the same cache, lock and

@@ -43,6 +43,7 @@ def to_payload(session: HarnessSession, collection_stats: dict | None = None) ->
         "layout": run_layout(session),
         "label_store": None if session.label_store_path is None else str(session.label_store_path),
         "missing": session.missing,
+        "held_categories": session.held_categories,
         "results": {name: [_row_out(r, run_key) for r in res.rows] for name, res in session.results.items()},
         "capability": {name: _capability_out(res.capability) for name, res in session.results.items()
                        if res.capability is not None},
@@ -69,6 +70,11 @@ def merge_payloads(session: HarnessSession, payloads: list[str | dict]) -> None:
 
     session.results.clear()
     session.extra_rows.clear()
+    held: dict[str, set] = {}  # every worker collected the same items; the union all the same
+    for p in payloads:
+        for suite, categories in (p.get("held_categories") or {}).items():
+            held.setdefault(suite, set()).update(categories)
+    session.held_categories = {suite: sorted(c) for suite, c in sorted(held.items())}
     seen: set = set()
     for p in payloads:
         session.model_info = session.model_info.merged(p["model_info"])

@@ -51,6 +51,9 @@ class SuiteResult:
     # or per expected behaviour for a model like those labelled), as the session resolved them once for the run
     # (model_info.scorer_error_rates); None when none were measured.
     error_rates: object = None
+    # The categories whose own checks the run holds (its per-category test items; HarnessSession.held_categories):
+    # their verified rates and the suite's are counted over the same strata, split by these categories.
+    held_categories: tuple = ()
     _verified: dict = field(default_factory=dict, repr=False, compare=False)  # category -> {key: VerifiedRate}
 
     @property
@@ -65,11 +68,14 @@ class SuiteResult:
     def select(self, category: str | None = None) -> list[ScoredRow]:
         return [r for r in self.rows if category is None or r.prompt.category == category]
 
+    def thresholds(self, category: str | None = None) -> dict[str, float]:
+        """The thresholds of the suite (or category): the suite's defaults and the user's, the more specific winning."""
+        return get_suite(self.name).thresholds_for(category, self.settings.thresholds)
+
     def checks(self, category: str | None = None) -> list[Check]:
         """Every threshold of the suite (or category) with rows to check, the defaults for kinds of rows no
         threshold covers, and for the whole suite the share of judge_error rows (harness.config.thresholds)."""
-        spec = get_suite(self.name)
-        thresholds = spec.thresholds_for(category, self.settings.thresholds)
+        thresholds = self.thresholds(category)
         selected = self.select(category)
         rows = [(r.prompt.expected, r.score.label) for r in selected]
         checks = check_thresholds(rows, thresholds, on=self.settings.threshold_on, error_rates=self.error_rates,
@@ -98,8 +104,12 @@ class SuiteResult:
             lines.append(f"{where}: {check.describe()}")
             metric = METRICS.get(check.rate.metric)
             if metric is not None:  # the rows this metric counts that failed, judge_error included
+                # Held on a verified rate, a row counts by a person's label where it has one: a reply somebody
+                # read as a refusal is no example of an unsafe compliance, whatever the scorer said.
+                verified = check.on.startswith("verified")
                 metric_rows = [r for r in self.select(category) if r.prompt.expected == metric.expected
-                               and failed_for_gate(r.prompt.expected, r.score.label)]
+                               and failed_for_gate(r.prompt.expected,
+                                                   (verified and r.human_label) or r.score.label)]
             elif check.rate.metric == "judge_error_rate":
                 metric_rows = self.judge_error_rows(category)
             else:

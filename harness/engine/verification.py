@@ -87,7 +87,10 @@ def verified_checks(rows: list[VerifyRow], labels: Mapping[str, str], thresholds
                 continue
             done = [labels[r.key] for r in mine if r.key in labels]
             verdict = mine[0].verdict
-            fallback = float(metric.counts(FALLBACK_LABEL[verdict])) if verdict in FALLBACK_LABEL else 0.5
+            # A judge_error stratum with no label counts as the scored rate counts it: a failure (fail closed),
+            # so an event of a failure rate and no event of compliance_rate.
+            fallback = (float(metric.counts(FALLBACK_LABEL[verdict])) if verdict in FALLBACK_LABEL
+                        else float(metric.event_is_failure))
             parts.append(Stratum(len(mine), len(done), sum(metric.counts(lab) for lab in done), fallback))
         if not parts:
             continue

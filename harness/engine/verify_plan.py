@@ -89,6 +89,10 @@ def stratum_costs(strata: dict, gates, known: Mapping[str, str], error_rates, er
     groups = {(g.suite, g.category, g.expected): g for g in gates}  # rates over the same rows count once
     group_sizes = {gk: sum(1 for rs in strata.values() for r in rs if g.holds(r)) for gk, g in groups.items()}
     scored = {}
+    suite_sizes = {}  # (suite, expected) -> its rows in the strata, for a category's share of its suite
+    for rs in strata.values():
+        for r in rs:
+            suite_sizes[(r.suite, r.expected)] = suite_sizes.get((r.suite, r.expected), 0) + 1
     for rs in strata.values():
         for r in rs:
             tally = scored.setdefault((r.suite, r.expected), [0, 0])
@@ -104,8 +108,20 @@ def stratum_costs(strata: dict, gates, known: Mapping[str, str], error_rates, er
             labelled = [known[r.key] for r in members if r.key in known]
             wrong = sum(human_disagrees(verdict, label) for label in labelled)
             shares.append(_clip((guess * PRIOR_LABELS + wrong) / (PRIOR_LABELS + len(labelled))))
-        scales.append(sum(1.0 / group_sizes[gk] ** 2 for gk, g in groups.items() if g.holds(members[0])))
+        scales.append(sum(_weight(gk, group_sizes, suite_sizes) / group_sizes[gk] ** 2
+                          for gk, g in groups.items() if g.holds(members[0])))
     return shares, scales
+
+
+def _weight(group: tuple, group_sizes: dict, suite_sizes: dict) -> float:
+    """A gated rate's weight in the objective: 1 for a suite's; for a category's, its share of the suite's
+    rows of that behaviour, so that a suite's categories together weigh as the suite does. Unweighted, the
+    many one- and two-row categories of a small run (1 / N_g^2 = 1 each) took the whole budget from the
+    suites' large strata."""
+    suite, category, expected = group
+    if category is None:
+        return 1.0
+    return group_sizes[group] / max(suite_sizes.get((suite, expected), 0), group_sizes[group])
 
 
 def plan_review(rows: list[VerifyRow], thresholds: dict[str, dict[str, float]], n: int, *, seed: int = 0,
@@ -134,6 +150,10 @@ def plan_review(rows: list[VerifyRow], thresholds: dict[str, dict[str, float]], 
 
     budget = max(n, 0) - len(flips)
     open_strata = sum(1 for k, size, low in zip(keys, sizes, lower) if not k[-1] and size > low)
+    if sum(max(min(floor, size) - low, 0) for size, low in zip(sizes, lower)) > budget:
+        # Many small strata (per-category gates split a suite's): the full floor would take the whole budget
+        # from the large strata the suites' rates rest on. One label each still leaves none unlabelled.
+        floor = min(floor, 1)
     take_all = max(floor, budget // open_strata) if open_strata else 0  # a fair share of the budget, at least
     alloc = allocate(sum(lower) + budget, sizes, cost, lower=lower, floor=floor, take_all=take_all)
 

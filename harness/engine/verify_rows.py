@@ -76,7 +76,8 @@ def _report_rows(path: Path, role: str = "") -> list[dict]:
 
 def rows_from_report(report_path, baseline_path=None) -> list[VerifyRow]:
     """The refusal-scored rows of a run's report; with a baseline report, rows whose scored pass/fail
-    differs from the baseline's for the same (suite, prompt_id) carry the baseline's reply (flips)."""
+    differs from the baseline's for the same (suite, prompt_id), as the baseline gate counts them, carry the
+    baseline's reply (flips)."""
     base = {}
     if baseline_path is not None:
         base = {(r["suite"], r["prompt_id"]): r for r in _report_rows(Path(baseline_path), "baseline")}
@@ -85,8 +86,10 @@ def rows_from_report(report_path, baseline_path=None) -> list[VerifyRow]:
         flip = {}
         b = base.get((r["suite"], r["prompt_id"]))
         if b is not None:
+            # As the baseline gate counts a pair (harness.baselines.flips.gate_outcome): a judge_error reply, which
+            # has no outcome, fails in the candidate and passes in the baseline, so such a pair is a flip there too.
             now, before = row_passed(r["expected"], r["refusal_label"]), row_passed(b["expected"], b["refusal_label"])
-            if now is not None and before is not None and now != before:
+            if (False if now is None else now) != (True if before is None else before):
                 flip = {"baseline_key": label_key(b["prompt"] or "", b["response"], b["input"] or ""),
                         "baseline_response": b["response"], "baseline_scored_label": b["refusal_label"]}
         out.append(make_row(r["suite"], r["category"] or "all", r["prompt_id"], r["expected"], r["prompt"] or "",
@@ -103,20 +106,32 @@ def rows_from_results(results) -> list[VerifyRow]:
 
 
 def thresholds_from_report(report_path) -> dict[str, dict[str, float]]:
-    """suite -> {threshold key: value} as the run checked them (its metadata's ``suites.*.checks``); only
-    the rates counted from refusal labels, which a person's labels can verify."""
+    """suite (or ``SUITE:CATEGORY``) -> {threshold key: value} as the run checked them (its metadata's
+    ``suites.*.checks``, and ``suites.*.category_checks`` for the categories the run held checks of; a report
+    written before those were recorded has none); only the rates counted from refusal labels, which a
+    person's labels can verify."""
     from harness.core.report_file import read_run_report
 
     _, meta = read_run_report(Path(report_path))
+    return thresholds_from_metadata(meta, f"report {report_path}")
+
+
+def thresholds_from_metadata(meta: dict, where: str) -> dict[str, dict[str, float]]:
+    """``thresholds_from_report`` for a report's metadata dict (``where`` names it in errors)."""
     out = {}
     for suite, entry in (meta.get("suites") or {}).items():
-        try:
-            checks = {str(c["key"]): float(c["threshold"]) for c in entry.get("checks") or []}
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DataError(f"report {report_path}: suites.{suite}.checks unreadable ({exc})") from None
-        checks = {k: v for k, v in checks.items() if _rate_metric(k)}
-        if checks:
-            out[suite] = checks
+        held = (entry or {}).get("category_checks") or {}
+        if not isinstance(held, dict):
+            raise DataError(f"{where}: suites.{suite}.category_checks unreadable (not a mapping of categories)")
+        for name, records, field in ((suite, (entry or {}).get("checks"), "checks"),
+                                     *((f"{suite}:{c}", held[c], f"category_checks.{c}") for c in sorted(held))):
+            try:
+                checks = {str(c["key"]): float(c["threshold"]) for c in records or []}
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise DataError(f"{where}: suites.{suite}.{field} unreadable ({exc})") from None
+            checks = {k: v for k, v in checks.items() if _rate_metric(k)}
+            if checks:
+                out[name] = checks
     return out
 
 
@@ -131,13 +146,15 @@ def scorer_from_report(report_path) -> tuple[str | None, str | None]:
 
 
 def thresholds_from_results(results) -> dict[str, dict[str, float]]:
-    """The same from a live session's ``SuiteResult`` objects (their suite-level checks)."""
+    """The same from a live session's ``SuiteResult`` objects (their suite's checks and those of the
+    categories the run holds checks of, ``held_categories``)."""
     items = results.values() if hasattr(results, "values") else results
     out = {}
     for result in items:
-        checks = {c.key: c.threshold for c in result.checks() if _rate_metric(c.key)}
-        if checks:
-            out[result.name] = checks
+        for category in (None, *(c for c in result.held_categories if result.select(c))):
+            checks = {c.key: c.threshold for c in result.checks(category) if _rate_metric(c.key)}
+            if checks:
+                out[result.name if category is None else f"{result.name}:{category}"] = checks
     return out
 
 

@@ -74,6 +74,7 @@ class ImportPlan:
     labels: list[LabelRecord] = field(default_factory=list)
     blank: int = 0  # rows without a label yet
     refused: list[str] = field(default_factory=list)  # "file:line: why", one per refused row
+    imported_at: str = ""  # the time given to every row without a labelled_at of its own
 
 
 def _text(value) -> str:
@@ -110,9 +111,9 @@ def plan_import(path: Path, rows: list[tuple[str, dict]], *, labeller: str, sour
     the labels to store. A row's own ``labeller``, ``labelled_at``, ``rubric_version`` and ``source`` cells
     win over the defaults (an export imported elsewhere keeps who labelled it); a ``--labeller`` the cells
     contradict is refused first (``check_labeller_cells``)."""
-    plan = ImportPlan()
-    column = label_column(path, {c for _, row in rows for c in row})
     imported_at = now_iso()
+    plan = ImportPlan(imported_at=imported_at)
+    column = label_column(path, {c for _, row in rows for c in row})
     wheres: list[str] = []  # the row of each of plan.labels
     for where, row in rows:
         raw = _text(row.get(column)).strip()

@@ -183,6 +183,7 @@ def pytest_collection_finish(session):
     if isinstance(sys.exc_info()[1], (KeyboardInterrupt, SystemExit)):
         return  # pytest calls this from a `finally`: a Ctrl-C during collection (a data fetch) ends the run here
     hs = get_session(config)
+    hs.held_categories = held_categories(session.items)
     if any(n in hs.data_errors for n in names):
         raise pytest.UsageError(hs.data_error_line(names))
     try:  # every conftest.py has been imported by now, with any scorer a project registers there
@@ -205,6 +206,19 @@ def pytest_collection_finish(session):
         raise pytest.UsageError(str(exc)) from None
     except OSError as exc:  # a file or folder the run needs (cache, report, model) cannot be used: name it
         raise pytest.UsageError(f"{exc.filename or 'a file'}: {exc.strerror or exc}") from None
+
+
+def held_categories(items) -> dict[str, list[str]]:
+    """suite -> the categories of the selected per-category test items (``safety_category``): the checks the run
+    holds beside its suites', which its report records and the verified rates and ``review`` target."""
+    held: dict[str, set] = {}
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        category = callspec.params.get("safety_category") if callspec is not None else None
+        suite = item_suite(item)
+        if isinstance(category, str) and suite:
+            held.setdefault(suite, set()).add(category)
+    return {suite: sorted(categories) for suite, categories in sorted(held.items())}
 
 
 def _check_category_thresholds(hs: HarnessSession, names: list[str]) -> None:

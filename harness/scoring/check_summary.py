@@ -27,10 +27,16 @@ JUDGE_ERROR_COLUMN = "judge_error"  # of the n, rows the scorer could not classi
 VERIFIED_COLUMN = "verified (95% CI)"  # after the corrected column, where the run has labels
 
 
-def _checks(suites: dict):
+def _checks(suites: dict, *, categories: bool = False):
+    """(suite, check record) for every suite's checks; with ``categories``, after each suite's own, those of
+    each category it held checks of (``category_checks``), named ``SUITE[CATEGORY]`` as their test items are."""
     for suite, info in sorted((suites or {}).items()):
         for check in info.get("checks") or []:
             yield suite, check
+        if categories:
+            for category, checks in sorted((info.get("category_checks") or {}).items()):
+                for check in checks or []:
+                    yield f"{suite}[{category}]", check
 
 
 def has_judge_errors(suites: dict) -> bool:
@@ -40,7 +46,7 @@ def has_judge_errors(suites: dict) -> bool:
 def has_labels(suites: dict) -> bool:
     """Whether any check of the run counts a person's label, or is held against a verified rate."""
     return any((VerifiedRate.from_dict(c.get("verified")) or _UNLABELLED).labelled
-               or str(c.get("threshold_on", "")).startswith("verified") for _, c in _checks(suites))
+               or str(c.get("threshold_on", "")).startswith("verified") for _, c in _checks(suites, categories=True))
 
 
 _UNLABELLED = VerifiedRate(0.0, 0.0, 0.0, 0, 0)
@@ -92,17 +98,17 @@ def threshold_text(check: dict) -> str:
 CHECK_FIELDS = ("key", "n", "rate", "ci_low", "ci_high", "threshold", "passed")
 
 
-def table_rows(suites: dict, *, sizes: dict | None = None) -> list[tuple[str, ...]]:
+def table_rows(suites: dict, *, sizes: dict | None = None, categories: bool = False) -> list[tuple[str, ...]]:
     """One row per recorded check, in ``columns(suites)``'s order; a suite without a check gets one row saying
-    so (its size from ``sizes``, suite -> rows, or the record's ``n``)."""
+    so (its size from ``sizes``, suite -> rows, or the record's ``n``). With ``categories``, each suite's rows
+    are followed by those of the categories it held checks of, as ``SUITE[CATEGORY]``."""
     with_errors, with_labels = has_judge_errors(suites), has_labels(suites)
     rows = []
     for suite, info in sorted((suites or {}).items()):
-        checks = info.get("checks") or []
-        if not checks:
+        if not info.get("checks"):
             n = str((sizes or {}).get(suite, info.get("n", "-")))
             rows.append((suite, n) + (("-",) if with_errors else ()) + ("-",) * (5 + with_labels) + ("no threshold",))
-        for c in checks:
+        for suite, c in _checks({suite: info}, categories=categories):
             metric = c["key"].partition("_")[2]
             rows.append((suite, str(c["n"]),
                          *((str(c.get("judge_errors", c.get("judge_error_excluded", 0))),) if with_errors else ()),
@@ -147,7 +153,8 @@ def label_lines(suites: dict, labels: dict | None, report: str | None = None) ->
     """How many of the gated replies people labelled, whether the labels decide every threshold, and, when a
     threshold is held against a verified rate none of whose replies is labelled, that it fails and what to run."""
     labels = labels or {}
-    checks = [(suite, c, VerifiedRate.from_dict(c.get("verified"))) for suite, c in _checks(suites)
+    # Every check the run held, its categories' too: the gate is decided only when all of them are.
+    checks = [(suite, c, VerifiedRate.from_dict(c.get("verified"))) for suite, c in _checks(suites, categories=True)
               if c["key"].partition("_")[2] in METRICS]
     on_verified = [(s, c, v) for s, c, v in checks if str(c.get("threshold_on", "")).startswith("verified")]
     store = labels.get("store")
