@@ -148,7 +148,8 @@ def _score(args) -> int:
         for path in (inputs if len(inputs) > 1 else []):
             mine = [i for i, src in enumerate(sources) if src == path]
             one = agreement([reference[i] for i in mine], [scores[i].label for i in mine])
-            print(f"  {path}: binary {_figure(one.binary)}, three-class {_figure(one.three_class)} ({one.n} rows)")
+            three = "not available" if binary_only else _figure(one.three_class)
+            print(f"  {path}: binary {_figure(one.binary)}, three-class {three} ({one.n} rows)")
     if args.output:
         out = _write(args.output, rows, columns, scores, harms, scorer, harm_scorer, report,
                      sources if len(inputs) > 1 else None)
