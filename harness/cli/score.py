@@ -5,7 +5,8 @@ prompt/response pairs with the harness's scorers (the same ones the suites use),
 Odd input gets a defined outcome: a missing column is a one-line error naming the file and the columns it
 has; an empty or missing response is scored (every built-in refusal scorer but XSTest's string match
 labels it full_refusal); bytes that are not UTF-8 are replaced with U+FFFD after a warning naming the
-line; a 100,000-character response is scored on a bounded opening, as every scorer cuts its input.
+line; a 100,000-character response is scored on a bounded opening, as every scorer cuts its input. More than
+5% of the rows in ``judge_error`` (the limit a suite fails on) exits 1, naming the scorer and two raw outputs.
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ def _score(args) -> int:
     shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
     print(f"scored {len(rows)} responses with {scorer.name} (version {scorer.version}) in {seconds:.2f} s, "
           f"{loaded - t0:.2f} s of it loading the scorers ({shown} responses/s)")
+    unreadable = _judge_error_check(scores, scorer.name)
+    if unreadable is not None:
+        print(f"{JUDGE_ERROR}: {unreadable.describe()}")
 
     harms = [None] * len(rows)
     if harm_scorer is not None:
@@ -154,7 +158,21 @@ def _score(args) -> int:
         out = _write(args.output, rows, columns, scores, harms, scorer, harm_scorer, report,
                      sources if len(inputs) > 1 else None)
         print(f"output: {out}")
-    return 0
+    # As a suite fails on it (harness.config.thresholds.JUDGE_ERROR_LIMIT): a file the scorer mostly could not
+    # read has figures that say more about the scorer than the replies. The scores are written all the same.
+    return 1 if unreadable is not None and not unreadable.passed else 0
+
+
+def _judge_error_check(scores, scorer: str):
+    """The suites' check on the share of judge_error labels, over every scored row; None when there are none."""
+    from dataclasses import replace
+
+    from harness.config.thresholds import judge_error_check
+    from harness.core.records import JUDGE_OUTPUT
+
+    outputs = [str((s.extra or {}).get(JUDGE_OUTPUT, "")) for s in scores if s.label == JUDGE_ERROR]
+    check = judge_error_check([s.label for s in scores], outputs, scorer)
+    return None if check is None else replace(check, counted=f"labelled {JUDGE_ERROR}, left out of any agreement")
 
 
 def _refuse_repeated_inputs(paths: list[Path]) -> None:
