@@ -463,6 +463,32 @@ def test_score_command_fails_when_the_guard_cannot_be_read_naming_it_and_two_out
     assert line.count("'") >= 4 and "e.g." in line  # two raw outputs, quoted
 
 
+def test_a_verdict_on_a_reply_cut_to_another_budget_is_not_served_from_the_cache(guards, tmp_path, monkeypatch):
+    """--max-model-len decides how much of a long reply the guard reads: scored again with a window that cuts
+    the reply elsewhere, the guard is asked again rather than the verdict on the other cut being served; with
+    a window that reads the same text, the cached verdict is served."""
+    from harness.cli.main import main
+    from harness.scoring.judge import JudgeModel
+
+    data = tmp_path / "long.csv"
+    data.write_text("prompt,response\nq," + "word " * 3000 + "\n")
+    asked = []
+    real = JudgeModel.generate
+    monkeypatch.setattr(JudgeModel, "generate", lambda self, ids, n=None: asked.append(len(ids)) or real(self, ids, n))
+
+    def run(window):
+        asked.clear()
+        rc = main(["score", str(data), "--scorer", "wildguard", "--judge-model", str(guards["wildguard-forced"]),
+                   "--backend", "hf", "--max-model-len", str(window), "--cache-dir", str(tmp_path / "cache"),
+                   "--harm-scorer", "none"])
+        assert rc == 0
+        return sum(asked)
+
+    assert run(1500) == 1  # the reply cut to what 1,500 tokens leave
+    assert run(4096) == 1  # cut to 1,024 tokens: another text, asked again
+    assert run(8192) == 0  # cut to 1,024 tokens again: the cached verdict
+
+
 # -- models by hub id, from the local cache ------------------------------------------------------------------
 
 
