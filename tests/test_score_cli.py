@@ -295,3 +295,30 @@ def test_judge_error_share_past_the_suites_limit_fails_the_command(capsys, tmp_p
         assert code == 0 and JUDGE_ERROR not in out
     finally:
         REFUSAL_SCORERS._factories.pop("test_garbled_judge", None)
+
+
+def test_an_input_column_is_read_as_part_of_the_prompt_as_a_run_scores_it(capsys, tmp_path):
+    """A run's report (and an Alpaca-style file) has an ``input`` column: re-scored, each prompt is the user turn
+    the model answered, instruction then input, as the run's own scoring gives it."""
+    from harness.core.types import RefusalScore
+    from harness.scoring.base import REFUSAL_SCORERS, register_scorer
+
+    seen = []
+
+    class Recording:
+        name, version = "test_recording_scorer", "0"
+
+        def score(self, prompts, responses):
+            seen.extend(prompts)
+            return [RefusalScore("full_compliance", 0.0)] * len(prompts)
+
+    register_scorer("test_recording_scorer")(Recording)
+    try:
+        path = write_csv(tmp_path / "r.csv", [("Summarise the text below.", "Cats sleep a lot.", "Cats nap."),
+                                              ("Say hi.", "", "Hi.")], header=("prompt", "input", "response"))
+        code, _, err = score(capsys, path, "--scorer", "test_recording_scorer")
+        assert code == 0, err
+        assert seen == ["Summarise the text below.\n\nCats sleep a lot.", "Say hi."]
+        assert "note: 1 prompts have an 'input' column value, read after the prompt" in err
+    finally:
+        REFUSAL_SCORERS._factories.pop("test_recording_scorer", None)
