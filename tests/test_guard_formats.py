@@ -357,6 +357,34 @@ def test_guard_scorers_need_the_guard_model(tmp_path):
         build_harm_scorer(scorer_options(run_settings(tmp_path, harm_scorer="llamaguard")))
 
 
+@pytest.mark.parametrize(("scorer", "harm", "clash"), [
+    ("qwen3guard", "llamaguard", "as the qwen3guard guard format and as the llamaguard guard format"),
+    ("wildguard", "qwen3guard", "as the wildguard guard format and as the qwen3guard guard format"),
+    ("refusal_judge", "wildguard", "as a rubric judge (the XSTest or harm rubric) and as the wildguard guard format"),
+    ("wildguard", "harm_judge", "as the wildguard guard format and as a rubric judge (the XSTest or harm rubric)"),
+    ("wildguard", "auto", None), ("wildguard", "wildguard", None), ("refusal_judge", "harm_judge", None),
+    ("refusal_patterns", "llamaguard", None), ("qwen3guard", "none", None),
+])
+def test_one_judge_model_read_in_two_formats_is_refused_before_any_generation(tmp_path, capsys, scorer, harm, clash):
+    """One --judge-model per run: a refusal and a harm scorer that would read it in two different formats (two
+    guards, or a guard and a rubric judge) leave one of them reading nothing but its own judge_error; said
+    before the run generates, and by `score` before it loads the model."""
+    from harness.cli.main import main
+    from harness.engine.preflight import check_scorer_names
+
+    s = run_settings(tmp_path, scorer=scorer, harm_scorer=harm, judge_model="some/guard")
+    if clash is None:
+        check_scorer_names(s)
+        return
+    with pytest.raises(ConfigError, match=f"--scorer {scorer} and --harm-scorer {harm} would both read --judge-model "
+                                          f"some/guard, {re.escape(clash)}: a model answers in one format"):
+        check_scorer_names(s)
+    data = tmp_path / "d.csv"
+    data.write_text("prompt,response\nq,a\n")
+    rc = main(["score", str(data), "--scorer", scorer, "--harm-scorer", harm, "--judge-model", "some/guard"])
+    assert rc == 2 and f"--scorer {scorer} and --harm-scorer {harm} would both read" in capsys.readouterr().err
+
+
 def test_auto_harm_is_the_guards_own_verdict_and_a_judge_leaves_the_gpu_room(guards, tmp_path):
     from harness.engine.preflight import backend_options, scorer_options
     from harness.scoring.factory import harm_scorer_name
