@@ -564,3 +564,19 @@ def test_on_a_gpu_the_judge_takes_what_generation_left_and_says_when_its_weights
     with pytest.raises(ConfigError, match=r"weights \(16\.0 GiB\) do not fit in the GPU memory left beside the "
                                           r"generation engine \(6\.0 GiB of 80\.0\).*safety-harness score REPORT"):
         j._device_options()
+
+
+@pytest.mark.parametrize("name", ["llamaguard", "harm_judge", "unsafe_compliance"])
+def test_a_harm_scorer_named_as_the_refusal_scorer_says_what_it_is(tmp_path, capsys, name):
+    """Llama Guard says safe or unsafe, never refusal or compliance: asked for as --scorer, the error says it is
+    a harm scorer and how to run it, rather than only that the name is unknown."""
+    from harness.cli.main import main
+    from harness.engine.preflight import check_scorer_names
+
+    message = (f"{name!r} is a harm scorer, not a refusal scorer: it gives no refusal label; use --harm-scorer {name} "
+               "beside a refusal --scorer")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_scorer_names(run_settings(tmp_path, scorer=name))
+    data = tmp_path / "d.csv"
+    data.write_text("prompt,response\nq,a\n")
+    assert main(["score", str(data), "--scorer", name]) == 2 and message in capsys.readouterr().err

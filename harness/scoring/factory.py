@@ -82,9 +82,23 @@ def _build(registry, name: str, settings: ScorerOptions):
     return registry.get(name, **kwargs)
 
 
+def refusal_scorer_factory(name: str):
+    """The refusal scorer registered as ``name``; a harm scorer's name (llamaguard says safe or unsafe, never
+    refusal or compliance) is a one-line error that says so, not only that the name is unknown."""
+    from harness.scoring.base import REFUSAL_SCORERS
+    from harness.scoring.harm import HARM_SCORERS
+
+    if name not in REFUSAL_SCORERS.names() and name in HARM_SCORERS.names():
+        raise ConfigError(f"scorer {name!r} is a harm scorer, not a refusal scorer: it gives no refusal label; use "
+                          f"--harm-scorer {name} beside a refusal --scorer (known refusal scorers: "
+                          f"{', '.join(REFUSAL_SCORERS.names())})")
+    return REFUSAL_SCORERS.factory(name)
+
+
 def build_refusal_scorer(settings: ScorerOptions):
     from harness.scoring.base import REFUSAL_SCORERS
 
+    refusal_scorer_factory(settings.scorer)
     return _build(REFUSAL_SCORERS, settings.scorer, settings)
 
 
@@ -119,6 +133,7 @@ def check_one_judge_model(settings: ScorerOptions) -> None:
     from harness.scoring.base import REFUSAL_SCORERS
     from harness.scoring.harm import HARM_SCORERS
 
+    refusal_scorer_factory(settings.scorer)  # a harm scorer's name as --scorer: said as such
     harm = harm_scorer_name(settings)
     if harm is None:
         return
