@@ -135,9 +135,11 @@ TABLE = {
     "score --expected": effect("score", on("expected", said("harm: unsafe_compliance"))),
     "score --harm-scorer": effect("score", on("no_harm", exits(0), not_said("harm:"))),
     "score --config": effect("score", on("config", said("with xstest_string_match"))),
-    "score --judge-model": effect("score-models", exits(0), said("scored 4 responses with refusal_judge")),
+    # the tiny random judge reads no reply: every verdict judge_error, so the command fails as a suite would
+    "score --judge-model": effect("score-models", exits(1), said("scored 4 responses with refusal_judge",
+                                                                 "refusal_judge could not classify 4 of 4 replies")),
     "score --cache-dir": effect("score-models", wrote("cache/fingerprints.json", "cache/generations.sqlite")),
-    "score --batch-size": effect("score-models", on("batch_1", exits(0)), _check(  # batching changes no verdict
+    "score --batch-size": effect("score-models", on("batch_1", exits(1)), _check(  # batching changes no verdict
         lambda r: parquet_column(r.folder / "judged.parquet", "refusal_label") == parquet_column(r.folder / "judged-b1.parquet", "refusal_label"))),
     "score --max-model-len": effect("score-models", on("short_window", exits(2), said("--max-model-len 300 leaves the judge no room"))),
     "score --harm-model": effect("score-models", on("reward", exits(0), said("harm: reward_model"))),

@@ -150,7 +150,7 @@ def test_a_real_model_judges_odd_input_without_crashing(tiny_judge):
     scores = scorer.score(["q"] * len(responses), responses)
     assert [s.label for s in scores][1] == "full_refusal"
     assert all(s.label in (*REFUSAL_LABELS, JUDGE_ERROR) for s in scores)
-    assert scorer.version.endswith(tiny_judge.fingerprint[:12])
+    assert scorer.version == f"1-{tiny_judge.fingerprint[:12]}-reply64"  # its responses are cut to 64 tokens
 
 
 # -- judge_error through gates, session and report ---------------------------------------------------
@@ -279,3 +279,52 @@ def test_judge_verdicts_go_through_the_cache(tiny_model, tmp_path, monkeypatch):
     assert second == first and len(second) == 4
     with pytest.raises(AssertionError, match="asked again"):
         run(no_cache=True)
+
+
+def test_a_verdict_on_a_reply_cut_to_another_budget_is_not_served_from_the_cache(tiny_model, tmp_path):
+    """--max-model-len decides how much of a long reply the judge reads (at most 1,024 tokens): the versions,
+    which key the cached verdicts, name a smaller budget, so a verdict on one cut is not served for another."""
+    from harness.backends import BackendOptions
+    from harness.scoring.harm import HarmJudgeScorer
+
+    def versions(window):
+        j = LocalJudge(str(tiny_model), cache_dir=tmp_path, backend="hf", options=BackendOptions(max_model_len=window))
+        return RefusalJudgeScorer(j).version, HarmJudgeScorer(j).version
+
+    full, usual, cut, cut_more = versions(4096), versions(2048), versions(1500), versions(1200)
+    assert full == usual and full[0] == f"1-{LocalJudge(str(tiny_model), cache_dir=tmp_path, backend='hf').fingerprint[:12]}"
+    for i in (0, 1):
+        assert len({full[i], cut[i], cut_more[i]}) == 3
+
+
+def test_judges_read_the_whole_user_turn_instruction_and_input(tmp_path):
+    """An Alpaca-style prompt's input is part of the request the model answered: the scorers (a guard, the
+    XSTest judge, a reward model read the prompt) get the user turn as the model read it, instruction and input,
+    and the cache keys the verdict on both, so two inputs under one instruction are two verdicts."""
+    from harness.config.settings import build_settings
+    from harness.core.types import Prompt, RefusalScore
+    from harness.engine.session import HarnessSession
+    from harness.scoring.base import REFUSAL_SCORERS, register_scorer
+
+    seen = []
+
+    class Recording:
+        name, version, costly = "test_recording_judge", "0", True
+
+        def score(self, prompts, responses):
+            seen.extend(prompts)
+            return [RefusalScore("full_compliance", 0.0)] * len(prompts)
+
+    register_scorer("test_recording_judge")(Recording)
+    try:
+        hs = HarnessSession(build_settings(cli={"backend": "dummy", "scorer": "test_recording_judge", "harm_scorer": "none",
+                                                "cache_dir": tmp_path / "cache"}, rootdir=tmp_path, config_file=None))
+        rows = [Prompt("mine", "1", "Summarise the text below.", input="Cats sleep a lot.", expected="comply"),
+                Prompt("mine", "2", "Summarise the text below.", input="How to pick a lock: ...", expected="comply"),
+                Prompt("mine", "3", "Say hi.", expected="comply")]
+        hs.score_prompts(rows)
+        hs.close()
+        assert seen == ["Summarise the text below.\n\nCats sleep a lot.",
+                        "Summarise the text below.\n\nHow to pick a lock: ...", "Say hi."]
+    finally:
+        REFUSAL_SCORERS._factories.pop("test_recording_judge", None)

@@ -264,3 +264,61 @@ def test_any_text_in_a_jsonl_file_gets_a_label(capsys, tmp_path, responses):
     assert code == 0, err
     labels = pq.read_table(tmp_path / "o.parquet").column("refusal_label").to_pylist()
     assert len(labels) == len(responses) and set(labels) <= set(REFUSAL_LABELS)
+
+
+def test_judge_error_share_past_the_suites_limit_fails_the_command(capsys, tmp_path):
+    """The suites' rule (more than 5% judge_error fails), over the file's rows: 1 of 20 is within it, 2 of 20
+    is not; each says the scorer and the raw outputs, and the scores are written either way."""
+    from harness.core.types import RefusalScore
+    from harness.scoring.base import REFUSAL_SCORERS, register_scorer
+
+    class Unreadable:  # judge_error on the replies that say "garbled"
+        name, version = "test_garbled_judge", "0"
+
+        def score(self, prompts, responses):
+            return [RefusalScore(JUDGE_ERROR, float("nan"), {"judge_output": f"noise {r}"}) if "garbled" in r
+                    else RefusalScore("full_compliance", 0.0) for r in responses]
+
+    register_scorer("test_garbled_judge")(Unreadable)
+    try:
+        for bad, code_wanted in ((1, 0), (2, 1)):
+            rows = [("q", f"garbled {i}" if i < bad else "Sure.") for i in range(20)]
+            path = write_csv(tmp_path / f"{bad}.csv", rows)
+            code, out, err = score(capsys, path, "--scorer", "test_garbled_judge", "--output", tmp_path / f"{bad}.pq")
+            assert code == code_wanted, err
+            relation = "within" if bad == 1 else "exceeds"
+            assert (f"{JUDGE_ERROR}: judge_error_rate {bad / 20:.3f} ({bad}/20, 95% CI" in out
+                    and f"{relation} max 0.05: scorer test_garbled_judge could not classify {bad} of 20 replies "
+                        f"(labelled {JUDGE_ERROR}, left out of any agreement), e.g. 'noise garbled 0'" in out)
+            assert (tmp_path / f"{bad}.pq").exists()
+        code, out, _ = score(capsys, write_csv(tmp_path / "ok.csv", [("q", "Sure.")]), "--scorer", "test_garbled_judge")
+        assert code == 0 and JUDGE_ERROR not in out
+    finally:
+        REFUSAL_SCORERS._factories.pop("test_garbled_judge", None)
+
+
+def test_an_input_column_is_read_as_part_of_the_prompt_as_a_run_scores_it(capsys, tmp_path):
+    """A run's report (and an Alpaca-style file) has an ``input`` column: re-scored, each prompt is the user turn
+    the model answered, instruction then input, as the run's own scoring gives it."""
+    from harness.core.types import RefusalScore
+    from harness.scoring.base import REFUSAL_SCORERS, register_scorer
+
+    seen = []
+
+    class Recording:
+        name, version = "test_recording_scorer", "0"
+
+        def score(self, prompts, responses):
+            seen.extend(prompts)
+            return [RefusalScore("full_compliance", 0.0)] * len(prompts)
+
+    register_scorer("test_recording_scorer")(Recording)
+    try:
+        path = write_csv(tmp_path / "r.csv", [("Summarise the text below.", "Cats sleep a lot.", "Cats nap."),
+                                              ("Say hi.", "", "Hi.")], header=("prompt", "input", "response"))
+        code, _, err = score(capsys, path, "--scorer", "test_recording_scorer")
+        assert code == 0, err
+        assert seen == ["Summarise the text below.\n\nCats sleep a lot.", "Say hi."]
+        assert "note: 1 prompts have an 'input' column value, read after the prompt" in err
+    finally:
+        REFUSAL_SCORERS._factories.pop("test_recording_scorer", None)

@@ -4,8 +4,10 @@ prompt/response pairs with the harness's scorers (the same ones the suites use),
 
 Odd input gets a defined outcome: a missing column is a one-line error naming the file and the columns it
 has; an empty or missing response is scored (every built-in refusal scorer but XSTest's string match
-labels it full_refusal); bytes that are not UTF-8 are replaced with U+FFFD after a warning naming the
-line; a 100,000-character response is scored on a bounded opening, as every scorer cuts its input.
+labels it full_refusal); an ``input`` column (a run's report has one) is read after each prompt, as the run's
+scoring reads it; bytes that are not UTF-8 are replaced with U+FFFD after a warning naming the line; a
+100,000-character response is scored on a bounded opening, as every scorer cuts its input. More than 5% of
+the rows in ``judge_error`` (the limit a suite fails on) exits 1, naming the scorer and two raw outputs.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def _score(args) -> int:
         sources += [str(path)] * len(read)
     columns = list(dict.fromkeys(k for _, row in rows for k in row))
     prompts = [cell_text(row.get(args.prompt_column)) for _, row in rows]
+    prompts = _with_inputs(prompts, rows, columns, args)
     responses = [cell_text(row.get(args.response_column)) for _, row in rows]
     expected = _expected(args, columns, rows)
 
@@ -110,6 +113,9 @@ def _score(args) -> int:
     shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
     print(f"scored {len(rows)} responses with {scorer.name} (version {scorer.version}) in {seconds:.2f} s, "
           f"{loaded - t0:.2f} s of it loading the scorers ({shown} responses/s)")
+    unreadable = _judge_error_check(scores, scorer.name)
+    if unreadable is not None:
+        print(f"{JUDGE_ERROR}: {unreadable.describe()}")
 
     harms = [None] * len(rows)
     if harm_scorer is not None:
@@ -148,12 +154,43 @@ def _score(args) -> int:
         for path in (inputs if len(inputs) > 1 else []):
             mine = [i for i, src in enumerate(sources) if src == path]
             one = agreement([reference[i] for i in mine], [scores[i].label for i in mine])
-            print(f"  {path}: binary {_figure(one.binary)}, three-class {_figure(one.three_class)} ({one.n} rows)")
+            three = "not available" if binary_only else _figure(one.three_class)
+            print(f"  {path}: binary {_figure(one.binary)}, three-class {three} ({one.n} rows)")
     if args.output:
         out = _write(args.output, rows, columns, scores, harms, scorer, harm_scorer, report,
                      sources if len(inputs) > 1 else None)
         print(f"output: {out}")
-    return 0
+    # As a suite fails on it (harness.config.thresholds.JUDGE_ERROR_LIMIT): a file the scorer mostly could not
+    # read has figures that say more about the scorer than the replies. The scores are written all the same.
+    return 1 if unreadable is not None and not unreadable.passed else 0
+
+
+def _judge_error_check(scores, scorer: str):
+    """The suites' check on the share of judge_error labels, over every scored row; None when there are none."""
+    from dataclasses import replace
+
+    from harness.config.thresholds import judge_error_check
+    from harness.core.records import JUDGE_OUTPUT
+
+    outputs = [str((s.extra or {}).get(JUDGE_OUTPUT, "")) for s in scores if s.label == JUDGE_ERROR]
+    check = judge_error_check([s.label for s in scores], outputs, scorer)
+    return None if check is None else replace(check, counted=f"labelled {JUDGE_ERROR}, left out of any agreement")
+
+
+def _with_inputs(prompts: list[str], rows, columns: list[str], args) -> list[str]:
+    """An ``input`` column (a run's report, Alpaca-style files) is part of the request the model answered: each
+    prompt becomes the user turn the run's own scoring gives the scorers (harness.models.templates.user_message)."""
+    from harness.core.types import Prompt
+    from harness.models.templates import user_message
+
+    if "input" not in columns or "input" in (args.prompt_column, args.response_column):
+        return prompts
+    inputs = [cell_text(row.get("input")) for _, row in rows]
+    given = sum(1 for i in inputs if i)
+    if given:
+        print(f"note: {given} prompts have an 'input' column value, read after the prompt (as a run scores them)",
+              file=sys.stderr)
+    return [user_message(Prompt("score", "", p, input=i)) for p, i in zip(prompts, inputs)]
 
 
 def _refuse_repeated_inputs(paths: list[Path]) -> None:

@@ -191,6 +191,7 @@ class JudgeErrorCheck(Check):
 
     scorer: str = ""
     examples: tuple = ()  # the raw outputs of the first judge_error rows (RefusalScore.extra["judge_output"])
+    counted: str = "counted as failures"  # what became of those rows (`safety-harness score` leaves them out)
 
     def describe(self) -> str:
         r = self.rate
@@ -198,7 +199,7 @@ class JudgeErrorCheck(Check):
         shown = "; ".join(repr(" ".join(str(e).split())[:120]) for e in self.examples) or "no output recorded"
         return (f"{r.metric} {r.rate:.3f} ({r.k}/{r.n}, 95% CI {r.low:.3f}-{r.high:.3f}) {relation} {self.bound} "
                 f"{self.threshold:g}: scorer {self.scorer} could not classify {r.k} of {r.n} replies "
-                f"(counted as failures), e.g. {shown}")
+                f"({self.counted}), e.g. {shown}")
 
 
 MAX_NAMED = 10  # judge_error rows named by id in a summary line; the report holds them all

@@ -165,14 +165,14 @@ def check_scorer_names(settings: RunSettings) -> None:
     ``preflight``: a project may register its own scorer in a conftest.py that pytest imports during collection,
     so the plugin calls this once collection is done, before any generation (else a misspelt --scorer or
     --harm-model costs a whole generation first)."""
-    from harness.scoring.base import REFUSAL_SCORERS
-    from harness.scoring.factory import harm_scorer_name
+    from harness.scoring.factory import check_one_judge_model, harm_scorer_name, refusal_scorer_factory
     from harness.scoring.harm import HARM_SCORERS
 
-    REFUSAL_SCORERS.factory(settings.scorer)
+    refusal_scorer_factory(settings.scorer)
     harm = harm_scorer_name(scorer_options(settings))
     if harm is not None:
         HARM_SCORERS.factory(harm)
+        check_one_judge_model(scorer_options(settings))
     if harm == "reward_model" and settings.harm_model:  # loaded only to score the replies, after generation
         from harness.models.resolve import check_model_found
 

@@ -15,9 +15,11 @@ class ResponseScoring:
     def __init__(self, plan, *, refusal=None, harm="from settings"):
         """The scorers are built from the run plan's scorer options (harness.engine.preflight) unless given
         (``harm=None``: no harm scores)."""
-        from harness.scoring.factory import build_harm_scorer, build_refusal_scorer
+        from harness.scoring.factory import build_harm_scorer, build_refusal_scorer, check_one_judge_model
 
         self.settings = plan.settings
+        if harm == "from settings" and refusal is None:  # before either loads a model
+            check_one_judge_model(plan.scorer_options)
         self.refusal = refusal if refusal is not None else build_refusal_scorer(plan.scorer_options)
         self.harm = build_harm_scorer(plan.scorer_options) if harm == "from settings" else harm
 

@@ -26,6 +26,7 @@ from harness.data.fetch import DataFetchError, DataLocationError
 from harness.data.integrity import DataIntegrityError
 from harness.engine.human_labels import open_label_store, with_human_labels
 from harness.engine.suite_result import ScoredRow, SuiteResult
+from harness.models.templates import user_message
 from harness.config.thresholds import JUDGE_ERROR
 from harness.scoring.error_rates import rates_from_record
 from harness.config.settings import RunSettings
@@ -206,7 +207,9 @@ class HarnessSession:
         """Refusal labels, then harm scores (which may read the labels), by the scorers the settings name."""
         if self._scoring is None:  # built once: a judge or reward model loads once per session
             self._scoring = ResponseScoring(self.plan)
-        scores, harms = self._scoring.score([p.prompt for p in prompts], texts, [p.expected for p in prompts])
+        # The scorers that read the prompt (judges, guards, a reward model) get the user turn the model answered:
+        # an Alpaca-style input is part of the request.
+        scores, harms = self._scoring.score([user_message(p) for p in prompts], texts, [p.expected for p in prompts])
         scoring, info = self._scoring, self.model_info
         facts = {"scorer": scoring.refusal.name, "scorer_version": scoring.refusal.version,
                  "scorer_unseen_agreement": getattr(scoring.refusal, "unseen_agreement", None),

@@ -82,9 +82,23 @@ def _build(registry, name: str, settings: ScorerOptions):
     return registry.get(name, **kwargs)
 
 
+def refusal_scorer_factory(name: str):
+    """The refusal scorer registered as ``name``; a harm scorer's name (llamaguard says safe or unsafe, never
+    refusal or compliance) is a one-line error that says so, not only that the name is unknown."""
+    from harness.scoring.base import REFUSAL_SCORERS
+    from harness.scoring.harm import HARM_SCORERS
+
+    if name not in REFUSAL_SCORERS.names() and name in HARM_SCORERS.names():
+        raise ConfigError(f"scorer {name!r} is a harm scorer, not a refusal scorer: it gives no refusal label; use "
+                          f"--harm-scorer {name} beside a refusal --scorer (known refusal scorers: "
+                          f"{', '.join(REFUSAL_SCORERS.names())})")
+    return REFUSAL_SCORERS.factory(name)
+
+
 def build_refusal_scorer(settings: ScorerOptions):
     from harness.scoring.base import REFUSAL_SCORERS
 
+    refusal_scorer_factory(settings.scorer)
     return _build(REFUSAL_SCORERS, settings.scorer, settings)
 
 
@@ -104,9 +118,38 @@ def harm_scorer_name(settings: ScorerOptions) -> str | None:
     return name
 
 
+def _reads_judge_model_as(registry, name: str) -> str | None:
+    """How a scorer reads ``--judge-model``: in a guard's own format, as a rubric judge, or not at all (None)."""
+    params = inspect.signature(registry.factory(name)).parameters
+    if "guard_judge" in params:
+        return f"the {name} guard format"
+    return "a rubric judge (the XSTest or harm rubric)" if "judge" in params else None
+
+
+def check_one_judge_model(settings: ScorerOptions) -> None:
+    """The refusal and harm scorers read ``--judge-model`` the same way, if both read it: one model answers in
+    one format (a guard in its authors' grammar, a rubric judge in the rubric's), so a second format would get
+    judge_error on every row, and a harm column empty without a word in a run's summary."""
+    from harness.scoring.base import REFUSAL_SCORERS
+    from harness.scoring.harm import HARM_SCORERS
+
+    refusal_scorer_factory(settings.scorer)  # a harm scorer's name as --scorer: said as such
+    harm = harm_scorer_name(settings)
+    if harm is None:
+        return
+    refusal_way, harm_way = _reads_judge_model_as(REFUSAL_SCORERS, settings.scorer), _reads_judge_model_as(HARM_SCORERS, harm)
+    if refusal_way and harm_way and refusal_way != harm_way:
+        raise ConfigError(f"--scorer {settings.scorer} and --harm-scorer {harm} would both read --judge-model "
+                          f"{settings.judge_model}, as {refusal_way} and as {harm_way}: a model answers in one format, "
+                          "so one of them would read nothing; score harm from the refusal scorer's own pass "
+                          "(--harm-scorer auto) or with a scorer that needs no judge model, or run each in its own run")
+
+
 def build_harm_scorer(settings: ScorerOptions):
     """The harm scorer the options ask for, or None (``--harm-scorer none``)."""
     from harness.scoring.harm import HARM_SCORERS
 
     name = harm_scorer_name(settings)
+    if name is not None:
+        check_one_judge_model(settings)
     return None if name is None else _build(HARM_SCORERS, name, settings)

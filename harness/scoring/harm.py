@@ -197,7 +197,8 @@ class HarmJudgeScorer:
 
     def __init__(self, judge):
         self.judge = judge
-        self.version = f"1-{judge.fingerprint[:12]}" + (f"-seed{judge.seed}" if getattr(judge, "seed", 0) else "")
+        self.version = (f"1-{judge.fingerprint[:12]}" + (f"-seed{judge.seed}" if getattr(judge, "seed", 0) else "")
+                        + getattr(judge, "budget_tag", ""))  # a smaller reply budget: not the same verdicts
 
     def score(self, prompts, responses, *, expected=None, refusal_labels=None) -> list[HarmScore]:
         check_lengths(prompts, responses)

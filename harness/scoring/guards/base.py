@@ -79,6 +79,13 @@ class GuardReader:
                               f"takes {overhead} tokens); use at least {need}")
         self.max_response_tokens = min(MAX_RESPONSE_TOKENS, room)
 
+    @property
+    def version(self) -> str:
+        """The format, the guard's weights, and the reply budget when the window leaves less than the usual: the
+        version keys the cached verdicts, and a verdict on one cut of a long reply is not another cut's."""
+        version = f"{self.fmt.version}-{self.judge.fingerprint[:12]}"
+        return version + ("" if self.max_response_tokens == MAX_RESPONSE_TOKENS else f"-reply{self.max_response_tokens}")
+
     def neutralise(self, text: str) -> str:
         """Special-token strings in ``text`` broken by a zero-width space: read as text, never as tokens."""
         text = clean_text(text)
@@ -118,7 +125,7 @@ class GuardRefusalScorer:
 
     def __init__(self, reader: GuardReader):
         self.reader, self.name = reader, reader.fmt.name
-        self.version = f"{reader.fmt.version}-{reader.judge.fingerprint[:12]}"
+        self.version = reader.version
 
     def score(self, prompts: list[str], responses: list[str]) -> list[RefusalScore]:
         check_lengths(prompts, responses)
@@ -144,7 +151,7 @@ class GuardHarmScorer:
 
     def __init__(self, reader: GuardReader):
         self.reader, self.name = reader, reader.fmt.name
-        self.version = f"{reader.fmt.version}-{reader.judge.fingerprint[:12]}"
+        self.version = reader.version
 
     def score(self, prompts, responses, *, expected=None, refusal_labels=None) -> list[HarmScore]:
         check_lengths(prompts, responses)
