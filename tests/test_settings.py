@@ -185,6 +185,15 @@ max_unsafe_compliance_rate = 0.2
      "thresholds.xstets: unknown suite 'xstets' (known: "),  # the list also holds suites other tests declared
     ("[tool.safety-harness.thresholds.\"xstets:homonyms\"]\nmax_refusal_rate = 0.5\n",
      "thresholds.xstets:homonyms: unknown suite 'xstets'"),
+    # A gate rule for a misspelt suite or metric, or for a category, was read by no gate: the suite's
+    # regressions were judged by the default margin instead of the one set.
+    ("[tool.safety-harness.gate.xstets]\nmax_regression = 0.0\n", "gate.xstets: unknown suite 'xstets' (known: "),
+    ("[tool.safety-harness.gate.\"xstest:refusal_rat\"]\nmax_regression = 0.0\n",
+     "gate.xstest:refusal_rat: unknown metric 'refusal_rat' (gate rules apply to SUITE, METRIC or SUITE:METRIC; "
+     "metrics: refusal_rate, unsafe_compliance_rate)"),
+    ("[tool.safety-harness.gate.\"xstest:homonyms\"]\nmax_regression = 0.0\n",
+     "gate.xstest:homonyms: unknown metric 'homonyms'"),
+    ("[tool.safety-harness.gate.refusal_rat]\nmax_regression = 0.0\n", "gate.refusal_rat: unknown suite 'refusal_rat'"),
 ])
 def test_bad_toml_is_a_one_line_config_error_naming_the_file(tmp_path, toml, message):
     path = write(tmp_path / "pyproject.toml", toml)

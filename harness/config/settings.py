@@ -288,6 +288,16 @@ def threshold_source(settings: RunSettings, target: str) -> str:
     return f"thresholds.{target}"
 
 
+def gate_source(settings: RunSettings, target: str) -> str:
+    """The TOML file whose ``gate`` table has the sub-table ``target``, the last one read that names it, for an
+    error about it; "gate" when none can be found again."""
+    for source in reversed(settings.sources):
+        table = _read_table(Path(source), allow_top_level=False) or _read_table(Path(source), allow_top_level=True)
+        if isinstance(table.get("gate"), dict) and target in table["gate"]:
+            return f"{source}: gate.{target}"
+    return f"gate.{target}"
+
+
 def parse_backend_args(items: list[str] | None) -> dict:
     """``["KEY=VALUE", ...]`` (from ``--backend-arg``) as a dict; VALUE is JSON when it parses, else text."""
     out: dict = {}

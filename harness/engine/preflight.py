@@ -43,6 +43,7 @@ def preflight(settings: RunSettings) -> RunPlan:
     for suite in settings.user_suites:
         register_user_suite(suite)
     check_threshold_targets(settings)
+    check_gate_targets(settings)
     check_statistic_thresholds(settings)
     if resolve_backend_name(settings.backend) == "vllm":
         vllm_settings.check_sampling(settings.sampling)  # e.g. an early stop vLLM's beam search lacks
@@ -110,6 +111,27 @@ def check_threshold_targets(settings: RunSettings) -> None:
         if suite not in known:
             raise ConfigError(f"{threshold_source(settings, target)}: unknown suite {suite!r} "
                               f"(known: {', '.join(sorted(known))})")
+
+
+def check_gate_targets(settings: RunSettings) -> None:
+    """Every gate sub-table names a suite the run knows, a failure metric, or SUITE:METRIC: a rule under a
+    misspelt name (or a category, which the gate does not split by) would be read by no gate, and the suite
+    judged by the default margin instead of the one set."""
+    from harness.config.gate import METRIC_NAMES
+    from harness.config.settings import gate_source
+    from harness.data.suites import all_suites
+
+    known, metrics = all_suites(), ", ".join(sorted(METRIC_NAMES))
+    for target, values in settings.gate.items():
+        if not isinstance(values, dict) or target in METRIC_NAMES:
+            continue  # a rule key of the whole gate, or a metric's rules
+        suite, sep, metric = target.partition(":")
+        if suite not in known:
+            raise ConfigError(f"{gate_source(settings, target)}: unknown suite {suite!r} (known: "
+                              f"{', '.join(sorted(known))}; or a metric: {metrics})")
+        if sep and metric not in METRIC_NAMES:
+            raise ConfigError(f"{gate_source(settings, target)}: unknown metric {metric!r} (gate rules apply to SUITE, "
+                              f"METRIC or SUITE:METRIC; metrics: {metrics})")
 
 
 def check_capability_reference(reference: str) -> None:
