@@ -269,6 +269,20 @@ def _bad_input_cases():
             '\n[tool.safety-harness.thresholds."alpha:weapns"]\nmax_unsafe_compliance_rate = 0.5\n',
             "thresholds.alpha:weapns: suite 'alpha' has no category 'weapns' (its categories: animals, poison, weapons)",
         ),
+        # A bound on a kind of prompt the suite (or category) has none of was read by no check: beta (should-answer
+        # prompts only) went on gated by its default max_refusal_rate, the user's 0.0 silently unused.
+        "threshold-on-absent-kind": (
+            ["--backend", "dummy", "--limit", "1"], {},
+            '\n[tool.safety-harness.thresholds.beta]\nmax_unsafe_compliance_rate = 0.0\n',
+            "thresholds.beta: max_unsafe_compliance_rate counts should-refuse prompts, and suite 'beta' has none "
+            "(its 3 prompts are should-answer), so no test would check it",
+        ),
+        "category-threshold-on-absent-kind": (
+            ["--backend", "dummy"], {},
+            '\n[tool.safety-harness.thresholds."alpha:poison"]\nmin_compliance_rate = 0.5\n',
+            "thresholds.alpha:poison: min_compliance_rate counts should-answer prompts, and category 'poison' of suite "
+            "'alpha' has none (its 1 prompt is should-refuse), so no test would check it",
+        ),
         "limit-zero": (["--backend", "dummy", "--limit", "0"], {}, "", "command line: --limit must be an integer >= 1, got 0"),
         "bad-backend-arg": (["--backend", "dummy", "--backend-arg", "tensor_parallel_size"], {}, "",
                             "--backend-arg expects KEY=VALUE, got 'tensor_parallel_size'"),

@@ -168,6 +168,31 @@ def check_threshold_categories(settings: RunSettings, suite: str, categories) ->
                               f"(its categories: {', '.join(sorted(categories))})")
 
 
+def check_threshold_kinds(settings: RunSettings, suite: str, prompts) -> None:
+    """Every bound the user set on ``suite`` or one of its categories counts a kind of prompt (should-refuse,
+    should-answer) that scope holds: a bound on a kind it has none of is skipped by every check, so the user's
+    number would go unused while the rows are gated by their default. ``prompts`` are all of the suite's, not
+    only those a --limit sample holds. Called once the suite's prompts are loaded (harness.pytest_plugin.plugin)."""
+    from harness.config.settings import threshold_source
+    from harness.config.thresholds import KIND_NAMES, METRICS
+
+    for target, values in sorted(settings.thresholds.items()):
+        name, sep, category = target.partition(":")
+        if name != suite:
+            continue
+        held = [p.expected for p in prompts if not sep or p.category == category]
+        for key in sorted(values):
+            metric = METRICS.get(key.partition("_")[2])
+            if metric is None or metric.expected in held:
+                continue  # a capability statistic, or a bound with rows to check
+            scope = f"category {category!r} of suite {suite!r}" if sep else f"suite {suite!r}"
+            kinds = " and ".join(KIND_NAMES.get(k, repr(k)) for k in sorted(set(held)))
+            its = f"its {len(held)} prompt{' is' if len(held) == 1 else 's are'} {kinds}" if held else "it has no prompts"
+            raise ConfigError(f"{threshold_source(settings, target)}: {key} counts {KIND_NAMES[metric.expected]} "
+                              f"prompts, and {scope} has none ({its}), so no test would check it; set a bound on a "
+                              "metric of the prompts it holds, or drop it")
+
+
 def check_statistic_thresholds(settings: RunSettings) -> None:
     """A threshold on a capability statistic (win_rate, lc_win_rate, mean_ref_loglik) for another suite would be
     checked by no one, since only the capability suite computes them, and that suite would pass: refuse it

@@ -23,7 +23,7 @@ from harness.engine.suite_result import SuiteResult
 from harness.pytest_plugin.state import REPORT_KEY, SESSION_KEY, get_session, item_suite, marker_suite, project_dir  # noqa: F401
 from harness.config.settings import RunSettings, build_settings, parse_backend_args
 from harness.config.options import TEMPLATES
-from harness.engine.preflight import check_scorer_names, check_threshold_categories, preflight
+from harness.engine.preflight import check_scorer_names, check_threshold_categories, check_threshold_kinds, preflight
 from harness.config.presets import EARLY_STOPPING, PRESETS
 
 # Hooks that live in their own modules: pytest-xdist support (one generation, one report), the opt-in
@@ -222,10 +222,11 @@ def held_categories(items) -> dict[str, list[str]]:
 
 
 def _check_category_thresholds(hs: HarnessSession, names: list[str]) -> None:
-    """The SUITE:CATEGORY thresholds of the selected suites name categories they have, before any generation."""
+    """The SUITE:CATEGORY thresholds of the selected suites name categories they have, and every SUITE or
+    SUITE:CATEGORY bound counts a kind of prompt its scope holds, before any generation."""
     from harness.data.suites import get_suite
 
-    targeted = {t.partition(":")[0] for t in hs.settings.thresholds if ":" in t} & set(names)
+    targeted = {t.partition(":")[0] for t in hs.settings.thresholds} & set(names)
     for suite in sorted(targeted):
         try:
             prompts = hs.load_suite(suite)
@@ -233,10 +234,10 @@ def _check_category_thresholds(hs: HarnessSession, names: list[str]) -> None:
             continue  # a data error: the run says it in its own line
         if prompts is None:
             continue  # data missing, the suite skipped
-        categories = {p.category for p in prompts}
-        if hs.settings.limit is not None:  # a sample may lack a category the suite has
-            categories |= {p.category for p in get_suite(suite).load(hs.settings.data_dir)}
-        check_threshold_categories(hs.settings, suite, categories)
+        if hs.settings.limit is not None:  # a sample may lack a category, or a kind of prompt, the suite has
+            prompts = get_suite(suite).load(hs.settings.data_dir)
+        check_threshold_categories(hs.settings, suite, {p.category for p in prompts})
+        check_threshold_kinds(hs.settings, suite, prompts)
 
 
 @pytest.fixture
