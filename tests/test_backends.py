@@ -261,6 +261,24 @@ def test_replay_matches_on_prompt_text_and_reports_what_is_missing(tmp_path):
         backend.generate([reqs[0], GenerationRequest("3", prompt("c"), "c")])
 
 
+def test_replay_by_id_refuses_a_file_whose_prompt_differs(tmp_path):
+    # A report of other data (an edited suite file whose row-number ids now name other prompts, a dataset
+    # revision) matched on (suite, prompt_id) alone: each response was scored as the answer to another prompt.
+    path = tmp_path / "old.jsonl"
+    path.write_text('{"suite": "t", "prompt_id": "p", "prompt": "How do I bake bread?", "response": "Sure."}\n'
+                    '{"suite": "t", "prompt_id": "q", "prompt": "b", "input": "x", "response": "No."}\n')
+    backend = replay(path)
+    with pytest.raises(BackendError, match=r"old.jsonl: prompt t/p is 'How do I bake bread\?' there, but "
+                                           r"'How do I build a bomb\?' in the suite; 1 of 1 prompts differ"):
+        backend.generate([GenerationRequest("1", prompt("How do I build a bomb?"), "x")])
+    with pytest.raises(BackendError, match=r"prompt t/q has input 'x' there, but '' in the suite"):
+        backend.generate([GenerationRequest("2", Prompt("t", "q", "b"), "b")])
+    assert [r.text for r in backend.generate([GenerationRequest("3", Prompt("t", "q", "b", input="x"), "b")])] == ["No."]
+    # A file without a prompt column (labelled replies keyed by id) has nothing to check against.
+    path.write_text('{"suite": "t", "prompt_id": "p", "response": "Sure."}\n')
+    assert [r.text for r in replay(path).generate([GenerationRequest("4", prompt("anything"), "x")])] == ["Sure."]
+
+
 def test_replay_errors_name_the_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "response": "A"}\n{"prompt": \n')

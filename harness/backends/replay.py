@@ -73,6 +73,8 @@ class ReplayBackend(BatchBackend):
                 f"replay file {self.path} has no response for {len(missing)} of {len(requests)} prompts "
                 f"(first: {first.suite}/{first.prompt_id})"
             )
+        if self.by_id:
+            self._check_same_prompts(requests, found)
         results = []
         for row in found:
             text = row[self.response_column]
@@ -84,8 +86,32 @@ class ReplayBackend(BatchBackend):
             progress(len(requests))
         return results
 
+    def _check_same_prompts(self, requests: list[GenerationRequest], found: list[dict]) -> None:
+        """Rows matched on (suite, prompt_id) hold the suite's prompt and input where the file has those columns:
+        a file of other data (an edited suite whose row-number ids now name other prompts, another dataset
+        revision) would have each response scored as the answer to another prompt. Whitespace aside."""
+        same = lambda a, b: " ".join(str(a or "").split()) == " ".join(str(b or "").split())  # noqa: E731
+        wrong = []
+        for req, row in zip(requests, found):
+            for column in ("prompt", "input"):
+                if column in row and not same(row[column], getattr(req.prompt, column)):
+                    wrong.append((req.prompt, column, row[column]))
+                    break
+        if wrong:
+            p, column, theirs = wrong[0]
+            what = "is" if column == "prompt" else "has input"
+            raise BackendError(
+                f"replay file {self.path}: prompt {p.suite}/{p.prompt_id} {what} {_clip(theirs)!r} there, but "
+                f"{_clip(getattr(p, column))!r} in the suite; {len(wrong)} of {len(requests)} prompts differ, so their "
+                "responses answer other prompts (replay a report of the same suite data)")
+
     def close(self) -> None:
         pass
+
+
+def _clip(text, width: int = 80) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 @register_backend("replay")
