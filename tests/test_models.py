@@ -234,6 +234,17 @@ def test_fingerprint_stable_and_sensitive(tiny, cache):
     assert fingerprint_model_folder(tiny, cache_dir=cache) not in (fp, fp_weights, fp_config)
 
 
+@pytest.mark.parametrize("name", ["vocab.json", "merges.txt", "vocab.txt", "spiece.model", "added_tokens.json"])
+def test_fingerprint_reads_a_slow_tokenizers_own_files(tiny, tmp_path, name):
+    """A folder without tokenizer.json is tokenized from these: an edit must not leave stale cached replies."""
+    folder = shutil.copytree(tiny, tmp_path / "slow")
+    (folder / "tokenizer.json").unlink(missing_ok=True)
+    (folder / name).write_text("first")
+    before = fingerprint_model_folder(folder)
+    (folder / name).write_text("second")
+    assert fingerprint_model_folder(folder) != before
+
+
 def test_fingerprint_same_content_other_folder(tiny, tmp_path):
     copy = shutil.copytree(tiny, tmp_path / "elsewhere")
     assert fingerprint_model_folder(copy) == fingerprint_model_folder(tiny)

@@ -19,9 +19,12 @@ from harness.core.errors import ModelError
 from harness.core.files import atomic_write_text, sha256_file
 
 CONFIG_FILES = ("config.json", "generation_config.json")
-# chat_template.jinja: transformers 5 saves the chat template there instead of tokenizer_config.json.
+# chat_template.jinja: transformers 5 saves the chat template there instead of tokenizer_config.json. The
+# slow tokenizers' own files (BPE vocab and merges, WordPiece vocab, SentencePiece models) are what a folder
+# without tokenizer.json is tokenized from: edited, they change every prompt's tokens.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                   "chat_template.jinja")
+                   "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt", "added_tokens.json",
+                   "vocab.txt", "spiece.model", "sentencepiece.bpe.model")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 # Trainer checkpoints keep these pickles beside the weights; they are not weights, so they neither trigger
 # the pickle refusal nor enter the fingerprint (optimizer.pt alone can be twice the model size).
