@@ -97,7 +97,7 @@
     body.replaceChildren();
     for (const c of checks) {
       const row = el("tr");
-      row.appendChild(el("td", c.category ? c.suite + ":" + c.category : c.suite));
+      row.appendChild(el("td", c.category ? c.suite + "[" + c.category + "]" : c.suite));
       row.appendChild(el("td", c.metric));
       row.appendChild(el("td", c.bound + " " + c.threshold));
       row.appendChild(el("td", c.n_labelled + " of " + c.N));
