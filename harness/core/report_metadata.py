@@ -83,7 +83,9 @@ class RunMetadata:
         "The invariance checks' findings and cost: anchored `bases` per side, and per property its flips.",
         "the invariance suites (`--run-invariance`)", optional=True)
     # Run facts the caller of write_report adds.
-    exitstatus: int | None = _key("pytest's exit status of the run.", "`pytest` (the plugin's report)", optional=True)
+    exitstatus: int | None = _key("pytest's exit status when the report was written (a later session-level failure, "
+                                  "e.g. a baseline flips table that could not be written, is not in it).",
+                                  "`pytest` (the plugin's report)", optional=True)
     sweep: str | None = _key("The sweep entry the report belongs to.", "`research/experiments/sweep.py`",
                              optional=True)
 
