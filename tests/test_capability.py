@@ -79,11 +79,27 @@ def test_reference_loglik_scores_only_the_answer_after_the_harness_template(tiny
 
 def test_llm_judge_reads_a_probability_from_the_verdict_tokens(tiny_model):
     judge = get_judge("llm", JudgeConfig(model=str(tiny_model)))
-    assert judge.name == "llm" and judge.version.startswith("1+")
+    assert judge.name == "llm" and judge.version.startswith("2+")
     probs = judge.prefer_first(["Say hi.", "Add 2 and 2."], ["hi", "4"], ["hello there", ""])
     assert len(probs) == 2 and all(0.0 < p < 1.0 for p in probs)
     ids = judge.prompt_ids(["Say hi."], ["hi"], ["hello"])[0]
     assert judge.lm.tokenizer.decode(ids).endswith(ANSWER_PREFIX)  # the verdict is the very next token
+
+
+def test_an_llm_judge_whose_logits_are_nan_judges_nothing(tiny_model):
+    """A judge model that computes NaN (half precision overflowing, broken weights) reads no verdict from its
+    letters: the pairs must not become ties, which would put the win rate at 0.5 and pass min_win_rate."""
+    import torch
+
+    from harness.capability.win_rate import judge_swapped
+
+    judge = get_judge("llm", JudgeConfig(model=str(tiny_model)))
+    with torch.no_grad():  # this judge's own copy of the weights, in memory only
+        for param in judge.lm.net.parameters():
+            param.fill_(float("nan"))
+    assert all(math.isnan(p) for p in judge.prefer_first(["Say hi."], ["hi"], ["hello"]))
+    with pytest.raises(ModelError, match=r"capability judge llm \(version 2\+.*\): 4 of 4 verdicts are not a probability"):
+        judge_swapped(judge, ["Say hi.", "Add 2 and 2."], ["hi", "4"], ["hello there", "four"])
 
 
 def test_an_unknown_judge_names_the_known_ones():

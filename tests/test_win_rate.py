@@ -13,7 +13,7 @@ from harness.capability.length_control import length_controlled_win_rate
 from harness.capability.references import load_annotations, parse_preference
 from harness.capability.validation import agreement, verdict_from_score
 from harness.capability.win_rate import judge_swapped, win_rate
-from harness.core.errors import ConfigError, DataError
+from harness.core.errors import ConfigError, DataError, ModelError
 from harness.config.thresholds import check_thresholds, validate_thresholds
 
 
@@ -43,6 +43,26 @@ def test_swapping_wins_losses_and_inconsistent_verdicts_are_ties():
     assert judge_swapped(ScriptedJudge({}), [], [], []) == []
     with pytest.raises(ValueError):
         judge_swapped(ScriptedJudge(table), ["i"], ["good", "bad"], ["ref"])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1.5, -0.1, None])
+def test_a_verdict_that_is_no_probability_stops_the_judging_rather_than_scoring_a_tie(bad):
+    """A judge whose P(first better) is not a number in [0, 1] (a half-precision judge overflowing to NaN)
+    has judged nothing: the pair must not become a tie (half a win) or a side."""
+    table = {("good", "ref"): 0.9, ("ref", "good"): 0.2, ("odd", "ref"): bad, ("ref", "odd"): bad}
+    with pytest.raises(ModelError, match=r"^capability judge scripted \(version 0\): 2 of 4 verdicts are not a "
+                                         r"probability in \[0, 1\] \(first: .*\)"):
+        judge_swapped(ScriptedJudge(table), ["i"] * 2, ["good", "odd"], ["ref"] * 2)
+
+
+def test_a_judge_that_answers_too_few_or_too_many_verdicts_is_an_error():
+    class Short(ScriptedJudge):
+        def prefer_first(self, instructions, first, second):
+            return super().prefer_first(instructions, first, second)[:-1]
+
+    table = {("a", "ref"): 0.9, ("ref", "a"): 0.2, ("b", "ref"): 0.9, ("ref", "b"): 0.2}
+    with pytest.raises(ModelError, match=r"answered 3 verdicts for 4 judgements"):
+        judge_swapped(Short(table), ["i"] * 2, ["a", "b"], ["ref"] * 2)
 
 
 def test_longer_judge_is_position_consistent():
