@@ -112,6 +112,20 @@ def test_length_control_stays_finite_when_everything_is_lost():
     assert 0 < lc.rate < 0.05 and lc.low == 0.0 and 0.1 < lc.high < 0.2  # Wilson interval, not a point
 
 
+def test_length_control_with_one_length_difference_for_every_pair_fits_no_length_term():
+    """When every pair has the same length difference (always so for one judged prompt) the length term and
+    the intercept cannot be told apart: there is no length effect to remove, and the figure is the win rate
+    the data give at that difference, not a split of it between theta and phi made by the L2 penalty."""
+    scores = [1.0] * 9 + [0.0]
+    level = length_controlled_win_rate(scores, [100] * 10, [100] * 10)
+    for longer in (200, 0):  # every answer 100 characters longer (or shorter) than its reference
+        lc = length_controlled_win_rate(scores, [longer] * 10, [100] * 10)
+        assert lc.phi == 0.0 and lc.rate == pytest.approx(level.rate) and lc.rate == pytest.approx(0.9, abs=0.01)
+    one = length_controlled_win_rate([1.0], [500], [100])
+    assert one.phi == 0.0 and one.rate == pytest.approx(length_controlled_win_rate([1.0], [100], [100]).rate)
+    assert one.rate > 0.95
+
+
 @pytest.mark.parametrize("value, expected", [
     (1, 1.0), (2, 2.0), ("1", 1.0), ("2", 2.0), ("1.0", 1.0), ("2.0", 2.0), (2.0, 2.0),
     (0, 1.5), ("0", 1.5), (1.5, 1.5), ("1.5", 1.5), (None, 1.5), ("None", 1.5), ("", 1.5), (float("nan"), 1.5),
