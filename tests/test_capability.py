@@ -71,10 +71,31 @@ def test_reference_loglik_scores_only_the_answer_after_the_harness_template(tiny
     assert found[1] is None
     ctx = format_prompts(prompts[:1], tiny_lm.template, tiny_lm.tokenizer)[0].token_ids
     answer = tiny_lm.tokenizer("Blue.", add_special_tokens=False)["input_ids"][:3]
-    assert found[0].n_tokens == 3
+    assert found[0].n_tokens == 3 and found[0].total_tokens == 5  # "Blue." is 5 byte tokens, cut to 3
     assert found[0].mean == pytest.approx(_unbatched_logprob(tiny_lm, ctx, answer) / 3, abs=1e-4)
     with pytest.raises(ModelError, match="empty continuation"):
         continuation_logprobs(tiny_lm, [ctx], [[]])
+
+
+def test_a_reference_is_cut_to_the_model_window_not_scored_past_it(tiny_lm):
+    """Context plus reference past the model's window would be scored on positions the model never saw:
+    the reference is cut to fit (and says so, n_tokens < total_tokens); a prompt that fills the window is
+    an error naming it."""
+    from dataclasses import replace
+
+    from harness.models.templates import format_prompts
+
+    prompt = Prompt("capability", "p0", "Name a colour.")
+    ctx = format_prompts([prompt], tiny_lm.template, tiny_lm.tokenizer)[0].token_ids
+    assert tiny_lm.window == 4096  # the tiny model's max_position_embeddings
+    small = replace(tiny_lm, window=len(ctx) + 2)
+    (found,) = reference_logliks(small, [prompt], ["Blue."], max_tokens=256)
+    answer = tiny_lm.tokenizer("Blue.", add_special_tokens=False)["input_ids"][:2]
+    assert (found.n_tokens, found.total_tokens) == (2, 5)
+    assert found.mean == pytest.approx(_unbatched_logprob(tiny_lm, ctx, answer) / 2, abs=1e-4)
+    with pytest.raises(ModelError, match=r"prompt 'p0': its \d+ prompt tokens leave no room for the reference "
+                                         r"in the model window of \d+ tokens"):
+        reference_logliks(replace(tiny_lm, window=len(ctx)), [prompt], ["Blue."])
 
 
 def test_llm_judge_reads_a_probability_from_the_verdict_tokens(tiny_model):
@@ -136,6 +157,12 @@ def test_a_run_judges_the_capability_suite_and_scores_the_references(tiny_model,
     # A random tiny model finds davinci's answers very unlikely (about log(1/vocab) per token).
     assert not checks["min_mean_ref_loglik"].passed and checks["min_mean_ref_loglik"].rate.rate < -3
     assert checks["min_lc_win_rate"].passed
+    # References longer than --ref-loglik-max-tokens (256 byte tokens here) are scored on their first 256: the
+    # notes say how many, as every summary prints them.
+    long = sum(len(c.reference.encode()) > 256 for c in (cap.rows[r.prompt.prompt_id] for r in with_ref))
+    assert long > 0 and max(cap.rows[r.prompt.prompt_id].ref_tokens for r in with_ref) == 256
+    assert (f"reference log-likelihood: {long} of {len(with_ref)} references longer than 256 tokens, scored on "
+            "their first 256 (--ref-loglik-max-tokens)") in cap.notes
     path = write_report(hs, tmp_path / "r.parquet")
     table, meta = read_report(path)
     rows = table.to_pylist()
