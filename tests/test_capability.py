@@ -218,6 +218,25 @@ def test_a_capability_threshold_the_user_set_and_nothing_measured_fails_the_suit
         "(--capability-judge)), so it cannot pass"]
 
 
+def test_a_judge_that_judged_nothing_fails_the_suite_default_win_rate(data_dir, tmp_path):
+    """With --capability-judge set the suite's default min_win_rate is in force (docs/capability.md): when no
+    prompt of the run found a reference output (a reference file for other instructions, a reference that
+    could not be fetched), nothing was judged, and the suite must not pass on its compliance rate alone."""
+    import json
+
+    other = tmp_path / "other_outputs.json"
+    other.write_text(json.dumps([{"instruction": "An instruction of no suite.", "output": "x", "generator": "g"}]))
+    hs = _capability_session(tmp_path, data_dir, backend="dummy", capability_judge="longer",
+                             capability_reference=str(other))
+    result = hs.results["capability"]
+    assert f"no prompt of this run has a reference output in {other}" in result.capability.notes
+    assert [line for line in result.failures() if "not measured" in line] == [
+        f"capability: min_win_rate 0.25 is set but win_rate was not measured (no prompt of this run has a "
+        f"reference output in {other}; no reference log-likelihood: backend dummy loads no model), so it cannot pass"]
+    # A category with no reference outputs by design (I-Alpaca) is not failed for it.
+    assert not result.failures("I-Alpaca")
+
+
 def test_the_reference_is_selectable(data_dir, tmp_path):
     hs = _capability_session(tmp_path, data_dir, backend="dummy", capability_judge="longer",
                              capability_reference="gpt4_1106_preview")

@@ -103,7 +103,8 @@ class CapabilityResult:
     def unmeasured(self, scored_rows, thresholds: dict[str, float]) -> list[str]:
         """One line per threshold in ``thresholds`` (those the user set) on a statistic this run did not
         measure: a gate the user asked for that never ran must not let the suite pass (the suite's own
-        default ``min_win_rate`` is only checked when a judge is set, as documented, and is not passed here)."""
+        default ``min_win_rate`` is only in force when a judge is set, as documented: ``SuiteResult.failures``
+        passes it then)."""
         lines = []
         for key, threshold in sorted(thresholds.items()):
             bound, metric = parse_threshold_key(key)
