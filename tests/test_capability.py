@@ -71,19 +71,56 @@ def test_reference_loglik_scores_only_the_answer_after_the_harness_template(tiny
     assert found[1] is None
     ctx = format_prompts(prompts[:1], tiny_lm.template, tiny_lm.tokenizer)[0].token_ids
     answer = tiny_lm.tokenizer("Blue.", add_special_tokens=False)["input_ids"][:3]
-    assert found[0].n_tokens == 3
+    assert found[0].n_tokens == 3 and found[0].total_tokens == 5  # "Blue." is 5 byte tokens, cut to 3
     assert found[0].mean == pytest.approx(_unbatched_logprob(tiny_lm, ctx, answer) / 3, abs=1e-4)
     with pytest.raises(ModelError, match="empty continuation"):
         continuation_logprobs(tiny_lm, [ctx], [[]])
 
 
+def test_a_reference_is_cut_to_the_model_window_not_scored_past_it(tiny_lm):
+    """Context plus reference past the model's window would be scored on positions the model never saw:
+    the reference is cut to fit (and says so, n_tokens < total_tokens); a prompt that fills the window is
+    an error naming it."""
+    from dataclasses import replace
+
+    from harness.models.templates import format_prompts
+
+    prompt = Prompt("capability", "p0", "Name a colour.")
+    ctx = format_prompts([prompt], tiny_lm.template, tiny_lm.tokenizer)[0].token_ids
+    assert tiny_lm.window == 4096  # the tiny model's max_position_embeddings
+    small = replace(tiny_lm, window=len(ctx) + 2)
+    (found,) = reference_logliks(small, [prompt], ["Blue."], max_tokens=256)
+    answer = tiny_lm.tokenizer("Blue.", add_special_tokens=False)["input_ids"][:2]
+    assert (found.n_tokens, found.total_tokens) == (2, 5)
+    assert found.mean == pytest.approx(_unbatched_logprob(tiny_lm, ctx, answer) / 2, abs=1e-4)
+    with pytest.raises(ModelError, match=r"prompt 'p0': its \d+ prompt tokens leave no room for the reference "
+                                         r"in the model window of \d+ tokens"):
+        reference_logliks(replace(tiny_lm, window=len(ctx)), [prompt], ["Blue."])
+
+
 def test_llm_judge_reads_a_probability_from_the_verdict_tokens(tiny_model):
     judge = get_judge("llm", JudgeConfig(model=str(tiny_model)))
-    assert judge.name == "llm" and judge.version.startswith("1+")
+    assert judge.name == "llm" and judge.version.startswith("2+")
     probs = judge.prefer_first(["Say hi.", "Add 2 and 2."], ["hi", "4"], ["hello there", ""])
     assert len(probs) == 2 and all(0.0 < p < 1.0 for p in probs)
     ids = judge.prompt_ids(["Say hi."], ["hi"], ["hello"])[0]
     assert judge.lm.tokenizer.decode(ids).endswith(ANSWER_PREFIX)  # the verdict is the very next token
+
+
+def test_an_llm_judge_whose_logits_are_nan_judges_nothing(tiny_model):
+    """A judge model that computes NaN (half precision overflowing, broken weights) reads no verdict from its
+    letters: the pairs must not become ties, which would put the win rate at 0.5 and pass min_win_rate."""
+    import torch
+
+    from harness.capability.win_rate import judge_swapped
+
+    judge = get_judge("llm", JudgeConfig(model=str(tiny_model)))
+    with torch.no_grad():  # this judge's own copy of the weights, in memory only
+        for param in judge.lm.net.parameters():
+            param.fill_(float("nan"))
+    assert all(math.isnan(p) for p in judge.prefer_first(["Say hi."], ["hi"], ["hello"]))
+    with pytest.raises(ModelError, match=r"capability judge llm \(version 2\+.*\): 4 of 4 verdicts are not a probability"):
+        judge_swapped(judge, ["Say hi.", "Add 2 and 2."], ["hi", "4"], ["hello there", "four"])
 
 
 def test_an_unknown_judge_names_the_known_ones():
@@ -120,6 +157,12 @@ def test_a_run_judges_the_capability_suite_and_scores_the_references(tiny_model,
     # A random tiny model finds davinci's answers very unlikely (about log(1/vocab) per token).
     assert not checks["min_mean_ref_loglik"].passed and checks["min_mean_ref_loglik"].rate.rate < -3
     assert checks["min_lc_win_rate"].passed
+    # References longer than --ref-loglik-max-tokens (256 byte tokens here) are scored on their first 256: the
+    # notes say how many, as every summary prints them.
+    long = sum(len(c.reference.encode()) > 256 for c in (cap.rows[r.prompt.prompt_id] for r in with_ref))
+    assert long > 0 and max(cap.rows[r.prompt.prompt_id].ref_tokens for r in with_ref) == 256
+    assert (f"reference log-likelihood: {long} of {len(with_ref)} references longer than 256 tokens, scored on "
+            "their first 256 (--ref-loglik-max-tokens)") in cap.notes
     path = write_report(hs, tmp_path / "r.parquet")
     table, meta = read_report(path)
     rows = table.to_pylist()
@@ -173,6 +216,25 @@ def test_a_capability_threshold_the_user_set_and_nothing_measured_fails_the_suit
         "log-likelihood: backend dummy loads no model), so it cannot pass",
         "capability: min_win_rate 0.25 is set but win_rate was not measured (no capability judge is set "
         "(--capability-judge)), so it cannot pass"]
+
+
+def test_a_judge_that_judged_nothing_fails_the_suite_default_win_rate(data_dir, tmp_path):
+    """With --capability-judge set the suite's default min_win_rate is in force (docs/capability.md): when no
+    prompt of the run found a reference output (a reference file for other instructions, a reference that
+    could not be fetched), nothing was judged, and the suite must not pass on its compliance rate alone."""
+    import json
+
+    other = tmp_path / "other_outputs.json"
+    other.write_text(json.dumps([{"instruction": "An instruction of no suite.", "output": "x", "generator": "g"}]))
+    hs = _capability_session(tmp_path, data_dir, backend="dummy", capability_judge="longer",
+                             capability_reference=str(other))
+    result = hs.results["capability"]
+    assert f"no prompt of this run has a reference output in {other}" in result.capability.notes
+    assert [line for line in result.failures() if "not measured" in line] == [
+        f"capability: min_win_rate 0.25 is set but win_rate was not measured (no prompt of this run has a "
+        f"reference output in {other}; no reference log-likelihood: backend dummy loads no model), so it cannot pass"]
+    # A category with no reference outputs by design (I-Alpaca) is not failed for it.
+    assert not result.failures("I-Alpaca")
 
 
 def test_the_reference_is_selectable(data_dir, tmp_path):

@@ -13,7 +13,7 @@ from harness.capability.length_control import length_controlled_win_rate
 from harness.capability.references import load_annotations, parse_preference
 from harness.capability.validation import agreement, verdict_from_score
 from harness.capability.win_rate import judge_swapped, win_rate
-from harness.core.errors import ConfigError, DataError
+from harness.core.errors import ConfigError, DataError, ModelError
 from harness.config.thresholds import check_thresholds, validate_thresholds
 
 
@@ -43,6 +43,26 @@ def test_swapping_wins_losses_and_inconsistent_verdicts_are_ties():
     assert judge_swapped(ScriptedJudge({}), [], [], []) == []
     with pytest.raises(ValueError):
         judge_swapped(ScriptedJudge(table), ["i"], ["good", "bad"], ["ref"])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1.5, -0.1, None])
+def test_a_verdict_that_is_no_probability_stops_the_judging_rather_than_scoring_a_tie(bad):
+    """A judge whose P(first better) is not a number in [0, 1] (a half-precision judge overflowing to NaN)
+    has judged nothing: the pair must not become a tie (half a win) or a side."""
+    table = {("good", "ref"): 0.9, ("ref", "good"): 0.2, ("odd", "ref"): bad, ("ref", "odd"): bad}
+    with pytest.raises(ModelError, match=r"^capability judge scripted \(version 0\): 2 of 4 verdicts are not a "
+                                         r"probability in \[0, 1\] \(first: .*\)"):
+        judge_swapped(ScriptedJudge(table), ["i"] * 2, ["good", "odd"], ["ref"] * 2)
+
+
+def test_a_judge_that_answers_too_few_or_too_many_verdicts_is_an_error():
+    class Short(ScriptedJudge):
+        def prefer_first(self, instructions, first, second):
+            return super().prefer_first(instructions, first, second)[:-1]
+
+    table = {("a", "ref"): 0.9, ("ref", "a"): 0.2, ("b", "ref"): 0.9, ("ref", "b"): 0.2}
+    with pytest.raises(ModelError, match=r"answered 3 verdicts for 4 judgements"):
+        judge_swapped(Short(table), ["i"] * 2, ["a", "b"], ["ref"] * 2)
 
 
 def test_longer_judge_is_position_consistent():
@@ -90,6 +110,20 @@ def test_length_control_keeps_a_preference_that_length_does_not_explain():
 def test_length_control_stays_finite_when_everything_is_lost():
     lc = length_controlled_win_rate([0.0] * 20, list(range(20)), [10] * 20)
     assert 0 < lc.rate < 0.05 and lc.low == 0.0 and 0.1 < lc.high < 0.2  # Wilson interval, not a point
+
+
+def test_length_control_with_one_length_difference_for_every_pair_fits_no_length_term():
+    """When every pair has the same length difference (always so for one judged prompt) the length term and
+    the intercept cannot be told apart: there is no length effect to remove, and the figure is the win rate
+    the data give at that difference, not a split of it between theta and phi made by the L2 penalty."""
+    scores = [1.0] * 9 + [0.0]
+    level = length_controlled_win_rate(scores, [100] * 10, [100] * 10)
+    for longer in (200, 0):  # every answer 100 characters longer (or shorter) than its reference
+        lc = length_controlled_win_rate(scores, [longer] * 10, [100] * 10)
+        assert lc.phi == 0.0 and lc.rate == pytest.approx(level.rate) and lc.rate == pytest.approx(0.9, abs=0.01)
+    one = length_controlled_win_rate([1.0], [500], [100])
+    assert one.phi == 0.0 and one.rate == pytest.approx(length_controlled_win_rate([1.0], [100], [100]).rate)
+    assert one.rate > 0.95
 
 
 @pytest.mark.parametrize("value, expected", [

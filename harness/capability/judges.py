@@ -117,7 +117,8 @@ class LLMLogprobJudge:
         self.lm = load_scoring_lm(config.model, cache_dir=config.cache_dir or default_cache_dir(),
                                   template=config.template, dtype=config.dtype, allow_pickle=config.allow_pickle)
         dtype = str(getattr(self.lm.net, "dtype", config.dtype)).replace("torch.", "")
-        self.version = f"1+{self.lm.fingerprint[:12]}+{self.lm.template}+{dtype}"  # all change verdicts
+        # All change verdicts. 2: a NaN verdict is an error, no longer cached as 0.0 (a side).
+        self.version = f"2+{self.lm.fingerprint[:12]}+{self.lm.template}+{dtype}"
         self.letters = {letter: self._token_ids(letter) for letter in ("A", "B")}
 
     def _token_ids(self, letter: str) -> list[int]:
@@ -150,12 +151,19 @@ class LLMLogprobJudge:
         for row in logprobs:
             a = _logsumexp(row[: len(a_ids)])
             b = _logsumexp(row[len(a_ids):])
-            out.append(1.0 / (1.0 + math.exp(b - a)) if a - b > -700 else 0.0)
+            if math.isnan(a - b):  # NaN logits, or neither letter possible: no verdict (win_rate stops on it)
+                out.append(math.nan)
+            else:
+                out.append(1.0 / (1.0 + math.exp(b - a)) if a - b > -700 else 0.0)
         return out
 
 
 def _logsumexp(values: list[float]) -> float:
+    if any(math.isnan(v) for v in values):
+        return math.nan
     top = max(values)
+    if top == -math.inf:  # no spelling possible: -inf, not the NaN of -inf - -inf
+        return top
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 

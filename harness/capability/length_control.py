@@ -10,7 +10,8 @@ delta over the prompts (tanh bounds the pull of extreme lengths, as in AlpacaEva
 half win (fractional binomial likelihood). The length-controlled win rate is the fitted preference at
 zero length difference, sigmoid(theta). AlpacaEval 2 also fits a per-instruction difficulty shared
 across many models; with one model and one reference that term is not identifiable and is left out.
-A weak L2 penalty (``L2``) on theta and phi keeps the fit finite when every pair is won or lost
+When every pair has the same length difference (one prompt, say) length cannot be told from
+preference and phi stays 0. A weak L2 penalty (``L2``) on theta and phi keeps the fit finite when every pair is won or lost
 (perfect separation). The fit is scipy's trust-region Newton method (``trust-exact``) on the penalised likelihood; its interval is a
 percentile bootstrap over prompts that refits the model on each resample.
 """
@@ -48,6 +49,11 @@ def fit_length_model(scores, feature) -> tuple[float, float]:
 
     y = np.asarray(scores, dtype=float)
     x = np.asarray(feature, dtype=float)
+    if np.ptp(x) == 0:
+        # One length difference for every pair (always so for one prompt, and in some bootstrap resamples):
+        # the length term would be a second intercept, and the L2 penalty would hand it half the preference,
+        # pulling sigmoid(theta) towards 0.5. Length cannot be told from preference here: phi stays 0.
+        x = np.zeros_like(x)
 
     def objective(params):
         theta, phi = params

@@ -25,6 +25,7 @@ class ScoringLM:
     name: str
     fingerprint: str
     device: str = "cpu"
+    window: int | None = None  # the model's longest sequence (harness.engine.prompt_window), None when unknown
 
 
 def load_scoring_lm(spec: str, *, cache_dir: Path, template: str = "auto", base_model: str | None = None,
@@ -34,6 +35,7 @@ def load_scoring_lm(spec: str, *, cache_dir: Path, template: str = "auto", base_
     model the run already resolved."""
     from harness.backends.base import BackendOptions, SamplingConfig
     from harness.backends.hf import HFBackend
+    from harness.engine.prompt_window import model_window
     from harness.models.resolve import load_tokenizer, resolve_model
     from harness.models.templates import resolve_template
 
@@ -41,7 +43,7 @@ def load_scoring_lm(spec: str, *, cache_dir: Path, template: str = "auto", base_
     tokenizer = load_tokenizer(model)
     template = resolve_template(template, tokenizer=tokenizer, saved=model.template)
     backend = HFBackend(model=model, sampling=SamplingConfig(), options=BackendOptions(dtype=dtype))
-    return ScoringLM(backend.net, tokenizer, template, spec, model.fingerprint, backend.device)
+    return ScoringLM(backend.net, tokenizer, template, spec, model.fingerprint, backend.device, model_window(model.path))
 
 
 # Tokens per forward pass (rows x widest row). On a CPU one sequence of a few hundred tokens already keeps

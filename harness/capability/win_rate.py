@@ -8,7 +8,10 @@ the responses, decided it. The win rate is the mean score, so ties count one hal
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from harness.core.errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,26 @@ def judge_swapped(judge, instructions: list[str], model: list[str], reference: l
         return []
     kwargs = {"progress": progress} if progress is not None else {}
     probs = judge.prefer_first(instructions * 2, list(model) + list(reference), list(reference) + list(model), **kwargs)
+    _check_verdicts(judge, probs, 2 * n)
     out = []
     for first, second_raw in zip(probs[:n], probs[n:]):
         second = 1.0 - second_raw  # the judge preferred the reference (shown first) with second_raw
         a, b = _side(first), _side(second)
         out.append(PairVerdict(a if a == b else 0.5, (first + second) / 2, first, second))
     return out
+
+
+def _check_verdicts(judge, probs, expected: int) -> None:
+    """A verdict that is no probability (NaN from a judge model that overflowed, a plugin's bad value) judged
+    nothing. ``_side`` would read it as "no preference" and the pair as a tie, half a win: the win rate would
+    drift to 0.5 with no word. Stop instead, naming the judge."""
+    where = f"capability judge {judge.name} (version {judge.version})"
+    if len(probs) != expected:
+        raise ModelError(f"{where}: answered {len(probs)} verdicts for {expected} judgements")
+    bad = [p for p in probs if not (isinstance(p, (int, float)) and math.isfinite(p) and 0.0 <= p <= 1.0)]
+    if bad:
+        raise ModelError(f"{where}: {len(bad)} of {expected} verdicts are not a probability in [0, 1] "
+                         f"(first: {bad[0]!r}); its pairs cannot be scored")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ from harness.engine.cache import GenerationCache, cached_values, stable_hash
 from harness.config.thresholds import STATISTICS, Check, Rate, parse_threshold_key
 
 SUITE = "capability"
-LOGLIK_VERSION = "1"  # in the reference log-likelihood's cache key: bump when its values can change
+# In the reference log-likelihood's cache key: bump when its values can change. 2: a value carries the
+# reference's full token count (a cut is reported) and a reference is cut to the model's window.
+LOGLIK_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ class CapabilityResult:
     def unmeasured(self, scored_rows, thresholds: dict[str, float]) -> list[str]:
         """One line per threshold in ``thresholds`` (those the user set) on a statistic this run did not
         measure: a gate the user asked for that never ran must not let the suite pass (the suite's own
-        default ``min_win_rate`` is only checked when a judge is set, as documented, and is not passed here)."""
+        default ``min_win_rate`` is only in force when a judge is set, as documented: ``SuiteResult.failures``
+        passes it then)."""
         lines = []
         for key, threshold in sorted(thresholds.items()):
             bound, metric = parse_threshold_key(key)
@@ -188,10 +191,11 @@ def score_capability(session, result, *, progress: bool = True) -> None:
             with _bar(len(todo), "reference log-likelihood", progress) as bar:
                 found = reference_logliks(lm, [rows[i].prompt for i in todo], [refs[i] for i in todo],
                                           max_tokens=s.ref_loglik_max_tokens, progress=bar.update)
-            return [None if ll is None else [ll.mean, ll.n_tokens] for ll in found]
+            return [None if ll is None else [ll.mean, ll.n_tokens, ll.total_tokens] for ll in found]
 
         values = store.values(keys, compute, "reference log-likelihood", cap.notes)
         logliks = {i: RefLoglik(*v) for i, v in values.items() if v is not None}
+        cap.notes += _cut_notes(list(logliks.values()), s.ref_loglik_max_tokens)
         cap.seconds["ref_loglik"] = time.perf_counter() - t0
 
     verdicts: dict[int, object] = {}
@@ -226,6 +230,21 @@ def score_capability(session, result, *, progress: bool = True) -> None:
             refs[i], v.score if v else None, v.prob if v else None,
             ll.mean if ll else None, ll.n_tokens if ll else None)
     result.capability = cap
+
+
+def _cut_notes(logliks, max_tokens: int) -> list[str]:
+    """How many references were scored on a first part only: a mean over 256 tokens of a 1,900-token answer
+    is a different figure from the whole answer's (AlpacaEval 2's references are cut three times in four)."""
+    cut = [ll for ll in logliks if ll.n_tokens < ll.total_tokens]
+    by_budget = sum(ll.n_tokens == max_tokens for ll in cut)
+    notes = []
+    if by_budget:
+        notes.append(f"reference log-likelihood: {by_budget} of {len(logliks)} references longer than {max_tokens} "
+                     f"tokens, scored on their first {max_tokens} (--ref-loglik-max-tokens)")
+    if len(cut) > by_budget:
+        notes.append(f"reference log-likelihood: {len(cut) - by_budget} of {len(logliks)} references cut shorter "
+                     "still, to fit the model's window after their prompt")
+    return notes
 
 
 class _ScoreStore:

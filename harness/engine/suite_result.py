@@ -125,6 +125,10 @@ class SuiteResult:
         if self.capability is not None:  # a capability threshold the user set that nothing measured
             where = self.name + (f"[{category}]" if category else "")
             asked = self.settings.thresholds.get(self.name if category is None else f"{self.name}:{category}", {})
+            if category is None and self.capability.judge:
+                # A judge is set, so the suite's own min_win_rate is in force: a judge that judged nothing (no
+                # prompt found a reference output) cannot pass it. A category may lack references by design.
+                asked = {**{k: v for k, v in self.thresholds().items() if k.endswith("win_rate")}, **asked}
             lines += [f"{where}: {line}" for line in self.capability.unmeasured(self.select(category), asked)]
         return lines
 
