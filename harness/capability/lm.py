@@ -35,7 +35,7 @@ def load_scoring_lm(spec: str, *, cache_dir: Path, template: str = "auto", base_
     model the run already resolved."""
     from harness.backends.base import BackendOptions, SamplingConfig
     from harness.backends.hf import HFBackend
-    from harness.engine.prompt_window import model_window
+    from harness.models.window import model_window
     from harness.models.resolve import load_tokenizer, resolve_model
     from harness.models.templates import resolve_template
 
