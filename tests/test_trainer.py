@@ -237,8 +237,22 @@ def test_a_run_killed_between_the_renames_of_a_checkpoint_resumes_from_the_previ
 def test_another_config_is_refused_in_a_folder_holding_a_checkpoint(tiny_model, data, tmp_path):
     cfg = config(tiny_model, data, **KILL_CONFIG)
     assert not run(cfg, tmp_path / "other", tmp_path / "cache", stop_after=5).finished
-    with pytest.raises(ConfigError, match="checkpoint of a different training config"):
+    with pytest.raises(ConfigError, match="checkpoint of a different training config or data"):
         run(config(tiny_model, data, **KILL_CONFIG, lr=5e-3), tmp_path / "other", tmp_path / "cache")
+
+
+def test_a_checkpoint_is_not_resumed_on_other_data(tiny_model, data, tmp_path):
+    """The same config on an edited data file is another training: resuming its checkpoint would give an adapter
+    whose first steps saw the old examples and whose record names only the new file."""
+    import shutil
+
+    general = Path(shutil.copy(data["general"], tmp_path / "general.jsonl"))
+    cfg = config(tiny_model, {**data, "general": general}, **KILL_CONFIG)
+    assert not run(cfg, tmp_path / "adapter", tmp_path / "cache", stop_after=5).finished
+    lines = general.read_text().splitlines()
+    general.write_text("\n".join(line.replace("Repeat the word", "Say the word") for line in lines) + "\n")
+    with pytest.raises(ConfigError, match="checkpoint of a different training config or data"):
+        run(cfg, tmp_path / "adapter", tmp_path / "cache")
 
 
 def test_stop_after_leaves_what_a_kill_between_steps_leaves(tiny_model, data, uninterrupted, tmp_path):

@@ -11,6 +11,7 @@ written beside the previous one and swapped in by two renames; a kill between th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -131,7 +132,10 @@ def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None
     mix = build_mix(config, data_dir)
     examples = tokenize_mix(mix, tokenizer, template, config.cutoff, train_on_inputs=config.train_on_inputs)
     steps = _schedule(len(examples), config)
-    key = config.config_hash(extra=f"{base.fingerprint}|{device_tag()}")
+    # The examples as trained on enter the checkpoint's key: the same config over an edited data file (a path of
+    # the user's, or another template or tokenizer) is another training, and its checkpoint is not resumed.
+    mix_hash = hashlib.sha256(json.dumps([[t.input_ids, t.labels] for t in examples]).encode()).hexdigest()
+    key = config.config_hash(extra=f"{base.fingerprint}|{device_tag()}|{mix_hash}")
 
     ckpt = out / CHECKPOINT_DIR
     _recover(ckpt)
@@ -231,8 +235,8 @@ def _read_state(ckpt: Path, key: str) -> dict | None:
     except ValueError:
         raise ModelError(f"{path}: unreadable checkpoint state; delete {ckpt} to start over") from None
     if state.get("config_hash") != key:
-        raise ConfigError(f"{ckpt} holds a checkpoint of a different training config; use another --out or "
-                          "delete it")
+        raise ConfigError(f"{ckpt} holds a checkpoint of a different training config or data; use another --out "
+                          "or delete it")
     return state
 
 
