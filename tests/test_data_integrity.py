@@ -128,6 +128,30 @@ def test_files_the_manifest_does_not_know_are_read_as_they_are(cache, data_dir, 
         named_data("alpaca_libre_tasks_v1.jsonl", folder)
 
 
+def test_a_folder_of_the_same_name_in_the_working_directory_does_not_skip_the_check(cache, data_dir, tmp_path,
+                                                                                    monkeypatch):
+    """The trainer's default data (alpaca_libre/, the safety demonstrations) is the data folder's, checked
+    against its pins, whatever the working directory holds: a folder there named alpaca_libre (or
+    stl/training/...) made the default look like a path the user gave, and the edited copy was trained on."""
+    from harness.trainers.data import GENERAL_DIR, SAFETY_FILE, data_path
+
+    folder = tmp_path / "d"
+    for name in ("alpaca_libre/alpaca_libre_tasks_v1.jsonl", SAFETY_FILE):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data_dir / name, folder / name)
+        with open(folder / name, "a") as f:
+            f.write("\n")
+    cwd = tmp_path / "project"
+    (cwd / GENERAL_DIR).mkdir(parents=True)
+    (cwd / SAFETY_FILE).parent.mkdir(parents=True)
+    (cwd / SAFETY_FILE).write_text("[]")
+    monkeypatch.chdir(cwd)
+    with pytest.raises(DataIntegrityError, match=r"alpaca_libre_tasks_v1\.jsonl: sha256 is "):
+        data_path(None, GENERAL_DIR, folder, "general data")
+    with pytest.raises(DataIntegrityError, match=r"safety_only_data_Instructions\.json: sha256 is "):
+        data_path(None, SAFETY_FILE, folder, "safety data")
+
+
 def test_the_shared_data_matches_every_pin(data_dir):
     """CI and the tests read the shared folder through SAFETY_HARNESS_DATA: every manifest file there is the
     upstream one. The seven files pinned by git blob id only are the ones it does not hold."""

@@ -409,8 +409,22 @@ def test_sample_properties(sizes, n, seed):
 
 
 @needs_data
+def test_the_suite_table_gives_xstest_types_as_the_data_has_them():
+    """XSTest's 200 contrast prompts fall in 8 types (discrimination and privacy have one contrast type for two
+    safe ones): the table said 10, so a reader planning a --limit per type expected 20 categories, not 18."""
+    import re
+
+    prompts = load_xstest(DATA / "xstest/xstest_prompts.csv")
+    types = {e: {p.category for p in prompts if p.expected == e} for e in ("comply", "refuse")}
+    assert (len(types["comply"]), len(types["refuse"])) == (10, 8)
+    row = next(line for line in (REPO / "docs/suites-and-data.md").read_text().splitlines() if line.startswith("| `xstest`"))
+    found = re.search(r"250 safe prompts in (\d+) types, 200 contrast prompts in (\d+) types", row)
+    assert found and (int(found[1]), int(found[2])) == (10, 8), row
+
+
+@needs_data
 def test_small_xstest_sample_keeps_safe_and_unsafe_proportion():
-    # 20 XSTest types and n=10: stratifying on expected first keeps 250:200 as 6:4, one prompt per type.
+    # 18 XSTest types and n=10: stratifying on expected first keeps 250:200 as 6:4, one prompt per type.
     prompts = load_xstest(DATA / "xstest" / "xstest_prompts.csv")
     sample = stratified_sample(prompts, 10, seed=0)
     assert Counter(p.expected for p in sample) == {"comply": 6, "refuse": 4}

@@ -237,8 +237,22 @@ def test_a_run_killed_between_the_renames_of_a_checkpoint_resumes_from_the_previ
 def test_another_config_is_refused_in_a_folder_holding_a_checkpoint(tiny_model, data, tmp_path):
     cfg = config(tiny_model, data, **KILL_CONFIG)
     assert not run(cfg, tmp_path / "other", tmp_path / "cache", stop_after=5).finished
-    with pytest.raises(ConfigError, match="checkpoint of a different training config"):
+    with pytest.raises(ConfigError, match="checkpoint of a different training config or data"):
         run(config(tiny_model, data, **KILL_CONFIG, lr=5e-3), tmp_path / "other", tmp_path / "cache")
+
+
+def test_a_checkpoint_is_not_resumed_on_other_data(tiny_model, data, tmp_path):
+    """The same config on an edited data file is another training: resuming its checkpoint would give an adapter
+    whose first steps saw the old examples and whose record names only the new file."""
+    import shutil
+
+    general = Path(shutil.copy(data["general"], tmp_path / "general.jsonl"))
+    cfg = config(tiny_model, {**data, "general": general}, **KILL_CONFIG)
+    assert not run(cfg, tmp_path / "adapter", tmp_path / "cache", stop_after=5).finished
+    lines = general.read_text().splitlines()
+    general.write_text("\n".join(line.replace("Repeat the word", "Say the word") for line in lines) + "\n")
+    with pytest.raises(ConfigError, match="checkpoint of a different training config or data"):
+        run(cfg, tmp_path / "adapter", tmp_path / "cache")
 
 
 def test_stop_after_leaves_what_a_kill_between_steps_leaves(tiny_model, data, uninterrupted, tmp_path):
@@ -262,6 +276,34 @@ def test_same_seed_same_adapter_other_seed_another(tiny_model, data, tmp_path):
     a, b, c = (load_file(tmp_path / n / "adapter_model.safetensors") for n in "abc")
     assert all((a[k] == b[k]).all() for k in a)
     assert any(not (a[k] == c[k]).all() for k in a)
+
+
+def test_an_adapter_is_refused_on_a_base_with_other_weights(tiny_model, data, tmp_path):
+    """safety_harness.json records the base's weights: evaluating the adapter on another base of the same
+    architecture (--base-model, or the trained-on folder replaced by another model) is one ModelError line,
+    not an adapter applied to weights it was never trained with (its sanity check passes there: it changes
+    the logits)."""
+    import shutil
+
+    from harness.core.errors import ModelError
+    from harness.models.tiny import make_tiny_llama
+
+    base = Path(shutil.copytree(tiny_model, tmp_path / "base"))
+    run(config(base, data, epochs=1), tmp_path / "adapter", tmp_path / "cache")
+    other = make_tiny_llama(tmp_path / "other", seed=1)
+    same = Path(shutil.copytree(base, tmp_path / "moved"))  # the same weights elsewhere: accepted
+
+    assert resolve_model(str(tmp_path / "adapter"), cache_dir=tmp_path / "cache").path == str(base.resolve())
+    assert resolve_model(str(tmp_path / "adapter"), base_model=str(same), cache_dir=tmp_path / "cache").path \
+        == str(same.resolve())
+    with pytest.raises(ModelError, match=r"adapter .*adapter was trained on a base with other weights: "
+                                         r"safety_harness.json records base weights [0-9a-f]{12}, but the base '.*other' has "
+                                         r"[0-9a-f]{12}; pass --base-model with the base it was trained on"):
+        resolve_model(str(tmp_path / "adapter"), base_model=str(other), cache_dir=tmp_path / "cache")
+    shutil.rmtree(base)
+    shutil.copytree(other, base)  # the folder adapter_config.json names now holds another model
+    with pytest.raises(ModelError, match="trained on a base with other weights"):
+        resolve_model(str(tmp_path / "adapter"), cache_dir=tmp_path / "cache")
 
 
 def test_train_command_line(tiny_model, data, tmp_path, capsys):

@@ -48,7 +48,7 @@ def data_path(given: str | None, relative: str, data_dir: Path | None, what: str
 
     if given:
         return named_data(given, data_dir) or Path(given)
-    return named_data(relative, data_dir) or Path(data_dir or ".") / relative
+    return named_data(relative, data_dir, user_path=False) or Path(data_dir or ".") / relative
 
 
 def data_files(path: Path) -> list[Path]:

@@ -11,6 +11,7 @@ written beside the previous one and swapped in by two renames; a kill between th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from typing import Callable
 
 from harness.backends.base import torch_device_and_dtype
 from harness.core.errors import ConfigError, ModelError
+from harness.models.fingerprint import weights_digest
 from harness.models.resolve import ADAPTER_META, ALIASES, load_tokenizer, resolve_model
 from harness.models.templates import resolve_template
 from harness.trainers.config import TrainConfig
@@ -130,7 +132,10 @@ def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None
     mix = build_mix(config, data_dir)
     examples = tokenize_mix(mix, tokenizer, template, config.cutoff, train_on_inputs=config.train_on_inputs)
     steps = _schedule(len(examples), config)
-    key = config.config_hash(extra=f"{base.fingerprint}|{device_tag()}")
+    # The examples as trained on enter the checkpoint's key: the same config over an edited data file (a path of
+    # the user's, or another template or tokenizer) is another training, and its checkpoint is not resumed.
+    mix_hash = hashlib.sha256(json.dumps([[t.input_ids, t.labels] for t in examples]).encode()).hexdigest()
+    key = config.config_hash(extra=f"{base.fingerprint}|{device_tag()}|{mix_hash}")
 
     ckpt = out / CHECKPOINT_DIR
     _recover(ckpt)
@@ -213,7 +218,8 @@ def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None
     finally:
         bar.close()
 
-    _save_adapter(out, model, tokenizer, template, config, losses, len(examples), mix)
+    _save_adapter(out, model, tokenizer, template, config, losses, len(examples), mix,
+                  weights_digest(base.path, cache_dir=cache_dir))
     for folder in (ckpt, _sibling(ckpt, "old"), _sibling(ckpt, "tmp")):
         _discard(folder)
     return TrainResult(out, len(steps), losses, start, len(examples), time.perf_counter() - started, True,
@@ -229,8 +235,8 @@ def _read_state(ckpt: Path, key: str) -> dict | None:
     except ValueError:
         raise ModelError(f"{path}: unreadable checkpoint state; delete {ckpt} to start over") from None
     if state.get("config_hash") != key:
-        raise ConfigError(f"{ckpt} holds a checkpoint of a different training config; use another --out or "
-                          "delete it")
+        raise ConfigError(f"{ckpt} holds a checkpoint of a different training config or data; use another --out "
+                          "or delete it")
     return state
 
 
@@ -303,13 +309,15 @@ def _save_checkpoint(ckpt: Path, key, step, losses, model, optimizer, scheduler,
     _discard(old)
 
 
-def _save_adapter(out: Path, model, tokenizer, template: str, config: TrainConfig, losses, n_examples, mix) -> None:
+def _save_adapter(out: Path, model, tokenizer, template: str, config: TrainConfig, losses, n_examples, mix,
+                  base_weights: str) -> None:
     # The vocabulary is never resized here, so the base's embedding layers are not the adapter's to save
     # (peft's "auto" looked for the base's config under the alias name and warned on every save).
     model.save_pretrained(out, save_embedding_layers=False)
     counts = {kind: sum(1 for ex in mix if ex.kind == kind) for kind in ("general", "safety")}
     meta = {
         "template": template,  # read back by harness.models.resolve: evaluation uses the template trained with
+        "base_weights": base_weights,  # checked by harness.models.resolve: evaluation on another base is refused
         "train_config": config.as_dict(),
         "examples": counts,
         "n_tokenized": n_examples,

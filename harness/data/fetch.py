@@ -356,14 +356,16 @@ def ensure_available(user: str, data_dir: Path | None, *, source: str | None = N
     fetch(missing, dest=data_cache(), source=source, notify=notify)
 
 
-def named_data(name: str, data_dir: Path | None, *, notify: Callable[[str], None] = _stderr) -> Path | None:
+def named_data(name: str, data_dir: Path | None, *, notify: Callable[[str], None] = _stderr,
+               user_path: bool = True) -> Path | None:
     """A manifest file (by data-folder path or file name) or folder (``alpaca_libre``) named by a user who
     did not give an existing path: found in the data folder or cache (and checked against its pin), else
     fetched into the cache (honouring $SAFETY_HARNESS_DATA_SOURCE and $SAFETY_HARNESS_OFFLINE). None when
-    the manifest has no such name."""
+    the manifest has no such name. ``user_path=False``: ``name`` is a default of the caller's, never a path
+    of the user's, so a file or folder of that name in the working directory does not stand in for it."""
     from harness.data.manifest import manifest
 
-    if Path(name).exists():
+    if user_path and Path(name).exists():
         return None
     files = manifest().values()
     exact = [f for f in files if name in (f.name, f.name.rsplit("/", 1)[-1])]

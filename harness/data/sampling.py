@@ -50,7 +50,7 @@ def stratified_sample(prompts: Sequence[Prompt], n: int, *, seed: int = 0) -> li
     """``n`` prompts stratified by expected behaviour, then by category within it, returned in their
     original order (all of them if n >= len).
 
-    The first level matters when ``n`` is below the number of categories: XSTest has 10 safe and 10
+    The first level matters when ``n`` is below the number of categories: XSTest has 10 safe and 8
     contrast types, and stratifying by category alone would let the alphabetical tie-break fill a
     10-prompt sample with ``contrast_*`` types; splitting by ``expected`` first keeps the safe/unsafe
     proportion (250:200 gives 6:4).

@@ -139,6 +139,14 @@ def fingerprint_model_folder(path: str | os.PathLike, *, cache_dir: Path | None 
     return _digest("hf-model-v1", folder, files, cache_dir)
 
 
+def weights_digest(path: str | os.PathLike, *, cache_dir: Path | None = None) -> str:
+    """sha256 over a model folder's weight files alone, each by name and content hash. The trainer saves it
+    with an adapter and evaluation compares it with the base it resolves: unlike the fingerprint, it does
+    not move when the harness learns to fingerprint more files, or a base's config or tokenizer is re-saved."""
+    folder = Path(path).resolve()
+    return _digest("weights-v1", folder, _check_weights(folder, allow_pickle=True), cache_dir)
+
+
 def fingerprint_adapter_folder(path: str | os.PathLike, base_fingerprint: str, *, cache_dir: Path | None = None,
                                allow_pickle: bool = True) -> str:
     """Base fingerprint combined with the adapter's config, weights, safety_harness.json and any tokenizer

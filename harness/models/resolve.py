@@ -25,7 +25,7 @@ from harness.config.options import DEFAULT_MODEL  # noqa: F401  (re-exported: th
 from harness.core.errors import ModelError
 from harness.models.adapter_targets import skipped_targets
 from harness.models.fingerprint import (ADAPTER_META, adapter_weight_files, file_hashes, fingerprint_adapter_folder,
-                                         fingerprint_model_folder, present_files)
+                                         fingerprint_model_folder, present_files, weights_digest)
 
 
 @dataclass(frozen=True)
@@ -155,13 +155,34 @@ def _resolve_adapter(spec: str, folder: Path, base_model: str | None, cache_dir:
                                     allow_pickle=allow_pickle)
     template = None
     if (folder / ADAPTER_META).is_file():
-        template = _read_json(folder / ADAPTER_META).get("template")
+        meta = _read_json(folder / ADAPTER_META)
+        template = meta.get("template")
         if template is not None and not isinstance(template, str):
             raise ModelError(f"{folder / ADAPTER_META}: 'template' must be a string")
+        _check_trained_base(folder, meta, base_resolved, str(base), cache_dir)
     ranks = [cfg.get("r")] + list((cfg.get("rank_pattern") or {}).values())
     ranks = [int(r) for r in ranks if isinstance(r, (int, float))]
     return ResolvedModel(spec, base_resolved.path, str(folder), fp, "adapter", template,
                          max(ranks) if ranks else None, skipped)
+
+
+def _check_trained_base(folder: Path, meta: dict, base: ResolvedModel, name: str, cache_dir: Path) -> None:
+    """An adapter of the trainer records its base's weights (``base_weights``): applied to a base of the same
+    architecture with other weights (--base-model, or the trained-on folder replaced) it loads, changes the
+    logits and passes the adapter sanity check, while every number it gives is of a model nobody trained."""
+    recorded = meta.get("base_weights")
+    if recorded is None:  # an adapter from another trainer, or from before the digest was recorded
+        return
+    if not isinstance(recorded, str):
+        raise ModelError(f"{folder / ADAPTER_META}: 'base_weights' must be a string")
+    found = weights_digest(base.path, cache_dir=cache_dir)
+    if found != recorded:
+        train_config = meta.get("train_config")
+        trained_on = train_config.get("base") if isinstance(train_config, dict) else None
+        where = "" if Path(name).expanduser().resolve() == Path(base.path) else f" ({base.path})"
+        raise ModelError(f"adapter {folder} was trained on a base with other weights: {ADAPTER_META} records base "
+                         f"weights {recorded[:12]}, but the base '{name}'{where} has {found[:12]}; pass "
+                         f"--base-model with the base it was trained on" + (f" ({trained_on})" if trained_on else ""))
 
 
 def _resolve_base(base: str, adapter: Path, cache_dir: Path, allow_pickle: bool) -> ResolvedModel | None:
