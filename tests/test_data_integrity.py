@@ -14,7 +14,7 @@ import pytest
 
 from harness.core.errors import DataError
 from harness.data import integrity
-from harness.data.fetch import data_cache, fetch, locate, named_data, verified_file
+from harness.data.fetch import DataLocationError, data_cache, fetch, locate, named_data, verified_file
 from harness.data.integrity import DataIntegrityError
 from harness.data.manifest import manifest, parse_manifest, select
 from harness.data.suites import get_suite
@@ -113,8 +113,7 @@ def test_files_the_manifest_does_not_know_are_read_as_they_are(cache, data_dir, 
     from harness.trainers.data import data_path
 
     folder = tmp_path / "d"
-    (folder / "alpaca_libre").mkdir(parents=True)
-    shutil.copy(data_dir / "alpaca_libre/alpaca_libre_tasks_v1.jsonl", folder / "alpaca_libre")
+    shutil.copytree(data_dir / "alpaca_libre", folder / "alpaca_libre")
     (folder / "alpaca_libre" / "mine.jsonl").write_text('{"instruction": "x", "output": "y"}\n')
     (folder / "extra").mkdir()
     (folder / "extra" / "notes.csv").write_text("anything")
@@ -136,6 +135,7 @@ def test_a_folder_of_the_same_name_in_the_working_directory_does_not_skip_the_ch
     from harness.trainers.data import GENERAL_DIR, SAFETY_FILE, data_path
 
     folder = tmp_path / "d"
+    shutil.copytree(data_dir / GENERAL_DIR, folder / GENERAL_DIR)
     for name in ("alpaca_libre/alpaca_libre_tasks_v1.jsonl", SAFETY_FILE):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(data_dir / name, folder / name)
@@ -150,6 +150,19 @@ def test_a_folder_of_the_same_name_in_the_working_directory_does_not_skip_the_ch
         data_path(None, GENERAL_DIR, folder, "general data")
     with pytest.raises(DataIntegrityError, match=r"safety_only_data_Instructions\.json: sha256 is "):
         data_path(None, SAFETY_FILE, folder, "safety data")
+
+
+def test_a_data_folder_missing_one_of_a_folders_pinned_files_is_refused(data_dir, tmp_path):
+    """alpaca_libre/ is three pinned files: a copy lacking one trained on the other two, another mix for the
+    same seed, without a word."""
+    from harness.trainers.data import GENERAL_DIR, data_path
+
+    folder = tmp_path / "d"
+    shutil.copytree(data_dir / GENERAL_DIR, folder / GENERAL_DIR)
+    (folder / GENERAL_DIR / "alpaca_libre_tasks_v3.jsonl").unlink()
+    with pytest.raises(DataLocationError, match=r"alpaca_libre lacks alpaca_libre/alpaca_libre_tasks_v3\.jsonl of "
+                                                r"its 3 pinned files"):
+        data_path(None, GENERAL_DIR, folder, "general data")
 
 
 def test_the_shared_data_matches_every_pin(data_dir):

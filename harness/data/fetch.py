@@ -377,9 +377,16 @@ def named_data(name: str, data_dir: Path | None, *, notify: Callable[[str], None
         return found or fetch(exact[:1], dest=data_cache(), notify=notify)[0]
     folder = data_folder(data_dir)
     if folder is not None and (Path(folder) / name).is_dir():
-        for entry in below:  # the folder's manifest files are checked; others in it are the user's own
-            if (Path(folder) / entry.name).is_file():
-                integrity.check(entry, Path(folder) / entry.name)
+        # The folder's manifest files are checked, and all must be there: a copy missing one would train on
+        # the others, another mix for the same seed, without a word. Other files in it are the user's own.
+        absent = [entry.name for entry in below if not (Path(folder) / entry.name).is_file()]
+        if absent:
+            raise DataLocationError(f"data folder {folder}: {name} lacks {absent[0]}"
+                                    + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else "")
+                                    + f" of its {len(below)} pinned files; restore it, or move the folder aside "
+                                    "and run `safety-harness data fetch`")
+        for entry in below:
+            integrity.check(entry, Path(folder) / entry.name)
         return Path(folder) / name
     for entry in below:
         if (data_cache() / entry.name).is_file():
