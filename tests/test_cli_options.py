@@ -143,7 +143,8 @@ TABLE = {
         lambda r: parquet_column(r.folder / "judged.parquet", "refusal_label") == parquet_column(r.folder / "judged-b1.parquet", "refusal_label"))),
     "score --max-model-len": effect("score-models", on("short_window", exits(2), said("--max-model-len 300 leaves the judge no room"))),
     "score --harm-model": effect("score-models", on("reward", exits(0), said("harm: reward_model"))),
-    "score --backend": effect("score-vllm", exits(0), said("Initializing a V1 LLM engine", "scored 2 responses with refusal_judge")),
+    "score --backend": effect("score-vllm", exits(1), said("Initializing a V1 LLM engine", "scored 2 responses with refusal_judge",
+                                                 "refusal_judge could not classify 2 of 2 replies")),
     "score --vllm-kv-cache-gib": effect("score-vllm", said("Explicitly set (1.0/")),
     # -- train: 10 examples, 4 a step, 1 epoch; each option against that base run
     "train": effect("train", exits(0), _check(lambda r: STEPS.format(r.folder / "adapter") in r.out)),
