@@ -27,10 +27,13 @@ def judge_error_lines(session) -> list[str]:
 
 def check_lines(session, suites: dict, report_path=None) -> list[str]:
     """The table of checks and the lines under it, as ``harness.scoring.check_summary`` writes them for every
-    summary of a report: the rates behind the corrected column, warnings, people's labels."""
+    summary of a report: the rates behind the corrected column, warnings, people's labels. With each suite's
+    rows, those of the categories it held checks of (``SUITE[CATEGORY]``, as ``safety-harness summary`` lists
+    them): the labels line counts them among the thresholds decided, so a reader must see which they are."""
     from harness.engine.run_report import label_record
 
-    lines = format_table(check_summary.columns(suites), check_summary.table_rows(suites)) if suites else []
+    lines = (format_table(check_summary.columns(suites), check_summary.table_rows(suites, categories=True))
+             if suites else [])
     lines += check_summary.default_threshold_lines(suites)
     lines += judge_error_lines(session)
     if any(info["checks"] for info in suites.values()):
