@@ -121,12 +121,16 @@ def with_labels(report: Report) -> bool:
 
 
 def judge_error_lines(meta: dict) -> list[str]:
-    """Per suite, the rows its scorer could not classify (counted as failures), as the run's metadata
-    recorded them (``harness.engine.run_report``)."""
-    from harness.config.thresholds import judge_error_line
+    """Per suite, the rows its scorer could not classify (counted as failures), then the replies its harm scorer
+    could not read, as the run's metadata recorded them (``harness.engine.run_report``)."""
+    from harness.config.thresholds import harm_judge_error_line, judge_error_line
 
-    return [judge_error_line(suite, e.get("prompt_ids", []), info.get("n", 0), e.get("scorer"), e.get("examples", []))
-            for suite, info in sorted((meta.get("suites") or {}).items()) if (e := info.get("judge_errors"))]
+    suites = sorted((meta.get("suites") or {}).items())
+    return ([judge_error_line(suite, e.get("prompt_ids", []), info.get("n", 0), e.get("scorer"), e.get("examples", []))
+             for suite, info in suites if (e := info.get("judge_errors"))]
+            + [harm_judge_error_line(suite, e.get("prompt_ids", []), info.get("n", 0), e.get("scorer"),
+                                     e.get("examples", []))
+               for suite, info in suites if (e := info.get("harm_judge_errors"))])
 
 
 def skipped_lines(obj) -> list[str]:

@@ -15,14 +15,18 @@ def has_judge_errors(session) -> bool:
 
 
 def judge_error_lines(session) -> list[str]:
-    """Per suite: how many rows the scorer could not classify, that they count as failures, and which."""
-    from harness.config.thresholds import judge_error_line
-    from harness.engine.suite_result import judge_output
+    """Per suite: how many rows the scorer could not classify, that they count as failures, and which; then how
+    many replies the harm scorer could not read, and which."""
+    from harness.config.thresholds import harm_judge_error_line, judge_error_line
+    from harness.engine.suite_result import harm_output, judge_output
 
     scorer = session.model_info.scorer or session.settings.scorer
-    return [judge_error_line(name, [r.prompt.prompt_id for r in errors], len(result.rows), scorer,
-                             [judge_output(r) for r in errors[:2]])
-            for name, result in sorted(session.results.items()) if (errors := result.judge_error_rows())]
+    lines = [judge_error_line(name, [r.prompt.prompt_id for r in errors], len(result.rows), scorer,
+                              [judge_output(r) for r in errors[:2]])
+             for name, result in sorted(session.results.items()) if (errors := result.judge_error_rows())]
+    return lines + [harm_judge_error_line(name, [r.prompt.prompt_id for r in unread], len(result.rows),
+                                          session.model_info.harm_scorer, [harm_output(r) for r in unread[:2]])
+                    for name, result in sorted(session.results.items()) if (unread := result.harm_judge_error_rows())]
 
 
 def check_lines(session, suites: dict, report_path=None) -> list[str]:
