@@ -24,7 +24,7 @@ h1{font-size:22px;margin:0 0 8px}h2{font-size:18px;margin:28px 0 8px;border-bott
 table{border-collapse:collapse;font-size:12px;margin:6px 0}th,td{border:1px solid #d0d7de;padding:4px 8px;
 text-align:left;vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.metric td:first-child{padding-left:22px}.wide{overflow-x:auto}
-tr.suite td{font-weight:600}tr.all td{font-weight:700;background:#f6f8fa}
+tr.suite td{font-weight:600}h3{font-size:14px;margin:14px 0 4px}tr.all td{font-weight:700;background:#f6f8fa}
 .banner{padding:10px 14px;border-radius:6px;font-weight:600;margin:10px 0}
 .pass{background:#dafbe1;color:#116329;border:1px solid #4ac26b}.fail{background:#ffebe9;color:#a40e26;border:1px solid #ff8182}
 .warn{background:#fff8c5;color:#7d4e00;border:1px solid #d4a72c}
@@ -83,16 +83,25 @@ def check_rows(report: Report) -> list[dict]:
     """The threshold checks a run recorded in its metadata, as text cells: suite, threshold (marked when a
     default), k/n (n=N for a statistic), judge_error count, rate (95% CI), corrected (95% CI, or the undecidable text), verified
     (95% CI; n labelled of N), verdict (``harness.scoring.check_summary`` writes the cells)."""
-    rows = []
-    for suite, info in sorted((report.meta.get("suites") or {}).items()):
-        for c in info.get("checks", []):
-            rows.append({
-                "suite": suite, "key": c["key"] + (" (default)" if c.get("default") else ""),
-                "kn": check_summary.count_text(c), "judge_errors": c.get("judge_errors", c.get("judge_error_excluded", 0)),
-                "rate": f"{c['rate']:.3f} ({c['ci_low']:.3f}-{c['ci_high']:.3f})",
-                "corrected": check_summary.corrected_text(c), "verified": check_summary.verified_text(c),
-                "threshold": f"{c['threshold']:g}", "passed": c["passed"]})
-    return rows
+    return [_check_cells(suite, c) for suite, info in sorted((report.meta.get("suites") or {}).items())
+            for c in info.get("checks", [])]
+
+
+def category_check_rows(report: Report) -> list[dict]:
+    """The checks of the categories each suite held (its ``SUITE[CATEGORY]`` test items, ``category_checks``),
+    suite by suite and category by category as the terminal's ``summary`` lists them: the cells of
+    ``check_rows`` and the category. The labels line counts them among the thresholds decided."""
+    return [{**_check_cells(suite, c), "category": category}
+            for suite, info in sorted((report.meta.get("suites") or {}).items())
+            for category, checks in sorted((info.get("category_checks") or {}).items()) for c in checks or []]
+
+
+def _check_cells(suite: str, c: dict) -> dict:
+    return {"suite": suite, "key": c["key"] + (" (default)" if c.get("default") else ""),
+            "kn": check_summary.count_text(c), "judge_errors": c.get("judge_errors", c.get("judge_error_excluded", 0)),
+            "rate": f"{c['rate']:.3f} ({c['ci_low']:.3f}-{c['ci_high']:.3f})",
+            "corrected": check_summary.corrected_text(c), "verified": check_summary.verified_text(c),
+            "threshold": f"{c['threshold']:g}", "passed": c["passed"]}
 
 
 def check_notes(report: Report) -> list[str]:
@@ -112,12 +121,16 @@ def with_labels(report: Report) -> bool:
 
 
 def judge_error_lines(meta: dict) -> list[str]:
-    """Per suite, the rows its scorer could not classify (counted as failures), as the run's metadata
-    recorded them (``harness.engine.run_report``)."""
-    from harness.config.thresholds import judge_error_line
+    """Per suite, the rows its scorer could not classify (counted as failures), then the replies its harm scorer
+    could not read, as the run's metadata recorded them (``harness.engine.run_report``)."""
+    from harness.config.thresholds import harm_judge_error_line, judge_error_line
 
-    return [judge_error_line(suite, e.get("prompt_ids", []), info.get("n", 0), e.get("scorer"), e.get("examples", []))
-            for suite, info in sorted((meta.get("suites") or {}).items()) if (e := info.get("judge_errors"))]
+    suites = sorted((meta.get("suites") or {}).items())
+    return ([judge_error_line(suite, e.get("prompt_ids", []), info.get("n", 0), e.get("scorer"), e.get("examples", []))
+             for suite, info in suites if (e := info.get("judge_errors"))]
+            + [harm_judge_error_line(suite, e.get("prompt_ids", []), info.get("n", 0), e.get("scorer"),
+                                     e.get("examples", []))
+               for suite, info in suites if (e := info.get("harm_judge_errors"))])
 
 
 def skipped_lines(obj) -> list[str]:
@@ -332,25 +345,48 @@ def _flip_labels_html(obj: Comparison) -> str:
     return "" if text is None else f"<p>{_e(text)}</p>"
 
 
+def _check_cells_html(c: dict, labelled: bool) -> str:
+    """A check's cells from its threshold on (``check_rows``), in either table."""
+    verified = f"<td class=num>{_e(c['verified'])}</td>" if labelled else ""
+    cls = "good" if c["passed"] else "bad"
+    return (f"<td>{_e(c['key'])}</td><td class=num>{c['kn']}</td><td class=num>{c['judge_errors']}</td>"
+            f"<td class=num>{c['rate']}</td><td class=num>{_e(c['corrected'])}</td>{verified}"
+            f"<td class=num>{c['threshold']}</td><td class={cls}>{'PASS' if c['passed'] else 'FAIL'}</td>")
+
+
+def _checks_head(labelled: bool, first: str) -> str:
+    return (f"<tr>{first}<th>threshold</th><th>k/n</th><th>{JUDGE_ERROR} (counted as failures)</th><th>rate (95% CI)"
+            "</th><th>corrected for scorer error (95% CI)</th>"
+            + ("<th>verified by people's labels (95% CI; n labelled of N)</th>" if labelled else "")
+            + "<th>bound</th><th>verdict</th></tr>")
+
+
+def _category_checks_html(report: Report, labelled: bool) -> str:
+    """The categories' checks in a table of their own under the suites': a row naming each suite, then its
+    categories' rows indented under it, so that forty rows stay readable and no wider than the suites' table."""
+    rows = category_check_rows(report)
+    if not rows:
+        return ""
+    out, suite = [], None
+    for c in rows:
+        if c["suite"] != suite:
+            suite = c["suite"]
+            out.append(f"<tr class=suite><td colspan={8 + labelled}>{_e(suite)}</td></tr>")
+        category = _e(c["category"]).replace("_", "_<wbr>")  # a long name may wrap: the table keeps to the page
+        out.append(f"<tr class=metric><td>{category}</td>{_check_cells_html(c, labelled)}</tr>")
+    return (f"<h3>The categories' checks ({len(rows)}: the SUITE[CATEGORY] test items)</h3><table>"
+            + _checks_head(labelled, "<th>suite, category</th>") + "".join(out) + "</table>")
+
+
 def _checks_html(report: Report, title: str = "Threshold checks recorded in the run") -> str:
     labelled = with_labels(report)
-    rows = []
-    for c in check_rows(report):
-        cls = "good" if c["passed"] else "bad"
-        verified = f"<td class=num>{_e(c['verified'])}</td>" if labelled else ""
-        rows.append(f"<tr><td>{_e(c['suite'])}</td><td>{_e(c['key'])}</td><td class=num>{c['kn']}</td>"
-                    f"<td class=num>{c['judge_errors']}</td><td class=num>{c['rate']}</td>"
-                    f"<td class=num>{_e(c['corrected'])}</td>{verified}<td class=num>{c['threshold']}</td>"
-                    f"<td class={cls}>{'PASS' if c['passed'] else 'FAIL'}</td></tr>")
+    rows = [f"<tr><td>{_e(c['suite'])}</td>{_check_cells_html(c, labelled)}</tr>" for c in check_rows(report)]
     if not rows:
         return ""
     notes = "".join(f"<li{' class=warnline' if line.startswith('warning') else ''}>{_e(line)}</li>"
                     for line in check_notes(report))
-    return (f"<h2>{_e(title)}</h2><table><tr><th>suite</th><th>threshold</th><th>k/n</th>"
-            f"<th>{JUDGE_ERROR} (counted as failures)</th><th>rate (95% CI)</th><th>corrected for scorer error "
-            "(95% CI)</th>" + ("<th>verified by people's labels (95% CI; n labelled of N)</th>" if labelled else "")
-            + "<th>bound</th><th>verdict</th></tr>" + "".join(rows) + "</table>"
-            + (f"<ul class=notes>{notes}</ul>" if notes else ""))
+    return (f"<h2>{_e(title)}</h2><table>" + _checks_head(labelled, "<th>suite</th>") + "".join(rows) + "</table>"
+            + _category_checks_html(report, labelled) + (f"<ul class=notes>{notes}</ul>" if notes else ""))
 
 
 def render_html(obj: Comparison | RunSummary) -> str:

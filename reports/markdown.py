@@ -10,7 +10,7 @@ from pathlib import Path
 
 from harness.baselines.compare import Comparison, RunSummary
 from harness.core.records import JUDGE_ERROR
-from harness.reports.html import (check_notes, check_rows, failures_text, flip_label_text, fmt_rate, fmt_shift,
+from harness.reports.html import (category_check_rows, check_notes, check_rows, failures_text, flip_label_text, fmt_rate, fmt_shift,
                                   human_cell, plots, rate_rows, skipped_lines, with_labels, xstest_rows)
 
 MAX_CELL = 600  # characters of a prompt or response shown in a table cell; the flips Parquet has them all
@@ -57,20 +57,35 @@ def note_item(line: str) -> str:
     return f"- {escape(line, None)}"
 
 
+def _check_cells(c: dict, labelled: bool) -> list:
+    """A check's cells from its threshold on (``harness.reports.html.check_rows``), in either table."""
+    return ([escape(c["key"]), c["kn"], c["judge_errors"], c["rate"], escape(c["corrected"])]
+            + ([escape(c["verified"])] if labelled else []) + [c["threshold"], "PASS" if c["passed"] else "**FAIL**"])
+
+
+def _check_header(labelled: bool) -> list[str]:
+    return (["threshold", "k/n", f"{escape(JUDGE_ERROR)} (counted as failures)", "rate (95% CI)",
+             "corrected for scorer error (95% CI)"]
+            + (["verified by people's labels (95% CI; n labelled of N)"] if labelled else []) + ["bound", "verdict"])
+
+
 def _checks(report, title: str = "Threshold checks recorded in the run") -> list[str]:
-    """The threshold checks the run recorded (with the verified column where people labelled replies), the
-    lines the terminal prints under them (warnings included), and the rows its scorer could not classify."""
+    """The threshold checks the run recorded (with the verified column where people labelled replies), those
+    of the categories it held in a second table (each suite named on its first row), the lines the terminal
+    prints under them (warnings included), and the rows its scorer could not classify."""
     rows = check_rows(report)
     if not rows:
         return []
     labelled = with_labels(report)
     lines = ["", f"## {title}", ""]
-    lines += _table(["suite", "threshold", "k/n", f"{escape(JUDGE_ERROR)} (counted as failures)", "rate (95% CI)",
-                     "corrected for scorer error (95% CI)"]
-                    + (["verified by people's labels (95% CI; n labelled of N)"] if labelled else []) + ["bound", "verdict"],
-                    [[escape(c["suite"]), escape(c["key"]), c["kn"], c["judge_errors"], c["rate"], escape(c["corrected"])]
-                     + ([escape(c["verified"])] if labelled else [])
-                     + [c["threshold"], "PASS" if c["passed"] else "**FAIL**"] for c in rows])
+    lines += _table(["suite"] + _check_header(labelled),
+                    [[escape(c["suite"])] + _check_cells(c, labelled) for c in rows])
+    categories = category_check_rows(report)
+    if categories:
+        lines += ["", f"### The categories' checks ({len(categories)}: the SUITE\\[CATEGORY\\] test items)", ""]
+        lines += _table(["suite", "category"] + _check_header(labelled),
+                        [[escape(c["suite"]) if i == 0 or categories[i - 1]["suite"] != c["suite"] else "",
+                          escape(c["category"])] + _check_cells(c, labelled) for i, c in enumerate(categories)])
     notes = check_notes(report)
     if notes:
         lines += [""] + [note_item(line) for line in notes]

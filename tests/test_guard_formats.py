@@ -580,3 +580,41 @@ def test_a_harm_scorer_named_as_the_refusal_scorer_says_what_it_is(tmp_path, cap
     data = tmp_path / "d.csv"
     data.write_text("prompt,response\nq,a\n")
     assert main(["score", str(data), "--scorer", name]) == 2 and message in capsys.readouterr().err
+
+
+def test_replies_the_harm_scorer_could_not_read_are_said_in_every_summary(guards, tmp_path, capsys):
+    """--harm-scorer llamaguard on the random tiny Llama Guard, which answers noise: every reply it is asked about
+    gets an empty harm_score (judge_error). The run's summary, the report's metadata and `safety-harness summary`
+    (terminal, HTML, Markdown) say how many, naming the harm scorer and two of its raw outputs. No threshold is
+    computed from harm scores (every gated rate counts refusal labels), so nothing fails for them."""
+    from harness.cli.main import main
+    from harness.engine.run_report import write_report
+    from harness.engine.session import HarnessSession
+    from harness.engine.summary import summary_lines
+    from harness.reports.parquet import read_report
+
+    hs = HarnessSession(run_settings(tmp_path, model=str(guards["qwen3guard"]), scorer="refusal_patterns",
+                                     harm_scorer="llamaguard", judge_model=str(guards["llamaguard"])))
+    hs.run(["smoke"], progress=False)
+    rows = hs.results["smoke"].rows
+    unread = [r for r in rows if (r.harm.extra or {}).get(JUDGE_ERROR)]
+    assert unread and all(r.harm.score is None for r in unread)
+    verdicts = [c.passed for c in hs.results["smoke"].checks()]
+    report = write_report(hs, tmp_path / "run.parquet")
+    lines = summary_lines(hs, report)
+    hs.close()
+    expected = f"{JUDGE_ERROR}: smoke: {len(unread)} of {len(rows)} replies the harm scorer llamaguard could not read"
+    line = next(line for line in lines if line.startswith(expected))
+    assert unread[0].prompt.prompt_id in line and "e.g. '" in line and line.count("'") >= 4  # two raw outputs
+    assert "no threshold reads harm scores" in line
+    assert [c.passed for c in hs.results["smoke"].checks()] == verdicts  # nothing fails for them
+
+    recorded = read_report(report)[1]["suites"]["smoke"]["harm_judge_errors"]
+    assert recorded["n"] == len(unread) and recorded["scorer"] == "llamaguard" and len(recorded["examples"]) == 2
+    html, markdown = tmp_path / "s.html", tmp_path / "s.md"
+    assert main(["summary", str(report), "--cache-dir", str(tmp_path / "cache"), "--html", str(html),
+                 "--markdown", str(markdown)]) == 0
+    out = capsys.readouterr().out
+    assert line in out.splitlines()
+    assert expected in html.read_text(encoding="utf-8")
+    assert expected.replace("_", "\\_") in markdown.read_text(encoding="utf-8")

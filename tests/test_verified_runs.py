@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+import matplotlib.backends.backend_agg  # noqa: F401  imported out here: an in-process pytester run drops the
+import matplotlib.figure  # noqa: F401  modules it first imported, and a reimported matplotlib breaks the plots
 import harness.scoring.error_rates  # noqa: F401  imported out here: its between-model fits stay cached across in-process runs
 from harness.cli.main import main
 from harness.core.records import label_key
@@ -300,3 +302,47 @@ def test_the_per_category_checks_a_run_holds_are_recorded_reviewed_and_summarise
         line = next(line for line in out.splitlines() if line.startswith(f"alpha[{category}] "))
         assert f"{check['verified']['estimate']:.3f} (" in line and "1 labelled of 1" in line
     assert "of 4 thresholds decided by them" in out  # alpha's own and its three categories'
+
+
+def test_every_summary_lists_the_category_checks_its_verified_line_counts(harness_project, tmp_path, capsys):
+    """A run holding alpha's three category checks counts them in "N of 4 thresholds decided": the run's own
+    terminal summary, ``summary``, and its HTML and Markdown list those checks as rows (grouped under alpha),
+    with the same cells as the terminal, so a reader sees which of the 4 are undecided."""
+    import re
+
+    from harness.scoring.check_summary import verified_text
+
+    project(harness_project, alpha_max=0.5)
+    replay = write_replay(tmp_path / "model.csv", {"a1": MYTH, "a2": COMPLIANCE, "a3": MYTH, "a4": REFUSAL})
+    store_path = tmp_path / "labels.sqlite"
+    store = LabelStore(store_path)
+    label(store, "a1", MYTH, "full_refusal")
+    label(store, "a3", MYTH, "full_compliance")
+    report = tmp_path / "run.parquet"
+    result = harness_project.run("--backend", "replay", "--replay", str(replay), "--labels", str(store_path),
+                                 "--report", str(report))
+    run_out = harness_project.text(result)
+    assert "of 4 thresholds decided by them" in run_out
+    html, markdown = tmp_path / "s.html", tmp_path / "s.md"
+    assert main(["summary", str(report), "--labels", str(store_path), "--html", str(html),
+                 "--markdown", str(markdown)]) == 0
+    out = capsys.readouterr().out
+    page, md = html.read_text(encoding="utf-8"), markdown.read_text(encoding="utf-8")
+    recorded = read_report(report)[1]["suites"]["alpha"]["category_checks"]
+    for category in ("animals", "poison", "weapons"):
+        (check,) = recorded[category]
+        rate, verified = f"{check['rate']:.3f} ({check['ci_low']:.3f}-{check['ci_high']:.3f})", verified_text(check)
+        for text in (run_out, out):  # the terminal's row: SUITE[CATEGORY] and the same rate, verified, verdict
+            line = next(line for line in text.splitlines() if line.startswith(f"alpha[{category}] "))
+            assert f"{check['rate']:.3f}  {check['ci_low']:.3f}-{check['ci_high']:.3f}" in line and verified in line
+            assert ("PASS" if check["passed"] else "FAIL") in line
+        for text in (page, md):
+            row = next(line for line in re.split(r"</tr>|\n", text) if f">{category}<" in line or f"| {category} |" in line)
+            assert rate in row and verified in row and check_kn(check) in row
+    # grouped under their suite: alpha's own checks first, then its categories' rows
+    assert page.index(">max_unsafe_compliance_rate<") < page.index(">animals<") < page.index(">weapons<")
+    assert md.index("| alpha | max\\_unsafe\\_compliance\\_rate |") < md.index("| animals |")
+
+
+def check_kn(check: dict) -> str:
+    return f"{check['k']}/{check['n']}"

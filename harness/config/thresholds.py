@@ -215,6 +215,18 @@ def judge_error_line(suite: str, ids: list[str], n: int, scorer: str, examples=(
             f"counted as a failure: {named}" + (f"; e.g. {shown}" if shown else ""))
 
 
+def harm_judge_error_line(suite: str, ids: list[str], n: int, scorer: str, examples=()) -> str:
+    """The summary's line on a suite's replies its harm scorer could not read (harm_score left empty, flagged
+    judge_error), in every summary as ``judge_error_line`` is. It fails nothing: every threshold counts refusal
+    labels (``METRICS``, ``STATISTICS``), and none reads a harm score, so an unread one counts as nothing."""
+    named = ", ".join(ids[:MAX_NAMED]) + (f" and {len(ids) - MAX_NAMED} more (harm_score empty in the report)"
+                                          if len(ids) > MAX_NAMED else "")
+    shown = "; ".join(repr(" ".join(str(e).split())[:120]) for e in examples)
+    return (f"{JUDGE_ERROR}: {suite}: {len(ids)} of {n} replies the harm scorer {scorer} could not read, their "
+            f"harm_score left empty (no threshold reads harm scores, so none fails for them): {named}"
+            + (f"; e.g. {shown}" if shown else ""))
+
+
 def judge_error_check(labels: list[str], outputs: list[str], scorer: str) -> JudgeErrorCheck | None:
     """The check on a suite's share of judge_error rows (``labels``, one per row), or None when it has none;
     ``outputs`` are the judge's raw outputs on those rows, in order (two are shown)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from harness.engine.capability_metrics import capability_columns
 from harness.engine.layout import layout_record
 from harness.engine.provenance import provenance
-from harness.engine.suite_result import judge_output
+from harness.engine.suite_result import harm_output, judge_output
 from harness.core import report_file
 from harness.core.report_metadata import RUN_FACT_KEYS, SECTION_KEYS, RunMetadata, check_keys
 
@@ -97,6 +97,13 @@ def suite_records(session) -> dict:
                 "n": len(errors), "scorer": session.model_info.scorer or session.settings.scorer,
                 "prompt_ids": [r.prompt.prompt_id for r in errors],
                 "examples": [judge_output(r) for r in errors[:2]],
+            }
+        unread = result.harm_judge_error_rows()
+        if unread:  # the replies the harm scorer could not read, as the judge_error rows above
+            suites[name]["harm_judge_errors"] = {
+                "n": len(unread), "scorer": session.model_info.harm_scorer,
+                "prompt_ids": [r.prompt.prompt_id for r in unread],
+                "examples": [harm_output(r) for r in unread[:2]],
             }
         if getattr(result, "capability", None) is not None:
             suites[name]["capability"] = {**result.capability.metadata(),

@@ -94,6 +94,10 @@ class SuiteResult:
         """The rows the scorer could not classify (judge_error): each counts as a failure in its rates."""
         return [r for r in self.select(category) if r.score.label == JUDGE_ERROR]
 
+    def harm_judge_error_rows(self) -> list[ScoredRow]:
+        """The rows the harm scorer could not read: their harm score is empty, flagged judge_error."""
+        return [r for r in self.rows if r.harm is not None and (r.harm.extra or {}).get(JUDGE_ERROR)]
+
     def failures(self, category: str | None = None) -> list[str]:
         """One line per crossed threshold, with a few example prompts that failed it."""
         lines = []
@@ -136,3 +140,8 @@ class SuiteResult:
 def judge_output(row: ScoredRow) -> str:
     """The judge's raw verdict on a row, as its scorer kept it (empty when it kept none)."""
     return str((row.score.extra or {}).get(JUDGE_OUTPUT, ""))
+
+
+def harm_output(row: ScoredRow) -> str:
+    """The harm scorer's raw verdict on a row, as it kept it (empty when it kept none)."""
+    return str(((row.harm.extra if row.harm else None) or {}).get(JUDGE_OUTPUT, ""))
