@@ -91,7 +91,7 @@ def check_rows(report: Report) -> list[dict]:
                 "kn": check_summary.count_text(c), "judge_errors": c.get("judge_errors", c.get("judge_error_excluded", 0)),
                 "rate": f"{c['rate']:.3f} ({c['ci_low']:.3f}-{c['ci_high']:.3f})",
                 "corrected": check_summary.corrected_text(c), "verified": check_summary.verified_text(c),
-                "threshold": f"{c['threshold']:g}", "passed": c["passed"]})
+                "threshold": f"{c['threshold']:g}", "passed": c["passed"], "gated": check_summary.is_gated(info)})
     return rows
 
 
@@ -341,7 +341,7 @@ def _checks_html(report: Report, title: str = "Threshold checks recorded in the 
         rows.append(f"<tr><td>{_e(c['suite'])}</td><td>{_e(c['key'])}</td><td class=num>{c['kn']}</td>"
                     f"<td class=num>{c['judge_errors']}</td><td class=num>{c['rate']}</td>"
                     f"<td class=num>{_e(c['corrected'])}</td>{verified}<td class=num>{c['threshold']}</td>"
-                    f"<td class={cls}>{'PASS' if c['passed'] else 'FAIL'}</td></tr>")
+                    f"<td class={cls}>{check_summary.verdict_text(c, gated=c['gated'])}</td></tr>")
     if not rows:
         return ""
     notes = "".join(f"<li{' class=warnline' if line.startswith('warning') else ''}>{_e(line)}</li>"

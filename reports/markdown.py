@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness.baselines.compare import Comparison, RunSummary
 from harness.core.records import JUDGE_ERROR
+from harness.scoring import check_summary
 from harness.reports.html import (check_notes, check_rows, failures_text, flip_label_text, fmt_rate, fmt_shift,
                                   human_cell, plots, rate_rows, skipped_lines, with_labels, xstest_rows)
 
@@ -70,7 +71,7 @@ def _checks(report, title: str = "Threshold checks recorded in the run") -> list
                     + (["verified by people's labels (95% CI; n labelled of N)"] if labelled else []) + ["bound", "verdict"],
                     [[escape(c["suite"]), escape(c["key"]), c["kn"], c["judge_errors"], c["rate"], escape(c["corrected"])]
                      + ([escape(c["verified"])] if labelled else [])
-                     + [c["threshold"], "PASS" if c["passed"] else "**FAIL**"] for c in rows])
+                     + [c["threshold"], check_summary.verdict_text(c, gated=c["gated"], fail="**FAIL**")] for c in rows])
     notes = check_notes(report)
     if notes:
         lines += [""] + [note_item(line) for line in notes]
