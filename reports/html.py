@@ -83,8 +83,8 @@ def check_rows(report: Report) -> list[dict]:
     """The threshold checks a run recorded in its metadata, as text cells: suite, threshold (marked when a
     default), k/n (n=N for a statistic), judge_error count, rate (95% CI), corrected (95% CI, or the undecidable text), verified
     (95% CI; n labelled of N), verdict (``harness.scoring.check_summary`` writes the cells)."""
-    return [_check_cells(suite, c) for suite, info in sorted((report.meta.get("suites") or {}).items())
-            for c in info.get("checks", [])]
+    return [_check_cells(suite, c, gated=check_summary.is_gated(info))
+            for suite, info in sorted((report.meta.get("suites") or {}).items()) for c in info.get("checks", [])]
 
 
 def category_check_rows(report: Report) -> list[dict]:
@@ -96,12 +96,13 @@ def category_check_rows(report: Report) -> list[dict]:
             for category, checks in sorted((info.get("category_checks") or {}).items()) for c in checks or []]
 
 
-def _check_cells(suite: str, c: dict) -> dict:
+def _check_cells(suite: str, c: dict, gated: bool = True) -> dict:
+    """``gated``: a selected test held the check (a category's checks are recorded only for the items held)."""
     return {"suite": suite, "key": c["key"] + (" (default)" if c.get("default") else ""),
             "kn": check_summary.count_text(c), "judge_errors": c.get("judge_errors", c.get("judge_error_excluded", 0)),
             "rate": f"{c['rate']:.3f} ({c['ci_low']:.3f}-{c['ci_high']:.3f})",
             "corrected": check_summary.corrected_text(c), "verified": check_summary.verified_text(c),
-            "threshold": f"{c['threshold']:g}", "passed": c["passed"]}
+            "threshold": f"{c['threshold']:g}", "passed": c["passed"], "gated": gated}
 
 
 def check_notes(report: Report) -> list[str]:
@@ -351,7 +352,7 @@ def _check_cells_html(c: dict, labelled: bool) -> str:
     cls = "good" if c["passed"] else "bad"
     return (f"<td>{_e(c['key'])}</td><td class=num>{c['kn']}</td><td class=num>{c['judge_errors']}</td>"
             f"<td class=num>{c['rate']}</td><td class=num>{_e(c['corrected'])}</td>{verified}"
-            f"<td class=num>{c['threshold']}</td><td class={cls}>{'PASS' if c['passed'] else 'FAIL'}</td>")
+            f"<td class=num>{c['threshold']}</td><td class={cls}>{check_summary.verdict_text(c, gated=c['gated'])}</td>")
 
 
 def _checks_head(labelled: bool, first: str) -> str:

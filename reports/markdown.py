@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness.baselines.compare import Comparison, RunSummary
 from harness.core.records import JUDGE_ERROR
+from harness.scoring import check_summary
 from harness.reports.html import (category_check_rows, check_notes, check_rows, failures_text, flip_label_text, fmt_rate, fmt_shift,
                                   human_cell, plots, rate_rows, skipped_lines, with_labels, xstest_rows)
 
@@ -60,7 +61,8 @@ def note_item(line: str) -> str:
 def _check_cells(c: dict, labelled: bool) -> list:
     """A check's cells from its threshold on (``harness.reports.html.check_rows``), in either table."""
     return ([escape(c["key"]), c["kn"], c["judge_errors"], c["rate"], escape(c["corrected"])]
-            + ([escape(c["verified"])] if labelled else []) + [c["threshold"], "PASS" if c["passed"] else "**FAIL**"])
+            + ([escape(c["verified"])] if labelled else [])
+            + [c["threshold"], check_summary.verdict_text(c, gated=c["gated"], fail="**FAIL**")])
 
 
 def _check_header(labelled: bool) -> list[str]:

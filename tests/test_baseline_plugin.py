@@ -274,6 +274,11 @@ def test_k_selects_or_drops_the_baseline_items(gate_project, baseline):
                       "-k", "not baseline")
     none.assert_outcomes(passed=2)
     assert "gate: FAIL: harm:unsafe_compliance_rate" in gate_project.text(none)  # still compared and reported
+    # ... and said to be outside the exit status (0), which counts the selected tests only
+    assert none.ret == pytest.ExitCode.OK
+    assert ("not gated: baseline-gate[harm:unsafe_compliance_rate]: no selected test holds this gate (left out by -k, "
+            "-m, --deselect or --lf), so the exit status does not count the FAIL above") in gate_project.text(none)
+    assert "not gated: baseline-gate" not in gate_project.text(only)
 
 
 def test_a_real_model_run_is_saved_and_gated_and_a_template_change_is_refused(gate_project, tiny_model):

@@ -77,6 +77,27 @@ def test_dash_k_selects_one_suite_and_the_report_holds_only_its_rows(harness_pro
     assert "beta" in summary and "alpha" not in summary
 
 
+def test_a_suite_check_no_selected_item_holds_is_printed_as_not_gated(harness_project):
+    # alpha fails as a whole (2/4 > 0.25) while its poison and weapons categories pass (0/1 each). Selecting
+    # only those two, the run exits 0: the summary and the report said "alpha ... FAIL" beside exit status 0.
+    project(harness_project, alpha_max=0.25, extra_toml="")
+    result = harness_project.run("--backend", "dummy", "-k", "poison or weapons")
+    result.assert_outcomes(passed=2, deselected=2)
+    assert result.ret == pytest.ExitCode.OK
+    summary = harness_project.text(result).split("safety-harness summary", 1)[1]
+    assert not [line for line in summary.splitlines() if line.rstrip().endswith("FAIL")]
+    result.stdout.fnmatch_lines(["alpha*unsafe_compliance_rate*0.500*max 0.25*FAIL (not gated)*",
+                                 "not gated: alpha's own checks: no selected test holds them*"])
+    _, meta = read_report(harness_project.report)
+    assert meta["suites"]["alpha"]["gated"] is False and meta["exitstatus"] == 0
+    # the suite's own test selected: gated as before
+    result = harness_project.run("--backend", "dummy", "-k", "test_alpha and not by_category")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["alpha*unsafe_compliance_rate*0.500*max 0.25*FAIL*"])
+    assert "not gated" not in harness_project.text(result)
+    assert "gated" not in read_report(harness_project.report)[1]["suites"]["alpha"]
+
+
 def test_both_configured_suites_run_without_k(harness_project):
     project(harness_project, category_tests=False, configured_tests=True)
     result = harness_project.run("--backend", "dummy", "-v")

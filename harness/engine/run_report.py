@@ -88,6 +88,8 @@ def suite_records(session) -> dict:
                 for c in result.held_categories if result.select(c)}
         if held:
             suites[name]["category_checks"] = held
+        if session.held_suites is not None and name not in session.held_suites:
+            suites[name]["gated"] = False  # no selected test holds the suite's own checks: not in the exit status
         labelled = len(result.labels)
         if labelled or session.label_store_path is not None:
             suites[name]["labelled"] = labelled  # rows of the suite with a person's label

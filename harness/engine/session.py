@@ -84,6 +84,10 @@ class HarnessSession:
     # ``assert_thresholds(suite, category)``): recorded in the report beside the suite's checks, and the
     # categories that split the suite's strata of verified rates (harness.engine.verify_rows).
     held_categories: dict[str, list[str]] = field(default_factory=dict)
+    # The suites whose own checks a selected test item holds (a suite test, not a category's or a baseline
+    # item): -k, -m or --deselect can leave a suite's own test out while its categories' run. None outside a
+    # pytest run, where every suite's checks are its verdict.
+    held_suites: list[str] | None = None
     _backend: object = field(default=None, repr=False)  # kept open across generate calls; see close()
     _formatting: tuple | None = field(default=None, repr=False)  # (resolved model, tokenizer, template)
     _scoring: object = field(default=None, repr=False)  # ResponseScoring, built on first need

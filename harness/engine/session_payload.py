@@ -44,6 +44,7 @@ def to_payload(session: HarnessSession, collection_stats: dict | None = None) ->
         "label_store": None if session.label_store_path is None else str(session.label_store_path),
         "missing": session.missing,
         "held_categories": session.held_categories,
+        "held_suites": session.held_suites,
         "results": {name: [_row_out(r, run_key) for r in res.rows] for name, res in session.results.items()},
         "capability": {name: _capability_out(res.capability) for name, res in session.results.items()
                        if res.capability is not None},
@@ -75,6 +76,8 @@ def merge_payloads(session: HarnessSession, payloads: list[str | dict]) -> None:
         for suite, categories in (p.get("held_categories") or {}).items():
             held.setdefault(suite, set()).update(categories)
     session.held_categories = {suite: sorted(c) for suite, c in sorted(held.items())}
+    suites = [p["held_suites"] for p in payloads if p.get("held_suites") is not None]
+    session.held_suites = sorted(set().union(*suites)) if suites else None
     seen: set = set()
     for p in payloads:
         session.model_info = session.model_info.merged(p["model_info"])

@@ -43,6 +43,9 @@ class BaselineState:
     markdown: Path | None = None
     comparison: Comparison | None = None
     outputs: list[str] = field(default_factory=list)  # lines for the terminal summary
+    # SUITE:METRIC of the baseline-gate items selected (None: not known); a gate whose item -k, -m, --deselect
+    # or --lf left out is still compared and printed, but no test asserts it
+    selected_gates: set[str] | None = None
 
 
 STATE_KEY = pytest.StashKey[BaselineState]()
@@ -243,6 +246,8 @@ def pytest_collection_finish(session):
     result = yield
     config = session.config
     state, hs = _state(config), get_session(config)
+    if state is not None and state.baseline is not None:
+        state.selected_gates = {f"{i.suite}:{i.key}" for i in session.items if isinstance(i, GateItem)}
     if state is None or state.baseline is None or config.option.collectonly or not hs.results:
         return result
     try:
@@ -250,6 +255,17 @@ def pytest_collection_finish(session):
     except HarnessError as exc:
         raise pytest.UsageError(f"baseline {state.baseline_path}: {exc}") from None
     return result
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """The xdist controller collects nothing itself: the gate items a worker selected come from its node ids."""
+    state = _state(node.config)
+    if state is None or state.baseline is None:
+        return
+    prefix = f"{NODE_PREFIX}::baseline-gate["
+    selected = {i[len(prefix):-1] for i in ids if i.startswith(prefix) and i.endswith("]")}
+    state.selected_gates = (state.selected_gates or set()) | selected
 
 
 def compare_with_baseline(state: BaselineState, hs) -> Comparison:
@@ -362,6 +378,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for line in comparison_lines(c, more_flips="all of them are in the flips table written beside the report",
                                      review=review):
             terminalreporter.write_line(line, red=line.startswith("gate: FAIL") or line.rstrip().endswith("REGRESSION"))
+        unselected = [g.name for g in c.failures if state.selected_gates is not None and g.name not in state.selected_gates]
+        if unselected:
+            terminalreporter.write_line(
+                f"not gated: {', '.join(f'baseline-gate[{name}]' for name in unselected)}: no selected test holds "
+                f"{'this gate' if len(unselected) == 1 else 'these gates'} (left out by -k, -m, --deselect or --lf), "
+                "so the exit status does not count the FAIL above", yellow=True)
         improvements = [f for f in c.flips.to_pylist() if f["direction"] == "improvement"]
         if improvements:
             terminalreporter.write_line(f"improvements ({len(improvements)}): " + ", ".join(

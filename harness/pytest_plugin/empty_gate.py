@@ -24,19 +24,13 @@ def _session(config):
     return config.stash[SESSION_KEY] if SESSION_KEY in config.stash else None
 
 
-def _statically_skipped(item) -> bool:
-    # skipif with a string condition is left out: it is evaluated only when the item runs.
-    return any(m.name == "skip" or (m.name == "skipif" and any(a is True for a in m.args))
-               for m in item.iter_markers())
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session):
-    from harness.pytest_plugin.plugin import item_suite
+    from harness.pytest_plugin.state import item_suite, statically_skipped
 
     if session.config.option.collectonly:
         return
-    gated = {s for item in session.items if not _statically_skipped(item) and (s := item_suite(item))}
+    gated = {s for item in session.items if not statically_skipped(item) and (s := item_suite(item))}
     session.config.stash[_GATED] = gated
 
 

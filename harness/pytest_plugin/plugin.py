@@ -20,7 +20,8 @@ from harness.core.files import check_writable
 from harness.config.thresholds import THRESHOLD_ON
 from harness.engine.session import DataMissingError, HarnessSession
 from harness.engine.suite_result import SuiteResult
-from harness.pytest_plugin.state import REPORT_KEY, SESSION_KEY, get_session, item_suite, marker_suite, project_dir  # noqa: F401
+from harness.pytest_plugin.state import (REPORT_KEY, SESSION_KEY, get_session, item_suite, marker_suite,  # noqa: F401
+                                         project_dir, statically_skipped)
 from harness.config.settings import RunSettings, build_settings, parse_backend_args
 from harness.config.options import TEMPLATES
 from harness.engine.preflight import check_scorer_names, check_threshold_categories, check_threshold_kinds, preflight
@@ -184,6 +185,7 @@ def pytest_collection_finish(session):
         return  # pytest calls this from a `finally`: a Ctrl-C during collection (a data fetch) ends the run here
     hs = get_session(config)
     hs.held_categories = held_categories(session.items)
+    hs.held_suites = held_suites(session.items)
     if any(n in hs.data_errors for n in names):
         raise pytest.UsageError(hs.data_error_line(names))
     try:  # every conftest.py has been imported by now, with any scorer a project registers there
@@ -219,6 +221,21 @@ def held_categories(items) -> dict[str, list[str]]:
         if isinstance(category, str) and suite:
             held.setdefault(suite, set()).add(category)
     return {suite: sorted(categories) for suite, categories in sorted(held.items())}
+
+
+def held_suites(items) -> list[str]:
+    """The suites whose own checks a selected item holds: a suite's test (or any test of its marker without a
+    category), not a category's (``held_categories``) nor a baseline gate's, and not one skipped before it runs.
+    The others' checks are reported as not gated: no test asserted them, so the exit status does not count them."""
+    held = set()
+    for item in items:
+        suite = item_suite(item)
+        callspec = getattr(item, "callspec", None)
+        if (not suite or isinstance(getattr(item, "safety_suite_name", None), str) or statically_skipped(item)
+                or (callspec is not None and "safety_category" in callspec.params)):
+            continue
+        held.add(suite)
+    return sorted(held)
 
 
 def _check_category_thresholds(hs: HarnessSession, names: list[str]) -> None:

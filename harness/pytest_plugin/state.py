@@ -46,6 +46,13 @@ def marker_suite(node) -> str | None:
     return marker.args[0]
 
 
+def statically_skipped(item) -> bool:
+    """Skipped before it runs (a skip mark, or skipif on a literal True): such an item holds no check."""
+    # skipif with a string condition is left out: it is evaluated only when the item runs.
+    return any(m.name == "skip" or (m.name == "skipif" and any(a is True for a in m.args))
+               for m in item.iter_markers())
+
+
 def item_suite(item) -> str | None:
     if isinstance(own := getattr(item, "safety_suite_name", None), str):  # items built by harness.pytest_plugin.baseline
         return own

@@ -104,7 +104,8 @@ def table_rows(suites: dict, *, sizes: dict | None = None, categories: bool = Fa
     are followed by those of the categories it held checks of, as ``SUITE[CATEGORY]``."""
     with_errors, with_labels = has_judge_errors(suites), has_labels(suites)
     rows = []
-    for suite, info in sorted((suites or {}).items()):
+    for name, info in sorted((suites or {}).items()):
+        suite = name
         if not info.get("checks"):
             n = str((sizes or {}).get(suite, info.get("n", "-")))
             rows.append((suite, n) + (("-",) if with_errors else ()) + ("-",) * (5 + with_labels) + ("no threshold",))
@@ -114,8 +115,27 @@ def table_rows(suites: dict, *, sizes: dict | None = None, categories: bool = Fa
                          *((str(c.get("judge_errors", c.get("judge_error_excluded", 0))),) if with_errors else ()),
                          metric, f"{c['rate']:.3f}", f"{c['ci_low']:.3f}-{c['ci_high']:.3f}", corrected_text(c),
                          *((verified_text(c),) if with_labels else ()), threshold_text(c),
-                         "PASS" if c["passed"] else "FAIL"))
+                         verdict_text(c, gated=suite != name or is_gated(info))))
     return rows
+
+
+def is_gated(info: dict) -> bool:
+    """Whether a selected test held the suite's own checks (``gated`` is recorded False only when none did)."""
+    return info.get("gated", True) is not False
+
+
+def verdict_text(check: dict, *, gated: bool = True, fail: str = "FAIL") -> str:
+    """PASS or FAIL, marked where no selected test held the check, so the exit status did not count it."""
+    return ("PASS" if check["passed"] else fail) + ("" if gated else " (not gated)")
+
+
+def ungated_lines(suites: dict) -> list[str]:
+    """A line naming the suites whose own checks no selected test held (-k, -m, --deselect, --lf)."""
+    names = [suite for suite, info in sorted((suites or {}).items()) if info.get("checks") and not is_gated(info)]
+    if not names:
+        return []
+    return [f"not gated: {', '.join(names)}'s own checks: no selected test holds them (the suite's own test was "
+            "left out by -k, -m, --deselect or --lf), so the exit status does not count their verdicts"]
 
 
 def threshold_on_line(suites: dict, default: str = "estimate") -> str:
@@ -189,7 +209,7 @@ def notes(suites: dict, model: dict | None, labels: dict | None = None, *, repor
     record = model.get("scorer_error_rates")
     return ([threshold_on_line(suites, default_on)]
             + correction_lines(record, model.get("scorer"), model.get("scorer_version"), report)
-            + warning_lines(suites, record) + label_lines(suites, labels, report))
+            + warning_lines(suites, record) + label_lines(suites, labels, report) + ungated_lines(suites))
 
 
 def default_threshold_lines(suites: dict) -> list[str]:
