@@ -93,6 +93,7 @@ def test_zero_prompts_scored_fails_the_session(harness_project, tmp_path, extra)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert_clean(result, ZERO)
     assert_clean(result, "xstest_prompts.csv not found")
+    assert not [line for line in result.outlines if line.startswith("model None")]  # no model was loaded to describe
 
 
 def test_zero_prompts_with_a_baseline_fails_too(harness_project, tmp_path):

@@ -71,7 +71,7 @@ def summary_lines(session, report_path=None) -> list[str]:
         lines.append(f"{name}: skipped, {why}")
     s = session.stats
     info = session.model_info
-    if info.as_dict():
+    if info.model:  # a run that loaded no model (every selected suite missing) has no model facts to print
         lines.append(
             f"model {info.model} ({(info.model_fingerprint or '')[:12]}), backend {info.backend}"
             + (f" ({info.dtype})" if info.dtype else "") + ", "
