@@ -169,6 +169,12 @@ def test_a_failing_run_is_not_saved_as_the_baseline(gate_project, baseline):
     assert "baseline not saved: this run failed" in gate_project.text(regressed)
     again = replay_run(gate_project, BASE_FAILING | set(HARM[10:25]), "again", "--baseline-compare")
     assert again.ret == 1  # still gated against the good run
+    # With the gate items deselected the run exits 0, but its comparison failed all the same.
+    unchecked = replay_run(gate_project, BASE_FAILING | set(HARM[10:25]), "unchecked", "--baseline-compare=good",
+                           "-k", "not baseline", "--baseline-save", "worse")
+    assert unchecked.ret == 0 and "gate: FAIL" in gate_project.text(unchecked)
+    assert sorted(p.stem for p in store.glob("*.parquet")) == ["good"]
+    assert "baseline not saved: its comparison with the baseline failed" in gate_project.text(unchecked)
 
 
 def test_an_interrupted_run_is_not_saved_as_the_baseline(gate_project):

@@ -331,11 +331,15 @@ def pytest_sessionfinish(session, exitstatus):
 
             flips = write_flips(state.comparison, report.with_name(report.stem + ".flips.parquet"))
             state.outputs.append(f"flips: {flips}")
-        if state.save_name is not None and session.exitstatus != pytest.ExitCode.OK:
-            # A failed, regressed or interrupted run is no good checkpoint: saved, it would be the latest
-            # baseline, and the next --baseline-compare would gate against it.
-            state.outputs.append(f"baseline not saved: this run failed (exit status {int(session.exitstatus)}); "
-                                 f"only a passing run becomes a baseline (--baseline {report} gates against it anyway)")
+        # A failed, regressed or interrupted run is no good checkpoint: saved, it would be the latest baseline,
+        # and the next --baseline-compare would gate against it. A failed comparison counts even where -k
+        # deselected the gate items.
+        why = (f"this run failed (exit status {int(session.exitstatus)})" if session.exitstatus != pytest.ExitCode.OK
+               else "its comparison with the baseline failed" if state.comparison is not None
+               and not state.comparison.passed else None)
+        if state.save_name is not None and why:
+            state.outputs.append(f"baseline not saved: {why}; only a passing run becomes a baseline "
+                                 f"(--baseline {report} gates against it anyway)")
         elif state.save_name is not None:
             commit = (git_commit(Path.cwd()) or {}).get("commit")
             name = state.save_name or default_save_name(hs.run_id, commit)
