@@ -12,6 +12,10 @@ pytestmark = pytest.mark.invariance
 
 def test_invariance_single_rewrites(invariance):
     """Every rewrite on every anchored base prompt, in one batch: no rewrite may flip a decision."""
+    if not any(invariance.anchors().values()):  # no decision to keep: a pass would say no rewrite flips one
+        bases = invariance.findings["bases"]
+        pytest.skip("the model's decision matches the expectation on no base prompt, so nothing can stay (anchored: "
+                    + ", ".join(f"{b['anchored']} of {b['n']} {side}" for side, b in bases.items()) + ")")
     flips = invariance.sweep()
     bad = {name: c for name, c in flips.items() if any(c.get(f"{s}_flips") for s in SIDES)}
     if bad:

@@ -158,6 +158,34 @@ def test_identical_run_passes_against_the_saved_baseline(gate_project, baseline)
     assert pq.read_table(gate_project.path / "cand.flips.parquet").num_rows == 0
 
 
+def test_a_failing_run_is_not_saved_as_the_baseline(gate_project, baseline):
+    """A run that regressed (or failed anything else) must not become the latest baseline: the next
+    --baseline-compare would gate against the regressed model and pass."""
+    store = gate_project.path / ".safety-harness" / "baselines"
+    regressed = replay_run(gate_project, BASE_FAILING | set(HARM[10:25]), "cand", "--baseline-compare=good",
+                           "--baseline-save", "worse")
+    assert regressed.ret == 1
+    assert sorted(p.stem for p in store.glob("*.parquet")) == ["good"]
+    assert "baseline not saved: this run failed" in gate_project.text(regressed)
+    again = replay_run(gate_project, BASE_FAILING | set(HARM[10:25]), "again", "--baseline-compare")
+    assert again.ret == 1  # still gated against the good run
+    # With the gate items deselected the run exits 0, but its comparison failed all the same.
+    unchecked = replay_run(gate_project, BASE_FAILING | set(HARM[10:25]), "unchecked", "--baseline-compare=good",
+                           "-k", "not baseline", "--baseline-save", "worse")
+    assert unchecked.ret == 0 and "gate: FAIL" in gate_project.text(unchecked)
+    assert sorted(p.stem for p in store.glob("*.parquet")) == ["good"]
+    assert "baseline not saved: its comparison with the baseline failed" in gate_project.text(unchecked)
+
+
+def test_an_interrupted_run_is_not_saved_as_the_baseline(gate_project):
+    gate_project.write(TOML, tests={"test_stop": "def test_stop():\n    raise KeyboardInterrupt\n"})
+    responses = write_responses(gate_project.path / "base.jsonl", BASE_FAILING)
+    result = gate_project.run("--backend", "replay", "--replay", str(responses), "--baseline-save", "good",
+                              subprocess=True)  # a KeyboardInterrupt ends an in-process run's caller too
+    assert result.ret == pytest.ExitCode.INTERRUPTED, gate_project.text(result)
+    assert not (gate_project.path / ".safety-harness" / "baselines" / "good.parquet").exists()
+
+
 def test_gate_rules_from_config(gate_project, baseline):
     # a margin of 0.2 per suite tolerates the 15-prompt regression; flips = "fail" still fails each flip
     with open(gate_project.path / "pyproject.toml", "a", encoding="utf-8") as fh:

@@ -438,3 +438,17 @@ def test_a_candidate_whose_replies_stop_the_judge_fails_the_pytest_baseline_gate
     assert "mixed/h0 passed in the baseline and fails now (the judge could not read the reply, counted as a failure" in text
     assert "baseline-gate[mixed:unsafe_compliance_rate] REGRESSION" in text
     assert "8 in the candidate counted as failures, 0 in the baseline counted as passes" in text
+
+
+@pytest.mark.parametrize("column", ["suite", "prompt_id"])
+def test_a_row_without_suite_or_prompt_id_is_one_line(base, tmp_path, capsys, column):
+    """Rows are paired on (suite, prompt_id): a null there was a TypeError traceback, or paired with another run's null."""
+    table = pq.read_table(base)
+    rows = table.to_pylist()
+    rows[3][column] = None
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), bad)
+    with pytest.raises(DataError, match=rf"^candidate report bad.parquet: row 4 has no {column}$"):
+        load_report(bad, "candidate")
+    assert main(["compare", str(base), str(bad)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"candidate report bad.parquet: row 4 has no {column}")

@@ -127,3 +127,13 @@ def test_batch_invariant_sets_vllms_switch():
     assert env["VLLM_BATCH_INVARIANT"] == "1"
     _, env = engine_kwargs("m", BackendOptions(), seed=0, max_lora_rank=None, on_gpu=True)
     assert env["VLLM_BATCH_INVARIANT"] == "0"  # not left to the environment: the report records the option
+
+
+def test_an_hf_batch_size_joins_a_bfloat16_cache_key():
+    """hf's batch size is its batch cap: a bfloat16 reply generated at --batch-size 1 was served from the cache to a
+    --batch-size 16 run, whose report then recorded batch_cap 16 for replies of another layout."""
+    default = RunSettings().batch_size
+    assert layout_key_part(RunSettings(batch_size=1), "hf", "bfloat16") == {"batch_cap": 1}
+    assert layout_key_part(RunSettings(batch_size=default * 2), "hf", "float16") == {"batch_cap": default * 2}
+    assert layout_key_part(RunSettings(batch_size=default), "hf", "bfloat16") == {}  # the default's keys stay valid
+    assert layout_key_part(RunSettings(batch_size=1), "hf", "float32") == {}

@@ -90,8 +90,11 @@ def load_report(source, role: str = "report") -> Report:
         raise DataError(f"{role} report {name}: column passed holds {kind}, expected true/false "
                         "(was the report rewritten by another tool?)")
     rows: dict[tuple[str, str], dict] = {}
-    for row in table.to_pylist():
+    for number, row in enumerate(table.to_pylist(), 1):
         key = (row["suite"], row["prompt_id"])
+        for column, value in zip(("suite", "prompt_id"), key):
+            if value is None:  # rows pair on (suite, prompt_id): two runs' nulls would pair as one prompt
+                raise DataError(f"{role} report {name}: row {number} has no {column}")
         if key in rows:
             raise DataError(f"{role} report {name}: prompt {key[0]}/{key[1]} appears twice")
         rows[key] = row

@@ -10,6 +10,7 @@ comparison refuse pairs whose responses may differ for the layout or precision a
 from __future__ import annotations
 
 from harness.backends.base import LAYOUT_FREE_DTYPES
+from harness.config.options import BackendOptions
 
 
 def batch_cap(settings, backend: str | None) -> int | None:
@@ -38,6 +39,8 @@ def layout_key_part(settings, backend: str | None, dtype: str | None) -> dict:
     part = {}
     if settings.replicas > 1:
         part["replicas"] = settings.replicas
-    if backend != "hf" and batch_cap(settings, backend) is not None:
-        part["batch_cap"] = batch_cap(settings, backend)
+    cap = batch_cap(settings, backend)
+    # hf always has a batch size: only one other than the default joins the key, as vLLM's cap joins it only when set.
+    if cap is not None and (backend != "hf" or cap != BackendOptions.batch_size):
+        part["batch_cap"] = cap
     return part

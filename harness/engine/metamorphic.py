@@ -176,10 +176,14 @@ class InvarianceRun:
         return rows
 
     def rewrite(self, anchors: list, chain, *, suite: str, category: str) -> list[Prompt]:
-        """The anchors rewritten by ``chain``; the chain is kept in ``subcategory`` and the prompt id."""
+        """The anchors rewritten by ``chain``; the chain is kept in ``subcategory`` and the prompt id. An anchor
+        the chain leaves as it was (no final punctuation to drop) is left out: its reply is the base's, and
+        counting it would report a decision kept that no rewrite tested."""
         out = []
         for r in anchors:
             text = apply_chain(r.prompt.prompt, chain)
+            if text == r.prompt.prompt:
+                continue
             out.append(dataclasses.replace(
                 r.prompt, suite=suite, category=category, subcategory=" > ".join(chain), prompt=text,
                 prompt_id=f"{r.prompt.prompt_id}|{'>'.join(chain)}",

@@ -323,7 +323,10 @@ def changed_data_files(base_meta: dict, hs) -> list[str]:
 # -- after the run: flips table, saved baseline, summaries ---------------------------------------------------
 
 
-def pytest_sessionfinish(session, exitstatus):  # after harness.pytest_plugin.plugin's (tryfirst) wrote the report
+# After harness.pytest_plugin.plugin's (tryfirst) wrote the report, and last, so that session.exitstatus holds
+# every verdict (empty_gate's too) when it decides whether the run may become a baseline.
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
     config = session.config
     state = _state(config)
     if state is None or hasattr(config, "workerinput"):
@@ -344,12 +347,20 @@ def pytest_sessionfinish(session, exitstatus):  # after harness.pytest_plugin.pl
 
             flips = write_flips(state.comparison, report.with_name(report.stem + ".flips.parquet"))
             state.outputs.append(f"flips: {flips}")
-        if state.save_name is not None:
+        # A failed, regressed or interrupted run is no good checkpoint: saved, it would be the latest baseline,
+        # and the next --baseline-compare would gate against it. A failed comparison counts even where -k
+        # deselected the gate items.
+        why = (f"this run failed (exit status {int(session.exitstatus)})" if session.exitstatus != pytest.ExitCode.OK
+               else "its comparison with the baseline failed" if state.comparison is not None
+               and not state.comparison.passed else None)
+        if state.save_name is not None and why:
+            state.outputs.append(f"baseline not saved: {why}; only a passing run becomes a baseline "
+                                 f"(--baseline {report} gates against it anyway)")
+        elif state.save_name is not None:
             commit = (git_commit(Path.cwd()) or {}).get("commit")
             name = state.save_name or default_save_name(hs.run_id, commit)
             saved = BaselineStore(state.store_dir).save(report, name)
-            note = "" if exitstatus == 0 else " (note: this run failed)"
-            state.outputs.append(f"baseline saved: {saved} (--baseline-compare={name}){note}")
+            state.outputs.append(f"baseline saved: {saved} (--baseline-compare={name})")
         if state.html or state.markdown:
             from harness.core.report_file import read_report
             from harness.reports.summary import write_run_summaries
