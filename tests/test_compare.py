@@ -219,6 +219,23 @@ def test_rules_by_suite(base, tmp_path):
     assert not compare_reports(base, cand, rules={"*": GateRule()}).passed
 
 
+def test_a_failing_verdict_no_gate_reads_is_marked_in_the_terminal_table(base, tmp_path):
+    """The pooled row and the categories are reported, not gated: their REGRESSION beside 'gate: PASS' says so."""
+    from harness.baselines.comparison_text import comparison_lines
+
+    cand = candidate(tmp_path, BASE_FAILING | {f"h{i:03d}" for i in range(10, 25)})
+    c = compare_reports(base, cand, rules={"harmful": GateRule(max_regression=0.2), "*": GateRule()})
+    lines = comparison_lines(c, all_categories=True)
+    assert lines[-1].startswith("gate: PASS")
+    ungated = [g for g in c.groups if not g.gated and g.stats.failed]
+    assert ungated  # the pooled row and the harmful categories regress
+    for g in ungated:
+        row = next(line for line in lines if line.strip().startswith(g.name + " "))
+        assert row.rstrip().endswith(f"{g.stats.verdict} (not gated)")
+    gated = next(line for line in lines if line.startswith("harmful "))
+    assert "(not gated)" not in gated
+
+
 # -- refusals and bad input -----------------------------------------------------------------------------
 
 

@@ -26,7 +26,10 @@ def comparison_lines(comparison: Comparison, *, all_categories: bool = False, ma
             f"{s.score_shift.estimate:+.3f} ({s.score_shift.low:+.3f}..{s.score_shift.high:+.3f})")
         rows.append(("  " + g.name if g.level in ("metric", "category") else g.name, str(s.n), _ci(s.base), _ci(s.cand),
                      f"{s.delta:+.3f}", str(s.test.regressions), str(s.test.improvements),
-                     f"{s.test.p_regression:.3g}", shift, s.verdict))
+                     f"{s.test.p_regression:.3g}", shift,
+                     # A failing verdict of a group no gate reads (the pooled row, a category) cannot fail the
+                     # run: said on the row, so that "REGRESSION" beside "gate: PASS" reads as what it is.
+                     s.verdict + ("" if g.gated or not s.failed else " (not gated)")))
     header = ("group", "n", "baseline fail (95% CI)", "candidate fail (95% CI)", "delta", "reg", "imp",
               "p(reg)", "score shift (95% CI)", "verdict")
     lines = format_table(header, rows)
