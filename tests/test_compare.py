@@ -219,6 +219,24 @@ def test_rules_by_suite(base, tmp_path):
     assert not compare_reports(base, cand, rules={"*": GateRule()}).passed
 
 
+@pytest.mark.parametrize(("status", "phrase"), [(0, None), (None, None), (1, "failed its own checks"),
+                                               (2, "was interrupted; its report may hold only part of its prompts")])
+def test_a_baseline_whose_run_did_not_end_well_is_noted(tmp_path, capsys, status, phrase):
+    """A baseline report records pytest's exit status: a failed or interrupted run is said beside the verdict."""
+    base = write_report(tmp_path / "base.parquet", BASE_FAILING, run_id="base")
+    table = pq.read_table(base)
+    meta = json.loads(table.schema.metadata[METADATA_KEY])
+    if status is not None:
+        meta["exitstatus"] = status
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), base)
+    cand = candidate(tmp_path, BASE_FAILING)
+    notes = [n for n in compare_reports(base, cand).notes if "exit status" in n]
+    assert notes == ([] if phrase is None else [f"the baseline's run {phrase} (pytest exit status {status}, as its "
+                                                 "report records it)"])
+    main(["compare", str(base), str(cand)])
+    assert ("note: the baseline's run" in capsys.readouterr().out) == (phrase is not None)
+
+
 def test_a_failing_verdict_no_gate_reads_is_marked_in_the_terminal_table(base, tmp_path):
     """The pooled row and the categories are reported, not gated: their REGRESSION beside 'gate: PASS' says so."""
     from harness.baselines.comparison_text import comparison_lines

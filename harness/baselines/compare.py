@@ -310,10 +310,22 @@ def compare_reports(base_source, cand_source, *, rules: GateRule | Mapping[str, 
             cand_scores=[_num(cand.rows[k].get(score_column)) for k in members] if has_scores else None,
         ), level in gate_levels))
     comparison = Comparison(base, cand, groups, flips_table(base, cand, keys, pairs), found, rules, error_rates,
-                            judge_error_note(base.rows, cand.rows, keys), pairs)
+                            judge_error_note(base.rows, cand.rows, keys) + baseline_status_note(base), pairs)
     if error_rates is not None:
         comparison.scorer_error_rates()  # a file without the baseline scorer's rates: one line, now
     return comparison
+
+
+def baseline_status_note(base: Report) -> list[str]:
+    """A line when the baseline's run did not end well (its metadata's pytest exit status): a run that failed
+    its own checks, or was interrupted with part of its prompts, is no "last good checkpoint" to gate on
+    unawares. A report without the status (an older one, a table) says nothing."""
+    status = base.meta.get("exitstatus")
+    if status in (None, 0):
+        return []
+    why = {1: "failed its own checks", 2: "was interrupted; its report may hold only part of its prompts"}
+    return [f"the baseline's run {why.get(status, 'did not end well')} (pytest exit status {status}, as its "
+            "report records it)"]
 
 
 def _group_order(item):
