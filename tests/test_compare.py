@@ -487,3 +487,24 @@ def test_a_row_without_suite_or_prompt_id_is_one_line(base, tmp_path, capsys, co
         load_report(bad, "candidate")
     assert main(["compare", str(base), str(bad)]) == 2
     assert capsys.readouterr().err.strip().endswith(f"candidate report bad.parquet: row 4 has no {column}")
+
+
+def test_the_latest_baseline_is_the_run_that_wrote_its_report_last_whatever_the_file_times(tmp_path):
+    """A CI cache restore or an archive copy gives baselines new or shuffled modification times: the newest is
+    the one whose run finished last, as its report records it."""
+    import os
+
+    from harness.baselines.store import BaselineStore
+
+    store = BaselineStore(tmp_path / "baselines")
+    store.folder.mkdir()
+    for name, finished, mtime in (("old", 1_000.0, 3_000), ("new", 2_000.0, 1_000)):
+        path = write_report(store.path(name), BASE_FAILING, run_id=name)
+        table = pq.read_table(path)
+        meta = {**json.loads(table.schema.metadata[METADATA_KEY]), "finished": finished}
+        pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), path)
+        os.utime(path, (mtime, mtime))
+    (store.folder / "plain.parquet").write_bytes(b"not parquet")  # no metadata: its file time, the oldest here
+    os.utime(store.folder / "plain.parquet", (10, 10))
+    assert store.names() == ["plain", "old", "new"]
+    assert store.find(None) == store.path("new")

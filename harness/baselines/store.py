@@ -46,11 +46,13 @@ class BaselineStore:
         return self.folder / f"{name}.parquet"
 
     def names(self) -> list[str]:
-        """Saved baselines, oldest first (by modification time, then name)."""
+        """Saved baselines, oldest first: by when their run wrote its report (its metadata's ``finished``),
+        else by the file's modification time, then by name. The run's own time survives a CI cache restore or
+        a copy from an archive, which give every file the same or a shuffled modification time."""
         if not self.folder.is_dir():
             return []
         files = [p for p in self.folder.glob("*.parquet") if p.is_file()]
-        return [p.stem for p in sorted(files, key=lambda p: (p.stat().st_mtime, p.name))]
+        return [p.stem for p in sorted(files, key=lambda p: (_written_at(p), p.name))]
 
     def find(self, name: str | None) -> Path:
         """The baseline called ``name``, or the most recently saved one when ``name`` is empty."""
@@ -74,6 +76,22 @@ class BaselineStore:
         with atomic_path(target) as tmp:
             shutil.copyfile(report, tmp)
         return target
+
+
+def _written_at(path: Path) -> float:
+    """When the run wrote the report at ``path`` (Unix seconds, from its metadata; the schema alone is read),
+    or the file's modification time for a file without it."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from harness.core.report_file import METADATA_KEY
+
+    try:
+        finished = json.loads((pq.read_schema(path).metadata or {})[METADATA_KEY]).get("finished")
+        return float(finished)
+    except (OSError, KeyError, ValueError, TypeError, AttributeError):  # pyarrow's errors are OSError/ValueError
+        return path.stat().st_mtime
 
 
 def default_save_name(run_id: str, commit: str | None) -> str:
