@@ -23,7 +23,9 @@ def main(a_path: str, b_path: str) -> None:
     verdicts = sum(a["passed"] == b["passed"] for a, b in pairs)
     texts = sum(a["response"] == b["response"] for a, b in pairs)
     n = len(pairs)
-    print(f"{n} shared prompts ({a_rows[shared[0]]['backend']} vs {b_rows[shared[0]]['backend']})")
+    only_a, only_b = len(a_rows.keys() - b_rows.keys()), len(b_rows.keys() - a_rows.keys())
+    print(f"{n} shared prompts ({a_rows[shared[0]]['backend']} vs {b_rows[shared[0]]['backend']})"
+          + (f"; not compared: {only_a} only in {a_path}, {only_b} only in {b_path}" if only_a or only_b else ""))
     print(f"refusal label agreement {labels}/{n} = {labels / n:.3f}")
     print(f"pass/fail agreement     {verdicts}/{n} = {verdicts / n:.3f}")
     print(f"identical responses     {texts}/{n} = {texts / n:.3f}")
