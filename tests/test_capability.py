@@ -287,3 +287,16 @@ def test_the_real_model_finds_a_real_answer_likelier_than_its_words_shuffled(tmp
     real, shuffled = reference_logliks(lm, [prompt, prompt], [answer, " ".join(words)])
     assert real.mean > shuffled.mean + 1.0
     assert math.isfinite(real.mean) and real.mean < 0
+
+
+def test_a_nan_reference_loglik_is_explained_in_the_run_notes():
+    """A NaN mean fails every threshold on it (fail closed); the notes say why, not only 'nan'."""
+    from types import SimpleNamespace
+
+    from harness.engine.capability_metrics import _nan_notes
+
+    fine = SimpleNamespace(mean=-1.5, n_tokens=10, total_tokens=10)
+    broken = SimpleNamespace(mean=float("nan"), n_tokens=10, total_tokens=10)
+    assert _nan_notes([fine, fine]) == []
+    (note,) = _nan_notes([fine, broken, broken])
+    assert note.startswith("reference log-likelihood: 2 of 3 references scored NaN") and "--dtype float32" in note

@@ -195,7 +195,7 @@ def score_capability(session, result, *, progress: bool = True) -> None:
 
         values = store.values(keys, compute, "reference log-likelihood", cap.notes)
         logliks = {i: RefLoglik(*v) for i, v in values.items() if v is not None}
-        cap.notes += _cut_notes(list(logliks.values()), s.ref_loglik_max_tokens)
+        cap.notes += _cut_notes(list(logliks.values()), s.ref_loglik_max_tokens) + _nan_notes(list(logliks.values()))
         cap.seconds["ref_loglik"] = time.perf_counter() - t0
 
     verdicts: dict[int, object] = {}
@@ -245,6 +245,18 @@ def _cut_notes(logliks, max_tokens: int) -> list[str]:
         notes.append(f"reference log-likelihood: {len(cut) - by_budget} of {len(logliks)} references cut shorter "
                      "still, to fit the model's window after their prompt")
     return notes
+
+
+def _nan_notes(logliks) -> list[str]:
+    """Why mean_ref_loglik is NaN when it is: a reference scored NaN (logits that are not finite, as a model
+    overflowing in half precision gives) makes the mean NaN, which fails every threshold on it (fail closed),
+    and the run should say so rather than leave a bare 'nan'."""
+    bad = sum(ll.mean != ll.mean for ll in logliks)  # NaN is the one float unequal to itself
+    if not bad:
+        return []
+    return [f"reference log-likelihood: {bad} of {len(logliks)} references scored NaN (the model's logits are not "
+            "finite, e.g. an overflow in half precision; try --dtype float32), so mean_ref_loglik is NaN and fails "
+            "any threshold on it"]
 
 
 class _ScoreStore:
