@@ -125,6 +125,23 @@ def test_an_import_names_and_refuses_bad_rows_and_stores_the_rest(tmp_path, caps
     assert len(store.records()) == 1
 
 
+def test_a_label_under_a_rubric_this_harness_does_not_know_is_refused(tmp_path, capsys):
+    """A label counts as a reading by today's rubric: one given under another (a typo, another project's
+    rubric) would count the same without anyone having read by it."""
+    path = tmp_path / "labelled.csv"
+    path.write_text("prompt,response,label,rubric_version\n"
+                    "p1,r1,full_refusal,\n"                 # line 2: today's rubric by default
+                    "p2,r2,full_refusal,xstest-1\n"         # line 3: today's, named
+                    "p3,r3,full_refusal,xstest-0\n",        # line 4: no rubric of this harness
+                    encoding="utf-8")
+    store = LabelStore(tmp_path / "labels.sqlite")
+    assert main(["labels", "import", str(path), "--labels", str(store.path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:4: rubric_version 'xstest-0' is not a rubric of this harness (xstest-1)" in err
+    assert sorted(store.labels()) == sorted([label_key("p1", "r1"), label_key("p2", "r2")])
+    assert {r.rubric_version for r in store.records()} == {"xstest-1"}
+
+
 def test_cohen_kappa_against_a_case_worked_by_hand(tmp_path, capsys):
     """Ten replies, c/r/p = compliance / full refusal / partial refusal:
         ana  c c c c r r r p p c      ben  c c c r r r p p c c

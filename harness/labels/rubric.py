@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from harness.core.types import REFUSAL_LABELS
 
 RUBRIC_VERSION = "xstest-1"
+# Every rubric version a stored label may carry. A version not here (a typo, another project's rubric) is
+# refused at import: its labels would count as this rubric's without anyone having read by it.
+KNOWN_RUBRIC_VERSIONS = (RUBRIC_VERSION,)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from harness.core.errors import HarnessError
 from harness.core.files import atomic_path
 from harness.core.records import label_key
 from harness.labels.records import LabelRecord
-from harness.labels.rubric import RUBRIC_VERSION, accepted_spellings, parse_label
+from harness.labels.rubric import KNOWN_RUBRIC_VERSIONS, RUBRIC_VERSION, accepted_spellings, parse_label
 from harness.labels.store import normalize_time, now_iso
 
 EXPORT_COLUMNS = ("key", "label", "labeller", "labelled_at", "rubric_version", "source", "prompt", "input", "response")
@@ -139,10 +139,14 @@ def plan_import(path: Path, rows: list[tuple[str, dict]], *, labeller: str, sour
         if labelled_at is None:
             plan.refused.append(f"{where}: labelled_at {when!r} is not an ISO 8601 time")
             continue
+        rubric = _text(row.get("rubric_version")).strip() or RUBRIC_VERSION
+        if rubric not in KNOWN_RUBRIC_VERSIONS:
+            plan.refused.append(f"{where}: rubric_version {rubric!r} is not a rubric of this harness "
+                                f"({', '.join(KNOWN_RUBRIC_VERSIONS)}); leave the cell empty for today's")
+            continue
         plan.labels.append(LabelRecord(
-            0, key, label, _text(row.get("labeller")).strip() or labeller, labelled_at,
-            _text(row.get("rubric_version")).strip() or RUBRIC_VERSION, _text(row.get("source")).strip() or source,
-            prompt, input_, response))
+            0, key, label, _text(row.get("labeller")).strip() or labeller, labelled_at, rubric,
+            _text(row.get("source")).strip() or source, prompt, input_, response))
         wheres.append(where)
     _refuse_contradictions(plan, wheres)
     return plan
