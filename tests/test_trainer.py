@@ -180,6 +180,31 @@ def test_byte_level_bpe_keeps_the_ids_of_prompt_and_response_tokenized_apart():
             assert trained.labels == [-100] * len(apart[0]) + apart[1]
 
 
+def test_examples_whose_prompt_fills_the_cutoff_are_dropped_with_one_counted_warning(tiny_model):
+    """Only n_tokenized in the adapter's metadata showed them (19 of 2,000 general examples at cutoff 112 with
+    SmolLM2's chat template): the mix trained on was not the mix asked for, without a word."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    mix = [Example("Short.", "", "ok", "general"), Example("A long general instruction " * 3, "", "ok", "general"),
+           Example("A long safety request " * 3, "", "no", "safety"), Example("Short too.", "", "no", "safety"),
+           Example("Another long safety request " * 3, "", "no", "safety")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kept = tokenize_mix(mix, tok, "chat", cutoff=40)
+    assert len(kept) == 2
+    [warning] = caught
+    assert str(warning.message) == (
+        "cutoff 40: dropped 3 of 5 examples whose prompt fills the cutoff, leaving no response token "
+        "(general: 1 of 2, safety: 2 of 3), e.g. the general example 'A long general instruction A long general "
+        "instruction A long'; raise --cutoff to train on them")
+    assert "trainers" in Path(warning.filename).parts  # so `safety-harness train` shows it as one note line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(tokenize_mix(mix, tok, "chat", cutoff=256)) == 5  # nothing dropped, nothing said
+        assert len(tokenize_mix(mix, tok, "chat", cutoff=40, train_on_inputs=True)) == 5
+
+
 def test_safety_share_to_count():
     assert safety_count_for_share(128, 0.03) == 4 and safety_count_for_share(128, 0) == 0
     assert safety_count_for_share(2000, 0.12) == 273

@@ -147,8 +147,9 @@ def tokenize_mix(mix: list[Example], tokenizer, template: str, cutoff: int, *,
     """Token ids and labels per example. The prompt is tokenized exactly as evaluation tokenizes it
     (``harness.models.templates``), and the response as it tokenizes after that prompt in the joined text
     (``_response_ids``), so the adapter sees the same tokens at training and test time. Examples whose
-    prompt fills the whole cutoff leave no response token to learn from and are dropped."""
-    out = []
+    prompt fills the whole cutoff leave no response token to learn from and are dropped, with one warning that
+    counts them by kind: the mix trained on is then not the mix asked for."""
+    out, dropped = [], []
     for ex in mix:
         prompt_text = format_text(_as_prompt(ex), template, tokenizer)
         prompt_ids = tokenizer(prompt_text, add_special_tokens=(template != "chat"))["input_ids"]
@@ -156,8 +157,16 @@ def tokenize_mix(mix: list[Example], tokenizer, template: str, cutoff: int, *,
         ids = (prompt_ids + response_ids)[:cutoff]
         labels = list(ids) if train_on_inputs else ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:cutoff]
         if all(label == IGNORE_INDEX for label in labels):
+            dropped.append(ex)
             continue
         out.append(Tokenized(ids, labels))
+    if dropped:
+        kinds = ", ".join(f"{kind}: {sum(ex.kind == kind for ex in dropped)} of {sum(ex.kind == kind for ex in mix)}"
+                          for kind in ("general", "safety") if any(ex.kind == kind for ex in mix))
+        # stacklevel 1: reported from this module, which `safety-harness train` shows as one note line
+        warnings.warn(f"cutoff {cutoff}: dropped {len(dropped)} of {len(mix)} examples whose prompt fills the cutoff, "
+                      f"leaving no response token ({kinds}), e.g. the {dropped[0].kind} example "
+                      f"{dropped[0].instruction[:60]!r}; raise --cutoff to train on them")
     if not out:
         raise DataError(f"no training example fits in cutoff {cutoff} tokens; raise --cutoff")
     return out
