@@ -93,6 +93,40 @@ def run_training(cfg, out, cache, **kwargs):
     return train(cfg, out, cache_dir=cache, progress=False, threads=1, **kwargs)
 
 
+# LLaMA-2's chat template, shortened: the answer follows "[/INST]" after a space.
+LLAMA2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ bos_token + '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] + ' ' + eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+
+
+def sentencepiece_style_tokenizer():
+    """A tiny tokenizer that behaves as LLaMA's legacy SentencePiece one: a Unigram model with byte fallback
+    behind a Metaspace pre-tokenizer that puts "▁" before every text it tokenizes (prepend_scheme
+    "always"), BOS added, LLaMA-2's chat template. Built from fixed tables, so identical on every run. "\n\n"
+    is one piece, so a response that starts with a newline merges with the newline ending the Alpaca prompt."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    chars = [chr(c) for c in range(33, 127)]
+    words = ["Sure", "Response", "Instruction", "Repeat", "word", "apple", "cannot", "help", "with", "that", "\n\n"]
+    pieces = [(p, 0.0) for p in specials + [f"<0x{b:02X}>" for b in range(256)]]
+    pieces += [("▁", -5.0)] + [(p, -5.0) for c in chars for p in (c, "▁" + c)]
+    pieces += [(p, -2.0) for w in words for p in (w, "▁" + w)]
+    tk = Tokenizer(models.Unigram(pieces, unk_id=0, byte_fallback=True))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=False)
+    tk.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                    decoders.Strip(" ", 1, 0)])
+    tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tk.add_special_tokens(specials)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tok.chat_template = LLAMA2_CHAT_TEMPLATE
+    return tok
+
+
 
 # -- a tiny random reward model -----------------------------------------------------------------------------
 

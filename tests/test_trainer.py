@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from harness.core.errors import ConfigError, DataError
+from harness.core.types import Prompt
 from harness.models.resolve import resolve_model
 from harness.trainers.config import TrainConfig, safety_count_for_share
-from harness.trainers.data import build_mix, tokenize_mix
+from harness.trainers.data import Example, build_mix, tokenize_mix
 from tests.paused_run import killed_at
-from tests.support import GENERAL, SAFETY
+from tests.support import GENERAL, SAFETY, sentencepiece_style_tokenizer
 from tests.support import run_training as run
 from tests.support import train_config as config
 
@@ -110,6 +111,98 @@ def test_loss_is_only_on_the_response(tiny_model, data):
     learned = tok.decode([t for t, label in zip(example.input_ids, example.labels) if label != -100])
     assert learned == mix[0].output + "<|end|>\n"  # the response and the template's end of turn, no prompt
     assert len(example.input_ids) == len(example.labels)
+
+
+# What each template puts between the prompt and the response: Alpaca "### Response:\n", raw text nothing,
+# LLaMA-2's chat template a space after "[/INST]".
+@pytest.mark.parametrize("template, response", [("alpaca", "Sure apple</s>"), ("raw", "Sure apple</s>"),
+                                                ("chat", " Sure apple </s>")])
+def test_a_sentencepiece_response_is_the_tokens_that_follow_the_evaluated_prompt(template, response):
+    """LLaMA's legacy tokenizer puts "▁" before any text it tokenizes: the response tokenized on its own
+    began "▁Sure", a token that never follows "### Response:\n" when the model continues the prompt."""
+    from harness.models.templates import format_prompts
+
+    tok = sentencepiece_style_tokenizer()
+    example = Example("Repeat the word apple.", "", "Sure apple", "general")
+    [trained] = tokenize_mix([example], tok, template, cutoff=256)
+    [evaluated] = format_prompts([Prompt(suite="s", prompt_id="", prompt=example.instruction)], template, tok)
+    n = len(evaluated.token_ids)
+    joined = tok(evaluated.text + response, add_special_tokens=(template != "chat"))["input_ids"]
+    assert trained.input_ids[:n] == list(evaluated.token_ids)  # the prompt exactly as evaluation feeds it
+    assert trained.input_ids == joined  # the response as it tokenizes after that prompt
+    assert tok.convert_ids_to_tokens(trained.input_ids[n]) == ("▁Sure" if template == "chat" else "Sure")
+    assert trained.labels == [-100] * n + joined[n:]
+
+
+def test_a_response_that_merges_with_the_end_of_the_prompt_is_split_at_the_prompt():
+    """"\n\n" is one token of the joined text, half prompt, half response: neither half is dropped from the
+    loss or learned twice; the prompt keeps evaluation's ids and the response is tokenized from its first
+    character."""
+    from harness.models.templates import format_prompts
+
+    tok = sentencepiece_style_tokenizer()
+    merging = Example("Repeat the word apple.", "", "\nSure apple", "general")
+    [trained] = tokenize_mix([merging], tok, "alpaca", cutoff=256)
+    [evaluated] = format_prompts([Prompt(suite="s", prompt_id="", prompt=merging.instruction)], "alpaca", tok)
+    n = len(evaluated.token_ids)
+    assert trained.input_ids[:n] == list(evaluated.token_ids) and trained.labels[:n] == [-100] * n
+    assert tok.decode(trained.labels[n:]) == "\nSure apple</s>"
+
+
+def test_byte_level_bpe_keeps_the_ids_of_prompt_and_response_tokenized_apart():
+    """SmolLM2's kind of tokenizer (byte-level BPE, GPT-2's pre-tokenizer): adapters trained before the response
+    was tokenized after its prompt keep their ids, in every template, with merges that span the boundary
+    ("\n" + "\n") and raw text's prompt and response with nothing between them."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from harness.models.templates import format_text
+    from harness.models.tiny import CHAT_TEMPLATE
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    merges = [("Ċ", "Ċ"), (".", "Ġ"), ("S", "u"), ("Su", "re"), ("r", "e"), (".", "S"), ("e", ".")]
+    vocab = {ch: i for i, ch in enumerate(alphabet + [a + b for a, b in merges])}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tk.decoder = decoders.ByteLevel()
+    tk.add_special_tokens(["<|end|>", "<|user|>", "<|assistant|>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|end|>")
+    tok.chat_template = CHAT_TEMPLATE
+    mix = [Example("Say sure.", "", out, "general") for out in ("Sure.", "\nSure.", "\n\nSure", " Sure.", ".Sure")]
+    for template in ("alpaca", "raw", "chat"):
+        for ex, trained in zip(mix, tokenize_mix(mix, tok, template, cutoff=256)):
+            prompt = format_text(Prompt(suite="s", prompt_id="", prompt=ex.instruction), template, tok)
+            full = tok.apply_chat_template([{"role": "user", "content": ex.instruction},
+                                            {"role": "assistant", "content": ex.output}], tokenize=False)
+            response = full[len(prompt):] if template == "chat" else ex.output + "<|end|>"
+            apart = tok(prompt)["input_ids"], tok(response)["input_ids"]
+            assert trained.input_ids == apart[0] + apart[1], (template, ex.output)
+            assert trained.labels == [-100] * len(apart[0]) + apart[1]
+
+
+def test_examples_whose_prompt_fills_the_cutoff_are_dropped_with_one_counted_warning(tiny_model):
+    """Only n_tokenized in the adapter's metadata showed them (19 of 2,000 general examples at cutoff 112 with
+    SmolLM2's chat template): the mix trained on was not the mix asked for, without a word."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    mix = [Example("Short.", "", "ok", "general"), Example("A long general instruction " * 3, "", "ok", "general"),
+           Example("A long safety request " * 3, "", "no", "safety"), Example("Short too.", "", "no", "safety"),
+           Example("Another long safety request " * 3, "", "no", "safety")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kept = tokenize_mix(mix, tok, "chat", cutoff=40)
+    assert len(kept) == 2
+    [warning] = caught
+    assert str(warning.message) == (
+        "cutoff 40: dropped 3 of 5 examples whose prompt fills the cutoff, leaving no response token "
+        "(general: 1 of 2, safety: 2 of 3), e.g. the general example 'A long general instruction A long general "
+        "instruction A long'; raise --cutoff to train on them")
+    assert "trainers" in Path(warning.filename).parts  # so `safety-harness train` shows it as one note line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(tokenize_mix(mix, tok, "chat", cutoff=256)) == 5  # nothing dropped, nothing said
+        assert len(tokenize_mix(mix, tok, "chat", cutoff=40, train_on_inputs=True)) == 5
 
 
 def test_safety_share_to_count():

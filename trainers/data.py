@@ -124,22 +124,49 @@ def _response_text(example: Example, prompt_text: str, template: str, tokenizer)
     return example.output + (tokenizer.eos_token or "")
 
 
+def _response_ids(tokenizer, prompt_text: str, response_text: str) -> list[int]:
+    """The response's token ids as they follow the prompt in the joined text, which is what the model meets
+    when it continues the prompt at evaluation. Tokenized on its own, a response can differ: LLaMA's legacy
+    SentencePiece tokenizer puts "▁" before any text, so "Sure" after "### Response:\n" became "▁Sure",
+    a token that never follows that prompt. Where one token of the joined text spans both (a response
+    starting "\n" after a prompt ending "\n", with "\n\n" one token), the response is tokenized on its own
+    from its first character: the loss then covers all of the response and none of the prompt. Byte-level
+    BPE (SmolLM2's) gave the ids of the two texts tokenized apart for all of the default mix, so adapters
+    trained before keep their ids."""
+    ids = tokenizer(prompt_text + response_text, add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    if ids[:len(prompt_ids)] == prompt_ids:  # a token boundary where the prompt ends: the usual case
+        return ids[len(prompt_ids):]
+    # Not a prefix: one token of the joined text spans the prompt's end, or a pre-tokenizer splits the prompt's
+    # tail otherwise once text follows (byte-level BPE splits "\n\n" before a letter). Cut at the character.
+    return tokenizer(response_text, add_special_tokens=False)["input_ids"]
+
+
 def tokenize_mix(mix: list[Example], tokenizer, template: str, cutoff: int, *,
                  train_on_inputs: bool = False) -> list[Tokenized]:
     """Token ids and labels per example. The prompt is tokenized exactly as evaluation tokenizes it
-    (``harness.models.templates``), so the adapter sees the same tokens at training and test time. Examples whose
-    prompt fills the whole cutoff leave no response token to learn from and are dropped."""
-    out = []
+    (``harness.models.templates``), and the response as it tokenizes after that prompt in the joined text
+    (``_response_ids``), so the adapter sees the same tokens at training and test time. Examples whose
+    prompt fills the whole cutoff leave no response token to learn from and are dropped, with one warning that
+    counts them by kind: the mix trained on is then not the mix asked for."""
+    out, dropped = [], []
     for ex in mix:
         prompt_text = format_text(_as_prompt(ex), template, tokenizer)
         prompt_ids = tokenizer(prompt_text, add_special_tokens=(template != "chat"))["input_ids"]
-        response_ids = tokenizer(_response_text(ex, prompt_text, template, tokenizer),
-                                 add_special_tokens=False)["input_ids"]
+        response_ids = _response_ids(tokenizer, prompt_text, _response_text(ex, prompt_text, template, tokenizer))
         ids = (prompt_ids + response_ids)[:cutoff]
         labels = list(ids) if train_on_inputs else ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:cutoff]
         if all(label == IGNORE_INDEX for label in labels):
+            dropped.append(ex)
             continue
         out.append(Tokenized(ids, labels))
+    if dropped:
+        kinds = ", ".join(f"{kind}: {sum(ex.kind == kind for ex in dropped)} of {sum(ex.kind == kind for ex in mix)}"
+                          for kind in ("general", "safety") if any(ex.kind == kind for ex in mix))
+        # stacklevel 1: reported from this module, which `safety-harness train` shows as one note line
+        warnings.warn(f"cutoff {cutoff}: dropped {len(dropped)} of {len(mix)} examples whose prompt fills the cutoff, "
+                      f"leaving no response token ({kinds}), e.g. the {dropped[0].kind} example "
+                      f"{dropped[0].instruction[:60]!r}; raise --cutoff to train on them")
     if not out:
         raise DataError(f"no training example fits in cutoff {cutoff} tokens; raise --cutoff")
     return out
