@@ -14,7 +14,7 @@ from harness.core.errors import ConfigError
 FORMATS = ("instruction", "question")
 # Bump when a change to the trainer changes the adapter a config produces: the fixtures' content-addressed
 # cache keys on it, so stale adapters are rebuilt rather than reused.
-TRAINER_VERSION = "1"
+TRAINER_VERSION = "2"  # 2: a response is tokenized as it follows its prompt (SentencePiece bases train otherwise)
 
 
 @dataclass(frozen=True)
