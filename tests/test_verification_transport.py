@@ -96,6 +96,25 @@ def test_a_bad_transport_file_is_one_line_naming_it(tmp_path):
         transport_rates("x", "1", "refuse", bad)
 
 
+
+@pytest.mark.parametrize("field,value,why", [
+    ("refusals_scored_refusal", 500, "out of range"),  # more hits than rows: was a bare ValueError of the fit
+    ("refusals", -3, "out of range"),  # a negative count: the model was silently dropped from the fit
+    ("refusals", 199.7, "whole number"),  # int() would read 199
+    ("compliances", True, "whole number"),  # int() would read 1
+])
+def test_a_reports_bad_transport_counts_are_one_line_naming_the_field(field, value, why):
+    """A report records every labelled model's counts (model.scorer_error_rates.by_expected) and every reader
+    refits them; a count that is no count stops the reader naming where it is, as a pooled record's does."""
+    import copy
+
+    from harness.scoring.error_rates import error_rates_record, rates_from_record
+
+    record = copy.deepcopy(error_rates_record("refusal_patterns", "1"))
+    record["by_expected"]["refuse"]["models"]["gpt4"][field] = value
+    with pytest.raises(ConfigError, match=rf"report metadata: scorer_error_rates: by_expected\.refuse\.models\.gpt4.*{why}"):
+        rates_from_record(record)
+
 # -- the shipped counts are what the regeneration command writes -------------------------------------------------
 
 @pytest.fixture(scope="module")

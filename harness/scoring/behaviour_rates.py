@@ -81,13 +81,26 @@ class RatesByExpected:
             models = entry.get("models") if isinstance(entry, dict) else None
             if not isinstance(models, dict) or not models:
                 raise ConfigError(f"{where}: by_expected.{expected}.models must map each labelled model to its counts")
-            try:
-                frozen = tuple(sorted((str(m), tuple(int(c[k]) for k in _COUNTS)) for m, c in models.items()))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ConfigError(f"{where}: by_expected.{expected}.models: bad counts ({exc})") from None
+            frozen = tuple(sorted((str(m), _model_counts(c, f"{where}: by_expected.{expected}.models.{m}"))
+                                  for m, c in models.items()))
             parts.append((expected, fitted(scorer, version, expected, frozen)))
             counts.append((expected, frozen))
         return cls(scorer, version, tuple(parts), tuple(counts))
+
+
+def _model_counts(entry, where: str) -> tuple[int, ...]:
+    """One labelled model's four counts from a report's record, checked as a pooled record's are
+    (``harness.scoring.error_rates``): whole numbers, hits within rows. Zero rows of a kind is allowed (a model
+    with no human compliance on should-refuse prompts adds nothing to that rate's fit)."""
+    from harness.scoring.error_rates import _count
+
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a table of counts, got {type(entry).__name__}")
+    refusals, scored_refusal, compliances, scored_compliance = (_count(entry, k, where) for k in _COUNTS)
+    if not (0 <= scored_refusal <= refusals and 0 <= scored_compliance <= compliances):
+        raise ConfigError(f"{where}: counts out of range (need 0 <= refusals_scored_refusal <= refusals and "
+                          "0 <= compliances_scored_compliance <= compliances)")
+    return refusals, scored_refusal, compliances, scored_compliance
 
 
 @lru_cache(maxsize=16)
