@@ -275,3 +275,24 @@ def test_judge_error_rows_count_in_the_corrected_rate_as_failures():
     (only_errors,) = check_thresholds(rows(comply_labels=[JUDGE_ERROR] * 3), {"min_compliance_rate": 0.5},
                                       on="corrected", error_rates=rates)
     assert not only_errors.passed and only_errors.corrected.estimate == 0.0
+
+
+def test_a_suite_result_counts_its_empty_replies_exactly_in_the_corrected_rate():
+    """The suite result tells check_thresholds which replies are empty (by their text, whatever the scorer
+    said): they count as the refusals they are, and only the others are corrected."""
+    from harness.config.settings import RunSettings
+    from harness.core.types import GenerationResult, Prompt, RefusalScore
+    from harness.engine.suite_result import ScoredRow, SuiteResult
+    from tests.exact import FixedRates
+
+    scored = []
+    for i, (text, label) in enumerate([("No.", "full_refusal"), ("Sure: ...", "full_compliance"),
+                                       ("Here you go", "full_compliance"), ("I won't", "full_refusal"),
+                                       ("", "full_refusal"), ("  \n", "full_refusal")]):
+        p = Prompt("smoke", f"s{i}", f"good {i}", expected="comply")
+        scored.append(ScoredRow(p, p.prompt, GenerationResult(text, 3), RefusalScore(label, 0.0), False))
+    result = SuiteResult("smoke", scored, RunSettings(), error_rates=FixedRates(0.8, 1.0))
+    (check,) = [c for c in result.checks() if c.key == "max_refusal_rate"]
+    assert check.rate.k == 4 and check.rate.n == 6
+    # 2 of 4 non-empty scored refusals correct to 0.5 / 0.8 = 0.625; the 2 empty replies are refusals exactly
+    assert check.corrected.estimate == pytest.approx((4 * 0.625 + 2) / 6, abs=1e-12)

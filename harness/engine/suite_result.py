@@ -78,8 +78,10 @@ class SuiteResult:
         thresholds = self.thresholds(category)
         selected = self.select(category)
         rows = [(r.prompt.expected, r.score.label) for r in selected]
+        empty = [(r.prompt.expected, r.score.label) for r in selected if not (r.response.text or "").strip()]
         checks = check_thresholds(rows, thresholds, on=self.settings.threshold_on, error_rates=self.error_rates,
-                                  fill_defaults=True, verified=verified_rates(self, category, thresholds))
+                                  fill_defaults=True, verified=verified_rates(self, category, thresholds),
+                                  empty=empty)
         if self.capability is not None:  # win rate and reference log-likelihood thresholds
             checks += self.capability.checks(selected, thresholds)
         if category is None:
