@@ -243,7 +243,7 @@ def test_an_output_that_cannot_be_written_at_the_end_is_one_line_and_the_other_o
     text = harness_project.text(result)
     assert "Traceback" not in text, text[-3000:]
     (line,) = [line for line in text.splitlines() if "could not write --junitxml" in line]
-    assert line.endswith(f"safety-harness: could not write --junitxml {out / 'junit.xml'}: [Errno 17] File exists: "
-                         f"'{out}'"), line
+    assert line == (f"safety-harness: could not write --junitxml {out / 'junit.xml'}: [Errno 17] File exists: "
+                    f"'{out}'"), line  # on a line of its own, not after the progress dots
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     assert "safety-harness summary" in text and harness_project.report.exists() and markdown.exists()

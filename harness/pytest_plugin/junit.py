@@ -25,7 +25,7 @@ import functools
 
 import pytest
 
-from harness.pytest_plugin.state import SESSION_KEY, get_session, item_suite
+from harness.pytest_plugin.state import SESSION_KEY, get_session, item_suite, say_alone
 
 
 def check_properties(record: dict) -> list[tuple[str, str]]:
@@ -114,8 +114,7 @@ def _one_line(write, session, path):
             return write(*args, **kwargs)
         except OSError as exc:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
-            session.config.get_terminal_writer().line(f"safety-harness: could not write --junitxml {path}: {exc}",
-                                                      red=True)
+            say_alone(session.config, f"safety-harness: could not write --junitxml {path}: {exc}")
             return None
 
     return guarded
