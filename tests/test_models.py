@@ -382,6 +382,26 @@ def test_prepare_alias_failure_leaves_nothing(tmp_path, cache, monkeypatch):
     assert [p.name for p in (cache / "models").iterdir() if not p.name.endswith(".lock")] == []
 
 
+def test_prepare_alias_removes_what_a_killed_build_left(tmp_path, cache, monkeypatch):
+    """A build killed outright (SIGKILL; SIGTERM too, which Python does not turn into an exception) runs no
+    cleanup: its temp folder, half a model (538 MB for the embedded one), stayed in the cache for good, one
+    more per killed run. The next build of the same model, holding its lock, removes it."""
+    gguf = tmp_path / "fake.gguf"
+    gguf.write_bytes(b"GGUF fake")
+    monkeypatch.setattr(models, "_gguf_path", lambda alias: gguf)
+    monkeypatch.setattr(models, "_convert_gguf", lambda src, out, alias: make_tiny_llama(out))
+    short = models.file_hashes([gguf], cache)[gguf][:12]
+    (cache / "models").mkdir(parents=True)
+    name = f"{DEFAULT_MODEL}-{short}"
+    for killed in range(2):  # as tempfile.mkdtemp named them in the killed builds
+        left = Path(models.tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=cache / "models"))
+        (left / "model.safetensors").write_bytes(b"half a model")
+    other = cache / "models" / ".another-model-0123456789ab.tmp-x"  # another model's: not this build's to judge
+    other.mkdir()
+    target = prepare_alias(DEFAULT_MODEL, cache)
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted([other.name, name, name + ".lock"])
+
+
 @pytest.mark.slow
 @pytest.mark.default_model
 def test_prepare_real_alias(tmp_path):

@@ -224,3 +224,26 @@ def test_every_output_is_checked_before_any_generation(harness_project, option):
                                    f"{blocker} is a file, not a folder",
                 "default report": "report "}[option]
     assert error.startswith(f"ERROR: {expected}") and "; the run would fail when writing it, so it did not start" in error
+
+
+def test_an_output_that_cannot_be_written_at_the_end_is_one_line_and_the_other_outputs_are_written(harness_project):
+    """Checked before generation, an output can still fail when it is written (its folder removed or replaced by
+    a file during the run, a full disk). pytest's own --junitxml writer then ended the run in a 60-line
+    traceback, without the run's summary, and the hooks after it never ran: the --markdown and --html
+    summaries and --baseline-save were not written. Now one line, as for the report, and the rest is written."""
+    out = harness_project.path / "out"
+    out.mkdir()
+    breaker = (f"import shutil\n\ndef pytest_collection_finish(session):\n"
+               f"    shutil.rmtree({str(out)!r})\n    open({str(out)!r}, 'w').write('no longer a folder')\n")
+    harness_project.write(tests={"test_smoke_suite": harness_project.CATEGORY_SUITE.format(name="smoke"),
+                                 "conftest": breaker})
+    markdown = harness_project.path / "run.md"
+    result = harness_project.run("--backend", "dummy", "--limit", "4", f"--junitxml={out / 'junit.xml'}",
+                                 "--markdown", str(markdown), subprocess=True)
+    text = harness_project.text(result)
+    assert "Traceback" not in text, text[-3000:]
+    (line,) = [line for line in text.splitlines() if "could not write --junitxml" in line]
+    assert line == (f"safety-harness: could not write --junitxml {out / 'junit.xml'}: [Errno 17] File exists: "
+                    f"'{out}'"), line  # on a line of its own, not after the progress dots
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    assert "safety-harness summary" in text and harness_project.report.exists() and markdown.exists()

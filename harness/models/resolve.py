@@ -235,6 +235,10 @@ def prepare_alias(alias: str, cache_dir: Path) -> Path:
     with FileLock(str(target) + ".lock"):
         if (target / PREPARED_MARKER).is_file():  # another process built it while we waited
             return target
+        # A build killed outright (SIGKILL, or SIGTERM: no cleanup runs) left its temp folder, half a model;
+        # none of them is in use while this lock is held.
+        for left in target.parent.glob(f".{target.name}.tmp-*"):
+            shutil.rmtree(left, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             _convert_gguf(gguf, tmp, alias)

@@ -14,13 +14,18 @@ failures), ``M.rate``, ``M.ci95`` (Wilson for the rates), ``M.threshold``
 (``harness.scoring.check_summary``), from the same checks.
 
 The baseline gate's own items (``harness.pytest_plugin.baseline``) carry the gate's figures instead.
+
+A ``--junitxml`` file that cannot be written at the end of the run (checked before generation, its folder
+since removed or replaced by a file, a full disk) is one line and exit status 3, as the report's.
 """
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
-from harness.pytest_plugin.state import SESSION_KEY, get_session, item_suite
+from harness.pytest_plugin.state import SESSION_KEY, get_session, item_suite, say_alone
 
 
 def check_properties(record: dict) -> list[tuple[str, str]]:
@@ -84,3 +89,32 @@ def pytest_runtest_teardown(item):
     if category is not None and category not in hs.results[suite].categories:
         return
     item.user_properties += item_properties(hs, suite, category)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    """Make pytest's --junitxml writer fail in one line. Why: it writes from ``pytest_sessionfinish``, which
+    pytest calls outside its error handling, so an OSError there ended the run in a traceback, before the
+    summary, and skipped the hooks after it (the empty-run gate, --html, --markdown, --baseline-save). Its hook
+    is wrapped where it was registered, so it keeps its place among the others."""
+    from _pytest.junitxml import xml_key
+
+    xml = session.config.stash.get(xml_key, None)
+    if xml is None:  # no --junitxml, or an xdist worker (the controller writes the file)
+        return
+    for impl in session.config.hook.pytest_sessionfinish.get_hookimpls():
+        if impl.plugin is xml:
+            impl.function = _one_line(impl.function, session, xml.logfile)
+
+
+def _one_line(write, session, path):
+    @functools.wraps(write)
+    def guarded(*args, **kwargs):
+        try:
+            return write(*args, **kwargs)
+        except OSError as exc:
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            say_alone(session.config, f"safety-harness: could not write --junitxml {path}: {exc}")
+            return None
+
+    return guarded

@@ -21,7 +21,7 @@ from harness.config.thresholds import THRESHOLD_ON
 from harness.engine.session import DataMissingError, HarnessSession
 from harness.engine.suite_result import SuiteResult
 from harness.pytest_plugin.state import (REPORT_KEY, SESSION_KEY, get_session, item_suite, marker_suite,  # noqa: F401
-                                         project_dir, statically_skipped)
+                                         project_dir, say_alone, statically_skipped)
 from harness.config.settings import RunSettings, build_settings, parse_backend_args
 from harness.config.options import TEMPLATES
 from harness.engine.preflight import check_scorer_names, check_threshold_categories, check_threshold_kinds, preflight
@@ -301,7 +301,7 @@ def pytest_sessionfinish(session, exitstatus):
     except OSError as exc:
         config.stash[REPORT_KEY] = None
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
-        config.get_terminal_writer().line(f"safety-harness: could not write report {path}: {exc}", red=True)
+        say_alone(config, f"safety-harness: could not write report {path}: {exc}")
 
 
 def pytest_unconfigure(config):

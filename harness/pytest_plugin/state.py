@@ -61,3 +61,13 @@ def item_suite(item) -> str | None:
         value = callspec.params["safety_suite_name"]
         return value if isinstance(value, str) else None  # NOTSET when no suite is configured
     return marker_suite(item)
+
+
+def say_alone(config, line: str) -> None:
+    """A red line on its own at the end of a run: the progress dots may have left the cursor mid-line, where
+    the terminal writer's ``line`` would glue it on (``[100%]safety-harness: ...``)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line, red=True)  # starts a new line first where needed
+    else:
+        config.get_terminal_writer().line(line, red=True)
