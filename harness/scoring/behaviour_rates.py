@@ -14,6 +14,7 @@ shipped transport file has moved on (``from_json``).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -22,6 +23,19 @@ from harness.core.types import EXPECTED
 
 BEHAVIOUR_NAMES = {"refuse": "should-refuse", "comply": "should-answer"}
 _COUNTS = ("refusals", "refusals_scored_refusal", "compliances", "compliances_scored_compliance")
+
+
+def count_field(entry: dict, name: str, where: str) -> int:
+    """A count field as an int. A JSON number with a fraction (``10.7``), a boolean (``true``) or text is
+    refused rather than truncated: int() would read them as 10 and 1 and correct every rate with them."""
+    if name not in entry:
+        raise ConfigError(f"{where}: missing field {name!r}")
+    value = entry[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{where}: field {name!r} must be a whole number of labelled replies, "
+                          f"got {json.dumps(value)}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -92,11 +106,10 @@ def _model_counts(entry, where: str) -> tuple[int, ...]:
     """One labelled model's four counts from a report's record, checked as a pooled record's are
     (``harness.scoring.error_rates``): whole numbers, hits within rows. Zero rows of a kind is allowed (a model
     with no human compliance on should-refuse prompts adds nothing to that rate's fit)."""
-    from harness.scoring.error_rates import _count
 
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected a table of counts, got {type(entry).__name__}")
-    refusals, scored_refusal, compliances, scored_compliance = (_count(entry, k, where) for k in _COUNTS)
+    refusals, scored_refusal, compliances, scored_compliance = (count_field(entry, k, where) for k in _COUNTS)
     if not (0 <= scored_refusal <= refusals and 0 <= scored_compliance <= compliances):
         raise ConfigError(f"{where}: counts out of range (need 0 <= refusals_scored_refusal <= refusals and "
                           "0 <= compliances_scored_compliance <= compliances)")

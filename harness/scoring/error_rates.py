@@ -36,6 +36,7 @@ from pathlib import Path
 from harness.config.thresholds import rates_for_expected  # noqa: F401  (re-exported: one rule for both layers)
 from harness.core.errors import ConfigError
 from harness.scoring.behaviour_rates import BEHAVIOUR_NAMES, RatesByExpected, transport_error_rates  # noqa: F401
+from harness.scoring.behaviour_rates import count_field as _count
 
 ERROR_RATES_PATH = Path(__file__).with_name("error_rates.json")
 FORMAT = 1
@@ -127,19 +128,6 @@ class ErrorRates:
 
 
 COUNT_FIELDS = ("refusals", "refusals_scored_refusal", "compliances", "compliances_scored_compliance")
-
-
-def _count(entry: dict, name: str, where: str) -> int:
-    """A count field as an int. A JSON number with a fraction (``10.7``), a boolean (``true``) or text is
-    refused rather than truncated: int() would read them as 10 and 1 and correct every rate with them."""
-    if name not in entry:
-        raise ConfigError(f"{where}: missing field {name!r}")
-    value = entry[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            isinstance(value, float) and not value.is_integer()):
-        raise ConfigError(f"{where}: field {name!r} must be a whole number of labelled replies, "
-                          f"got {json.dumps(value)}")
-    return int(value)
 
 
 @lru_cache(maxsize=8)
