@@ -84,14 +84,15 @@ class Run:
             if line.strip() == phase:
                 return
 
-    def interrupt(self, target: str) -> None:
-        """SIGINT to the run's process group (``group``: a terminal's Ctrl-C) or its main process (``main``)."""
+    def interrupt(self, target: str, sig: int = signal.SIGINT) -> None:
+        """SIGINT to the run's process group (``group``: a terminal's Ctrl-C) or its main process (``main``);
+        ``sig`` another signal (SIGTERM: a cancelled CI job)."""
         self.lines_at_signal = len(self.lines)
         self.signalled_at = time.monotonic()
         if target == "group":
-            os.killpg(self.proc.pid, signal.SIGINT)
+            os.killpg(self.proc.pid, sig)
         else:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
 
     def finish(self, guard: float = HANG_GUARD_S) -> int:
         try:
@@ -240,6 +241,18 @@ def test_interrupt_during_scoring(tmp_path, run_env, target):
     run.interrupt(target)
     assert_interrupted(run, "scoring", target)
     assert not (tmp_path / "report.parquet").exists()
+    assert_completes(args, run_env)
+
+
+@pytest.mark.parametrize("target", ["group", "main"])
+def test_a_sigterm_ends_a_run_as_a_ctrl_c_does(tmp_path, run_env, target):
+    """A cancelled CI job or a stopped container sends SIGTERM: Python's default exits at once, with no
+    cleanup (a vLLM engine on a GPU outlives it) and no word. The run takes the Ctrl-C path instead."""
+    args = smoke_args(tmp_path, "--backend", "dummy")
+    run = Run(args, run_env)
+    run.wait_for("scoring")
+    run.interrupt(target, signal.SIGTERM)
+    assert_interrupted(run, "scoring", target)
     assert_completes(args, run_env)
 
 

@@ -11,9 +11,44 @@ summary, which pytest prints from inside the same hook. The report is written th
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+
 import pytest
 
 from harness.pytest_plugin.state import REPORT_KEY
+
+_SIGTERM_BEFORE = pytest.StashKey[object]()
+
+
+def _terminate_as_interrupt(signum, frame):
+    """SIGTERM (a CI job cancelled, ``kill PID``, a container stopped) ends the run as a Ctrl-C does.
+
+    Why: Python's default for SIGTERM exits at once, running no cleanup: a vLLM engine process on a GPU
+    is left holding its memory (vLLM's engine does not watch for its parent's death), and the run prints
+    nothing. Through the SIGINT handler in force (Python's KeyboardInterrupt, or the harness's guard while
+    an engine starts) it takes the path every Ctrl-C takes, tested phase by phase (tests/test_interrupts.py):
+    engines shut down, one line, exit status 2. Where SIGINT is ignored, SIGTERM keeps its default."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def pytest_configure(config):
+    # Only where Python's default is in force (a user's or an embedding program's own handler wins), and only
+    # from the main thread, the one signal handlers can be set from.
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        config.stash[_SIGTERM_BEFORE] = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+
+
+def pytest_unconfigure(config):
+    before = config.stash.get(_SIGTERM_BEFORE, None)
+    if before is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, before)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
