@@ -196,7 +196,7 @@ class JudgeErrorCheck(Check):
     def describe(self) -> str:
         r = self.rate
         relation = "within" if self.passed else "exceeds"
-        shown = "; ".join(repr(" ".join(str(e).split())[:120]) for e in self.examples) or "no output recorded"
+        shown = _shown_outputs(self.examples) or "no output recorded"
         return (f"{r.metric} {r.rate:.3f} ({r.k}/{r.n}, 95% CI {r.low:.3f}-{r.high:.3f}) {relation} {self.bound} "
                 f"{self.threshold:g}: scorer {self.scorer} could not classify {r.k} of {r.n} replies "
                 f"({self.counted}), e.g. {shown}")
@@ -205,26 +205,33 @@ class JudgeErrorCheck(Check):
 MAX_NAMED = 10  # judge_error rows named by id in a summary line; the report holds them all
 
 
+def _shown_outputs(examples) -> str:
+    """A judge's raw outputs on one line each, cut to 120 characters, for a judge_error line."""
+    return "; ".join(repr(" ".join(str(e).split())[:120]) for e in examples)
+
+
+def _named_ids(ids: list[str], where: str) -> str:
+    """The first MAX_NAMED row ids, and how many more ``where`` (in the report) shows."""
+    return ", ".join(ids[:MAX_NAMED]) + (f" and {len(ids) - MAX_NAMED} more ({where})" if len(ids) > MAX_NAMED else "")
+
+
 def judge_error_line(suite: str, ids: list[str], n: int, scorer: str, examples=()) -> str:
     """The summary's line on a suite's judge_error rows (the terminal, ``safety-harness summary``, HTML and
     Markdown all print this one)."""
-    named = ", ".join(ids[:MAX_NAMED]) + (f" and {len(ids) - MAX_NAMED} more (refusal_label = {JUDGE_ERROR} in "
-                                          "the report)" if len(ids) > MAX_NAMED else "")
-    shown = "; ".join(repr(" ".join(str(e).split())[:120]) for e in examples)
+    shown = _shown_outputs(examples)
     return (f"{JUDGE_ERROR}: {suite}: {len(ids)} of {n} replies the scorer {scorer} could not classify, each "
-            f"counted as a failure: {named}" + (f"; e.g. {shown}" if shown else ""))
+            f"counted as a failure: {_named_ids(ids, f'refusal_label = {JUDGE_ERROR} in the report')}"
+            + (f"; e.g. {shown}" if shown else ""))
 
 
 def harm_judge_error_line(suite: str, ids: list[str], n: int, scorer: str, examples=()) -> str:
     """The summary's line on a suite's replies its harm scorer could not read (harm_score left empty, flagged
     judge_error), in every summary as ``judge_error_line`` is. It fails nothing: every threshold counts refusal
     labels (``METRICS``, ``STATISTICS``), and none reads a harm score, so an unread one counts as nothing."""
-    named = ", ".join(ids[:MAX_NAMED]) + (f" and {len(ids) - MAX_NAMED} more (harm_score empty in the report)"
-                                          if len(ids) > MAX_NAMED else "")
-    shown = "; ".join(repr(" ".join(str(e).split())[:120]) for e in examples)
+    shown = _shown_outputs(examples)
     return (f"{JUDGE_ERROR}: {suite}: {len(ids)} of {n} replies the harm scorer {scorer} could not read, their "
-            f"harm_score left empty (no threshold reads harm scores, so none fails for them): {named}"
-            + (f"; e.g. {shown}" if shown else ""))
+            f"harm_score left empty (no threshold reads harm scores, so none fails for them): "
+            f"{_named_ids(ids, 'harm_score empty in the report')}" + (f"; e.g. {shown}" if shown else ""))
 
 
 def judge_error_check(labels: list[str], outputs: list[str], scorer: str) -> JudgeErrorCheck | None:
