@@ -114,24 +114,11 @@ def check_notes(report: Report) -> list[str]:
         return []
     return (check_summary.default_threshold_lines(suites)
             + check_summary.notes(suites, meta.get("model"), meta.get("labels"), report=report.name)
-            + judge_error_lines(meta) + check_summary.capability_lines(suites))
+            + check_summary.judge_error_lines(suites) + check_summary.capability_lines(suites))
 
 
 def with_labels(report: Report) -> bool:
     return check_summary.has_labels(report.meta.get("suites") or {})
-
-
-def judge_error_lines(meta: dict) -> list[str]:
-    """Per suite, the rows its scorer could not classify (counted as failures), then the replies its harm scorer
-    could not read, as the run's metadata recorded them (``harness.engine.run_report``)."""
-    from harness.config.thresholds import harm_judge_error_line, judge_error_line
-
-    suites = sorted((meta.get("suites") or {}).items())
-    return ([judge_error_line(suite, e.get("prompt_ids", []), info.get("n", 0), e.get("scorer"), e.get("examples", []))
-             for suite, info in suites if (e := info.get("judge_errors"))]
-            + [harm_judge_error_line(suite, e.get("prompt_ids", []), info.get("n", 0), e.get("scorer"),
-                                     e.get("examples", []))
-               for suite, info in suites if (e := info.get("harm_judge_errors"))])
 
 
 def skipped_lines(obj) -> list[str]:

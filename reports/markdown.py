@@ -11,8 +11,9 @@ from pathlib import Path
 from harness.baselines.compare import Comparison, RunSummary
 from harness.core.records import JUDGE_ERROR
 from harness.scoring import check_summary
-from harness.reports.html import (category_check_rows, check_notes, check_rows, failures_text, flip_label_text, fmt_rate, fmt_shift,
-                                  human_cell, plots, rate_rows, skipped_lines, with_labels, xstest_rows)
+from harness.reports.html import (category_check_rows, check_notes, check_rows, failures_text, flip_label_text,
+                                  fmt_rate, fmt_shift, human_cell, plots, rate_rows, skipped_lines, with_labels,
+                                  xstest_rows)
 
 MAX_CELL = 600  # characters of a prompt or response shown in a table cell; the flips Parquet has them all
 

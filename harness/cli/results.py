@@ -96,7 +96,7 @@ def _summary(args) -> int:
     from harness.scoring import check_summary
     from harness.core.report_file import read_run_report
     from harness.core.text import format_table
-    from harness.reports.html import judge_error_lines, skipped_lines
+    from harness.reports.html import skipped_lines
 
     read_run_report(args.report)  # a missing file, or one without the run's metadata: its one line
     report = load_report(args.report, "the")  # its messages say "<role> report NAME": "the report NAME ..."
@@ -110,7 +110,7 @@ def _summary(args) -> int:
     # With each suite's rows, those of the categories it held checks of (its SUITE[CATEGORY] test items).
     for line in format_table(check_summary.columns(suites), check_summary.table_rows(suites, categories=True)):
         print(line)
-    for line in check_summary.default_threshold_lines(suites) + judge_error_lines(meta):
+    for line in check_summary.default_threshold_lines(suites) + check_summary.judge_error_lines(suites):
         print(line)
     model = meta.get("model", {})
     if any(info.get("checks") for info in suites.values()):

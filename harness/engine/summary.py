@@ -14,21 +14,6 @@ def has_judge_errors(session) -> bool:
     return any(r.score.label == JUDGE_ERROR for result in session.results.values() for r in result.rows)
 
 
-def judge_error_lines(session) -> list[str]:
-    """Per suite: how many rows the scorer could not classify, that they count as failures, and which; then how
-    many replies the harm scorer could not read, and which."""
-    from harness.config.thresholds import harm_judge_error_line, judge_error_line
-    from harness.engine.suite_result import harm_output, judge_output
-
-    scorer = session.model_info.scorer or session.settings.scorer
-    lines = [judge_error_line(name, [r.prompt.prompt_id for r in errors], len(result.rows), scorer,
-                              [judge_output(r) for r in errors[:2]])
-             for name, result in sorted(session.results.items()) if (errors := result.judge_error_rows())]
-    return lines + [harm_judge_error_line(name, [r.prompt.prompt_id for r in unread], len(result.rows),
-                                          session.model_info.harm_scorer, [harm_output(r) for r in unread[:2]])
-                    for name, result in sorted(session.results.items()) if (unread := result.harm_judge_error_rows())]
-
-
 def check_lines(session, suites: dict, report_path=None) -> list[str]:
     """The table of checks and the lines under it, as ``harness.scoring.check_summary`` writes them for every
     summary of a report: the rates behind the corrected column, warnings, people's labels. With each suite's
@@ -39,7 +24,7 @@ def check_lines(session, suites: dict, report_path=None) -> list[str]:
     lines = (format_table(check_summary.columns(suites), check_summary.table_rows(suites, categories=True))
              if suites else [])
     lines += check_summary.default_threshold_lines(suites)
-    lines += judge_error_lines(session)
+    lines += check_summary.judge_error_lines(suites)
     if any(info["checks"] for info in suites.values()):
         model = {**session.model_info.as_dict(), "scorer": session.model_info.scorer or session.settings.scorer}
         lines += check_summary.notes(suites, model, label_record(session),

@@ -104,18 +104,17 @@ def table_rows(suites: dict, *, sizes: dict | None = None, categories: bool = Fa
     are followed by those of the categories it held checks of, as ``SUITE[CATEGORY]``."""
     with_errors, with_labels = has_judge_errors(suites), has_labels(suites)
     rows = []
-    for name, info in sorted((suites or {}).items()):
-        suite = name
+    for suite, info in sorted((suites or {}).items()):
         if not info.get("checks"):
             n = str((sizes or {}).get(suite, info.get("n", "-")))
             rows.append((suite, n) + (("-",) if with_errors else ()) + ("-",) * (5 + with_labels) + ("no threshold",))
-        for suite, c in _checks({suite: info}, categories=categories):
+        for where, c in _checks({suite: info}, categories=categories):  # where: the suite, or SUITE[CATEGORY]
             metric = c["key"].partition("_")[2]
-            rows.append((suite, str(c["n"]),
+            rows.append((where, str(c["n"]),
                          *((str(c.get("judge_errors", c.get("judge_error_excluded", 0))),) if with_errors else ()),
                          metric, f"{c['rate']:.3f}", f"{c['ci_low']:.3f}-{c['ci_high']:.3f}", corrected_text(c),
                          *((verified_text(c),) if with_labels else ()), threshold_text(c),
-                         verdict_text(c, gated=suite != name or is_gated(info))))
+                         verdict_text(c, gated=where != suite or is_gated(info))))
     return rows
 
 
@@ -210,6 +209,20 @@ def notes(suites: dict, model: dict | None, labels: dict | None = None, *, repor
     return ([threshold_on_line(suites, default_on)]
             + correction_lines(record, model.get("scorer"), model.get("scorer_version"), report)
             + warning_lines(suites, record) + label_lines(suites, labels, report) + ungated_lines(suites))
+
+
+def judge_error_lines(suites: dict) -> list[str]:
+    """Per suite, the rows its scorer could not classify (counted as failures), then the replies its harm scorer
+    could not read, as the run recorded them (``harness.engine.run_report``): the run's own summary and every
+    summary of its report print these."""
+    from harness.config.thresholds import harm_judge_error_line, judge_error_line
+
+    ordered = sorted((suites or {}).items())
+    return ([judge_error_line(suite, e.get("prompt_ids", []), info.get("n", 0), e.get("scorer"), e.get("examples", []))
+             for suite, info in ordered if (e := info.get("judge_errors"))]
+            + [harm_judge_error_line(suite, e.get("prompt_ids", []), info.get("n", 0), e.get("scorer"),
+                                     e.get("examples", []))
+               for suite, info in ordered if (e := info.get("harm_judge_errors"))])
 
 
 def default_threshold_lines(suites: dict) -> list[str]:
