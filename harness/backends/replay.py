@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness.backends.base import BackendOptions, BatchBackend, SamplingConfig, register_backend
 from harness.core.errors import BackendError, DataError
+from harness.core.text import one_line
 from harness.core.types import GenerationRequest, GenerationResult
 
 RESPONSE_COLUMNS = ("response", "completion")
@@ -101,17 +102,13 @@ class ReplayBackend(BatchBackend):
             p, column, theirs = wrong[0]
             what = "is" if column == "prompt" else "has input"
             raise BackendError(
-                f"replay file {self.path}: prompt {p.suite}/{p.prompt_id} {what} {_clip(theirs)!r} there, but "
-                f"{_clip(getattr(p, column))!r} in the suite; {len(wrong)} of {len(requests)} prompts differ, so their "
-                "responses answer other prompts (replay a report of the same suite data)")
+                f"replay file {self.path}: prompt {p.suite}/{p.prompt_id} {what} {one_line(theirs, 80)!r} there, "
+                f"but {one_line(getattr(p, column), 80)!r} in the suite; {len(wrong)} of {len(requests)} prompts "
+                "differ, so their responses answer other prompts (replay a report of the same suite data)")
 
     def close(self) -> None:
         pass
 
-
-def _clip(text, width: int = 80) -> str:
-    text = " ".join(str(text or "").split())
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 @register_backend("replay")

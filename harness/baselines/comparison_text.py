@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from harness.baselines.compare import LEVELS, Comparison, detectable_regressions, rule_for
 from harness.baselines.stats import Interval
+from harness.core.text import one_line
 
 
 def comparison_lines(comparison: Comparison, *, all_categories: bool = False, max_flips: int = 20,
@@ -40,9 +41,9 @@ def comparison_lines(comparison: Comparison, *, all_categories: bool = False, ma
         for f in flips[:max_flips]:
             arrow = "passed -> FAILED" if f["direction"] == "regression" else "failed -> passed"
             human = "" if f.get("human") in (None, "unlabelled") else f"  [labels: {f['human']}]"
-            lines.append(f"  {arrow}  {f['suite']}/{f['prompt_id']}: {_snippet(f['prompt'], 70)!r}{human}")
-            lines.append(f"      baseline:  {_snippet(f['baseline_response'], 100)!r}")
-            lines.append(f"      candidate: {_snippet(f['candidate_response'], 100)!r}")
+            lines.append(f"  {arrow}  {f['suite']}/{f['prompt_id']}: {one_line(f['prompt'], 70)!r}{human}")
+            lines.append(f"      baseline:  {one_line(f['baseline_response'], 100)!r}")
+            lines.append(f"      candidate: {one_line(f['candidate_response'], 100)!r}")
         if len(flips) > max_flips:
             lines.append(f"  ... and {len(flips) - max_flips} more ({more_flips})")
     lines += flip_label_lines(comparison, review)
@@ -77,10 +78,6 @@ def flip_label_lines(comparison: Comparison, review: str | None = None) -> list[
         line += f"; label them (flips first) with: {review or 'safety-harness review CANDIDATE --baseline BASELINE'}"
     return [line]
 
-
-def _snippet(text, width: int) -> str:
-    text = " ".join(str(text or "").split())
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _ci(rate: Interval) -> str:

@@ -28,6 +28,7 @@ from harness.baselines.flips import label_counts, label_counts_text
 from harness.core.records import FAILURE_METRIC
 from harness.core.errors import HarnessError
 from harness.core.files import check_writable
+from harness.core.text import one_line
 from harness.pytest_plugin.state import REPORT_KEY, get_session, item_suite, project_dir
 
 
@@ -201,14 +202,10 @@ def flip_message(base: dict, cand: dict, gate: str, verdict: str, pair=None) -> 
     elif pair is not None:
         what += "; not labelled by people on both sides"
     return (f"{base['suite']}/{base['prompt_id']} {before} and fails now ({what}; gate {gate}: {verdict})\n"
-            f"  prompt:    {_clip(base.get('prompt'))}\n"
-            f"  baseline:  [{base.get('refusal_label')}] {_clip(base.get('response'))}\n"
-            f"  candidate: [{cand.get('refusal_label')}] {_clip(cand.get('response'))}")
+            f"  prompt:    {one_line(base.get('prompt'), 400)}\n"
+            f"  baseline:  [{base.get('refusal_label')}] {one_line(base.get('response'), 400)}\n"
+            f"  candidate: [{cand.get('refusal_label')}] {one_line(cand.get('response'), 400)}")
 
-
-def _clip(text, width: int = 400) -> str:
-    text = " ".join(str(text or "").split())
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _item(cls, session, name: str, suite: str, key: str, category: str = "") -> BaselineItem:
