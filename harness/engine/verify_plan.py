@@ -88,11 +88,7 @@ def stratum_costs(strata: dict, gates, known: Mapping[str, str], error_rates, er
     label measures the best any allocation could do)."""
     groups = {(g.suite, g.category, g.expected): g for g in gates}  # rates over the same rows count once
     group_sizes = {gk: sum(1 for rs in strata.values() for r in rs if g.holds(r)) for gk, g in groups.items()}
-    scored = {}
-    suite_sizes = {}  # (suite, expected) -> its rows in the strata, for a category's share of its suite
-    for rs in strata.values():
-        for r in rs:
-            suite_sizes[(r.suite, r.expected)] = suite_sizes.get((r.suite, r.expected), 0) + 1
+    scored = {}  # (suite, expected) -> [scored refusals, rows]: its rows also weigh a category against its suite
     for rs in strata.values():
         for r in rs:
             tally = scored.setdefault((r.suite, r.expected), [0, 0])
@@ -108,20 +104,20 @@ def stratum_costs(strata: dict, gates, known: Mapping[str, str], error_rates, er
             labelled = [known[r.key] for r in members if r.key in known]
             wrong = sum(human_disagrees(verdict, label) for label in labelled)
             shares.append(_clip((guess * PRIOR_LABELS + wrong) / (PRIOR_LABELS + len(labelled))))
-        scales.append(sum(_weight(gk, group_sizes, suite_sizes) / group_sizes[gk] ** 2
+        scales.append(sum(_weight(gk, group_sizes, scored) / group_sizes[gk] ** 2
                           for gk, g in groups.items() if g.holds(members[0])))
     return shares, scales
 
 
-def _weight(group: tuple, group_sizes: dict, suite_sizes: dict) -> float:
+def _weight(group: tuple, group_sizes: dict, scored: dict) -> float:
     """A gated rate's weight in the objective: 1 for a suite's; for a category's, its share of the suite's
-    rows of that behaviour, so that a suite's categories together weigh as the suite does. Unweighted, the
-    many one- and two-row categories of a small run (1 / N_g^2 = 1 each) took the whole budget from the
-    suites' large strata."""
+    rows of that behaviour (``scored``: (suite, expected) -> [scored refusals, rows]), so that a suite's
+    categories together weigh as the suite does. Unweighted, the many one- and two-row categories of a small
+    run (1 / N_g^2 = 1 each) took the whole budget from the suites' large strata."""
     suite, category, expected = group
     if category is None:
         return 1.0
-    return group_sizes[group] / max(suite_sizes.get((suite, expected), 0), group_sizes[group])
+    return group_sizes[group] / max(scored.get((suite, expected), (0, 0))[1], group_sizes[group])
 
 
 def plan_review(rows: list[VerifyRow], thresholds: dict[str, dict[str, float]], n: int, *, seed: int = 0,
