@@ -18,7 +18,7 @@ class ResponseScoring:
         from harness.scoring.factory import build_harm_scorer, build_refusal_scorer, check_one_judge_model
 
         self.settings = plan.settings
-        if harm == "from settings" and refusal is None:  # before either loads a model
+        if harm == "from settings":  # one --judge-model read in one format, before either scorer loads a model
             check_one_judge_model(plan.scorer_options)
         self.refusal = refusal if refusal is not None else build_refusal_scorer(plan.scorer_options)
         self.harm = build_harm_scorer(plan.scorer_options) if harm == "from settings" else harm

@@ -146,10 +146,9 @@ def check_one_judge_model(settings: ScorerOptions) -> None:
 
 
 def build_harm_scorer(settings: ScorerOptions):
-    """The harm scorer the options ask for, or None (``--harm-scorer none``)."""
+    """The harm scorer the options ask for, or None (``--harm-scorer none``). ``check_one_judge_model`` first,
+    before either scorer loads a model (``harness.engine.response_scoring`` does)."""
     from harness.scoring.harm import HARM_SCORERS
 
     name = harm_scorer_name(settings)
-    if name is not None:
-        check_one_judge_model(settings)
     return None if name is None else _build(HARM_SCORERS, name, settings)
