@@ -339,7 +339,8 @@ def _check_cells_html(c: dict, labelled: bool) -> str:
     cls = "good" if c["passed"] else "bad"
     return (f"<td>{_e(c['key'])}</td><td class=num>{c['kn']}</td><td class=num>{c['judge_errors']}</td>"
             f"<td class=num>{c['rate']}</td><td class=num>{_e(c['corrected'])}</td>{verified}"
-            f"<td class=num>{c['threshold']}</td><td class={cls}>{check_summary.verdict_text(c, gated=c['gated'])}</td>")
+            f"<td class=num>{c['threshold']}</td>"
+            f"<td class={cls}>{check_summary.verdict_text(c, gated=c['gated'])}</td>")
 
 
 def _checks_head(labelled: bool, first: str) -> str:

@@ -11,9 +11,10 @@ half win (fractional binomial likelihood). The length-controlled win rate is the
 zero length difference, sigmoid(theta). AlpacaEval 2 also fits a per-instruction difficulty shared
 across many models; with one model and one reference that term is not identifiable and is left out.
 When every pair has the same length difference (one prompt, say) length cannot be told from
-preference and phi stays 0. A weak L2 penalty (``L2``) on theta and phi keeps the fit finite when every pair is won or lost
-(perfect separation). The fit is scipy's trust-region Newton method (``trust-exact``) on the penalised likelihood; its interval is a
-percentile bootstrap over prompts that refits the model on each resample.
+preference and phi stays 0. A weak L2 penalty (``L2``) on theta and phi keeps the fit finite when every
+pair is won or lost (perfect separation). The fit is scipy's trust-region Newton method (``trust-exact``)
+on the penalised likelihood; its interval is a percentile bootstrap over prompts that refits the model on
+each resample.
 """
 
 from __future__ import annotations

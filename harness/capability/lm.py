@@ -43,7 +43,8 @@ def load_scoring_lm(spec: str, *, cache_dir: Path, template: str = "auto", base_
     tokenizer = load_tokenizer(model)
     template = resolve_template(template, tokenizer=tokenizer, saved=model.template)
     backend = HFBackend(model=model, sampling=SamplingConfig(), options=BackendOptions(dtype=dtype))
-    return ScoringLM(backend.net, tokenizer, template, spec, model.fingerprint, backend.device, model_window(model.path))
+    return ScoringLM(backend.net, tokenizer, template, spec, model.fingerprint, backend.device,
+                     model_window(model.path))
 
 
 # Tokens per forward pass (rows x widest row). On a CPU one sequence of a few hundred tokens already keeps

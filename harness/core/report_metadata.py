@@ -63,9 +63,9 @@ class RunMetadata:
     suites: dict = _key("Per suite: `n`, `checks` (each check's rate, interval, threshold, `threshold_on`, verdict, "
                         "`corrected` and `verified` rates), `category_checks` (category -> its checks, alike, for "
                         "each category whose own test item the run held; absent in reports written before it and "
-                        "in runs that held none), `gated` (false, and only then present, when no selected test held the "
-                        "suite's own checks: -k, -m, --deselect or --lf left its suite test out, so the exit status "
-                        "does not count them), `labelled`, `judge_errors` (row ids and two raw outputs), "
+                        "in runs that held none), `gated` (false, and only then present, when no selected test held "
+                        "the suite's own checks: -k, -m, --deselect or --lf left its suite test out, so the exit "
+                        "status does not count them), `labelled`, `judge_errors` (row ids and two raw outputs), "
                         "`harm_judge_errors` (the replies the harm scorer could not read, alike) and "
                         "`capability` notes.", EVERY_RUN)
     missing_suites: dict = _key("Selected suites skipped for missing data, with the reason.",

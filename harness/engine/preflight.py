@@ -28,7 +28,8 @@ class RunPlan:
     backend_options: BackendOptions = field(metadata={"help": "What the generation backend is built with."})
     parallel: ParallelOptions = field(metadata={"help": "vLLM's parallel settings and the replica pool's."})
     output_backend_args: dict = field(metadata={"help": "Backend settings that can change responses (cache key)."})
-    ignored_backend_args: tuple = field(metadata={"help": "backend_args keys the chosen backend does not read (warned)."})
+    ignored_backend_args: tuple = field(metadata={
+        "help": "backend_args keys the chosen backend does not read (warned)."})
     scorer_options: ScorerOptions = field(metadata={"help": "What the refusal and harm scorers are built with."})
 
 
@@ -187,7 +188,8 @@ def check_threshold_kinds(settings: RunSettings, suite: str, prompts) -> None:
                 continue  # a capability statistic, or a bound with rows to check
             scope = f"category {category!r} of suite {suite!r}" if sep else f"suite {suite!r}"
             kinds = " and ".join(KIND_NAMES.get(k, repr(k)) for k in sorted(set(held)))
-            its = f"its {len(held)} prompt{' is' if len(held) == 1 else 's are'} {kinds}" if held else "it has no prompts"
+            its = (f"its {len(held)} prompt{' is' if len(held) == 1 else 's are'} {kinds}" if held
+                   else "it has no prompts")
             raise ConfigError(f"{threshold_source(settings, target)}: {key} counts {KIND_NAMES[metric.expected]} "
                               f"prompts, and {scope} has none ({its}), so no test would check it; set a bound on a "
                               "metric of the prompts it holds, or drop it")

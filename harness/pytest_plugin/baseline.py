@@ -386,7 +386,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for line in comparison_lines(c, more_flips="all of them are in the flips table written beside the report",
                                      review=review):
             terminalreporter.write_line(line, red=line.startswith("gate: FAIL") or line.rstrip().endswith("REGRESSION"))
-        unselected = [g.name for g in c.failures if state.selected_gates is not None and g.name not in state.selected_gates]
+        unselected = [g.name for g in c.failures
+                      if state.selected_gates is not None and g.name not in state.selected_gates]
         if unselected:
             terminalreporter.write_line(
                 f"not gated: {', '.join(f'baseline-gate[{name}]' for name in unselected)}: no selected test holds "

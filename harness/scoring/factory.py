@@ -137,7 +137,8 @@ def check_one_judge_model(settings: ScorerOptions) -> None:
     harm = harm_scorer_name(settings)
     if harm is None:
         return
-    refusal_way, harm_way = _reads_judge_model_as(REFUSAL_SCORERS, settings.scorer), _reads_judge_model_as(HARM_SCORERS, harm)
+    refusal_way = _reads_judge_model_as(REFUSAL_SCORERS, settings.scorer)
+    harm_way = _reads_judge_model_as(HARM_SCORERS, harm)
     if refusal_way and harm_way and refusal_way != harm_way:
         raise ConfigError(f"--scorer {settings.scorer} and --harm-scorer {harm} would both read --judge-model "
                           f"{settings.judge_model}, as {refusal_way} and as {harm_way}: a model answers in one format, "

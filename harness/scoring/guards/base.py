@@ -84,7 +84,8 @@ class GuardReader:
         """The format, the guard's weights, and the reply budget when the window leaves less than the usual: the
         version keys the cached verdicts, and a verdict on one cut of a long reply is not another cut's."""
         version = f"{self.fmt.version}-{self.judge.fingerprint[:12]}"
-        return version + ("" if self.max_response_tokens == MAX_RESPONSE_TOKENS else f"-reply{self.max_response_tokens}")
+        budget = self.max_response_tokens
+        return version + ("" if budget == MAX_RESPONSE_TOKENS else f"-reply{budget}")
 
     def neutralise(self, text: str) -> str:
         """Special-token strings in ``text`` broken by a zero-width space: read as text, never as tokens."""
