@@ -202,7 +202,32 @@ def test_examples_whose_prompt_fills_the_cutoff_are_dropped_with_one_counted_war
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(tokenize_mix(mix, tok, "chat", cutoff=256)) == 5  # nothing dropped, nothing said
-        assert len(tokenize_mix(mix, tok, "chat", cutoff=40, train_on_inputs=True)) == 5
+    with pytest.warns(UserWarning, match="cutoff 40: 3 of 5 examples are longer and were cut"):
+        assert len(tokenize_mix(mix, tok, "chat", cutoff=40, train_on_inputs=True)) == 5  # cut, not dropped
+
+
+def test_examples_cut_at_the_cutoff_are_counted_in_one_warning(tiny_model):
+    """A response longer than the cutoff loses its end-of-turn token: the adapter never learns to stop after
+    such replies. Alpaca-LoRA cuts them the same way, silently; here one warning counts them by kind."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    mix = [Example("Short.", "", "ok", "general"), Example("Tell me.", "", "a long answer " * 20, "general"),
+           Example("Refuse.", "", "no", "safety"), Example("Explain.", "", "a long refusal " * 20, "safety"),
+           Example("Go on.", "", "more words " * 20, "safety")]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        kept = tokenize_mix(mix, tok, "chat", cutoff=40)
+    assert len(kept) == 5 and [t.cut for t in kept] == [False, True, False, True, True]
+    assert all(len(t.input_ids) == 40 for t in kept if t.cut)
+    [warning] = caught
+    assert str(warning.message) == (
+        "cutoff 40: 3 of 5 examples are longer and were cut, so the model does not learn to end those replies "
+        "(general: 1 of 2, safety: 2 of 3); raise --cutoff to keep them whole")
+    assert "trainers" in Path(warning.filename).parts
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not any(t.cut for t in tokenize_mix(mix, tok, "chat", cutoff=4096))
 
 
 def test_safety_share_to_count():
@@ -242,6 +267,7 @@ def test_loss_falls_and_the_adapter_reloads_to_the_same_outputs(trainable_tiny, 
     assert Path(resolved.path) == Path(trainable_tiny).resolve()
     meta = json.loads((tmp_path / "adapter" / "safety_harness.json").read_text())
     assert meta["examples"] == {"general": 12, "safety": 4}
+    assert meta["n_tokenized"] == 16 and meta["n_cut_at_cutoff"] == 0  # the test rows are short
     assert not (tmp_path / "adapter" / "checkpoint").exists()
 
 

@@ -38,6 +38,7 @@ class Example:
 class Tokenized:
     input_ids: list[int]
     labels: list[int]
+    cut: bool = False  # longer than the cutoff: its end-of-turn token is not among the labels
 
 
 def data_path(given: str | None, relative: str, data_dir: Path | None, what: str) -> Path:
@@ -142,14 +143,21 @@ def _response_ids(tokenizer, prompt_text: str, response_text: str) -> list[int]:
     return tokenizer(response_text, add_special_tokens=False)["input_ids"]
 
 
+def _by_kind(some: list[Example], mix: list[Example]) -> str:
+    """"general: 1 of 2, safety: 2 of 3": how many of each kind of the mix ``some`` holds."""
+    return ", ".join(f"{kind}: {sum(ex.kind == kind for ex in some)} of {sum(ex.kind == kind for ex in mix)}"
+                     for kind in ("general", "safety") if any(ex.kind == kind for ex in mix))
+
+
 def tokenize_mix(mix: list[Example], tokenizer, template: str, cutoff: int, *,
                  train_on_inputs: bool = False) -> list[Tokenized]:
     """Token ids and labels per example. The prompt is tokenized exactly as evaluation tokenizes it
     (``harness.models.templates``), and the response as it tokenizes after that prompt in the joined text
     (``_response_ids``), so the adapter sees the same tokens at training and test time. Examples whose
     prompt fills the whole cutoff leave no response token to learn from and are dropped, with one warning that
-    counts them by kind: the mix trained on is then not the mix asked for."""
-    out, dropped = [], []
+    counts them by kind: the mix trained on is then not the mix asked for. Longer examples are cut at the
+    cutoff (``Tokenized.cut``), with another: their replies' end is not learned."""
+    out, dropped, cut = [], [], []
     for ex in mix:
         prompt_text = format_text(_as_prompt(ex), template, tokenizer)
         prompt_ids = tokenizer(prompt_text, add_special_tokens=(template != "chat"))["input_ids"]
@@ -159,14 +167,19 @@ def tokenize_mix(mix: list[Example], tokenizer, template: str, cutoff: int, *,
         if all(label == IGNORE_INDEX for label in labels):
             dropped.append(ex)
             continue
-        out.append(Tokenized(ids, labels))
+        longer = len(prompt_ids) + len(response_ids) > cutoff
+        if longer:
+            cut.append(ex)
+        out.append(Tokenized(ids, labels, longer))
+    # stacklevel 1 for both: reported from this module, which `safety-harness train` shows as one note line
     if dropped:
-        kinds = ", ".join(f"{kind}: {sum(ex.kind == kind for ex in dropped)} of {sum(ex.kind == kind for ex in mix)}"
-                          for kind in ("general", "safety") if any(ex.kind == kind for ex in mix))
-        # stacklevel 1: reported from this module, which `safety-harness train` shows as one note line
         warnings.warn(f"cutoff {cutoff}: dropped {len(dropped)} of {len(mix)} examples whose prompt fills the cutoff, "
-                      f"leaving no response token ({kinds}), e.g. the {dropped[0].kind} example "
+                      f"leaving no response token ({_by_kind(dropped, mix)}), e.g. the {dropped[0].kind} example "
                       f"{dropped[0].instruction[:60]!r}; raise --cutoff to train on them")
+    if cut:
+        # Alpaca-LoRA cuts them the same way, without a word; a reply cut short teaches the adapter to run on.
+        warnings.warn(f"cutoff {cutoff}: {len(cut)} of {len(mix)} examples are longer and were cut, so the model "
+                      f"does not learn to end those replies ({_by_kind(cut, mix)}); raise --cutoff to keep them whole")
     if not out:
         raise DataError(f"no training example fits in cutoff {cutoff} tokens; raise --cutoff")
     return out

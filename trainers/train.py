@@ -218,7 +218,7 @@ def train(config: TrainConfig, out: str | Path, *, cache_dir: Path | None = None
     finally:
         bar.close()
 
-    _save_adapter(out, model, tokenizer, template, config, losses, len(examples), mix,
+    _save_adapter(out, model, tokenizer, template, config, losses, examples, mix,
                   weights_digest(base.path, cache_dir=cache_dir))
     for folder in (ckpt, _sibling(ckpt, "old"), _sibling(ckpt, "tmp")):
         _discard(folder)
@@ -309,7 +309,7 @@ def _save_checkpoint(ckpt: Path, key, step, losses, model, optimizer, scheduler,
     _discard(old)
 
 
-def _save_adapter(out: Path, model, tokenizer, template: str, config: TrainConfig, losses, n_examples, mix,
+def _save_adapter(out: Path, model, tokenizer, template: str, config: TrainConfig, losses, examples, mix,
                   base_weights: str) -> None:
     # The vocabulary is never resized here, so the base's embedding layers are not the adapter's to save
     # (peft's "auto" looked for the base's config under the alias name and warned on every save).
@@ -320,7 +320,8 @@ def _save_adapter(out: Path, model, tokenizer, template: str, config: TrainConfi
         "base_weights": base_weights,  # checked by harness.models.resolve: evaluation on another base is refused
         "train_config": config.as_dict(),
         "examples": counts,
-        "n_tokenized": n_examples,
+        "n_tokenized": len(examples),
+        "n_cut_at_cutoff": sum(t.cut for t in examples),  # their replies' end was not learned
         "losses": [round(x, 5) for x in losses],
     }
     (out / ADAPTER_META).write_text(json.dumps(meta, indent=1))
