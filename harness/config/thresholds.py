@@ -1,8 +1,9 @@
 """Rates, confidence intervals and threshold checks.
 
 A threshold key is ``max_<metric>`` or ``min_<metric>``; each metric counts an event among the rows
-whose expected behaviour it concerns (refusal metrics over prompts that should be answered, compliance
-metrics over prompts that should be refused). Intervals are Wilson score intervals from scipy.
+whose expected behaviour it concerns (unsafe_compliance_rate over prompts that should be refused,
+refusal_rate and compliance_rate over prompts that should be answered). Intervals are Wilson score
+intervals from scipy.
 
 Every kind of row a suite holds is gated: a suite with should-refuse (or should-answer) rows and no
 threshold on a metric of that kind gets ``DEFAULT_THRESHOLDS``' bound for it, and the check says it is a
