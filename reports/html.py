@@ -168,7 +168,8 @@ def _bars(title: str, xlabel: str, labels: list[str], series: list[tuple[str, st
         ax.barh(ys, xs, height=height * 0.9, color=color, label=name, xerr=err, capsize=3,
                 error_kw={"ecolor": "#333", "lw": 1})
         ax.plot(xs, ys, "o", color=color, markeredgecolor="#333", markersize=4, lw=0)  # a rate of 0 shows too
-    ax.set_yticks([j + (len(series) - 1) * height / 2 for j in range(len(labels))], labels)
+    # Names are the user's text (suites, categories): "$...$" in one is no mathtext (parse_math), nor a crash
+    ax.set_yticks([j + (len(series) - 1) * height / 2 for j in range(len(labels))], labels, parse_math=False)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel(xlabel)
@@ -193,7 +194,7 @@ def _changes(rows: list[dict]) -> bytes:
         ax.plot([c], [y], "o", color=CAND_COLOR, markeredgecolor="#333", markersize=6)
         stars = "*" if r["p_two_sided"] < 0.05 else ""
         ax.text(1.03, y, f"{c - b:+.2f}{stars} (n={r['n']})", va="center", fontsize=8, color=color)
-    ax.set_yticks(range(len(rows)), [r["name"] for r in rows])
+    ax.set_yticks(range(len(rows)), [r["name"] for r in rows], parse_math=False)  # user's text: as in _bars
     ax.invert_yaxis()
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel("failure rate: baseline (grey) -> candidate (orange)")
