@@ -253,4 +253,9 @@ def test_a_dollar_sign_in_a_name_is_plotted_as_text(tmp_path):
 
     comparison = compare_reports(renamed({"h00"}, "base"), renamed({f"h{i:02d}" for i in range(9)}, "cand"))
     assert "price $\\undefinedcmd$" in render_html(comparison)  # the changes plot draws the category
-    assert "cost $x$" in render_markdown(summarize_run(renamed(set(), "one")))
+    assert "cost \\$x\\$" in render_markdown(summarize_run(renamed(set(), "one")))  # the rates table's name
+
+
+def test_markdown_escapes_dollar_signs():
+    """GitHub renders "$...$" in Markdown as math: a reply quoting prices or LaTeX lost its text in a PR comment."""
+    assert escape("from $5 to $x^2$") == "from \\$5 to \\$x^2\\$"
