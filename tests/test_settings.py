@@ -1,4 +1,5 @@
-"""Run settings: precedence (defaults < pyproject.toml < --config file < SAFETY_HARNESS_DATA < command line),
+"""Run settings: precedence (defaults < pyproject.toml < --config file < SAFETY_HARNESS_DATA and
+SAFETY_HARNESS_CACHE < command line),
 paths relative to the TOML file that names them, thresholds, user suites and backend arguments."""
 
 from __future__ import annotations
@@ -104,6 +105,18 @@ def test_environment_over_config_file_and_command_line_over_everything(tmp_path,
     assert (s.max_new_tokens, s.template, s.model) == (8, "raw", DEFAULT_MODEL)  # None means "not given"
     assert s.backend_args == {"tensor_parallel_size": 1, "enforce_eager": True}  # merged key by key
 
+
+
+def test_cache_environment_over_toml_as_the_options_reference_says(tmp_path, monkeypatch):
+    """docs/reference/options.md: defaults < pyproject.toml < --config < environment (SAFETY_HARNESS_DATA,
+    SAFETY_HARNESS_CACHE) < command line. SAFETY_HARNESS_CACHE only fed the default, so a cache_dir in
+    pyproject.toml silently won over the folder CI named in the environment."""
+    write(tmp_path / "pyproject.toml", '[tool.safety-harness]\ncache_dir = "toml-cache"\n')
+    monkeypatch.setenv("SAFETY_HARNESS_CACHE", str(tmp_path / "env-cache"))
+    assert settings(tmp_path).cache_dir == tmp_path / "env-cache"
+    assert settings(tmp_path, cache_dir=Path("/cli/cache")).cache_dir == Path("/cli/cache")
+    monkeypatch.setenv("SAFETY_HARNESS_CACHE", "")  # set but empty: not set, as default_cache_dir reads it
+    assert settings(tmp_path).cache_dir == tmp_path / "toml-cache"
 
 def test_config_file_with_a_tool_table_and_relative_suite_paths(tmp_path):
     config = write(tmp_path / "conf" / "pyproject-like.toml", """

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from harness.core.errors import ConfigError
-from harness.core.paths import CACHE_ENV, DATA_ENV, data_dir_from_env, default_cache_dir  # noqa: F401  (re-exported)
+from harness.core.paths import CACHE_ENV, DATA_ENV, cache_dir_from_env, data_dir_from_env
+from harness.core.paths import default_cache_dir  # noqa: F401  (re-exported)
 from harness.config.thresholds import THRESHOLD_ON, validate_thresholds
 from harness.config.checks import check_value
 from harness.config.options import DEFAULT_MODEL, TEMPLATES, BackendOptions, ParallelOptions, SamplingConfig
@@ -324,9 +325,13 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
         settings = apply_toml(settings, pyproject, allow_top_level=False)
     if config_file is not None:
         settings = apply_toml(settings, Path(config_file), allow_top_level=True)
-    if data_dir_from_env() and cli.get("data_dir") is None:
-        settings = replace(settings, data_dir=check_value(FIELDS["data_dir"], RunSettings, str(data_dir_from_env()),
-                                                          label=DATA_ENV, source="environment"))
+    # The environment over the TOML files, as the options reference says: the default alone is not enough for
+    # the cache, whose cache_dir in pyproject.toml would otherwise win over the folder CI names.
+    from_env = (("data_dir", DATA_ENV, data_dir_from_env()), ("cache_dir", CACHE_ENV, cache_dir_from_env()))
+    for name, env, value in from_env:
+        if value and cli.get(name) is None:
+            settings = replace(settings, **{name: check_value(FIELDS[name], RunSettings, str(value), label=env,
+                                                              source="environment")})
     given = {k: check_value(FIELDS[k], RunSettings, v, label="--" + k.replace("_", "-"), source="command line")
              for k, v in cli.items() if v is not None and k in OPTION_FIELDS}
     preset = given.get("preset", settings.preset)
