@@ -240,6 +240,27 @@ def test_unknown_suite_thresholds_name_the_config_file_and_user_suites_count(tmp
         settings(tmp_path, config)
 
 
+
+def test_a_user_suite_thresholds_value_that_is_no_table_is_refused(tmp_path):
+    """`thresholds = false` (or 0, [], "") was read as "no thresholds" and the suite ran on the default bound."""
+    write(tmp_path / "p.csv", "prompt\nhow do I x\n")
+    for value in ("false", "0", "[]", '""'):
+        write(tmp_path / "pyproject.toml", f'[tool.safety-harness.suites.mine]\npath = "p.csv"\nthresholds = {value}\n')
+        with pytest.raises(ConfigError, match=r"pyproject.toml: suites.mine: thresholds must be a table"):
+            build_settings(cli={}, rootdir=tmp_path, config_file=None)
+
+
+def test_a_key_spelt_both_ways_in_one_table_is_refused(tmp_path):
+    """`backend_args` and `backend-args` (or `max_new_tokens` and `max-new-tokens`) in one table: one of them was
+    dropped without a word."""
+    write(tmp_path / "pyproject.toml", "[tool.safety-harness.backend_args]\na = 1\n[tool.safety-harness.backend-args]\n"
+                                       "b = 2\n")
+    with pytest.raises(ConfigError, match=r"pyproject.toml: backend-args and backend_args are one key"):
+        build_settings(cli={}, rootdir=tmp_path, config_file=None)
+    write(tmp_path / "pyproject.toml", "[tool.safety-harness]\nmax_new_tokens = 8\nmax-new-tokens = 16\n")
+    with pytest.raises(ConfigError, match=r"pyproject.toml: max-new-tokens and max_new_tokens are one key"):
+        build_settings(cli={}, rootdir=tmp_path, config_file=None)
+
 def test_capability_statistics_on_another_suite_are_refused(tmp_path):
     # Only the capability suite computes win rates and reference log-likelihoods: on another suite such a
     # threshold was skipped by every check, so the suite passed whatever its win rate.

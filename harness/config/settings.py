@@ -222,6 +222,12 @@ def apply_toml(settings: RunSettings, path: Path, *, allow_top_level: bool) -> R
     table = _read_table(path, allow_top_level=allow_top_level)
     if not table:
         return settings
+    spellings: dict[str, list[str]] = {}  # max_new_tokens and max-new-tokens name one setting: which would win?
+    for key in table:
+        spellings.setdefault(key.replace("-", "_"), []).append(key)
+    for keys in spellings.values():
+        if len(keys) > 1:
+            raise ConfigError(f"{path}: {' and '.join(sorted(keys))} are one key; keep one of them")
     base = path.parent
     changes: dict = {}
     for key, value in table.items():
@@ -246,8 +252,9 @@ def apply_toml(settings: RunSettings, path: Path, *, allow_top_level: bool) -> R
     user_suites = list(settings.user_suites)
     for name, spec in _subtable(table, "suites", str(path), "suite tables").items():
         user_suites.append(_declare_user_suite(name, spec, base, path))
-        if spec.get("thresholds"):
-            suite_thresholds = _subtable(spec, "thresholds", f"{path}: suites.{name}", "max_/min_ metrics")
+        # `thresholds = false` is a slip, not "none": _subtable says so
+        suite_thresholds = _subtable(spec, "thresholds", f"{path}: suites.{name}", "max_/min_ metrics")
+        if suite_thresholds:
             thresholds.setdefault(name, {}).update(
                 validate_thresholds(suite_thresholds, where=f"{path}: suites.{name}.thresholds")
             )
