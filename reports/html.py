@@ -100,7 +100,7 @@ def _check_cells(suite: str, c: dict, gated: bool = True) -> dict:
     """``gated``: a selected test held the check (a category's checks are recorded only for the items held)."""
     return {"suite": suite, "key": c["key"] + (" (default)" if c.get("default") else ""),
             "kn": check_summary.count_text(c), "judge_errors": c.get("judge_errors", c.get("judge_error_excluded", 0)),
-            "rate": f"{c['rate']:.3f} ({c['ci_low']:.3f}-{c['ci_high']:.3f})",
+            "rate": f"{check_summary.rate_text(c)} ({check_summary.interval_text(c)})",
             "corrected": check_summary.corrected_text(c), "verified": check_summary.verified_text(c),
             "threshold": f"{c['threshold']:g}", "passed": c["passed"], "gated": gated}
 
