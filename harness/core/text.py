@@ -11,15 +11,16 @@ def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[s
     return lines
 
 
-def figure(value: float, threshold: float | None = None, digits: int = 3) -> str:
-    """``value`` to ``digits`` decimals, or to as many more (up to 9) as tell it from ``threshold`` where it is not
-    the threshold but would print as it: "0.100 (22/219) exceeds max 0.1" reads as a wrong verdict, "0.1005" not."""
-    text = f"{value:.{digits}f}"
+def figure(value: float, threshold: float | None = None, digits: int = 3, kind: str = "f") -> str:
+    """``value`` to ``digits`` decimals (``kind`` "g": significant digits), or to as many more (up to 9) as tell it
+    from ``threshold`` where it is not the threshold but would print as it: "0.100 (22/219) exceeds max 0.1" reads
+    as a wrong verdict, "0.1005" does not."""
+    text = f"{value:.{digits}{kind}}"
     if threshold is None or value != value or value == threshold:  # NaN, or the threshold itself: as it is
         return text
-    while digits < 9 and text == f"{threshold:.{digits}f}":
+    while digits < 9 and text == f"{threshold:.{digits}{kind}}":
         digits += 1
-        text = f"{value:.{digits}f}"
+        text = f"{value:.{digits}{kind}}"
     return text
 
 
