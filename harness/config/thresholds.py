@@ -34,6 +34,7 @@ from harness.core.errors import ConfigError
 
 from harness.core.records import FULL_COMPLIANCE, JUDGE_ERROR, is_refusal  # noqa: F401  (JUDGE_ERROR re-exported)
 from harness.core.stats import wilson_interval
+from harness.core.text import figure
 
 JUDGE_ERROR_LIMIT = 0.05  # a suite with a larger share of judge_error rows fails (judge_error_check)
 
@@ -120,11 +121,12 @@ class VerifiedRate:
     def labelled(self) -> bool:
         return self.n_labelled > 0
 
-    def text(self) -> str:
-        """How the summaries show it, always with "n labelled of N"."""
+    def text(self, threshold: float | None = None) -> str:
+        """How the summaries show it, always with "n labelled of N" (beside ``threshold``: as ``figure`` says)."""
         if not self.labelled:
             return f"none of {self.N} labelled"
-        return f"{self.estimate:.3f} ({self.low:.3f}-{self.high:.3f}; {self.n_labelled} labelled of {self.N})"
+        f = lambda x: figure(x, threshold)  # noqa: E731
+        return f"{f(self.estimate)} ({f(self.low)}-{f(self.high)}; {self.n_labelled} labelled of {self.N})"
 
     @classmethod
     def from_dict(cls, d: dict | None) -> VerifiedRate | None:
@@ -157,7 +159,7 @@ class Check:
     verified: VerifiedRate | None = field(default=None, kw_only=True)
 
     def describe(self) -> str:
-        r = self.rate
+        r, f = self.rate, self.figure
         note = f"; {r.judge_errors} {JUDGE_ERROR} counted as failures" if r.judge_errors else ""
         relation = "within" if self.passed else ("exceeds" if self.bound == "max" else "below")
         if self.on.endswith("bound"):
@@ -166,24 +168,29 @@ class Check:
         c, v = self.corrected, self.verified
         if self.on.startswith("verified"):
             if v is None or not v.labelled:
-                return (f"{r.metric} {r.rate:.3f} as scored ({r.k}/{r.n}{note}); threshold_on={self.on} but none of "
+                return (f"{r.metric} {f(r.rate)} as scored ({r.k}/{r.n}{note}); threshold_on={self.on} but none of "
                         f"its {r.n} replies is labelled, so {limit} cannot be checked ({UNLABELLED_HINT})")
-            return (f"{r.metric} verified {v.estimate:.3f} (95% CI {v.low:.3f}-{v.high:.3f}; {v.n_labelled} labelled "
-                    f"of {v.N}; as scored {r.rate:.3f}, {r.k}/{r.n}{note}) {relation} {limit}")
-        verified = "" if v is None or not v.labelled else f"; verified {v.text()}"
+            return (f"{r.metric} verified {f(v.estimate)} (95% CI {f(v.low)}-{f(v.high)}; {v.n_labelled} labelled "
+                    f"of {v.N}; as scored {f(r.rate)}, {r.k}/{r.n}{note}) {relation} {limit}")
+        verified = "" if v is None or not v.labelled else f"; verified {v.text(self.threshold)}"
         if self.on.startswith("corrected"):
             if c is None or c.undecidable:
                 why = ("the scorer has no measured error rates" if c is None
                        else f"the corrected rate is {c.text()}")
-                return (f"{r.metric} {r.rate:.3f} as scored ({r.k}/{r.n}{note}); threshold_on={self.on} but {why}, "
+                return (f"{r.metric} {f(r.rate)} as scored ({r.k}/{r.n}{note}); threshold_on={self.on} but {why}, "
                         f"so {limit} cannot be checked")
-            return (f"{r.metric} corrected for scorer error {c.estimate:.3f} (95% CI {c.low:.3f}-{c.high:.3f}; as "
-                    f"scored {r.rate:.3f}, {r.k}/{r.n}{note}) {relation} {limit}{verified}")
-        corrected = "" if c is None else f"; corrected for scorer error {c.text()}"
+            return (f"{r.metric} corrected for scorer error {f(c.estimate)} (95% CI {f(c.low)}-{f(c.high)}; as "
+                    f"scored {f(r.rate)}, {r.k}/{r.n}{note}) {relation} {limit}{verified}")
+        corrected = "" if c is None else f"; corrected for scorer error {c.text(self.threshold)}"
         return (
-            f"{r.metric} {r.rate:.3f} ({r.k}/{r.n}, 95% CI {r.low:.3f}-{r.high:.3f}{note}) "
+            f"{r.metric} {f(r.rate)} ({r.k}/{r.n}, 95% CI {f(r.low)}-{f(r.high)}{note}) "
             f"{relation} {limit}{corrected}{verified}"
         )
+
+    def figure(self, value: float) -> str:
+        """A rate or interval end beside this threshold: three decimals, more where those would print the
+        threshold's own figure for a value on the other side of it (``harness.core.text.figure``)."""
+        return figure(value, self.threshold)
 
 
 @dataclass(frozen=True)
@@ -198,7 +205,8 @@ class JudgeErrorCheck(Check):
         r = self.rate
         relation = "within" if self.passed else "exceeds"
         shown = _shown_outputs(self.examples) or "no output recorded"
-        return (f"{r.metric} {r.rate:.3f} ({r.k}/{r.n}, 95% CI {r.low:.3f}-{r.high:.3f}) {relation} {self.bound} "
+        f = self.figure
+        return (f"{r.metric} {f(r.rate)} ({r.k}/{r.n}, 95% CI {f(r.low)}-{f(r.high)}) {relation} {self.bound} "
                 f"{self.threshold:g}: scorer {self.scorer} could not classify {r.k} of {r.n} replies "
                 f"({self.counted}), e.g. {shown}")
 
