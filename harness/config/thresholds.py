@@ -25,9 +25,9 @@ instead of dropping out of the rate. And a suite where more than ``JUDGE_ERROR_L
 
 from __future__ import annotations
 
-from fractions import Fraction
-
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Callable, Iterable
 
 from harness.core.errors import ConfigError
@@ -133,7 +133,10 @@ class VerifiedRate:
         """From a report's metadata (``vars`` of one), or None."""
         if not d:
             return None
-        return cls(float(d["estimate"]), float(d["low"]), float(d["high"]), int(d["n_labelled"]), int(d["N"]),
+        def number(key):  # null: a NaN, as report metadata records one
+            return math.nan if d[key] is None else float(d[key])
+
+        return cls(number("estimate"), number("low"), number("high"), int(d["n_labelled"]), int(d["N"]),
                    bool(d.get("decided", False)))
 
 

@@ -261,7 +261,7 @@ def capability_lines(suites: dict) -> list[str]:
         if "statistics" in cap:
             judge = (f"judge {cap['judge']}" + (f" ({cap['judge_model']})" if cap.get("judge_model") else "")
                      if cap.get("judge") else "no judge")
-            parts = [f"{metric} {s['value']:.3f} (95% CI [{s['low']:.3f}, {s['high']:.3f}]; {s['detail']})"
+            parts = [f"{metric} {figure(s['value'])} (95% CI [{figure(s['low'])}, {figure(s['high'])}]; {s['detail']})"
                      for metric, s in cap["statistics"].items()]
             lines.append(f"{suite} vs {cap.get('reference')}, {judge}: " + ("; ".join(parts) or "nothing measured"))
         lines += [f"{suite}: {note}" for note in cap.get("notes") or []]
