@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.backends import create_backend, resolve_backend_name
 from harness.backends.base import MODEL_FREE
-from harness.engine.cache import GenerationCache, request_key, stable_hash
+from harness.engine.cache import GenerationCache, prompt_request_key, stable_hash
 from harness.engine.preflight import RunPlan, preflight
 from harness.engine.progress import generation_bar
 from harness.engine.response_scoring import ResponseScoring
@@ -247,7 +247,7 @@ class HarnessSession:
             self._record_model(model=str(s.replay or s.model) if backend == "replay" else s.model,
                                model_fingerprint=fingerprint, backend=backend, template="raw")
             self.resolved_model = None
-            texts = [p.prompt for p in prompts]
+            texts = [user_message(p) for p in prompts]  # the raw template's text: an input is part of it
             ids = [None] * len(prompts)
         else:
             from harness.models.resolve import load_tokenizer, resolve_model
@@ -288,7 +288,8 @@ class HarnessSession:
             key_parts.append({"trust_remote_code": True})
         run_key = stable_hash(*key_parts)
         self._record_model(run_key=run_key)
-        return [GenerationRequest(request_key(run_key, t), p, t, i) for p, t, i in zip(prompts, texts, ids)]
+        return [GenerationRequest(prompt_request_key(run_key, backend, p, t), p, t, i)
+                for p, t, i in zip(prompts, texts, ids)]
 
     def _generate(self, requests, *, progress: bool):
         s = self.settings
