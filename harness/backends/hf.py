@@ -22,6 +22,7 @@ class HFBackend(BatchBackend):
         net = transformers.AutoModelForCausalLM.from_pretrained(
             model.path, dtype=dtype, trust_remote_code=options.trust_remote_code
         )
+        net.generation_config = decoding_free(transformers, net.generation_config)
         if model.adapter_path:
             peft = require("peft", "pip install peft")
             from peft.utils.error import NoMatchingPeftModuleError
@@ -68,7 +69,8 @@ class HFBackend(BatchBackend):
                           temperature=None, top_p=None, top_k=None)
         elif s.temperature > 0:
             torch.manual_seed(s.seed)
-            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
+            # top_k 0: no top-k cut, as vLLM samples (transformers' own default would cut at 50)
+            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.inference_mode():
@@ -100,6 +102,18 @@ class HFBackend(BatchBackend):
 
     def close(self) -> None:
         self.net = None
+
+
+# What hf keeps of a model folder's generation_config.json: the special tokens. Its decoding fields
+# (Qwen2.5-Instruct's repetition_penalty 1.05 and top_k 20, a do_sample, a min_new_tokens) transformers would
+# apply beneath the run's own settings, where vLLM, given explicit SamplingParams, does not and the report's
+# `sampling` column does not say: the run's settings are the whole decoding, on either backend.
+GENERATION_TOKEN_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def decoding_free(transformers, config):
+    """``config`` with its special tokens and nothing else."""
+    return transformers.GenerationConfig(**{k: getattr(config, k, None) for k in GENERATION_TOKEN_FIELDS})
 
 
 @register_backend("hf")
