@@ -213,6 +213,23 @@ def test_hf_decodes_with_the_runs_settings_alone_not_the_model_folders_generatio
     assert decoding.no_repeat_ngram_size in (0, None)
 
 
+def test_hf_replies_cached_under_a_folders_own_decoding_are_not_served_again(lively_model, tmp_path):
+    # The cache key did not change when hf stopped applying the folder's decoding: a cached sampled reply (cut
+    # at top_k 50) or one made under a folder's repetition_penalty was served as this run's.
+    import json
+    import shutil
+
+    from harness.backends.hf import decoding_key_part
+
+    assert decoding_key_part(lively_model, SamplingConfig()) == {}  # greedy, token ids only: keys stay as they were
+    assert decoding_key_part(lively_model, SamplingConfig(temperature=0.7)) != {}
+    folder = tmp_path / "model"
+    shutil.copytree(lively_model, folder)
+    config = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**config, "repetition_penalty": 1.05}))
+    assert decoding_key_part(folder, SamplingConfig()) != {}
+
+
 def test_left_padding_gives_the_same_tokens_alone_and_in_a_batch(backend, tokenizer):
     requests = requests_for(TEXTS, tokenizer)
     longest = max(requests, key=lambda r: len(r.token_ids))

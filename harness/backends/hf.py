@@ -116,6 +116,26 @@ def decoding_free(transformers, config):
     return transformers.GenerationConfig(**{k: getattr(config, k, None) for k in GENERATION_TOKEN_FIELDS})
 
 
+# generation_config.json entries that decide nothing of a reply (max_length: the run's max_new_tokens wins).
+_INERT_GENERATION_FIELDS = {*GENERATION_TOKEN_FIELDS, "_from_model_config", "transformers_version", "use_cache",
+                            "output_attentions", "output_hidden_states", "return_dict_in_generate", "max_length"}
+
+
+def decoding_key_part(model_path, sampling) -> dict:
+    """What joins the cache key of an hf run whose replies changed when hf stopped applying a folder's own
+    decoding (decoding_free): every sampled run (no top-k cut since) and a folder whose generation_config.json
+    asks for decoding. Empty for the others, which keep their keys (and their cached replies)."""
+    import json
+    from pathlib import Path
+
+    try:
+        config = json.loads((Path(model_path) / "generation_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    own = isinstance(config, dict) and any(k not in _INERT_GENERATION_FIELDS for k in config)
+    return {"hf_decoding": "settings-only"} if own or sampling.temperature > 0 else {}
+
+
 @register_backend("hf")
 def make_hf(*, model, sampling, options) -> HFBackend:
     return HFBackend(model=model, sampling=sampling, options=options)

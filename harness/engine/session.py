@@ -286,6 +286,12 @@ class HarnessSession:
             key_parts.append(output_args)
         if s.trust_remote_code and backend not in MODEL_FREE:  # the folder's own model class, not transformers'
             key_parts.append({"trust_remote_code": True})
+        if backend == "hf":  # replies made under the folder's own decoding are not this run's
+            from harness.backends.hf import decoding_key_part
+
+            decoding = decoding_key_part(self.resolved_model.path, s.sampling)
+            if decoding:
+                key_parts.append(decoding)
         run_key = stable_hash(*key_parts)
         self._record_model(run_key=run_key)
         return [GenerationRequest(prompt_request_key(run_key, backend, p, t), p, t, i)
