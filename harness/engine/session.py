@@ -271,7 +271,7 @@ class HarnessSession:
                                dtype=_generation_dtype(backend, s.dtype, adapter=bool(model.adapter_path)))
             self.resolved_model = model
         info = self.model_info
-        key_parts = [info.model_fingerprint, backend, info.template, s.sampling.as_dict()]
+        key_parts = [info.model_fingerprint, backend, info.template, sampling_key(s.sampling)]
         if info.dtype:  # greedy outputs differ between precisions
             key_parts.append({"dtype": info.dtype})
         if s.batch_invariant:  # other kernels than the default ones: other numerics
@@ -394,6 +394,16 @@ class HarnessSession:
         rows = [row for name in sorted(self.results) for row in self.results[name].rows]
         # Extra rows come from tests in whatever order they ran (or from several xdist workers): sort them.
         return rows + sorted(self.extra_rows, key=lambda r: (r.prompt.suite, r.prompt.category, r.prompt.prompt_id))
+
+
+def sampling_key(sampling) -> dict:
+    """The decoding as the cache key holds it. Without sampling (greedy, beam search) neither backend reads the
+    seed or top_p, and --seed also draws the --limit sample: there they take their defaults, so a greedy run
+    with another seed is served the replies it would generate (and a default run keeps its key)."""
+    out = sampling.as_dict()
+    if sampling.temperature == 0:
+        out.update(seed=type(sampling).seed, top_p=type(sampling).top_p)
+    return out
 
 
 def _generation_dtype(backend: str, dtype: str, *, adapter: bool) -> str:
