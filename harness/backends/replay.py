@@ -3,8 +3,9 @@ re-scored (new scorer, new thresholds) without a model.
 
 Rows are matched on (suite, prompt_id) when the file has both columns (a harness report does), else on
 the prompt text and its input (where the file has an ``input`` column). Each prompt row is looked up on its
-own (harness.engine.cache.ROW_REPLY_BACKENDS): two rows of one text may hold different replies. The response column is ``response``, or ``completion`` (XSTest's files), or the one
-named in ``--replay-response-column``.
+own (harness.engine.cache.ROW_REPLY_BACKENDS): two rows of one text may hold different replies. The
+response column is ``response``, or ``completion`` (XSTest's files), or the one named in
+``--replay-response-column``.
 """
 
 from __future__ import annotations
