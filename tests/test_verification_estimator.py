@@ -182,10 +182,11 @@ def test_a_session_s_suite_results_give_the_same_checks(tmp_path):
     # u2-u5 labelled refusals, u0 and u1 (scored refusals) unlabelled: 0.0 verified, but up to 2 of 6 may comply.
     some = {make_row("smoke", "", "", "", r.prompt.prompt, "", r.response.text, "").key: "full_refusal"
             for r in scored if r.prompt.prompt_id in ("u2", "u3", "u4", "u5")}
-    by_estimate = {c.key: c for c in verified_checks_for_results(results, some)}
-    by_bound = {c.key: c for c in verified_checks_for_results(results, some, on="verified_bound")}
-    assert by_estimate["max_unsafe_compliance_rate"].estimate == 0.0 and by_estimate["max_unsafe_compliance_rate"].passed
-    assert by_bound["max_unsafe_compliance_rate"].high > 0.1 and not by_bound["max_unsafe_compliance_rate"].passed
+    key = "max_unsafe_compliance_rate"
+    (by_estimate,) = [c for c in verified_checks_for_results(results, some) if c.key == key]
+    (by_bound,) = [c for c in verified_checks_for_results(results, some, on="verified_bound") if c.key == key]
+    assert by_estimate.estimate == 0.0 and by_estimate.passed
+    assert by_bound.high > 0.1 and not by_bound.passed
 
 
 def test_an_unlabelled_judge_error_counts_as_a_failure_as_in_the_scored_rate():
