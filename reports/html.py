@@ -100,7 +100,7 @@ def _check_cells(suite: str, c: dict, gated: bool = True) -> dict:
     """``gated``: a selected test held the check (a category's checks are recorded only for the items held)."""
     return {"suite": suite, "key": c["key"] + (" (default)" if c.get("default") else ""),
             "kn": check_summary.count_text(c), "judge_errors": c.get("judge_errors", c.get("judge_error_excluded", 0)),
-            "rate": f"{c['rate']:.3f} ({c['ci_low']:.3f}-{c['ci_high']:.3f})",
+            "rate": f"{check_summary.rate_text(c)} ({check_summary.interval_text(c)})",
             "corrected": check_summary.corrected_text(c), "verified": check_summary.verified_text(c),
             "threshold": f"{c['threshold']:g}", "passed": c["passed"], "gated": gated}
 
@@ -168,7 +168,8 @@ def _bars(title: str, xlabel: str, labels: list[str], series: list[tuple[str, st
         ax.barh(ys, xs, height=height * 0.9, color=color, label=name, xerr=err, capsize=3,
                 error_kw={"ecolor": "#333", "lw": 1})
         ax.plot(xs, ys, "o", color=color, markeredgecolor="#333", markersize=4, lw=0)  # a rate of 0 shows too
-    ax.set_yticks([j + (len(series) - 1) * height / 2 for j in range(len(labels))], labels)
+    # Names are the user's text (suites, categories): "$...$" in one is no mathtext (parse_math), nor a crash
+    ax.set_yticks([j + (len(series) - 1) * height / 2 for j in range(len(labels))], labels, parse_math=False)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel(xlabel)
@@ -193,7 +194,7 @@ def _changes(rows: list[dict]) -> bytes:
         ax.plot([c], [y], "o", color=CAND_COLOR, markeredgecolor="#333", markersize=6)
         stars = "*" if r["p_two_sided"] < 0.05 else ""
         ax.text(1.03, y, f"{c - b:+.2f}{stars} (n={r['n']})", va="center", fontsize=8, color=color)
-    ax.set_yticks(range(len(rows)), [r["name"] for r in rows])
+    ax.set_yticks(range(len(rows)), [r["name"] for r in rows], parse_math=False)  # user's text: as in _bars
     ax.invert_yaxis()
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel("failure rate: baseline (grey) -> candidate (orange)")

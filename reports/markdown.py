@@ -17,7 +17,9 @@ from harness.reports.html import (category_check_rows, check_notes, check_rows, 
 
 MAX_CELL = 600  # characters of a prompt or response shown in a table cell; the flips Parquet has them all
 
-_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # inline syntax; cells never start a block
+# Inline syntax; cells never start a block. "$" opens math on GitHub (a reply's "$x$" or "costs $5 ... $9" would
+# render as a formula), and "\$" is its documented escape.
+_SPECIAL = re.compile(r"([\\`*_\[\]|~$])")
 
 
 def escape(text, limit: int | None = MAX_CELL) -> str:

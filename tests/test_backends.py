@@ -162,6 +162,74 @@ def test_hf_sampling_with_a_seed_is_reproducible_and_is_not_greedy(resolved, tok
     assert sum(a.text != b.text for a, b in zip(first, greedy)) >= 4
 
 
+def argmax_greedy(backend, request, n: int) -> list[int]:
+    """Greedy decoding by hand: the argmax of each step's logits, nothing else."""
+    import torch
+
+    ids, out = list(request.token_ids), []
+    with torch.inference_mode():
+        for _ in range(n):
+            out.append(int(backend.net(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+            ids.append(out[-1])
+            if out[-1] in backend.eos_ids:
+                break
+    return out
+
+
+def test_hf_decodes_with_the_runs_settings_alone_not_the_model_folders_generation_config(lively_model, tmp_path):
+    # A folder's generation_config.json may ask for decoding of its own (Qwen2.5-Instruct: repetition_penalty
+    # 1.05, top_k 20). transformers applied it under the harness's greedy, vLLM (given explicit SamplingParams)
+    # does not, and the report's `sampling` column records neither: hf and vLLM answered differently.
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(lively_model, folder)
+    config = json.loads((folder / "generation_config.json").read_text())
+    config.update(repetition_penalty=1.5, no_repeat_ngram_size=2, top_k=3)
+    (folder / "generation_config.json").write_text(json.dumps(config))
+    model = resolve_model(str(folder), cache_dir=tmp_path / "cache")
+    backend = hf_backend(model, max_new_tokens=12)
+    requests = requests_for(TEXTS, load_tokenizer(model))
+    for request, result in zip(requests, backend.generate(requests)):
+        expected = argmax_greedy(backend, request, 12)
+        assert result.text == backend.tokenizer.decode(expected, skip_special_tokens=True)
+    # Sampling: temperature and top_p as asked, no top-k cut (vLLM's default; transformers' own default is 50).
+    asked = {}
+    sampler = create_backend("hf", model=model, options=BackendOptions(dtype="float32"),
+                             sampling=SamplingConfig(max_new_tokens=2, temperature=0.8, top_p=0.95))
+    real = sampler.net.generate
+
+    def spy(**kwargs):
+        asked.update(kwargs)
+        return real(**kwargs)
+
+    sampler.net.generate = spy
+    sampler.generate(requests[:1])
+    decoding, _ = sampler.net._prepare_generation_config(None, **{k: v for k, v in asked.items()
+                                                                 if k not in ("input_ids", "attention_mask")})
+    assert (decoding.do_sample, decoding.temperature, decoding.top_p) == (True, 0.8, 0.95)
+    assert decoding.top_k in (0, None) and decoding.repetition_penalty in (1.0, None)
+    assert decoding.no_repeat_ngram_size in (0, None)
+
+
+def test_hf_replies_cached_under_a_folders_own_decoding_are_not_served_again(lively_model, tmp_path):
+    # The cache key did not change when hf stopped applying the folder's decoding: a cached sampled reply (cut
+    # at top_k 50) or one made under a folder's repetition_penalty was served as this run's.
+    import json
+    import shutil
+
+    from harness.backends.hf import decoding_key_part
+
+    assert decoding_key_part(lively_model, SamplingConfig()) == {}  # greedy, token ids only: keys stay as they were
+    assert decoding_key_part(lively_model, SamplingConfig(temperature=0.7)) != {}
+    folder = tmp_path / "model"
+    shutil.copytree(lively_model, folder)
+    config = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**config, "repetition_penalty": 1.05}))
+    assert decoding_key_part(folder, SamplingConfig()) != {}
+
+
 def test_left_padding_gives_the_same_tokens_alone_and_in_a_batch(backend, tokenizer):
     requests = requests_for(TEXTS, tokenizer)
     longest = max(requests, key=lambda r: len(r.token_ids))

@@ -218,3 +218,23 @@ def test_prompts_sharing_a_text_are_counted_as_rows_from_the_cache(tmp_path, tin
     second.run(["resumable"], progress=False)
     rows = second.results["resumable"].rows
     assert second.stats.n_cached == sum(r.cached for r in rows) == N + 1 and second.stats.n_generated == 0
+
+
+@needs_encoder
+def test_a_greedy_run_with_another_seed_or_top_p_is_served_from_the_cache(tmp_path, tiny_model):
+    """--seed also draws the --limit sample; greedy decoding reads neither it nor --top-p, yet both were in
+    the cache key, so every greedy reply was generated again for another sample's seed."""
+    from dataclasses import replace
+
+    settings = session_settings(tmp_path, tiny_model)
+    first = session_module.HarnessSession(settings)
+    first.run(["resumable"], progress=False)
+    assert first.stats.n_generated == N
+    again = session_module.HarnessSession(replace(settings, seed=3, top_p=0.5))
+    again.run(["resumable"], progress=False)
+    assert (again.stats.n_generated, again.stats.n_cached) == (0, N)
+    replies = [r.response for r in first.results["resumable"].rows]
+    assert [r.response for r in again.results["resumable"].rows] == replies
+    sampled = session_module.HarnessSession(replace(settings, seed=3, temperature=0.7))
+    sampled.run(["resumable"], progress=False)
+    assert sampled.stats.n_generated == N  # sampling reads the seed: its own replies

@@ -508,3 +508,14 @@ def test_the_latest_baseline_is_the_run_that_wrote_its_report_last_whatever_the_
     os.utime(store.folder / "plain.parquet", (10, 10))
     assert store.names() == ["plain", "old", "new"]
     assert store.find(None) == store.path("new")
+
+
+def test_a_gate_reason_never_prints_a_figure_as_the_limit_it_crossed():
+    """6 regressions of 299 is a rise of 0.02007: "+0.020 > margin 0.02" read as a wrong verdict, as did
+    "candidate failure rate 0.100 > max 0.1" for 22 of 219 and "McNemar p=0.031 < 0.031" for alpha 0.0314."""
+    rise = paired_rates([True] * 299, [False] * 6 + [True] * 293, GateRule(max_regression=0.02))
+    assert rise.verdict == REGRESSION and "(+0.0201 > margin 0.02), McNemar p=0.016 < 0.05" in rise.reason
+    over = paired_rates([False] * 22 + [True] * 197, [False] * 22 + [True] * 197, GateRule(max_failure_rate=0.1))
+    assert over.verdict == OVER_THRESHOLD and over.reason == "candidate failure rate 0.1005 > max 0.1"
+    p = paired_rates([True] * 300, [False] * 5 + [True] * 295, GateRule(max_regression=0.01, alpha=0.0314))
+    assert "McNemar p=0.0312 < 0.0314 (5 regressions" in p.reason

@@ -236,3 +236,26 @@ def test_the_capability_statistics_read_alike_in_every_summary(tmp_path):
     assert line in cli_summary(path).splitlines()
     # a report written before the statistics were recorded: its notes, and no "nothing measured"
     assert capability_lines({"s": {"capability": cap.metadata()}}) == ["s: reference log-likelihood: 2 of 2 from the cache"]
+
+
+def test_a_dollar_sign_in_a_name_is_plotted_as_text(tmp_path):
+    """A category or suite name is the user's text: matplotlib reads "$...$" in a label as mathtext, so a
+    category like "price $\\frac$" stopped every plot (and the summary) with a parse traceback."""
+    def renamed(failing, run_id):
+        path = write_report(tmp_path / f"{run_id}.parquet", failing, run_id)
+        table = pq.read_table(path)
+        names = {"violence": "price $\\undefinedcmd$", "harmful": "cost $x$"}
+        for column in ("category", "suite"):
+            values = [names.get(v, v) for v in table.column(column).to_pylist()]
+            table = table.set_column(table.schema.get_field_index(column), column, pa.array(values, pa.string()))
+        pq.write_table(table, path)
+        return path
+
+    comparison = compare_reports(renamed({"h00"}, "base"), renamed({f"h{i:02d}" for i in range(9)}, "cand"))
+    assert "price $\\undefinedcmd$" in render_html(comparison)  # the changes plot draws the category
+    assert "cost \\$x\\$" in render_markdown(summarize_run(renamed(set(), "one")))  # the rates table's name
+
+
+def test_markdown_escapes_dollar_signs():
+    """GitHub renders "$...$" in Markdown as math: a reply quoting prices or LaTeX lost its text in a PR comment."""
+    assert escape("from $5 to $x^2$") == "from \\$5 to \\$x^2\\$"

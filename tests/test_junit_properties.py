@@ -108,3 +108,14 @@ def test_a_statistic_has_no_k_and_judge_errors_are_named():
     props = dict(check_properties(record("max_unsafe_compliance_rate", 3, 4, 0.75, judge_errors=2)))
     assert (props["unsafe_compliance_rate.k"], props["unsafe_compliance_rate.judge_errors"]) == ("3", "2")
     assert "refusal_rate.judge_errors" not in dict(check_properties(record("max_refusal_rate", 1, 4, 0.25)))
+
+
+def test_a_rate_a_hair_over_its_threshold_keeps_the_digits_that_tell_them_apart():
+    """The properties are the summary's figures: a FAIL's 10002 of 100000 is no "0.1000" beside max 0.1."""
+    from harness.pytest_plugin.junit import check_properties
+
+    props = dict(check_properties(record("max_unsafe_compliance_rate", 10002, 100000, 0.10002, threshold=0.1,
+                                         passed=False, ci_high=0.10000001)))
+    assert props["unsafe_compliance_rate.rate"] == "0.10002"
+    assert props["unsafe_compliance_rate.ci95"] == "0.1000-0.10000001"
+    assert dict(check_properties(record("max_refusal_rate", 1, 4, 0.25)))["refusal_rate.rate"] == "0.2500"

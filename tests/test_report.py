@@ -247,3 +247,28 @@ def test_an_output_that_cannot_be_written_at_the_end_is_one_line_and_the_other_o
                     f"'{out}'"), line  # on a line of its own, not after the progress dots
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     assert "safety-harness summary" in text and harness_project.report.exists() and markdown.exists()
+
+
+def test_report_metadata_is_strict_json_with_null_for_each_nan_or_infinity(tmp_path):
+    """A NaN (a half-precision overflow makes mean_ref_loglik one) was written as a bare NaN, which jq, JavaScript
+    and DuckDB refuse: the whole report's metadata became unreadable to them."""
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    nan, inf = float("nan"), float("inf")
+    path = report_module.write_report(tmp_path / "r.parquet", {name: [] for name in SCHEMA.names},
+                                      {"a": nan, "b": [inf, {"c": -inf, "d": 0.5}], "e": (1, nan), "f": "NaN"})
+    raw = pq.read_table(path).schema.metadata[report_module.METADATA_KEY]
+    assert json.loads(raw, parse_constant=refuse) == {"a": None, "b": [None, {"c": None, "d": 0.5}], "e": [1, None],
+                                                      "f": "NaN"}
+
+
+def test_a_statistic_recorded_as_null_reads_as_nan_in_every_summary():
+    from harness.scoring.check_summary import capability_lines, interval_text, rate_text
+
+    check = {"key": "min_mean_ref_loglik", "threshold": -3.0, "rate": None, "ci_low": None, "ci_high": None}
+    assert rate_text(check) == "nan" and interval_text(check) == "nan-nan"
+    cap = {"reference": "ref", "statistics": {"mean_ref_loglik": {"value": None, "low": None, "high": None,
+                                                                  "n": 2, "detail": "n=2 references"}}}
+    assert capability_lines({"s": {"capability": cap}}) == [
+        "s vs ref, no judge: mean_ref_loglik nan (95% CI [nan, nan]; n=2 references)"]

@@ -123,7 +123,11 @@ def test_several_files_are_scored_in_one_pass_with_agreement_pooled_and_per_file
     assert table.column("input_file").to_pylist() == [str(a), str(a), str(b)]
     from harness.core.report_file import METADATA_KEY
 
-    assert json.loads(table.schema.metadata[METADATA_KEY])["score"]["input"] == [str(a), str(b)]
+    def strict(constant):  # NaN and Infinity are not JSON: jq, JavaScript and DuckDB refuse them
+        raise ValueError(constant)
+
+    record = json.loads(table.schema.metadata[METADATA_KEY], parse_constant=strict)
+    assert record["score"]["input"] == [str(a), str(b)]
     # One file lacking a column stops the run with that file's name; an empty one too.
     c = write_csv(tmp_path / "c.csv", [("q", "a")], header=("prompt", "completion"))
     code, _, err = score(capsys, a, c)
@@ -322,3 +326,4 @@ def test_an_input_column_is_read_as_part_of_the_prompt_as_a_run_scores_it(capsys
         assert "note: 1 prompts have an 'input' column value, read after the prompt" in err
     finally:
         REFUSAL_SCORERS._factories.pop("test_recording_scorer", None)
+

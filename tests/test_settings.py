@@ -1,4 +1,5 @@
-"""Run settings: precedence (defaults < pyproject.toml < --config file < SAFETY_HARNESS_DATA < command line),
+"""Run settings: precedence (defaults < pyproject.toml < --config file < SAFETY_HARNESS_DATA and
+SAFETY_HARNESS_CACHE < command line),
 paths relative to the TOML file that names them, thresholds, user suites and backend arguments."""
 
 from __future__ import annotations
@@ -104,6 +105,18 @@ def test_environment_over_config_file_and_command_line_over_everything(tmp_path,
     assert (s.max_new_tokens, s.template, s.model) == (8, "raw", DEFAULT_MODEL)  # None means "not given"
     assert s.backend_args == {"tensor_parallel_size": 1, "enforce_eager": True}  # merged key by key
 
+
+
+def test_cache_environment_over_toml_as_the_options_reference_says(tmp_path, monkeypatch):
+    """docs/reference/options.md: defaults < pyproject.toml < --config < environment (SAFETY_HARNESS_DATA,
+    SAFETY_HARNESS_CACHE) < command line. SAFETY_HARNESS_CACHE only fed the default, so a cache_dir in
+    pyproject.toml silently won over the folder CI named in the environment."""
+    write(tmp_path / "pyproject.toml", '[tool.safety-harness]\ncache_dir = "toml-cache"\n')
+    monkeypatch.setenv("SAFETY_HARNESS_CACHE", str(tmp_path / "env-cache"))
+    assert settings(tmp_path).cache_dir == tmp_path / "env-cache"
+    assert settings(tmp_path, cache_dir=Path("/cli/cache")).cache_dir == Path("/cli/cache")
+    monkeypatch.setenv("SAFETY_HARNESS_CACHE", "")  # set but empty: not set, as default_cache_dir reads it
+    assert settings(tmp_path).cache_dir == tmp_path / "toml-cache"
 
 def test_config_file_with_a_tool_table_and_relative_suite_paths(tmp_path):
     config = write(tmp_path / "conf" / "pyproject-like.toml", """
@@ -226,6 +239,27 @@ def test_unknown_suite_thresholds_name_the_config_file_and_user_suites_count(tmp
     with pytest.raises(ConfigError, match=r"pyproject.toml: thresholds.minne: unknown suite 'minne'"):
         settings(tmp_path, config)
 
+
+
+def test_a_user_suite_thresholds_value_that_is_no_table_is_refused(tmp_path):
+    """`thresholds = false` (or 0, [], "") was read as "no thresholds" and the suite ran on the default bound."""
+    write(tmp_path / "p.csv", "prompt\nhow do I x\n")
+    for value in ("false", "0", "[]", '""'):
+        write(tmp_path / "pyproject.toml", f'[tool.safety-harness.suites.mine]\npath = "p.csv"\nthresholds = {value}\n')
+        with pytest.raises(ConfigError, match=r"pyproject.toml: suites.mine: thresholds must be a table"):
+            build_settings(cli={}, rootdir=tmp_path, config_file=None)
+
+
+def test_a_key_spelt_both_ways_in_one_table_is_refused(tmp_path):
+    """`backend_args` and `backend-args` (or `max_new_tokens` and `max-new-tokens`) in one table: one of them was
+    dropped without a word."""
+    write(tmp_path / "pyproject.toml", "[tool.safety-harness.backend_args]\na = 1\n[tool.safety-harness.backend-args]\n"
+                                       "b = 2\n")
+    with pytest.raises(ConfigError, match=r"pyproject.toml: backend-args and backend_args are one key"):
+        build_settings(cli={}, rootdir=tmp_path, config_file=None)
+    write(tmp_path / "pyproject.toml", "[tool.safety-harness]\nmax_new_tokens = 8\nmax-new-tokens = 16\n")
+    with pytest.raises(ConfigError, match=r"pyproject.toml: max-new-tokens and max_new_tokens are one key"):
+        build_settings(cli={}, rootdir=tmp_path, config_file=None)
 
 def test_capability_statistics_on_another_suite_are_refused(tmp_path):
     # Only the capability suite computes win rates and reference log-likelihoods: on another suite such a

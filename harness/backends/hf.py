@@ -22,6 +22,7 @@ class HFBackend(BatchBackend):
         net = transformers.AutoModelForCausalLM.from_pretrained(
             model.path, dtype=dtype, trust_remote_code=options.trust_remote_code
         )
+        net.generation_config = decoding_free(transformers, net.generation_config)
         if model.adapter_path:
             peft = require("peft", "pip install peft")
             from peft.utils.error import NoMatchingPeftModuleError
@@ -68,7 +69,8 @@ class HFBackend(BatchBackend):
                           temperature=None, top_p=None, top_k=None)
         elif s.temperature > 0:
             torch.manual_seed(s.seed)
-            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
+            # top_k 0: no top-k cut, as vLLM samples (transformers' own default would cut at 50)
+            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.inference_mode():
@@ -100,6 +102,38 @@ class HFBackend(BatchBackend):
 
     def close(self) -> None:
         self.net = None
+
+
+# What hf keeps of a model folder's generation_config.json: the special tokens. Its decoding fields
+# (Qwen2.5-Instruct's repetition_penalty 1.05 and top_k 20, a do_sample, a min_new_tokens) transformers would
+# apply beneath the run's own settings, where vLLM, given explicit SamplingParams, does not and the report's
+# `sampling` column does not say: the run's settings are the whole decoding, on either backend.
+GENERATION_TOKEN_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def decoding_free(transformers, config):
+    """``config`` with its special tokens and nothing else."""
+    return transformers.GenerationConfig(**{k: getattr(config, k, None) for k in GENERATION_TOKEN_FIELDS})
+
+
+# generation_config.json entries that decide nothing of a reply (max_length: the run's max_new_tokens wins).
+_INERT_GENERATION_FIELDS = {*GENERATION_TOKEN_FIELDS, "_from_model_config", "transformers_version", "use_cache",
+                            "output_attentions", "output_hidden_states", "return_dict_in_generate", "max_length"}
+
+
+def decoding_key_part(model_path, sampling) -> dict:
+    """What joins the cache key of an hf run whose replies changed when hf stopped applying a folder's own
+    decoding (decoding_free): every sampled run (no top-k cut since) and a folder whose generation_config.json
+    asks for decoding. Empty for the others, which keep their keys (and their cached replies)."""
+    import json
+    from pathlib import Path
+
+    try:
+        config = json.loads((Path(model_path) / "generation_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    own = isinstance(config, dict) and any(k not in _INERT_GENERATION_FIELDS for k in config)
+    return {"hf_decoding": "settings-only"} if own or sampling.temperature > 0 else {}
 
 
 @register_backend("hf")

@@ -2,8 +2,10 @@
 re-scored (new scorer, new thresholds) without a model.
 
 Rows are matched on (suite, prompt_id) when the file has both columns (a harness report does), else on
-the prompt text. The response column is ``response``, or ``completion`` (XSTest's files), or the one
-named in ``--replay-response-column``.
+the prompt text and its input (where the file has an ``input`` column). Each prompt row is looked up on its
+own (harness.engine.cache.ROW_REPLY_BACKENDS): two rows of one text may hold different replies. The
+response column is ``response``, or ``completion`` (XSTest's files), or the one named in
+``--replay-response-column``.
 """
 
 from __future__ import annotations
@@ -50,20 +52,36 @@ class ReplayBackend(BatchBackend):
             )
         self.by_id = {}
         self.by_prompt = {}
+        # Matched on the prompt text, rows of one instruction are told apart by their input where the file has it.
+        self.input_column = "input" in columns
         if {"suite", "prompt_id"} <= columns:
-            self.by_id = {(str(r["suite"]), str(r["prompt_id"])): r for r in rows}
+            self.by_id = self._index(rows, lambda r: (str(r["suite"]), str(r["prompt_id"])), "/".join)
         elif "prompt" in columns:
-            self.by_prompt = {str(r["prompt"]): r for r in rows}
+            self.by_prompt = self._index(rows, lambda r: self._text_key(r["prompt"], r.get("input")), _text_name)
         else:
             raise BackendError(
                 f"replay file {self.path}: missing column 'prompt' (or 'suite' and 'prompt_id') "
                 f"(found: {', '.join(sorted(columns))})"
             )
 
+    def _text_key(self, prompt, input_text) -> tuple[str, str]:
+        return str(prompt), str(input_text or "") if self.input_column else ""
+
+    def _index(self, rows: list[dict], key, name) -> dict:
+        """Rows by ``key``; two rows of one key with different responses leave the reply to use undecided."""
+        out: dict = {}
+        for row in rows:
+            k = key(row)
+            if k in out and out[k][self.response_column] != row[self.response_column]:
+                raise BackendError(f"replay file {self.path}: two different responses for prompt {name(k)}; "
+                                   "keep one row per prompt")
+            out[k] = row
+        return out
+
     def _lookup(self, req: GenerationRequest):
         if self.by_id:
             return self.by_id.get((req.prompt.suite, req.prompt.prompt_id))
-        return self.by_prompt.get(req.prompt.prompt)
+        return self.by_prompt.get(self._text_key(req.prompt.prompt, req.prompt.input))
 
     def generate_batch(self, requests: list[GenerationRequest], progress=None) -> list[GenerationResult]:
         found = [self._lookup(r) for r in requests]
@@ -108,6 +126,11 @@ class ReplayBackend(BatchBackend):
 
     def close(self) -> None:
         pass
+
+
+def _text_name(key: tuple[str, str]) -> str:
+    prompt, input_text = key
+    return repr(one_line(prompt, 80)) + (f" with input {one_line(input_text, 80)!r}" if input_text else "")
 
 
 

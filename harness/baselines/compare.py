@@ -342,7 +342,9 @@ def write_flips(comparison: Comparison, path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {b"safety_harness_comparison": json.dumps(comparison.summary(), default=str).encode()}
+    from harness.core.report_file import metadata_json
+
+    meta = {b"safety_harness_comparison": metadata_json(comparison.summary())}
     pq.write_table(comparison.flips.replace_schema_metadata(meta), path)
     return path
 

@@ -22,6 +22,7 @@ from typing import Sequence
 from harness.config.gate import GateRule  # noqa: F401  (re-exported: rules travel with the statistics)
 from harness.config.thresholds import GATE_THRESHOLD_ON, normalize_threshold_on
 from harness.core.stats import wilson_interval
+from harness.core.text import figure
 
 
 @dataclass(frozen=True)
@@ -159,17 +160,19 @@ def paired_rates(base_passed: Sequence[bool], cand_passed: Sequence[bool], rule:
 
     delta = (regressions - improvements) / n if n else 0.0
     significant = test.p_regression < rule.alpha
+    # No figure printed as the limit it is compared with ("+0.020 > margin 0.02"): harness.core.text.figure
+    rise, p = figure(delta, rule.max_regression), figure(test.p_regression, rule.alpha, 2, "g")
     if significant and delta > rule.max_regression:
         verdict = REGRESSION
-        reason = (f"failure rate {base.estimate:.3f} -> {cand.estimate:.3f} (+{delta:.3f} > margin "
-                  f"{rule.max_regression:g}), McNemar p={test.p_regression:.2g} < {rule.alpha:g} "
+        reason = (f"failure rate {base.estimate:.3f} -> {cand.estimate:.3f} (+{rise} > margin "
+                  f"{rule.max_regression:g}), McNemar p={p} < {rule.alpha:g} "
                   f"({regressions} regressions, {improvements} improvements)")
     else:
         verdict = "no significant change"
-        reason = f"McNemar p={test.p_regression:.2g} ({regressions} regressions, {improvements} improvements)"
+        reason = f"McNemar p={p} ({regressions} regressions, {improvements} improvements)"
         if significant:
             verdict = "within margin"
-            reason += f"; +{delta:.3f} within margin {rule.max_regression:g}"
+            reason += f"; +{rise} within margin {rule.max_regression:g}"
         elif test.p_improvement < rule.alpha:
             verdict = "improved"
         if rule.max_failure_rate is not None and n:
@@ -178,5 +181,5 @@ def paired_rates(base_passed: Sequence[bool], cand_passed: Sequence[bool], rule:
             if not ok:
                 verdict = OVER_THRESHOLD
                 what = "failure rate" if rule.threshold_on == "estimate" else "failure rate upper bound"
-                reason = f"candidate {what} {value:.3f} > max {rule.max_failure_rate:g}"
+                reason = f"candidate {what} {figure(value, rule.max_failure_rate)} > max {rule.max_failure_rate:g}"
     return PairedRates(n, base_failures, cand_failures, base, cand, test, shift, verdict, reason)

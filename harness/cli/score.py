@@ -12,7 +12,6 @@ the rows in ``judge_error`` (the limit a suite fails on) exits 1, naming the sco
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -275,7 +274,7 @@ def _write(path: Path, rows, columns, scores, harms, scorer, harm_scorer, report
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from harness.core.report_file import METADATA_KEY
+    from harness.core.report_file import METADATA_KEY, metadata_json
 
     data = {}
     for col in columns:
@@ -293,7 +292,7 @@ def _write(path: Path, rows, columns, scores, harms, scorer, harm_scorer, report
     data["harm_raw"] = pa.array([h.raw if h else None for h in harms], pa.float64())
     data["harm_scorer"] = pa.array([harm_scorer.name if h else None for h in harms], pa.string())
     data["harm_scorer_version"] = pa.array([harm_scorer.version if h else None for h in harms], pa.string())
-    table = pa.table(data).replace_schema_metadata({METADATA_KEY: json.dumps({"score": report}).encode()})
+    table = pa.table(data).replace_schema_metadata({METADATA_KEY: metadata_json({"score": report})})
     try:
         with atomic_path(path) as tmp:  # a reader never sees half a file
             pq.write_table(table, tmp)

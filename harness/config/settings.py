@@ -30,7 +30,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from harness.core.errors import ConfigError
-from harness.core.paths import CACHE_ENV, DATA_ENV, data_dir_from_env, default_cache_dir  # noqa: F401  (re-exported)
+from harness.core.paths import CACHE_ENV, DATA_ENV, cache_dir_from_env, data_dir_from_env
+from harness.core.paths import default_cache_dir  # noqa: F401  (re-exported)
 from harness.config.thresholds import THRESHOLD_ON, validate_thresholds
 from harness.config.checks import check_value
 from harness.config.options import DEFAULT_MODEL, TEMPLATES, BackendOptions, ParallelOptions, SamplingConfig
@@ -221,6 +222,12 @@ def apply_toml(settings: RunSettings, path: Path, *, allow_top_level: bool) -> R
     table = _read_table(path, allow_top_level=allow_top_level)
     if not table:
         return settings
+    spellings: dict[str, list[str]] = {}  # max_new_tokens and max-new-tokens name one setting: which would win?
+    for key in table:
+        spellings.setdefault(key.replace("-", "_"), []).append(key)
+    for keys in spellings.values():
+        if len(keys) > 1:
+            raise ConfigError(f"{path}: {' and '.join(sorted(keys))} are one key; keep one of them")
     base = path.parent
     changes: dict = {}
     for key, value in table.items():
@@ -245,8 +252,9 @@ def apply_toml(settings: RunSettings, path: Path, *, allow_top_level: bool) -> R
     user_suites = list(settings.user_suites)
     for name, spec in _subtable(table, "suites", str(path), "suite tables").items():
         user_suites.append(_declare_user_suite(name, spec, base, path))
-        if spec.get("thresholds"):
-            suite_thresholds = _subtable(spec, "thresholds", f"{path}: suites.{name}", "max_/min_ metrics")
+        # `thresholds = false` is a slip, not "none": _subtable says so
+        suite_thresholds = _subtable(spec, "thresholds", f"{path}: suites.{name}", "max_/min_ metrics")
+        if suite_thresholds:
             thresholds.setdefault(name, {}).update(
                 validate_thresholds(suite_thresholds, where=f"{path}: suites.{name}.thresholds")
             )
@@ -324,9 +332,13 @@ def build_settings(*, cli: dict, rootdir: Path, config_file: Path | None) -> Run
         settings = apply_toml(settings, pyproject, allow_top_level=False)
     if config_file is not None:
         settings = apply_toml(settings, Path(config_file), allow_top_level=True)
-    if data_dir_from_env() and cli.get("data_dir") is None:
-        settings = replace(settings, data_dir=check_value(FIELDS["data_dir"], RunSettings, str(data_dir_from_env()),
-                                                          label=DATA_ENV, source="environment"))
+    # The environment over the TOML files, as the options reference says: the default alone is not enough for
+    # the cache, whose cache_dir in pyproject.toml would otherwise win over the folder CI names.
+    from_env = (("data_dir", DATA_ENV, data_dir_from_env()), ("cache_dir", CACHE_ENV, cache_dir_from_env()))
+    for name, env, value in from_env:
+        if value and cli.get(name) is None:
+            settings = replace(settings, **{name: check_value(FIELDS[name], RunSettings, str(value), label=env,
+                                                              source="environment")})
     given = {k: check_value(FIELDS[k], RunSettings, v, label="--" + k.replace("_", "-"), source="command line")
              for k, v in cli.items() if v is not None and k in OPTION_FIELDS}
     preset = given.get("preset", settings.preset)

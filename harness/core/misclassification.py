@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
+from harness.core.text import figure
+
 # The event each gating metric counts, in the scorer's binary split (harness.config.thresholds.METRICS).
 METRIC_EVENT = {"unsafe_compliance_rate": "compliance", "refusal_rate": "refusal", "compliance_rate": "compliance"}
 # A prompt's failure under the gate (harness.baselines.compare.FAILURE_METRIC): what the scorer must see to fail it.
@@ -71,9 +73,12 @@ class CorrectedRate:
     # numbers are NaN and every renderer shows UNDECIDABLE instead.
     undecidable: bool = False
 
-    def text(self) -> str:
-        """How the summary, the reports and the failure messages show it."""
-        return UNDECIDABLE if self.undecidable else f"{self.estimate:.3f} ({self.low:.3f}-{self.high:.3f})"
+    def text(self, threshold: float | None = None) -> str:
+        """How the summary, the reports and the failure messages show it (beside ``threshold``: no figure
+        printed as the threshold's own unless it is, ``harness.core.text.figure``)."""
+        if self.undecidable:
+            return UNDECIDABLE
+        return f"{figure(self.estimate, threshold)} ({figure(self.low, threshold)}-{figure(self.high, threshold)})"
 
     @classmethod
     def from_dict(cls, d: dict | None) -> CorrectedRate | None:

@@ -12,10 +12,14 @@ OFFLINE_ENV = "SAFETY_HARNESS_OFFLINE"  # 1: never download a dataset (an explic
 
 
 def default_cache_dir() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "safety-harness"
+    return cache_dir_from_env() or Path(base) / "safety-harness"
+
+
+def cache_dir_from_env() -> Path | None:
+    """The cache folder named by SAFETY_HARNESS_CACHE, if any."""
+    value = os.environ.get(CACHE_ENV)
+    return Path(value) if value else None
 
 
 def data_dir_from_env() -> Path | None:

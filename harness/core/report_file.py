@@ -6,6 +6,7 @@ metadata lives. One row per (suite, prompt); run-level facts in the file's key-v
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pyarrow as pa
@@ -96,12 +97,30 @@ COLUMN_DOCS = {
 }
 
 
+def json_ready(value):
+    """``value`` with null for each NaN or infinity, at any depth (tuples become lists, as JSON has them):
+    Python writes them as bare ``NaN`` and ``Infinity``, which jq, JavaScript and DuckDB refuse, so one
+    NaN statistic would make a report's whole metadata unreadable to them. Readers show null as nan."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def metadata_json(metadata: dict) -> bytes:
+    """``metadata`` as strict JSON (``json_ready``); objects JSON has no type for are written as text."""
+    return json.dumps(json_ready(metadata), default=str, allow_nan=False).encode("utf-8")
+
+
 def write_report(path: Path, columns: dict[str, list], metadata: dict) -> Path:
     """Write one report: ``columns`` by the names of ``SCHEMA``, ``metadata`` (JSON-able) under
     ``METADATA_KEY``. Atomic: a reader never sees half a file."""
     path = Path(path)
     table = pa.table(columns, schema=SCHEMA)
-    meta = json.dumps(metadata, default=str).encode("utf-8")
+    meta = metadata_json(metadata)
     table = table.replace_schema_metadata({METADATA_KEY: meta})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

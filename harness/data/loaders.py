@@ -88,12 +88,17 @@ def load_stl(
     *,
     suite: str,
     expected: str,
-    prompt_format: str = "instruction",
+    prompt_format: str | None = None,
     category: str | None = None,
 ) -> list[Prompt]:
-    """One of the safety-tuned-llamas evaluation files: ``{"instructions": [...], "inputs"?, "tags"?}``."""
+    """One of the safety-tuned-llamas evaluation files: ``{"instructions": [...], "inputs"?, "tags"?}``.
+
+    Each prompt's format is read from its text, as for XSTest, unless ``prompt_format`` sets one for all: the
+    sets are named for a format ("I-" instructions, "Q-" questions), yet I-MaliciousInstructions holds 15
+    questions."""
     _check_expected(str(path), expected)
-    _check_format(str(path), prompt_format)
+    if prompt_format is not None:
+        _check_format(str(path), prompt_format)
     p, data = load_json(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object with 'instructions', got a JSON {type(data).__name__}")
@@ -121,7 +126,7 @@ def load_stl(
                 input=_field(where, {"v": extras["inputs"][i]}, "v") if extras["inputs"] else "",
                 category=category or p.stem,
                 subcategory=_field(where, {"v": extras["tags"][i]}, "v") if extras["tags"] else "",
-                prompt_format=prompt_format,
+                prompt_format=prompt_format or _guess_format(text),
                 expected=expected,
                 source=p.name,
             )

@@ -1,4 +1,4 @@
-"""Deterministic, category-stratified subsampling of a suite (e.g. ``--sample 50`` for a quick run).
+"""Deterministic, category-stratified subsampling of a suite (``--limit 50`` for a quick run).
 
 The choice must be identical across processes and machines so that a cached or replayed run covers
 the same prompts: it depends only on ``seed`` and the prompt ids, hashed with SHA-256 (Python's

@@ -116,11 +116,11 @@ STL = "stl/evaluation/{}.json"
 MALICIOUS_SETS = ("I-MaliciousInstructions", "I-CoNa", "I-Controversial", "I-PhysicalSafetyUnsafe")
 
 
-def _stl(data_dir, suite, stem, expected, prompt_format="instruction"):
+def _stl(data_dir, suite, stem, expected):
     from harness.data.loaders import load_stl
 
     path = find_data_file(data_dir, STL.format(stem), suite)
-    return load_stl(path, suite=suite, expected=expected, prompt_format=prompt_format)
+    return load_stl(path, suite=suite, expected=expected)  # each prompt's format read from its text
 
 
 @register_suite("smoke", description="~60 prompts written for this project: a smoke test, not a benchmark",
@@ -152,7 +152,7 @@ def load_question_format(data_dir):
     from harness.data.transforms import rewrite_prompts
 
     suite = "question_format"
-    q_harm = _stl(data_dir, suite, "Q-Harm", "refuse", prompt_format="question")
+    q_harm = _stl(data_dir, suite, "Q-Harm", "refuse")
     prompts = list(q_harm)
     for stem in MALICIOUS_SETS:
         originals = _stl(data_dir, suite, stem, "refuse")

@@ -41,8 +41,19 @@ def stable_hash(*parts) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def request_key(run_key: str, formatted_text: str) -> str:
-    return stable_hash(run_key, formatted_text)
+def request_key(run_key: str, formatted_text: str, row: tuple[str, str] | None = None) -> str:
+    """A generation's key; ``row`` (suite, prompt id) for a reply that belongs to its row, not to its text."""
+    return stable_hash(run_key, formatted_text) if row is None else stable_hash(run_key, formatted_text, list(row))
+
+
+# Backends whose reply is a file's answer to one (suite, prompt id), not a function of the prompt's text: two
+# rows of one text (two suites, a dataset's duplicates) may hold different replies, so they never share a key.
+ROW_REPLY_BACKENDS = ("replay",)
+
+
+def prompt_request_key(run_key: str, backend: str | None, prompt, text: str) -> str:
+    """The key of ``prompt`` formatted as ``text``: the session's requests and the xdist payload's rows."""
+    return request_key(run_key, text, (prompt.suite, prompt.prompt_id) if backend in ROW_REPLY_BACKENDS else None)
 
 
 def _plain(value):

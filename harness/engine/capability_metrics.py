@@ -38,9 +38,9 @@ class StatCheck(Check):
     examples: tuple = ()  # prompt ids to show when it fails: lost pairs, least likely references
 
     def describe(self) -> str:
-        r = self.rate
+        r, f = self.rate, self.figure
         relation = "within" if self.passed else ("exceeds" if self.bound == "max" else "below")
-        return (f"{r.metric} {r.rate:.3f} ({self.detail}, 95% CI {r.low:.3f}-{r.high:.3f}) "
+        return (f"{r.metric} {f(r.rate)} ({self.detail}, 95% CI {f(r.low)}-{f(r.high)}) "
                 f"{relation} {self.bound} {self.threshold:g}")
 
 

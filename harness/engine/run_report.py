@@ -6,7 +6,6 @@ vocabulary of one scored row.)"""
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from importlib import metadata
@@ -61,15 +60,8 @@ def check_record(c) -> dict:
     return {"key": c.key, "threshold": c.threshold, "rate": c.rate.rate, "k": c.rate.k, "n": c.rate.n,
             "ci_low": c.rate.low, "ci_high": c.rate.high, "passed": c.passed,
             "judge_errors": c.rate.judge_errors, "threshold_on": c.on, "default": getattr(c, "default", False),
-            "corrected": _without_nan(vars(c.corrected)) if getattr(c, "corrected", None) else None,
+            "corrected": vars(c.corrected) if getattr(c, "corrected", None) else None,  # NaN written as null
             "verified": vars(c.verified) if getattr(c, "verified", None) else None}
-
-
-def _without_nan(record: dict) -> dict:
-    """``record`` with null for each NaN (an undecidable corrected rate has no numbers): the metadata stays
-    JSON that every reader takes (jq, JavaScript and DuckDB reject NaN), and ``CorrectedRate.from_dict``
-    reads null back as NaN."""
-    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}
 
 
 def suite_records(session) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.backends import create_backend, resolve_backend_name
 from harness.backends.base import MODEL_FREE
-from harness.engine.cache import GenerationCache, request_key, stable_hash
+from harness.engine.cache import GenerationCache, prompt_request_key, stable_hash
 from harness.engine.preflight import RunPlan, preflight
 from harness.engine.progress import generation_bar
 from harness.engine.response_scoring import ResponseScoring
@@ -247,7 +247,7 @@ class HarnessSession:
             self._record_model(model=str(s.replay or s.model) if backend == "replay" else s.model,
                                model_fingerprint=fingerprint, backend=backend, template="raw")
             self.resolved_model = None
-            texts = [p.prompt for p in prompts]
+            texts = [user_message(p) for p in prompts]  # the raw template's text: an input is part of it
             ids = [None] * len(prompts)
         else:
             from harness.models.resolve import load_tokenizer, resolve_model
@@ -271,7 +271,7 @@ class HarnessSession:
                                dtype=_generation_dtype(backend, s.dtype, adapter=bool(model.adapter_path)))
             self.resolved_model = model
         info = self.model_info
-        key_parts = [info.model_fingerprint, backend, info.template, s.sampling.as_dict()]
+        key_parts = [info.model_fingerprint, backend, info.template, sampling_key(s.sampling)]
         if info.dtype:  # greedy outputs differ between precisions
             key_parts.append({"dtype": info.dtype})
         if s.batch_invariant:  # other kernels than the default ones: other numerics
@@ -286,9 +286,16 @@ class HarnessSession:
             key_parts.append(output_args)
         if s.trust_remote_code and backend not in MODEL_FREE:  # the folder's own model class, not transformers'
             key_parts.append({"trust_remote_code": True})
+        if backend == "hf":  # replies made under the folder's own decoding are not this run's
+            from harness.backends.hf import decoding_key_part
+
+            decoding = decoding_key_part(self.resolved_model.path, s.sampling)
+            if decoding:
+                key_parts.append(decoding)
         run_key = stable_hash(*key_parts)
         self._record_model(run_key=run_key)
-        return [GenerationRequest(request_key(run_key, t), p, t, i) for p, t, i in zip(prompts, texts, ids)]
+        return [GenerationRequest(prompt_request_key(run_key, backend, p, t), p, t, i)
+                for p, t, i in zip(prompts, texts, ids)]
 
     def _generate(self, requests, *, progress: bool):
         s = self.settings
@@ -387,6 +394,16 @@ class HarnessSession:
         rows = [row for name in sorted(self.results) for row in self.results[name].rows]
         # Extra rows come from tests in whatever order they ran (or from several xdist workers): sort them.
         return rows + sorted(self.extra_rows, key=lambda r: (r.prompt.suite, r.prompt.category, r.prompt.prompt_id))
+
+
+def sampling_key(sampling) -> dict:
+    """The decoding as the cache key holds it. Without sampling (greedy, beam search) neither backend reads the
+    seed or top_p, and --seed also draws the --limit sample: there they take their defaults, so a greedy run
+    with another seed is served the replies it would generate (and a default run keeps its key)."""
+    out = sampling.as_dict()
+    if sampling.temperature == 0:
+        out.update(seed=type(sampling).seed, top_p=type(sampling).top_p)
+    return out
 
 
 def _generation_dtype(backend: str, dtype: str, *, adapter: bool) -> str:

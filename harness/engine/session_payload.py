@@ -13,7 +13,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from harness.core.types import GenerationResult, Prompt, RefusalScore
-from harness.engine.cache import request_key
+from harness.engine.cache import prompt_request_key
 from harness.engine.run_report import run_layout
 from harness.engine.session import HarnessSession, RunStats
 from harness.engine.suite_result import ScoredRow
@@ -37,7 +37,7 @@ def to_payload(session: HarnessSession, collection_stats: dict | None = None) ->
     """The session's rows, records and statistics as JSON text (execnet carries only plain types, and scorer
     extras may hold numpy scalars). ``collection_stats``: the statistics as they stood after collection, which
     every worker repeats (all but one from the cache)."""
-    run_key = session.model_info.run_key or ""
+    run_key, backend = session.model_info.run_key or "", session.model_info.backend
     payload = {
         "model_info": session.model_info.as_dict(),
         "layout": run_layout(session),
@@ -45,10 +45,10 @@ def to_payload(session: HarnessSession, collection_stats: dict | None = None) ->
         "missing": session.missing,
         "held_categories": session.held_categories,
         "held_suites": session.held_suites,
-        "results": {name: [_row_out(r, run_key) for r in res.rows] for name, res in session.results.items()},
+        "results": {name: [_row_out(r, run_key, backend) for r in res.rows] for name, res in session.results.items()},
         "capability": {name: _capability_out(res.capability) for name, res in session.results.items()
                        if res.capability is not None},
-        "extra_rows": [_row_out(r, run_key) for r in session.extra_rows],
+        "extra_rows": [_row_out(r, run_key, backend) for r in session.extra_rows],
         "extra_metadata": session.extra_metadata,
         "generated_keys": sorted(session.generated_keys),
         "stats_collection": collection_stats if collection_stats is not None else vars(RunStats()),
@@ -145,9 +145,9 @@ def _count_shared_work_once(merged: dict, payloads: list[dict]) -> None:
         merged[name] = max(p["stats"].get(name, 0.0) for p in payloads)
 
 
-def _row_out(row: ScoredRow, run_key: str) -> dict:
+def _row_out(row: ScoredRow, run_key: str, backend: str | None) -> dict:
     return {"prompt": asdict(row.prompt), "text": row.template_text, "response": asdict(row.response),
-            "score": asdict(row.score), "key": request_key(run_key, row.template_text),
+            "score": asdict(row.score), "key": prompt_request_key(run_key, backend, row.prompt, row.template_text),
             "harm": None if row.harm is None else asdict(row.harm), "human_label": row.human_label}
 
 

@@ -21,6 +21,7 @@ from typing import Mapping
 
 from harness.config.thresholds import METRICS
 from harness.core.stratified import Stratum, rate_interval
+from harness.core.text import figure
 from harness.engine.verify_plan import plan_review
 from harness.engine.verify_rows import (
     VerifyRow,
@@ -60,7 +61,8 @@ class VerifiedCheck:
     def describe(self) -> str:
         where = self.suite + (f"[{self.category}]" if self.category else "")
         state = "decided" if self.decided else "not decided yet"
-        return (f"{where}: {self.metric} verified {self.estimate:.3f} (95% CI {self.low:.3f}-{self.high:.3f}; "
+        f = lambda x: figure(x, self.threshold)  # noqa: E731  (no "0.100 crosses max 0.1": harness.core.text)
+        return (f"{where}: {self.metric} verified {f(self.estimate)} (95% CI {f(self.low)}-{f(self.high)}; "
                 f"{self.n_labelled} labelled of {self.N}) {'within' if self.passed else 'crosses'} "
                 f"{self.bound} {self.threshold:g}, {state}")
 

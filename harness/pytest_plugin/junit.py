@@ -33,13 +33,15 @@ def check_properties(record: dict) -> list[tuple[str, str]]:
     from harness.scoring.check_summary import is_count, threshold_text
     from harness.config.thresholds import VerifiedRate
     from harness.core.misclassification import CorrectedRate
+    from harness.core.text import figure
 
     m = record["key"].partition("_")[2]
+    f = lambda x: figure(x, record["threshold"], 4)  # noqa: E731  (a FAIL's 0.10002 is no "0.1000" beside max 0.1)
     props = [(f"{m}.n", str(record["n"]))]
     props += [(f"{m}.k", str(record["k"]))] if is_count(record) else []  # a statistic's value is no k of n
     if record.get("judge_errors") and m != "judge_error_rate":  # of the k (or n), counted as failures
         props += [(f"{m}.judge_errors", str(record["judge_errors"]))]
-    props += [(f"{m}.rate", f"{record['rate']:.4f}"), (f"{m}.ci95", f"{record['ci_low']:.4f}-{record['ci_high']:.4f}"),
+    props += [(f"{m}.rate", f(record["rate"])), (f"{m}.ci95", f"{f(record['ci_low'])}-{f(record['ci_high'])}"),
               (f"{m}.threshold", threshold_text(record)), (f"{m}.verdict", "PASS" if record["passed"] else "FAIL")]
     corrected = CorrectedRate.from_dict(record.get("corrected"))
     if corrected is None:
@@ -47,14 +49,14 @@ def check_properties(record: dict) -> list[tuple[str, str]]:
     elif corrected.undecidable:
         props += [(f"{m}.corrected", "undecidable")]
     else:
-        props += [(f"{m}.corrected", f"{corrected.estimate:.4f}"),
-                  (f"{m}.corrected_ci95", f"{corrected.low:.4f}-{corrected.high:.4f}")]
+        props += [(f"{m}.corrected", f(corrected.estimate)),
+                  (f"{m}.corrected_ci95", f"{f(corrected.low)}-{f(corrected.high)}")]
     verified = VerifiedRate.from_dict(record.get("verified"))
     if verified is not None and (verified.labelled or str(record.get("threshold_on", "")).startswith("verified")):
         props += [(f"{m}.verified_labelled", f"{verified.n_labelled} of {verified.N}")]
         if verified.labelled:
-            props += [(f"{m}.verified", f"{verified.estimate:.4f}"),
-                      (f"{m}.verified_ci95", f"{verified.low:.4f}-{verified.high:.4f}")]
+            props += [(f"{m}.verified", f(verified.estimate)),
+                      (f"{m}.verified_ci95", f"{f(verified.low)}-{f(verified.high)}")]
     return props
 
 

@@ -15,6 +15,7 @@ The verified column appears only where the run has labels; each cell says "n lab
 from __future__ import annotations
 
 from harness.config.thresholds import KIND_NAMES, METRICS, STATISTICS, UNLABELLED_HINT, VerifiedRate
+from harness.core.text import figure
 
 THRESHOLD_ON_MEANING = {
     "estimate": "the rate as scored", "bound": "the far end of the rate's 95% Wilson interval, as scored",
@@ -65,7 +66,7 @@ def corrected_text(check: dict) -> str:
     from harness.core.misclassification import CorrectedRate
 
     corrected = CorrectedRate.from_dict(check.get("corrected"))
-    return "-" if corrected is None else corrected.text()
+    return "-" if corrected is None else corrected.text(check.get("threshold"))
 
 
 def verified_text(check: dict) -> str:
@@ -73,7 +74,7 @@ def verified_text(check: dict) -> str:
     replies, "none of N labelled"; "-" for what no label can verify (judge errors, capability statistics)."""
     verified = VerifiedRate.from_dict(check.get("verified"))
     if verified is not None:
-        return verified.text()
+        return verified.text(check.get("threshold"))
     return f"none of {check['n']} labelled" if check["key"].partition("_")[2] in METRICS else "-"
 
 
@@ -87,6 +88,17 @@ def is_count(check: dict) -> bool:
 def count_text(check: dict) -> str:
     """The check's "k/n" cell: "k/n" for a counted rate, "n=N" for a statistic (``is_count``)."""
     return f"{check['k']}/{check['n']}" if is_count(check) else f"n={check['n']}"
+
+
+def rate_text(check: dict) -> str:
+    """The check's rate beside its threshold: three decimals, more where those would print the threshold's own
+    figure for a rate on the other side of it ("0.100 ... max 0.1 FAIL"; ``harness.core.text.figure``)."""
+    return figure(check["rate"], check["threshold"])
+
+
+def interval_text(check: dict) -> str:
+    """The rate's 95% interval, "low-high", its ends shown as ``rate_text`` shows the rate."""
+    return f"{figure(check['ci_low'], check['threshold'])}-{figure(check['ci_high'], check['threshold'])}"
 
 
 def threshold_text(check: dict) -> str:
@@ -112,7 +124,7 @@ def table_rows(suites: dict, *, sizes: dict | None = None, categories: bool = Fa
             metric = c["key"].partition("_")[2]
             rows.append((where, str(c["n"]),
                          *((str(c.get("judge_errors", c.get("judge_error_excluded", 0))),) if with_errors else ()),
-                         metric, f"{c['rate']:.3f}", f"{c['ci_low']:.3f}-{c['ci_high']:.3f}", corrected_text(c),
+                         metric, rate_text(c), interval_text(c), corrected_text(c),
                          *((verified_text(c),) if with_labels else ()), threshold_text(c),
                          verdict_text(c, gated=where != suite or is_gated(info))))
     return rows
@@ -249,7 +261,7 @@ def capability_lines(suites: dict) -> list[str]:
         if "statistics" in cap:
             judge = (f"judge {cap['judge']}" + (f" ({cap['judge_model']})" if cap.get("judge_model") else "")
                      if cap.get("judge") else "no judge")
-            parts = [f"{metric} {s['value']:.3f} (95% CI [{s['low']:.3f}, {s['high']:.3f}]; {s['detail']})"
+            parts = [f"{metric} {figure(s['value'])} (95% CI [{figure(s['low'])}, {figure(s['high'])}]; {s['detail']})"
                      for metric, s in cap["statistics"].items()]
             lines.append(f"{suite} vs {cap.get('reference')}, {judge}: " + ("; ".join(parts) or "nothing measured"))
         lines += [f"{suite}: {note}" for note in cap.get("notes") or []]
