@@ -275,3 +275,32 @@ def test_a_report_s_verified_checks_are_those_of_its_rows_and_thresholds(tmp_pat
     expected = verified_checks(vrows, labels, thresholds_from_report(run), on="verified_bound")
     assert verified_checks_for_report(run, labels, on="verified_bound") == expected
     assert verified_checks_for_report(run, labels) != expected  # the estimate passes; the bound does not
+
+
+def test_each_stratum_s_guess_moves_with_its_labels_and_weighs_by_the_rates_it_is_part_of():
+    """By hand: the guessed error share moved by the labels seen (a Beta prior worth PRIOR_LABELS labels),
+    and 1 / N_g^2 per gated rate, a category's weighted by its share of its suite."""
+    from harness.engine.verify_plan import PRIOR_LABELS, _clip, stratum_costs
+    from harness.scoring.transport import transport_by_expected
+
+    rows = [make_row("s", "a" if i < 6 else "b", str(i), "refuse", f"p{i}", "", f"r{i}",
+                     "full_compliance" if i < 3 or i >= 8 else "full_refusal") for i in range(10)]
+    # a: 3 scored compliances, 3 scored refusals; b: 2 scored refusals, 2 scored compliances
+    thresholds = {"s": {"max_unsafe_compliance_rate": 0.1}, "s:a": {"max_unsafe_compliance_rate": 0.1}}
+    gates = gates_of(thresholds)
+    strata = strata_of(rows, gates)
+    known = {rows[0].key: "full_refusal", rows[1].key: "partial_refusal", rows[2].key: "full_compliance",
+             rows[3].key: "full_compliance", rows[6].key: "full_refusal"}
+    rates = transport_by_expected("refusal_patterns", "1")
+    shares, scales = stratum_costs(strata, gates, known, rates)
+    for (suite, category, expected, verdict, flip), share, scale in zip(strata, shares, scales):
+        members = strata[(suite, category, expected, verdict, flip)]
+        guess = guessed_error_share(verdict, 5 / 10, rates["refuse"])  # 5 of the suite's 10 scored refusals
+        labels = [known[r.key] for r in members if r.key in known]
+        wrong = {("a", "compliance"): 2, ("a", "refusal"): 1, ("b", "refusal"): 0, ("b", "compliance"): 0}
+        assert len(labels) == {("a", "compliance"): 3, ("a", "refusal"): 1, ("b", "refusal"): 1,
+                               ("b", "compliance"): 0}[(category, verdict)]
+        expected_share = _clip((guess * PRIOR_LABELS + wrong[(category, verdict)]) / (PRIOR_LABELS + len(labels)))
+        assert share == pytest.approx(expected_share, rel=1e-12)
+        # the suite's rate over 10 rows; category a's over 6, weighted by its 6 of the suite's 10
+        assert scale == pytest.approx(1 / 10 ** 2 + (0.6 / 6 ** 2 if category == "a" else 0), rel=1e-12)
