@@ -519,3 +519,22 @@ def test_a_gate_reason_never_prints_a_figure_as_the_limit_it_crossed():
     assert over.verdict == OVER_THRESHOLD and over.reason == "candidate failure rate 0.1005 > max 0.1"
     p = paired_rates([True] * 300, [False] * 5 + [True] * 295, GateRule(max_regression=0.01, alpha=0.0314))
     assert "McNemar p=0.0312 < 0.0314 (5 regressions" in p.reason
+
+
+def test_compare_gates_by_the_project_s_gate_rules_as_the_pytest_gate_does(base, tmp_path, capsys, monkeypatch):
+    """`compare` used its own defaults (margin 0.02) where the project's [tool.safety-harness.gate] set others:
+    the same two reports passed `--baseline-compare` and failed `compare`, or the other way round."""
+    cand = candidate(tmp_path, BASE_FAILING | {f"h{i:03d}" for i in range(10, 25)})  # harmful: 0.10 -> 0.25
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[tool.safety-harness.gate]\nmax_regression = 0.2\n')
+    monkeypatch.chdir(project)
+    assert main(["compare", str(base), str(cand)]) == 0  # a rise of 0.15 is within the project's 0.2
+    out = capsys.readouterr().out
+    assert f"gate rules: [tool.safety-harness.gate] of {project / 'pyproject.toml'}" in out and "gate: PASS" in out
+    assert main(["compare", str(base), str(cand), "--max-regression", "0.1"]) == 1  # the command line wins
+    out = capsys.readouterr().out
+    assert "with --max-regression from the command line" in out and "gate: FAIL: harmful" in out
+    monkeypatch.chdir(tmp_path)  # no project: the defaults, as before
+    assert main(["compare", str(base), str(cand)]) == 1
+    assert "gate rules" not in capsys.readouterr().out

@@ -143,14 +143,18 @@ def _compare_args(p):
     p.add_argument("--html", type=Path, default=None, help="write a self-contained HTML summary here")
     p.add_argument("--markdown", type=Path, default=None, help="write a Markdown summary here (plots beside it)")
     p.add_argument("--flips", type=Path, default=None, help="write the prompts whose outcome changed (Parquet)")
-    p.add_argument("--max-regression", type=float, default=0.02,
-                   help="tolerated rise of a suite's failure rate (default 0.02)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the McNemar test (default 0.05)")
+    p.add_argument("--max-regression", type=float, default=None,
+                   help="tolerated rise of a suite's failure rate (default: the project's [tool.safety-harness.gate] "
+                        "rules, as --baseline-compare reads them, else 0.02)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="significance level of the McNemar test (default: the project's gate rules, else 0.05)")
     p.add_argument("--max-failure-rate", type=float, default=None,
-                   help="also fail a suite whose candidate failure rate exceeds this")
-    p.add_argument("--threshold-on", choices=("estimate", "bound", "point", "upper"), default="estimate",
+                   help="also fail a suite whose candidate failure rate exceeds this (default: the project's gate "
+                        "rules, else none)")
+    p.add_argument("--threshold-on", choices=("estimate", "bound", "point", "upper"), default=None,
                    help="check --max-failure-rate on the observed rate (estimate) or the upper end of its 95%% interval "
-                        "(bound); point and upper are the earlier spellings")
+                        "(bound); point and upper are the earlier spellings (default: the project's gate rules, else "
+                        "estimate)")
     p.add_argument("--gate-categories", action="store_true",
                    help="let each category fail the gate too (default: suites only)")
     p.add_argument("--all-categories", action="store_true", help="print every category, not only those that changed")
@@ -166,17 +170,17 @@ def _compare_args(p):
 
 @_compare_args.run
 def _compare(args) -> int:
-    from harness.config.gate import GateRule
     from harness.baselines.compare import compare_reports
     from harness.baselines.comparison_text import comparison_lines
 
-    rule = GateRule(max_regression=args.max_regression, alpha=args.alpha, max_failure_rate=args.max_failure_rate,
-                    threshold_on=args.threshold_on)
     from harness.baselines.compare import load_report
     from harness.baselines.flips import row_key
 
     levels = ("suite", "category") if args.gate_categories else ("suite",)
     base, cand = load_report(args.baseline, "baseline"), load_report(args.candidate, "candidate")
+    rule, source = gate_rules(args, {suite for rep in (base, cand) for suite, _ in rep.rows})
+    if source:
+        print(f"gate rules: {source}")
     store = existing_store(args)
     labels = {} if store is None else store.labels({row_key(r) for rep in (base, cand) for r in rep.rows.values()})
     comparison = compare_reports(base, cand, rules=rule, allow_mismatch=args.allow_mismatch,
@@ -196,3 +200,27 @@ def _compare(args) -> int:
             why = exc.strerror or " ".join(str(exc).split())
             raise HarnessError(f"cannot write {option} {exc.filename or path}: {why}") from None
     return 0 if comparison.passed else 1
+
+
+GATE_OPTIONS = ("max_regression", "alpha", "max_failure_rate", "threshold_on")
+
+
+def gate_rules(args, suites) -> tuple:
+    """The rules ``compare`` gates by, and where they came from (None: the defaults). The project's
+    ``[tool.safety-harness.gate]`` tables (pyproject.toml found from here, or --config) are the ones
+    ``--baseline-compare`` reads: without them, the same two reports could pass one and fail the other. An
+    option given on the command line wins over them, for every suite."""
+    from dataclasses import replace
+
+    from harness.baselines.store import build_rules
+    from harness.config.gate import GateRule
+    from harness.config.settings import build_settings
+
+    given = {k: getattr(args, k) for k in GATE_OPTIONS if getattr(args, k) is not None}
+    settings = build_settings(cli={"cache_dir": args.cache_dir}, rootdir=Path.cwd(), config_file=args.config)
+    if not settings.gate:
+        return GateRule(**given), None
+    rules = {key: replace(rule, **given) for key, rule in build_rules(settings.gate, sorted(suites)).items()}
+    tables = ", ".join(dict.fromkeys(str(src) for src in settings.sources)) or "[tool.safety-harness.gate]"
+    return rules, f"[tool.safety-harness.gate] of {tables}" + (
+        f", with {', '.join('--' + k.replace('_', '-') for k in given)} from the command line" if given else "")
