@@ -155,6 +155,9 @@ def test_hf_sampling_with_a_seed_is_reproducible_and_is_not_greedy(resolved, tok
     seven = sampler(7)
     first = seven.generate(requests)
     assert seven.generate(requests) == first  # not one global generator drawn on from call to call
+    # A prompt's reply is its own, whatever else is asked with it (--limit, --chunk-size, a resumed run), as the
+    # cache, which keeps it per prompt, assumes: one seed for a whole batch made it depend on its neighbours.
+    assert seven.generate(requests[2:3]) == first[2:3] and seven.generate(requests[::-1]) == first[::-1]
     assert sampler(7).generate(requests) == first
     other = sampler(8).generate(requests)
     greedy = backend.generate(requests)  # the same model, 12 new tokens, greedy

@@ -43,8 +43,12 @@ class HFBackend(BatchBackend):
         results: list[GenerationResult | None] = [None] * len(requests)
         # Sorting by length keeps padding (wasted compute) small inside each batch.
         order = sorted(range(len(requests)), key=lambda i: len(requests[i].token_ids))
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        # Sampling: one prompt a call, each from the run's seed, so that a reply does not depend on the prompts
+        # beside it (--limit, --chunk-size, a resumed run), as the cache, which keeps it per prompt, assumes;
+        # vLLM seeds each request alike. transformers draws one random stream for a whole batch.
+        size = 1 if self.sampling.temperature > 0 and not self.sampling.beam_search else self.batch_size
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
             for i, result in zip(batch, self._generate_batch([requests[i] for i in batch])):
                 results[i] = result
             if progress:
