@@ -317,3 +317,9 @@ def test_a_check_describes_itself_with_its_place_metric_figures_and_state():
     check = only(rows, labels, {"s:all": {"max_unsafe_compliance_rate": 0.1}})
     assert check.describe() == ("s[all]: unsafe_compliance_rate verified 0.1001 (95% CI 0.1001-0.1001; 999 labelled "
                                 "of 999) crosses max 0.1, decided")
+
+
+def test_an_unknown_threshold_on_is_refused_naming_the_choices():
+    rows, labels = one_suite("refuse", [("full_compliance", 2, [])])
+    with pytest.raises(ValueError, match=r"^on must be one of verified, verified_bound, got 'bound'$"):
+        verified_checks(rows, labels, {"s": {"max_unsafe_compliance_rate": 0.1}}, on="bound")
