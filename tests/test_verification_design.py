@@ -304,3 +304,27 @@ def test_each_stratum_s_guess_moves_with_its_labels_and_weighs_by_the_rates_it_i
         assert share == pytest.approx(expected_share, rel=1e-12)
         # the suite's rate over 10 rows; category a's over 6, weighted by its 6 of the suite's 10
         assert scale == pytest.approx(1 / 10 ** 2 + (0.6 / 6 ** 2 if category == "a" else 0), rel=1e-12)
+
+
+def test_a_small_stratum_of_rare_verdicts_is_labelled_whole_within_a_fair_share_of_the_budget():
+    """The PPO replies' case: 9 scored refusals among 809 should-answer replies. The design takes that stratum
+    whole (where a rare real refusal is) as soon as it fits the budget's fair share per stratum."""
+    rows = [make_row("s", "all", str(i), "comply", f"p{i}", "", f"r{i}",
+                     "full_refusal" if i < 9 else "full_compliance") for i in range(809)]
+    thresholds = {"s": {"max_refusal_rate": 0.1}}
+    for n in (20, 30):
+        plan = plan_review(rows, thresholds, n, seed=3)
+        assert len(plan) == n and sum(r.verdict == "refusal" for r in plan) == 9
+    # Below a fair share (12 labels, 2 strata: 6 each) it is not taken whole.
+    assert sum(r.verdict == "refusal" for r in plan_review(rows, thresholds, 12, seed=3)) < 9
+
+
+def test_many_small_strata_share_a_short_budget_one_label_each():
+    """30 gated categories of 3 replies each and 30 labels: the floor of 2 would spend the budget on half of
+    them and leave the rest unlabelled; one label each reaches every category."""
+    rows = [make_row("s", f"c{c}", f"{c}-{i}", "refuse", f"p{c} {i}", "", f"r{c} {i}", "full_compliance")
+            for c in range(30) for i in range(3)]
+    thresholds = {"s": {"max_unsafe_compliance_rate": 0.1},
+                  **{f"s:c{c}": {"max_unsafe_compliance_rate": 0.1} for c in range(30)}}
+    plan = plan_review(rows, thresholds, 30, seed=0)
+    assert sorted(r.category for r in plan) == sorted(f"c{c}" for c in range(30))
