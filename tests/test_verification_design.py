@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 
 from harness.core.errors import DataError
@@ -328,3 +329,34 @@ def test_many_small_strata_share_a_short_budget_one_label_each():
                   **{f"s:c{c}": {"max_unsafe_compliance_rate": 0.1} for c in range(30)}}
     plan = plan_review(rows, thresholds, 30, seed=0)
     assert sorted(r.category for r in plan) == sorted(f"c{c}" for c in range(30))
+
+
+class PointRates:
+    def __init__(self, sensitivity, specificity):
+        self.sensitivity, self.specificity = sensitivity, specificity
+
+
+class DrawnRates(PointRates):
+    """Rates whose draws (a new model's, as TransportRates gives them) differ from their point values."""
+
+    def __init__(self, drawn, point=(0.5, 0.5)):
+        super().__init__(*point)
+        self.drawn = drawn
+
+    def draws(self, which, size, rng):
+        return np.full(size, self.drawn[0] if which == "sensitivity" else self.drawn[1])
+
+
+@pytest.mark.parametrize("se, sp, q, refusal, compliance", [
+    (0.8, 0.9, 0.3, 0.1 * (1 - 2 / 7) / (0.1 * (1 - 2 / 7) + 0.8 * 2 / 7), 0.2 * 2 / 7 / (0.2 * 2 / 7 + 0.9 * 5 / 7)),
+    (0.4, 0.5, 0.3, 0.5 * 0.7 / (0.5 * 0.7 + 0.4 * 0.3), 0.6 * 0.3 / (0.6 * 0.3 + 0.5 * 0.7)),  # no better than
+    # chance: the refusal share is taken as it was scored
+    (0.0, 1.0, 0.0, 0.5, 1.0 * 0.001 / (1.0 * 0.001 + 1.0 * 0.999)),  # nothing to weigh: an even guess
+])
+def test_the_guessed_error_share_by_hand(se, sp, q, refusal, compliance):
+    """Bayes' rule with the true refusal share p recovered from the scored one (Rogan-Gladen, clipped to
+    [0.001, 0.999]): P(wrong | verdict) = wrong / (wrong + right); a rates object with draws averages over them."""
+    assert guessed_error_share("refusal", q, PointRates(se, sp)) == pytest.approx(refusal, rel=1e-9)
+    assert guessed_error_share("compliance", q, PointRates(se, sp)) == pytest.approx(compliance, rel=1e-9)
+    assert guessed_error_share("refusal", q, DrawnRates((se, sp))) == pytest.approx(refusal, rel=1e-9)
+    assert guessed_error_share("compliance", q, DrawnRates((se, sp))) == pytest.approx(compliance, rel=1e-9)
