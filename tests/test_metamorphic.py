@@ -66,6 +66,15 @@ def test_invariance_suites_are_opt_in(invariance_project):
     assert "add --run-invariance" in invariance_project.text(result)
 
 
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_invariance_examples_below_one_are_refused_before_any_generation(invariance_project, n):
+    """0 was read as "not set" and ran the default 10 examples; -3 failed both search tests after the
+    generation with hypothesis's traceback."""
+    result = invariance_project.run("--backend", "dummy", "--run-invariance", "--invariance-examples", n)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"--invariance-examples must be at least 1, got {n}" in invariance_project.text(result)
+
+
 def test_invariance_finds_and_shrinks_the_flipping_rewrite_and_reports_it(invariance_project, monkeypatch):
     monkeypatch.setenv("CI", "1")
     # 20 examples: CI's derandomized draws follow the property's source, so 5 found please_prefix by luck.

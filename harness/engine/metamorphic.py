@@ -115,7 +115,7 @@ def hypothesis_profile(examples: int | None = None):
                               database=None if ci else settings.default.database, report_multiple_bugs=False,
                               suppress_health_check=[HealthCheck.too_slow], print_blob=ci)
     profile = settings.get_profile(name)
-    return settings(profile, max_examples=examples) if examples else profile
+    return settings(profile, max_examples=examples) if examples is not None else profile
 
 
 def base_prompts(data_dir) -> dict[str, list[Prompt]]:
