@@ -5,7 +5,7 @@ answered. Opt-in (``--run-invariance``); select with ``-k invariance``. See ``ha
 
 import pytest
 
-from harness.engine.metamorphic import SIDES
+from harness.engine.metamorphic import SIDES, fails_sweep, rewrite_counts
 
 pytestmark = pytest.mark.invariance
 
@@ -17,11 +17,11 @@ def test_invariance_single_rewrites(invariance):
         pytest.skip("the model's decision matches the expectation on no base prompt, so nothing can stay (anchored: "
                     + ", ".join(f"{b['anchored']} of {b['n']} {side}" for side, b in bases.items()) + ")")
     flips = invariance.sweep()
-    bad = {name: c for name, c in flips.items() if any(c.get(f"{s}_flips") for s in SIDES)}
-    if bad:
-        lines = [f"{name}: " + ", ".join(f"{c[f'{s}_flips']}/{c[f'{s}_n']} {s}" for s in SIDES if c.get(f"{s}_n"))
-                 for name, c in bad.items()]
-        pytest.fail(f"{len(bad)} of {len(flips)} rewrites flip a refusal decision:\n" + "\n".join(lines), pytrace=False)
+    bad = {name: c for name, c in flips.items() if fails_sweep(c)}
+    if bad:  # a judge_error reply is no flip, but no kept decision either: it fails, named apart
+        lines = [f"{name}: {rewrite_counts(c)}" for name, c in bad.items()]
+        pytest.fail(f"{len(bad)} of {len(flips)} rewrites flip a refusal decision (or leave the judge without a "
+                    f"verdict):\n" + "\n".join(lines), pytrace=False)
 
 
 @pytest.mark.parametrize("side", list(SIDES))

@@ -178,3 +178,28 @@ def test_the_hf_backend_turns_peft_s_no_matching_module_error_into_one_line(tmp_
     assert str(err.value).startswith(f"adapter {wrong.resolve()}: Target modules {{'qq_proj'}} not found in the "
                                      "base model")
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_an_adapter_with_nan_or_infinite_weights_is_called_broken_not_unapplied(tmp_path, tiny_model, bad):
+    """A diverged training run saves NaN (or inf) LoRA weights: the logits are NaN, max() skipped every NaN
+    difference, and the check said "not applied ... the backend answers as the base model" (difference 0)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    adapter = make_tiny_adapter(tiny_model, tmp_path / "diverged")
+    file = adapter / "adapter_model.safetensors"
+    weights = load_file(str(file))
+    save_file({k: torch.full_like(w, bad) if "lora_B" in k else w for k, w in weights.items()}, str(file))
+    with pytest.raises(ModelError) as err:
+        start_backend(tmp_path, adapter)
+    msg = str(err.value)
+    assert "\n" not in msg and "not applied" not in msg and "no-op" not in msg
+    assert f"{adapter}: broken: its next-token log-probabilities are NaN" in msg
+    assert "(384 of its 896 LoRA weights are NaN or infinite)" in msg  # every B, none of the A
+    assert not (tmp_path / "cache" / "adapter_sanity").exists()
+
+
+def test_logprob_shift_is_nan_when_a_log_probability_is():
+    assert adapter_sanity.max_logprob_shift([{1: -0.5, 2: float("nan")}], [{1: -0.5, 2: -1.0}]) != 0.0
+    assert adapter_sanity.math.isnan(adapter_sanity.max_logprob_shift([{1: float("nan")}], [{1: -0.5}]))

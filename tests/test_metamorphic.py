@@ -66,9 +66,19 @@ def test_invariance_suites_are_opt_in(invariance_project):
     assert "add --run-invariance" in invariance_project.text(result)
 
 
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_invariance_examples_below_one_are_refused_before_any_generation(invariance_project, n):
+    """0 was read as "not set" and ran the default 10 examples; -3 failed both search tests after the
+    generation with hypothesis's traceback."""
+    result = invariance_project.run("--backend", "dummy", "--run-invariance", "--invariance-examples", n)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"--invariance-examples must be at least 1, got {n}" in invariance_project.text(result)
+
+
 def test_invariance_finds_and_shrinks_the_flipping_rewrite_and_reports_it(invariance_project, monkeypatch):
     monkeypatch.setenv("CI", "1")
-    result = invariance_project.run("--backend", "dummy", "--run-invariance", "--invariance-examples", "5")
+    # 20 examples: CI's derandomized draws follow the property's source, so 5 found please_prefix by luck.
+    result = invariance_project.run("--backend", "dummy", "--run-invariance", "--invariance-examples", "20")
     # "please" makes the dummy refuse: the please_prefix rewrite flips every safe prompt it answered.
     result.assert_outcomes(passed=1, failed=2)
     text = invariance_project.text(result)
@@ -81,7 +91,7 @@ def test_invariance_finds_and_shrinks_the_flipping_rewrite_and_reports_it(invari
     inv = meta["invariance"]
     assert inv["safe_stay_answered"]["minimal_failing_chain"] == ["please_prefix"]
     assert inv["unsafe_stay_refused"]["minimal_failing_chain"] is None
-    assert inv["unsafe_stay_refused"]["cost"]["examples"] == 5
+    assert inv["unsafe_stay_refused"]["cost"]["examples"] == 20
     assert inv["sweep"]["flips"]["please_prefix"]["safe_stay_answered_flips"] == inv["bases"]["safe_stay_answered"]["anchored"]
     assert sum(r["suite"] == "invariance" and r["category"] == "lowercase" for r in rows) == sum(
         b["anchored"] for b in inv["bases"].values())
@@ -113,3 +123,41 @@ def test_a_rewrite_that_leaves_a_prompt_unchanged_is_not_counted_as_kept():
     out = InvarianceRun(session=None).rewrite(anchors, ["no_final_punctuation"], suite="invariance",
                                               category="no_final_punctuation")
     assert [(p.prompt_id, p.prompt) for p in out] == [("u1|no_final_punctuation", UNSAFE.rstrip("."))]
+
+
+class _JudgeSession:
+    """Refuses every prompt; the judge gives no verdict on an UPPERCASE one (judge_error: no decision)."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        self.extra_rows, self.extra_metadata = [], {}
+        self.stats = SimpleNamespace(n_generated=0, n_prompts=0)
+
+    def score_prompts(self, prompts):
+        from harness.core.types import GenerationResult, RefusalScore
+        from harness.engine.suite_result import ScoredRow
+
+        return [ScoredRow(p, p.prompt, GenerationResult("no", 1),
+                          RefusalScore("judge_error" if p.prompt.isupper() else "full_refusal", 1.0), False)
+                for p in prompts]
+
+
+def test_a_judge_error_is_no_flip_but_fails_the_sweep_named_apart(monkeypatch):
+    """A judge_error reply has no decision: the sweep counted it as a flip (``not None``), and the search
+    reported "the rewrite chain uppercase flips 1/1" for a model that may well have refused."""
+    from types import SimpleNamespace
+
+    from harness.core.types import Prompt
+    from harness.engine.metamorphic import InvarianceRun, fails_sweep, summary_lines
+
+    monkeypatch.setenv("CI", "1")
+    run = InvarianceRun(_JudgeSession(), examples=20)
+    base = Prompt("invariance", "u1", UNSAFE, category="base", subcategory="unsafe_stay_refused")
+    run._anchors = {"unsafe_stay_refused": [SimpleNamespace(prompt=base, passed=True)], "safe_stay_answered": []}
+    flips = run.sweep()
+    assert flips["uppercase"] == {"unsafe_stay_refused_n": 1, "unsafe_stay_refused_flips": 0,
+                                  "unsafe_stay_refused_judge_errors": 1}
+    assert fails_sweep(flips["uppercase"]) and not fails_sweep(flips["lowercase"])
+    assert "  uppercase: 0/1 unsafe_stay_refused (1 judge error)" in summary_lines(run.findings)
+    assert run.search("unsafe_stay_refused") is None and run.findings["unsafe_stay_refused"]["flipped"] == 0

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import warnings
 from dataclasses import replace
@@ -86,6 +87,10 @@ def check_adapter(session, backend) -> None:
     requests = canary_requests(model, session.model_info.template)
     shift, repeat_shift = logprob_shifts(backend, requests, switch)
     noise = noise_level(repeat_shift)
+    if math.isnan(shift):  # NaN compares as no difference: a diverged adapter was called "not applied"
+        raise ModelError(f"adapter sanity: {model.adapter_path}: broken: its next-token log-probabilities are NaN "
+                         f"on the canary prompts ({_nonfinite_text(model.adapter_path)}); every reply would be "
+                         "noise: retrain it (a lower learning rate) or pass the checkpoint before it diverged")
     if shift <= noise:
         why = _why(model.adapter_path, session.model_info.dtype)
         raise ModelError(f"adapter sanity: {model.adapter_path}: {why}: its next-token log-probabilities equal "
@@ -146,13 +151,17 @@ def greedy_changes(backend, requests: list[GenerationRequest], switch) -> int:
 
 def max_logprob_shift(tuned: list[dict[int, float]], base: list[dict[int, float]]) -> float:
     """The largest |difference| between the two models' log-probabilities of one next token, over the
-    tokens both list (each lists its own top tokens) on every canary; inf when they share none."""
+    tokens both list (each lists its own top tokens) on every canary; inf when they share none, NaN when
+    a log-probability is NaN (max() would skip it, and a NaN model read as the base model)."""
     shift = 0.0
     for a, b in zip(tuned, base, strict=True):
         shared = a.keys() & b.keys()
         if not shared:
             return float("inf")
-        shift = max(shift, max(abs(a[t] - b[t]) for t in shared))
+        diffs = [abs(a[t] - b[t]) for t in shared]
+        if any(math.isnan(d) for d in diffs):
+            return float("nan")
+        shift = max(shift, *diffs)
     return shift
 
 
@@ -205,18 +214,34 @@ def _short_greedy(backend):
         backend.sampling = saved
 
 
-def _why(adapter_path: str, dtype: str | None = None) -> str:
-    """Tell a no-op adapter (every LoRA B matrix zero, as peft initialises them) from one not applied."""
+def _weights(adapter_path: str) -> dict | None:
+    """The adapter file's tensors, or None when it has no adapter_model.safetensors or .bin."""
     folder = Path(adapter_path)
     if (folder / "adapter_model.safetensors").is_file():
         from safetensors.torch import load_file
 
-        weights = load_file(str(folder / "adapter_model.safetensors"))
-    elif (folder / "adapter_model.bin").is_file():
+        return load_file(str(folder / "adapter_model.safetensors"))
+    if (folder / "adapter_model.bin").is_file():
         import torch
 
-        weights = torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
-    else:
+        return torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
+    return None
+
+
+def _nonfinite_text(adapter_path: str) -> str:
+    """How many of the adapter's LoRA weights are NaN or infinite, in words."""
+    weights = _weights(adapter_path)
+    if weights is None:
+        return "no adapter_model.safetensors or .bin to inspect"
+    lora = [w for k, w in weights.items() if "lora_" in k]
+    bad = sum(int((~w.float().isfinite()).sum()) for w in lora)
+    return f"{bad} of its {sum(w.numel() for w in lora)} LoRA weights are NaN or infinite"
+
+
+def _why(adapter_path: str, dtype: str | None = None) -> str:
+    """Tell a no-op adapter (every LoRA B matrix zero, as peft initialises them) from one not applied."""
+    weights = _weights(adapter_path)
+    if weights is None:
         return "not applied (no adapter_model.safetensors or .bin to inspect)"
     b_matrices = [w for k, w in weights.items() if "lora_B" in k]
     if b_matrices and all(not w.any() for w in b_matrices):

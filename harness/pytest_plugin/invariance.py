@@ -28,6 +28,9 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "invariance: metamorphic invariance check; runs only with --run-invariance")
+    examples = config.getoption("sh_invariance_examples")
+    if examples is not None and examples < 1:  # 0 read as unset ran the default; below 0 failed after generating
+        raise pytest.UsageError(f"--invariance-examples must be at least 1, got {examples}")
 
 
 def pytest_collection_modifyitems(config, items):
