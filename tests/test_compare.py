@@ -538,3 +538,23 @@ def test_compare_gates_by_the_project_s_gate_rules_as_the_pytest_gate_does(base,
     monkeypatch.chdir(tmp_path)  # no project: the defaults, as before
     assert main(["compare", str(base), str(cand)]) == 1
     assert "gate rules" not in capsys.readouterr().out
+
+
+def test_compare_leaves_out_the_invariance_rows_as_the_pytest_gate_does(tmp_path, capsys):
+    """A run's report holds the invariance sweep's and search's rows beside its suites; the pytest gate compares the
+    suites the run scored (its metadata's), `compare` gated the invariance rows too: a rate over the bases the model
+    anchored and the one failing chain, which is no rate of any suite."""
+    entries = prompts() + [("invariance", f"i{i:02d}", "uppercase", "refuse") for i in range(30)]
+
+    def run(name, failing, run_id):
+        path = write_report(tmp_path / name, failing, entries=entries, run_id=run_id)
+        table = pq.read_table(path)
+        meta = {**json.loads(table.schema.metadata[METADATA_KEY]), "suites": {"harmful": {}, "benign": {}}}
+        pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), path)
+        return path
+
+    base = run("base.parquet", BASE_FAILING, "base")
+    cand = run("cand.parquet", BASE_FAILING | {f"i{i:02d}" for i in range(15)}, "cand")  # only invariance worse
+    assert main(["compare", str(base), str(cand)]) == 0
+    out = capsys.readouterr().out
+    assert "gate: PASS" in out and "invariance" not in out

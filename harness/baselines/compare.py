@@ -64,6 +64,23 @@ class Report:
         return sorted(found, key=str)
 
 
+def only_suites(report: Report, suites) -> Report:
+    """``report`` with the rows of ``suites`` alone."""
+    import pyarrow.compute as pc
+
+    suites = sorted(suites)
+    return Report(report.name, report.table.filter(pc.is_in(report.table["suite"], pa.array(suites, pa.string()))),
+                  report.meta, {k: v for k, v in report.rows.items() if k[0] in suites})
+
+
+def scored_suites(report: Report) -> set[str]:
+    """The suites the run scored, as its metadata lists them: a report also holds rows that belong to no suite
+    (the invariance sweep's and search's), which no gate compares. All of its suites when it has no such list
+    (a table written elsewhere)."""
+    listed = report.meta.get("suites")
+    return set(listed) if isinstance(listed, dict) and listed else {suite for suite, _ in report.rows}
+
+
 def load_report(source, role: str = "report") -> Report:
     """A report from a Parquet path or a ``pyarrow.Table`` (plus its metadata, if any).
 

@@ -173,11 +173,13 @@ def _compare(args) -> int:
     from harness.baselines.compare import compare_reports
     from harness.baselines.comparison_text import comparison_lines
 
-    from harness.baselines.compare import load_report
+    from harness.baselines.compare import load_report, only_suites, scored_suites
     from harness.baselines.flips import row_key
 
     levels = ("suite", "category") if args.gate_categories else ("suite",)
     base, cand = load_report(args.baseline, "baseline"), load_report(args.candidate, "candidate")
+    scored = scored_suites(base) | scored_suites(cand)  # as the pytest gate: no invariance rows
+    base, cand = only_suites(base, scored), only_suites(cand, scored)
     rule, source = gate_rules(args, {suite for rep in (base, cand) for suite, _ in rep.rows})
     if source:
         print(f"gate rules: {source}")

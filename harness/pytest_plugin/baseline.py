@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.baselines.compare import BASELINE, Comparison, ComparisonRefused, Report, gate_outcome, load_report
+from harness.baselines.compare import (BASELINE, Comparison, ComparisonRefused, Report, gate_outcome, load_report,
+                                      only_suites)
 from harness.baselines.flips import label_counts, label_counts_text
 from harness.core.records import FAILURE_METRIC
 from harness.core.errors import HarnessError
@@ -281,8 +282,7 @@ def compare_with_baseline(state: BaselineState, hs) -> Comparison:
     if not set(ran) & set(held):  # else every field of the empty selection "differs", which says nothing
         raise HarnessError(f"holds no row of the suite(s) this run scored ({', '.join(ran)}); it holds "
                            f"{', '.join(held) or 'no rows'}: gate against a report of the same suites")
-    base = Report(b.name, b.table.filter(pc.is_in(b.table["suite"], pa.array(ran))), b.meta,
-                  {k: v for k, v in b.rows.items() if k[0] in ran})
+    base = only_suites(b, ran)
     from harness.engine.run_report import run_layout
 
     meta = {"run_id": hs.run_id, "model": hs.model_info.as_dict(), "layout": run_layout(hs)}
