@@ -52,6 +52,9 @@ def test_a_real_adapter_passes_once_and_is_remembered(tmp_path, tiny_adapter, mo
 
     monkeypatch.setattr(adapter_sanity, "canary_requests", must_not_run)
     start_backend(tmp_path, tiny_adapter)  # passed before for this fingerprint and backend: not repeated
+    # In another precision a small adapter may round away: a pass in float32 is no pass in bfloat16.
+    with pytest.raises(AssertionError, match="the check ran again"):
+        start_backend(tmp_path, tiny_adapter, dtype="bfloat16")
 
 
 def test_the_check_can_be_turned_off(tmp_path, noop_adapter):

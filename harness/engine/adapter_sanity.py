@@ -69,7 +69,7 @@ def check_adapter(session, backend) -> None:
         if getattr(model, "skipped_targets", ()):  # known from resolution, no generation needed: said anyway
             _warn(f"adapter sanity: {model.adapter_path}: {skipped_targets_text(model)}; the run goes on")
         return
-    marker = _marker_path(session.settings.cache_dir, model.fingerprint, backend.name)
+    marker = _marker_path(session.settings.cache_dir, model.fingerprint, backend.name, session.model_info.dtype)
     if marker.is_file():  # checked before: repeat its warning, if any, so no run of this adapter loses it
         try:
             record = json.loads(marker.read_text())
@@ -181,8 +181,10 @@ def canary_requests(model, template: str) -> list[GenerationRequest]:
     return [GenerationRequest(f"canary-{i}", p, f.text, f.token_ids) for i, (p, f) in enumerate(zip(prompts, formatted))]
 
 
-def _marker_path(cache_dir: Path, fingerprint: str, backend: str) -> Path:
-    return Path(cache_dir) / "adapter_sanity" / f"v{CHECK_VERSION}-{fingerprint[:32]}-{backend}.json"
+def _marker_path(cache_dir: Path, fingerprint: str, backend: str, dtype: str | None) -> Path:
+    """Where a pass is remembered: per adapter, backend and precision (a small adapter that moves the
+    log-probabilities in float32 may round away in bfloat16)."""
+    return Path(cache_dir) / "adapter_sanity" / f"v{CHECK_VERSION}-{fingerprint[:32]}-{backend}-{dtype or 'auto'}.json"
 
 
 def _base_switch(backend):
