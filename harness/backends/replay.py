@@ -65,7 +65,7 @@ class ReplayBackend(BatchBackend):
             )
 
     def _text_key(self, prompt, input_text) -> tuple[str, str]:
-        return str(prompt), str(input_text or "") if self.input_column else ""
+        return str(prompt), (str(input_text or "") if self.input_column else "")
 
     def _index(self, rows: list[dict], key, name) -> dict:
         """Rows by ``key``; two rows of one key with different responses leave the reply to use undecided."""
@@ -131,7 +131,6 @@ class ReplayBackend(BatchBackend):
 def _text_name(key: tuple[str, str]) -> str:
     prompt, input_text = key
     return repr(one_line(prompt, 80)) + (f" with input {one_line(input_text, 80)!r}" if input_text else "")
-
 
 
 @register_backend("replay")

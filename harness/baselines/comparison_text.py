@@ -79,7 +79,6 @@ def flip_label_lines(comparison: Comparison, review: str | None = None) -> list[
     return [line]
 
 
-
 def _ci(rate: Interval) -> str:
     return f"{rate.estimate:.3f} ({rate.low:.3f}-{rate.high:.3f})"
 

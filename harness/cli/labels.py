@@ -35,14 +35,22 @@ def add_store_args(p) -> None:
     p.add_argument("--config", type=Path, default=None, help="TOML file with [tool.safety-harness] settings")
 
 
-def store_location(args) -> Path:
-    """The store the settings name: --labels, else TOML ``labels``, else <cache_dir>/labels.sqlite."""
+def store_settings(args):
+    """The settings of the project found from here (pyproject.toml, or --config), checked, with the options of
+    ``add_store_args`` over them."""
     from harness.config.settings import build_settings
     from harness.engine.preflight import preflight
+
+    return preflight(build_settings(cli={"labels": args.labels, "cache_dir": args.cache_dir},
+                                    rootdir=Path.cwd(), config_file=args.config)).settings
+
+
+def store_location(args, settings=None) -> Path:
+    """The store the settings name: --labels, else TOML ``labels``, else <cache_dir>/labels.sqlite.
+    ``settings``: those ``store_settings`` already read."""
     from harness.labels import store_path
 
-    settings = preflight(build_settings(cli={"labels": args.labels, "cache_dir": args.cache_dir},
-                                        rootdir=Path.cwd(), config_file=args.config)).settings
+    settings = settings or store_settings(args)
     return store_path(settings.labels, settings.cache_dir)
 
 

@@ -20,16 +20,14 @@ def _summary_args(p):
     add_store_args(p)
 
 
-def existing_store(args):
+def existing_store(args, settings=None):
     """The label store the settings name (--labels, TOML ``labels``, else the one beside the cache), or None
-    when that file does not exist: reading a report never creates a store."""
-    from harness.config.settings import build_settings
-    from harness.engine.preflight import preflight
-    from harness.labels import LabelStore, store_path
+    when that file does not exist: reading a report never creates a store. ``settings``: those already read
+    (``harness.cli.labels.store_settings``)."""
+    from harness.cli.labels import store_location
+    from harness.labels import LabelStore
 
-    settings = preflight(build_settings(cli={"labels": args.labels, "cache_dir": args.cache_dir},
-                                        rootdir=Path.cwd(), config_file=args.config)).settings
-    path = store_path(settings.labels, settings.cache_dir)
+    path = store_location(args, settings)
     if not path.is_file():
         if args.labels is not None:
             raise HarnessError(f"label store {path} not found (label a report's replies into it with: "
@@ -170,20 +168,20 @@ def _compare_args(p):
 
 @_compare_args.run
 def _compare(args) -> int:
-    from harness.baselines.compare import compare_reports
+    from harness.baselines.compare import compare_reports, load_report, only_suites, scored_suites
     from harness.baselines.comparison_text import comparison_lines
-
-    from harness.baselines.compare import load_report, only_suites, scored_suites
     from harness.baselines.flips import row_key
+    from harness.cli.labels import store_settings
 
     levels = ("suite", "category") if args.gate_categories else ("suite",)
     base, cand = load_report(args.baseline, "baseline"), load_report(args.candidate, "candidate")
     scored = scored_suites(base) | scored_suites(cand)  # as the pytest gate: no invariance rows
     base, cand = only_suites(base, scored), only_suites(cand, scored)
-    rule, source = gate_rules(args, {suite for rep in (base, cand) for suite, _ in rep.rows})
+    settings = store_settings(args)  # one read of the project's TOML: its gate rules and its label store
+    rule, source = gate_rules(settings, args, {suite for rep in (base, cand) for suite, _ in rep.rows})
     if source:
         print(f"gate rules: {source}")
-    store = existing_store(args)
+    store = existing_store(args, settings)
     labels = {} if store is None else store.labels({row_key(r) for rep in (base, cand) for r in rep.rows.values()})
     comparison = compare_reports(base, cand, rules=rule, allow_mismatch=args.allow_mismatch,
                                  gate_levels=levels, error_rates=args.error_rates, labels=labels)
@@ -207,19 +205,17 @@ def _compare(args) -> int:
 GATE_OPTIONS = ("max_regression", "alpha", "max_failure_rate", "threshold_on")
 
 
-def gate_rules(args, suites) -> tuple:
+def gate_rules(settings, args, suites) -> tuple:
     """The rules ``compare`` gates by, and where they came from (None: the defaults). The project's
-    ``[tool.safety-harness.gate]`` tables (pyproject.toml found from here, or --config) are the ones
+    ``[tool.safety-harness.gate]`` tables (``settings``, ``harness.cli.labels.store_settings``) are the ones
     ``--baseline-compare`` reads: without them, the same two reports could pass one and fail the other. An
     option given on the command line wins over them, for every suite."""
     from dataclasses import replace
 
     from harness.baselines.store import build_rules
     from harness.config.gate import GateRule
-    from harness.config.settings import build_settings
 
     given = {k: getattr(args, k) for k in GATE_OPTIONS if getattr(args, k) is not None}
-    settings = build_settings(cli={"cache_dir": args.cache_dir}, rootdir=Path.cwd(), config_file=args.config)
     if not settings.gate:
         return GateRule(**given), None
     rules = {key: replace(rule, **given) for key, rule in build_rules(settings.gate, sorted(suites)).items()}
