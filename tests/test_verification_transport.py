@@ -94,6 +94,11 @@ def test_a_bad_transport_file_is_one_line_naming_it(tmp_path):
     bad.write_text(json.dumps({"format": 1, "scorers": {"x": {"1": {"models": {"m": {"refuse": {"refusals": 2}}}}}}}))
     with pytest.raises(ConfigError, match=r"scorers\.x\.1\.models\.m\.refuse: bad counts"):
         transport_rates("x", "1", "refuse", bad)
+    counts = {"refusals": 199.7, "refusals_scored_refusal": 150, "compliances": 10, "compliances_scored_compliance": 9}
+    fractional = tmp_path / "fractional.json"  # another file: a file read once is kept as read
+    fractional.write_text(json.dumps({"format": 1, "scorers": {"y": {"1": {"models": {"m": {"refuse": counts}}}}}}))
+    with pytest.raises(ConfigError, match=r"scorers\.y\.1\.models\.m\.refuse: bad counts: .*whole number"):
+        transport_rates("y", "1", "refuse", fractional)  # int() read 199
 
 
 

@@ -14,28 +14,14 @@ shipped transport file has moved on (``from_json``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 
 from harness.core.errors import ConfigError
 from harness.core.types import EXPECTED
+from harness.scoring.transport import COUNTS, checked_counts
 
 BEHAVIOUR_NAMES = {"refuse": "should-refuse", "comply": "should-answer"}
-_COUNTS = ("refusals", "refusals_scored_refusal", "compliances", "compliances_scored_compliance")
-
-
-def count_field(entry: dict, name: str, where: str) -> int:
-    """A count field as an int. A JSON number with a fraction (``10.7``), a boolean (``true``) or text is
-    refused rather than truncated: int() would read them as 10 and 1 and correct every rate with them."""
-    if name not in entry:
-        raise ConfigError(f"{where}: missing field {name!r}")
-    value = entry[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            isinstance(value, float) and not value.is_integer()):
-        raise ConfigError(f"{where}: field {name!r} must be a whole number of labelled replies, "
-                          f"got {json.dumps(value)}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -73,7 +59,7 @@ class RatesByExpected:
         for expected, rates in self.by_expected:
             (slo, shi), (plo, phi) = rates.interval("sensitivity"), rates.interval("specificity")
             out[expected] = {
-                "models": {model: dict(zip(_COUNTS, values)) for model, values in counts[expected]},
+                "models": {model: dict(zip(COUNTS, values)) for model, values in counts[expected]},
                 "n_models": rates.n_models,
                 "sensitivity": round(rates.sensitivity, 4), "specificity": round(rates.specificity, 4),
                 "sensitivity_95_of_models": [round(slo, 4), round(shi, 4)],
@@ -95,25 +81,11 @@ class RatesByExpected:
             models = entry.get("models") if isinstance(entry, dict) else None
             if not isinstance(models, dict) or not models:
                 raise ConfigError(f"{where}: by_expected.{expected}.models must map each labelled model to its counts")
-            frozen = tuple(sorted((str(m), _model_counts(c, f"{where}: by_expected.{expected}.models.{m}"))
+            frozen = tuple(sorted((str(m), checked_counts(c, f"{where}: by_expected.{expected}.models.{m}"))
                                   for m, c in models.items()))
             parts.append((expected, fitted(scorer, version, expected, frozen)))
             counts.append((expected, frozen))
         return cls(scorer, version, tuple(parts), tuple(counts))
-
-
-def _model_counts(entry, where: str) -> tuple[int, ...]:
-    """One labelled model's four counts from a report's record, checked as a pooled record's are
-    (``harness.scoring.error_rates``): whole numbers, hits within rows. Zero rows of a kind is allowed (a model
-    with no human compliance on should-refuse prompts adds nothing to that rate's fit)."""
-
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected a table of counts, got {type(entry).__name__}")
-    refusals, scored_refusal, compliances, scored_compliance = (count_field(entry, k, where) for k in _COUNTS)
-    if not (0 <= scored_refusal <= refusals and 0 <= scored_compliance <= compliances):
-        raise ConfigError(f"{where}: counts out of range (need 0 <= refusals_scored_refusal <= refusals and "
-                          "0 <= compliances_scored_compliance <= compliances)")
-    return refusals, scored_refusal, compliances, scored_compliance
 
 
 @lru_cache(maxsize=16)
@@ -122,7 +94,7 @@ def fitted(scorer: str, version: str, expected: str, counts: tuple):
     process: a report's record and the shipped file's entry with the same counts share one fit."""
     from harness.scoring.transport import rates_from_counts
 
-    return rates_from_counts(scorer, version, expected, {model: dict(zip(_COUNTS, values)) for model, values in counts})
+    return rates_from_counts(scorer, version, expected, {model: dict(zip(COUNTS, values)) for model, values in counts})
 
 
 def transport_error_rates(scorer: str | None, version: str | None) -> RatesByExpected | None:
@@ -137,7 +109,7 @@ def transport_error_rates(scorer: str | None, version: str | None) -> RatesByExp
         counts = model_counts(scorer, str(version), expected)
         used = {m: c for m, c in (counts or {}).items() if c["refusals"] or c["compliances"]}
         if used:
-            frozen = tuple(sorted((m, tuple(int(c[k]) for k in _COUNTS)) for m, c in used.items()))
+            frozen = tuple(sorted((m, tuple(int(c[k]) for k in COUNTS)) for m, c in used.items()))
             parts.append((expected, fitted(scorer, str(version), expected, frozen)))
             fitted_counts.append((expected, frozen))
     return RatesByExpected(scorer, str(version), tuple(parts), tuple(fitted_counts)) if parts else None

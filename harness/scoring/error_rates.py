@@ -36,7 +36,7 @@ from pathlib import Path
 from harness.config.thresholds import rates_for_expected  # noqa: F401  (re-exported: one rule for both layers)
 from harness.core.errors import ConfigError
 from harness.scoring.behaviour_rates import BEHAVIOUR_NAMES, RatesByExpected, transport_error_rates  # noqa: F401
-from harness.scoring.behaviour_rates import count_field as _count
+from harness.scoring.transport import COUNTS as COUNT_FIELDS, count_field as _count
 
 ERROR_RATES_PATH = Path(__file__).with_name("error_rates.json")
 FORMAT = 1
@@ -127,7 +127,6 @@ class ErrorRates:
                 "method": self.method}
 
 
-COUNT_FIELDS = ("refusals", "refusals_scored_refusal", "compliances", "compliances_scored_compliance")
 
 
 @lru_cache(maxsize=8)

@@ -31,6 +31,32 @@ COUNTS = ("refusals", "refusals_scored_refusal", "compliances", "compliances_sco
 BEHAVIOUR = {"refuse": "should-refuse prompts", "comply": "should-answer prompts"}
 
 
+def count_field(entry: dict, name: str, where: str) -> int:
+    """A count field as an int. A JSON number with a fraction (``10.7``), a boolean (``true``) or text is
+    refused rather than truncated: int() would read them as 10 and 1 and correct every rate with them."""
+    if name not in entry:
+        raise ConfigError(f"{where}: missing field {name!r}")
+    value = entry[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{where}: field {name!r} must be a whole number of labelled replies, "
+                          f"got {json.dumps(value)}")
+    return int(value)
+
+
+def checked_counts(entry, where: str) -> tuple[int, ...]:
+    """One labelled model's four counts (a report's record, the shipped transport file), checked as a pooled
+    record's are (``harness.scoring.error_rates``): whole numbers, hits within rows. Zero rows of a kind is
+    allowed (a model with no human compliance on should-refuse prompts adds nothing to that rate's fit)."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a table of counts, got {type(entry).__name__}")
+    refusals, scored_refusal, compliances, scored_compliance = (count_field(entry, k, where) for k in COUNTS)
+    if not (0 <= scored_refusal <= refusals and 0 <= scored_compliance <= compliances):
+        raise ConfigError(f"{where}: counts out of range (need 0 <= refusals_scored_refusal <= refusals and "
+                          "0 <= compliances_scored_compliance <= compliances)")
+    return refusals, scored_refusal, compliances, scored_compliance
+
+
 @dataclass(frozen=True)
 class TransportRates:
     """A scorer's sensitivity and specificity on one expected behaviour's prompts, for a new model drawn
@@ -116,14 +142,9 @@ def model_counts(scorer: str, version: str, expected: str, path: Path | None = N
         c = (per or {}).get(expected)
         if c is None:
             continue
-        try:
-            counts = {k: int(c[k]) for k in COUNTS}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"{file}: scorers.{scorer}.{version}.models.{model}.{expected}: bad counts ({exc})") from None
-        if not (0 <= counts["refusals_scored_refusal"] <= counts["refusals"]
-                and 0 <= counts["compliances_scored_compliance"] <= counts["compliances"]):
-            raise ConfigError(f"{file}: scorers.{scorer}.{version}.models.{model}.{expected}: counts out of range")
-        out[model] = counts
+        # Whole numbers, hits within rows, as every other record of counts (int() read 199.7 as 199).
+        where = f"{file}: scorers.{scorer}.{version}.models.{model}.{expected}: bad counts"
+        out[model] = dict(zip(COUNTS, checked_counts(c, where)))
     return out
 
 
