@@ -67,7 +67,6 @@ def project(harness_project, *, alpha_max=0.5, extra_toml=ANIMALS_LOOSE, categor
     )
 
 
-
 # -- LoRA training on the tiny random Llama -----------------------------------------------------------------
 
 GENERAL = [
@@ -125,7 +124,6 @@ def sentencepiece_style_tokenizer():
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     tok.chat_template = LLAMA2_CHAT_TEMPLATE
     return tok
-
 
 
 # -- a tiny random reward model -----------------------------------------------------------------------------

@@ -180,7 +180,6 @@ def test_summary_of_a_truncated_or_foreign_parquet_is_one_line(tmp_path, capsys)
     assert code == 2 and one_line(err) and "truncated.parquet is not a readable Parquet file" in err
 
 
-
 def test_summary_of_a_report_whose_checks_lack_a_field_is_one_line(tmp_path, capsys):
     """A report written by hand or by another tool, its metadata naming a threshold but none of the rates."""
     from tests import review_fakes

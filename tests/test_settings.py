@@ -106,7 +106,6 @@ def test_environment_over_config_file_and_command_line_over_everything(tmp_path,
     assert s.backend_args == {"tensor_parallel_size": 1, "enforce_eager": True}  # merged key by key
 
 
-
 def test_cache_environment_over_toml_as_the_options_reference_says(tmp_path, monkeypatch):
     """docs/reference/options.md: defaults < pyproject.toml < --config < environment (SAFETY_HARNESS_DATA,
     SAFETY_HARNESS_CACHE) < command line. SAFETY_HARNESS_CACHE only fed the default, so a cache_dir in
@@ -238,7 +237,6 @@ def test_unknown_suite_thresholds_name_the_config_file_and_user_suites_count(tmp
     write(tmp_path / "pyproject.toml", "[tool.safety-harness.thresholds.minne]\nmax_refusal_rate = 0.5\n")
     with pytest.raises(ConfigError, match=r"pyproject.toml: thresholds.minne: unknown suite 'minne'"):
         settings(tmp_path, config)
-
 
 
 def test_a_user_suite_thresholds_value_that_is_no_table_is_refused(tmp_path):

@@ -101,7 +101,6 @@ def test_a_bad_transport_file_is_one_line_naming_it(tmp_path):
         transport_rates("y", "1", "refuse", fractional)  # int() read 199
 
 
-
 @pytest.mark.parametrize("field,value,why", [
     ("refusals_scored_refusal", 500, "out of range"),  # more hits than rows: was a bare ValueError of the fit
     ("refusals", -3, "out of range"),  # a negative count: the model was silently dropped from the fit

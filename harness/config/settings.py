@@ -54,7 +54,6 @@ class UserSuite:
     where: str  # "CONFIG: suites.NAME", for an error about it
 
 
-
 @dataclass
 class RunSettings:
     """Everything a run depends on. Field names double as TOML keys and (with - for _) CLI options."""

@@ -208,7 +208,6 @@ def flip_message(base: dict, cand: dict, gate: str, verdict: str, pair=None) -> 
             f"  candidate: [{cand.get('refusal_label')}] {one_line(cand.get('response'), 400)}")
 
 
-
 def _item(cls, session, name: str, suite: str, key: str, category: str = "") -> BaselineItem:
     return cls.from_parent(session, name=name, nodeid=f"{NODE_PREFIX}::{name}", suite=suite, key=key,
                            category=category)

@@ -127,8 +127,6 @@ class ErrorRates:
                 "method": self.method}
 
 
-
-
 @lru_cache(maxsize=8)
 def _read(path: str) -> dict:
     file = Path(path)
