@@ -125,7 +125,7 @@ def _response_text(example: Example, prompt_text: str, template: str, tokenizer)
     return example.output + (tokenizer.eos_token or "")
 
 
-def _response_ids(tokenizer, prompt_text: str, response_text: str) -> list[int]:
+def _response_ids(tokenizer, prompt_text: str, response_text: str, prompt_ids: list[int]) -> list[int]:
     """The response's token ids as they follow the prompt in the joined text, which is what the model meets
     when it continues the prompt at evaluation. Tokenized on its own, a response can differ: LLaMA's legacy
     SentencePiece tokenizer puts "▁" before any text, so "Sure" after "### Response:\n" became "▁Sure",
@@ -133,9 +133,8 @@ def _response_ids(tokenizer, prompt_text: str, response_text: str) -> list[int]:
     starting "\n" after a prompt ending "\n", with "\n\n" one token), the response is tokenized on its own
     from its first character: the loss then covers all of the response and none of the prompt. Byte-level
     BPE (SmolLM2's) gave the ids of the two texts tokenized apart for all of the default mix, so adapters
-    trained before keep their ids."""
+    trained before keep their ids. ``prompt_ids``: the prompt's own ids, without special tokens."""
     ids = tokenizer(prompt_text + response_text, add_special_tokens=False)["input_ids"]
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     if ids[:len(prompt_ids)] == prompt_ids:  # a token boundary where the prompt ends: the usual case
         return ids[len(prompt_ids):]
     # Not a prefix: one token of the joined text spans the prompt's end, or a pre-tokenizer splits the prompt's
@@ -160,8 +159,11 @@ def tokenize_mix(mix: list[Example], tokenizer, template: str, cutoff: int, *,
     out, dropped, cut = [], [], []
     for ex in mix:
         prompt_text = format_text(_as_prompt(ex), template, tokenizer)
-        prompt_ids = tokenizer(prompt_text, add_special_tokens=(template != "chat"))["input_ids"]
-        response_ids = _response_ids(tokenizer, prompt_text, _response_text(ex, prompt_text, template, tokenizer))
+        plain = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        # A chat template writes its own special tokens into the text; the others get the tokenizer's (a BOS).
+        prompt_ids = plain if template == "chat" else tokenizer(prompt_text)["input_ids"]
+        response_ids = _response_ids(tokenizer, prompt_text, _response_text(ex, prompt_text, template, tokenizer),
+                                     plain)
         ids = (prompt_ids + response_ids)[:cutoff]
         labels = list(ids) if train_on_inputs else ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:cutoff]
         if all(label == IGNORE_INDEX for label in labels):
